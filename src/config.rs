@@ -1,0 +1,314 @@
+//! Configuration: the Worker's `[vars]` and secrets, parsed and validated once per isolate.
+//!
+//! | variable | required | meaning |
+//! |---|---|---|
+//! | `ORIGIN_URL` | yes | absolute `http(s)` URL of the API being protected; a path prefix is kept |
+//! | `FACILITATOR_URL` | yes | base URL of the x402 facilitator (`/verify`, `/settle` are appended) |
+//! | `PAY_TO` | unless every route sets `payTo` | default recipient address (`0x…`, 20 bytes) |
+//! | `NETWORK` | no (`eip155:84532`) | default CAIP-2 network |
+//! | `MAX_TIMEOUT_SECONDS` | no (`300`) | default `maxTimeoutSeconds` of each requirement |
+//! | `SESSION_TTL_SECONDS` | no (`3600`) | default paid-session lifetime; `0` disables sessions; else ≥ 60 (the KV TTL floor) |
+//! | `FACILITATOR_AUTH` | no (secret) | sent as the `Authorization` header on facilitator calls |
+//! | `ROUTES` | yes | JSON array of priced routes (a TOML array of tables in `wrangler.toml`, or a JSON string) |
+//!
+//! A `ROUTES` entry: `route` (`"METHOD /pattern"`, see [`crate::route::RoutePattern`]), then either
+//! `price` (`"$0.01"`, in units of the asset, converted with the asset's decimals) or `amount`
+//! (atomic units, decimal string) with an explicit `asset`; optional `asset`, `decimals`,
+//! `name`/`version` (EIP-712 domain of a non-default asset), `network`, `payTo`, `description`,
+//! `mimeType`, `maxTimeoutSeconds`, `sessionTtlSeconds`.
+
+use ruint::aliases::U256;
+use serde::Deserialize;
+use serde_json::{Map, Value};
+
+use crate::evm::{caip2_chain_id, network_by_id, Address, Eip712Domain};
+use crate::money::price_to_atomic;
+use crate::route::RoutePattern;
+use crate::x402::{Eip712Extra, PaymentRequirements};
+
+/// A configuration problem, with the variable it concerns and why. Answered as HTTP 500.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError(pub String);
+
+impl std::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "invalid configuration: {}", self.0)
+    }
+}
+
+fn err<T>(msg: impl Into<String>) -> Result<T, ConfigError> {
+    Err(ConfigError(msg.into()))
+}
+
+/// One payment option of a route, ready to serve: the wire requirement, its JSON form (for
+/// deep-equality matching against `accepted`), and the parsed values the local checks need.
+#[derive(Debug, Clone)]
+pub struct Offer {
+    pub requirements: PaymentRequirements,
+    pub requirements_json: Value,
+    pub amount: U256,
+    pub asset: Address,
+    pub pay_to: Address,
+    pub chain_id: u64,
+    /// EIP-712 domain separator of `asset` on `chain_id` (precomputed).
+    pub domain_separator: [u8; 32],
+}
+
+/// A priced route.
+#[derive(Debug, Clone)]
+pub struct Route {
+    /// The route key as configured, normalised (`"GET /weather"`); also the session scope.
+    pub key: String,
+    pub pattern: RoutePattern,
+    pub description: Option<String>,
+    pub mime_type: Option<String>,
+    /// Paid-session lifetime in seconds; 0 = no sessions.
+    pub session_ttl_seconds: u64,
+    pub accepts: Vec<Offer>,
+}
+
+/// The validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub origin: url::Url,
+    /// Facilitator base URL without trailing `/`.
+    pub facilitator_url: String,
+    pub facilitator_auth: Option<String>,
+    pub routes: Vec<Route>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct RawRoute {
+    route: String,
+    price: Option<String>,
+    amount: Option<String>,
+    asset: Option<String>,
+    decimals: Option<u8>,
+    name: Option<String>,
+    version: Option<String>,
+    network: Option<String>,
+    pay_to: Option<String>,
+    description: Option<String>,
+    mime_type: Option<String>,
+    max_timeout_seconds: Option<u64>,
+    session_ttl_seconds: Option<u64>,
+}
+
+/// Reads a variable as a string (vars are strings; TOML numbers arrive as JSON numbers).
+fn string_var(vars: &Map<String, Value>, name: &str) -> Result<Option<String>, ConfigError> {
+    match vars.get(name) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) if s.trim().is_empty() => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s.trim().to_string())),
+        Some(Value::Number(n)) => Ok(Some(n.to_string())),
+        Some(_) => err(format!("{name} must be a string")),
+    }
+}
+
+fn u64_var(vars: &Map<String, Value>, name: &str, default: u64) -> Result<u64, ConfigError> {
+    match string_var(vars, name)? {
+        None => Ok(default),
+        Some(s) => s.parse().or_else(|_| err(format!("{name} must be a whole number of seconds, got `{s}`"))),
+    }
+}
+
+fn http_url(name: &str, s: &str) -> Result<url::Url, ConfigError> {
+    let u = url::Url::parse(s).or_else(|e| err(format!("{name} `{s}` is not a URL: {e}")))?;
+    if !matches!(u.scheme(), "http" | "https") || u.host().is_none() {
+        return err(format!("{name} `{s}` must be an absolute http(s) URL"));
+    }
+    if u.query().is_some() || u.fragment().is_some() {
+        return err(format!("{name} `{s}` must not have a query or fragment"));
+    }
+    Ok(u)
+}
+
+fn session_ttl(name: &str, ttl: u64) -> Result<u64, ConfigError> {
+    if ttl != 0 && ttl < 60 {
+        return err(format!("{name} is {ttl}: use 0 (no sessions) or at least 60 seconds (the Workers KV TTL floor)"));
+    }
+    Ok(ttl)
+}
+
+impl Config {
+    /// Builds the configuration from the Worker's variables (name → JSON value).
+    ///
+    /// Errors name the variable (and route) at fault; nothing here panics on any input.
+    pub fn from_vars(vars: &Map<String, Value>) -> Result<Config, ConfigError> {
+        let origin = http_url("ORIGIN_URL", &string_var(vars, "ORIGIN_URL")?.ok_or_else(|| ConfigError("ORIGIN_URL is not set".into()))?)?;
+        let fac = string_var(vars, "FACILITATOR_URL")?.ok_or_else(|| ConfigError("FACILITATOR_URL is not set".into()))?;
+        http_url("FACILITATOR_URL", &fac)?;
+        let facilitator_url = fac.trim_end_matches('/').to_string();
+        let facilitator_auth = string_var(vars, "FACILITATOR_AUTH")?;
+        let default_pay_to = string_var(vars, "PAY_TO")?;
+        let default_network = string_var(vars, "NETWORK")?.unwrap_or_else(|| "eip155:84532".into());
+        let default_timeout = u64_var(vars, "MAX_TIMEOUT_SECONDS", 300)?;
+        let default_ttl = session_ttl("SESSION_TTL_SECONDS", u64_var(vars, "SESSION_TTL_SECONDS", 3600)?)?;
+
+        let routes_value = match vars.get("ROUTES") {
+            None | Some(Value::Null) => return err("ROUTES is not set"),
+            Some(Value::String(s)) => serde_json::from_str::<Value>(s).or_else(|e| err(format!("ROUTES is not valid JSON: {e}")))?,
+            Some(v) => v.clone(),
+        };
+        let raw: Vec<RawRoute> = serde_json::from_value(routes_value).or_else(|e| err(format!("ROUTES: {e}")))?;
+        let mut routes = Vec::with_capacity(raw.len());
+        for (i, r) in raw.into_iter().enumerate() {
+            let at = format!("ROUTES[{i}] (`{}`)", r.route);
+            let pattern = RoutePattern::parse(&r.route).or_else(|e| err(format!("{at}: {e}")))?;
+            let network_id = r.network.clone().unwrap_or_else(|| default_network.clone());
+            let known = network_by_id(&network_id);
+            let caip2 = match known {
+                Some(n) => n.caip2.to_string(),
+                None => network_id.clone(),
+            };
+            let chain_id = caip2_chain_id(&caip2)
+                .ok_or_else(|| ConfigError(format!("{at}: network `{network_id}` is not an eip155:<chainId> CAIP-2 id or a known v1 name")))?;
+            let pay_to_s = r.pay_to.clone().or_else(|| default_pay_to.clone()).ok_or_else(|| ConfigError(format!("{at}: no payTo and PAY_TO is not set")))?;
+            let pay_to = Address::parse(&pay_to_s).ok_or_else(|| ConfigError(format!("{at}: payTo `{pay_to_s}` is not a 0x-prefixed 20-byte address")))?;
+
+            // The asset and its EIP-712 domain: explicit, or the network's default USDC.
+            let (asset, name, version, decimals) = match &r.asset {
+                Some(a) => {
+                    let asset = Address::parse(a).ok_or_else(|| ConfigError(format!("{at}: asset `{a}` is not a 0x-prefixed 20-byte address")))?;
+                    let default = known.filter(|n| Address::parse(n.usdc) == Some(asset));
+                    let name = r.name.clone().or(default.map(|n| n.usdc_name.to_string()));
+                    let version = r.version.clone().or(default.map(|n| n.usdc_version.to_string()));
+                    let (Some(name), Some(version)) = (name, version) else {
+                        return err(format!("{at}: asset {a} is not this network's default USDC, so its EIP-712 `name` and `version` must be given"));
+                    };
+                    (asset, name, version, r.decimals.or(default.map(|n| n.usdc_decimals)))
+                }
+                None => {
+                    let Some(n) = known else {
+                        return err(format!("{at}: network `{network_id}` has no built-in USDC; give `asset`, `name`, `version` and `amount` or `decimals`"));
+                    };
+                    let asset = Address::parse(n.usdc).ok_or_else(|| ConfigError("built-in table".into()))?;
+                    (asset, r.name.clone().unwrap_or(n.usdc_name.into()), r.version.clone().unwrap_or(n.usdc_version.into()), Some(n.usdc_decimals))
+                }
+            };
+            let amount = match (&r.price, &r.amount) {
+                (Some(p), None) => {
+                    let d = decimals.ok_or_else(|| ConfigError(format!("{at}: `price` needs the asset's `decimals`")))?;
+                    price_to_atomic(p, d).or_else(|e| err(format!("{at}: price `{p}`: {e}")))?
+                }
+                (None, Some(a)) => {
+                    if r.asset.is_none() {
+                        return err(format!("{at}: `amount` is in atomic units and needs an explicit `asset`"));
+                    }
+                    match crate::evm::parse_uint256(a) {
+                        Some(v) if v > U256::ZERO => v,
+                        _ => return err(format!("{at}: amount `{a}` must be a positive decimal integer below 2^256")),
+                    }
+                }
+                _ => return err(format!("{at}: give exactly one of `price` and `amount`")),
+            };
+            let max_timeout_seconds = r.max_timeout_seconds.unwrap_or(default_timeout);
+            if max_timeout_seconds < 10 {
+                return err(format!("{at}: maxTimeoutSeconds {max_timeout_seconds} is below 10 seconds"));
+            }
+            let requirements = PaymentRequirements {
+                scheme: "exact".into(),
+                network: caip2,
+                amount: amount.to_string(),
+                asset: asset.to_checksum(),
+                pay_to: pay_to.to_checksum(),
+                max_timeout_seconds,
+                extra: Eip712Extra { name: name.clone(), version: version.clone() },
+            };
+            let requirements_json = serde_json::to_value(&requirements).or_else(|e| err(e.to_string()))?;
+            let domain_separator = Eip712Domain { name, version, chain_id, verifying_contract: asset }.separator();
+            let ttl = match r.session_ttl_seconds {
+                Some(t) => session_ttl(&format!("{at}: sessionTtlSeconds"), t)?,
+                None => default_ttl,
+            };
+            routes.push(Route {
+                key: r.route.split_whitespace().collect::<Vec<_>>().join(" "),
+                pattern,
+                description: r.description,
+                mime_type: r.mime_type,
+                session_ttl_seconds: ttl,
+                accepts: vec![Offer { requirements, requirements_json, amount, asset, pay_to, chain_id, domain_separator }],
+            });
+        }
+        Ok(Config { origin, facilitator_url, facilitator_auth, routes })
+    }
+
+    /// The first route (in configuration order) that matches, if any.
+    pub fn route_for(&self, method: &http::Method, segments: &[String]) -> Option<&Route> {
+        self.routes.iter().find(|r| r.pattern.matches(method, segments))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn vars(routes: Value) -> Map<String, Value> {
+        let v = json!({
+            "ORIGIN_URL": "http://127.0.0.1:9000/api",
+            "FACILITATOR_URL": "http://127.0.0.1:9001/",
+            "PAY_TO": "0x209693Bc6afc0C5328bA36FaF03C514EF312287C",
+            "ROUTES": routes,
+        });
+        v.as_object().unwrap().clone()
+    }
+
+    fn cfg_err(routes: Value) -> String {
+        Config::from_vars(&vars(routes)).unwrap_err().0
+    }
+
+    #[test]
+    fn dollar_price_on_default_network_uses_its_usdc() {
+        let c = Config::from_vars(&vars(json!([{ "route": "GET /weather", "price": "$0.01", "description": "w" }]))).unwrap();
+        assert_eq!(c.facilitator_url, "http://127.0.0.1:9001");
+        let o = &c.routes[0].accepts[0];
+        assert_eq!(o.requirements.amount, "10000");
+        assert_eq!(o.requirements.network, "eip155:84532");
+        assert_eq!(o.requirements.asset, "0x036CbD53842c5426634e7929541eC2318f3dCF7e");
+        assert_eq!(o.requirements.extra, Eip712Extra { name: "USDC".into(), version: "2".into() });
+        assert_eq!(o.requirements.max_timeout_seconds, 300);
+        assert_eq!(crate::evm::hex_0x(&o.domain_separator), "0x71f17a3b2ff373b803d70a5a07c046c1a2bc8e89c09ef722fcb047abe94c9818");
+        assert_eq!(c.routes[0].session_ttl_seconds, 3600);
+    }
+
+    #[test]
+    fn routes_may_be_a_json_string_and_v1_names_map_to_caip2() {
+        let c = Config::from_vars(&vars(json!(r#"[{"route":"/p/*","price":"$0.001","network":"base"}]"#))).unwrap();
+        let o = &c.routes[0].accepts[0];
+        assert_eq!(o.requirements.network, "eip155:8453");
+        assert_eq!(o.requirements.amount, "1000");
+        assert_eq!(o.requirements.extra.name, "USD Coin");
+    }
+
+    #[test]
+    fn atomic_amount_with_explicit_asset_and_domain() {
+        let c = Config::from_vars(&vars(json!([{
+            "route": "POST /big", "amount": "115792089237316195423570985008687907853269984665640564039457584007913129639935",
+            "asset": "0x00000000000000000000000000000000000000aa", "name": "Token", "version": "1", "network": "eip155:31337"
+        }]))).unwrap();
+        assert_eq!(c.routes[0].accepts[0].amount, U256::MAX);
+        assert_eq!(c.routes[0].accepts[0].chain_id, 31337);
+    }
+
+    #[test]
+    fn configuration_errors_say_what_is_wrong() {
+        assert!(cfg_err(json!([{ "route": "GET /x", "price": "$0.0000001" }])).contains("finer than one atomic unit"));
+        assert!(cfg_err(json!([{ "route": "GET /x", "price": "1", "amount": "1" }])).contains("exactly one of"));
+        assert!(cfg_err(json!([{ "route": "GET /x", "amount": "1" }])).contains("explicit `asset`"));
+        assert!(cfg_err(json!([{ "route": "GET /x", "price": "1", "payTo": "0x12" }])).contains("payTo"));
+        assert!(cfg_err(json!([{ "route": "GET /x", "price": "1", "network": "eip155:999" }])).contains("no built-in USDC"));
+        assert!(cfg_err(json!([{ "route": "GET /x", "price": "1", "network": "mars" }])).contains("CAIP-2"));
+        assert!(cfg_err(json!([{ "route": "GET /x", "price": "1", "asset": "0x00000000000000000000000000000000000000aa" }])).contains("EIP-712"));
+        assert!(cfg_err(json!([{ "route": "GET /x", "price": "1", "sessionTtlSeconds": 5 }])).contains("KV TTL floor"));
+        assert!(cfg_err(json!([{ "route": "GET /x", "price": "1", "colour": "red" }])).contains("unknown field"));
+        assert!(cfg_err(json!("not json")).contains("not valid JSON"));
+        assert!(cfg_err(json!([{ "route": "GET /a/../b", "price": "1" }])).contains("not canonical"));
+        let mut v = vars(json!([]));
+        v.insert("ORIGIN_URL".into(), json!("ftp://x"));
+        assert!(Config::from_vars(&v).unwrap_err().0.contains("http(s)"));
+        v.remove("ORIGIN_URL");
+        assert_eq!(Config::from_vars(&v).unwrap_err().0, "ORIGIN_URL is not set");
+    }
+}

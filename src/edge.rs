@@ -1,0 +1,244 @@
+//! The Cloudflare Workers glue (wasm32 only): the `fetch` entry point and [`Platform`] over
+//! `fetch`, Workers KV, `Date.now` and getrandom. Bodies stay JavaScript `ReadableStream`s end to
+//! end, so origin responses stream through without being copied into wasm memory.
+
+use std::cell::RefCell;
+use std::pin::pin;
+use std::rc::Rc;
+use std::time::Duration;
+
+use futures_util::future::{select, Either};
+use futures_util::StreamExt;
+use serde_json::{Map, Value};
+use worker::wasm_bindgen::{JsCast, JsValue};
+use worker::{console_error, console_log, event, js_sys, web_sys, AbortController, Context, Delay, Env, Fetch, Headers, KvStore, RequestInit, ResponseBody, ResponseBuilder};
+
+use crate::config::{Config, ConfigError};
+use crate::facilitator::{HttpReply, UpstreamError, MAX_REPLY_BYTES};
+use crate::gateway::{self, Platform};
+
+/// Name of the Workers KV namespace binding that holds paid sessions.
+pub const SESSIONS_BINDING: &str = "SESSIONS";
+
+/// The variables read from `env` (see [`crate::config`]).
+const VARS: [&str; 8] = ["ORIGIN_URL", "FACILITATOR_URL", "FACILITATOR_AUTH", "PAY_TO", "NETWORK", "MAX_TIMEOUT_SECONDS", "SESSION_TTL_SECONDS", "ROUTES"];
+
+/// A body on the edge: a JS stream passed through untouched, or bytes we produced.
+pub enum EdgeBody {
+    Stream(Option<web_sys::ReadableStream>),
+    Bytes(Vec<u8>),
+}
+
+thread_local! {
+    /// The validated configuration, built on the first request of the isolate.
+    static CONFIG: RefCell<Option<Result<Rc<Config>, ConfigError>>> = const { RefCell::new(None) };
+}
+
+fn read_vars(env: &Env) -> Map<String, Value> {
+    let mut vars = Map::new();
+    for name in VARS {
+        let Ok(v) = js_sys::Reflect::get(env.as_ref(), &JsValue::from_str(name)) else { continue };
+        if v.is_undefined() || v.is_null() {
+            continue;
+        }
+        let value = match v.as_string() {
+            Some(s) => Value::String(s),
+            None => js_sys::JSON::stringify(&v)
+                .ok()
+                .and_then(|s| s.as_string())
+                .and_then(|s| serde_json::from_str(&s).ok())
+                .unwrap_or(Value::Null),
+        };
+        vars.insert(name.to_string(), value);
+    }
+    vars
+}
+
+fn config(env: &Env) -> Result<Rc<Config>, ConfigError> {
+    CONFIG.with(|cell| {
+        cell.borrow_mut()
+            .get_or_insert_with(|| {
+                let cfg = Config::from_vars(&read_vars(env))?;
+                if cfg.routes.iter().any(|r| r.session_ttl_seconds > 0) && env.kv(SESSIONS_BINDING).is_err() {
+                    return Err(ConfigError(format!(
+                        "paid sessions are enabled but the KV namespace binding `{SESSIONS_BINDING}` is missing (add it, or set SESSION_TTL_SECONDS = \"0\")"
+                    )));
+                }
+                Ok(Rc::new(cfg))
+            })
+            .clone()
+    })
+}
+
+struct Edge {
+    kv: Option<KvStore>,
+}
+
+fn worker_headers(h: &http::HeaderMap) -> Headers {
+    let out = Headers::new();
+    for (name, value) in h {
+        if let Ok(v) = value.to_str() {
+            let _ = out.append(name.as_str(), v);
+        }
+    }
+    out
+}
+
+fn http_headers(h: &Headers) -> http::HeaderMap {
+    let mut out = http::HeaderMap::new();
+    for (name, value) in h.entries() {
+        if let (Ok(n), Ok(v)) = (http::HeaderName::from_bytes(name.as_bytes()), http::HeaderValue::from_str(&value)) {
+            out.append(n, v);
+        }
+    }
+    out
+}
+
+/// Races `fut` against a `seconds` timer; on timeout aborts `controller`.
+async fn with_timeout<T>(fut: impl std::future::Future<Output = worker::Result<T>>, controller: AbortController, seconds: u64) -> Result<T, UpstreamError> {
+    let fut = pin!(fut);
+    let delay = pin!(Delay::from(Duration::from_secs(seconds)));
+    match select(fut, delay).await {
+        Either::Left((Ok(v), _)) => Ok(v),
+        Either::Left((Err(e), _)) => Err(UpstreamError::Network(e.to_string())),
+        Either::Right(_) => {
+            controller.abort();
+            Err(UpstreamError::Timeout { seconds })
+        }
+    }
+}
+
+impl Platform for Edge {
+    type Body = EdgeBody;
+
+    fn body(bytes: Vec<u8>) -> EdgeBody {
+        EdgeBody::Bytes(bytes)
+    }
+
+    async fn origin(&self, req: http::Request<EdgeBody>, timeout_seconds: u64) -> Result<http::Response<EdgeBody>, UpstreamError> {
+        let (parts, body) = req.into_parts();
+        let mut init = RequestInit::new();
+        init.with_method(worker::Method::from(parts.method.as_str().to_string()))
+            .with_headers(worker_headers(&parts.headers))
+            .with_redirect(worker::RequestRedirect::Manual);
+        if gateway::method_has_body(&parts.method) {
+            init.with_body(match body {
+                EdgeBody::Stream(Some(s)) => Some(s.into()),
+                EdgeBody::Stream(None) => None,
+                EdgeBody::Bytes(b) => Some(js_sys::Uint8Array::from(b.as_slice()).into()),
+            });
+        }
+        let request = worker::Request::new_with_init(&parts.uri.to_string(), &init).map_err(|e| UpstreamError::Network(e.to_string()))?;
+        let controller = AbortController::default();
+        let signal = controller.signal();
+        let fetch = Fetch::Request(request);
+        let res = with_timeout(fetch.send_with_signal(&signal), controller, timeout_seconds).await?;
+        let mut out = http::Response::builder().status(res.status_code());
+        if let Some(h) = out.headers_mut() {
+            *h = http_headers(res.headers());
+        }
+        let (_, body) = res.into_parts();
+        let body = match body {
+            ResponseBody::Stream(s) => EdgeBody::Stream(Some(s)),
+            ResponseBody::Body(b) => EdgeBody::Bytes(b),
+            ResponseBody::Empty => EdgeBody::Stream(None),
+        };
+        out.body(body).map_err(|e| UpstreamError::Network(e.to_string()))
+    }
+
+    async fn post_json(&self, url: &str, authorization: Option<&str>, json: String, timeout_seconds: u64) -> Result<HttpReply, UpstreamError> {
+        let headers = Headers::new();
+        let _ = headers.set("content-type", "application/json");
+        if let Some(a) = authorization {
+            let _ = headers.set("authorization", a);
+        }
+        let mut init = RequestInit::new();
+        init.with_method(worker::Method::Post).with_headers(headers).with_body(Some(JsValue::from_str(&json)));
+        let request = worker::Request::new_with_init(url, &init).map_err(|e| UpstreamError::Network(e.to_string()))?;
+        let controller = AbortController::default();
+        let signal = controller.signal();
+        let fetch = Fetch::Request(request);
+        let read = async {
+            let mut res = fetch.send_with_signal(&signal).await?;
+            let status = res.status_code();
+            let mut body = Vec::new();
+            if let Ok(mut stream) = res.stream() {
+                while let Some(chunk) = stream.next().await {
+                    let chunk = chunk?;
+                    if body.len() + chunk.len() > MAX_REPLY_BYTES {
+                        return Err(worker::Error::RustError(format!("reply larger than {MAX_REPLY_BYTES} bytes")));
+                    }
+                    body.extend_from_slice(&chunk);
+                }
+            }
+            Ok(HttpReply { status, body })
+        };
+        with_timeout(read, controller, timeout_seconds).await
+    }
+
+    async fn kv_get(&self, key: &str) -> Result<Option<String>, String> {
+        let kv = self.kv.as_ref().ok_or("no SESSIONS binding")?;
+        kv.get(key).text().await.map_err(|e| e.to_string())
+    }
+
+    async fn kv_put(&self, key: &str, value: String, ttl_seconds: u64) -> Result<(), String> {
+        let kv = self.kv.as_ref().ok_or("no SESSIONS binding")?;
+        kv.put(key, value).map_err(|e| e.to_string())?.expiration_ttl(ttl_seconds).execute().await.map_err(|e| e.to_string())
+    }
+
+    fn now(&self) -> u64 {
+        worker::Date::now().as_millis() / 1000
+    }
+
+    fn random32(&self) -> Result<[u8; 32], String> {
+        let mut buf = [0u8; 32];
+        getrandom::fill(&mut buf).map_err(|e| e.to_string())?;
+        Ok(buf)
+    }
+
+    fn log(&self, line: &str) {
+        console_log!("{}", line);
+    }
+}
+
+fn to_worker(res: http::Response<EdgeBody>) -> worker::Result<worker::Response> {
+    let (parts, body) = res.into_parts();
+    let builder = ResponseBuilder::new().with_status(parts.status.as_u16()).with_headers(worker_headers(&parts.headers));
+    Ok(match body {
+        EdgeBody::Stream(Some(s)) => builder.stream(s),
+        EdgeBody::Stream(None) => builder.empty(),
+        EdgeBody::Bytes(b) => builder.fixed(b),
+    })
+}
+
+#[event(fetch)]
+async fn fetch(req: worker::Request, env: Env, _ctx: Context) -> worker::Result<worker::Response> {
+    let config = match config(&env) {
+        Ok(c) => c,
+        Err(e) => {
+            console_error!("x402 paywall: {e}");
+            return to_worker(gateway::config_error_response(&e.to_string(), EdgeBody::Bytes));
+        }
+    };
+    let raw: &web_sys::Request = req.inner();
+    let mut builder = http::Request::builder().method(raw.method().as_str()).uri(raw.url());
+    if let Some(h) = builder.headers_mut() {
+        *h = http_headers(req.headers());
+    }
+    let body = EdgeBody::Stream(raw.body().map(|b| b.unchecked_into()));
+    let http_req = match builder.body(body) {
+        Ok(r) => r,
+        Err(e) => {
+            let res = http::Response::builder()
+                .status(400)
+                .header("content-type", "application/json")
+                .body(EdgeBody::Bytes(serde_json::json!({ "error": "invalid_request", "message": e.to_string() }).to_string().into_bytes()));
+            return match res {
+                Ok(r) => to_worker(r),
+                Err(_) => worker::Response::error("invalid request", 400),
+            };
+        }
+    };
+    let platform = Edge { kv: env.kv(SESSIONS_BINDING).ok() };
+    to_worker(gateway::handle(&config, &platform, http_req).await)
+}

@@ -1,0 +1,96 @@
+//! Local verification of an x402 `exact` EVM payment (EIP-3009), everything that can be checked
+//! without a chain: the requirement match, recipient, amount, validity window and, for 65-byte
+//! EOA signatures, the EIP-712 signature itself.
+//!
+//! Predicates follow the reference facilitator (`@x402/evm` `exact/facilitator/eip3009.ts`, our
+//! REFERENCE §5.4): `to == payTo`, `value == amount` (v2: exact equality), `validAfter <= now`,
+//! `validBefore >= now + 6` (one block of slack). Balance, nonce state and smart-wallet
+//! (EIP-1271 / ERC-6492) signatures need the chain and are left to the facilitator.
+
+use ruint::aliases::U256;
+
+use crate::config::Offer;
+use crate::evm::{decode_hex_0x, parse_bytes32, parse_uint256, recover_signer, Address, SignatureError, TransferWithAuthorization};
+use crate::x402::PaymentPayload;
+
+/// Seconds an authorization must stay valid beyond now (the reference verifier's block slack).
+pub const VALID_BEFORE_SLACK_SECONDS: u64 = 6;
+
+/// Largest signature accepted, in bytes (smart-wallet signatures can be long; EOAs are 65).
+pub const MAX_SIGNATURE_BYTES: usize = 4096;
+
+/// A payment that passed the local checks.
+#[derive(Debug, Clone)]
+pub struct Verified<'a> {
+    /// The offered requirement the client chose.
+    pub offer: &'a Offer,
+    /// `authorization.from`: for EOAs, also the recovered signer.
+    pub payer: Address,
+    /// The EIP-3009 nonce, identifying this payment on chain together with `payer`.
+    pub nonce: [u8; 32],
+    /// `true` when the signature was recovered here; `false` for non-65-byte (smart-wallet)
+    /// signatures, which the facilitator's `/verify` must check before anything is served.
+    pub signature_checked: bool,
+}
+
+/// A payment the paywall refuses, with its x402 reason code (§9) and a readable message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Invalid {
+    pub reason: &'static str,
+    pub message: String,
+}
+
+fn invalid<T>(reason: &'static str, message: impl Into<String>) -> Result<T, Invalid> {
+    Err(Invalid { reason, message: message.into() })
+}
+
+/// Checks `payment` against the route's `offers` at Unix time `now` (seconds).
+pub fn verify_exact<'a>(offers: &'a [Offer], payment: &PaymentPayload, now: u64) -> Result<Verified<'a>, Invalid> {
+    let Some(offer) = offers.iter().find(|o| o.requirements_json == payment.accepted) else {
+        return invalid("invalid_payment_requirements", "`accepted` is not one of the payment requirements offered for this resource");
+    };
+    let a = &payment.exact.authorization;
+    let from = Address::parse(&a.from).ok_or_else(|| Invalid { reason: "invalid_payload", message: "authorization.from is not an address".into() })?;
+    let to = Address::parse(&a.to).ok_or_else(|| Invalid { reason: "invalid_payload", message: "authorization.to is not an address".into() })?;
+    let uint = |name: &str, s: &str| {
+        parse_uint256(s).ok_or_else(|| Invalid { reason: "invalid_payload", message: format!("authorization.{name} is not a uint256 decimal string") })
+    };
+    let value = uint("value", &a.value)?;
+    let valid_after = uint("validAfter", &a.valid_after)?;
+    let valid_before = uint("validBefore", &a.valid_before)?;
+    let nonce = parse_bytes32(&a.nonce).ok_or_else(|| Invalid { reason: "invalid_payload", message: "authorization.nonce is not 32 bytes of 0x hex".into() })?;
+    let signature = decode_hex_0x(&payment.exact.signature, MAX_SIGNATURE_BYTES)
+        .ok_or_else(|| Invalid { reason: "invalid_exact_evm_payload_signature", message: "signature is not 0x-prefixed hex of at most 4096 bytes".into() })?;
+
+    if to != offer.pay_to {
+        return invalid("invalid_exact_evm_payload_recipient_mismatch", format!("authorization.to {to} is not payTo {}", offer.pay_to));
+    }
+    if value != offer.amount {
+        return invalid("invalid_exact_evm_payload_authorization_value_mismatch", format!("authorization.value {value} is not the price {}", offer.amount));
+    }
+    if valid_after > U256::from(now) {
+        return invalid("invalid_exact_evm_payload_authorization_valid_after", format!("authorization is not valid before {valid_after} (now {now})"));
+    }
+    if valid_before < U256::from(now + VALID_BEFORE_SLACK_SECONDS) {
+        return invalid(
+            "invalid_exact_evm_payload_authorization_valid_before",
+            format!("authorization expires at {valid_before}; it must stay valid until at least {}", now + VALID_BEFORE_SLACK_SECONDS),
+        );
+    }
+    let message = TransferWithAuthorization { from, to, value, valid_after, valid_before, nonce };
+    let digest = message.digest(&offer.domain_separator);
+    let signature_checked = match recover_signer(&digest, &signature) {
+        Ok(signer) if signer == from => true,
+        Ok(signer) => {
+            return invalid(
+                "invalid_exact_evm_payload_signature",
+                format!("signature recovers to {signer}, not authorization.from {from} (wrong key, chain, asset or EIP-712 domain)"),
+            )
+        }
+        Err(SignatureError::NotEoaLength) => false,
+        Err(SignatureError::HighS) => return invalid("invalid_exact_evm_payload_signature", "signature has a high s value (EIP-2)"),
+        Err(SignatureError::BadV) => return invalid("invalid_exact_evm_payload_signature", "signature v must be 27 or 28"),
+        Err(SignatureError::Invalid) => return invalid("invalid_exact_evm_payload_signature", "signature is not a valid secp256k1 signature"),
+    };
+    Ok(Verified { offer, payer: from, nonce, signature_checked })
+}

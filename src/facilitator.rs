@@ -1,0 +1,135 @@
+//! The facilitator's HTTP API (x402 v2 §7): request bodies for `POST /verify` and `POST /settle`,
+//! and the classification of their answers into outcomes the gateway acts on.
+//!
+//! Classification (REFERENCE §3.1): a parseable body with `success` / `isValid` is an answer,
+//! whatever the HTTP status (facilitators send 400 with a body on refusal); a 2xx without one,
+//! a 5xx without one, an unreachable facilitator or a timeout leaves the outcome unknown.
+
+use serde_json::{json, Value};
+
+use crate::x402::{SettleResponse, VerifyResponse, X402_VERSION};
+
+/// Largest facilitator reply read, in bytes (64 KiB).
+pub const MAX_REPLY_BYTES: usize = 64 * 1024;
+
+/// An HTTP reply from an upstream (facilitator): status and body bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpReply {
+    pub status: u16,
+    pub body: Vec<u8>,
+}
+
+/// Why an upstream call produced no reply.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UpstreamError {
+    /// No answer within the time limit.
+    Timeout { seconds: u64 },
+    /// Connection or protocol failure.
+    Network(String),
+}
+
+impl std::fmt::Display for UpstreamError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            UpstreamError::Timeout { seconds } => write!(f, "no answer within {seconds} s"),
+            UpstreamError::Network(e) => write!(f, "unreachable: {e}"),
+        }
+    }
+}
+
+/// The JSON body of `/verify` and `/settle`: `{x402Version, paymentPayload, paymentRequirements}`.
+/// `payload` is the client's payload verbatim; `requirements` the offered requirement it matched.
+pub fn request_body(payload: &Value, requirements: &Value) -> String {
+    json!({ "x402Version": X402_VERSION, "paymentPayload": payload, "paymentRequirements": requirements }).to_string()
+}
+
+/// What `/settle` decided.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SettleOutcome {
+    /// `success: true`: the transfer is on chain.
+    Settled(SettleResponse),
+    /// `success: false`: the facilitator refused; nothing was transferred.
+    Refused(SettleResponse),
+    /// No usable answer: the payment may or may not have been executed.
+    Unknown { timed_out: bool, detail: String },
+}
+
+/// Classifies a `/settle` reply.
+pub fn classify_settle(reply: Result<HttpReply, UpstreamError>) -> SettleOutcome {
+    let reply = match reply {
+        Ok(r) => r,
+        Err(e) => return SettleOutcome::Unknown { timed_out: matches!(e, UpstreamError::Timeout { .. }), detail: format!("facilitator {e}") },
+    };
+    match serde_json::from_slice::<SettleResponse>(&reply.body) {
+        Ok(s) if s.success && (200..300).contains(&reply.status) && !s.transaction.is_empty() => SettleOutcome::Settled(s),
+        Ok(s) if !s.success && reply.status < 500 => SettleOutcome::Refused(s),
+        Ok(s) => SettleOutcome::Unknown {
+            timed_out: false,
+            detail: format!("facilitator answered HTTP {} with success={} transaction={:?}", reply.status, s.success, s.transaction),
+        },
+        Err(e) => SettleOutcome::Unknown { timed_out: false, detail: format!("facilitator answered HTTP {} with a malformed settle response: {e}", reply.status) },
+    }
+}
+
+/// What `/verify` decided.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum VerifyOutcome {
+    Valid,
+    Invalid { reason: String },
+    Unknown { timed_out: bool, detail: String },
+}
+
+/// Classifies a `/verify` reply.
+pub fn classify_verify(reply: Result<HttpReply, UpstreamError>) -> VerifyOutcome {
+    let reply = match reply {
+        Ok(r) => r,
+        Err(e) => return VerifyOutcome::Unknown { timed_out: matches!(e, UpstreamError::Timeout { .. }), detail: format!("facilitator {e}") },
+    };
+    match serde_json::from_slice::<VerifyResponse>(&reply.body) {
+        Ok(v) if v.is_valid && (200..300).contains(&reply.status) => VerifyOutcome::Valid,
+        Ok(v) if !v.is_valid && reply.status < 500 => {
+            VerifyOutcome::Invalid { reason: v.invalid_reason.unwrap_or_else(|| "invalid_payload".into()) }
+        }
+        Ok(_) => VerifyOutcome::Unknown { timed_out: false, detail: format!("facilitator answered HTTP {} to verify", reply.status) },
+        Err(e) => VerifyOutcome::Unknown { timed_out: false, detail: format!("facilitator answered HTTP {} with a malformed verify response: {e}", reply.status) },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reply(status: u16, body: &str) -> Result<HttpReply, UpstreamError> {
+        Ok(HttpReply { status, body: body.as_bytes().to_vec() })
+    }
+
+    #[test]
+    fn settle_classification() {
+        let ok = r#"{"success":true,"transaction":"0xab","network":"eip155:84532","payer":"0x1"}"#;
+        assert!(matches!(classify_settle(reply(200, ok)), SettleOutcome::Settled(s) if s.transaction == "0xab"));
+        let refused = r#"{"success":false,"errorReason":"insufficient_funds","transaction":"","network":"eip155:84532"}"#;
+        assert!(matches!(classify_settle(reply(200, refused)), SettleOutcome::Refused(s) if s.error_reason.as_deref() == Some("insufficient_funds")));
+        assert!(matches!(classify_settle(reply(400, refused)), SettleOutcome::Refused(_)));
+        assert!(matches!(classify_settle(reply(500, refused)), SettleOutcome::Unknown { .. }));
+        assert!(matches!(classify_settle(reply(502, "<html>")), SettleOutcome::Unknown { timed_out: false, .. }));
+        assert!(matches!(classify_settle(reply(200, "{}")), SettleOutcome::Unknown { .. }));
+        assert!(matches!(classify_settle(reply(200, r#"{"success":true,"transaction":""}"#)), SettleOutcome::Unknown { .. }));
+        assert!(matches!(classify_settle(Err(UpstreamError::Timeout { seconds: 1 })), SettleOutcome::Unknown { timed_out: true, .. }));
+    }
+
+    #[test]
+    fn verify_classification() {
+        assert_eq!(classify_verify(reply(200, r#"{"isValid":true,"payer":"0x1"}"#)), VerifyOutcome::Valid);
+        assert_eq!(
+            classify_verify(reply(400, r#"{"isValid":false,"invalidReason":"insufficient_funds"}"#)),
+            VerifyOutcome::Invalid { reason: "insufficient_funds".into() }
+        );
+        assert!(matches!(classify_verify(reply(503, "")), VerifyOutcome::Unknown { .. }));
+    }
+
+    #[test]
+    fn request_body_shape() {
+        let b: Value = serde_json::from_str(&request_body(&json!({"x402Version":2}), &json!({"scheme":"exact"}))).unwrap();
+        assert_eq!(b, json!({"x402Version":2,"paymentPayload":{"x402Version":2},"paymentRequirements":{"scheme":"exact"}}));
+    }
+}

@@ -1,0 +1,28 @@
+//! An x402 paywall for Cloudflare Workers.
+//!
+//! The crate is a pure core, testable on the host, plus a thin wasm32 glue layer (`edge`):
+//!
+//! | module | job |
+//! |---|---|
+//! | [`config`] | the Worker's vars → validated price table |
+//! | [`route`] | path canonicalisation and `METHOD /pattern` matching |
+//! | [`money`] | `"$0.01"` → atomic units, exact decimal arithmetic |
+//! | [`x402`] | v2 wire types and base64 header codecs |
+//! | [`evm`] | addresses, network table, EIP-712 / EIP-3009 hashing, k256 recovery |
+//! | [`exact`] | local verification of an `exact` EVM payment |
+//! | [`facilitator`] | `/verify` and `/settle` bodies and reply classification |
+//! | [`session`] | paid-session tokens and records |
+//! | [`gateway`] | the request pipeline over a [`gateway::Platform`] |
+
+pub mod config;
+pub mod evm;
+pub mod exact;
+pub mod facilitator;
+pub mod gateway;
+pub mod money;
+pub mod route;
+pub mod session;
+pub mod x402;
+
+#[cfg(target_arch = "wasm32")]
+mod edge;

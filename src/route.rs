@@ -1,0 +1,325 @@
+//! Path canonicalisation and `METHOD /pattern` matching.
+//!
+//! The paywall decides what to charge on the *canonical* path and forwards that same canonical
+//! path to the origin, so the resource it priced is the resource the origin serves.
+//!
+//! Canonical form (RFC 3986 §6.2.2 normalisation, plus refusals for what origins disagree on):
+//! - percent-escapes of unreserved characters (`A-Z a-z 0-9 - . _ ~`) are decoded, all other
+//!   escapes are kept with upper-case hex;
+//! - `%2F` (`/`), `%5C` (`\`), a raw `\`, `%00` and other control bytes, `%25` followed by two hex
+//!   digits (double encoding), malformed escapes and raw non-ASCII are refused as ambiguous
+//!   ([`PathError`], HTTP 400);
+//! - `.` and `..` segments are resolved (never above the root) and empty segments (`//`) removed;
+//!   a trailing `/` is kept.
+//!
+//! Matching form: the canonical path lower-cased (matching is case-insensitive, so `/PREMIUM`
+//! costs what `/premium` costs), each segment cut at its first `;` (path parameters), and the
+//! trailing `/` dropped.
+
+/// Largest request path accepted, in bytes.
+pub const MAX_PATH_BYTES: usize = 8 * 1024;
+
+/// Why a request path was refused (HTTP 400).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PathError {
+    NotAbsolute,
+    TooLong,
+    BadEscape,
+    EncodedSeparator,
+    Backslash,
+    DoubleEncoding,
+    ControlOrNonAscii,
+}
+
+impl std::fmt::Display for PathError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            PathError::NotAbsolute => "request path must start with '/'",
+            PathError::TooLong => "request path is longer than 8192 bytes",
+            PathError::BadEscape => "request path has a malformed percent-escape",
+            PathError::EncodedSeparator => "request path has an encoded '/' or '\\' (%2F, %5C), which origins interpret differently",
+            PathError::Backslash => "request path contains '\\', which origins interpret differently",
+            PathError::DoubleEncoding => "request path is double percent-encoded (%25XX)",
+            PathError::ControlOrNonAscii => "request path contains a control or non-ASCII byte",
+        })
+    }
+}
+
+fn hex(c: u8) -> Option<u8> {
+    match c {
+        b'0'..=b'9' => Some(c - b'0'),
+        b'a'..=b'f' => Some(c - b'a' + 10),
+        b'A'..=b'F' => Some(c - b'A' + 10),
+        _ => None,
+    }
+}
+
+fn is_unreserved(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~')
+}
+
+/// Canonicalises a raw request path (without query). See the module docs for the rules.
+pub fn canonicalize(raw: &str) -> Result<String, PathError> {
+    if raw.len() > MAX_PATH_BYTES {
+        return Err(PathError::TooLong);
+    }
+    let b = raw.as_bytes();
+    if b.first() != Some(&b'/') {
+        return Err(PathError::NotAbsolute);
+    }
+    // Pass 1: escapes.
+    let mut decoded = String::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let c = b[i];
+        match c {
+            b'%' => {
+                let (h, l) = match (b.get(i + 1).copied().and_then(hex), b.get(i + 2).copied().and_then(hex)) {
+                    (Some(h), Some(l)) => (h, l),
+                    _ => return Err(PathError::BadEscape),
+                };
+                let v = (h << 4) | l;
+                match v {
+                    b'/' | b'\\' => return Err(PathError::EncodedSeparator),
+                    b'%' => {
+                        if b.get(i + 3).copied().and_then(hex).is_some() && b.get(i + 4).copied().and_then(hex).is_some() {
+                            return Err(PathError::DoubleEncoding);
+                        }
+                        decoded.push_str("%25");
+                    }
+                    0..=0x1f | 0x7f => return Err(PathError::ControlOrNonAscii),
+                    v if is_unreserved(v) => decoded.push(v as char),
+                    v => {
+                        const UPPER: &[u8; 16] = b"0123456789ABCDEF";
+                        decoded.push('%');
+                        decoded.push(UPPER[(v >> 4) as usize] as char);
+                        decoded.push(UPPER[(v & 15) as usize] as char);
+                    }
+                }
+                i += 3;
+            }
+            b'\\' => return Err(PathError::Backslash),
+            0..=0x20 | 0x7f..=0xff => return Err(PathError::ControlOrNonAscii),
+            _ => {
+                decoded.push(c as char);
+                i += 1;
+            }
+        }
+    }
+    // Pass 2: segments.
+    let mut out: Vec<&str> = Vec::new();
+    let mut trailing = false;
+    for seg in decoded.split('/').skip(1) {
+        trailing = false;
+        match seg {
+            "" | "." => trailing = true,
+            ".." => {
+                out.pop();
+                trailing = true;
+            }
+            s => out.push(s),
+        }
+    }
+    let mut path = String::with_capacity(decoded.len());
+    for s in &out {
+        path.push('/');
+        path.push_str(s);
+    }
+    if trailing || out.is_empty() {
+        path.push('/');
+    }
+    Ok(path)
+}
+
+/// The matching form of a canonical path: lower-case segments, each cut at `;`.
+pub fn match_segments(canonical: &str) -> Vec<String> {
+    canonical
+        .split('/')
+        .filter(|s| !s.is_empty())
+        .map(|s| s.split(';').next().unwrap_or("").to_ascii_lowercase())
+        .filter(|s| !s.is_empty())
+        .collect()
+}
+
+/// One segment of a route pattern.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Seg {
+    /// Literal, lower-case.
+    Lit(String),
+    /// `:name` or `[name]`, or a `*` that is not last: exactly one segment.
+    One,
+    /// A final `*`: zero or more segments.
+    Rest,
+}
+
+/// A parsed `METHOD /pattern` route key.
+///
+/// Syntax: an optional method (`GET`, `POST`, …, or `*`; absent means any method except
+/// `OPTIONS`), a space, then a path whose segments are literals, `:name` / `[name]` (one segment)
+/// or `*` (one segment, or when last, everything below). `GET` also covers `HEAD`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RoutePattern {
+    method: Option<http::Method>,
+    segs: Vec<Seg>,
+}
+
+impl RoutePattern {
+    /// Parses a route key such as `"GET /weather/:city"` or `"/premium/*"`.
+    pub fn parse(key: &str) -> Result<RoutePattern, String> {
+        let key = key.trim();
+        let (method, path) = match key.split_once(' ') {
+            Some((m, p)) => (Some(m), p.trim()),
+            None => (None, key),
+        };
+        let method = match method {
+            None | Some("*") => None,
+            Some(m) => Some(
+                http::Method::from_bytes(m.to_ascii_uppercase().as_bytes()).map_err(|_| format!("`{m}` is not an HTTP method"))?,
+            ),
+        };
+        let canonical = canonicalize(path).map_err(|e| format!("route path `{path}`: {e}"))?;
+        if canonical != path && canonical.trim_end_matches('/') != path.trim_end_matches('/') {
+            return Err(format!("route path `{path}` is not canonical; write it as `{canonical}`"));
+        }
+        let parts = match_segments(&canonical);
+        let n = parts.len();
+        let mut segs = Vec::with_capacity(n);
+        for (i, p) in parts.into_iter().enumerate() {
+            let seg = if p == "*" {
+                if i + 1 == n {
+                    Seg::Rest
+                } else {
+                    Seg::One
+                }
+            } else if p.starts_with(':') || (p.starts_with('[') && p.ends_with(']')) {
+                Seg::One
+            } else if p.contains('*') {
+                return Err(format!("route path `{path}`: `*` must be a whole segment"));
+            } else {
+                Seg::Lit(p)
+            };
+            segs.push(seg);
+        }
+        Ok(RoutePattern { method, segs })
+    }
+
+    /// Whether a request with `method` and matching-form `segments` falls under this pattern.
+    pub fn matches(&self, method: &http::Method, segments: &[String]) -> bool {
+        let method_ok = match &self.method {
+            None => method != http::Method::OPTIONS,
+            Some(m) => m == method || (*m == http::Method::GET && method == http::Method::HEAD),
+        };
+        if !method_ok {
+            return false;
+        }
+        let mut i = 0;
+        for seg in &self.segs {
+            match seg {
+                Seg::Rest => return true,
+                Seg::One => {
+                    if i >= segments.len() {
+                        return false;
+                    }
+                }
+                Seg::Lit(l) => {
+                    if segments.get(i) != Some(l) {
+                        return false;
+                    }
+                }
+            }
+            i += 1;
+        }
+        i == segments.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::Method;
+
+    #[test]
+    fn canonical_forms() {
+        let cases = [
+            ("/", "/"),
+            ("/a/b", "/a/b"),
+            ("/a//b", "/a/b"),
+            ("/a/./b", "/a/b"),
+            ("/a/../b", "/b"),
+            ("/../../b", "/b"),
+            ("/a/b/", "/a/b/"),
+            ("/a/b/..", "/a/"),
+            ("/%61%2e%2E/b", "/a../b"),
+            ("/a/%2e%2e/b", "/b"),
+            ("/a/%2E/b", "/a/b"),
+            ("/a%20b", "/a%20b"),
+            ("/a%3bb", "/a%3Bb"),
+            ("/a;x=1", "/a;x=1"),
+            ("/%7euser", "/~user"),
+            ("/100%25", "/100%25"),
+        ];
+        for (raw, want) in cases {
+            assert_eq!(canonicalize(raw).as_deref(), Ok(want), "{raw}");
+        }
+    }
+
+    #[test]
+    fn ambiguous_paths_are_refused() {
+        let cases = [
+            ("a/b", PathError::NotAbsolute),
+            ("/a%2fb", PathError::EncodedSeparator),
+            ("/a%2Fb", PathError::EncodedSeparator),
+            ("/a%5cb", PathError::EncodedSeparator),
+            ("/a\\b", PathError::Backslash),
+            ("/a%252e%252e/b", PathError::DoubleEncoding),
+            ("/a%2", PathError::BadEscape),
+            ("/a%zz", PathError::BadEscape),
+            ("/a%00", PathError::ControlOrNonAscii),
+            ("/a b", PathError::ControlOrNonAscii),
+            ("/é", PathError::ControlOrNonAscii),
+        ];
+        for (raw, want) in cases {
+            assert_eq!(canonicalize(raw), Err(want), "{raw}");
+        }
+        assert_eq!(canonicalize(&format!("/{}", "a".repeat(MAX_PATH_BYTES))), Err(PathError::TooLong));
+    }
+
+    #[test]
+    fn canonicalisation_is_idempotent_on_examples() {
+        for raw in ["/a//b/../c/./d/", "/%7E%41%2e/x", "/a%3Bb;c/..", "/"] {
+            let once = canonicalize(raw).unwrap();
+            assert_eq!(canonicalize(&once).unwrap(), once);
+        }
+    }
+
+    fn m(p: &str, method: Method, path: &str) -> bool {
+        RoutePattern::parse(p).unwrap().matches(&method, &match_segments(&canonicalize(path).unwrap()))
+    }
+
+    #[test]
+    fn matching_rules() {
+        assert!(m("GET /weather", Method::GET, "/weather"));
+        assert!(m("GET /weather", Method::HEAD, "/weather"));
+        assert!(m("GET /weather", Method::GET, "/Weather/"));
+        assert!(m("GET /weather", Method::GET, "/weather;jsessionid=1"));
+        assert!(m("GET /weather", Method::GET, "/x/../weather"));
+        assert!(!m("GET /weather", Method::POST, "/weather"));
+        assert!(!m("GET /weather", Method::GET, "/weather/x"));
+        assert!(m("/premium/*", Method::POST, "/premium/a/b"));
+        assert!(m("/premium/*", Method::GET, "/premium"));
+        assert!(!m("/premium/*", Method::OPTIONS, "/premium/a"));
+        assert!(!m("/premium/*", Method::GET, "/premiumx"));
+        assert!(m("GET /users/:id/profile", Method::GET, "/users/7/profile"));
+        assert!(m("GET /users/[id]/profile", Method::GET, "/users/7/profile"));
+        assert!(!m("GET /users/:id/profile", Method::GET, "/users/profile"));
+        assert!(m("* /a/*/c", Method::DELETE, "/a/b/c"));
+    }
+
+    #[test]
+    fn bad_patterns_are_config_errors() {
+        assert!(RoutePattern::parse("G(T /x").is_err());
+        assert!(RoutePattern::parse("GET /a*b").is_err());
+        assert!(RoutePattern::parse("GET /a/../b").is_err());
+        assert!(RoutePattern::parse("GET a").is_err());
+    }
+}

@@ -1,0 +1,261 @@
+//! x402 wire formats (protocol v2, `specs/x402-specification-v2.md` §5 and
+//! `specs/transports-v2/http.md`): the `PaymentRequired` challenge, the client's
+//! `PaymentPayload`, the facilitator's `SettleResponse`, and their base64 header encodings.
+//!
+//! Decoding is bounded: a header value longer than [`MAX_PAYMENT_HEADER_BYTES`] is refused before
+//! any base64 or JSON work.
+
+use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig};
+use base64::engine::DecodePaddingMode;
+use base64::Engine;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// The protocol version this module speaks.
+pub const X402_VERSION: u64 = 2;
+
+/// Request header carrying a base64 JSON `PaymentPayload` (v2).
+pub const PAYMENT_SIGNATURE: &str = "payment-signature";
+/// Response header carrying a base64 JSON `PaymentRequired` (v2), on 402.
+pub const PAYMENT_REQUIRED: &str = "payment-required";
+/// Response header carrying a base64 JSON `SettleResponse` (v2).
+pub const PAYMENT_RESPONSE: &str = "payment-response";
+/// The v1 request header; never forwarded to the origin.
+pub const X_PAYMENT: &str = "x-payment";
+
+/// Largest accepted `PAYMENT-SIGNATURE` value, in bytes of base64 text (16 KiB). An EOA payment
+/// is about 1.2 KB; the cap leaves room for smart-wallet (ERC-6492) signatures.
+pub const MAX_PAYMENT_HEADER_BYTES: usize = 16 * 1024;
+
+/// Standard base64 (RFC 4648 §4) that accepts input with or without `=` padding.
+const B64: GeneralPurpose = GeneralPurpose::new(
+    &base64::alphabet::STANDARD,
+    GeneralPurposeConfig::new().with_encode_padding(true).with_decode_padding_mode(DecodePaddingMode::Indifferent),
+);
+
+/// Base64 (standard, padded) of the compact JSON of `value`: the x402 header encoding.
+pub fn encode_header<T: Serialize>(value: &T) -> String {
+    // Serialising our own plain structs to JSON cannot fail.
+    B64.encode(serde_json::to_vec(value).unwrap_or_default())
+}
+
+/// `extra` of an EVM `exact` requirement: the token's EIP-712 domain `name` and `version`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Eip712Extra {
+    pub name: String,
+    pub version: String,
+}
+
+/// One way to pay (`accepts[]` entry), v2 §5.1. `amount` is in atomic units of `asset`;
+/// `network` is CAIP-2; `maxTimeoutSeconds` bounds the authorization's lifetime in seconds.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PaymentRequirements {
+    pub scheme: String,
+    pub network: String,
+    pub amount: String,
+    pub asset: String,
+    pub pay_to: String,
+    pub max_timeout_seconds: u64,
+    pub extra: Eip712Extra,
+}
+
+/// `resource` of a `PaymentRequired`: what is being paid for.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ResourceInfo {
+    pub url: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mime_type: Option<String>,
+}
+
+/// The 402 challenge, v2 §5.1: sent base64-encoded in `PAYMENT-REQUIRED` and as the JSON body.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PaymentRequired {
+    pub x402_version: u64,
+    /// A reason code (x402 §9 names where one fits, e.g. `invalid_exact_evm_payload_signature`).
+    pub error: String,
+    pub resource: ResourceInfo,
+    pub accepts: Vec<PaymentRequirements>,
+}
+
+/// The settlement result, v2 §5.3, as returned by `POST /settle` and sent to the client in
+/// `PAYMENT-RESPONSE`. `transaction` is the transaction hash (`""` on failure).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SettleResponse {
+    pub success: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error_reason: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub payer: Option<String>,
+    #[serde(default)]
+    pub transaction: String,
+    #[serde(default)]
+    pub network: String,
+}
+
+/// The facilitator's `POST /verify` answer, v2 §5.2.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct VerifyResponse {
+    pub is_valid: bool,
+    #[serde(default)]
+    pub invalid_reason: Option<String>,
+    #[serde(default)]
+    pub payer: Option<String>,
+}
+
+/// EIP-3009 authorization as it travels in JSON: every field a string (addresses `0x…`,
+/// integers decimal, `nonce` 32-byte hex).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AuthorizationWire {
+    pub from: String,
+    pub to: String,
+    pub value: String,
+    pub valid_after: String,
+    pub valid_before: String,
+    pub nonce: String,
+}
+
+/// `payload` of an EVM `exact` EIP-3009 payment: the signature (hex) and the signed authorization.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExactEvmPayload {
+    pub signature: String,
+    pub authorization: AuthorizationWire,
+}
+
+/// A decoded `PAYMENT-SIGNATURE`: the raw JSON (forwarded verbatim to the facilitator) and the
+/// parts the paywall checks.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PaymentPayload {
+    /// The whole payload as sent, for `/settle` and `/verify`.
+    pub raw: Value,
+    /// `accepted`: the requirement the client chose (compared by JSON deep equality).
+    pub accepted: Value,
+    /// `payload`, parsed as EIP-3009.
+    pub exact: ExactEvmPayload,
+}
+
+/// Why a `PAYMENT-SIGNATURE` header could not be decoded. Each maps to an x402 reason code.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DecodeError {
+    TooLarge { len: usize },
+    Base64,
+    Json(String),
+    Version(Option<u64>),
+    MissingAccepted,
+    Payload(String),
+}
+
+impl DecodeError {
+    /// The x402 §9 reason code.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            DecodeError::Version(_) => "invalid_x402_version",
+            _ => "invalid_payload",
+        }
+    }
+}
+
+impl std::fmt::Display for DecodeError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DecodeError::TooLarge { len } => write!(f, "payment header is {len} bytes; the limit is {MAX_PAYMENT_HEADER_BYTES}"),
+            DecodeError::Base64 => f.write_str("payment header is not valid base64"),
+            DecodeError::Json(e) => write!(f, "payment header is not a JSON object: {e}"),
+            DecodeError::Version(v) => write!(f, "x402Version {v:?} is not supported here (expected 2)"),
+            DecodeError::MissingAccepted => f.write_str("payment payload has no `accepted` requirement"),
+            DecodeError::Payload(e) => write!(f, "payment `payload` is not an EIP-3009 authorization: {e}"),
+        }
+    }
+}
+
+/// Decodes a v2 `PAYMENT-SIGNATURE` header value: size cap, base64, JSON object, `x402Version`
+/// 2, `accepted` present, `payload` shaped as [`ExactEvmPayload`].
+pub fn decode_payment_signature(header: &str) -> Result<PaymentPayload, DecodeError> {
+    if header.len() > MAX_PAYMENT_HEADER_BYTES {
+        return Err(DecodeError::TooLarge { len: header.len() });
+    }
+    let bytes = B64.decode(header.trim().as_bytes()).map_err(|_| DecodeError::Base64)?;
+    let raw: Value = serde_json::from_slice(&bytes).map_err(|e| DecodeError::Json(e.to_string()))?;
+    let obj = raw.as_object().ok_or_else(|| DecodeError::Json("not an object".into()))?;
+    match obj.get("x402Version").and_then(Value::as_u64) {
+        Some(X402_VERSION) => {}
+        other => return Err(DecodeError::Version(other)),
+    }
+    let accepted = obj.get("accepted").filter(|v| v.is_object()).cloned().ok_or(DecodeError::MissingAccepted)?;
+    let payload = obj.get("payload").cloned().ok_or_else(|| DecodeError::Payload("missing".into()))?;
+    let exact: ExactEvmPayload = serde_json::from_value(payload).map_err(|e| DecodeError::Payload(e.to_string()))?;
+    Ok(PaymentPayload { raw, accepted, exact })
+}
+
+/// Decodes any base64 JSON header (used by tests and for diagnostics), bounded like
+/// [`decode_payment_signature`].
+pub fn decode_header_json(header: &str) -> Option<Value> {
+    if header.len() > MAX_PAYMENT_HEADER_BYTES {
+        return None;
+    }
+    let bytes = B64.decode(header.trim().as_bytes()).ok()?;
+    serde_json::from_slice(&bytes).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The `PAYMENT-REQUIRED` example value of `specs/transports-v2/http.md`.
+    const SPEC_PAYMENT_REQUIRED: &str = "eyJ4NDAyVmVyc2lvbiI6MiwiZXJyb3IiOiJQQVlNRU5ULVNJR05BVFVSRSBoZWFkZXIgaXMgcmVxdWlyZWQiLCJyZXNvdXJjZSI6eyJ1cmwiOiJodHRwczovL2FwaS5leGFtcGxlLmNvbS9wcmVtaXVtLWRhdGEiLCJkZXNjcmlwdGlvbiI6IkFjY2VzcyB0byBwcmVtaXVtIG1hcmtldCBkYXRhIiwibWltZVR5cGUiOiJhcHBsaWNhdGlvbi9qc29uIn0sImFjY2VwdHMiOlt7InNjaGVtZSI6ImV4YWN0IiwibmV0d29yayI6ImVpcDE1NTo4NDUzMiIsImFtb3VudCI6IjEwMDAwIiwiYXNzZXQiOiIweDAzNkNiRDUzODQyYzU0MjY2MzRlNzkyOTU0MWVDMjMxOGYzZENGN2UiLCJwYXlUbyI6IjB4MjA5NjkzQmM2YWZjMEM1MzI4YkEzNkZhRjAzQzUxNEVGMzEyMjg3QyIsIm1heFRpbWVvdXRTZWNvbmRzIjo2MCwiZXh0cmEiOnsibmFtZSI6IlVTREMiLCJ2ZXJzaW9uIjoiMiJ9fV19";
+
+    #[test]
+    fn spec_challenge_round_trips_through_our_types() {
+        let v = decode_header_json(SPEC_PAYMENT_REQUIRED).unwrap();
+        let pr: PaymentRequired = serde_json::from_value(v.clone()).unwrap();
+        assert_eq!(pr.accepts[0].amount, "10000");
+        assert_eq!(pr.accepts[0].extra.name, "USDC");
+        assert_eq!(serde_json::to_value(&pr).unwrap(), v);
+        assert_eq!(encode_header(&pr), SPEC_PAYMENT_REQUIRED);
+    }
+
+    fn payload_json() -> Value {
+        serde_json::json!({
+            "x402Version": 2,
+            "accepted": {"scheme": "exact"},
+            "payload": {"signature": "0x00", "authorization": {
+                "from": "0x857b06519E91e3A54538791bDbb0E22373e36b66", "to": "0x209693Bc6afc0C5328bA36FaF03C514EF312287C",
+                "value": "10000", "validAfter": "1", "validBefore": "2",
+                "nonce": "0xf3746613c2d920b5fdabc0856f2aeb2d4f88ee6037b8cc5d04a71a4462f13480"}}
+        })
+    }
+
+    #[test]
+    fn decodes_padded_and_unpadded_base64() {
+        let h = encode_header(&payload_json());
+        let p = decode_payment_signature(&h).unwrap();
+        assert_eq!(p.exact.authorization.value, "10000");
+        let unpadded = h.trim_end_matches('=');
+        assert_eq!(decode_payment_signature(unpadded).unwrap(), p);
+    }
+
+    #[test]
+    fn decode_errors_are_classified() {
+        assert_eq!(decode_payment_signature("%%%"), Err(DecodeError::Base64));
+        assert!(matches!(decode_payment_signature(&B64.encode("{nope")), Err(DecodeError::Json(_))));
+        assert!(matches!(decode_payment_signature(&B64.encode("[1]")), Err(DecodeError::Json(_))));
+        let mut v1 = payload_json();
+        v1["x402Version"] = 1.into();
+        assert_eq!(decode_payment_signature(&encode_header(&v1)), Err(DecodeError::Version(Some(1))));
+        let mut no_acc = payload_json();
+        no_acc.as_object_mut().unwrap().remove("accepted");
+        assert_eq!(decode_payment_signature(&encode_header(&no_acc)), Err(DecodeError::MissingAccepted));
+        let mut bad = payload_json();
+        bad["payload"]["authorization"]["value"] = 10000.into();
+        assert!(matches!(decode_payment_signature(&encode_header(&bad)), Err(DecodeError::Payload(_))));
+        let big = "A".repeat(MAX_PAYMENT_HEADER_BYTES + 1);
+        assert_eq!(decode_payment_signature(&big), Err(DecodeError::TooLarge { len: big.len() }));
+    }
+}
