@@ -1,0 +1,111 @@
+// The main job, live: starts the local stack (anvil + EIP-3009 USDC + official facilitator logic +
+// an origin), runs the Worker with `wrangler dev` as a user would, and has the official @x402/fetch
+// client pay for a request. Prints each step. Everything binds 127.0.0.1 and is stopped at the end.
+import { spawn } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+
+import { KEYS, ROOT, balanceOf, freePort, startStack } from '../tests/support/stack.mjs';
+import { decodePaymentResponseHeader, payingFetch } from '../tests/support/client.mjs';
+
+const fmt = (atomic) => `${(Number(atomic) / 1e6).toFixed(6)} USDC (${atomic} atomic)`;
+const step = (n, title) => console.log(`\n\x1b[1m${n}. ${title}\x1b[0m`);
+const show = (label, value) => console.log(`   ${label.padEnd(22)} ${typeof value === 'string' ? value : JSON.stringify(value)}`);
+
+async function main() {
+  step(0, 'Local stack');
+  const stack = await startStack();
+  show('anvil RPC', stack.rpcUrl);
+  show('facilitator', `${stack.facilitator.url} (official @x402/evm exact scheme, signer ${stack.facilitator.address})`);
+  show('origin API', stack.origin.url);
+  show('payer', stack.payer);
+  show('payTo', stack.payTo);
+
+  const port = await freePort();
+  const persist = mkdtempSync(path.join(tmpdir(), 'x402-demo-'));
+  const wrangler = spawn(
+    path.join(ROOT, 'node_modules/.bin/wrangler'),
+    ['dev', '--ip', '127.0.0.1', '--port', String(port), '--inspector-port', String(await freePort()), '--persist-to', persist,
+      '--var', `ORIGIN_URL:${stack.origin.url}`, '--var', `FACILITATOR_URL:${stack.facilitator.url}`, '--var', `PAY_TO:${stack.payTo}`],
+    { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, WRANGLER_SEND_METRICS: 'false', CLOUDFLARE_CF_FETCH_ENABLED: 'false' } },
+  );
+  let log = '';
+  wrangler.stdout.on('data', (d) => { log += d; });
+  wrangler.stderr.on('data', (d) => { log += d; });
+  const base = `http://127.0.0.1:${port}`;
+  const stop = async () => {
+    wrangler.kill('SIGINT');
+    await new Promise((r) => setTimeout(r, 500));
+    wrangler.kill('SIGKILL');
+    await stack.stop();
+    rmSync(persist, { recursive: true, force: true });
+  };
+  try {
+    const deadline = Date.now() + 180_000;
+    for (;;) {
+      try {
+        await fetch(`${base}/free`);
+        break;
+      } catch {}
+      if (wrangler.exitCode !== null || Date.now() > deadline) throw new Error(`wrangler dev did not start:\n${log}`);
+      await new Promise((r) => setTimeout(r, 250));
+    }
+    show('worker (wrangler dev)', base);
+
+    const url = `${base}/weather`;
+    step(1, `GET ${url} without payment`);
+    const first = await fetch(url);
+    show('status', String(first.status));
+    const challenge = JSON.parse(Buffer.from(first.headers.get('payment-required'), 'base64').toString());
+    show('PAYMENT-REQUIRED', challenge);
+    await first.arrayBuffer();
+
+    const payerBefore = await balanceOf(stack.rpcUrl, stack.payer);
+    const payToBefore = await balanceOf(stack.rpcUrl, stack.payTo);
+    show('payer balance', fmt(payerBefore));
+    show('payTo balance', fmt(payToBefore));
+
+    step(2, 'The official @x402/fetch client signs an EIP-3009 authorization and retries with PAYMENT-SIGNATURE');
+    const settlesBefore = stack.facilitator.calls.settle;
+    const paid = await payingFetch(KEYS.payer)(url);
+    show('status', String(paid.status));
+    show('body', await paid.json());
+
+    step(3, 'The Worker verified the signature locally, forwarded, and settled');
+    show('PAYMENT-RESPONSE', decodePaymentResponseHeader(paid.headers.get('payment-response')));
+    show('facilitator calls', `verify ${stack.facilitator.calls.verify}, settle ${stack.facilitator.calls.settle - settlesBefore}`);
+    const token = paid.headers.get('x402-session');
+    show('X402-Session', token);
+    show('X402-Session-Expires', paid.headers.get('x402-session-expires'));
+
+    step(4, 'Balances on the local chain');
+    const payerAfter = await balanceOf(stack.rpcUrl, stack.payer);
+    const payToAfter = await balanceOf(stack.rpcUrl, stack.payTo);
+    const price = BigInt(challenge.accepts[0].amount);
+    show('payer', `${fmt(payerBefore)} -> ${fmt(payerAfter)}`);
+    show('payTo', `${fmt(payToBefore)} -> ${fmt(payToAfter)}`);
+    if (payerBefore - payerAfter !== price || payToAfter - payToBefore !== price) throw new Error('balances did not move by exactly the price');
+    show('moved', `exactly the price, ${fmt(price)}`);
+
+    step(5, 'The session token: same route free, other route 402');
+    const again = await fetch(url, { headers: { 'x402-session': token } });
+    show('GET /weather', `${again.status} ${JSON.stringify(await again.json())}`);
+    const other = await fetch(`${base}/premium/report`, { headers: { 'x402-session': token } });
+    show('GET /premium/report', `${other.status} (${JSON.parse(Buffer.from(other.headers.get('payment-required'), 'base64').toString()).error})`);
+    await other.arrayBuffer();
+    show('payer balance', fmt(await balanceOf(stack.rpcUrl, stack.payer)));
+    if (again.status !== 200 || other.status !== 402) throw new Error('session behaved unexpectedly');
+    console.log('\nDemo complete: a paid request flowed end to end.');
+  } finally {
+    await stop();
+  }
+}
+
+main().then(
+  () => process.exit(0),
+  (e) => {
+    console.error(e);
+    process.exit(1);
+  },
+);

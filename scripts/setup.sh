@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Installs everything the build, demo and tests need, at pinned versions. Idempotent: a tool
+# already installed at the pinned version is left as it is.
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+rustup target add wasm32-unknown-unknown >/dev/null
+have() { "$1" --version 2>/dev/null | grep -q "$2"; }
+have "$HOME/.cargo/bin/worker-build" "0.8.7" || cargo install worker-build --version 0.8.7 --locked
+# wasm-bindgen-cli must equal the wasm-bindgen crate version in Cargo.lock; --locked is left off
+# on purpose (its lock file pins a webpki-roots version the registry no longer has).
+have "$HOME/.cargo/bin/wasm-bindgen" "0.2.130" || cargo install wasm-bindgen-cli --version 0.2.130
+stamp="$(sha256sum package-lock.json | cut -d' ' -f1)"
+if [ "$(cat node_modules/.x402-lock-stamp 2>/dev/null)" != "$stamp" ]; then
+  npm ci --no-audit --no-fund
+  echo "$stamp" > node_modules/.x402-lock-stamp
+fi

@@ -1,0 +1,49 @@
+// Hand-built x402 v2 payments for tests that need a payment the official client would not make
+// (wrong key, wrong amount, expired, ...). Signed with viem, independent of our Rust code.
+import { randomBytes } from 'node:crypto';
+import { privateKeyToAccount } from 'viem/accounts';
+import { CHAIN_ID } from './stack.mjs';
+
+const TYPES = {
+  TransferWithAuthorization: [
+    { name: 'from', type: 'address' },
+    { name: 'to', type: 'address' },
+    { name: 'value', type: 'uint256' },
+    { name: 'validAfter', type: 'uint256' },
+    { name: 'validBefore', type: 'uint256' },
+    { name: 'nonce', type: 'bytes32' },
+  ],
+};
+
+export const b64 = (value) => Buffer.from(typeof value === 'string' ? value : JSON.stringify(value)).toString('base64');
+export const unb64 = (h) => JSON.parse(Buffer.from(h, 'base64').toString('utf8'));
+
+/**
+ * Signs an EIP-3009 authorization for `requirements` with `key` and returns the PAYMENT-SIGNATURE
+ * value. `opts.authorization` overrides message fields (signed as overridden), `opts.domain`
+ * overrides the EIP-712 domain, `opts.signer` signs with another key than `from`,
+ * `opts.mutate(payload)` edits the payload after signing.
+ */
+export async function paymentHeader(key, requirements, opts = {}) {
+  const from = privateKeyToAccount(key);
+  const signer = privateKeyToAccount(opts.signer ?? key);
+  const now = Math.floor(Date.now() / 1000);
+  const authorization = {
+    from: from.address,
+    to: requirements.payTo,
+    value: requirements.amount,
+    validAfter: String(now - 600),
+    validBefore: String(now + 120),
+    nonce: `0x${randomBytes(32).toString('hex')}`,
+    ...opts.authorization,
+  };
+  const signature = await signer.signTypedData({
+    domain: { name: requirements.extra.name, version: requirements.extra.version, chainId: CHAIN_ID, verifyingContract: requirements.asset, ...opts.domain },
+    types: TYPES,
+    primaryType: 'TransferWithAuthorization',
+    message: { ...authorization, value: BigInt(authorization.value), validAfter: BigInt(authorization.validAfter), validBefore: BigInt(authorization.validBefore) },
+  });
+  const payload = { x402Version: 2, accepted: requirements, payload: { signature, authorization } };
+  opts.mutate?.(payload);
+  return b64(payload);
+}

@@ -1,0 +1,285 @@
+// The local stack the tests and the demo run against, all on 127.0.0.1 with free ports:
+// anvil (chain id 84532), an EIP-3009 test token placed at Base Sepolia's USDC address, a
+// facilitator server built on the official @x402/core + @x402/evm facilitator logic, a small
+// origin API, and the built Worker under Miniflare.
+import { spawn } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import http from 'node:http';
+import net from 'node:net';
+import { createRequire } from 'node:module';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+import solc from 'solc';
+import { createPublicClient, createWalletClient, defineChain, http as viemHttp, publicActions } from 'viem';
+import { nonceManager, privateKeyToAccount } from 'viem/accounts';
+import { x402Facilitator } from '@x402/core/facilitator';
+import { ExactEvmScheme as FacilitatorExactEvm } from '@x402/evm/exact/facilitator';
+import { toFacilitatorEvmSigner } from '@x402/evm';
+
+const require = createRequire(import.meta.url);
+export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
+
+/** Anvil's public, well-known development keys (never hold real funds). */
+export const KEYS = {
+  deployer: '0xac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80',
+  facilitator: '0x59c6995e998f97a5a0044966f0945389dc9e86dae88c7a8412f4603b6b78690d',
+  payer: '0x5de4111afa1a4b94908f83103eb1f1706367c2e68ca870fc3fb9a804cdab365a',
+  payTo: '0x7c852118294e51e653712a81e05800f419141751be58f605c371e15141b007a6',
+  payer2: '0x47e179ec197488593b187f80a00eb0da91f1b9d0b13f8733639f19c30a34926a',
+};
+export const address = (key) => privateKeyToAccount(key).address;
+
+/** Base Sepolia's USDC address: the official client's default asset for eip155:84532. */
+export const USDC = '0x036CbD53842c5426634e7929541eC2318f3dCF7e';
+export const CHAIN_ID = 84532;
+export const NETWORK = 'eip155:84532';
+
+export function freePort() {
+  return new Promise((resolve, reject) => {
+    const s = net.createServer();
+    s.unref();
+    s.on('error', reject);
+    s.listen(0, '127.0.0.1', () => {
+      const { port } = s.address();
+      s.close(() => resolve(port));
+    });
+  });
+}
+
+export function chainFor(rpcUrl) {
+  return defineChain({
+    id: CHAIN_ID,
+    name: 'anvil (base-sepolia id)',
+    nativeCurrency: { name: 'Ether', symbol: 'ETH', decimals: 18 },
+    rpcUrls: { default: { http: [rpcUrl] } },
+  });
+}
+
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+/** Starts anvil; resolves once its RPC answers. */
+export async function startAnvil() {
+  const port = await freePort();
+  const bin = path.join(path.dirname(require.resolve('@foundry-rs/anvil-linux-amd64/package.json')), 'bin', 'anvil');
+  const proc = spawn(bin, ['--host', '127.0.0.1', '--port', String(port), '--chain-id', String(CHAIN_ID), '--silent'], { stdio: 'ignore' });
+  const rpcUrl = `http://127.0.0.1:${port}`;
+  const deadline = Date.now() + 20_000;
+  for (;;) {
+    try {
+      const r = await fetch(rpcUrl, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'eth_chainId', params: [] }) });
+      if (r.ok) break;
+    } catch {}
+    if (Date.now() > deadline) throw new Error('anvil did not start');
+    await sleep(100);
+  }
+  return { rpcUrl, stop: () => proc.kill() };
+}
+
+let compiled;
+/** Compiles tests/support/TestUSDC.sol with solc-js (cached per process). */
+export function compileToken() {
+  if (compiled) return compiled;
+  const source = readFileSync(path.join(ROOT, 'tests/support/TestUSDC.sol'), 'utf8');
+  const input = {
+    language: 'Solidity',
+    sources: { 'TestUSDC.sol': { content: source } },
+    settings: { optimizer: { enabled: true, runs: 200 }, viaIR: true, outputSelection: { '*': { '*': ['abi', 'evm.bytecode.object'] } } },
+  };
+  const out = JSON.parse(solc.compile(JSON.stringify(input)));
+  const errors = (out.errors || []).filter((e) => e.severity === 'error');
+  if (errors.length) throw new Error(errors.map((e) => e.formattedMessage).join('\n'));
+  const c = out.contracts['TestUSDC.sol'].TestUSDC;
+  compiled = { abi: c.abi, bytecode: `0x${c.evm.bytecode.object}` };
+  return compiled;
+}
+
+/** Deploys the test token, copies its runtime code to the USDC address, and mints to `holders` ({address: atomic}). */
+export async function deployUsdc(rpcUrl, holders = {}) {
+  const { abi, bytecode } = compileToken();
+  const chain = chainFor(rpcUrl);
+  const account = privateKeyToAccount(KEYS.deployer);
+  const wallet = createWalletClient({ account, chain, transport: viemHttp(rpcUrl) }).extend(publicActions);
+  const hash = await wallet.deployContract({ abi, bytecode });
+  const receipt = await wallet.waitForTransactionReceipt({ hash });
+  const code = await wallet.getCode({ address: receipt.contractAddress });
+  await wallet.request({ method: 'anvil_setCode', params: [USDC, code] });
+  for (const [to, amount] of Object.entries(holders)) {
+    const h = await wallet.writeContract({ address: USDC, abi, functionName: 'mint', args: [to, BigInt(amount)] });
+    await wallet.waitForTransactionReceipt({ hash: h });
+  }
+  return { abi, address: USDC };
+}
+
+export async function balanceOf(rpcUrl, who) {
+  const { abi } = compileToken();
+  const client = createPublicClient({ chain: chainFor(rpcUrl), transport: viemHttp(rpcUrl) });
+  return client.readContract({ address: USDC, abi, functionName: 'balanceOf', args: [who] });
+}
+
+export async function authorizationUsed(rpcUrl, from, nonce) {
+  const { abi } = compileToken();
+  const client = createPublicClient({ chain: chainFor(rpcUrl), transport: viemHttp(rpcUrl) });
+  return client.readContract({ address: USDC, abi, functionName: 'authorizationState', args: [from, nonce] });
+}
+
+function readJson(req, limit = 1 << 20) {
+  return new Promise((resolve, reject) => {
+    let size = 0;
+    const chunks = [];
+    req.on('data', (c) => {
+      size += c.length;
+      if (size > limit) reject(new Error('body too large'));
+      else chunks.push(c);
+    });
+    req.on('end', () => {
+      try {
+        resolve(chunks.length ? JSON.parse(Buffer.concat(chunks).toString('utf8')) : {});
+      } catch (e) {
+        reject(e);
+      }
+    });
+    req.on('error', reject);
+  });
+}
+
+function listen(server) {
+  return new Promise((resolve) => server.listen(0, '127.0.0.1', () => resolve(`http://127.0.0.1:${server.address().port}`)));
+}
+
+/**
+ * A facilitator HTTP server (POST /verify, POST /settle, GET /supported) over the official
+ * x402Facilitator + ExactEvmScheme, signing with an anvil account.
+ * `fault(path, body)` may return {status, body, delayMs} to inject a failure instead of answering.
+ */
+export async function startFacilitator({ rpcUrl, privateKey = KEYS.facilitator, fault } = {}) {
+  const account = privateKeyToAccount(privateKey, { nonceManager });
+  const client = createWalletClient({ account, chain: chainFor(rpcUrl), transport: viemHttp(rpcUrl) }).extend(publicActions);
+  const signer = toFacilitatorEvmSigner(Object.assign(client, { address: account.address }));
+  const facilitator = new x402Facilitator().register(NETWORK, new FacilitatorExactEvm(signer));
+  const calls = { verify: 0, settle: 0, supported: 0 };
+  const bodies = [];
+  const state = { fault };
+  const server = http.createServer(async (req, res) => {
+    const send = (status, body) => {
+      res.writeHead(status, { 'content-type': 'application/json' });
+      res.end(typeof body === 'string' ? body : JSON.stringify(body));
+    };
+    try {
+      const route = `${req.method} ${req.url}`;
+      if (route === 'GET /supported') {
+        calls.supported++;
+        return send(200, facilitator.getSupported());
+      }
+      if (route !== 'POST /verify' && route !== 'POST /settle') return send(404, { error: 'not found' });
+      const name = req.url.slice(1);
+      const body = await readJson(req);
+      calls[name]++;
+      bodies.push({ path: name, body });
+      const injected = state.fault && (await state.fault(name, body));
+      if (injected) {
+        if (injected.delayMs) await sleep(injected.delayMs);
+        return send(injected.status ?? 200, injected.body ?? '');
+      }
+      const result = name === 'verify'
+        ? await facilitator.verify(body.paymentPayload, body.paymentRequirements)
+        : await facilitator.settle(body.paymentPayload, body.paymentRequirements);
+      return send(200, result);
+    } catch (e) {
+      return send(500, { error: String(e?.message ?? e) });
+    }
+  });
+  const url = await listen(server);
+  return {
+    url,
+    calls,
+    bodies,
+    address: account.address,
+    setFault: (f) => { state.fault = f; },
+    stop: () => new Promise((r) => { server.closeAllConnections?.(); server.close(() => r()); }),
+  };
+}
+
+/** A small origin API that records what it received. */
+export async function startOrigin() {
+  const requests = [];
+  let served = 0;
+  const server = http.createServer(async (req, res) => {
+    const chunks = [];
+    for await (const c of req) chunks.push(c);
+    const body = Buffer.concat(chunks).toString('utf8');
+    requests.push({ method: req.method, url: req.url, headers: req.headers, body });
+    const json = (status, value, extra = {}) => {
+      res.writeHead(status, { 'content-type': 'application/json', 'x-origin': 'demo', ...extra });
+      res.end(req.method === 'HEAD' ? undefined : JSON.stringify(value));
+    };
+    const p = req.url.split('?')[0];
+    if (p === '/weather') return json(200, { city: 'Lisbon', forecast: 'sunny', tempC: 21, served: ++served });
+    if (p.startsWith('/premium/')) return json(200, { report: p, secret: 'premium content', served: ++served });
+    if (p === '/free') return json(200, { free: true });
+    if (p === '/error') return json(500, { error: 'origin exploded' });
+    if (p === '/missing') return json(404, { error: 'no such thing' });
+    if (p === '/echo') return json(200, { method: req.method, body, served: ++served });
+    return json(404, { error: 'not found', path: p });
+  });
+  const url = await listen(server);
+  return { url, requests, stop: () => new Promise((r) => { server.closeAllConnections?.(); server.close(() => r()); }) };
+}
+
+/** The price table the tests and the demo use. */
+export const ROUTES = [
+  { route: 'GET /weather', price: '$0.01', description: 'Current weather', mimeType: 'application/json', maxTimeoutSeconds: 120 },
+  { route: 'GET /premium/*', price: '$0.05', description: 'Premium reports', mimeType: 'application/json', sessionTtlSeconds: 600 },
+  { route: 'GET /error', price: '$0.01', description: 'An endpoint that fails' },
+  { route: 'GET /missing', price: '$0.01', description: 'An endpoint that 404s' },
+  { route: 'POST /echo', price: '$0.02', description: 'Echo', sessionTtlSeconds: 0 },
+];
+
+/** Starts the built Worker (build/) under Miniflare on a free port. */
+export async function startWorker({ originUrl, facilitatorUrl, payTo, routes = ROUTES, extraBindings = {} }) {
+  const { Miniflare } = await import('miniflare');
+  const port = await freePort();
+  const mf = new Miniflare({
+    host: '127.0.0.1',
+    port,
+    modules: true,
+    scriptPath: path.join(ROOT, 'build/worker/shim.mjs'),
+    modulesRoot: path.join(ROOT, 'build'),
+    modulesRules: [{ type: 'CompiledWasm', include: ['**/*.wasm'], fallthrough: true }],
+    compatibilityDate: '2026-07-30',
+    kvNamespaces: ['SESSIONS'],
+    cf: false,
+    bindings: {
+      ORIGIN_URL: originUrl,
+      FACILITATOR_URL: facilitatorUrl,
+      PAY_TO: payTo,
+      NETWORK,
+      ROUTES: routes,
+      ...extraBindings,
+    },
+  });
+  const url = (await mf.ready).toString().replace(/\/$/, '');
+  return { mf, url, stop: () => mf.dispose() };
+}
+
+/** Starts chain, token (funded payer), facilitator and origin. */
+export async function startStack({ payerFunds = 10_000_000n } = {}) {
+  const chain = await startAnvil();
+  const payer = address(KEYS.payer);
+  const payTo = address(KEYS.payTo);
+  await deployUsdc(chain.rpcUrl, { [payer]: payerFunds, [address(KEYS.payer2)]: payerFunds });
+  const facilitator = await startFacilitator({ rpcUrl: chain.rpcUrl });
+  const origin = await startOrigin();
+  return {
+    rpcUrl: chain.rpcUrl,
+    payer,
+    payTo,
+    facilitator,
+    origin,
+    stop: async () => {
+      await facilitator.stop();
+      await origin.stop();
+      chain.stop();
+    },
+  };
+}

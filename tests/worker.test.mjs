@@ -1,0 +1,256 @@
+// The built Worker (build/, release wasm) under Miniflare, against the real local stack:
+// anvil + EIP-3009 token + the official facilitator logic + an origin. The facilitator's
+// answers are replaced only where a test injects a fault.
+import { after, before, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { privateKeyToAccount } from 'viem/accounts';
+
+import { KEYS, USDC, address, authorizationUsed, balanceOf, startStack, startWorker } from './support/stack.mjs';
+import { b64, paymentHeader, unb64 } from './support/pay.mjs';
+
+let stack;
+let worker;
+
+before(async () => {
+  stack = await startStack();
+  worker = await startWorker({ originUrl: stack.origin.url, facilitatorUrl: stack.facilitator.url, payTo: stack.payTo });
+});
+after(async () => {
+  await worker?.stop();
+  await stack?.stop();
+});
+
+const get = (path, headers = {}, init = {}) => fetch(worker.url + path, { headers, ...init });
+
+async function challenge(path, init) {
+  const res = await get(path, {}, init);
+  assert.equal(res.status, 402);
+  return { res, required: unb64(res.headers.get('payment-required')), body: await res.json() };
+}
+
+describe('challenge', () => {
+  test('a priced route without payment gets 402 with PAYMENT-REQUIRED equal to the JSON body', async () => {
+    const { res, required, body } = await challenge('/weather');
+    assert.deepEqual(required, body);
+    assert.equal(res.headers.get('cache-control'), 'no-store');
+    assert.equal(res.headers.get('content-type'), 'application/json');
+    assert.equal(required.x402Version, 2);
+    assert.equal(required.error, 'PAYMENT-SIGNATURE header is required');
+    assert.deepEqual(required.resource, { url: `${worker.url}/weather`, description: 'Current weather', mimeType: 'application/json' });
+    assert.deepEqual(required.accepts, [{
+      scheme: 'exact', network: 'eip155:84532', amount: '10000', asset: USDC, payTo: stack.payTo,
+      maxTimeoutSeconds: 120, extra: { name: 'USDC', version: '2' },
+    }]);
+  });
+
+  test('an unpriced route is proxied untouched, without x402 headers', async () => {
+    const res = await get('/free?x=1');
+    assert.equal(res.status, 200);
+    assert.deepEqual(await res.json(), { free: true });
+    assert.equal(res.headers.get('payment-required'), null);
+    assert.equal(res.headers.get('x-origin'), 'demo');
+  });
+
+  test('the route is matched on the canonical path: case, dot segments and // do not bypass it', async () => {
+    for (const p of ['/WEATHER', '/free/../weather', '//weather', '/%77eather', '/weather/', '/weather;x=1']) {
+      const res = await fetch(worker.url + p);
+      assert.equal(res.status, 402, p);
+    }
+    const bad = await fetch(worker.url + '/x%2F..%2Fweather');
+    assert.equal(bad.status, 400);
+  });
+});
+
+describe('local verification', () => {
+  async function rejected(path, header) {
+    const before = { ...stack.facilitator.calls };
+    const originBefore = stack.origin.requests.length;
+    const res = await get(path, { 'payment-signature': header });
+    assert.equal(res.status, 402);
+    const required = unb64(res.headers.get('payment-required'));
+    assert.deepEqual(await res.json(), required);
+    assert.equal(required.accepts.length, 1, 'a fresh challenge comes with the reason');
+    assert.deepEqual(stack.facilitator.calls, before, 'facilitator not called');
+    assert.equal(stack.origin.requests.length, originBefore, 'origin not called');
+    return required.error;
+  }
+
+  test('signature by another key is refused without calling the facilitator', async () => {
+    const { required } = await challenge('/weather');
+    const h = await paymentHeader(KEYS.payer, required.accepts[0], { signer: KEYS.payer2 });
+    assert.match(await rejected('/weather', h), /^invalid_exact_evm_payload_signature: signature recovers to/);
+  });
+
+  test('signature under another chain id or domain name is refused', async () => {
+    const { required } = await challenge('/weather');
+    for (const domain of [{ chainId: 8453 }, { name: 'USD Coin' }, { verifyingContract: '0x833589fCD6eDb6E08f4c7C32D4f71b54bdA02913' }]) {
+      const h = await paymentHeader(KEYS.payer, required.accepts[0], { domain });
+      assert.match(await rejected('/weather', h), /^invalid_exact_evm_payload_signature/, JSON.stringify(domain));
+    }
+  });
+
+  test('wrong amount, wrong recipient, expired and not-yet-valid authorizations are refused', async () => {
+    const { required } = await challenge('/weather');
+    const r = required.accepts[0];
+    const now = Math.floor(Date.now() / 1000);
+    const cases = [
+      [{ value: '9999' }, /authorization_value_mismatch/],
+      [{ to: address(KEYS.payer2) }, /recipient_mismatch/],
+      [{ validBefore: String(now + 3) }, /authorization_valid_before/],
+      [{ validAfter: String(now + 60) }, /authorization_valid_after/],
+    ];
+    for (const [authorization, reason] of cases) {
+      assert.match(await rejected('/weather', await paymentHeader(KEYS.payer, r, { authorization })), reason);
+    }
+  });
+
+  test('an `accepted` that is not an offered requirement is refused', async () => {
+    const { required } = await challenge('/weather');
+    const cheaper = { ...required.accepts[0], amount: '1' };
+    const h = await paymentHeader(KEYS.payer, cheaper);
+    assert.match(await rejected('/weather', h), /^invalid_payment_requirements/);
+  });
+
+  test('malformed headers get 402 with a reason, never a 500', async () => {
+    assert.match(await rejected('/weather', '!!!not base64!!!'), /^invalid_payload: .*base64/);
+    assert.match(await rejected('/weather', b64('{"x402Version":2')), /^invalid_payload: .*JSON/);
+    assert.match(await rejected('/weather', b64({ x402Version: 7, accepted: {}, payload: {} })), /^invalid_x402_version/);
+    assert.match(await rejected('/weather', 'A'.repeat(17000)), /limit is 16384/);
+  });
+});
+
+describe('forward and settle', () => {
+  test('a valid payment is settled on chain and the origin response carries PAYMENT-RESPONSE', async () => {
+    const { required } = await challenge('/weather');
+    const payerBefore = await balanceOf(stack.rpcUrl, stack.payer);
+    const h = await paymentHeader(KEYS.payer, required.accepts[0]);
+    const calls = { ...stack.facilitator.calls };
+    const res = await get('/weather', { 'payment-signature': h });
+    assert.equal(res.status, 200);
+    const body = await res.json();
+    assert.equal(body.city, 'Lisbon');
+    const settle = unb64(res.headers.get('payment-response'));
+    assert.equal(settle.success, true);
+    assert.equal(settle.network, 'eip155:84532');
+    assert.equal(settle.payer, stack.payer);
+    assert.match(settle.transaction, /^0x[0-9a-f]{64}$/);
+    assert.equal(res.headers.get('cache-control'), 'no-store');
+    assert.equal(stack.facilitator.calls.verify, calls.verify, 'no /verify round trip for an EOA signature');
+    assert.equal(stack.facilitator.calls.settle, calls.settle + 1);
+    assert.equal(await balanceOf(stack.rpcUrl, stack.payer), payerBefore - 10000n);
+    const last = stack.origin.requests.at(-1);
+    assert.equal(last.headers['payment-signature'], undefined, 'payment header not forwarded to the origin');
+  });
+
+  test('origin errors are passed through and not settled', async () => {
+    for (const [path, status] of [['/error', 500], ['/missing', 404]]) {
+      const { required } = await challenge(path);
+      const h = await paymentHeader(KEYS.payer, required.accepts[0]);
+      const settles = stack.facilitator.calls.settle;
+      const balance = await balanceOf(stack.rpcUrl, stack.payer);
+      const res = await get(path, { 'payment-signature': h });
+      assert.equal(res.status, status);
+      assert.equal(res.headers.get('payment-response'), null);
+      await res.arrayBuffer();
+      assert.equal(stack.facilitator.calls.settle, settles);
+      assert.equal(await balanceOf(stack.rpcUrl, stack.payer), balance);
+    }
+  });
+
+  test('a settlement the facilitator refuses withholds the content (unfunded payer, real facilitator)', async () => {
+    const { required } = await challenge('/weather');
+    const broke = '0x8b3a350cf5c34c9194ca85829a2df0ec3153be0318b5e2d3348e872092edffba'; // anvil key #9, no tokens
+    const h = await paymentHeader(broke, required.accepts[0]);
+    const res = await get('/weather', { 'payment-signature': h });
+    assert.equal(res.status, 402);
+    const text = await res.text();
+    assert.doesNotMatch(text, /Lisbon/);
+    const settle = unb64(res.headers.get('payment-response'));
+    assert.equal(settle.success, false);
+    assert.ok(settle.errorReason, 'the reason is carried');
+    assert.equal(settle.payer, privateKeyToAccount(broke).address);
+  });
+
+  test('facilitator 5xx or garbage: 502 naming the payment, content withheld, no fresh challenge', async () => {
+    const { required } = await challenge('/weather');
+    for (const fault of [{ status: 503, body: 'upstream down' }, { status: 200, body: '{"ok":' }]) {
+      stack.facilitator.setFault((p) => (p === 'settle' ? fault : null));
+      try {
+        const h = await paymentHeader(KEYS.payer, required.accepts[0]);
+        const sent = unb64(h);
+        const res = await get('/weather', { 'payment-signature': h });
+        assert.equal(res.status, 502);
+        assert.equal(res.headers.get('payment-required'), null);
+        const body = await res.json();
+        assert.equal(body.error, 'settlement_outcome_unknown');
+        assert.equal(body.payment.payer, stack.payer);
+        assert.equal(body.payment.nonce, sent.payload.authorization.nonce);
+        assert.doesNotMatch(JSON.stringify(body), /Lisbon/);
+        assert.equal(await authorizationUsed(stack.rpcUrl, stack.payer, sent.payload.authorization.nonce), false);
+      } finally {
+        stack.facilitator.setFault(null);
+      }
+    }
+  });
+});
+
+describe('sessions', () => {
+  test('a paid session opens its own route again without payment, and no other route', async () => {
+    const { required } = await challenge('/premium/a');
+    assert.equal(required.accepts[0].amount, '50000');
+    const h = await paymentHeader(KEYS.payer, required.accepts[0]);
+    const paid = await get('/premium/a', { 'payment-signature': h });
+    assert.equal(paid.status, 200);
+    await paid.json();
+    const token = paid.headers.get('x402-session');
+    assert.match(token, /^[A-Za-z0-9_-]{43}$/);
+    const expires = Number(paid.headers.get('x402-session-expires'));
+    assert.ok(expires > Date.now() / 1000 + 500 && expires <= Date.now() / 1000 + 601);
+
+    const settles = stack.facilitator.calls.settle;
+    const balance = await balanceOf(stack.rpcUrl, stack.payer);
+    const again = await get('/premium/b', { 'x402-session': token });
+    assert.equal(again.status, 200);
+    assert.equal((await again.json()).report, '/premium/b');
+    assert.equal(stack.facilitator.calls.settle, settles, 'no settlement on a session hit');
+    assert.equal(await balanceOf(stack.rpcUrl, stack.payer), balance);
+    assert.equal(stack.origin.requests.at(-1).headers['x402-session'], undefined, 'token not forwarded');
+
+    const other = await get('/weather', { 'x402-session': token });
+    assert.equal(other.status, 402);
+    assert.match(unb64(other.headers.get('payment-required')).error, /x402-session token is unknown, expired, or for another route/);
+
+    const forged = await get('/premium/b', { 'x402-session': 'A'.repeat(43) });
+    assert.equal(forged.status, 402);
+
+    const keys = await (await worker.mf.getKVNamespace('SESSIONS')).list();
+    assert.ok(keys.keys.every((k) => k.name.startsWith('session:') && !k.name.includes(token)), 'KV holds hashed tokens only');
+  });
+
+  test('a route with sessions disabled mints no token', async () => {
+    const { required } = await challenge('/echo', { method: 'POST', body: 'hi' });
+    const h = await paymentHeader(KEYS.payer, required.accepts[0]);
+    const res = await fetch(worker.url + '/echo', { method: 'POST', body: 'hello origin', headers: { 'payment-signature': h } });
+    assert.equal(res.status, 200);
+    assert.equal((await res.json()).body, 'hello origin', 'request body forwarded');
+    assert.equal(res.headers.get('x402-session'), null);
+  });
+});
+
+describe('configuration', () => {
+  test('a bad configuration answers 500 with the reason', async () => {
+    const bad = await startWorker({
+      originUrl: stack.origin.url, facilitatorUrl: stack.facilitator.url, payTo: stack.payTo,
+      routes: [{ route: 'GET /x', price: '$0.0000001' }],
+    });
+    try {
+      const res = await fetch(bad.url + '/x');
+      assert.equal(res.status, 500);
+      const body = await res.json();
+      assert.equal(body.error, 'paywall_misconfigured');
+      assert.match(body.message, /ROUTES\[0\].*finer than one atomic unit/);
+    } finally {
+      await bad.stop();
+    }
+  });
+});
