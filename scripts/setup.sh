@@ -12,6 +12,9 @@ have "$HOME/.cargo/bin/worker-build" "0.8.7" || cargo install worker-build --ver
 have "$HOME/.cargo/bin/wasm-bindgen" "0.2.130" || cargo install wasm-bindgen-cli --version 0.2.130
 stamp="$(sha256sum package-lock.json | cut -d' ' -f1)"
 if [ "$(cat node_modules/.x402-lock-stamp 2>/dev/null)" != "$stamp" ]; then
-  npm ci --no-audit --no-fund
+  # `npm install` rather than `npm ci`: npm 11 leaves other platforms' optional packages of
+  # nested dependencies (workerd, esbuild) out of the lock file, which `npm ci` then rejects.
+  # The lock file still pins every version that is installed here.
+  npm install --no-audit --no-fund
   echo "$stamp" > node_modules/.x402-lock-stamp
 fi
