@@ -4,18 +4,24 @@
 //! |---|---|---|
 //! | `ORIGIN_URL` | yes | absolute `http(s)` URL of the API being protected; a path prefix is kept |
 //! | `FACILITATOR_URL` | yes | base URL of the x402 facilitator (`/verify`, `/settle` are appended) |
-//! | `PAY_TO` | unless every route sets `payTo` | default recipient address (`0x…`, 20 bytes) |
-//! | `NETWORK` | no (`eip155:84532`) | default CAIP-2 network |
+//! | `PAY_TO` | unless every offer sets `payTo` | default recipient address (`0x…`, 20 bytes) |
+//! | `NETWORK` | no (`eip155:84532`) | default network (CAIP-2, or a v1 name) |
 //! | `MAX_TIMEOUT_SECONDS` | no (`300`) | default `maxTimeoutSeconds` of each requirement |
 //! | `SESSION_TTL_SECONDS` | no (`3600`) | default paid-session lifetime; `0` disables sessions; else ≥ 60 (the KV TTL floor) |
+//! | `ORIGIN_TIMEOUT_SECONDS` | no (`30`) | time limit for the origin to start answering |
+//! | `FACILITATOR_TIMEOUT_SECONDS` | no (`30`) | time limit for a facilitator call (`/settle` waits for the receipt) |
+//! | `CORS_ALLOWED_ORIGINS` | no (`*`) | origins allowed to call priced routes from a browser: `*`, a comma-separated list, or `none` |
 //! | `FACILITATOR_AUTH` | no (secret) | sent as the `Authorization` header on facilitator calls |
-//! | `ROUTES` | yes | JSON array of priced routes (a TOML array of tables in `wrangler.toml`, or a JSON string) |
+//! | `ROUTES` | yes | JSON array of routes (a TOML array of tables in `wrangler.toml`, or a JSON string) |
 //!
-//! A `ROUTES` entry: `route` (`"METHOD /pattern"`, see [`crate::route::RoutePattern`]), then either
-//! `price` (`"$0.01"`, in units of the asset, converted with the asset's decimals) or `amount`
-//! (atomic units, decimal string) with an explicit `asset`; optional `asset`, `decimals`,
-//! `name`/`version` (EIP-712 domain of a non-default asset), `network`, `payTo`, `description`,
-//! `mimeType`, `maxTimeoutSeconds`, `sessionTtlSeconds`.
+//! A `ROUTES` entry: `route` (`"METHOD /pattern"`, see [`crate::route::RoutePattern`]);
+//! `description`, `mimeType`, `sessionTtlSeconds`; `free: true` for a route proxied without
+//! payment (to carve an exception out of a later wildcard); and its payment options, either as an
+//! `accepts` array or, for a single option, directly in the entry. An option is `price`
+//! (`"$0.01"`, whole tokens, converted with the asset's decimals) or `amount` (atomic units,
+//! decimal string) with an explicit `asset`; optional `asset`, `decimals`, `name`/`version`
+//! (EIP-712 domain of a non-default asset), `network`, `payTo`, `maxTimeoutSeconds`. Unknown keys
+//! are errors, so a typo never silently drops a price.
 
 use ruint::aliases::U256;
 use serde::Deserialize;
@@ -24,7 +30,7 @@ use serde_json::{Map, Value};
 use crate::evm::{caip2_chain_id, network_by_id, Address, Eip712Domain};
 use crate::money::price_to_atomic;
 use crate::route::RoutePattern;
-use crate::x402::{Eip712Extra, PaymentRequirements};
+use crate::x402::{Eip712Extra, PaymentRequirements, PaymentRequirementsV1};
 
 /// A configuration problem, with the variable it concerns and why. Answered as HTTP 500.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -46,6 +52,8 @@ fn err<T>(msg: impl Into<String>) -> Result<T, ConfigError> {
 pub struct Offer {
     pub requirements: PaymentRequirements,
     pub requirements_json: Value,
+    /// The v1 name of the network, when legacy v1 clients can pay this offer.
+    pub v1_network: Option<&'static str>,
     pub amount: U256,
     pub asset: Address,
     pub pay_to: Address,
@@ -54,7 +62,27 @@ pub struct Offer {
     pub domain_separator: [u8; 32],
 }
 
-/// A priced route.
+impl Offer {
+    /// This offer in v1 form for a request to `resource` (v1 requirements carry the resource).
+    /// `None` when the network has no v1 name.
+    pub fn requirements_v1(&self, resource: &str, description: Option<&str>, mime_type: Option<&str>) -> Option<PaymentRequirementsV1> {
+        let r = &self.requirements;
+        Some(PaymentRequirementsV1 {
+            scheme: r.scheme.clone(),
+            network: self.v1_network?.to_string(),
+            max_amount_required: r.amount.clone(),
+            resource: resource.to_string(),
+            description: description.unwrap_or_default().to_string(),
+            mime_type: mime_type.unwrap_or_default().to_string(),
+            pay_to: r.pay_to.clone(),
+            max_timeout_seconds: r.max_timeout_seconds,
+            asset: r.asset.clone(),
+            extra: r.extra.clone(),
+        })
+    }
+}
+
+/// A route of the price table.
 #[derive(Debug, Clone)]
 pub struct Route {
     /// The route key as configured, normalised (`"GET /weather"`); also the session scope.
@@ -64,7 +92,26 @@ pub struct Route {
     pub mime_type: Option<String>,
     /// Paid-session lifetime in seconds; 0 = no sessions.
     pub session_ttl_seconds: u64,
+    /// The payment options; empty for a free route.
     pub accepts: Vec<Offer>,
+}
+
+impl Route {
+    /// A route explicitly configured as free (`free: true`): proxied without payment.
+    pub fn is_free(&self) -> bool {
+        self.accepts.is_empty()
+    }
+}
+
+/// Which browser origins may call priced routes (CORS).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CorsPolicy {
+    /// `Access-Control-Allow-Origin: *`.
+    Any,
+    /// Only these origins (exact `scheme://host[:port]`), echoed back with `Vary: Origin`.
+    List(Vec<String>),
+    /// No CORS headers; preflights go to the origin.
+    Off,
 }
 
 /// The validated configuration.
@@ -74,13 +121,17 @@ pub struct Config {
     /// Facilitator base URL without trailing `/`.
     pub facilitator_url: String,
     pub facilitator_auth: Option<String>,
+    /// Time limit for the origin to start answering, seconds.
+    pub origin_timeout_seconds: u64,
+    /// Time limit for one facilitator call, seconds.
+    pub facilitator_timeout_seconds: u64,
+    pub cors: CorsPolicy,
     pub routes: Vec<Route>,
 }
 
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-struct RawRoute {
-    route: String,
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+struct RawOffer {
     price: Option<String>,
     amount: Option<String>,
     asset: Option<String>,
@@ -89,10 +140,21 @@ struct RawRoute {
     version: Option<String>,
     network: Option<String>,
     pay_to: Option<String>,
+    max_timeout_seconds: Option<u64>,
+}
+
+const OFFER_KEYS: [&str; 9] = ["price", "amount", "asset", "decimals", "name", "version", "network", "payTo", "maxTimeoutSeconds"];
+const ROUTE_KEYS: [&str; 6] = ["route", "description", "mimeType", "sessionTtlSeconds", "free", "accepts"];
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RawRoute {
+    route: String,
     description: Option<String>,
     mime_type: Option<String>,
-    max_timeout_seconds: Option<u64>,
     session_ttl_seconds: Option<u64>,
+    #[serde(default)]
+    free: bool,
 }
 
 /// Reads a variable as a string (vars are strings; TOML numbers arrive as JSON numbers).
@@ -131,6 +193,109 @@ fn session_ttl(name: &str, ttl: u64) -> Result<u64, ConfigError> {
     Ok(ttl)
 }
 
+fn cors_policy(s: Option<String>) -> Result<CorsPolicy, ConfigError> {
+    let Some(s) = s else { return Ok(CorsPolicy::Any) };
+    match s.as_str() {
+        "*" => Ok(CorsPolicy::Any),
+        "none" => Ok(CorsPolicy::Off),
+        list => {
+            let mut out = Vec::new();
+            for o in list.split(',').map(str::trim).filter(|o| !o.is_empty()) {
+                let u = url::Url::parse(o).or_else(|_| err(format!("CORS_ALLOWED_ORIGINS: `{o}` is not an origin like https://app.example.com")))?;
+                let origin = u.origin().ascii_serialization();
+                if origin != o.trim_end_matches('/') {
+                    return err(format!("CORS_ALLOWED_ORIGINS: `{o}` is not a bare origin (write `{origin}`)"));
+                }
+                out.push(origin);
+            }
+            Ok(CorsPolicy::List(out))
+        }
+    }
+}
+
+/// Defaults every offer inherits.
+struct Defaults {
+    pay_to: Option<String>,
+    network: String,
+    max_timeout_seconds: u64,
+}
+
+fn parse_offer(at: &str, r: &RawOffer, d: &Defaults) -> Result<Offer, ConfigError> {
+    let network_id = r.network.clone().unwrap_or_else(|| d.network.clone());
+    let known = network_by_id(&network_id);
+    let caip2 = match known {
+        Some(n) => n.caip2.to_string(),
+        None => network_id.clone(),
+    };
+    let chain_id = caip2_chain_id(&caip2)
+        .ok_or_else(|| ConfigError(format!("{at}: network `{network_id}` is not an eip155:<chainId> CAIP-2 id or a known v1 name")))?;
+    let pay_to_s = r.pay_to.clone().or_else(|| d.pay_to.clone()).ok_or_else(|| ConfigError(format!("{at}: no payTo and PAY_TO is not set")))?;
+    let pay_to = Address::parse(&pay_to_s).ok_or_else(|| ConfigError(format!("{at}: payTo `{pay_to_s}` is not a 0x-prefixed 20-byte address")))?;
+
+    // The asset and its EIP-712 domain: explicit, or the network's default USDC.
+    let (asset, name, version, decimals) = match &r.asset {
+        Some(a) => {
+            let asset = Address::parse(a).ok_or_else(|| ConfigError(format!("{at}: asset `{a}` is not a 0x-prefixed 20-byte address")))?;
+            let default = known.filter(|n| Address::parse(n.usdc) == Some(asset));
+            let name = r.name.clone().or(default.map(|n| n.usdc_name.to_string()));
+            let version = r.version.clone().or(default.map(|n| n.usdc_version.to_string()));
+            let (Some(name), Some(version)) = (name, version) else {
+                return err(format!("{at}: asset {a} is not this network's default USDC, so its EIP-712 `name` and `version` must be given"));
+            };
+            (asset, name, version, r.decimals.or(default.map(|n| n.usdc_decimals)))
+        }
+        None => {
+            let Some(n) = known else {
+                return err(format!("{at}: network `{network_id}` has no built-in USDC; give `asset`, `name`, `version` and `amount` or `decimals`"));
+            };
+            let asset = Address::parse(n.usdc).ok_or_else(|| ConfigError("built-in table".into()))?;
+            (asset, r.name.clone().unwrap_or(n.usdc_name.into()), r.version.clone().unwrap_or(n.usdc_version.into()), Some(n.usdc_decimals))
+        }
+    };
+    let amount = match (&r.price, &r.amount) {
+        (Some(p), None) => {
+            let d = decimals.ok_or_else(|| ConfigError(format!("{at}: `price` needs the asset's `decimals`")))?;
+            price_to_atomic(p, d).or_else(|e| err(format!("{at}: price `{p}`: {e}")))?
+        }
+        (None, Some(a)) => {
+            if r.asset.is_none() {
+                return err(format!("{at}: `amount` is in atomic units and needs an explicit `asset`"));
+            }
+            match crate::evm::parse_uint256(a) {
+                Some(v) if v > U256::ZERO => v,
+                _ => return err(format!("{at}: amount `{a}` must be a positive decimal integer below 2^256")),
+            }
+        }
+        _ => return err(format!("{at}: give exactly one of `price` and `amount`")),
+    };
+    let max_timeout_seconds = r.max_timeout_seconds.unwrap_or(d.max_timeout_seconds);
+    if max_timeout_seconds < 10 {
+        return err(format!("{at}: maxTimeoutSeconds {max_timeout_seconds} is below 10 seconds"));
+    }
+    let requirements = PaymentRequirements {
+        scheme: "exact".into(),
+        network: caip2,
+        amount: amount.to_string(),
+        asset: asset.to_checksum(),
+        pay_to: pay_to.to_checksum(),
+        max_timeout_seconds,
+        extra: Eip712Extra { name: name.clone(), version: version.clone() },
+    };
+    let requirements_json = serde_json::to_value(&requirements).or_else(|e| err(e.to_string()))?;
+    let domain_separator = Eip712Domain { name, version, chain_id, verifying_contract: asset }.separator();
+    let v1_network = known.filter(|n| n.chain_id == chain_id).and_then(|n| n.v1_name);
+    Ok(Offer { requirements, requirements_json, v1_network, amount, asset, pay_to, chain_id, domain_separator })
+}
+
+fn check_keys(at: &str, obj: &Map<String, Value>, allowed: &[&[&str]]) -> Result<(), ConfigError> {
+    for k in obj.keys() {
+        if !allowed.iter().any(|set| set.contains(&k.as_str())) {
+            return err(format!("{at}: unknown field `{k}`"));
+        }
+    }
+    Ok(())
+}
+
 impl Config {
     /// Builds the configuration from the Worker's variables (name → JSON value).
     ///
@@ -141,83 +306,65 @@ impl Config {
         http_url("FACILITATOR_URL", &fac)?;
         let facilitator_url = fac.trim_end_matches('/').to_string();
         let facilitator_auth = string_var(vars, "FACILITATOR_AUTH")?;
-        let default_pay_to = string_var(vars, "PAY_TO")?;
-        let default_network = string_var(vars, "NETWORK")?.unwrap_or_else(|| "eip155:84532".into());
-        let default_timeout = u64_var(vars, "MAX_TIMEOUT_SECONDS", 300)?;
+        let defaults = Defaults {
+            pay_to: string_var(vars, "PAY_TO")?,
+            network: string_var(vars, "NETWORK")?.unwrap_or_else(|| "eip155:84532".into()),
+            max_timeout_seconds: u64_var(vars, "MAX_TIMEOUT_SECONDS", 300)?,
+        };
         let default_ttl = session_ttl("SESSION_TTL_SECONDS", u64_var(vars, "SESSION_TTL_SECONDS", 3600)?)?;
+        let cors = cors_policy(string_var(vars, "CORS_ALLOWED_ORIGINS")?)?;
+        let timeout = |name: &str| -> Result<u64, ConfigError> {
+            match u64_var(vars, name, 30)? {
+                t @ 1..=300 => Ok(t),
+                t => err(format!("{name} is {t}: use 1 to 300 seconds")),
+            }
+        };
+        let origin_timeout_seconds = timeout("ORIGIN_TIMEOUT_SECONDS")?;
+        let facilitator_timeout_seconds = timeout("FACILITATOR_TIMEOUT_SECONDS")?;
 
         let routes_value = match vars.get("ROUTES") {
             None | Some(Value::Null) => return err("ROUTES is not set"),
             Some(Value::String(s)) => serde_json::from_str::<Value>(s).or_else(|e| err(format!("ROUTES is not valid JSON: {e}")))?,
             Some(v) => v.clone(),
         };
-        let raw: Vec<RawRoute> = serde_json::from_value(routes_value).or_else(|e| err(format!("ROUTES: {e}")))?;
-        let mut routes = Vec::with_capacity(raw.len());
-        for (i, r) in raw.into_iter().enumerate() {
+        let Value::Array(entries) = routes_value else { return err("ROUTES must be an array of routes") };
+        let mut routes = Vec::with_capacity(entries.len());
+        for (i, entry) in entries.iter().enumerate() {
+            let Value::Object(obj) = entry else { return err(format!("ROUTES[{i}] must be an object")) };
+            let r: RawRoute = serde_json::from_value(entry.clone()).or_else(|e| err(format!("ROUTES[{i}]: {e}")))?;
             let at = format!("ROUTES[{i}] (`{}`)", r.route);
             let pattern = RoutePattern::parse(&r.route).or_else(|e| err(format!("{at}: {e}")))?;
-            let network_id = r.network.clone().unwrap_or_else(|| default_network.clone());
-            let known = network_by_id(&network_id);
-            let caip2 = match known {
-                Some(n) => n.caip2.to_string(),
-                None => network_id.clone(),
+            let inline = OFFER_KEYS.iter().any(|k| obj.contains_key(*k));
+            let accepts = if r.free {
+                check_keys(&at, obj, &[&["route", "description", "free"]])?;
+                Vec::new()
+            } else if let Some(list) = obj.get("accepts") {
+                check_keys(&at, obj, &[&ROUTE_KEYS])?;
+                let Value::Array(list) = list else { return err(format!("{at}: `accepts` must be an array")) };
+                if list.is_empty() {
+                    return err(format!("{at}: `accepts` is empty (use `free = true` for a free route)"));
+                }
+                let mut offers = Vec::with_capacity(list.len());
+                for (j, o) in list.iter().enumerate() {
+                    let oat = format!("{at} accepts[{j}]");
+                    let Value::Object(oobj) = o else { return err(format!("{oat} must be an object")) };
+                    check_keys(&oat, oobj, &[&OFFER_KEYS])?;
+                    let raw: RawOffer = serde_json::from_value(o.clone()).or_else(|e| err(format!("{oat}: {e}")))?;
+                    offers.push(parse_offer(&oat, &raw, &defaults)?);
+                }
+                offers
+            } else if inline {
+                check_keys(&at, obj, &[&ROUTE_KEYS, &OFFER_KEYS])?;
+                let raw: RawOffer = serde_json::from_value(entry.clone()).or_else(|e| err(format!("{at}: {e}")))?;
+                vec![parse_offer(&at, &raw, &defaults)?]
+            } else {
+                return err(format!("{at}: give a `price`, an `amount`, an `accepts` list, or `free = true`"));
             };
-            let chain_id = caip2_chain_id(&caip2)
-                .ok_or_else(|| ConfigError(format!("{at}: network `{network_id}` is not an eip155:<chainId> CAIP-2 id or a known v1 name")))?;
-            let pay_to_s = r.pay_to.clone().or_else(|| default_pay_to.clone()).ok_or_else(|| ConfigError(format!("{at}: no payTo and PAY_TO is not set")))?;
-            let pay_to = Address::parse(&pay_to_s).ok_or_else(|| ConfigError(format!("{at}: payTo `{pay_to_s}` is not a 0x-prefixed 20-byte address")))?;
-
-            // The asset and its EIP-712 domain: explicit, or the network's default USDC.
-            let (asset, name, version, decimals) = match &r.asset {
-                Some(a) => {
-                    let asset = Address::parse(a).ok_or_else(|| ConfigError(format!("{at}: asset `{a}` is not a 0x-prefixed 20-byte address")))?;
-                    let default = known.filter(|n| Address::parse(n.usdc) == Some(asset));
-                    let name = r.name.clone().or(default.map(|n| n.usdc_name.to_string()));
-                    let version = r.version.clone().or(default.map(|n| n.usdc_version.to_string()));
-                    let (Some(name), Some(version)) = (name, version) else {
-                        return err(format!("{at}: asset {a} is not this network's default USDC, so its EIP-712 `name` and `version` must be given"));
-                    };
-                    (asset, name, version, r.decimals.or(default.map(|n| n.usdc_decimals)))
+            for (a, x) in accepts.iter().enumerate() {
+                if accepts[..a].iter().any(|y| y.requirements == x.requirements) {
+                    return err(format!("{at}: payment option {a} repeats an earlier one"));
                 }
-                None => {
-                    let Some(n) = known else {
-                        return err(format!("{at}: network `{network_id}` has no built-in USDC; give `asset`, `name`, `version` and `amount` or `decimals`"));
-                    };
-                    let asset = Address::parse(n.usdc).ok_or_else(|| ConfigError("built-in table".into()))?;
-                    (asset, r.name.clone().unwrap_or(n.usdc_name.into()), r.version.clone().unwrap_or(n.usdc_version.into()), Some(n.usdc_decimals))
-                }
-            };
-            let amount = match (&r.price, &r.amount) {
-                (Some(p), None) => {
-                    let d = decimals.ok_or_else(|| ConfigError(format!("{at}: `price` needs the asset's `decimals`")))?;
-                    price_to_atomic(p, d).or_else(|e| err(format!("{at}: price `{p}`: {e}")))?
-                }
-                (None, Some(a)) => {
-                    if r.asset.is_none() {
-                        return err(format!("{at}: `amount` is in atomic units and needs an explicit `asset`"));
-                    }
-                    match crate::evm::parse_uint256(a) {
-                        Some(v) if v > U256::ZERO => v,
-                        _ => return err(format!("{at}: amount `{a}` must be a positive decimal integer below 2^256")),
-                    }
-                }
-                _ => return err(format!("{at}: give exactly one of `price` and `amount`")),
-            };
-            let max_timeout_seconds = r.max_timeout_seconds.unwrap_or(default_timeout);
-            if max_timeout_seconds < 10 {
-                return err(format!("{at}: maxTimeoutSeconds {max_timeout_seconds} is below 10 seconds"));
             }
-            let requirements = PaymentRequirements {
-                scheme: "exact".into(),
-                network: caip2,
-                amount: amount.to_string(),
-                asset: asset.to_checksum(),
-                pay_to: pay_to.to_checksum(),
-                max_timeout_seconds,
-                extra: Eip712Extra { name: name.clone(), version: version.clone() },
-            };
-            let requirements_json = serde_json::to_value(&requirements).or_else(|e| err(e.to_string()))?;
-            let domain_separator = Eip712Domain { name, version, chain_id, verifying_contract: asset }.separator();
             let ttl = match r.session_ttl_seconds {
                 Some(t) => session_ttl(&format!("{at}: sessionTtlSeconds"), t)?,
                 None => default_ttl,
@@ -228,10 +375,10 @@ impl Config {
                 description: r.description,
                 mime_type: r.mime_type,
                 session_ttl_seconds: ttl,
-                accepts: vec![Offer { requirements, requirements_json, amount, asset, pay_to, chain_id, domain_separator }],
+                accepts,
             });
         }
-        Ok(Config { origin, facilitator_url, facilitator_auth, routes })
+        Ok(Config { origin, facilitator_url, facilitator_auth, origin_timeout_seconds, facilitator_timeout_seconds, cors, routes })
     }
 
     /// The first route (in configuration order) that matches, if any.
@@ -293,7 +440,50 @@ mod tests {
     }
 
     #[test]
+    fn several_payment_options_with_their_own_network_asset_and_pay_to() {
+        let c = Config::from_vars(&vars(json!([{
+            "route": "GET /multi", "description": "two ways",
+            "accepts": [
+                { "price": "$0.01" },
+                { "price": "$0.02", "network": "eip155:8453", "payTo": "0x90F79bf6EB2c4f870365E785982E1f101E93b906" },
+                { "amount": "7", "asset": "0x00000000000000000000000000000000000000aa", "name": "T", "version": "1", "network": "eip155:42161" }
+            ]
+        }]))).unwrap();
+        let a = &c.routes[0].accepts;
+        assert_eq!(a.len(), 3);
+        assert_eq!((a[0].requirements.network.as_str(), a[0].requirements.amount.as_str(), a[0].v1_network), ("eip155:84532", "10000", Some("base-sepolia")));
+        assert_eq!((a[1].requirements.network.as_str(), a[1].requirements.amount.as_str()), ("eip155:8453", "20000"));
+        assert_eq!(a[1].requirements.pay_to, "0x90F79bf6EB2c4f870365E785982E1f101E93b906");
+        assert_eq!(a[0].requirements.pay_to, "0x209693Bc6afc0C5328bA36FaF03C514EF312287C");
+        assert_eq!((a[2].requirements.amount.as_str(), a[2].chain_id, a[2].v1_network), ("7", 42161, None));
+        let v1 = a[0].requirements_v1("https://x/multi", Some("two ways"), None).unwrap();
+        assert_eq!((v1.network.as_str(), v1.max_amount_required.as_str(), v1.resource.as_str()), ("base-sepolia", "10000", "https://x/multi"));
+        assert!(a[2].requirements_v1("https://x/multi", None, None).is_none());
+    }
+
+    #[test]
+    fn free_routes_and_cors_policies() {
+        let mut v = vars(json!([{ "route": "GET /premium/sample", "free": true }, { "route": "GET /premium/*", "price": "$1" }]));
+        let c = Config::from_vars(&v).unwrap();
+        assert!(c.routes[0].is_free() && !c.routes[1].is_free());
+        assert_eq!(c.cors, CorsPolicy::Any);
+        v.insert("CORS_ALLOWED_ORIGINS".into(), json!("https://a.example, http://localhost:3000"));
+        assert_eq!(Config::from_vars(&v).unwrap().cors, CorsPolicy::List(vec!["https://a.example".into(), "http://localhost:3000".into()]));
+        v.insert("CORS_ALLOWED_ORIGINS".into(), json!("none"));
+        assert_eq!(Config::from_vars(&v).unwrap().cors, CorsPolicy::Off);
+        v.insert("CORS_ALLOWED_ORIGINS".into(), json!("https://a.example/path"));
+        assert!(Config::from_vars(&v).unwrap_err().0.contains("bare origin"));
+    }
+
+    #[test]
     fn configuration_errors_say_what_is_wrong() {
+        assert!(cfg_err(json!([{ "route": "GET /x", "free": true, "price": "$1" }])).contains("unknown field `price`"));
+        assert!(cfg_err(json!([{ "route": "GET /x", "price": "$1", "accepts": [{ "price": "$1" }] }])).contains("unknown field `price`"));
+        assert!(cfg_err(json!([{ "route": "GET /x", "accepts": [] }])).contains("is empty"));
+        assert!(cfg_err(json!([{ "route": "GET /x", "accepts": [{ "price": "$1", "colour": 1 }] }])).contains("accepts[0]: unknown field `colour`"));
+        assert!(cfg_err(json!([{ "route": "GET /x", "accepts": [{ "price": "$1" }, { "price": "1" }] }])).contains("repeats"));
+        assert!(cfg_err(json!([{ "route": "GET /x", "description": "no price" }])).contains("give a `price`"));
+        assert!(cfg_err(json!({ "route": "GET /x" })).contains("array"));
         assert!(cfg_err(json!([{ "route": "GET /x", "price": "$0.0000001" }])).contains("finer than one atomic unit"));
         assert!(cfg_err(json!([{ "route": "GET /x", "price": "1", "amount": "1" }])).contains("exactly one of"));
         assert!(cfg_err(json!([{ "route": "GET /x", "amount": "1" }])).contains("explicit `asset`"));

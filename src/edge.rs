@@ -21,7 +21,19 @@ use crate::gateway::{self, Platform};
 pub const SESSIONS_BINDING: &str = "SESSIONS";
 
 /// The variables read from `env` (see [`crate::config`]).
-const VARS: [&str; 8] = ["ORIGIN_URL", "FACILITATOR_URL", "FACILITATOR_AUTH", "PAY_TO", "NETWORK", "MAX_TIMEOUT_SECONDS", "SESSION_TTL_SECONDS", "ROUTES"];
+const VARS: [&str; 11] = [
+    "ORIGIN_URL",
+    "FACILITATOR_URL",
+    "FACILITATOR_AUTH",
+    "PAY_TO",
+    "NETWORK",
+    "MAX_TIMEOUT_SECONDS",
+    "SESSION_TTL_SECONDS",
+    "ORIGIN_TIMEOUT_SECONDS",
+    "FACILITATOR_TIMEOUT_SECONDS",
+    "CORS_ALLOWED_ORIGINS",
+    "ROUTES",
+];
 
 /// A body on the edge: a JS stream passed through untouched, or bytes we produced.
 pub enum EdgeBody {

@@ -152,8 +152,9 @@ pub fn parse_uint256(s: &str) -> Option<U256> {
 pub struct Network {
     /// CAIP-2 id, e.g. `eip155:84532`.
     pub caip2: &'static str,
-    /// The x402 v1 network name, e.g. `base-sepolia`.
-    pub v1_name: &'static str,
+    /// The x402 v1 network name (`base-sepolia`), for networks the legacy v1 clients know;
+    /// `None` where v1 has no name for the chain.
+    pub v1_name: Option<&'static str>,
     /// EIP-155 chain id.
     pub chain_id: u64,
     /// Default stablecoin (USDC) contract address.
@@ -168,20 +169,31 @@ pub struct Network {
 
 /// The built-in networks (REFERENCE §5.5; EIP-3009 capable USDC only).
 pub const NETWORKS: &[Network] = &[
-    Network { caip2: "eip155:8453", v1_name: "base", chain_id: 8453, usdc: "0x833589fCD6eDb6E08f4c7C32D4f71b54bdA02913", usdc_name: "USD Coin", usdc_version: "2", usdc_decimals: 6 },
-    Network { caip2: "eip155:84532", v1_name: "base-sepolia", chain_id: 84532, usdc: "0x036CbD53842c5426634e7929541eC2318f3dCF7e", usdc_name: "USDC", usdc_version: "2", usdc_decimals: 6 },
-    Network { caip2: "eip155:43114", v1_name: "avalanche", chain_id: 43114, usdc: "0xB97EF9Ef8734C71904D8002F8b6Bc66Dd9c48a6E", usdc_name: "USD Coin", usdc_version: "2", usdc_decimals: 6 },
-    Network { caip2: "eip155:43113", v1_name: "avalanche-fuji", chain_id: 43113, usdc: "0x5425890298aed601595a70AB815c96711a31Bc65", usdc_name: "USD Coin", usdc_version: "2", usdc_decimals: 6 },
-    Network { caip2: "eip155:137", v1_name: "polygon", chain_id: 137, usdc: "0x3c499c542cEF5E3811e1192ce70d8cC03d5c3359", usdc_name: "USD Coin", usdc_version: "2", usdc_decimals: 6 },
-    Network { caip2: "eip155:80002", v1_name: "polygon-amoy", chain_id: 80002, usdc: "0x41E94Eb019C0762f9Bfcf9Fb1E58725BfB0e7582", usdc_name: "USDC", usdc_version: "2", usdc_decimals: 6 },
-    Network { caip2: "eip155:42161", v1_name: "arbitrum", chain_id: 42161, usdc: "0xaf88d065e77c8cC2239327C5EDb3A432268e5831", usdc_name: "USD Coin", usdc_version: "2", usdc_decimals: 6 },
-    Network { caip2: "eip155:421614", v1_name: "arbitrum-sepolia", chain_id: 421614, usdc: "0x75faf114eafb1BDbe2F0316DF893fd58CE46AA4d", usdc_name: "USD Coin", usdc_version: "2", usdc_decimals: 6 },
-    Network { caip2: "eip155:143", v1_name: "monad", chain_id: 143, usdc: "0x754704Bc059F8C67012fEd69BC8A327a5aafb603", usdc_name: "USDC", usdc_version: "2", usdc_decimals: 6 },
+    Network { caip2: "eip155:8453", v1_name: Some("base"), chain_id: 8453, usdc: "0x833589fCD6eDb6E08f4c7C32D4f71b54bdA02913", usdc_name: "USD Coin", usdc_version: "2", usdc_decimals: 6 },
+    Network { caip2: "eip155:84532", v1_name: Some("base-sepolia"), chain_id: 84532, usdc: "0x036CbD53842c5426634e7929541eC2318f3dCF7e", usdc_name: "USDC", usdc_version: "2", usdc_decimals: 6 },
+    Network { caip2: "eip155:43114", v1_name: Some("avalanche"), chain_id: 43114, usdc: "0xB97EF9Ef8734C71904D8002F8b6Bc66Dd9c48a6E", usdc_name: "USD Coin", usdc_version: "2", usdc_decimals: 6 },
+    Network { caip2: "eip155:43113", v1_name: Some("avalanche-fuji"), chain_id: 43113, usdc: "0x5425890298aed601595a70AB815c96711a31Bc65", usdc_name: "USD Coin", usdc_version: "2", usdc_decimals: 6 },
+    Network { caip2: "eip155:137", v1_name: Some("polygon"), chain_id: 137, usdc: "0x3c499c542cEF5E3811e1192ce70d8cC03d5c3359", usdc_name: "USD Coin", usdc_version: "2", usdc_decimals: 6 },
+    Network { caip2: "eip155:80002", v1_name: Some("polygon-amoy"), chain_id: 80002, usdc: "0x41E94Eb019C0762f9Bfcf9Fb1E58725BfB0e7582", usdc_name: "USDC", usdc_version: "2", usdc_decimals: 6 },
+    Network { caip2: "eip155:42161", v1_name: None, chain_id: 42161, usdc: "0xaf88d065e77c8cC2239327C5EDb3A432268e5831", usdc_name: "USD Coin", usdc_version: "2", usdc_decimals: 6 },
+    Network { caip2: "eip155:421614", v1_name: None, chain_id: 421614, usdc: "0x75faf114eafb1BDbe2F0316DF893fd58CE46AA4d", usdc_name: "USD Coin", usdc_version: "2", usdc_decimals: 6 },
+    Network { caip2: "eip155:143", v1_name: None, chain_id: 143, usdc: "0x754704Bc059F8C67012fEd69BC8A327a5aafb603", usdc_name: "USDC", usdc_version: "2", usdc_decimals: 6 },
+    Network { caip2: "eip155:1329", v1_name: Some("sei"), chain_id: 1329, usdc: "0xe15fc38f6d8c56af07bbcbe3baf5708a2bf42392", usdc_name: "USDC", usdc_version: "2", usdc_decimals: 6 },
+    Network { caip2: "eip155:1328", v1_name: Some("sei-testnet"), chain_id: 1328, usdc: "0x4fcf1784b31630811181f670aea7a7bef803eaed", usdc_name: "USDC", usdc_version: "2", usdc_decimals: 6 },
+    Network { caip2: "eip155:4689", v1_name: Some("iotex"), chain_id: 4689, usdc: "0xcdf79194c6c285077a58da47641d4dbe51f63542", usdc_name: "Bridged USDC", usdc_version: "2", usdc_decimals: 6 },
+    Network { caip2: "eip155:3338", v1_name: Some("peaq"), chain_id: 3338, usdc: "0xbbA60da06c2c5424f03f7434542280FCAd453d10", usdc_name: "USDC", usdc_version: "2", usdc_decimals: 6 },
+    Network { caip2: "eip155:2741", v1_name: Some("abstract"), chain_id: 2741, usdc: "0x84a71ccd554cc1b02749b35d22f684cc8ec987e1", usdc_name: "Bridged USDC", usdc_version: "2", usdc_decimals: 6 },
+    Network { caip2: "eip155:11124", v1_name: Some("abstract-testnet"), chain_id: 11124, usdc: "0xe4C7fBB0a626ed208021ccabA6Be1566905E2dFc", usdc_name: "Bridged USDC", usdc_version: "2", usdc_decimals: 6 },
+    Network { caip2: "eip155:50", v1_name: None, chain_id: 50, usdc: "0xfA2958CB79b0491CC627c1557F441eF849Ca8eb1", usdc_name: "USDC", usdc_version: "2", usdc_decimals: 6 },
+    Network { caip2: "eip155:51", v1_name: None, chain_id: 51, usdc: "0xb5AB69F7bBada22B28e79C8FFAECe55eF1c771D4", usdc_name: "USDC", usdc_version: "2", usdc_decimals: 6 },
+    Network { caip2: "eip155:42220", v1_name: None, chain_id: 42220, usdc: "0xcebA9300f2b948710d2653dD7B07f33A8B32118C", usdc_name: "USDC", usdc_version: "2", usdc_decimals: 6 },
+    Network { caip2: "eip155:11142220", v1_name: None, chain_id: 11142220, usdc: "0x01C5C0122039549AD1493B8220cABEdD739BC44E", usdc_name: "USDC", usdc_version: "2", usdc_decimals: 6 },
+    Network { caip2: "eip155:1440000", v1_name: None, chain_id: 1440000, usdc: "0xDaF4556169c4F3f2231d8ab7BC8772Ddb7D4c84C", usdc_name: "USDC", usdc_version: "1", usdc_decimals: 6 },
 ];
 
 /// Looks a network up by CAIP-2 id (`eip155:84532`) or v1 name (`base-sepolia`).
 pub fn network_by_id(id: &str) -> Option<&'static Network> {
-    NETWORKS.iter().find(|n| n.caip2 == id || n.v1_name == id)
+    NETWORKS.iter().find(|n| n.caip2 == id || n.v1_name == Some(id))
 }
 
 /// Parses the chain id out of a CAIP-2 `eip155:<decimal>` id. Returns `None` for other namespaces.
@@ -390,8 +402,14 @@ mod tests {
         for n in NETWORKS {
             assert_eq!(caip2_chain_id(n.caip2), Some(n.chain_id), "{}", n.caip2);
             let a = Address::parse(n.usdc).unwrap();
-            assert_eq!(a.to_checksum(), n.usdc, "table addresses are EIP-55 checksummed");
-            assert_eq!(network_by_id(n.v1_name), Some(n));
+            let mixed = n.usdc[2..].bytes().any(|b| b.is_ascii_uppercase());
+            if mixed {
+                assert_eq!(a.to_checksum(), n.usdc, "a mixed-case table address has a valid EIP-55 checksum");
+            }
+            if let Some(v1) = n.v1_name {
+                assert_eq!(network_by_id(v1), Some(n));
+            }
+            assert_eq!(network_by_id(n.caip2), Some(n));
         }
     }
 

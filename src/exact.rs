@@ -11,7 +11,7 @@ use ruint::aliases::U256;
 
 use crate::config::Offer;
 use crate::evm::{decode_hex_0x, parse_bytes32, parse_uint256, recover_signer, Address, SignatureError, TransferWithAuthorization};
-use crate::x402::PaymentPayload;
+use crate::x402::{PaymentPayload, Selector};
 
 /// Seconds an authorization must stay valid beyond now (the reference verifier's block slack).
 pub const VALID_BEFORE_SLACK_SECONDS: u64 = 6;
@@ -45,10 +45,41 @@ fn invalid<T>(reason: &'static str, message: impl Into<String>) -> Result<T, Inv
 }
 
 /// Checks `payment` against the route's `offers` at Unix time `now` (seconds).
+///
+/// v2 payments name their offer exactly (`accepted`). v1 payments name only `scheme` and
+/// `network`; every offer on that network is tried and the first that verifies wins (the
+/// signature's EIP-712 domain pins the asset), else the first offer's refusal is returned.
 pub fn verify_exact<'a>(offers: &'a [Offer], payment: &PaymentPayload, now: u64) -> Result<Verified<'a>, Invalid> {
-    let Some(offer) = offers.iter().find(|o| o.requirements_json == payment.accepted) else {
-        return invalid("invalid_payment_requirements", "`accepted` is not one of the payment requirements offered for this resource");
-    };
+    let mut first_refusal = None;
+    let mut candidates = 0;
+    for offer in offers {
+        let selected = match &payment.selector {
+            Selector::Accepted(accepted) => offer.requirements_json == *accepted,
+            Selector::SchemeNetwork { scheme, network } => scheme == "exact" && offer.v1_network == Some(network.as_str()),
+        };
+        if !selected {
+            continue;
+        }
+        candidates += 1;
+        match verify_offer(offer, payment, now) {
+            Ok(v) => return Ok(v),
+            Err(e) => {
+                first_refusal.get_or_insert(e);
+            }
+        }
+    }
+    if let Some(e) = first_refusal {
+        return Err(e);
+    }
+    debug_assert_eq!(candidates, 0);
+    match &payment.selector {
+        Selector::Accepted(_) => invalid("invalid_payment_requirements", "`accepted` is not one of the payment requirements offered for this resource"),
+        Selector::SchemeNetwork { scheme, .. } if scheme != "exact" => invalid("unsupported_scheme", format!("scheme `{scheme}` is not offered; only `exact`")),
+        Selector::SchemeNetwork { network, .. } => invalid("invalid_network", format!("network `{network}` is not offered for this resource")),
+    }
+}
+
+fn verify_offer<'a>(offer: &'a Offer, payment: &PaymentPayload, now: u64) -> Result<Verified<'a>, Invalid> {
     let a = &payment.exact.authorization;
     let from = Address::parse(&a.from).ok_or_else(|| Invalid { reason: "invalid_payload", message: "authorization.from is not an address".into() })?;
     let to = Address::parse(&a.to).ok_or_else(|| Invalid { reason: "invalid_payload", message: "authorization.to is not an address".into() })?;

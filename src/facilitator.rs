@@ -7,7 +7,7 @@
 
 use serde_json::{json, Value};
 
-use crate::x402::{SettleResponse, VerifyResponse, X402_VERSION};
+use crate::x402::{SettleResponse, VerifyResponse};
 
 /// Largest facilitator reply read, in bytes (64 KiB).
 pub const MAX_REPLY_BYTES: usize = 64 * 1024;
@@ -38,9 +38,10 @@ impl std::fmt::Display for UpstreamError {
 }
 
 /// The JSON body of `/verify` and `/settle`: `{x402Version, paymentPayload, paymentRequirements}`.
-/// `payload` is the client's payload verbatim; `requirements` the offered requirement it matched.
-pub fn request_body(payload: &Value, requirements: &Value) -> String {
-    json!({ "x402Version": X402_VERSION, "paymentPayload": payload, "paymentRequirements": requirements }).to_string()
+/// `version` is the payment's protocol version (1 or 2), `payload` the client's payload verbatim,
+/// `requirements` the offered requirement it matched, in that version's form.
+pub fn request_body(version: u64, payload: &Value, requirements: &Value) -> String {
+    json!({ "x402Version": version, "paymentPayload": payload, "paymentRequirements": requirements }).to_string()
 }
 
 /// What `/settle` decided.
@@ -129,7 +130,7 @@ mod tests {
 
     #[test]
     fn request_body_shape() {
-        let b: Value = serde_json::from_str(&request_body(&json!({"x402Version":2}), &json!({"scheme":"exact"}))).unwrap();
+        let b: Value = serde_json::from_str(&request_body(2, &json!({"x402Version":2}), &json!({"scheme":"exact"}))).unwrap();
         assert_eq!(b, json!({"x402Version":2,"paymentPayload":{"x402Version":2},"paymentRequirements":{"scheme":"exact"}}));
     }
 }

@@ -16,21 +16,16 @@ use http::header::{HeaderName, HeaderValue, CACHE_CONTROL, CONTENT_TYPE};
 use http::{HeaderMap, Method, Request, Response, StatusCode};
 use serde_json::{json, Value};
 
-use crate::config::{Config, Route};
+use crate::config::{Config, CorsPolicy, Route};
 use crate::evm::hex_0x;
 use crate::exact::{verify_exact, Verified};
 use crate::facilitator::{classify_settle, classify_verify, request_body, HttpReply, SettleOutcome, UpstreamError, VerifyOutcome};
 use crate::route::{canonicalize, match_segments};
 use crate::session::{kv_key, token_from_random, SessionRecord, SESSION_EXPIRES_HEADER, SESSION_HEADER};
 use crate::x402::{
-    decode_payment_signature, encode_header, PaymentPayload, PaymentRequired, ResourceInfo, SettleResponse, PAYMENT_REQUIRED,
-    PAYMENT_RESPONSE, PAYMENT_SIGNATURE, X402_VERSION, X_PAYMENT,
+    decode_payment_signature, decode_x_payment, encode_header, PaymentPayload, PaymentRequired, PaymentRequiredV1, ResourceInfo, SettleResponse,
+    PAYMENT_REQUIRED, PAYMENT_RESPONSE, PAYMENT_SIGNATURE, X402_VERSION, X_PAYMENT, X_PAYMENT_RESPONSE,
 };
-
-/// Time limit for the origin to start answering, in seconds.
-pub const ORIGIN_TIMEOUT_SECONDS: u64 = 30;
-/// Time limit for a facilitator call (`/settle` waits for the on-chain receipt), in seconds.
-pub const FACILITATOR_TIMEOUT_SECONDS: u64 = 30;
 
 /// Request headers that belong to the paywall and are never forwarded to the origin.
 const PAYWALL_REQUEST_HEADERS: [&str; 3] = [PAYMENT_SIGNATURE, X_PAYMENT, SESSION_HEADER];
@@ -80,20 +75,101 @@ fn set_header(headers: &mut HeaderMap, name: &'static str, value: &str) {
     }
 }
 
+/// Headers some frameworks read to change the request method. A request carrying one is refused
+/// (400): the paywall prices the method it sees, and must not see a different one than the origin.
+pub const METHOD_OVERRIDE_HEADERS: [&str; 3] = ["x-http-method-override", "x-http-method", "x-method-override"];
+
+/// Response headers a browser client must be able to read.
+const EXPOSED_HEADERS: &str = "PAYMENT-REQUIRED, PAYMENT-RESPONSE, X-PAYMENT-RESPONSE, X402-Session, X402-Session-Expires";
+
+fn bad_request<B>(error: &str, message: &str, body: impl FnOnce(Vec<u8>) -> B) -> Response<B> {
+    json_response(StatusCode::BAD_REQUEST, &json!({ "error": error, "message": message }), body)
+}
+
 /// Handles one request.
 pub async fn handle<P: Platform>(config: &Config, p: &P, req: Request<P::Body>) -> Response<P::Body> {
+    if let Some(h) = METHOD_OVERRIDE_HEADERS.iter().find(|h| req.headers().contains_key(**h)) {
+        return bad_request("method_override_refused", &format!("the `{h}` header is not accepted: send the real method"), P::body);
+    }
     let canonical = match canonicalize(req.uri().path()) {
         Ok(c) => c,
-        Err(e) => return json_response(StatusCode::BAD_REQUEST, &json!({ "error": "invalid_path", "message": e.to_string() }), P::body),
+        Err(e) => return bad_request("invalid_path", &e.to_string(), P::body),
     };
     let segments = match_segments(&canonical);
-    let Some(route) = config.route_for(req.method(), &segments) else {
-        return forward(config, p, req, &canonical).await.unwrap_or_else(|r| r);
-    };
 
+    if req.method() == Method::OPTIONS && config.cors != CorsPolicy::Off {
+        let requested = header_str(req.headers(), "access-control-request-method").and_then(|m| Method::from_bytes(m.as_bytes()).ok());
+        if let Some(m) = requested {
+            if config.route_for(&m, &segments).is_some_and(|r| !r.is_free()) {
+                return preflight::<P>(config, req.headers());
+            }
+        }
+    }
+    let route = match config.route_for(req.method(), &segments) {
+        Some(r) if !r.is_free() => r,
+        _ => return forward(config, p, req, &canonical).await.unwrap_or_else(|r| r),
+    };
+    let allow_origin = allowed_origin(config, req.headers());
+    let res = priced(config, p, route, req, &canonical).await;
+    decorate(res, config, allow_origin)
+}
+
+/// The `Access-Control-Allow-Origin` value for this request, if its `Origin` is allowed.
+fn allowed_origin(config: &Config, headers: &HeaderMap) -> Option<HeaderValue> {
+    match &config.cors {
+        CorsPolicy::Off => None,
+        CorsPolicy::Any => Some(HeaderValue::from_static("*")),
+        CorsPolicy::List(list) => {
+            let origin = header_str(headers, "origin")?;
+            list.iter().any(|o| o == origin).then(|| HeaderValue::from_str(origin).ok()).flatten()
+        }
+    }
+}
+
+fn append_vary(headers: &mut HeaderMap, value: &'static str) {
+    headers.append(http::header::VARY, HeaderValue::from_static(value));
+}
+
+/// Adds CORS and `Vary` to every answer of a priced route.
+fn decorate<B>(mut res: Response<B>, config: &Config, allow_origin: Option<HeaderValue>) -> Response<B> {
+    let h = res.headers_mut();
+    if let Some(o) = allow_origin {
+        h.insert(http::header::ACCESS_CONTROL_ALLOW_ORIGIN, o);
+        h.insert(http::header::ACCESS_CONTROL_EXPOSE_HEADERS, HeaderValue::from_static(EXPOSED_HEADERS));
+    }
+    if matches!(config.cors, CorsPolicy::List(_)) {
+        append_vary(h, "Origin");
+    }
+    append_vary(h, "PAYMENT-SIGNATURE, X-PAYMENT, X402-Session");
+    res
+}
+
+/// Answers a CORS preflight for a priced route (204).
+fn preflight<P: Platform>(config: &Config, headers: &HeaderMap) -> Response<P::Body> {
+    let mut res = Response::new(P::body(Vec::new()));
+    *res.status_mut() = StatusCode::NO_CONTENT;
+    let h = res.headers_mut();
+    if let Some(o) = allowed_origin(config, headers) {
+        h.insert(http::header::ACCESS_CONTROL_ALLOW_ORIGIN, o);
+        if let Some(m) = headers.get("access-control-request-method") {
+            h.insert(http::header::ACCESS_CONTROL_ALLOW_METHODS, m.clone());
+        }
+        let requested = headers.get("access-control-request-headers").cloned();
+        h.insert(
+            http::header::ACCESS_CONTROL_ALLOW_HEADERS,
+            requested.unwrap_or(HeaderValue::from_static("PAYMENT-SIGNATURE, X-PAYMENT, X402-Session, Content-Type")),
+        );
+        h.insert(http::header::ACCESS_CONTROL_MAX_AGE, HeaderValue::from_static("600"));
+    }
+    append_vary(h, "Origin, Access-Control-Request-Method, Access-Control-Request-Headers");
+    res
+}
+
+/// The payment flow of a priced route.
+async fn priced<P: Platform>(config: &Config, p: &P, route: &Route, req: Request<P::Body>, canonical: &str) -> Response<P::Body> {
     // A live session for this route: no payment.
     if let Some(record) = live_session(p, &req, route).await {
-        return match forward(config, p, req, &canonical).await {
+        return match forward(config, p, req, canonical).await {
             Ok(mut res) => {
                 set_header(res.headers_mut(), SESSION_EXPIRES_HEADER, &record.expires_at.to_string());
                 res.headers_mut().insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
@@ -104,15 +180,20 @@ pub async fn handle<P: Platform>(config: &Config, p: &P, req: Request<P::Body>) 
     }
 
     let resource_url = req.uri().to_string();
-    let Some(header) = header_str(req.headers(), PAYMENT_SIGNATURE) else {
-        let reason = if req.headers().contains_key(SESSION_HEADER) {
-            "x402-session token is unknown, expired, or for another route; PAYMENT-SIGNATURE header is required"
-        } else {
-            "PAYMENT-SIGNATURE header is required"
-        };
-        return challenge::<P>(route, &resource_url, reason);
+    let (header, version) = match (header_str(req.headers(), PAYMENT_SIGNATURE), header_str(req.headers(), X_PAYMENT)) {
+        (Some(h), _) => (h, X402_VERSION),
+        (None, Some(h)) => (h, 1),
+        (None, None) => {
+            let reason = if req.headers().contains_key(SESSION_HEADER) {
+                "x402-session token is unknown, expired, or for another route; PAYMENT-SIGNATURE header is required"
+            } else {
+                "PAYMENT-SIGNATURE header is required"
+            };
+            return challenge::<P>(route, &resource_url, reason);
+        }
     };
-    let payment = match decode_payment_signature(header) {
+    let decoded = if version == 1 { decode_x_payment(header) } else { decode_payment_signature(header) };
+    let payment = match decoded {
         Ok(pp) => pp,
         Err(e) => {
             p.log(&format!("x402: rejected payment header: {e}"));
@@ -126,10 +207,17 @@ pub async fn handle<P: Platform>(config: &Config, p: &P, req: Request<P::Body>) 
             return challenge::<P>(route, &resource_url, &format!("{}: {}", inv.reason, inv.message));
         }
     };
+    // The requirement in the payment's own protocol version, for /verify and /settle.
+    let requirements = if version == 1 {
+        let v1 = verified.offer.requirements_v1(&resource_url, route.description.as_deref(), route.mime_type.as_deref());
+        serde_json::to_value(v1).unwrap_or(Value::Null)
+    } else {
+        verified.offer.requirements_json.clone()
+    };
     if !verified.signature_checked {
-        let body = request_body(&payment.raw, &verified.offer.requirements_json);
+        let body = request_body(version, &payment.raw, &requirements);
         let url = format!("{}/verify", config.facilitator_url);
-        let reply = p.post_json(&url, config.facilitator_auth.as_deref(), body, FACILITATOR_TIMEOUT_SECONDS).await;
+        let reply = p.post_json(&url, config.facilitator_auth.as_deref(), body, config.facilitator_timeout_seconds).await;
         match classify_verify(reply) {
             VerifyOutcome::Valid => {}
             VerifyOutcome::Invalid { reason } => return challenge::<P>(route, &resource_url, &reason),
@@ -141,14 +229,14 @@ pub async fn handle<P: Platform>(config: &Config, p: &P, req: Request<P::Body>) 
         }
     }
 
-    let origin_res = match forward(config, p, req, &canonical).await {
+    let origin_res = match forward(config, p, req, canonical).await {
         Ok(r) => r,
         Err(r) => return r,
     };
     if origin_res.status().as_u16() >= 400 {
         return origin_res;
     }
-    settle_and_release(config, p, route, &payment, &verified, origin_res).await
+    settle_and_release(config, p, route, &payment, &requirements, &verified, origin_res).await
 }
 
 async fn live_session<P: Platform>(p: &P, req: &Request<P::Body>, route: &Route) -> Option<SessionRecord> {
@@ -167,7 +255,9 @@ async fn live_session<P: Platform>(p: &P, req: &Request<P::Body>, route: &Route)
     record.admits(&route.key, p.now()).then_some(record)
 }
 
-/// The 402 challenge: `PAYMENT-REQUIRED` header and the same `PaymentRequired` as JSON body.
+/// The 402 challenge: the v2 `PaymentRequired` in `PAYMENT-REQUIRED`, and as JSON body the v1
+/// `PaymentRequirementsResponse` (what legacy v1 clients read; v2 clients read only the header),
+/// or the v2 JSON when no offer of the route can be paid in v1.
 fn challenge<P: Platform>(route: &Route, resource_url: &str, error: &str) -> Response<P::Body> {
     let pr = PaymentRequired {
         x402_version: X402_VERSION,
@@ -175,8 +265,17 @@ fn challenge<P: Platform>(route: &Route, resource_url: &str, error: &str) -> Res
         resource: ResourceInfo { url: resource_url.to_string(), description: route.description.clone(), mime_type: route.mime_type.clone() },
         accepts: route.accepts.iter().map(|o| o.requirements.clone()).collect(),
     };
-    let value = serde_json::to_value(&pr).unwrap_or(Value::Null);
-    let mut res = json_response(StatusCode::PAYMENT_REQUIRED, &value, P::body);
+    let v1_accepts: Vec<_> = route
+        .accepts
+        .iter()
+        .filter_map(|o| o.requirements_v1(resource_url, route.description.as_deref(), route.mime_type.as_deref()))
+        .collect();
+    let body = if v1_accepts.is_empty() {
+        serde_json::to_value(&pr)
+    } else {
+        serde_json::to_value(PaymentRequiredV1 { x402_version: 1, error: error.to_string(), accepts: v1_accepts })
+    };
+    let mut res = json_response(StatusCode::PAYMENT_REQUIRED, &body.unwrap_or(Value::Null), P::body);
     set_header(res.headers_mut(), PAYMENT_REQUIRED, &encode_header(&pr));
     res
 }
@@ -212,7 +311,7 @@ async fn forward<P: Platform>(config: &Config, p: &P, req: Request<P::Body>, can
         parts.headers.remove(h);
     }
     parts.headers.remove(http::header::HOST);
-    match p.origin(Request::from_parts(parts, body), ORIGIN_TIMEOUT_SECONDS).await {
+    match p.origin(Request::from_parts(parts, body), config.origin_timeout_seconds).await {
         Ok(res) => Ok(res),
         Err(e) => {
             p.log(&format!("x402: origin {e}"));
@@ -229,12 +328,14 @@ async fn settle_and_release<P: Platform>(
     p: &P,
     route: &Route,
     payment: &PaymentPayload,
+    requirements: &Value,
     verified: &Verified<'_>,
     origin_res: Response<P::Body>,
 ) -> Response<P::Body> {
-    let body = request_body(&payment.raw, &verified.offer.requirements_json);
+    let body = request_body(payment.version, &payment.raw, requirements);
+    let response_header = if payment.version == 1 { X_PAYMENT_RESPONSE } else { PAYMENT_RESPONSE };
     let url = format!("{}/settle", config.facilitator_url);
-    let reply = p.post_json(&url, config.facilitator_auth.as_deref(), body, FACILITATOR_TIMEOUT_SECONDS).await;
+    let reply = p.post_json(&url, config.facilitator_auth.as_deref(), body, config.facilitator_timeout_seconds).await;
     let payer = verified.payer.to_checksum();
     let nonce = hex_0x(&verified.nonce);
     match classify_settle(reply) {
@@ -243,7 +344,7 @@ async fn settle_and_release<P: Platform>(
             let mut res = origin_res;
             let session = mint_session(p, route, &settled, &payer, &verified.offer.requirements.network).await;
             let h = res.headers_mut();
-            set_header(h, PAYMENT_RESPONSE, &encode_header(&with_payer(settled, &payer)));
+            set_header(h, response_header, &encode_header(&with_payer(settled, &payer)));
             h.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
             if let Some((token, expires_at)) = session {
                 set_header(h, SESSION_HEADER, &token);
@@ -256,7 +357,7 @@ async fn settle_and_release<P: Platform>(
             p.log(&format!("x402: settlement refused for {payer} nonce {nonce}: {reason}"));
             let value = json!({ "error": reason, "message": "the facilitator refused to settle this payment; nothing was charged and the content is withheld" });
             let mut res = json_response(StatusCode::PAYMENT_REQUIRED, &value, P::body);
-            set_header(res.headers_mut(), PAYMENT_RESPONSE, &encode_header(&with_payer(refused, &payer)));
+            set_header(res.headers_mut(), response_header, &encode_header(&with_payer(refused, &payer)));
             res
         }
         SettleOutcome::Unknown { timed_out, detail } => {

@@ -6,9 +6,9 @@
 //! Canonical form (RFC 3986 §6.2.2 normalisation, plus refusals for what origins disagree on):
 //! - percent-escapes of unreserved characters (`A-Z a-z 0-9 - . _ ~`) are decoded, all other
 //!   escapes are kept with upper-case hex;
-//! - `%2F` (`/`), `%5C` (`\`), a raw `\`, `%00` and other control bytes, `%25` followed by two hex
-//!   digits (double encoding), malformed escapes and raw non-ASCII are refused as ambiguous
-//!   ([`PathError`], HTTP 400);
+//! - `%2F` (`/`), `%5C` (`\`), a raw `\`, encoded delimiters `%3B` (`;`), `%3F` (`?`), `%23`
+//!   (`#`), `%00` and other control bytes, `%25` followed by two hex digits (double encoding),
+//!   malformed escapes and raw non-ASCII are refused as ambiguous ([`PathError`], HTTP 400);
 //! - `.` and `..` segments are resolved (never above the root) and empty segments (`//`) removed;
 //!   a trailing `/` is kept.
 //!
@@ -26,6 +26,7 @@ pub enum PathError {
     TooLong,
     BadEscape,
     EncodedSeparator,
+    EncodedDelimiter,
     Backslash,
     DoubleEncoding,
     ControlOrNonAscii,
@@ -38,6 +39,7 @@ impl std::fmt::Display for PathError {
             PathError::TooLong => "request path is longer than 8192 bytes",
             PathError::BadEscape => "request path has a malformed percent-escape",
             PathError::EncodedSeparator => "request path has an encoded '/' or '\\' (%2F, %5C), which origins interpret differently",
+            PathError::EncodedDelimiter => "request path has an encoded ';', '?' or '#' (%3B, %3F, %23), which origins interpret differently",
             PathError::Backslash => "request path contains '\\', which origins interpret differently",
             PathError::DoubleEncoding => "request path is double percent-encoded (%25XX)",
             PathError::ControlOrNonAscii => "request path contains a control or non-ASCII byte",
@@ -81,6 +83,7 @@ pub fn canonicalize(raw: &str) -> Result<String, PathError> {
                 let v = (h << 4) | l;
                 match v {
                     b'/' | b'\\' => return Err(PathError::EncodedSeparator),
+                    b';' | b'?' | b'#' => return Err(PathError::EncodedDelimiter),
                     b'%' => {
                         if b.get(i + 3).copied().and_then(hex).is_some() && b.get(i + 4).copied().and_then(hex).is_some() {
                             return Err(PathError::DoubleEncoding);
@@ -253,7 +256,8 @@ mod tests {
             ("/a/%2e%2e/b", "/b"),
             ("/a/%2E/b", "/a/b"),
             ("/a%20b", "/a%20b"),
-            ("/a%3bb", "/a%3Bb"),
+            ("/a%40b", "/a%40b"),
+            ("/a%3ab", "/a%3Ab"),
             ("/a;x=1", "/a;x=1"),
             ("/%7euser", "/~user"),
             ("/100%25", "/100%25"),
@@ -270,6 +274,9 @@ mod tests {
             ("/a%2fb", PathError::EncodedSeparator),
             ("/a%2Fb", PathError::EncodedSeparator),
             ("/a%5cb", PathError::EncodedSeparator),
+            ("/weather%3bx", PathError::EncodedDelimiter),
+            ("/weather%3F", PathError::EncodedDelimiter),
+            ("/weather%23frag", PathError::EncodedDelimiter),
             ("/a\\b", PathError::Backslash),
             ("/a%252e%252e/b", PathError::DoubleEncoding),
             ("/a%2", PathError::BadEscape),
@@ -286,7 +293,7 @@ mod tests {
 
     #[test]
     fn canonicalisation_is_idempotent_on_examples() {
-        for raw in ["/a//b/../c/./d/", "/%7E%41%2e/x", "/a%3Bb;c/..", "/"] {
+        for raw in ["/a//b/../c/./d/", "/%7E%41%2e/x", "/a%40b;c/..", "/"] {
             let once = canonicalize(raw).unwrap();
             assert_eq!(canonicalize(&once).unwrap(), once);
         }

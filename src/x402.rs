@@ -1,6 +1,7 @@
-//! x402 wire formats (protocol v2, `specs/x402-specification-v2.md` §5 and
-//! `specs/transports-v2/http.md`): the `PaymentRequired` challenge, the client's
-//! `PaymentPayload`, the facilitator's `SettleResponse`, and their base64 header encodings.
+//! x402 wire formats: protocol v2 (`specs/x402-specification-v2.md` §5,
+//! `specs/transports-v2/http.md`) and, for legacy clients, v1 (`specs/x402-specification-v1.md`
+//! §5, `specs/transports-v1/http.md`): the challenge, the client's `PaymentPayload`, the
+//! facilitator's `SettleResponse`, and their base64 header encodings.
 //!
 //! Decoding is bounded: a header value longer than [`MAX_PAYMENT_HEADER_BYTES`] is refused before
 //! any base64 or JSON work.
@@ -20,8 +21,10 @@ pub const PAYMENT_SIGNATURE: &str = "payment-signature";
 pub const PAYMENT_REQUIRED: &str = "payment-required";
 /// Response header carrying a base64 JSON `SettleResponse` (v2).
 pub const PAYMENT_RESPONSE: &str = "payment-response";
-/// The v1 request header; never forwarded to the origin.
+/// Request header carrying a base64 JSON v1 `PaymentPayload`.
 pub const X_PAYMENT: &str = "x-payment";
+/// Response header carrying a base64 JSON `SettleResponse` to a v1 payment.
+pub const X_PAYMENT_RESPONSE: &str = "x-payment-response";
 
 /// Largest accepted `PAYMENT-SIGNATURE` value, in bytes of base64 text (16 KiB). An EOA payment
 /// is about 1.2 KB; the cap leaves room for smart-wallet (ERC-6492) signatures.
@@ -82,6 +85,32 @@ pub struct PaymentRequired {
     pub accepts: Vec<PaymentRequirements>,
 }
 
+/// One way to pay in v1 form (v1 §5.1): `maxAmountRequired` instead of `amount`, a v1 network
+/// name instead of CAIP-2, and the resource description inside each requirement.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PaymentRequirementsV1 {
+    pub scheme: String,
+    pub network: String,
+    pub max_amount_required: String,
+    pub resource: String,
+    pub description: String,
+    pub mime_type: String,
+    pub pay_to: String,
+    pub max_timeout_seconds: u64,
+    pub asset: String,
+    pub extra: Eip712Extra,
+}
+
+/// The v1 402 body (`PaymentRequirementsResponse`, v1 §5.1), read by legacy v1 clients.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PaymentRequiredV1 {
+    pub x402_version: u64,
+    pub error: String,
+    pub accepts: Vec<PaymentRequirementsV1>,
+}
+
 /// The settlement result, v2 §5.3, as returned by `POST /settle` and sent to the client in
 /// `PAYMENT-RESPONSE`. `transaction` is the transaction hash (`""` on failure).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -129,14 +158,25 @@ pub struct ExactEvmPayload {
     pub authorization: AuthorizationWire,
 }
 
-/// A decoded `PAYMENT-SIGNATURE`: the raw JSON (forwarded verbatim to the facilitator) and the
-/// parts the paywall checks.
+/// How a payment names the requirement it pays.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Selector {
+    /// v2 `accepted`: a full copy of one offered requirement (compared by JSON deep equality).
+    Accepted(Value),
+    /// v1 top-level `scheme` and `network` (a v1 network name).
+    SchemeNetwork { scheme: String, network: String },
+}
+
+/// A decoded payment header (`PAYMENT-SIGNATURE` for v2, `X-PAYMENT` for v1): the raw JSON
+/// (forwarded verbatim to the facilitator) and the parts the paywall checks.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PaymentPayload {
+    /// `x402Version`: 1 or 2.
+    pub version: u64,
     /// The whole payload as sent, for `/settle` and `/verify`.
     pub raw: Value,
-    /// `accepted`: the requirement the client chose (compared by JSON deep equality).
-    pub accepted: Value,
+    /// Which requirement it pays.
+    pub selector: Selector,
     /// `payload`, parsed as EIP-3009.
     pub exact: ExactEvmPayload,
 }
@@ -149,6 +189,7 @@ pub enum DecodeError {
     Json(String),
     Version(Option<u64>),
     MissingAccepted,
+    MissingSchemeNetwork,
     Payload(String),
 }
 
@@ -168,8 +209,10 @@ impl std::fmt::Display for DecodeError {
             DecodeError::TooLarge { len } => write!(f, "payment header is {len} bytes; the limit is {MAX_PAYMENT_HEADER_BYTES}"),
             DecodeError::Base64 => f.write_str("payment header is not valid base64"),
             DecodeError::Json(e) => write!(f, "payment header is not a JSON object: {e}"),
-            DecodeError::Version(v) => write!(f, "x402Version {v:?} is not supported here (expected 2)"),
+            DecodeError::Version(Some(v)) => write!(f, "x402Version {v} does not match the header it came in (PAYMENT-SIGNATURE carries 2, X-PAYMENT carries 1)"),
+            DecodeError::Version(None) => f.write_str("x402Version is missing"),
             DecodeError::MissingAccepted => f.write_str("payment payload has no `accepted` requirement"),
+            DecodeError::MissingSchemeNetwork => f.write_str("v1 payment payload needs string `scheme` and `network`"),
             DecodeError::Payload(e) => write!(f, "payment `payload` is not an EIP-3009 authorization: {e}"),
         }
     }
@@ -178,20 +221,37 @@ impl std::fmt::Display for DecodeError {
 /// Decodes a v2 `PAYMENT-SIGNATURE` header value: size cap, base64, JSON object, `x402Version`
 /// 2, `accepted` present, `payload` shaped as [`ExactEvmPayload`].
 pub fn decode_payment_signature(header: &str) -> Result<PaymentPayload, DecodeError> {
+    decode_payment(header, X402_VERSION)
+}
+
+/// Decodes a v1 `X-PAYMENT` header value: as [`decode_payment_signature`], but `x402Version` 1
+/// with top-level `scheme` and `network` instead of `accepted`.
+pub fn decode_x_payment(header: &str) -> Result<PaymentPayload, DecodeError> {
+    decode_payment(header, 1)
+}
+
+fn decode_payment(header: &str, version: u64) -> Result<PaymentPayload, DecodeError> {
     if header.len() > MAX_PAYMENT_HEADER_BYTES {
         return Err(DecodeError::TooLarge { len: header.len() });
     }
     let bytes = B64.decode(header.trim().as_bytes()).map_err(|_| DecodeError::Base64)?;
     let raw: Value = serde_json::from_slice(&bytes).map_err(|e| DecodeError::Json(e.to_string()))?;
     let obj = raw.as_object().ok_or_else(|| DecodeError::Json("not an object".into()))?;
-    match obj.get("x402Version").and_then(Value::as_u64) {
-        Some(X402_VERSION) => {}
-        other => return Err(DecodeError::Version(other)),
+    let got = obj.get("x402Version").and_then(Value::as_u64);
+    if got != Some(version) {
+        return Err(DecodeError::Version(got));
     }
-    let accepted = obj.get("accepted").filter(|v| v.is_object()).cloned().ok_or(DecodeError::MissingAccepted)?;
+    let selector = if version == 1 {
+        match (obj.get("scheme").and_then(Value::as_str), obj.get("network").and_then(Value::as_str)) {
+            (Some(scheme), Some(network)) => Selector::SchemeNetwork { scheme: scheme.into(), network: network.into() },
+            _ => return Err(DecodeError::MissingSchemeNetwork),
+        }
+    } else {
+        Selector::Accepted(obj.get("accepted").filter(|v| v.is_object()).cloned().ok_or(DecodeError::MissingAccepted)?)
+    };
     let payload = obj.get("payload").cloned().ok_or_else(|| DecodeError::Payload("missing".into()))?;
     let exact: ExactEvmPayload = serde_json::from_value(payload).map_err(|e| DecodeError::Payload(e.to_string()))?;
-    Ok(PaymentPayload { raw, accepted, exact })
+    Ok(PaymentPayload { version, raw, selector, exact })
 }
 
 /// Decodes any base64 JSON header (used by tests and for diagnostics), bounded like
@@ -252,6 +312,14 @@ mod tests {
         let mut no_acc = payload_json();
         no_acc.as_object_mut().unwrap().remove("accepted");
         assert_eq!(decode_payment_signature(&encode_header(&no_acc)), Err(DecodeError::MissingAccepted));
+        assert_eq!(decode_x_payment(&encode_header(&payload_json())), Err(DecodeError::Version(Some(2))));
+        let mut v1 = payload_json();
+        v1["x402Version"] = 1.into();
+        assert_eq!(decode_x_payment(&encode_header(&v1)), Err(DecodeError::MissingSchemeNetwork));
+        v1["scheme"] = "exact".into();
+        v1["network"] = "base-sepolia".into();
+        let p = decode_x_payment(&encode_header(&v1)).unwrap();
+        assert_eq!(p.selector, Selector::SchemeNetwork { scheme: "exact".into(), network: "base-sepolia".into() });
         let mut bad = payload_json();
         bad["payload"]["authorization"]["value"] = 10000.into();
         assert!(matches!(decode_payment_signature(&encode_header(&bad)), Err(DecodeError::Payload(_))));

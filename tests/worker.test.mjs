@@ -29,9 +29,17 @@ async function challenge(path, init) {
 }
 
 describe('challenge', () => {
-  test('a priced route without payment gets 402 with PAYMENT-REQUIRED equal to the JSON body', async () => {
+  test('a priced route without payment gets 402: v2 PaymentRequired in the header, v1 requirements in the body', async () => {
     const { res, required, body } = await challenge('/weather');
-    assert.deepEqual(required, body);
+    assert.deepEqual(body, {
+      x402Version: 1,
+      error: 'PAYMENT-SIGNATURE header is required',
+      accepts: [{
+        scheme: 'exact', network: 'base-sepolia', maxAmountRequired: '10000', resource: `${worker.url}/weather`,
+        description: 'Current weather', mimeType: 'application/json', payTo: stack.payTo, maxTimeoutSeconds: 120,
+        asset: USDC, extra: { name: 'USDC', version: '2' },
+      }],
+    });
     assert.equal(res.headers.get('cache-control'), 'no-store');
     assert.equal(res.headers.get('content-type'), 'application/json');
     assert.equal(required.x402Version, 2);
@@ -68,7 +76,8 @@ describe('local verification', () => {
     const res = await get(path, { 'payment-signature': header });
     assert.equal(res.status, 402);
     const required = unb64(res.headers.get('payment-required'));
-    assert.deepEqual(await res.json(), required);
+    const body = await res.json();
+    assert.equal(body.error, required.error, 'the v1 body carries the same reason');
     assert.equal(required.accepts.length, 1, 'a fresh challenge comes with the reason');
     assert.deepEqual(stack.facilitator.calls, before, 'facilitator not called');
     assert.equal(stack.origin.requests.length, originBefore, 'origin not called');
@@ -115,6 +124,7 @@ describe('local verification', () => {
     assert.match(await rejected('/weather', '!!!not base64!!!'), /^invalid_payload: .*base64/);
     assert.match(await rejected('/weather', b64('{"x402Version":2')), /^invalid_payload: .*JSON/);
     assert.match(await rejected('/weather', b64({ x402Version: 7, accepted: {}, payload: {} })), /^invalid_x402_version/);
+    assert.match(await rejected('/weather', b64({ x402Version: 1, scheme: 'exact', network: 'base-sepolia', payload: {} })), /^invalid_x402_version/);
     assert.match(await rejected('/weather', 'A'.repeat(17000)), /limit is 16384/);
   });
 });

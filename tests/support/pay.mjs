@@ -47,3 +47,14 @@ export async function paymentHeader(key, requirements, opts = {}) {
   opts.mutate?.(payload);
   return b64(payload);
 }
+
+/** secp256k1 group order. */
+const N = 0xfffffffffffffffffffffffffffffffebaaedce6af48a03bbfd25e8cd0364141n;
+
+/** The malleable twin of a 65-byte signature: s' = n - s, v flipped (EIP-2 forbids it). */
+export function highS(signature) {
+  const hex = signature.slice(2);
+  const s = BigInt(`0x${hex.slice(64, 128)}`);
+  const v = parseInt(hex.slice(128, 130), 16);
+  return `0x${hex.slice(0, 64)}${(N - s).toString(16).padStart(64, '0')}${(v === 27 ? 28 : 27).toString(16)}`;
+}

@@ -15,6 +15,7 @@ import { createPublicClient, createWalletClient, defineChain, http as viemHttp, 
 import { nonceManager, privateKeyToAccount } from 'viem/accounts';
 import { x402Facilitator } from '@x402/core/facilitator';
 import { ExactEvmScheme as FacilitatorExactEvm } from '@x402/evm/exact/facilitator';
+import { ExactEvmSchemeV1 as FacilitatorExactEvmV1 } from '@x402/evm/exact/v1/facilitator';
 import { toFacilitatorEvmSigner } from '@x402/evm';
 
 const require = createRequire(import.meta.url);
@@ -156,7 +157,9 @@ export async function startFacilitator({ rpcUrl, privateKey = KEYS.facilitator, 
   const account = privateKeyToAccount(privateKey, { nonceManager });
   const client = createWalletClient({ account, chain: chainFor(rpcUrl), transport: viemHttp(rpcUrl) }).extend(publicActions);
   const signer = toFacilitatorEvmSigner(Object.assign(client, { address: account.address }));
-  const facilitator = new x402Facilitator().register(NETWORK, new FacilitatorExactEvm(signer));
+  const facilitator = new x402Facilitator()
+    .register(NETWORK, new FacilitatorExactEvm(signer))
+    .registerV1('base-sepolia', new FacilitatorExactEvmV1(signer));
   const calls = { verify: 0, settle: 0, supported: 0 };
   const bodies = [];
   const state = { fault };
@@ -220,6 +223,10 @@ export async function startOrigin() {
     if (p === '/error') return json(500, { error: 'origin exploded' });
     if (p === '/missing') return json(404, { error: 'no such thing' });
     if (p === '/echo') return json(200, { method: req.method, body, served: ++served });
+    if (p === '/slow') {
+      await sleep(Number(new URL(req.url, 'http://x').searchParams.get('ms') ?? 5000));
+      return json(200, { slow: true, served: ++served });
+    }
     return json(404, { error: 'not found', path: p });
   });
   const url = await listen(server);
@@ -233,6 +240,7 @@ export const ROUTES = [
   { route: 'GET /error', price: '$0.01', description: 'An endpoint that fails' },
   { route: 'GET /missing', price: '$0.01', description: 'An endpoint that 404s' },
   { route: 'POST /echo', price: '$0.02', description: 'Echo', sessionTtlSeconds: 0 },
+  { route: 'GET /slow', price: '$0.01', description: 'A slow endpoint' },
 ];
 
 /** Starts the built Worker (build/) under Miniflare on a free port. */
