@@ -10,11 +10,12 @@
 //!   (`#`), `%00` and other control bytes, `%25` followed by two hex digits (double encoding),
 //!   malformed escapes and raw non-ASCII are refused as ambiguous ([`PathError`], HTTP 400);
 //! - `.` and `..` segments are resolved (never above the root) and empty segments (`//`) removed;
-//!   a trailing `/` is kept.
+//!   a trailing `/` is kept; a dot segment carrying path parameters (`..;x`, `.;`, which some
+//!   servers resolve and others do not — the classic `/..;/` bypass) is refused.
 //!
-//! Matching form: the canonical path lower-cased (matching is case-insensitive, so `/PREMIUM`
-//! costs what `/premium` costs), each segment cut at its first `;` (path parameters), and the
-//! trailing `/` dropped.
+//! Matching form: each segment of the canonical path cut at its first `;` (path parameters),
+//! percent-decoded (origins decode `%40` to `@`), and lower-cased (matching is case-insensitive,
+//! so `/PREMIUM` costs what `/premium` costs); empty segments and the trailing `/` dropped.
 
 /// Largest request path accepted, in bytes.
 pub const MAX_PATH_BYTES: usize = 8 * 1024;
@@ -29,6 +30,7 @@ pub enum PathError {
     EncodedDelimiter,
     Backslash,
     DoubleEncoding,
+    DotSegmentParams,
     ControlOrNonAscii,
 }
 
@@ -42,6 +44,7 @@ impl std::fmt::Display for PathError {
             PathError::EncodedDelimiter => "request path has an encoded ';', '?' or '#' (%3B, %3F, %23), which origins interpret differently",
             PathError::Backslash => "request path contains '\\', which origins interpret differently",
             PathError::DoubleEncoding => "request path is double percent-encoded (%25XX)",
+            PathError::DotSegmentParams => "request path has a '.' or '..' segment with ';' parameters, which origins interpret differently",
             PathError::ControlOrNonAscii => "request path contains a control or non-ASCII byte",
         })
     }
@@ -84,12 +87,7 @@ pub fn canonicalize(raw: &str) -> Result<String, PathError> {
                 match v {
                     b'/' | b'\\' => return Err(PathError::EncodedSeparator),
                     b';' | b'?' | b'#' => return Err(PathError::EncodedDelimiter),
-                    b'%' => {
-                        if b.get(i + 3).copied().and_then(hex).is_some() && b.get(i + 4).copied().and_then(hex).is_some() {
-                            return Err(PathError::DoubleEncoding);
-                        }
-                        decoded.push_str("%25");
-                    }
+                    b'%' => decoded.push_str("%25"),
                     0..=0x1f | 0x7f => return Err(PathError::ControlOrNonAscii),
                     v if is_unreserved(v) => decoded.push(v as char),
                     v => {
@@ -109,10 +107,19 @@ pub fn canonicalize(raw: &str) -> Result<String, PathError> {
             }
         }
     }
+    // A literal '%' followed by two hex digits (raw, or decoded from unreserved escapes) is an
+    // escape to an origin that decodes twice.
+    let d = decoded.as_bytes();
+    if d.windows(5).any(|w| w[..3] == *b"%25" && hex(w[3]).is_some() && hex(w[4]).is_some()) {
+        return Err(PathError::DoubleEncoding);
+    }
     // Pass 2: segments.
     let mut out: Vec<&str> = Vec::new();
     let mut trailing = false;
     for seg in decoded.split('/').skip(1) {
+        if matches!(seg.split(';').next(), Some("." | "..")) && seg.contains(';') {
+            return Err(PathError::DotSegmentParams);
+        }
         trailing = false;
         match seg {
             "" | "." => trailing = true,
@@ -134,13 +141,13 @@ pub fn canonicalize(raw: &str) -> Result<String, PathError> {
     Ok(path)
 }
 
-/// The matching form of a canonical path: lower-case segments, each cut at `;`.
+/// The matching form of a canonical path: segments cut at `;`, percent-decoded, lower-cased.
 pub fn match_segments(canonical: &str) -> Vec<String> {
     canonical
         .split('/')
+        .map(|s| s.split(';').next().unwrap_or(""))
         .filter(|s| !s.is_empty())
-        .map(|s| s.split(';').next().unwrap_or("").to_ascii_lowercase())
-        .filter(|s| !s.is_empty())
+        .map(|s| percent_encoding::percent_decode_str(s).decode_utf8_lossy().to_lowercase())
         .collect()
 }
 
@@ -279,6 +286,9 @@ mod tests {
             ("/weather%23frag", PathError::EncodedDelimiter),
             ("/a\\b", PathError::Backslash),
             ("/a%252e%252e/b", PathError::DoubleEncoding),
+            ("/%25%41%41", PathError::DoubleEncoding),
+            ("/free/..;/premium", PathError::DotSegmentParams),
+            ("/.;/premium", PathError::DotSegmentParams),
             ("/a%2", PathError::BadEscape),
             ("/a%zz", PathError::BadEscape),
             ("/a%00", PathError::ControlOrNonAscii),
@@ -320,6 +330,9 @@ mod tests {
         assert!(m("GET /users/[id]/profile", Method::GET, "/users/7/profile"));
         assert!(!m("GET /users/:id/profile", Method::GET, "/users/profile"));
         assert!(m("* /a/*/c", Method::DELETE, "/a/b/c"));
+        assert!(m("GET /a@b", Method::GET, "/a%40b"));
+        assert!(m("GET /a%40b", Method::GET, "/a@b"));
+        assert!(m("GET /caf%C3%A9", Method::GET, "/CAF%c3%a9"));
     }
 
     #[test]

@@ -1,0 +1,173 @@
+//! Property-based fuzzing (proptest) of everything that parses attacker input: payment headers,
+//! payloads, paths, prices and the verifier. Each property runs `PROPTEST_CASES` cases
+//! (default 2,000 here); the documented long run is
+//! `PROPTEST_CASES=200000 cargo test --release --test fuzz`.
+
+use proptest::prelude::*;
+use serde_json::{json, Value};
+use x402_edge_paywall::config::Config;
+use x402_edge_paywall::exact::verify_exact;
+use x402_edge_paywall::money::price_to_atomic;
+use x402_edge_paywall::route::{canonicalize, match_segments};
+use x402_edge_paywall::x402::{decode_payment_signature, decode_x_payment, encode_header};
+
+fn cases() -> u32 {
+    std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(2000)
+}
+
+fn config() -> Config {
+    let v = json!({
+        "ORIGIN_URL": "http://origin.test",
+        "FACILITATOR_URL": "http://facilitator.test",
+        "PAY_TO": "0x209693Bc6afc0C5328bA36FaF03C514EF312287C",
+        "ROUTES": [
+            { "route": "GET /free/sample", "free": true },
+            { "route": "GET /weather", "price": "$0.01" },
+            { "route": "GET /a@b/:id", "price": "$0.01" },
+            { "route": "/premium/*", "price": "$0.05" },
+            { "route": "POST /x/*/y", "price": "$0.02" }
+        ]
+    });
+    Config::from_vars(v.as_object().unwrap()).unwrap()
+}
+
+/// Path pieces that exercise every canonicalisation rule.
+fn path_piece() -> impl Strategy<Value = &'static str> {
+    prop::sample::select(vec![
+        "/", "/", "/", ".", "..", "%2e", "%2E", "%2e%2e", "%2f", "%2F", "%5c", "\\", "%25", "%252e", "%3b", "%3B", "%3f", "%23", ";",
+        ";x=1", "%41", "%61", "A", "a", "b", "@", "%40", "%20", "%00", "%", "%g1", "weather", "WEATHER", "w%65ather", "premium",
+        "free", "sample", "x", "y", "%C3%A9", "é", "~", "%7e", "?", "#", "*",
+        // whole segments of the configured routes, in several spellings, so that hits are common
+        "/weather", "/WEATHER", "/premium/", "/a@b/", "/a%40b/", "/A%40B/", "/free/sample", "/x/", "/y", "/7",
+    ])
+}
+
+fn raw_path() -> impl Strategy<Value = String> {
+    prop::collection::vec(path_piece(), 0..12).prop_map(|v| format!("/{}", v.concat()))
+}
+
+/// A model of a lenient origin: what resource does it serve for a received path? It decodes
+/// every escape, treats `\` as `/`, resolves dot segments, drops empty segments, ignores `;`
+/// parameters and letter case.
+fn origin_resource(path: &str) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for seg in path.split('/') {
+        let seg = seg.split(';').next().unwrap_or("");
+        let decoded = percent_encoding::percent_decode_str(seg).decode_utf8_lossy().to_lowercase();
+        match decoded.as_str() {
+            "" | "." => {}
+            ".." => {
+                out.pop();
+            }
+            _ => out.push(decoded),
+        }
+    }
+    out
+}
+
+fn route_key(cfg: &Config, method: &http::Method, segments: &[String]) -> Option<String> {
+    cfg.route_for(method, segments).map(|r| r.key.clone())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: cases(), failure_persistence: None, ..ProptestConfig::default() })]
+
+    #[test]
+    fn canonicalize_never_panics_and_is_idempotent(raw in raw_path()) {
+        if let Ok(c) = canonicalize(&raw) {
+            prop_assert!(c.starts_with('/'));
+            prop_assert!(!c.contains("//"));
+            prop_assert_eq!(canonicalize(&c), Ok(c.clone()));
+        }
+    }
+
+    #[test]
+    fn canonicalize_never_panics_on_arbitrary_text(raw in ".{0,200}") {
+        let _ = canonicalize(&raw);
+        let _ = canonicalize(&format!("/{raw}"));
+    }
+
+    /// The paywall's decision is a function of the resource the origin serves: a path can never
+    /// be priced differently from another spelling of the same resource.
+    #[test]
+    fn the_matcher_agrees_with_the_origin_on_what_resource_a_path_is(raw in raw_path(), post in any::<bool>()) {
+        let cfg = config();
+        let method = if post { http::Method::POST } else { http::Method::GET };
+        if let Ok(c) = canonicalize(&raw) {
+            let by_paywall = route_key(&cfg, &method, &match_segments(&c));
+            let by_origin = route_key(&cfg, &method, &origin_resource(&c));
+            prop_assert_eq!(by_paywall, by_origin, "canonical {}", c);
+        }
+    }
+
+    #[test]
+    fn payment_header_decoding_never_panics(s in ".{0,400}") {
+        let _ = decode_payment_signature(&s);
+        let _ = decode_x_payment(&s);
+    }
+
+    #[test]
+    fn payment_header_decoding_never_panics_on_base64_json(v in json_value()) {
+        let h = encode_header(&v);
+        let _ = decode_payment_signature(&h);
+        let _ = decode_x_payment(&h);
+    }
+
+    /// Any well-shaped payload with arbitrary field contents is refused or accepted, never a panic.
+    #[test]
+    fn verification_never_panics(
+        version in 1u64..=2,
+        from in "(0x)?[0-9a-fA-F]{0,42}", value in "[0-9]{0,80}", after in "[0-9-]{0,25}", before in "[0-9]{0,25}",
+        nonce in "(0x)?[0-9a-f]{0,66}", sig in "(0x)?[0-9a-fA-F]{0,140}", network in "[a-z0-9:-]{0,20}",
+    ) {
+        let cfg = config();
+        let route = &cfg.routes[1];
+        let payload = json!({ "signature": sig, "authorization": {
+            "from": from, "to": "0x209693Bc6afc0C5328bA36FaF03C514EF312287C", "value": value,
+            "validAfter": after, "validBefore": before, "nonce": nonce } });
+        let raw = if version == 2 {
+            json!({ "x402Version": 2, "accepted": route.accepts[0].requirements_json, "payload": payload })
+        } else {
+            json!({ "x402Version": 1, "scheme": "exact", "network": network, "payload": payload })
+        };
+        let h = encode_header(&raw);
+        let decoded = if version == 2 { decode_payment_signature(&h) } else { decode_x_payment(&h) };
+        if let Ok(p) = decoded {
+            let _ = verify_exact(&route.accepts, &p, 1_800_000_000);
+        }
+    }
+
+    #[test]
+    fn price_parsing_never_panics_and_round_trips(int in 0u64..1_000_000_000, frac in 0u64..1_000_000, s in ".{0,40}", d in 0u8..40) {
+        let _ = price_to_atomic(&s, d);
+        let price = format!("${int}.{frac:06}");
+        let atomic = price_to_atomic(&price, 6);
+        if int == 0 && frac == 0 {
+            prop_assert!(atomic.is_err());
+        } else {
+            prop_assert_eq!(atomic.unwrap().to_string(), (int as u128 * 1_000_000 + frac as u128).to_string());
+        }
+    }
+}
+
+fn json_value() -> impl Strategy<Value = Value> {
+    let leaf = prop_oneof![
+        Just(Value::Null),
+        any::<bool>().prop_map(Value::Bool),
+        any::<i64>().prop_map(|n| json!(n)),
+        "[ -~]{0,20}".prop_map(Value::String),
+        Just(json!(2)),
+        Just(json!("exact")),
+    ];
+    leaf.prop_recursive(4, 64, 8, |inner| {
+        prop_oneof![
+            prop::collection::vec(inner.clone(), 0..6).prop_map(Value::Array),
+            prop::collection::btree_map(
+                prop::sample::select(vec!["x402Version", "accepted", "payload", "scheme", "network", "signature", "authorization", "from", "value", "nonce", "k"]),
+                inner,
+                0..6
+            )
+            .prop_map(|m| Value::Object(m.into_iter().map(|(k, v)| (k.to_string(), v)).collect())),
+        ]
+    })
+}
