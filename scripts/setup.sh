@@ -2,19 +2,19 @@
 # Installs everything the build, demo and tests need, at pinned versions. Idempotent: a tool
 # already installed at the pinned version is left as it is.
 set -euo pipefail
-ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
 cd "$ROOT"
 rustup target add wasm32-unknown-unknown >/dev/null
 have() { "$1" --version 2>/dev/null | grep -q "$2"; }
-have "$HOME/.cargo/bin/worker-build" "0.8.7" || cargo install worker-build --version 0.8.7 --locked
+have "$X402_TOOLS_ROOT/bin/worker-build" "0.8.7" || cargo install --root "$X402_TOOLS_ROOT" worker-build --version 0.8.7 --locked
 # wasm-bindgen-cli must equal the wasm-bindgen crate version in Cargo.lock; --locked is left off
 # on purpose (its lock file pins a webpki-roots version the registry no longer has).
-have "$HOME/.cargo/bin/wasm-bindgen" "0.2.130" || cargo install wasm-bindgen-cli --version 0.2.130
+have "$X402_TOOLS_ROOT/bin/wasm-bindgen" "0.2.130" || cargo install --root "$X402_TOOLS_ROOT" wasm-bindgen-cli --version 0.2.130
 stamp="$(sha256sum package-lock.json | cut -d' ' -f1)"
 if [ "$(cat node_modules/.x402-lock-stamp 2>/dev/null)" != "$stamp" ]; then
   # `npm install` rather than `npm ci`: npm 11 leaves other platforms' optional packages of
   # nested dependencies (workerd, esbuild) out of the lock file, which `npm ci` then rejects.
   # The lock file still pins every version that is installed here.
   npm install --no-audit --no-fund
-  echo "$stamp" > node_modules/.x402-lock-stamp
+  sha256sum package-lock.json | cut -d' ' -f1 > node_modules/.x402-lock-stamp
 fi
