@@ -117,7 +117,8 @@ pub enum CorsPolicy {
 /// The validated configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
-    pub origin: url::Url,
+    /// The origin's `scheme://authority[/prefix]`, without trailing `/`; request paths are appended.
+    pub origin: String,
     /// Facilitator base URL without trailing `/`.
     pub facilitator_url: String,
     pub facilitator_auth: Option<String>,
@@ -175,15 +176,19 @@ fn u64_var(vars: &Map<String, Value>, name: &str, default: u64) -> Result<u64, C
     }
 }
 
-fn http_url(name: &str, s: &str) -> Result<url::Url, ConfigError> {
-    let u = url::Url::parse(s).or_else(|e| err(format!("{name} `{s}` is not a URL: {e}")))?;
-    if !matches!(u.scheme(), "http" | "https") || u.host().is_none() {
+/// Parses an absolute `http(s)` URL without query, fragment or userinfo, returning
+/// `scheme://authority[/path]` without a trailing `/`.
+fn http_url(name: &str, s: &str) -> Result<String, ConfigError> {
+    let u: http::Uri = s.parse().or_else(|e| err(format!("{name} `{s}` is not a URL: {e}")))?;
+    let scheme = u.scheme_str().unwrap_or_default();
+    let Some(authority) = u.authority() else { return err(format!("{name} `{s}` must be an absolute http(s) URL")) };
+    if !matches!(scheme, "http" | "https") || authority.host().is_empty() {
         return err(format!("{name} `{s}` must be an absolute http(s) URL"));
     }
-    if u.query().is_some() || u.fragment().is_some() {
-        return err(format!("{name} `{s}` must not have a query or fragment"));
+    if u.query().is_some() || authority.as_str().contains('@') {
+        return err(format!("{name} `{s}` must not have a query or user information"));
     }
-    Ok(u)
+    Ok(format!("{scheme}://{}{}", authority.as_str().to_ascii_lowercase(), u.path().trim_end_matches('/')))
 }
 
 fn session_ttl(name: &str, ttl: u64) -> Result<u64, ConfigError> {
@@ -201,10 +206,9 @@ fn cors_policy(s: Option<String>) -> Result<CorsPolicy, ConfigError> {
         list => {
             let mut out = Vec::new();
             for o in list.split(',').map(str::trim).filter(|o| !o.is_empty()) {
-                let u = url::Url::parse(o).or_else(|_| err(format!("CORS_ALLOWED_ORIGINS: `{o}` is not an origin like https://app.example.com")))?;
-                let origin = u.origin().ascii_serialization();
-                if origin != o.trim_end_matches('/') {
-                    return err(format!("CORS_ALLOWED_ORIGINS: `{o}` is not a bare origin (write `{origin}`)"));
+                let origin = http_url("CORS_ALLOWED_ORIGINS", o)?;
+                if origin.matches('/').count() != 2 {
+                    return err(format!("CORS_ALLOWED_ORIGINS: `{o}` is not a bare origin like https://app.example.com"));
                 }
                 out.push(origin);
             }
@@ -303,8 +307,7 @@ impl Config {
     pub fn from_vars(vars: &Map<String, Value>) -> Result<Config, ConfigError> {
         let origin = http_url("ORIGIN_URL", &string_var(vars, "ORIGIN_URL")?.ok_or_else(|| ConfigError("ORIGIN_URL is not set".into()))?)?;
         let fac = string_var(vars, "FACILITATOR_URL")?.ok_or_else(|| ConfigError("FACILITATOR_URL is not set".into()))?;
-        http_url("FACILITATOR_URL", &fac)?;
-        let facilitator_url = fac.trim_end_matches('/').to_string();
+        let facilitator_url = http_url("FACILITATOR_URL", &fac)?;
         let facilitator_auth = string_var(vars, "FACILITATOR_AUTH")?;
         let defaults = Defaults {
             pay_to: string_var(vars, "PAY_TO")?,
@@ -498,6 +501,10 @@ mod tests {
         let mut v = vars(json!([]));
         v.insert("ORIGIN_URL".into(), json!("ftp://x"));
         assert!(Config::from_vars(&v).unwrap_err().0.contains("http(s)"));
+        v.insert("ORIGIN_URL".into(), json!("https://user:pw@api.example/v1/"));
+        assert!(Config::from_vars(&v).unwrap_err().0.contains("user information"));
+        v.insert("ORIGIN_URL".into(), json!("https://API.example:8443/v1/"));
+        assert_eq!(Config::from_vars(&v).unwrap().origin, "https://api.example:8443/v1");
         v.remove("ORIGIN_URL");
         assert_eq!(Config::from_vars(&v).unwrap_err().0, "ORIGIN_URL is not set");
     }

@@ -283,13 +283,8 @@ fn challenge<P: Platform>(route: &Route, resource_url: &str, error: &str) -> Res
 /// The origin URL for a canonical path and the request's query: the configured origin's path
 /// prefix (without trailing `/`) followed by the canonical path.
 fn origin_url(config: &Config, canonical: &str, query: Option<&str>) -> String {
-    let o = &config.origin;
-    let mut url = format!("{}://{}", o.scheme(), o.host_str().unwrap_or_default());
-    if let Some(port) = o.port() {
-        url.push(':');
-        url.push_str(&port.to_string());
-    }
-    url.push_str(o.path().trim_end_matches('/'));
+    let mut url = String::with_capacity(config.origin.len() + canonical.len() + query.map_or(0, |q| q.len() + 1));
+    url.push_str(&config.origin);
     url.push_str(canonical);
     if let Some(q) = query {
         url.push('?');

@@ -24,5 +24,5 @@ pub mod route;
 pub mod session;
 pub mod x402;
 
-#[cfg(target_arch = "wasm32")]
+#[cfg(all(target_arch = "wasm32", feature = "edge"))]
 mod edge;

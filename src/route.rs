@@ -17,6 +17,8 @@
 //! percent-decoded (origins decode `%40` to `@`), and lower-cased (matching is case-insensitive,
 //! so `/PREMIUM` costs what `/premium` costs); empty segments and the trailing `/` dropped.
 
+use crate::evm::hex_val as hex;
+
 /// Largest request path accepted, in bytes.
 pub const MAX_PATH_BYTES: usize = 8 * 1024;
 
@@ -47,15 +49,6 @@ impl std::fmt::Display for PathError {
             PathError::DotSegmentParams => "request path has a '.' or '..' segment with ';' parameters, which origins interpret differently",
             PathError::ControlOrNonAscii => "request path contains a control or non-ASCII byte",
         })
-    }
-}
-
-fn hex(c: u8) -> Option<u8> {
-    match c {
-        b'0'..=b'9' => Some(c - b'0'),
-        b'a'..=b'f' => Some(c - b'a' + 10),
-        b'A'..=b'F' => Some(c - b'A' + 10),
-        _ => None,
     }
 }
 

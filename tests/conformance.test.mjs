@@ -1,31 +1,19 @@
 // Conformance and hostile input against the built Worker (Miniflare) on the real local stack:
 // routing that cannot be bypassed, the exact answer to every failure, CORS and caching. Each
 // test is one row of the README's conformance table.
-import { after, before, describe, test } from 'node:test';
+import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import http from 'node:http';
 
-import { KEYS, freePort, startStack, startWorker } from './support/stack.mjs';
+import { KEYS, freePort, startWorker } from './support/stack.mjs';
 import { b64, highS, paymentHeader, unb64 } from './support/pay.mjs';
+import { useStackAndWorker } from './support/suite.mjs';
 
-let stack;
-let worker;
-
-before(async () => {
-  stack = await startStack();
-  worker = await startWorker({
-    originUrl: stack.origin.url, facilitatorUrl: stack.facilitator.url, payTo: stack.payTo,
-    extraBindings: { ORIGIN_TIMEOUT_SECONDS: '1', FACILITATOR_TIMEOUT_SECONDS: '2' },
-  });
-});
-after(async () => {
-  await worker?.stop();
-  await stack?.stop();
-});
+const ctx = useStackAndWorker({ extraBindings: { ORIGIN_TIMEOUT_SECONDS: '1', FACILITATOR_TIMEOUT_SECONDS: '2' } });
 
 /** Sends `path` byte for byte (no client-side URL normalisation). */
 function raw(path, { method = 'GET', headers = {} } = {}) {
-  const { hostname, port } = new URL(worker.url);
+  const { hostname, port } = new URL(ctx.worker.url);
   return new Promise((resolve, reject) => {
     const req = http.request({ host: hostname, port, path, method, headers }, (res) => {
       const chunks = [];
@@ -38,20 +26,20 @@ function raw(path, { method = 'GET', headers = {} } = {}) {
 }
 
 async function weatherRequirement() {
-  const res = await fetch(`${worker.url}/weather`);
+  const res = await fetch(`${ctx.worker.url}/weather`);
   await res.arrayBuffer();
   return unb64(res.headers.get('payment-required')).accepts[0];
 }
 
 /** Sends each path unpaid; every answer must be `status` and the origin must see nothing. */
 async function neverServedFree(paths, status, opts) {
-  const seen = stack.origin.requests.length;
+  const seen = ctx.stack.origin.requests.length;
   for (const p of paths) {
     const res = await raw(p, opts);
     assert.equal(res.status, status, `${opts?.method ?? 'GET'} ${p}`);
     assert.doesNotMatch(res.body, /Lisbon/, p);
   }
-  assert.equal(stack.origin.requests.length, seen, 'the origin received none of them');
+  assert.equal(ctx.stack.origin.requests.length, seen, 'the origin received none of them');
 }
 
 describe('routing cannot be bypassed', () => {
@@ -71,13 +59,13 @@ describe('routing cannot be bypassed', () => {
   test('a raw backslash never reaches a priced resource for free', async () => {
     // workerd turns `\` into `/` (WHATWG URL parsing) before the Worker runs; a request-target
     // that does not start with `/` is refused by workerd itself (500 locally) without running it.
-    const seen = stack.origin.requests.length;
+    const seen = ctx.stack.origin.requests.length;
     for (const [p, want] of [['/free\\..\\weather', [402]], ['/weather\\', [402]], ['\\weather', [400, 500]]]) {
       const res = await raw(p);
       assert.ok(want.includes(res.status), `${p} -> ${res.status}`);
       assert.doesNotMatch(res.body, /Lisbon/);
     }
-    assert.equal(stack.origin.requests.length, seen);
+    assert.equal(ctx.stack.origin.requests.length, seen);
   });
   test('method-override headers are refused with 400', async () => {
     for (const h of ['X-HTTP-Method-Override', 'X-HTTP-Method', 'X-Method-Override']) {
@@ -88,16 +76,16 @@ describe('routing cannot be bypassed', () => {
 
 describe('every failure has an honest answer', () => {
   async function refused(header, reason, name = 'payment-signature') {
-    const calls = { ...stack.facilitator.calls };
-    const seen = stack.origin.requests.length;
-    const res = await fetch(`${worker.url}/weather`, { headers: { [name]: header } });
+    const calls = { ...ctx.stack.facilitator.calls };
+    const seen = ctx.stack.origin.requests.length;
+    const res = await fetch(`${ctx.worker.url}/weather`, { headers: { [name]: header } });
     assert.equal(res.status, 402);
     const required = unb64(res.headers.get('payment-required'));
     assert.match(required.error, reason);
     assert.equal(required.accepts.length, 1, 'with a fresh challenge');
     assert.equal((await res.json()).error, required.error);
-    assert.deepEqual(stack.facilitator.calls, calls, 'facilitator not called');
-    assert.equal(stack.origin.requests.length, seen, 'origin not called');
+    assert.deepEqual(ctx.stack.facilitator.calls, calls, 'facilitator not called');
+    assert.equal(ctx.stack.origin.requests.length, seen, 'origin not called');
   }
 
   test('malformed base64 → 402 invalid_payload', () => refused('@@not-base64@@', /^invalid_payload: payment header is not valid base64/));
@@ -127,35 +115,35 @@ describe('every failure has an honest answer', () => {
   test('a non-65-byte (smart-wallet) signature goes to the facilitator /verify before the origin', async () => {
     const r = await weatherRequirement();
     const long = await paymentHeader(KEYS.payer, r, { mutate: (p) => { p.payload.signature = `${p.payload.signature}${'00'.repeat(31)}`; } });
-    const calls = { ...stack.facilitator.calls };
-    const seen = stack.origin.requests.length;
-    const res = await fetch(`${worker.url}/weather`, { headers: { 'payment-signature': long } });
+    const calls = { ...ctx.stack.facilitator.calls };
+    const seen = ctx.stack.origin.requests.length;
+    const res = await fetch(`${ctx.worker.url}/weather`, { headers: { 'payment-signature': long } });
     assert.equal(res.status, 402, 'the real facilitator rejects it');
     assert.ok(unb64(res.headers.get('payment-required')).error.length > 0);
     await res.arrayBuffer();
-    assert.equal(stack.facilitator.calls.verify, calls.verify + 1);
-    assert.equal(stack.facilitator.calls.settle, calls.settle);
-    assert.equal(stack.origin.requests.length, seen);
+    assert.equal(ctx.stack.facilitator.calls.verify, calls.verify + 1);
+    assert.equal(ctx.stack.facilitator.calls.settle, calls.settle);
+    assert.equal(ctx.stack.origin.requests.length, seen);
 
-    stack.facilitator.setFault((p) => (p === 'verify'
-      ? { status: 200, body: { isValid: true, payer: stack.payer } }
-      : { status: 200, body: { success: true, transaction: `0x${'ab'.repeat(32)}`, network: 'eip155:84532', payer: stack.payer } }));
+    ctx.stack.facilitator.setFault((p) => (p === 'verify'
+      ? { status: 200, body: { isValid: true, payer: ctx.stack.payer } }
+      : { status: 200, body: { success: true, transaction: `0x${'ab'.repeat(32)}`, network: 'eip155:84532', payer: ctx.stack.payer } }));
     try {
-      const ok = await fetch(`${worker.url}/weather`, { headers: { 'payment-signature': long } });
+      const ok = await fetch(`${ctx.worker.url}/weather`, { headers: { 'payment-signature': long } });
       assert.equal(ok.status, 200, 'a valid verify lets it through to the origin and settlement');
       assert.equal((await ok.json()).city, 'Lisbon');
-      assert.deepEqual(stack.facilitator.bodies.slice(-2).map((b) => b.path), ['verify', 'settle']);
+      assert.deepEqual(ctx.stack.facilitator.bodies.slice(-2).map((b) => b.path), ['verify', 'settle']);
     } finally {
-      stack.facilitator.setFault(null);
+      ctx.stack.facilitator.setFault(null);
     }
   });
 
   test('facilitator timeout → 504 settlement_outcome_unknown naming the payment, content withheld', async () => {
     const r = await weatherRequirement();
-    stack.facilitator.setFault((p) => (p === 'settle' ? { delayMs: 3000, status: 200, body: '{}' } : null));
+    ctx.stack.facilitator.setFault((p) => (p === 'settle' ? { delayMs: 3000, status: 200, body: '{}' } : null));
     try {
       const h = await paymentHeader(KEYS.payer, r);
-      const res = await fetch(`${worker.url}/weather`, { headers: { 'payment-signature': h } });
+      const res = await fetch(`${ctx.worker.url}/weather`, { headers: { 'payment-signature': h } });
       assert.equal(res.status, 504);
       const body = await res.json();
       assert.equal(body.error, 'settlement_outcome_unknown');
@@ -163,34 +151,34 @@ describe('every failure has an honest answer', () => {
       assert.match(body.message, /no answer within 2 s/);
       assert.equal(res.headers.get('payment-required'), null);
     } finally {
-      stack.facilitator.setFault(null);
+      ctx.stack.facilitator.setFault(null);
     }
   });
 
   test('origin timeout → 504, not settled', async () => {
     const h = await paymentHeader(KEYS.payer, (await (async () => {
-      const res = await fetch(`${worker.url}/slow`);
+      const res = await fetch(`${ctx.worker.url}/slow`);
       await res.arrayBuffer();
       return unb64(res.headers.get('payment-required')).accepts[0];
     })()));
-    const settles = stack.facilitator.calls.settle;
-    const res = await fetch(`${worker.url}/slow?ms=3000`, { headers: { 'payment-signature': h } });
+    const settles = ctx.stack.facilitator.calls.settle;
+    const res = await fetch(`${ctx.worker.url}/slow?ms=3000`, { headers: { 'payment-signature': h } });
     assert.equal(res.status, 504);
     assert.equal((await res.json()).error, 'origin_unavailable');
-    assert.equal(stack.facilitator.calls.settle, settles);
+    assert.equal(ctx.stack.facilitator.calls.settle, settles);
   });
 
   test('origin unreachable → 502, not settled', async () => {
-    const dead = await startWorker({ originUrl: `http://127.0.0.1:${await freePort()}`, facilitatorUrl: stack.facilitator.url, payTo: stack.payTo });
+    const dead = await startWorker({ originUrl: `http://127.0.0.1:${await freePort()}`, facilitatorUrl: ctx.stack.facilitator.url, payTo: ctx.stack.payTo });
     try {
       const first = await fetch(`${dead.url}/weather`);
       await first.arrayBuffer();
       const h = await paymentHeader(KEYS.payer, unb64(first.headers.get('payment-required')).accepts[0]);
-      const settles = stack.facilitator.calls.settle;
+      const settles = ctx.stack.facilitator.calls.settle;
       const res = await fetch(`${dead.url}/weather`, { headers: { 'payment-signature': h } });
       assert.equal(res.status, 502);
       assert.match((await res.json()).message, /no payment was taken/);
-      assert.equal(stack.facilitator.calls.settle, settles);
+      assert.equal(ctx.stack.facilitator.calls.settle, settles);
     } finally {
       await dead.stop();
     }
@@ -199,7 +187,7 @@ describe('every failure has an honest answer', () => {
 
 describe('browsers and caches', () => {
   test('CORS preflight on a priced route is answered by the paywall', async () => {
-    const res = await fetch(`${worker.url}/weather`, {
+    const res = await fetch(`${ctx.worker.url}/weather`, {
       method: 'OPTIONS',
       headers: { Origin: 'https://app.example', 'Access-Control-Request-Method': 'GET', 'Access-Control-Request-Headers': 'payment-signature, x402-session' },
     });
@@ -210,9 +198,9 @@ describe('browsers and caches', () => {
   });
 
   test('402s and paid responses expose the x402 headers, are not cached, and vary on the payment headers', async () => {
-    const unpaid = await fetch(`${worker.url}/weather`, { headers: { Origin: 'https://app.example' } });
+    const unpaid = await fetch(`${ctx.worker.url}/weather`, { headers: { Origin: 'https://app.example' } });
     await unpaid.arrayBuffer();
-    const paid = await fetch(`${worker.url}/weather`, { headers: { Origin: 'https://app.example', 'payment-signature': await paymentHeader(KEYS.payer, await weatherRequirement()) } });
+    const paid = await fetch(`${ctx.worker.url}/weather`, { headers: { Origin: 'https://app.example', 'payment-signature': await paymentHeader(KEYS.payer, await weatherRequirement()) } });
     assert.equal(paid.status, 200);
     await paid.arrayBuffer();
     for (const res of [unpaid, paid]) {
@@ -226,7 +214,7 @@ describe('browsers and caches', () => {
 
   test('a configured origin list allows only its origins and varies on Origin', async () => {
     const listed = await startWorker({
-      originUrl: stack.origin.url, facilitatorUrl: stack.facilitator.url, payTo: stack.payTo,
+      originUrl: ctx.stack.origin.url, facilitatorUrl: ctx.stack.facilitator.url, payTo: ctx.stack.payTo,
       extraBindings: { CORS_ALLOWED_ORIGINS: 'https://app.example' },
     });
     try {

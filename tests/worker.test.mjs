@@ -1,26 +1,17 @@
 // The built Worker (build/, release wasm) under Miniflare, against the real local stack:
 // anvil + EIP-3009 token + the official facilitator logic + an origin. The facilitator's
 // answers are replaced only where a test injects a fault.
-import { after, before, describe, test } from 'node:test';
+import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { privateKeyToAccount } from 'viem/accounts';
 
-import { KEYS, USDC, address, authorizationUsed, balanceOf, startStack, startWorker } from './support/stack.mjs';
+import { KEYS, USDC, address, authorizationUsed, balanceOf, startWorker } from './support/stack.mjs';
 import { b64, paymentHeader, unb64 } from './support/pay.mjs';
+import { useStackAndWorker } from './support/suite.mjs';
 
-let stack;
-let worker;
+const ctx = useStackAndWorker();
 
-before(async () => {
-  stack = await startStack();
-  worker = await startWorker({ originUrl: stack.origin.url, facilitatorUrl: stack.facilitator.url, payTo: stack.payTo });
-});
-after(async () => {
-  await worker?.stop();
-  await stack?.stop();
-});
-
-const get = (path, headers = {}, init = {}) => fetch(worker.url + path, { headers, ...init });
+const get = (path, headers = {}, init = {}) => fetch(ctx.worker.url + path, { headers, ...init });
 
 async function challenge(path, init) {
   const res = await get(path, {}, init);
@@ -35,8 +26,8 @@ describe('challenge', () => {
       x402Version: 1,
       error: 'PAYMENT-SIGNATURE header is required',
       accepts: [{
-        scheme: 'exact', network: 'base-sepolia', maxAmountRequired: '10000', resource: `${worker.url}/weather`,
-        description: 'Current weather', mimeType: 'application/json', payTo: stack.payTo, maxTimeoutSeconds: 120,
+        scheme: 'exact', network: 'base-sepolia', maxAmountRequired: '10000', resource: `${ctx.worker.url}/weather`,
+        description: 'Current weather', mimeType: 'application/json', payTo: ctx.stack.payTo, maxTimeoutSeconds: 120,
         asset: USDC, extra: { name: 'USDC', version: '2' },
       }],
     });
@@ -44,9 +35,9 @@ describe('challenge', () => {
     assert.equal(res.headers.get('content-type'), 'application/json');
     assert.equal(required.x402Version, 2);
     assert.equal(required.error, 'PAYMENT-SIGNATURE header is required');
-    assert.deepEqual(required.resource, { url: `${worker.url}/weather`, description: 'Current weather', mimeType: 'application/json' });
+    assert.deepEqual(required.resource, { url: `${ctx.worker.url}/weather`, description: 'Current weather', mimeType: 'application/json' });
     assert.deepEqual(required.accepts, [{
-      scheme: 'exact', network: 'eip155:84532', amount: '10000', asset: USDC, payTo: stack.payTo,
+      scheme: 'exact', network: 'eip155:84532', amount: '10000', asset: USDC, payTo: ctx.stack.payTo,
       maxTimeoutSeconds: 120, extra: { name: 'USDC', version: '2' },
     }]);
   });
@@ -61,26 +52,26 @@ describe('challenge', () => {
 
   test('the route is matched on the canonical path: case, dot segments and // do not bypass it', async () => {
     for (const p of ['/WEATHER', '/free/../weather', '//weather', '/%77eather', '/weather/', '/weather;x=1']) {
-      const res = await fetch(worker.url + p);
+      const res = await fetch(ctx.worker.url + p);
       assert.equal(res.status, 402, p);
     }
-    const bad = await fetch(worker.url + '/x%2F..%2Fweather');
+    const bad = await fetch(ctx.worker.url + '/x%2F..%2Fweather');
     assert.equal(bad.status, 400);
   });
 });
 
 describe('local verification', () => {
   async function rejected(path, header) {
-    const before = { ...stack.facilitator.calls };
-    const originBefore = stack.origin.requests.length;
+    const before = { ...ctx.stack.facilitator.calls };
+    const originBefore = ctx.stack.origin.requests.length;
     const res = await get(path, { 'payment-signature': header });
     assert.equal(res.status, 402);
     const required = unb64(res.headers.get('payment-required'));
     const body = await res.json();
     assert.equal(body.error, required.error, 'the v1 body carries the same reason');
     assert.equal(required.accepts.length, 1, 'a fresh challenge comes with the reason');
-    assert.deepEqual(stack.facilitator.calls, before, 'facilitator not called');
-    assert.equal(stack.origin.requests.length, originBefore, 'origin not called');
+    assert.deepEqual(ctx.stack.facilitator.calls, before, 'facilitator not called');
+    assert.equal(ctx.stack.origin.requests.length, originBefore, 'origin not called');
     return required.error;
   }
 
@@ -132,9 +123,9 @@ describe('local verification', () => {
 describe('forward and settle', () => {
   test('a valid payment is settled on chain and the origin response carries PAYMENT-RESPONSE', async () => {
     const { required } = await challenge('/weather');
-    const payerBefore = await balanceOf(stack.rpcUrl, stack.payer);
+    const payerBefore = await balanceOf(ctx.stack.rpcUrl, ctx.stack.payer);
     const h = await paymentHeader(KEYS.payer, required.accepts[0]);
-    const calls = { ...stack.facilitator.calls };
+    const calls = { ...ctx.stack.facilitator.calls };
     const res = await get('/weather', { 'payment-signature': h });
     assert.equal(res.status, 200);
     const body = await res.json();
@@ -142,13 +133,13 @@ describe('forward and settle', () => {
     const settle = unb64(res.headers.get('payment-response'));
     assert.equal(settle.success, true);
     assert.equal(settle.network, 'eip155:84532');
-    assert.equal(settle.payer, stack.payer);
+    assert.equal(settle.payer, ctx.stack.payer);
     assert.match(settle.transaction, /^0x[0-9a-f]{64}$/);
     assert.equal(res.headers.get('cache-control'), 'no-store');
-    assert.equal(stack.facilitator.calls.verify, calls.verify, 'no /verify round trip for an EOA signature');
-    assert.equal(stack.facilitator.calls.settle, calls.settle + 1);
-    assert.equal(await balanceOf(stack.rpcUrl, stack.payer), payerBefore - 10000n);
-    const last = stack.origin.requests.at(-1);
+    assert.equal(ctx.stack.facilitator.calls.verify, calls.verify, 'no /verify round trip for an EOA signature');
+    assert.equal(ctx.stack.facilitator.calls.settle, calls.settle + 1);
+    assert.equal(await balanceOf(ctx.stack.rpcUrl, ctx.stack.payer), payerBefore - 10000n);
+    const last = ctx.stack.origin.requests.at(-1);
     assert.equal(last.headers['payment-signature'], undefined, 'payment header not forwarded to the origin');
   });
 
@@ -156,14 +147,14 @@ describe('forward and settle', () => {
     for (const [path, status] of [['/error', 500], ['/missing', 404]]) {
       const { required } = await challenge(path);
       const h = await paymentHeader(KEYS.payer, required.accepts[0]);
-      const settles = stack.facilitator.calls.settle;
-      const balance = await balanceOf(stack.rpcUrl, stack.payer);
+      const settles = ctx.stack.facilitator.calls.settle;
+      const balance = await balanceOf(ctx.stack.rpcUrl, ctx.stack.payer);
       const res = await get(path, { 'payment-signature': h });
       assert.equal(res.status, status);
       assert.equal(res.headers.get('payment-response'), null);
       await res.arrayBuffer();
-      assert.equal(stack.facilitator.calls.settle, settles);
-      assert.equal(await balanceOf(stack.rpcUrl, stack.payer), balance);
+      assert.equal(ctx.stack.facilitator.calls.settle, settles);
+      assert.equal(await balanceOf(ctx.stack.rpcUrl, ctx.stack.payer), balance);
     }
   });
 
@@ -184,7 +175,7 @@ describe('forward and settle', () => {
   test('facilitator 5xx or garbage: 502 naming the payment, content withheld, no fresh challenge', async () => {
     const { required } = await challenge('/weather');
     for (const fault of [{ status: 503, body: 'upstream down' }, { status: 200, body: '{"ok":' }]) {
-      stack.facilitator.setFault((p) => (p === 'settle' ? fault : null));
+      ctx.stack.facilitator.setFault((p) => (p === 'settle' ? fault : null));
       try {
         const h = await paymentHeader(KEYS.payer, required.accepts[0]);
         const sent = unb64(h);
@@ -193,12 +184,12 @@ describe('forward and settle', () => {
         assert.equal(res.headers.get('payment-required'), null);
         const body = await res.json();
         assert.equal(body.error, 'settlement_outcome_unknown');
-        assert.equal(body.payment.payer, stack.payer);
+        assert.equal(body.payment.payer, ctx.stack.payer);
         assert.equal(body.payment.nonce, sent.payload.authorization.nonce);
         assert.doesNotMatch(JSON.stringify(body), /Lisbon/);
-        assert.equal(await authorizationUsed(stack.rpcUrl, stack.payer, sent.payload.authorization.nonce), false);
+        assert.equal(await authorizationUsed(ctx.stack.rpcUrl, ctx.stack.payer, sent.payload.authorization.nonce), false);
       } finally {
-        stack.facilitator.setFault(null);
+        ctx.stack.facilitator.setFault(null);
       }
     }
   });
@@ -217,14 +208,14 @@ describe('sessions', () => {
     const expires = Number(paid.headers.get('x402-session-expires'));
     assert.ok(expires > Date.now() / 1000 + 500 && expires <= Date.now() / 1000 + 601);
 
-    const settles = stack.facilitator.calls.settle;
-    const balance = await balanceOf(stack.rpcUrl, stack.payer);
+    const settles = ctx.stack.facilitator.calls.settle;
+    const balance = await balanceOf(ctx.stack.rpcUrl, ctx.stack.payer);
     const again = await get('/premium/b', { 'x402-session': token });
     assert.equal(again.status, 200);
     assert.equal((await again.json()).report, '/premium/b');
-    assert.equal(stack.facilitator.calls.settle, settles, 'no settlement on a session hit');
-    assert.equal(await balanceOf(stack.rpcUrl, stack.payer), balance);
-    assert.equal(stack.origin.requests.at(-1).headers['x402-session'], undefined, 'token not forwarded');
+    assert.equal(ctx.stack.facilitator.calls.settle, settles, 'no settlement on a session hit');
+    assert.equal(await balanceOf(ctx.stack.rpcUrl, ctx.stack.payer), balance);
+    assert.equal(ctx.stack.origin.requests.at(-1).headers['x402-session'], undefined, 'token not forwarded');
 
     const other = await get('/weather', { 'x402-session': token });
     assert.equal(other.status, 402);
@@ -233,14 +224,14 @@ describe('sessions', () => {
     const forged = await get('/premium/b', { 'x402-session': 'A'.repeat(43) });
     assert.equal(forged.status, 402);
 
-    const keys = await (await worker.mf.getKVNamespace('SESSIONS')).list();
+    const keys = await (await ctx.worker.mf.getKVNamespace('SESSIONS')).list();
     assert.ok(keys.keys.every((k) => k.name.startsWith('session:') && !k.name.includes(token)), 'KV holds hashed tokens only');
   });
 
   test('a route with sessions disabled mints no token', async () => {
     const { required } = await challenge('/echo', { method: 'POST', body: 'hi' });
     const h = await paymentHeader(KEYS.payer, required.accepts[0]);
-    const res = await fetch(worker.url + '/echo', { method: 'POST', body: 'hello origin', headers: { 'payment-signature': h } });
+    const res = await fetch(ctx.worker.url + '/echo', { method: 'POST', body: 'hello origin', headers: { 'payment-signature': h } });
     assert.equal(res.status, 200);
     assert.equal((await res.json()).body, 'hello origin', 'request body forwarded');
     assert.equal(res.headers.get('x402-session'), null);
@@ -250,7 +241,7 @@ describe('sessions', () => {
 describe('configuration', () => {
   test('a bad configuration answers 500 with the reason', async () => {
     const bad = await startWorker({
-      originUrl: stack.origin.url, facilitatorUrl: stack.facilitator.url, payTo: stack.payTo,
+      originUrl: ctx.stack.origin.url, facilitatorUrl: ctx.stack.facilitator.url, payTo: ctx.stack.payTo,
       routes: [{ route: 'GET /x', price: '$0.0000001' }],
     });
     try {
