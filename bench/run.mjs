@@ -36,12 +36,22 @@ function buildPeer() {
 }
 
 const OUR_ROUTES = [
-  { route: 'GET /weather', price: '$0.01', maxTimeoutSeconds: 300, description: 'Current weather', mimeType: 'application/json' },
+  { route: 'GET /weather', price: '$0.01', maxTimeoutSeconds: 300, description: 'Current weather', mimeType: 'application/json', sessionTtlSeconds: Number(process.env.BENCH_SESSION_TTL ?? 3600) },
   { route: 'GET /big', price: '$0.01', maxTimeoutSeconds: 300, description: 'Large body', mimeType: 'application/octet-stream' },
 ];
 
+/** The runtime's floor: a Worker that answers every request with a constant 402. */
+function buildFloor() {
+  writeFileSync(path.join(BUILD, 'floor.js'), `export default { fetch() { return new Response('{"x402Version":2}', { status: 402, headers: { 'content-type': 'application/json' } }); } };\n`);
+}
+
 function miniflareOptions(kind, originUrl, facilitatorUrl) {
-  const common = { host: '127.0.0.1', port: 0, modules: true, compatibilityDate: '2026-07-30', cf: false };
+  const common = {
+    host: '127.0.0.1', port: 0, modules: true, compatibilityDate: '2026-07-30', cf: false,
+    // workerd's stdout/stderr (the Workers' log lines) are drained, not printed: printing them
+    // from this process would load the same event loop that runs the origin and facilitator.
+    handleRuntimeStdio(stdout, stderr) { stdout.resume(); stderr.resume(); },
+  };
   if (kind === 'ours') {
     return {
       ...common,
@@ -52,6 +62,7 @@ function miniflareOptions(kind, originUrl, facilitatorUrl) {
       bindings: { ORIGIN_URL: originUrl, FACILITATOR_URL: facilitatorUrl, PAY_TO, ROUTES: OUR_ROUTES },
     };
   }
+  if (kind === 'floor') return { ...common, scriptPath: path.join(BUILD, 'floor.js') };
   return {
     ...common,
     scriptPath: path.join(BUILD, 'peer.js'),
@@ -74,6 +85,16 @@ function childPids(name) {
       .map((l) => l.trim().split(/\s+/)).filter(([, , comm]) => comm === name).map(([pid]) => Number(pid));
   } catch {
     return [];
+  }
+}
+
+/** CPU seconds (user + system) a process has used so far. */
+function cpuSeconds(pid) {
+  try {
+    const f = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1].split(' ');
+    return (Number(f[11]) + Number(f[12])) / 100;
+  } catch {
+    return NaN;
   }
 }
 
@@ -129,7 +150,8 @@ function parseWrk(stdout, stderr) {
   };
 }
 
-function runWrk(url, opts) {
+function runWrk(url, opts, pid) {
+  const cpu0 = cpuSeconds(pid);
   const script = path.join(BUILD, 'load.lua');
   writeFileSync(script, LUA_HEADERS);
   const args = ['-t1', `-c${CONNECTIONS}`, `-d${SECONDS}s`, '--latency', '-s', script, url, '--', opts.header ?? 'x-none', opts.path ?? '/weather'];
@@ -140,7 +162,12 @@ function runWrk(url, opts) {
     let err = '';
     child.stdout.on('data', (d) => { out += d; });
     child.stderr.on('data', (d) => { err += d; });
-    child.on('exit', (code) => (code === 0 ? resolve(parseWrk(out, err)) : reject(new Error(`wrk failed: ${err}`))));
+    child.on('exit', (code) => {
+      if (code !== 0) return reject(new Error(`wrk failed: ${err}`));
+      const r = parseWrk(out, err);
+      r.workerdCpuMs = ((cpuSeconds(pid) - cpu0) * 1000) / Math.max(1, r.requests);
+      return resolve(r);
+    });
   });
 }
 
@@ -159,17 +186,17 @@ async function loadScenarios(kind, origin, delays, headersFile, sessionHeader) {
   try {
     for (let i = 0; i < 50; i++) await (await fetch(`${server.url}/weather`)).arrayBuffer(); // warm up
     log(kind, 'challenge');
-    results.challenge = await runWrk(server.url, {});
+    results.challenge = await runWrk(server.url, {}, server.pid);
     if (kind === 'ours') {
       const token = await sessionHeader(server.url);
       log(kind, 'session');
-      results.session = await runWrk(server.url, { header: 'x402-session', file: token });
+      results.session = await runWrk(server.url, { header: 'x402-session', file: token }, server.pid);
     }
     for (const d of delays) {
       standin.setDelay(d);
       standin.reset();
       log(kind, `paid, facilitator delay ${d} ms`);
-      const r = await runWrk(server.url, { header: 'payment-signature', file: headersFile(d) });
+      const r = await runWrk(server.url, { header: 'payment-signature', file: headersFile(d) }, server.pid);
       r.roundTrips = (standin.calls.verify + standin.calls.settle) / Math.max(1, r.requests - r.non2xx);
       r.verifyCalls = standin.calls.verify;
       r.settleCalls = standin.calls.settle;
@@ -261,6 +288,7 @@ async function micro() {
   execFileSync('cargo', ['build', '--quiet', '--release', '--target', 'wasm32-unknown-unknown', '-p', 'verify-wasm-bench'], { cwd: ROOT, stdio: 'inherit' });
   const dir = path.join(BUILD, 'verify-wasm');
   execFileSync(process.env.WASM_BINDGEN_BIN || 'wasm-bindgen', ['--target', 'nodejs', '--out-dir', dir, path.join(ROOT, 'target/wasm32-unknown-unknown/release/verify_wasm_bench.wasm')]);
+  writeFileSync(path.join(dir, 'package.json'), '{"type":"commonjs"}');
   const wasm = require(path.join(dir, 'verify_wasm_bench.js'));
   const time = (fn, n) => { fn(Math.max(1, n / 10)); const t0 = process.hrtime.bigint(); fn(n); return Number(process.hrtime.bigint() - t0) / 1000 / n; };
   if (wasm.verify(3) !== 3) throw new Error('wasm verify is wrong');
@@ -283,8 +311,20 @@ async function micro() {
 
 // ---- report --------------------------------------------------------------------------------
 
+async function floorChallenge(origin) {
+  const server = await startServer('floor', origin.url, origin.url);
+  try {
+    for (let i = 0; i < 50; i++) await (await fetch(`${server.url}/weather`)).arrayBuffer();
+    return await runWrk(server.url, {}, server.pid);
+  } finally {
+    await server.mf.dispose();
+  }
+}
+
 async function main() {
+  if (process.env.BENCH_ONLY_PAID) return paidOnly();
   buildPeer();
+  buildFloor();
   const origin = await startBenchOrigin();
   const delays = [0, 50];
   const cpus = os.cpus();
@@ -315,6 +355,8 @@ async function main() {
     writeFileSync(file, Array(200_000).fill(token).join('\n'));
     return file;
   };
+  log('floor');
+  const floor = await floorChallenge(origin);
   const ours = await loadScenarios('ours', origin, delays, (d) => files[`ours${d}`], sessionHeader);
   const peer = await loadScenarios('peer', origin, delays, (d) => files[`peer${d}`]);
   for (const [k, r] of Object.entries({ ...Object.fromEntries(Object.entries(ours).map(([a, b]) => [`ours ${a}`, b])), ...Object.fromEntries(Object.entries(peer).map(([a, b]) => [`peer ${a}`, b])) })) {
@@ -348,7 +390,10 @@ async function main() {
   lines.push('');
   lines.push('| measure | ours (Rust/wasm) | peer (@x402/hono) | ours vs peer |');
   lines.push('|---|---|---|---|');
+  lines.push(`| runtime floor: a Worker returning a constant 402 | ${fmt(floor.rps)} req/s, ${fmt(floor.workerdCpuMs, 3)} ms workerd CPU/req | | |`);
   lines.push(row('(a) 402 challenge, throughput', ours.challenge.rps, peer.challenge.rps, 'req/s'));
+  lines.push(row('(a) 402 challenge, workerd CPU per request', ours.challenge.workerdCpuMs, peer.challenge.workerdCpuMs, 'ms', 'lower', 3));
+  lines.push(row('(a) 402 challenge, CPU per request above the floor', ours.challenge.workerdCpuMs - floor.workerdCpuMs, peer.challenge.workerdCpuMs - floor.workerdCpuMs, 'ms', 'lower', 3));
   lines.push(row('(a) 402 challenge, p50', ours.challenge.p50, peer.challenge.p50, 'ms', 'lower', 2));
   lines.push(row('(a) 402 challenge, p99', ours.challenge.p99, peer.challenge.p99, 'ms', 'lower', 2));
   for (const d of delays) {
@@ -357,10 +402,11 @@ async function main() {
     lines.push(row(`(b) paid request, facilitator ${d} ms, throughput`, o.rps, p.rps, 'req/s'));
     lines.push(row(`(b) paid request, facilitator ${d} ms, p50`, o.p50, p.p50, 'ms', 'lower', 2));
     lines.push(row(`(b) paid request, facilitator ${d} ms, p99`, o.p99, p.p99, 'ms', 'lower', 2));
+    lines.push(row(`(b) paid request, facilitator ${d} ms, workerd CPU per request`, o.workerdCpuMs, p.workerdCpuMs, 'ms', 'lower', 3));
     lines.push(`| (b) facilitator round trips per paid request, ${d} ms | ${fmt(o.roundTrips, 2)} (verify ${o.verifyCalls}, settle ${o.settleCalls}) | ${fmt(p.roundTrips, 2)} (verify ${p.verifyCalls}, settle ${p.settleCalls}) | |`);
   }
   lines.push(`| (c) live session, throughput | ${fmt(ours.session.rps)} req/s | no sessions | ${fmt(ours.session.rps / peer.challenge.rps, 2)}× the peer's cheapest answer (its 402) |`);
-  lines.push(`| (c) live session, p50 / p99 | ${fmt(ours.session.p50, 2)} / ${fmt(ours.session.p99, 2)} ms | | |`);
+  lines.push(`| (c) live session, p50 / p99; workerd CPU per request | ${fmt(ours.session.p50, 2)} / ${fmt(ours.session.p99, 2)} ms; ${fmt(ours.session.workerdCpuMs, 3)} ms | | |`);
   lines.push(`| wrk CPU share (challenge / paid 0 ms) | ${fmt(ours.challenge.wrkCpu * 100)} % / ${fmt(ours.paid0.wrkCpu * 100)} % | ${fmt(peer.challenge.wrkCpu * 100)} % / ${fmt(peer.paid0.wrkCpu * 100)} % | of one core |`);
   lines.push(`| EIP-3009 verify (digest + recovery), per op | wasm in V8 ${fmt(m.wasm, 1)} µs; native ${fmt(m.native, 1)} µs (${fmt(m.wasm / m.native, 2)}× native) | viem verifyTypedData ${fmt(m.viem, 1)} µs | ${fmt(m.viem / m.wasm, 2)}× |`);
   lines.push(`| EIP-712 digest alone, native | ${fmt(m.nativeDigest, 2)} µs | | |`);
@@ -376,3 +422,14 @@ async function main() {
 }
 
 main().then(() => process.exit(0), (e) => { console.error(e); process.exit(1); });
+
+async function paidOnly() {
+  const origin = await startBenchOrigin();
+  const standin = await startStandin();
+  const s = await startServer(process.env.BENCH_ONLY_PAID, origin.url, standin.url);
+  const accepted = await challengeOf(s.url);
+  const file = presign(accepted, 4000, 'only');
+  const r = await runWrk(s.url, { header: 'payment-signature', file }, s.pid);
+  console.log(JSON.stringify(r), standin.calls);
+  await s.mf.dispose(); await standin.stop(); await origin.stop();
+}

@@ -11,7 +11,7 @@ use futures_util::future::{select, Either};
 use futures_util::StreamExt;
 use serde_json::{Map, Value};
 use worker::wasm_bindgen::{JsCast, JsValue};
-use worker::{console_error, console_log, event, js_sys, web_sys, AbortController, Context, Delay, Env, Fetch, Headers, KvStore, RequestInit, ResponseBody, ResponseBuilder};
+use worker::{console_error, console_log, event, js_sys, web_sys, AbortController, AbortSignal, Context, Delay, Env, Fetch, Headers, KvStore, RequestInit, ResponseBody, ResponseBuilder};
 
 use crate::config::{Config, ConfigError};
 use crate::facilitator::{HttpReply, UpstreamError, MAX_REPLY_BYTES};
@@ -167,25 +167,39 @@ impl Platform for Edge {
         let mut init = RequestInit::new();
         init.with_method(worker::Method::Post).with_headers(headers).with_body(Some(JsValue::from_str(&json)));
         let request = worker::Request::new_with_init(url, &init).map_err(|e| UpstreamError::Network(e.to_string()))?;
-        let controller = AbortController::default();
-        let signal = controller.signal();
+        // One self-arming signal bounds the whole exchange, reply body included.
+        let millis = u32::try_from(timeout_seconds.saturating_mul(1000)).unwrap_or(u32::MAX);
+        let signal = AbortSignal::from(web_sys::AbortSignal::timeout_with_u32(millis));
         let fetch = Fetch::Request(request);
         let read = async {
             let mut res = fetch.send_with_signal(&signal).await?;
             let status = res.status_code();
-            let mut body = Vec::new();
-            if let Ok(mut stream) = res.stream() {
-                while let Some(chunk) = stream.next().await {
-                    let chunk = chunk?;
-                    if body.len() + chunk.len() > MAX_REPLY_BYTES {
-                        return Err(worker::Error::RustError(format!("reply larger than {MAX_REPLY_BYTES} bytes")));
+            let declared = res.headers().get("content-length").ok().flatten().and_then(|l| l.parse::<usize>().ok());
+            let body = match declared {
+                // A declared length within the cap: one read.
+                Some(len) if len <= MAX_REPLY_BYTES => res.bytes().await?,
+                Some(len) => return Err(worker::Error::RustError(format!("reply of {len} bytes is larger than {MAX_REPLY_BYTES}"))),
+                // No length: read chunk by chunk and stop at the cap.
+                None => {
+                    let mut body = Vec::new();
+                    let mut stream = res.stream()?;
+                    while let Some(chunk) = stream.next().await {
+                        let chunk = chunk?;
+                        if body.len() + chunk.len() > MAX_REPLY_BYTES {
+                            return Err(worker::Error::RustError(format!("reply larger than {MAX_REPLY_BYTES} bytes")));
+                        }
+                        body.extend_from_slice(&chunk);
                     }
-                    body.extend_from_slice(&chunk);
+                    body
                 }
-            }
+            };
             Ok(HttpReply { status, body })
         };
-        with_timeout(read, controller, timeout_seconds).await
+        match read.await {
+            Ok(reply) => Ok(reply),
+            Err(_) if signal.aborted() => Err(UpstreamError::Timeout { seconds: timeout_seconds }),
+            Err(e) => Err(UpstreamError::Network(e.to_string())),
+        }
     }
 
     async fn kv_get(&self, key: &str) -> Result<Option<String>, String> {
