@@ -2,7 +2,7 @@
 // workerd (Miniflare), in front of the same origin, at the same price, with the same facilitator
 // stand-in. Load from wrk on 127.0.0.1. Prints a markdown report; every number comes from this run.
 //
-// Env: BENCH_SECONDS (per load run, default 5), BENCH_CONNECTIONS (default 16).
+// Env: BENCH_SECONDS (per load run, default 4), BENCH_ROUNDS (default 3), BENCH_CONNECTIONS (default 16).
 import { execFileSync, spawn } from 'node:child_process';
 import { mkdirSync, readFileSync, writeFileSync, statSync } from 'node:fs';
 import { createRequire } from 'node:module';
@@ -16,7 +16,8 @@ import { startBenchOrigin, startStandin } from './standin.mjs';
 
 const ROOT = path.resolve(path.dirname(new URL(import.meta.url).pathname), '..');
 const BUILD = path.join(ROOT, 'bench/.build');
-const SECONDS = Number(process.env.BENCH_SECONDS ?? 5);
+const SECONDS = Number(process.env.BENCH_SECONDS ?? 4);
+const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 3);
 const CONNECTIONS = Number(process.env.BENCH_CONNECTIONS ?? 16);
 const PAY_TO = '0x90F79bf6EB2c4f870365E785982E1f101E93b906';
 const require = createRequire(import.meta.url);
@@ -35,8 +36,10 @@ function buildPeer() {
   ], { cwd: ROOT, stdio: 'inherit' });
 }
 
+// /weather does what the peer does (no paid session); /minted also mints a session in KV.
 const OUR_ROUTES = [
-  { route: 'GET /weather', price: '$0.01', maxTimeoutSeconds: 300, description: 'Current weather', mimeType: 'application/json', sessionTtlSeconds: Number(process.env.BENCH_SESSION_TTL ?? 3600) },
+  { route: 'GET /weather', price: '$0.01', maxTimeoutSeconds: 300, description: 'Current weather', mimeType: 'application/json', sessionTtlSeconds: 0 },
+  { route: 'GET /minted', price: '$0.01', maxTimeoutSeconds: 300, description: 'Current weather, with a paid session', mimeType: 'application/json', sessionTtlSeconds: 3600 },
   { route: 'GET /big', price: '$0.01', maxTimeoutSeconds: 300, description: 'Large body', mimeType: 'application/octet-stream' },
 ];
 
@@ -179,34 +182,67 @@ async function challengeOf(url) {
   return JSON.parse(Buffer.from(r.headers.get('payment-required'), 'base64').toString()).accepts[0];
 }
 
-async function loadScenarios(kind, origin, delays, headersFile, sessionHeader) {
-  const results = {};
+/** Fresh pre-signed payments for one load run: enough for `perSecond` req/s over SECONDS. */
+function paymentsFor(accepted, perSecond, tag) {
+  const n = perSecond * SECONDS;
+  return { file: presign(accepted, n, tag), n };
+}
+
+/** One round of every load scenario on one server kind; the facilitator stand-in counts calls. */
+async function loadRound(kind, origin, accepted, round) {
+  const out = {};
   const standin = await startStandin({ delayMs: 0 });
   const server = await startServer(kind, origin.url, standin.url);
+  const paid = async (name, path, delay, perSecond) => {
+    standin.setDelay(delay);
+    standin.reset();
+    const { file, n } = paymentsFor(accepted, perSecond, `${kind}-${name}-${round}`);
+    log(`round ${round + 1}: ${kind} ${name}`);
+    const r = await runWrk(server.url, { header: 'payment-signature', file, path }, server.pid);
+    if (r.non2xx > 0 || r.requests > n) throw new Error(`${kind} ${name}: ${r.non2xx} non-2xx of ${r.requests} (pre-signed ${n})`);
+    r.roundTrips = (standin.calls.verify + standin.calls.settle) / r.requests;
+    r.verifyCalls = standin.calls.verify;
+    r.settleCalls = standin.calls.settle;
+    out[name] = r;
+  };
   try {
     for (let i = 0; i < 50; i++) await (await fetch(`${server.url}/weather`)).arrayBuffer(); // warm up
-    log(kind, 'challenge');
-    results.challenge = await runWrk(server.url, {}, server.pid);
+    log(`round ${round + 1}: ${kind} challenge`);
+    out.challenge = await runWrk(server.url, {}, server.pid);
+    await paid('paid0', '/weather', 0, 1500);
+    await paid('paid50', '/weather', 50, 400);
     if (kind === 'ours') {
-      const token = await sessionHeader(server.url);
-      log(kind, 'session');
-      results.session = await runWrk(server.url, { header: 'x402-session', file: token }, server.pid);
-    }
-    for (const d of delays) {
-      standin.setDelay(d);
-      standin.reset();
-      log(kind, `paid, facilitator delay ${d} ms`);
-      const r = await runWrk(server.url, { header: 'payment-signature', file: headersFile(d) }, server.pid);
-      r.roundTrips = (standin.calls.verify + standin.calls.settle) / Math.max(1, r.requests - r.non2xx);
-      r.verifyCalls = standin.calls.verify;
-      r.settleCalls = standin.calls.settle;
-      results[`paid${d}`] = r;
+      await paid('minted0', '/minted', 0, 1500);
+      const { file } = paymentsFor(accepted, 1, `session-${round}`);
+      const first = readFileSync(file, 'utf8').split('\n')[0];
+      const r = await fetch(`${server.url}/minted`, { headers: { 'payment-signature': first } });
+      await r.arrayBuffer();
+      const token = r.headers.get('x402-session');
+      if (!token) throw new Error('no session token');
+      const tokens = path.join(BUILD, 'session.txt');
+      writeFileSync(tokens, Array(20_000 * SECONDS).fill(token).join('\n'));
+      log(`round ${round + 1}: ours session`);
+      out.session = await runWrk(server.url, { header: 'x402-session', file: tokens, path: '/minted' }, server.pid);
+      if (out.session.non2xx > 0) throw new Error('session requests failed');
     }
   } finally {
     await server.mf.dispose();
     await standin.stop();
   }
-  return results;
+  return out;
+}
+
+/** Per-scenario medians over rounds, metric by metric. */
+function medians(rounds) {
+  const out = {};
+  for (const scenario of Object.keys(rounds[0])) {
+    out[scenario] = {};
+    for (const metric of Object.keys(rounds[0][scenario])) {
+      const xs = rounds.map((r) => r[scenario][metric]);
+      out[scenario][metric] = typeof xs[0] === 'number' ? median(xs) : xs[0];
+    }
+  }
+  return out;
 }
 
 async function startupTimes(kind, origin) {
@@ -322,11 +358,9 @@ async function floorChallenge(origin) {
 }
 
 async function main() {
-  if (process.env.BENCH_ONLY_PAID) return paidOnly();
   buildPeer();
   buildFloor();
   const origin = await startBenchOrigin();
-  const delays = [0, 50];
   const cpus = os.cpus();
 
   // Requirements of both servers must be identical so one set of payments fits both.
@@ -339,30 +373,17 @@ async function main() {
   await peer0.mf.dispose();
   await probe.stop();
   if (JSON.stringify(acceptedOurs) !== JSON.stringify(acceptedPeer)) throw new Error(`requirements differ:\n${JSON.stringify(acceptedOurs)}\n${JSON.stringify(acceptedPeer)}`);
-  log('pre-signing payments');
-  // Enough fresh payments for the fastest plausible run: 6,000 req/s at 0 ms, 1,000 req/s at 50 ms.
-  const perRun = (d) => (d === 0 ? 6000 : 1000) * SECONDS;
-  const files = {};
-  for (const k of ['ours', 'peer']) for (const d of delays) files[`${k}${d}`] = presign(acceptedOurs, perRun(d), `${k}${d}`);
-  const spare = readFileSync(presign(acceptedOurs, 10, 'spare'), 'utf8').trim().split('\n');
-
-  const sessionHeader = async (url) => {
-    const r = await fetch(`${url}/weather`, { headers: { 'payment-signature': spare.pop() } });
-    await r.arrayBuffer();
-    const token = r.headers.get('x402-session');
-    if (!token) throw new Error('no session token');
-    const file = path.join(BUILD, 'session.txt');
-    writeFileSync(file, Array(200_000).fill(token).join('\n'));
-    return file;
-  };
-  log('floor');
-  const floor = await floorChallenge(origin);
-  const ours = await loadScenarios('ours', origin, delays, (d) => files[`ours${d}`], sessionHeader);
-  const peer = await loadScenarios('peer', origin, delays, (d) => files[`peer${d}`]);
-  for (const [k, r] of Object.entries({ ...Object.fromEntries(Object.entries(ours).map(([a, b]) => [`ours ${a}`, b])), ...Object.fromEntries(Object.entries(peer).map(([a, b]) => [`peer ${a}`, b])) })) {
-    const d = Number(k.match(/paid(\d+)/)?.[1]);
-    if (k.includes('paid') && (r.non2xx > 0 || r.requests > perRun(d))) throw new Error(`${k}: ${r.non2xx} non-2xx of ${r.requests} (pre-signed ${perRun(d)})`);
+  // Interleaved rounds (floor, ours, peer) so that drift on a shared machine hits all alike.
+  const rounds = { floor: [], ours: [], peer: [] };
+  for (let round = 0; round < ROUNDS; round++) {
+    log(`round ${round + 1}: floor`);
+    rounds.floor.push({ challenge: await floorChallenge(origin) });
+    rounds.ours.push(await loadRound('ours', origin, acceptedOurs, round));
+    rounds.peer.push(await loadRound('peer', origin, acceptedOurs, round));
   }
+  const floor = medians(rounds.floor).challenge;
+  const ours = medians(rounds.ours);
+  const peer = medians(rounds.peer);
 
   log('startup');
   const startOurs = await startupTimes('ours', origin);
@@ -386,17 +407,16 @@ async function main() {
     return `| ${name} | ${fmt(o, d)} ${unit} | ${fmt(p, d)} ${unit} | ${fmt(ratio, 2)}× |`;
   };
   const lines = [];
-  lines.push(`Machine: ${cpus.length} × ${cpus[0].model}; Node ${process.version}; wrk 1 thread, ${CONNECTIONS} connections, ${SECONDS} s per run; both servers in Miniflare ${require('miniflare/package.json').version} (workerd).`);
+  lines.push(`Machine: ${cpus.length} × ${cpus[0].model}; Node ${process.version}; wrk 1 thread, ${CONNECTIONS} connections, ${SECONDS} s per run; medians of ${ROUNDS} interleaved rounds; both servers in Miniflare ${require('miniflare/package.json').version} (one workerd each).`);
   lines.push('');
   lines.push('| measure | ours (Rust/wasm) | peer (@x402/hono) | ours vs peer |');
   lines.push('|---|---|---|---|');
-  lines.push(`| runtime floor: a Worker returning a constant 402 | ${fmt(floor.rps)} req/s, ${fmt(floor.workerdCpuMs, 3)} ms workerd CPU/req | | |`);
+  lines.push(`| runtime floor: a JS Worker returning a constant 402 | ${fmt(floor.rps)} req/s, ${fmt(floor.workerdCpuMs, 3)} ms workerd CPU/req | | |`);
   lines.push(row('(a) 402 challenge, throughput', ours.challenge.rps, peer.challenge.rps, 'req/s'));
-  lines.push(row('(a) 402 challenge, workerd CPU per request', ours.challenge.workerdCpuMs, peer.challenge.workerdCpuMs, 'ms', 'lower', 3));
-  lines.push(row('(a) 402 challenge, CPU per request above the floor', ours.challenge.workerdCpuMs - floor.workerdCpuMs, peer.challenge.workerdCpuMs - floor.workerdCpuMs, 'ms', 'lower', 3));
   lines.push(row('(a) 402 challenge, p50', ours.challenge.p50, peer.challenge.p50, 'ms', 'lower', 2));
   lines.push(row('(a) 402 challenge, p99', ours.challenge.p99, peer.challenge.p99, 'ms', 'lower', 2));
-  for (const d of delays) {
+  lines.push(row('(a) 402 challenge, workerd CPU per request', ours.challenge.workerdCpuMs, peer.challenge.workerdCpuMs, 'ms', 'lower', 3));
+  for (const d of [0, 50]) {
     const o = ours[`paid${d}`];
     const p = peer[`paid${d}`];
     lines.push(row(`(b) paid request, facilitator ${d} ms, throughput`, o.rps, p.rps, 'req/s'));
@@ -405,12 +425,14 @@ async function main() {
     lines.push(row(`(b) paid request, facilitator ${d} ms, workerd CPU per request`, o.workerdCpuMs, p.workerdCpuMs, 'ms', 'lower', 3));
     lines.push(`| (b) facilitator round trips per paid request, ${d} ms | ${fmt(o.roundTrips, 2)} (verify ${o.verifyCalls}, settle ${o.settleCalls}) | ${fmt(p.roundTrips, 2)} (verify ${p.verifyCalls}, settle ${p.settleCalls}) | |`);
   }
-  lines.push(`| (c) live session, throughput | ${fmt(ours.session.rps)} req/s | no sessions | ${fmt(ours.session.rps / peer.challenge.rps, 2)}× the peer's cheapest answer (its 402) |`);
+  const mi = ours.minted0;
+  lines.push(`| (b') paid request that also mints a KV session, 0 ms | ${fmt(mi.rps)} req/s, p50 ${fmt(mi.p50, 2)} ms, p99 ${fmt(mi.p99, 2)} ms, ${fmt(mi.workerdCpuMs, 3)} ms CPU | (no sessions) | |`);
+  lines.push(`| (c) live session (KV read + origin), throughput | ${fmt(ours.session.rps)} req/s | no sessions: every access is a paid request | ${fmt(ours.session.rps / peer.paid0.rps, 2)}× the peer's paid request |`);
   lines.push(`| (c) live session, p50 / p99; workerd CPU per request | ${fmt(ours.session.p50, 2)} / ${fmt(ours.session.p99, 2)} ms; ${fmt(ours.session.workerdCpuMs, 3)} ms | | |`);
   lines.push(`| wrk CPU share (challenge / paid 0 ms) | ${fmt(ours.challenge.wrkCpu * 100)} % / ${fmt(ours.paid0.wrkCpu * 100)} % | ${fmt(peer.challenge.wrkCpu * 100)} % / ${fmt(peer.paid0.wrkCpu * 100)} % | of one core |`);
-  lines.push(`| EIP-3009 verify (digest + recovery), per op | wasm in V8 ${fmt(m.wasm, 1)} µs; native ${fmt(m.native, 1)} µs (${fmt(m.wasm / m.native, 2)}× native) | viem verifyTypedData ${fmt(m.viem, 1)} µs | ${fmt(m.viem / m.wasm, 2)}× |`);
+  lines.push(`| EIP-3009 verify (EIP-712 digest + k256 recovery), per op | wasm in V8 ${fmt(m.wasm, 1)} µs; native ${fmt(m.native, 1)} µs (wasm = ${fmt(m.wasm / m.native, 2)}× native) | viem verifyTypedData in the same V8: ${fmt(m.viem, 1)} µs | ${fmt(m.viem / m.wasm, 2)}× |`);
   lines.push(`| EIP-712 digest alone, native | ${fmt(m.nativeDigest, 2)} µs | | |`);
-  lines.push(`| bundle | wasm ${fmt(raw / 1024)} KiB raw, ${fmt(gz / 1024)} KiB gzip | JS ${fmt(peerRaw / 1024)} KiB raw, ${fmt(peerGz / 1024)} KiB gzip | |`);
+  lines.push(`| bundle | wasm ${fmt(raw / 1024)} KiB raw, ${fmt(gz / 1024)} KiB (${fmt(gz)} B) gzip -9 | JS ${fmt(peerRaw / 1024)} KiB raw, ${fmt(peerGz / 1024)} KiB gzip | |`);
   lines.push(row('fresh workerd + isolate: start to ready', startOurs.ready, startPeer.ready, 'ms', 'lower'));
   lines.push(row('fresh isolate: first response (402)', startOurs.first, startPeer.first, 'ms', 'lower', 1));
   for (const mb of [10, 100]) {
@@ -423,13 +445,3 @@ async function main() {
 
 main().then(() => process.exit(0), (e) => { console.error(e); process.exit(1); });
 
-async function paidOnly() {
-  const origin = await startBenchOrigin();
-  const standin = await startStandin();
-  const s = await startServer(process.env.BENCH_ONLY_PAID, origin.url, standin.url);
-  const accepted = await challengeOf(s.url);
-  const file = presign(accepted, 4000, 'only');
-  const r = await runWrk(s.url, { header: 'payment-signature', file }, s.pid);
-  console.log(JSON.stringify(r), standin.calls);
-  await s.mf.dispose(); await standin.stop(); await origin.stop();
-}

@@ -16,6 +16,7 @@ use worker::{console_error, console_log, event, js_sys, web_sys, AbortController
 use crate::config::{Config, ConfigError};
 use crate::facilitator::{HttpReply, UpstreamError, MAX_REPLY_BYTES};
 use crate::gateway::{self, Platform};
+use crate::session::SessionCache;
 
 /// Name of the Workers KV namespace binding that holds paid sessions.
 pub const SESSIONS_BINDING: &str = "SESSIONS";
@@ -44,6 +45,8 @@ pub enum EdgeBody {
 thread_local! {
     /// The validated configuration, built on the first request of the isolate.
     static CONFIG: RefCell<Option<Result<Rc<Config>, ConfigError>>> = const { RefCell::new(None) };
+    /// Session records this isolate has seen.
+    static SESSIONS: Rc<SessionCache> = Rc::new(SessionCache::default());
 }
 
 fn read_vars(env: &Env) -> Map<String, Value> {
@@ -84,6 +87,7 @@ fn config(env: &Env) -> Result<Rc<Config>, ConfigError> {
 
 struct Edge {
     kv: Option<KvStore>,
+    sessions: Rc<SessionCache>,
 }
 
 fn worker_headers(h: &http::HeaderMap) -> Headers {
@@ -225,6 +229,10 @@ impl Platform for Edge {
     fn log(&self, line: &str) {
         console_log!("{}", line);
     }
+
+    fn sessions(&self) -> &SessionCache {
+        &self.sessions
+    }
 }
 
 fn to_worker(res: http::Response<EdgeBody>) -> worker::Result<worker::Response> {
@@ -265,6 +273,6 @@ async fn fetch(req: worker::Request, env: Env, _ctx: Context) -> worker::Result<
             };
         }
     };
-    let platform = Edge { kv: env.kv(SESSIONS_BINDING).ok() };
+    let platform = Edge { kv: env.kv(SESSIONS_BINDING).ok(), sessions: SESSIONS.with(Rc::clone) };
     to_worker(gateway::handle(&config, &platform, http_req).await)
 }

@@ -21,7 +21,7 @@ use crate::evm::hex_0x;
 use crate::exact::{verify_exact, Verified};
 use crate::facilitator::{classify_settle, classify_verify, request_body, HttpReply, SettleOutcome, UpstreamError, VerifyOutcome};
 use crate::route::{canonicalize, match_segments};
-use crate::session::{kv_key, token_from_random, SessionRecord, SESSION_EXPIRES_HEADER, SESSION_HEADER};
+use crate::session::{kv_key, token_from_random, SessionCache, SessionRecord, SESSION_EXPIRES_HEADER, SESSION_HEADER};
 use crate::x402::{
     decode_payment_signature, decode_x_payment, encode_header, PaymentPayload, PaymentRequired, PaymentRequiredV1, ResourceInfo, SettleResponse,
     PAYMENT_REQUIRED, PAYMENT_RESPONSE, PAYMENT_SIGNATURE, X402_VERSION, X_PAYMENT, X_PAYMENT_RESPONSE,
@@ -50,6 +50,8 @@ pub trait Platform {
     fn random32(&self) -> Result<[u8; 32], String>;
     /// One log line (Workers logs on the edge).
     fn log(&self, line: &str);
+    /// This isolate's cache of session records.
+    fn sessions(&self) -> &SessionCache;
 }
 
 /// Answers a configuration failure: 500 with the reason (the caller logs it once).
@@ -244,6 +246,10 @@ async fn live_session<P: Platform>(p: &P, req: &Request<P::Body>, route: &Route)
         return None;
     }
     let key = kv_key(header_str(req.headers(), SESSION_HEADER)?)?;
+    let now = p.now();
+    if let Some(record) = p.sessions().get(&key) {
+        return record.admits(&route.key, now).then_some(record);
+    }
     let raw = match p.kv_get(&key).await {
         Ok(v) => v?,
         Err(e) => {
@@ -252,7 +258,8 @@ async fn live_session<P: Platform>(p: &P, req: &Request<P::Body>, route: &Route)
         }
     };
     let record: SessionRecord = serde_json::from_str(&raw).ok()?;
-    record.admits(&route.key, p.now()).then_some(record)
+    p.sessions().insert(key, record.clone(), now);
+    record.admits(&route.key, now).then_some(record)
 }
 
 /// The 402 challenge: the v2 `PaymentRequired` in `PAYMENT-REQUIRED`, and as JSON body the v1
@@ -400,7 +407,10 @@ async fn mint_session<P: Platform>(p: &P, route: &Route, settled: &SettleRespons
     let key = kv_key(&token)?;
     let value = serde_json::to_string(&record).ok()?;
     match p.kv_put(&key, value, route.session_ttl_seconds).await {
-        Ok(()) => Some((token, expires_at)),
+        Ok(()) => {
+            p.sessions().insert(key, record, p.now());
+            Some((token, expires_at))
+        }
         Err(e) => {
             p.log(&format!("x402: no session minted, KV put failed: {e}"));
             None

@@ -9,6 +9,9 @@
 //!   a usable token) as a JSON [`SessionRecord`], with the session lifetime as KV TTL. The record's
 //!   own `expiresAt` is checked on every read as well.
 
+use std::cell::RefCell;
+use std::collections::HashMap;
+
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use serde::{Deserialize, Serialize};
@@ -59,6 +62,47 @@ impl SessionRecord {
     }
 }
 
+/// Most sessions one isolate keeps in memory.
+pub const CACHE_CAPACITY: usize = 4096;
+
+/// Session records this isolate has already read from KV or minted, so that a live session
+/// costs no KV read after its first use here. Records never change, so the only staleness is
+/// expiry, which [`SessionRecord::admits`] checks on every use. Bounded by [`CACHE_CAPACITY`]:
+/// when full, expired records are dropped, and if none are, the cache is emptied.
+#[derive(Debug, Default)]
+pub struct SessionCache {
+    records: RefCell<HashMap<String, SessionRecord>>,
+}
+
+impl SessionCache {
+    /// The cached record for a KV key, if any.
+    pub fn get(&self, key: &str) -> Option<SessionRecord> {
+        self.records.borrow().get(key).cloned()
+    }
+
+    /// Caches `record` under its KV key at Unix time `now`.
+    pub fn insert(&self, key: String, record: SessionRecord, now: u64) {
+        let mut records = self.records.borrow_mut();
+        if records.len() >= CACHE_CAPACITY {
+            records.retain(|_, r| r.expires_at > now);
+            if records.len() >= CACHE_CAPACITY {
+                records.clear();
+            }
+        }
+        records.insert(key, record);
+    }
+
+    /// How many records are cached.
+    pub fn len(&self) -> usize {
+        self.records.borrow().len()
+    }
+
+    /// Whether nothing is cached.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -73,6 +117,19 @@ mod tests {
         assert_eq!(kv_key("short"), None);
         assert_eq!(kv_key(&"a".repeat(42)), None);
         assert_eq!(kv_key(&format!("{}!", "a".repeat(42))), None);
+    }
+
+    #[test]
+    fn the_cache_stays_bounded_and_drops_expired_records_first() {
+        let cache = SessionCache::default();
+        let rec = |exp| SessionRecord { payer: "p".into(), scope: "s".into(), network: "n".into(), transaction: "t".into(), expires_at: exp };
+        for i in 0..CACHE_CAPACITY {
+            cache.insert(format!("k{i}"), rec(if i % 2 == 0 { 10 } else { 1000 }), 5);
+        }
+        assert_eq!(cache.len(), CACHE_CAPACITY);
+        cache.insert("new".into(), rec(1000), 50);
+        assert_eq!(cache.len(), CACHE_CAPACITY / 2 + 1, "the expired half went first");
+        assert!(cache.get("k0").is_none() && cache.get("k1").is_some() && cache.get("new").is_some());
     }
 
     #[test]

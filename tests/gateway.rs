@@ -12,6 +12,7 @@ use x402_edge_paywall::config::Config;
 use x402_edge_paywall::evm::{address_of, hex_0x, parse_uint256, TransferWithAuthorization};
 use x402_edge_paywall::facilitator::{HttpReply, UpstreamError};
 use x402_edge_paywall::gateway::{handle, Platform};
+use x402_edge_paywall::session::SessionCache;
 use x402_edge_paywall::x402::{decode_header_json, encode_header};
 
 const NOW: u64 = 1_800_000_000;
@@ -26,6 +27,8 @@ struct Fake {
     origin_calls: RefCell<Vec<Request<Vec<u8>>>>,
     facilitator_calls: RefCell<Vec<(String, Value)>>,
     logs: RefCell<Vec<String>>,
+    kv_gets: RefCell<usize>,
+    cache: SessionCache,
 }
 
 impl Platform for Fake {
@@ -47,6 +50,7 @@ impl Platform for Fake {
         })
     }
     async fn kv_get(&self, key: &str) -> Result<Option<String>, String> {
+        *self.kv_gets.borrow_mut() += 1;
         if self.kv_down {
             return Err("kv down".into());
         }
@@ -67,6 +71,9 @@ impl Platform for Fake {
     }
     fn log(&self, line: &str) {
         self.logs.borrow_mut().push(line.into());
+    }
+    fn sessions(&self) -> &SessionCache {
+        &self.cache
     }
 }
 
@@ -166,6 +173,24 @@ fn session_admits_its_scope_until_expiry() {
     assert_eq!(run(&cfg, &p, request("/other/x", &[("x402-session", &token)])).status(), 402);
     *p.now.borrow_mut() = NOW + 60;
     assert_eq!(run(&cfg, &p, request("/paid", &[("x402-session", &token)])).status(), 402, "expired");
+}
+
+#[test]
+fn a_session_is_read_from_kv_once_per_isolate() {
+    let cfg = config();
+    let minter = fake();
+    let res = run(&cfg, &minter, request("/paid", &[("payment-signature", &payment(&cfg, 0, 11))]));
+    let token = res.headers()["x402-session"].to_str().unwrap().to_string();
+
+    // Another isolate: the same KV, an empty cache.
+    let other = Fake { kv: RefCell::new(minter.kv.borrow().clone()), ..fake() };
+    for _ in 0..3 {
+        assert_eq!(run(&cfg, &other, request("/paid", &[("x402-session", &token)])).status(), 200);
+    }
+    assert_eq!(*other.kv_gets.borrow(), 1, "later hits are served from the isolate's cache");
+    assert_eq!(*minter.kv_gets.borrow(), 0, "the minting isolate never reads its own session back");
+    assert_eq!(run(&cfg, &minter, request("/paid", &[("x402-session", &token)])).status(), 200);
+    assert_eq!(*minter.kv_gets.borrow(), 0);
 }
 
 #[test]
