@@ -51,7 +51,6 @@ fn invalid<T>(reason: &'static str, message: impl Into<String>) -> Result<T, Inv
 /// signature's EIP-712 domain pins the asset), else the first offer's refusal is returned.
 pub fn verify_exact<'a>(offers: &'a [Offer], payment: &PaymentPayload, now: u64) -> Result<Verified<'a>, Invalid> {
     let mut first_refusal = None;
-    let mut candidates = 0;
     for offer in offers {
         let selected = match &payment.selector {
             Selector::Accepted(accepted) => offer.requirements_json == *accepted,
@@ -60,7 +59,6 @@ pub fn verify_exact<'a>(offers: &'a [Offer], payment: &PaymentPayload, now: u64)
         if !selected {
             continue;
         }
-        candidates += 1;
         match verify_offer(offer, payment, now) {
             Ok(v) => return Ok(v),
             Err(e) => {
@@ -71,7 +69,6 @@ pub fn verify_exact<'a>(offers: &'a [Offer], payment: &PaymentPayload, now: u64)
     if let Some(e) = first_refusal {
         return Err(e);
     }
-    debug_assert_eq!(candidates, 0);
     match &payment.selector {
         Selector::Accepted(_) => invalid("invalid_payment_requirements", "`accepted` is not one of the payment requirements offered for this resource"),
         Selector::SchemeNetwork { scheme, .. } if scheme != "exact" => invalid("unsupported_scheme", format!("scheme `{scheme}` is not offered; only `exact`")),
