@@ -217,16 +217,12 @@ async fn priced<P: Platform>(config: &Config, p: &P, route: &Route, req: Request
         verified.offer.requirements_json.clone()
     };
     if !verified.signature_checked {
-        let body = request_body(version, &payment.raw, &requirements);
-        let url = format!("{}/verify", config.facilitator_url);
-        let reply = p.post_json(&url, config.facilitator_auth.as_deref(), body, config.facilitator_timeout_seconds).await;
-        match classify_verify(reply) {
+        match classify_verify(call_facilitator(config, p, "verify", &payment, &requirements).await) {
             VerifyOutcome::Valid => {}
             VerifyOutcome::Invalid { reason } => return challenge::<P>(route, &resource_url, &reason),
             VerifyOutcome::Unknown { timed_out, detail } => {
                 p.log(&format!("x402: verify failed: {detail}"));
-                let status = if timed_out { StatusCode::GATEWAY_TIMEOUT } else { StatusCode::BAD_GATEWAY };
-                return json_response(status, &json!({ "error": "facilitator_unavailable", "message": format!("could not verify the payment: {detail}; nothing was charged") }), P::body);
+                return json_response(upstream_status(timed_out), &json!({ "error": "facilitator_unavailable", "message": format!("could not verify the payment: {detail}; nothing was charged") }), P::body);
             }
         }
     }
@@ -317,7 +313,7 @@ async fn forward<P: Platform>(config: &Config, p: &P, req: Request<P::Body>, can
         Ok(res) => Ok(res),
         Err(e) => {
             p.log(&format!("x402: origin {e}"));
-            let status = if matches!(e, UpstreamError::Timeout { .. }) { StatusCode::GATEWAY_TIMEOUT } else { StatusCode::BAD_GATEWAY };
+            let status = upstream_status(matches!(e, UpstreamError::Timeout { .. }));
             Err(json_response(status, &json!({ "error": "origin_unavailable", "message": format!("origin {e}; no payment was taken") }), P::body))
         }
     }
@@ -334,10 +330,8 @@ async fn settle_and_release<P: Platform>(
     verified: &Verified<'_>,
     origin_res: Response<P::Body>,
 ) -> Response<P::Body> {
-    let body = request_body(payment.version, &payment.raw, requirements);
     let response_header = if payment.version == 1 { X_PAYMENT_RESPONSE } else { PAYMENT_RESPONSE };
-    let url = format!("{}/settle", config.facilitator_url);
-    let reply = p.post_json(&url, config.facilitator_auth.as_deref(), body, config.facilitator_timeout_seconds).await;
+    let reply = call_facilitator(config, p, "settle", payment, requirements).await;
     let payer = verified.payer.to_checksum();
     let nonce = hex_0x(&verified.nonce);
     match classify_settle(reply) {
@@ -364,7 +358,7 @@ async fn settle_and_release<P: Platform>(
         }
         SettleOutcome::Unknown { timed_out, detail } => {
             p.log(&format!("x402: settlement outcome unknown for {payer} nonce {nonce}: {detail}"));
-            let status = if timed_out { StatusCode::GATEWAY_TIMEOUT } else { StatusCode::BAD_GATEWAY };
+            let status = upstream_status(timed_out);
             let value = json!({
                 "error": "settlement_outcome_unknown",
                 "message": format!("{detail}. The payment may or may not have been executed; the content is withheld. Retry with the same PAYMENT-SIGNATURE: it can be settled at most once."),
@@ -372,6 +366,22 @@ async fn settle_and_release<P: Platform>(
             });
             json_response(status, &value, P::body)
         }
+    }
+}
+
+/// `POST {facilitator}/{endpoint}` (`verify` or `settle`) with the payment in its own version.
+async fn call_facilitator<P: Platform>(config: &Config, p: &P, endpoint: &str, payment: &PaymentPayload, requirements: &Value) -> Result<HttpReply, UpstreamError> {
+    let url = format!("{}/{endpoint}", config.facilitator_url);
+    let body = request_body(payment.version, &payment.raw, requirements);
+    p.post_json(&url, config.facilitator_auth.as_deref(), body, config.facilitator_timeout_seconds).await
+}
+
+/// 504 when an upstream ran out of time, else 502.
+fn upstream_status(timed_out: bool) -> StatusCode {
+    if timed_out {
+        StatusCode::GATEWAY_TIMEOUT
+    } else {
+        StatusCode::BAD_GATEWAY
     }
 }
 
