@@ -13,9 +13,11 @@
 //! | `CORS_ALLOWED_ORIGINS` | no (`*`) | origins allowed to call priced routes from a browser: `*`, a comma-separated list, or `none` |
 //! | `FACILITATOR_AUTH` | no (secret) | sent as the `Authorization` header on facilitator calls |
 //! | `ROUTES` | yes | JSON array of routes (a TOML array of tables in `wrangler.toml`, or a JSON string) |
+//! | `VERIFY_GOOD_STANDING_SECONDS` | no (`86400`) | how long a payer's last successful settlement lets the `auto` verify policy skip `/verify` |
 //!
 //! A `ROUTES` entry: `route` (`"METHOD /pattern"`, see [`crate::route::RoutePattern`]);
-//! `description`, `mimeType`, `sessionTtlSeconds`; `free: true` for a route proxied without
+//! `description`, `mimeType`, `sessionTtlSeconds`; `verify` ([`VerifyPolicy`]: `"auto"`,
+//! `"always"`, `"local"`); `settle` ([`SettleOrder`]: `"after"`, `"before"`); `free: true` for a route proxied without
 //! payment (to carve an exception out of a later wildcard); and its payment options, either as an
 //! `accepts` array or, for a single option, directly in the entry. An option is `price`
 //! (`"$0.01"`, whole tokens, converted with the asset's decimals) or `amount` (atomic units,
@@ -28,6 +30,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 
 use crate::evm::{caip2_chain_id, network_by_id, Address, Eip712Domain};
+use crate::exact::VALID_BEFORE_SLACK_SECONDS;
 use crate::money::price_to_atomic;
 use crate::route::RoutePattern;
 use crate::x402::{Eip712Extra, PaymentRequirements, PaymentRequirementsV1};
@@ -82,6 +85,32 @@ impl Offer {
     }
 }
 
+/// When the facilitator's `/verify` runs before the origin is called (the route's `verify`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VerifyPolicy {
+    /// `"auto"` (default): a payer without a recent successful settlement in the ledger, whose
+    /// last outcome was a refusal, or with another authorization in flight, is checked with
+    /// `/verify` (funds, nonce state on chain); a payer in good standing only locally.
+    Auto,
+    /// `"always"`: `/verify` before every origin call (one more round trip).
+    Always,
+    /// `"local"`: never; only the local checks. An unfunded or already-used authorization then
+    /// reaches the origin once before its settlement is refused.
+    Local,
+}
+
+/// Whether the origin runs before or after settlement (the route's `settle`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SettleOrder {
+    /// `"after"` (default): origin first, settled only if it answered below 400.
+    After,
+    /// `"before"`: settled first, then the origin is called (for origins with irreversible side
+    /// effects). If the origin then fails, the payer keeps a paid, undelivered authorization:
+    /// retrying the same payment header before `validBefore` calls the origin again without a
+    /// second charge.
+    Before,
+}
+
 /// A route of the price table.
 #[derive(Debug, Clone)]
 pub struct Route {
@@ -94,6 +123,8 @@ pub struct Route {
     pub session_ttl_seconds: u64,
     /// The payment options; empty for a free route.
     pub accepts: Vec<Offer>,
+    pub verify: VerifyPolicy,
+    pub settle: SettleOrder,
 }
 
 impl Route {
@@ -128,7 +159,16 @@ pub struct Config {
     pub facilitator_timeout_seconds: u64,
     pub cors: CorsPolicy,
     pub routes: Vec<Route>,
+    /// Seconds a payer's last successful settlement counts as good standing (`auto` policy).
+    pub good_standing_seconds: u64,
 }
+
+/// Seconds a client needs between signing an authorization and the paywall receiving it, on
+/// top of [`Config::min_validity_seconds`], when checking `maxTimeoutSeconds` at configuration.
+pub const CLIENT_LATENCY_SECONDS: u64 = 10;
+
+/// Clock skew tolerated above `maxTimeoutSeconds` in an authorization's `validBefore`.
+pub const CLOCK_SKEW_SECONDS: u64 = 60;
 
 #[derive(Deserialize, Default)]
 #[serde(rename_all = "camelCase")]
@@ -145,7 +185,7 @@ struct RawOffer {
 }
 
 const OFFER_KEYS: [&str; 9] = ["price", "amount", "asset", "decimals", "name", "version", "network", "payTo", "maxTimeoutSeconds"];
-const ROUTE_KEYS: [&str; 6] = ["route", "description", "mimeType", "sessionTtlSeconds", "free", "accepts"];
+const ROUTE_KEYS: [&str; 8] = ["route", "description", "mimeType", "sessionTtlSeconds", "free", "accepts", "verify", "settle"];
 
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -156,6 +196,8 @@ struct RawRoute {
     session_ttl_seconds: Option<u64>,
     #[serde(default)]
     free: bool,
+    verify: Option<String>,
+    settle: Option<String>,
 }
 
 /// Reads a variable as a string (vars are strings; TOML numbers arrive as JSON numbers).
@@ -368,6 +410,25 @@ impl Config {
                     return err(format!("{at}: payment option {a} repeats an earlier one"));
                 }
             }
+            let verify = match r.verify.as_deref() {
+                None | Some("auto") => VerifyPolicy::Auto,
+                Some("always") => VerifyPolicy::Always,
+                Some("local") => VerifyPolicy::Local,
+                Some(v) => return err(format!("{at}: verify `{v}` must be \"auto\", \"always\" or \"local\"")),
+            };
+            let settle = match r.settle.as_deref() {
+                None | Some("after") => SettleOrder::After,
+                Some("before") => SettleOrder::Before,
+                Some(v) => return err(format!("{at}: settle `{v}` must be \"after\" or \"before\"")),
+            };
+            let min_window = origin_timeout_seconds + facilitator_timeout_seconds + VALID_BEFORE_SLACK_SECONDS + CLIENT_LATENCY_SECONDS;
+            if let Some(o) = accepts.iter().find(|o| o.requirements.max_timeout_seconds < min_window) {
+                return err(format!(
+                    "{at}: maxTimeoutSeconds {} is too short for ORIGIN_TIMEOUT_SECONDS ({origin_timeout_seconds}) + FACILITATOR_TIMEOUT_SECONDS ({facilitator_timeout_seconds}) + {} s: an authorization signed for it would expire before it could settle; use at least {min_window}",
+                    o.requirements.max_timeout_seconds,
+                    VALID_BEFORE_SLACK_SECONDS + CLIENT_LATENCY_SECONDS
+                ));
+            }
             let ttl = match r.session_ttl_seconds {
                 Some(t) => session_ttl(&format!("{at}: sessionTtlSeconds"), t)?,
                 None => default_ttl,
@@ -379,9 +440,49 @@ impl Config {
                 mime_type: r.mime_type,
                 session_ttl_seconds: ttl,
                 accepts,
+                verify,
+                settle,
             });
         }
-        Ok(Config { origin, facilitator_url, facilitator_auth, origin_timeout_seconds, facilitator_timeout_seconds, cors, routes })
+        let good_standing_seconds = u64_var(vars, "VERIFY_GOOD_STANDING_SECONDS", 86_400)?;
+        Ok(Config { origin, facilitator_url, facilitator_auth, origin_timeout_seconds, facilitator_timeout_seconds, cors, routes, good_standing_seconds })
+    }
+
+    /// Seconds an authorization's `validBefore` must lie beyond now for the paywall to call the
+    /// origin and settle within the time limits: origin + facilitator + the 6 s block slack.
+    pub fn min_validity_seconds(&self) -> u64 {
+        self.origin_timeout_seconds + self.facilitator_timeout_seconds + VALID_BEFORE_SLACK_SECONDS
+    }
+
+    /// Whether a priced route's pattern covers these matching-form `segments`, for any method.
+    pub fn is_priced_path(&self, segments: &[String]) -> bool {
+        self.routes.iter().any(|r| !r.is_free() && r.pattern.matches_path(segments))
+    }
+
+    /// The `Allow` header value for a path: the methods the routes covering it list (a route
+    /// without a method lists the common ones), `HEAD` with `GET`, and `OPTIONS`, which the
+    /// paywall answers on priced paths.
+    pub fn allowed_methods(&self, segments: &[String]) -> String {
+        const ANY: [&str; 6] = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"];
+        let mut out: Vec<String> = Vec::new();
+        let mut add = |m: &str| {
+            if !out.iter().any(|o| o == m) {
+                out.push(m.to_string());
+            }
+        };
+        for r in self.routes.iter().filter(|r| r.pattern.matches_path(segments)) {
+            match r.pattern.method() {
+                None => ANY.iter().for_each(|m| add(m)),
+                Some(m) => {
+                    add(m.as_str());
+                    if *m == http::Method::GET {
+                        add("HEAD");
+                    }
+                }
+            }
+        }
+        add("OPTIONS");
+        out.join(", ")
     }
 
     /// The first route (in configuration order) that matches, if any.

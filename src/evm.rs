@@ -301,7 +301,9 @@ impl TransferWithAuthorization {
 pub enum SignatureError {
     /// Not 65 bytes `r ‖ s ‖ v` (smart-wallet signatures are longer and are not ours to check).
     NotEoaLength,
-    /// `v` is not 27, 28 (or the raw recovery ids 0, 1).
+    /// `v` is not 27 or 28. The raw recovery ids 0 and 1 are refused too: USDC's
+    /// `transferWithAuthorization` (FiatToken `ecrecover`) rejects them, so such a payment could
+    /// never settle.
     BadV,
     /// `s` is in the upper half of the curve order (malleable; EIP-2 forbids it).
     HighS,
@@ -311,14 +313,15 @@ pub enum SignatureError {
 
 /// Recovers the signer address of a 65-byte `r ‖ s ‖ v` signature over a 32-byte digest.
 ///
-/// Accepts `v` ∈ {27, 28} and the raw recovery ids {0, 1}; rejects high-s signatures.
+/// Accepts `v` ∈ {27, 28} only (what the token contract's `ecrecover` accepts); rejects high-s
+/// signatures (EIP-2).
 pub fn recover_signer(digest: &[u8; 32], signature: &[u8]) -> Result<Address, SignatureError> {
     if signature.len() != 65 {
         return Err(SignatureError::NotEoaLength);
     }
     let recid = match signature[64] {
-        27 | 0 => 0u8,
-        28 | 1 => 1u8,
+        27 => 0u8,
+        28 => 1u8,
         _ => return Err(SignatureError::BadV),
     };
     let sig = Signature::from_slice(&signature[..64]).map_err(|_| SignatureError::Invalid)?;
@@ -435,9 +438,11 @@ mod tests {
         bytes.push(v);
         assert_eq!(recover_signer(&digest, &bytes), Ok(address_of(key.verifying_key())));
 
-        let mut bad_v = bytes.clone();
-        bad_v[64] = 29;
-        assert_eq!(recover_signer(&digest, &bad_v), Err(SignatureError::BadV));
+        for v in [0u8, 1, 29, 255] {
+            let mut bad_v = bytes.clone();
+            bad_v[64] = v;
+            assert_eq!(recover_signer(&digest, &bad_v), Err(SignatureError::BadV), "v = {v}");
+        }
 
         // s' = n - s is the malleable twin.
         let (r, s) = sig.split_scalars();

@@ -4,12 +4,15 @@
 //!
 //! Predicates follow the reference facilitator (`@x402/evm` `exact/facilitator/eip3009.ts`, our
 //! REFERENCE §5.4): `to == payTo`, `value == amount` (v2: exact equality), `validAfter <= now`,
-//! `validBefore >= now + 6` (one block of slack). Balance, nonce state and smart-wallet
+//! `validBefore >= now + 6` (one block of slack), which the gateway widens to the time the request
+//! needs (origin and facilitator time limits); and, beyond the reference, `validBefore` at most
+//! `maxTimeoutSeconds` + 60 s of clock skew ahead, so an authorization valid for years (a
+//! standing key to the resource if it ever leaked) is refused. Balance, nonce state and smart-wallet
 //! (EIP-1271 / ERC-6492) signatures need the chain and are left to the facilitator.
 
 use ruint::aliases::U256;
 
-use crate::config::Offer;
+use crate::config::{Offer, CLOCK_SKEW_SECONDS};
 use crate::evm::{decode_hex_0x, parse_bytes32, parse_uint256, recover_signer, Address, SignatureError, TransferWithAuthorization};
 use crate::x402::{PaymentPayload, Selector};
 
@@ -28,6 +31,8 @@ pub struct Verified<'a> {
     pub payer: Address,
     /// The EIP-3009 nonce, identifying this payment on chain together with `payer`.
     pub nonce: [u8; 32],
+    /// `authorization.validBefore`, Unix seconds (bounded by the checks above).
+    pub valid_before: u64,
     /// `true` when the signature was recovered here; `false` for non-65-byte (smart-wallet)
     /// signatures, which the facilitator's `/verify` must check before anything is served.
     pub signature_checked: bool,
@@ -44,12 +49,14 @@ fn invalid<T>(reason: &'static str, message: impl Into<String>) -> Result<T, Inv
     Err(Invalid { reason, message: message.into() })
 }
 
-/// Checks `payment` against the route's `offers` at Unix time `now` (seconds).
+/// Checks `payment` against the route's `offers` at Unix time `now` (seconds). `min_validity_seconds`
+/// is how long past `now` the authorization must stay valid (at least
+/// [`VALID_BEFORE_SLACK_SECONDS`]; the gateway passes origin + facilitator time limits + slack).
 ///
 /// v2 payments name their offer exactly (`accepted`). v1 payments name only `scheme` and
 /// `network`; every offer on that network is tried and the first that verifies wins (the
 /// signature's EIP-712 domain pins the asset), else the first offer's refusal is returned.
-pub fn verify_exact<'a>(offers: &'a [Offer], payment: &PaymentPayload, now: u64) -> Result<Verified<'a>, Invalid> {
+pub fn verify_exact<'a>(offers: &'a [Offer], payment: &PaymentPayload, now: u64, min_validity_seconds: u64) -> Result<Verified<'a>, Invalid> {
     let mut first_refusal = None;
     for offer in offers {
         let selected = match &payment.selector {
@@ -59,7 +66,7 @@ pub fn verify_exact<'a>(offers: &'a [Offer], payment: &PaymentPayload, now: u64)
         if !selected {
             continue;
         }
-        match verify_offer(offer, payment, now) {
+        match verify_offer(offer, payment, now, min_validity_seconds.max(VALID_BEFORE_SLACK_SECONDS)) {
             Ok(v) => return Ok(v),
             Err(e) => {
                 first_refusal.get_or_insert(e);
@@ -76,7 +83,7 @@ pub fn verify_exact<'a>(offers: &'a [Offer], payment: &PaymentPayload, now: u64)
     }
 }
 
-fn verify_offer<'a>(offer: &'a Offer, payment: &PaymentPayload, now: u64) -> Result<Verified<'a>, Invalid> {
+fn verify_offer<'a>(offer: &'a Offer, payment: &PaymentPayload, now: u64, min_validity: u64) -> Result<Verified<'a>, Invalid> {
     let a = &payment.exact.authorization;
     let from = Address::parse(&a.from).ok_or_else(|| Invalid { reason: "invalid_payload", message: "authorization.from is not an address".into() })?;
     let to = Address::parse(&a.to).ok_or_else(|| Invalid { reason: "invalid_payload", message: "authorization.to is not an address".into() })?;
@@ -99,10 +106,17 @@ fn verify_offer<'a>(offer: &'a Offer, payment: &PaymentPayload, now: u64) -> Res
     if valid_after > U256::from(now) {
         return invalid("invalid_exact_evm_payload_authorization_valid_after", format!("authorization is not valid before {valid_after} (now {now})"));
     }
-    if valid_before < U256::from(now + VALID_BEFORE_SLACK_SECONDS) {
+    if valid_before < U256::from(now + min_validity) {
         return invalid(
             "invalid_exact_evm_payload_authorization_valid_before",
-            format!("authorization expires at {valid_before}; it must stay valid until at least {}", now + VALID_BEFORE_SLACK_SECONDS),
+            format!("authorization expires at {valid_before}; it must stay valid until at least {} (now + {min_validity} s for the origin and settlement)", now + min_validity),
+        );
+    }
+    let latest = now + offer.requirements.max_timeout_seconds + CLOCK_SKEW_SECONDS;
+    if valid_before > U256::from(latest) {
+        return invalid(
+            "invalid_exact_evm_payload_authorization_valid_before",
+            format!("authorization is valid until {valid_before}, beyond maxTimeoutSeconds ({}) + {CLOCK_SKEW_SECONDS} s from now ({latest})", offer.requirements.max_timeout_seconds),
         );
     }
     let message = TransferWithAuthorization { from, to, value, valid_after, valid_before, nonce };
@@ -120,5 +134,5 @@ fn verify_offer<'a>(offer: &'a Offer, payment: &PaymentPayload, now: u64) -> Res
         Err(SignatureError::BadV) => return invalid("invalid_exact_evm_payload_signature", "signature v must be 27 or 28"),
         Err(SignatureError::Invalid) => return invalid("invalid_exact_evm_payload_signature", "signature is not a valid secp256k1 signature"),
     };
-    Ok(Verified { offer, payer: from, nonce, signature_checked })
+    Ok(Verified { offer, payer: from, nonce, valid_before: valid_before.saturating_to::<u64>(), signature_checked })
 }

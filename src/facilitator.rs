@@ -3,7 +3,9 @@
 //!
 //! Classification (REFERENCE §3.1): a parseable body with `success` / `isValid` is an answer,
 //! whatever the HTTP status (facilitators send 400 with a body on refusal); a 2xx without one,
-//! a 5xx without one, an unreachable facilitator or a timeout leaves the outcome unknown.
+//! a 5xx without one, an unreachable facilitator or a timeout leaves the outcome unknown. So does
+//! `success: false` that carries a transaction hash or the reason `settlement_pending` (x402 PR
+//! #3083: the transaction was broadcast and its receipt not seen): that is not a refusal.
 
 use serde_json::{json, Value};
 
@@ -51,24 +53,63 @@ pub enum SettleOutcome {
     Settled(SettleResponse),
     /// `success: false`: the facilitator refused; nothing was transferred.
     Refused(SettleResponse),
-    /// No usable answer: the payment may or may not have been executed.
-    Unknown { timed_out: bool, detail: String },
+    /// No usable answer: the payment may or may not have been executed. `transaction` when the
+    /// facilitator named one (a pending settlement).
+    Unknown { timed_out: bool, detail: String, transaction: Option<String> },
+}
+
+/// Reason codes with which facilitators refuse an authorization whose nonce was already used on
+/// chain (spec `invalid_transaction_state`; `@x402/evm` `invalid_exact_evm_nonce_already_used`).
+pub const NONCE_USED_REASONS: [&str; 3] = ["invalid_exact_evm_nonce_already_used", "invalid_transaction_state", "nonce_already_used"];
+
+/// Whether a refusal's reason says the authorization's nonce is already used on chain.
+pub fn is_nonce_used(reason: Option<&str>) -> bool {
+    reason.is_some_and(|r| NONCE_USED_REASONS.iter().any(|n| r.eq_ignore_ascii_case(n)))
+}
+
+/// Whether `s` is a transaction hash: `0x` and 64 hex digits.
+pub fn is_transaction_hash(s: &str) -> bool {
+    s.len() == 66 && s.starts_with("0x") && s.as_bytes()[2..].iter().all(u8::is_ascii_hexdigit)
+}
+
+/// Checks a `success: true` answer before it is believed: a 32-byte transaction hash, one of the
+/// offer's `networks` (CAIP-2, or the v1 name for a v1 payment), and, when the answer names a
+/// payer, the payer the paywall verified (compared case-insensitively). Err says what is wrong.
+pub fn check_settled(s: &SettleResponse, networks: &[&str], payer: &str) -> Result<(), String> {
+    if !is_transaction_hash(&s.transaction) {
+        return Err(format!("facilitator reported success with transaction {:?}, not a 32-byte hash", s.transaction));
+    }
+    if !networks.contains(&s.network.as_str()) {
+        return Err(format!("facilitator reported success on network {:?}, not the offer's {:?}", s.network, networks));
+    }
+    match &s.payer {
+        Some(p) if !p.eq_ignore_ascii_case(payer) => Err(format!("facilitator reported success for payer {p}, not {payer}")),
+        _ => Ok(()),
+    }
 }
 
 /// Classifies a `/settle` reply.
 pub fn classify_settle(reply: Result<HttpReply, UpstreamError>) -> SettleOutcome {
     let reply = match reply {
         Ok(r) => r,
-        Err(e) => return SettleOutcome::Unknown { timed_out: matches!(e, UpstreamError::Timeout { .. }), detail: format!("facilitator {e}") },
+        Err(e) => return SettleOutcome::Unknown { timed_out: matches!(e, UpstreamError::Timeout { .. }), detail: format!("facilitator {e}"), transaction: None },
     };
+    let named = |s: &SettleResponse| is_transaction_hash(&s.transaction).then(|| s.transaction.clone());
     match serde_json::from_slice::<SettleResponse>(&reply.body) {
         Ok(s) if s.success && (200..300).contains(&reply.status) && !s.transaction.is_empty() => SettleOutcome::Settled(s),
-        Ok(s) if !s.success && reply.status < 500 => SettleOutcome::Refused(s),
+        Ok(s) if !s.success && reply.status < 500 && s.transaction.is_empty() && s.error_reason.as_deref() != Some("settlement_pending") => SettleOutcome::Refused(s),
         Ok(s) => SettleOutcome::Unknown {
             timed_out: false,
-            detail: format!("facilitator answered HTTP {} with success={} transaction={:?}", reply.status, s.success, s.transaction),
+            detail: format!(
+                "facilitator answered HTTP {} with success={} transaction={:?} reason={:?}",
+                reply.status,
+                s.success,
+                s.transaction,
+                s.error_reason.as_deref().unwrap_or("")
+            ),
+            transaction: named(&s),
         },
-        Err(e) => SettleOutcome::Unknown { timed_out: false, detail: format!("facilitator answered HTTP {} with a malformed settle response: {e}", reply.status) },
+        Err(e) => SettleOutcome::Unknown { timed_out: false, detail: format!("facilitator answered HTTP {} with a malformed settle response: {e}", reply.status), transaction: None },
     }
 }
 
@@ -116,6 +157,30 @@ mod tests {
         assert!(matches!(classify_settle(reply(200, "{}")), SettleOutcome::Unknown { .. }));
         assert!(matches!(classify_settle(reply(200, r#"{"success":true,"transaction":""}"#)), SettleOutcome::Unknown { .. }));
         assert!(matches!(classify_settle(Err(UpstreamError::Timeout { seconds: 1 })), SettleOutcome::Unknown { timed_out: true, .. }));
+        let tx = format!("0x{}", "cd".repeat(32));
+        let pending = format!(r#"{{"success":false,"errorReason":"invalid_exact_evm_transaction_failed","transaction":"{tx}","network":"eip155:84532"}}"#);
+        assert!(matches!(classify_settle(reply(200, &pending)), SettleOutcome::Unknown { transaction: Some(t), .. } if t == tx), "a refusal naming a transaction is not a refusal");
+        let pending = r#"{"success":false,"errorReason":"settlement_pending","transaction":"","network":"eip155:84532"}"#;
+        assert!(matches!(classify_settle(reply(200, pending)), SettleOutcome::Unknown { transaction: None, .. }));
+    }
+
+    #[test]
+    fn settled_answers_are_checked_before_they_are_believed() {
+        let ok = |tx: &str, net: &str, payer: Option<&str>| SettleResponse {
+            success: true,
+            error_reason: None,
+            payer: payer.map(str::to_string),
+            transaction: tx.into(),
+            network: net.into(),
+        };
+        let tx = format!("0x{}", "ab".repeat(32));
+        let nets = ["eip155:84532", "base-sepolia"];
+        assert_eq!(check_settled(&ok(&tx, "eip155:84532", Some("0xAbC")), &nets, "0xabc"), Ok(()));
+        assert_eq!(check_settled(&ok(&tx, "base-sepolia", None), &nets, "0xabc"), Ok(()));
+        assert!(check_settled(&ok("0xab", "eip155:84532", None), &nets, "0xabc").unwrap_err().contains("32-byte"));
+        assert!(check_settled(&ok(&tx, "eip155:8453", None), &nets, "0xabc").unwrap_err().contains("network"));
+        assert!(check_settled(&ok(&tx, "eip155:84532", Some("0xdef")), &nets, "0xabc").unwrap_err().contains("payer"));
+        assert!(is_nonce_used(Some("invalid_exact_evm_nonce_already_used")) && !is_nonce_used(Some("insufficient_funds")) && !is_nonce_used(None));
     }
 
     #[test]

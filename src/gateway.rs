@@ -1,25 +1,41 @@
-//! The request pipeline, generic over a [`Platform`] (HTTP client, KV, clock, randomness), so
-//! the whole flow runs natively in tests and on the edge through the thin `edge` glue.
+//! The request pipeline, generic over a [`Platform`] (HTTP client, KV, the payment ledger, clock,
+//! randomness), so the whole flow runs natively in tests and on the edge through the thin `edge`
+//! glue.
 //!
-//! Order (x402 v2 reference middleware, with local verification and sessions):
-//! 1. canonicalise the path (400 if ambiguous) and match the price table; no match → proxy;
+//! Order (x402 v2 reference middleware, made fail-closed and exactly-once):
+//! 1. canonicalise the path (400 if ambiguous). On a path a priced route covers: `_method` in
+//!    the query → 400; `OPTIONS` → answered here (CORS preflight or 204 + `Allow`), never
+//!    forwarded; a method no route lists → 405 + `Allow`, never forwarded. Elsewhere: proxy.
 //! 2. a live session token for this route → proxy without payment;
-//! 3. no `PAYMENT-SIGNATURE` → 402 challenge;
-//! 4. verify locally ([`crate::exact`]); failure → 402 with the reason, facilitator not called;
-//!    a non-65-byte (smart-wallet) signature → facilitator `/verify` first;
-//! 5. forward to the origin; unreachable → 502, status >= 400 → passed through, not settled;
-//! 6. `/settle`; success → origin response + `PAYMENT-RESPONSE` + session token;
-//!    `success: false` → 402, content withheld; no usable answer → 502/504 "payment outcome
-//!    unknown" naming the payment (payer, nonce), content withheld, never a fresh challenge.
+//! 3. no payment header → 402 challenge;
+//! 4. verify locally ([`crate::exact`]), including a `validBefore` that leaves time for the
+//!    origin and settlement; failure → 402 with the reason, nothing called;
+//! 5. reserve the authorization in the ledger ([`crate::ledger`]): in flight elsewhere → 409;
+//!    settled and delivered → 402; settled, not delivered → served again without settling;
+//!    ledger unreachable → 503, nothing forwarded;
+//! 6. facilitator `/verify` when the route's [`VerifyPolicy`] asks (always for smart-wallet
+//!    signatures); invalid → 402;
+//! 7. forward (or, for `settle = "before"`, settle first); origin unreachable → 502/504,
+//!    status >= 400 → passed through, not settled; client gone → released, not settled;
+//! 8. `/settle`, run to completion even if the client leaves, its answer checked before it is
+//!    believed and recorded in the ledger: success → origin response + `PAYMENT-RESPONSE`;
+//!    refusal → 402, content withheld; no usable answer → 502/504 naming the payment, never a
+//!    fresh challenge. A retry of an unknown outcome settles again and takes "nonce already
+//!    used" as paid, because this ledger sent it.
+
+use std::future::Future;
+use std::rc::Rc;
 
 use http::header::{HeaderName, HeaderValue, CACHE_CONTROL, CONTENT_TYPE};
 use http::{HeaderMap, Method, Request, Response, StatusCode};
+use serde::Serialize;
 use serde_json::{json, Value};
 
-use crate::config::{Config, CorsPolicy, Route};
-use crate::evm::hex_0x;
+use crate::config::{Config, CorsPolicy, Route, SettleOrder, VerifyPolicy};
+use crate::evm::{hex_0x, hex_lower};
 use crate::exact::{verify_exact, Verified};
-use crate::facilitator::{classify_settle, classify_verify, request_body, HttpReply, SettleOutcome, UpstreamError, VerifyOutcome};
+use crate::facilitator::{check_settled, classify_settle, classify_verify, is_nonce_used, request_body, HttpReply, SettleOutcome, UpstreamError, VerifyOutcome};
+use crate::ledger::{shard_name, AuthorizationKey, Op, Outcome, Reply, LEASE_MARGIN_SECONDS};
 use crate::route::{canonicalize, match_segments};
 use crate::session::{kv_key, token_from_random, SessionCache, SessionRecord, SESSION_EXPIRES_HEADER, SESSION_HEADER};
 use crate::x402::{
@@ -30,20 +46,48 @@ use crate::x402::{
 /// Request headers that belong to the paywall and are never forwarded to the origin.
 const PAYWALL_REQUEST_HEADERS: [&str; 3] = [PAYMENT_SIGNATURE, X_PAYMENT, SESSION_HEADER];
 
+/// Request headers with which some servers and frameworks (IIS URL Rewrite, Symfony, Spring,
+/// Envoy, …) let the *header* choose the path served. The paywall prices the request line's
+/// path, so these are removed before forwarding, on every path.
+pub const PATH_OVERRIDE_HEADERS: [&str; 9] = [
+    "x-original-url",
+    "x-rewrite-url",
+    "x-original-uri",
+    "x-forwarded-uri",
+    "x-forwarded-path",
+    "x-forwarded-prefix",
+    "x-envoy-original-path",
+    "x-override-url",
+    "x-http-destinationurl",
+];
+
+/// Methods the Fetch API refuses to send (`CONNECT`, `TRACE`, `TRACK`): answered 405 here
+/// instead of failing at the origin call.
+const UNFORWARDABLE_METHODS: [&str; 3] = ["CONNECT", "TRACE", "TRACK"];
+
 /// What the pipeline needs from its host. Implemented over `worker::*` on the edge and by
 /// in-memory fakes in tests. Every call that leaves the isolate takes a time limit.
 #[allow(async_fn_in_trait)]
-pub trait Platform {
+pub trait Platform: 'static {
     /// An HTTP body; the origin's bodies pass through opaque (streamed on the edge).
-    type Body;
+    type Body: 'static;
     /// A body holding `bytes`.
     fn body(bytes: Vec<u8>) -> Self::Body;
-    /// Sends `req` (absolute URI) to the origin, without following redirects.
+    /// Sends `req` (absolute URI) to the origin with its method byte for byte, without
+    /// following redirects.
     async fn origin(&self, req: Request<Self::Body>, timeout_seconds: u64) -> Result<Response<Self::Body>, UpstreamError>;
     /// `POST url` with a JSON body; reads at most [`crate::facilitator::MAX_REPLY_BYTES`].
     async fn post_json(&self, url: &str, authorization: Option<&str>, json: String, timeout_seconds: u64) -> Result<HttpReply, UpstreamError>;
     async fn kv_get(&self, key: &str) -> Result<Option<String>, String>;
     async fn kv_put(&self, key: &str, value: String, ttl_seconds: u64) -> Result<(), String>;
+    /// Applies `op` in the ledger shard named `shard` (one writer per shard; a Durable Object on
+    /// the edge). Err: the ledger could not be reached or failed; the caller fails closed.
+    async fn ledger(&self, shard: &str, op: &Op) -> Result<Reply, String>;
+    /// Whether the client has gone away (its request's abort signal fired).
+    fn client_gone(&self) -> bool;
+    /// Runs `fut` to completion even if the client goes away (`ctx.waitUntil` on the edge) and
+    /// resolves to its output; `None` if the runtime dropped it.
+    fn run_to_completion<T: 'static>(&self, fut: impl Future<Output = T> + 'static) -> impl Future<Output = Option<T>>;
     /// Unix time, seconds.
     fn now(&self) -> u64;
     /// 32 bytes from a CSPRNG.
@@ -81,6 +125,10 @@ fn set_header(headers: &mut HeaderMap, name: &'static str, value: &str) {
 /// (400): the paywall prices the method it sees, and must not see a different one than the origin.
 pub const METHOD_OVERRIDE_HEADERS: [&str; 3] = ["x-http-method-override", "x-http-method", "x-method-override"];
 
+/// Query parameter with which some frameworks (Rails, Laravel, Symfony, method-override
+/// middlewares) change the request method; refused (400) on priced paths.
+pub const METHOD_OVERRIDE_PARAM: &str = "_method";
+
 /// Response headers a browser client must be able to read.
 const EXPOSED_HEADERS: &str = "PAYMENT-REQUIRED, PAYMENT-RESPONSE, X-PAYMENT-RESPONSE, X402-Session, X402-Session-Expires";
 
@@ -88,8 +136,18 @@ fn bad_request<B>(error: &str, message: &str, body: impl FnOnce(Vec<u8>) -> B) -
     json_response(StatusCode::BAD_REQUEST, &json!({ "error": error, "message": message }), body)
 }
 
+/// Whether a query string carries `_method` (any case, percent-encoded or not) as a key.
+fn has_method_override_param(query: Option<&str>) -> bool {
+    query.is_some_and(|q| {
+        q.split('&').any(|pair| {
+            let key = pair.split('=').next().unwrap_or("").replace('+', " ");
+            percent_encoding::percent_decode_str(&key).decode_utf8_lossy().trim().eq_ignore_ascii_case(METHOD_OVERRIDE_PARAM)
+        })
+    })
+}
+
 /// Handles one request.
-pub async fn handle<P: Platform>(config: &Config, p: &P, req: Request<P::Body>) -> Response<P::Body> {
+pub async fn handle<P: Platform>(config: &Rc<Config>, p: &Rc<P>, req: Request<P::Body>) -> Response<P::Body> {
     if let Some(h) = METHOD_OVERRIDE_HEADERS.iter().find(|h| req.headers().contains_key(**h)) {
         return bad_request("method_override_refused", &format!("the `{h}` header is not accepted: send the real method"), P::body);
     }
@@ -98,22 +156,37 @@ pub async fn handle<P: Platform>(config: &Config, p: &P, req: Request<P::Body>) 
         Err(e) => return bad_request("invalid_path", &e.to_string(), P::body),
     };
     let segments = match_segments(&canonical);
+    let method = req.method().clone();
+    let priced_path = config.is_priced_path(&segments);
 
-    if req.method() == Method::OPTIONS && config.cors != CorsPolicy::Off {
-        let requested = header_str(req.headers(), "access-control-request-method").and_then(|m| Method::from_bytes(m.as_bytes()).ok());
-        if let Some(m) = requested {
-            if config.route_for(&m, &segments).is_some_and(|r| !r.is_free()) {
-                return preflight::<P>(config, req.headers());
-            }
+    if priced_path {
+        if has_method_override_param(req.uri().query()) {
+            return bad_request("method_override_refused", "the `_method` query parameter is not accepted on a priced path: send the real method", P::body);
+        }
+        let explicitly_free = config.route_for(&method, &segments).is_some_and(Route::is_free);
+        if method == Method::OPTIONS && !explicitly_free {
+            return options::<P>(config, req.headers(), &config.allowed_methods(&segments));
         }
     }
-    let route = match config.route_for(req.method(), &segments) {
-        Some(r) if !r.is_free() => r,
-        _ => return forward(config, p, req, &canonical).await.unwrap_or_else(|r| r),
-    };
-    let allow_origin = allowed_origin(config, req.headers());
-    let res = priced(config, p, route, req, &canonical).await;
-    decorate(res, config, allow_origin)
+    match config.route_for(&method, &segments) {
+        Some(route) if !route.is_free() => {
+            let allow_origin = allowed_origin(config, req.headers());
+            let res = priced(config, p, route, req, &canonical).await;
+            decorate(res, config, allow_origin)
+        }
+        None if priced_path => {
+            let allow_origin = allowed_origin(config, req.headers());
+            let allow = config.allowed_methods(&segments);
+            let message = format!("{method} is not served on this priced path; allowed: {allow}");
+            let mut res = json_response(StatusCode::METHOD_NOT_ALLOWED, &json!({ "error": "method_not_allowed", "message": message }), P::body);
+            set_header(res.headers_mut(), "allow", &allow);
+            decorate(res, config, allow_origin)
+        }
+        _ => match forward(config, &**p, req, &canonical).await {
+            Ok(res) => res,
+            Err(e) => origin_failure::<P>(&**p, &e, None),
+        },
+    }
 }
 
 /// The `Access-Control-Allow-Origin` value for this request, if its `Origin` is allowed.
@@ -146,16 +219,20 @@ fn decorate<B>(mut res: Response<B>, config: &Config, allow_origin: Option<Heade
     res
 }
 
-/// Answers a CORS preflight for a priced route (204).
-fn preflight<P: Platform>(config: &Config, headers: &HeaderMap) -> Response<P::Body> {
+/// Answers `OPTIONS` on a priced path (204): a CORS preflight when CORS is on and the request is
+/// one, else just `Allow`. `allow` is the methods the path's routes list.
+fn options<P: Platform>(config: &Config, headers: &HeaderMap, allow: &str) -> Response<P::Body> {
     let mut res = Response::new(P::body(Vec::new()));
     *res.status_mut() = StatusCode::NO_CONTENT;
     let h = res.headers_mut();
+    set_header(h, "allow", allow);
+    let preflight = config.cors != CorsPolicy::Off && headers.contains_key("access-control-request-method");
+    if !preflight {
+        return res;
+    }
     if let Some(o) = allowed_origin(config, headers) {
         h.insert(http::header::ACCESS_CONTROL_ALLOW_ORIGIN, o);
-        if let Some(m) = headers.get("access-control-request-method") {
-            h.insert(http::header::ACCESS_CONTROL_ALLOW_METHODS, m.clone());
-        }
+        set_header(h, "access-control-allow-methods", allow);
         let requested = headers.get("access-control-request-headers").cloned();
         h.insert(
             http::header::ACCESS_CONTROL_ALLOW_HEADERS,
@@ -167,17 +244,50 @@ fn preflight<P: Platform>(config: &Config, headers: &HeaderMap) -> Response<P::B
     res
 }
 
+/// The identity of a payment, as answers that name it show it.
+#[derive(Debug, Clone, Serialize)]
+struct PaymentIdentity {
+    payer: String,
+    nonce: String,
+    network: String,
+    asset: String,
+    amount: String,
+}
+
+/// A request's hold on one authorization in the ledger.
+#[derive(Debug, Clone)]
+struct Ticket {
+    shard: String,
+    key: String,
+    holder: String,
+}
+
+impl Ticket {
+    fn finish(&self, outcome: Outcome) -> Op {
+        Op::Finish { key: self.key.clone(), holder: self.holder.clone(), outcome }
+    }
+}
+
+/// Ends a request's hold without caring for the answer (the lease runs out if this fails).
+async fn finish<P: Platform>(p: &P, ticket: &Ticket, outcome: Outcome) {
+    match p.ledger(&ticket.shard, &ticket.finish(outcome)).await {
+        Ok(Reply::Done) => {}
+        Ok(other) => p.log(&format!("x402: ledger finish for {} answered {other:?}", ticket.key)),
+        Err(e) => p.log(&format!("x402: ledger finish for {} failed: {e}; its lease will run out", ticket.key)),
+    }
+}
+
 /// The payment flow of a priced route.
-async fn priced<P: Platform>(config: &Config, p: &P, route: &Route, req: Request<P::Body>, canonical: &str) -> Response<P::Body> {
+async fn priced<P: Platform>(config: &Rc<Config>, p: &Rc<P>, route: &Route, req: Request<P::Body>, canonical: &str) -> Response<P::Body> {
     // A live session for this route: no payment.
-    if let Some(record) = live_session(p, &req, route).await {
-        return match forward(config, p, req, canonical).await {
+    if let Some(record) = live_session(&**p, &req, route).await {
+        return match forward(config, &**p, req, canonical).await {
             Ok(mut res) => {
                 set_header(res.headers_mut(), SESSION_EXPIRES_HEADER, &record.expires_at.to_string());
                 res.headers_mut().insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
                 res
             }
-            Err(r) => r,
+            Err(e) => origin_failure::<P>(&**p, &e, None),
         };
     }
 
@@ -202,39 +312,380 @@ async fn priced<P: Platform>(config: &Config, p: &P, route: &Route, req: Request
             return challenge::<P>(route, &resource_url, &format!("{}: {e}", e.reason()));
         }
     };
-    let verified = match verify_exact(&route.accepts, &payment, p.now()) {
+    let now = p.now();
+    let verified = match verify_exact(&route.accepts, &payment, now, config.min_validity_seconds()) {
         Ok(v) => v,
         Err(inv) => {
             p.log(&format!("x402: rejected payment: {}: {}", inv.reason, inv.message));
             return challenge::<P>(route, &resource_url, &format!("{}: {}", inv.reason, inv.message));
         }
     };
+    let offer = verified.offer;
     // The requirement in the payment's own protocol version, for /verify and /settle.
     let requirements = if version == 1 {
-        let v1 = verified.offer.requirements_v1(&resource_url, route.description.as_deref(), route.mime_type.as_deref());
+        let v1 = offer.requirements_v1(&resource_url, route.description.as_deref(), route.mime_type.as_deref());
         serde_json::to_value(v1).unwrap_or(Value::Null)
     } else {
-        verified.offer.requirements_json.clone()
+        offer.requirements_json.clone()
     };
-    if !verified.signature_checked {
-        match classify_verify(call_facilitator(config, p, "verify", &payment, &requirements).await) {
+    let identity = PaymentIdentity {
+        payer: verified.payer.to_checksum(),
+        nonce: hex_0x(&verified.nonce),
+        network: offer.requirements.network.clone(),
+        asset: offer.requirements.asset.clone(),
+        amount: offer.requirements.amount.clone(),
+    };
+
+    // Reserve the authorization: one request at a time, and never twice once delivered.
+    let holder = match p.random32() {
+        Ok(r) => hex_lower(&r[..16]),
+        Err(e) => return ledger_unavailable::<P>(&**p, &format!("no randomness for the ledger lease: {e}")),
+    };
+    let ticket = Ticket {
+        shard: shard_name(&verified.payer),
+        key: AuthorizationKey { network: offer.requirements.network.clone(), asset: offer.asset, payer: verified.payer, nonce: verified.nonce }.id(),
+        holder,
+    };
+    let reserve = Op::Reserve {
+        key: ticket.key.clone(),
+        holder: ticket.holder.clone(),
+        route: route.key.clone(),
+        valid_before: verified.valid_before,
+        lease_seconds: config.origin_timeout_seconds + 2 * config.facilitator_timeout_seconds + LEASE_MARGIN_SECONDS,
+    };
+    let (prior_sent, prior_transaction, good_standing) = match p.ledger(&ticket.shard, &reserve).await {
+        Ok(Reply::Reserved { prior_sent, prior_transaction, standing, others_in_flight }) => {
+            (prior_sent, prior_transaction, standing.is_good(now, config.good_standing_seconds) && others_in_flight == 0)
+        }
+        Ok(Reply::InFlight) => {
+            let value = json!({
+                "error": "payment_in_flight",
+                "message": "another request is using this authorization right now; wait for its answer, or retry this one when it has ended",
+                "payment": identity,
+            });
+            return json_response(StatusCode::CONFLICT, &value, P::body);
+        }
+        Ok(Reply::Spent { transaction }) => {
+            let reason = format!("invalid_transaction_state: this authorization was already settled (transaction {transaction}) and its response delivered; sign a new one");
+            return challenge::<P>(route, &resource_url, &reason);
+        }
+        Ok(Reply::Redeliver { transaction, network }) => {
+            let settled = SettleResponse { success: true, error_reason: None, payer: Some(identity.payer.clone()), transaction, network };
+            p.log(&format!("x402: redelivering {} for {} nonce {}", route.key, identity.payer, identity.nonce));
+            return deliver_settled(config, p, &ticket, req, canonical, payment.version, settled).await;
+        }
+        Ok(other) => return ledger_unavailable::<P>(&**p, &format!("the ledger answered {other:?} to a reservation")),
+        Err(e) => return ledger_unavailable::<P>(&**p, &e),
+    };
+
+    // Assurance before the origin runs.
+    let needs_verify = !prior_sent
+        && (!verified.signature_checked
+            || match route.verify {
+                VerifyPolicy::Always => true,
+                VerifyPolicy::Local => false,
+                VerifyPolicy::Auto => !good_standing,
+            });
+    if needs_verify {
+        match classify_verify(call_facilitator(config, &**p, "verify", &payment, &requirements).await) {
             VerifyOutcome::Valid => {}
-            VerifyOutcome::Invalid { reason } => return challenge::<P>(route, &resource_url, &reason),
+            VerifyOutcome::Invalid { reason } => {
+                finish(&**p, &ticket, Outcome::Refused).await;
+                p.log(&format!("x402: verify refused {} nonce {}: {reason}", identity.payer, identity.nonce));
+                return challenge::<P>(route, &resource_url, &reason);
+            }
             VerifyOutcome::Unknown { timed_out, detail } => {
+                finish(&**p, &ticket, Outcome::Release).await;
                 p.log(&format!("x402: verify failed: {detail}"));
-                return json_response(upstream_status(timed_out), &json!({ "error": "facilitator_unavailable", "message": format!("could not verify the payment: {detail}; nothing was charged") }), P::body);
+                let value = json!({ "error": "facilitator_unavailable", "message": format!("could not verify the payment: {detail}; nothing was charged"), "payment": identity });
+                return json_response(upstream_status(timed_out), &value, P::body);
             }
         }
     }
 
-    let origin_res = match forward(config, p, req, canonical).await {
+    let pending = Pending {
+        config: Rc::clone(config),
+        ticket,
+        payment,
+        requirements,
+        networks: [Some(offer.requirements.network.clone()), offer.v1_network.map(str::to_string)].into_iter().flatten().collect(),
+        identity,
+        prior_sent,
+        prior_transaction,
+        route_key: route.key.clone(),
+    };
+    match route.settle {
+        SettleOrder::After => settle_after(config, p, route, req, canonical, pending, &verified).await,
+        SettleOrder::Before => settle_before(config, p, req, canonical, pending).await,
+    }
+}
+
+/// Origin first, then settlement (the default order).
+async fn settle_after<P: Platform>(
+    config: &Rc<Config>,
+    p: &Rc<P>,
+    route: &Route,
+    req: Request<P::Body>,
+    canonical: &str,
+    pending: Pending,
+    verified: &Verified<'_>,
+) -> Response<P::Body> {
+    let origin_res = match forward(config, &**p, req, canonical).await {
         Ok(r) => r,
-        Err(r) => return r,
+        Err(e) => {
+            finish(&**p, &pending.ticket, Outcome::Release).await;
+            return origin_failure::<P>(&**p, &e, None);
+        }
     };
     if origin_res.status().as_u16() >= 400 {
+        finish(&**p, &pending.ticket, Outcome::Release).await;
         return origin_res;
     }
-    settle_and_release(config, p, route, &payment, &requirements, &verified, origin_res).await
+    if p.client_gone() {
+        finish(&**p, &pending.ticket, Outcome::Release).await;
+        p.log(&format!("x402: client gone before settlement; not charged: {} nonce {}", pending.identity.payer, pending.identity.nonce));
+        return client_gone::<P>();
+    }
+    let version = pending.payment.version;
+    let payer = pending.identity.payer.clone();
+    match start_settlement(p, &pending).await {
+        Ok(()) => {}
+        Err(res) => return res,
+    }
+    let identity = pending.identity.clone();
+    let decided = p.run_to_completion(settle(Rc::clone(p), pending, SettleMode::DeliverNow)).await;
+    match decided {
+        Some(Settled::Paid(settled)) => {
+            let mut res = origin_res;
+            let session = mint_session(&**p, route, &settled, &payer, &verified.offer.requirements.network).await;
+            let h = res.headers_mut();
+            set_header(h, response_header(version), &encode_header(&settled));
+            h.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+            if let Some((token, expires_at)) = session {
+                set_header(h, SESSION_HEADER, &token);
+                set_header(h, SESSION_EXPIRES_HEADER, &expires_at.to_string());
+            }
+            res
+        }
+        other => unsettled_response::<P>(other, &identity, version),
+    }
+}
+
+/// Settlement first, then the origin (`settle = "before"`).
+async fn settle_before<P: Platform>(config: &Rc<Config>, p: &Rc<P>, req: Request<P::Body>, canonical: &str, pending: Pending) -> Response<P::Body> {
+    if p.client_gone() {
+        finish(&**p, &pending.ticket, Outcome::Release).await;
+        return client_gone::<P>();
+    }
+    let version = pending.payment.version;
+    let ticket = pending.ticket.clone();
+    let identity = pending.identity.clone();
+    if let Err(res) = start_settlement(p, &pending).await {
+        return res;
+    }
+    let hold = config.origin_timeout_seconds + LEASE_MARGIN_SECONDS;
+    match p.run_to_completion(settle(Rc::clone(p), pending, SettleMode::HoldForOrigin(hold))).await {
+        Some(Settled::Paid(settled)) => deliver_settled(config, p, &ticket, req, canonical, version, settled).await,
+        other => unsettled_response::<P>(other, &identity, version),
+    }
+}
+
+/// Calls the origin for an authorization that is already settled (a settle-first route, or a
+/// redelivery) and reports to the ledger whether the response reached a connected client. An
+/// origin failure leaves the authorization paid and undelivered: retrying the same payment
+/// header before `validBefore` calls the origin again without a second charge.
+async fn deliver_settled<P: Platform>(
+    config: &Rc<Config>,
+    p: &Rc<P>,
+    ticket: &Ticket,
+    req: Request<P::Body>,
+    canonical: &str,
+    version: u64,
+    settled: SettleResponse,
+) -> Response<P::Body> {
+    let mut res = match forward(config, &**p, req, canonical).await {
+        Ok(res) => res,
+        Err(e) => {
+            finish(&**p, ticket, Outcome::Delivered { delivered: false }).await;
+            return origin_failure::<P>(&**p, &e, Some(&settled));
+        }
+    };
+    let delivered = res.status().as_u16() < 400 && !p.client_gone();
+    finish(&**p, ticket, Outcome::Delivered { delivered }).await;
+    let h = res.headers_mut();
+    set_header(h, response_header(version), &encode_header(&settled));
+    h.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    res
+}
+
+/// Tells the ledger that `/settle` is about to be sent. Err is the response to send instead
+/// (nothing was sent, nothing charged).
+async fn start_settlement<P: Platform>(p: &Rc<P>, pending: &Pending) -> Result<(), Response<P::Body>> {
+    let t = &pending.ticket;
+    let op = Op::Sending { key: t.key.clone(), holder: t.holder.clone(), lease_seconds: pending.config.facilitator_timeout_seconds + LEASE_MARGIN_SECONDS };
+    match p.ledger(&t.shard, &op).await {
+        Ok(Reply::Done) => Ok(()),
+        Ok(Reply::LostLease) => Err(ledger_unavailable::<P>(&**p, "this request's hold on the authorization ran out before settlement")),
+        Ok(other) => {
+            finish(&**p, t, Outcome::Release).await;
+            Err(ledger_unavailable::<P>(&**p, &format!("the ledger answered {other:?} before settlement")))
+        }
+        Err(e) => {
+            finish(&**p, t, Outcome::Release).await;
+            Err(ledger_unavailable::<P>(&**p, &e))
+        }
+    }
+}
+
+/// The answer for a settlement that did not end in a payment (refused, unknown, a facilitator
+/// fault), or that the runtime dropped.
+fn unsettled_response<P: Platform>(decided: Option<Settled>, identity: &PaymentIdentity, version: u64) -> Response<P::Body> {
+    match decided {
+        Some(Settled::Paid(_)) => unknown_outcome::<P>(StatusCode::BAD_GATEWAY, "internal: a paid settlement reached the unsettled answer", identity),
+        Some(Settled::Refused(refused)) => {
+            let reason = refused.error_reason.clone().unwrap_or_else(|| "settlement_failed".into());
+            let value = json!({ "error": reason, "message": "the facilitator refused to settle this payment; nothing was charged and the content is withheld" });
+            let mut res = json_response(StatusCode::PAYMENT_REQUIRED, &value, P::body);
+            set_header(res.headers_mut(), response_header(version), &encode_header(&refused));
+            res
+        }
+        Some(Settled::Unknown { timed_out, detail }) => unknown_outcome::<P>(upstream_status(timed_out), &detail, identity),
+        Some(Settled::Fault(detail)) => unknown_outcome::<P>(StatusCode::BAD_GATEWAY, &detail, identity),
+        None => unknown_outcome::<P>(StatusCode::BAD_GATEWAY, "the settlement task was cancelled", identity),
+    }
+}
+
+fn unknown_outcome<P: Platform>(status: StatusCode, detail: &str, identity: &PaymentIdentity) -> Response<P::Body> {
+    let value = json!({
+        "error": "settlement_outcome_unknown",
+        "message": format!("{detail}. The payment may or may not have been executed; the content is withheld. Retry with the same payment header before it expires: if it was settled you get the content without paying twice, if not it is settled then."),
+        "payment": identity,
+    });
+    json_response(status, &value, P::body)
+}
+
+fn response_header(version: u64) -> &'static str {
+    if version == 1 {
+        X_PAYMENT_RESPONSE
+    } else {
+        PAYMENT_RESPONSE
+    }
+}
+
+/// 503 when the ledger cannot be used: nothing forwarded, nothing charged.
+fn ledger_unavailable<P: Platform>(p: &P, detail: &str) -> Response<P::Body> {
+    p.log(&format!("x402: ledger unavailable: {detail}"));
+    let value = json!({ "error": "ledger_unavailable", "message": format!("the payment ledger is unavailable ({detail}); nothing was forwarded and nothing was charged; retry shortly") });
+    let mut res = json_response(StatusCode::SERVICE_UNAVAILABLE, &value, P::body);
+    set_header(res.headers_mut(), "retry-after", "1");
+    res
+}
+
+/// The answer to a client that has gone (nobody reads it; 499 in logs, as nginx names it).
+fn client_gone<P: Platform>() -> Response<P::Body> {
+    let status = StatusCode::from_u16(499).unwrap_or(StatusCode::BAD_REQUEST);
+    json_response(status, &json!({ "error": "client_closed_request", "message": "the client went away before settlement; nothing was charged" }), P::body)
+}
+
+/// How a settlement reports delivery to the ledger.
+#[derive(Debug, Clone, Copy)]
+enum SettleMode {
+    /// Origin already answered: delivered unless the client has gone.
+    DeliverNow,
+    /// Settle first: not delivered yet; keep the lease this long for the origin call.
+    HoldForOrigin(u64),
+}
+
+/// Everything the settlement of one payment needs, owned, so that it can run to completion
+/// after the client has gone.
+struct Pending {
+    config: Rc<Config>,
+    ticket: Ticket,
+    payment: PaymentPayload,
+    requirements: Value,
+    /// Networks a success answer may name: the offer's CAIP-2 id and its v1 name.
+    networks: Vec<String>,
+    identity: PaymentIdentity,
+    prior_sent: bool,
+    prior_transaction: Option<String>,
+    route_key: String,
+}
+
+/// How a settlement ended.
+#[derive(Debug)]
+enum Settled {
+    /// On chain (or reconciled: this ledger's earlier attempt had settled it).
+    Paid(SettleResponse),
+    Refused(SettleResponse),
+    Unknown { timed_out: bool, detail: String },
+    /// The facilitator answered something that cannot be true (a transaction hash that settled
+    /// another authorization).
+    Fault(String),
+}
+
+/// Sends `/settle`, decides what its answer means, and records that in the ledger.
+async fn settle<P: Platform>(p: Rc<P>, s: Pending, mode: SettleMode) -> Settled {
+    let reply = call_facilitator(&s.config, &*p, "settle", &s.payment, &s.requirements).await;
+    let networks: Vec<&str> = s.networks.iter().map(String::as_str).collect();
+    let id = &s.identity;
+    let mut named_transaction = None;
+    let decided = match classify_settle(reply) {
+        SettleOutcome::Settled(r) => match check_settled(&r, &networks, &id.payer) {
+            Ok(()) => Settled::Paid(with_payer(r, &id.payer)),
+            Err(detail) => {
+                named_transaction = crate::facilitator::is_transaction_hash(&r.transaction).then(|| r.transaction.clone());
+                Settled::Unknown { timed_out: false, detail }
+            }
+        },
+        // This ledger sent the authorization to settlement before and never learned the outcome:
+        // "already used" means that attempt went through.
+        SettleOutcome::Refused(r) if s.prior_sent && is_nonce_used(r.error_reason.as_deref()) => {
+            p.log(&format!("x402: reconciled {} nonce {}: settled by an earlier attempt of this ledger", id.payer, id.nonce));
+            let network = if r.network.is_empty() { networks.first().copied().unwrap_or_default().to_string() } else { r.network };
+            Settled::Paid(SettleResponse { success: true, error_reason: None, payer: Some(id.payer.clone()), transaction: s.prior_transaction.clone().unwrap_or_default(), network })
+        }
+        SettleOutcome::Refused(r) => Settled::Refused(with_payer(r, &id.payer)),
+        SettleOutcome::Unknown { timed_out, detail, transaction } => {
+            named_transaction = transaction;
+            Settled::Unknown { timed_out, detail }
+        }
+    };
+    let outcome = match &decided {
+        Settled::Paid(r) => {
+            let (delivered, hold_seconds) = match mode {
+                SettleMode::DeliverNow => (!p.client_gone(), 0),
+                SettleMode::HoldForOrigin(hold) => (false, hold),
+            };
+            Outcome::Settled { transaction: r.transaction.clone(), network: r.network.clone(), delivered, hold_seconds }
+        }
+        Settled::Refused(_) => Outcome::Refused,
+        Settled::Unknown { .. } | Settled::Fault(_) => Outcome::Unknown { transaction: named_transaction },
+    };
+    match &decided {
+        Settled::Paid(r) => p.log(&format!("x402: settled {} {} from {} tx {}", s.route_key, id.amount, id.payer, r.transaction)),
+        Settled::Refused(r) => p.log(&format!("x402: settlement refused for {} nonce {}: {}", id.payer, id.nonce, r.error_reason.as_deref().unwrap_or("no reason"))),
+        Settled::Unknown { detail, .. } | Settled::Fault(detail) => p.log(&format!("x402: settlement outcome unknown for {} nonce {}: {detail}", id.payer, id.nonce)),
+    }
+    match p.ledger(&s.ticket.shard, &s.ticket.finish(outcome)).await {
+        Ok(Reply::Done) => decided,
+        Ok(Reply::DuplicateTransaction) => {
+            let tx = match &decided {
+                Settled::Paid(r) => r.transaction.clone(),
+                _ => String::new(),
+            };
+            Settled::Fault(format!("the facilitator reported transaction {tx}, which this ledger already holds for another authorization"))
+        }
+        // The settlement itself is done; the record keeps its lease until it runs out and then
+        // reads as unknown, which a retry reconciles.
+        Ok(other) => {
+            p.log(&format!("x402: ledger did not record the settlement of {} ({other:?})", s.ticket.key));
+            decided
+        }
+        Err(e) => {
+            p.log(&format!("x402: ledger did not record the settlement of {}: {e}", s.ticket.key));
+            decided
+        }
+    }
 }
 
 async fn live_session<P: Platform>(p: &P, req: &Request<P::Body>, route: &Route) -> Option<SessionRecord> {
@@ -296,75 +747,58 @@ fn origin_url(config: &Config, canonical: &str, query: Option<&str>) -> String {
     url
 }
 
-/// Forwards the request to the origin on its canonical path, minus the paywall's own headers.
-/// Err is the response to send instead (502/504).
-async fn forward<P: Platform>(config: &Config, p: &P, req: Request<P::Body>, canonical: &str) -> Result<Response<P::Body>, Response<P::Body>> {
-    let (mut parts, body) = req.into_parts();
-    let url = origin_url(config, canonical, parts.uri.query());
-    parts.uri = match url.parse() {
-        Ok(u) => u,
-        Err(_) => return Err(json_response(StatusCode::BAD_REQUEST, &json!({ "error": "invalid_url" }), P::body)),
-    };
-    for h in PAYWALL_REQUEST_HEADERS {
-        parts.headers.remove(h);
-    }
-    parts.headers.remove(http::header::HOST);
-    match p.origin(Request::from_parts(parts, body), config.origin_timeout_seconds).await {
-        Ok(res) => Ok(res),
-        Err(e) => {
-            p.log(&format!("x402: origin {e}"));
-            let status = upstream_status(matches!(e, UpstreamError::Timeout { .. }));
-            Err(json_response(status, &json!({ "error": "origin_unavailable", "message": format!("origin {e}; no payment was taken") }), P::body))
-        }
-    }
+/// Why a request could not be forwarded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum ForwardError {
+    /// The origin did not answer (unreachable, or over its time limit).
+    Upstream(UpstreamError),
+    /// The method cannot be sent with `fetch` (`CONNECT`, `TRACE`, `TRACK`): 405.
+    Method(String),
+    /// The canonical URL did not parse: 400.
+    Url,
 }
 
-/// Settles a verified payment after the origin answered < 400, then releases or withholds the
-/// origin's response.
-async fn settle_and_release<P: Platform>(
-    config: &Config,
-    p: &P,
-    route: &Route,
-    payment: &PaymentPayload,
-    requirements: &Value,
-    verified: &Verified<'_>,
-    origin_res: Response<P::Body>,
-) -> Response<P::Body> {
-    let response_header = if payment.version == 1 { X_PAYMENT_RESPONSE } else { PAYMENT_RESPONSE };
-    let reply = call_facilitator(config, p, "settle", payment, requirements).await;
-    let payer = verified.payer.to_checksum();
-    let nonce = hex_0x(&verified.nonce);
-    match classify_settle(reply) {
-        SettleOutcome::Settled(settled) => {
-            p.log(&format!("x402: settled {} {} from {payer} tx {}", route.key, verified.offer.requirements.amount, settled.transaction));
-            let mut res = origin_res;
-            let session = mint_session(p, route, &settled, &payer, &verified.offer.requirements.network).await;
-            let h = res.headers_mut();
-            set_header(h, response_header, &encode_header(&with_payer(settled, &payer)));
-            h.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
-            if let Some((token, expires_at)) = session {
-                set_header(h, SESSION_HEADER, &token);
-                set_header(h, SESSION_EXPIRES_HEADER, &expires_at.to_string());
+/// Forwards the request to the origin on its canonical path with its exact method, minus the
+/// paywall's own headers and the path-override headers.
+async fn forward<P: Platform>(config: &Config, p: &P, req: Request<P::Body>, canonical: &str) -> Result<Response<P::Body>, ForwardError> {
+    let (mut parts, body) = req.into_parts();
+    if UNFORWARDABLE_METHODS.iter().any(|m| parts.method.as_str().eq_ignore_ascii_case(m)) {
+        return Err(ForwardError::Method(parts.method.to_string()));
+    }
+    let url = origin_url(config, canonical, parts.uri.query());
+    parts.uri = url.parse().map_err(|_| ForwardError::Url)?;
+    for h in PAYWALL_REQUEST_HEADERS.iter().chain(PATH_OVERRIDE_HEADERS.iter()) {
+        parts.headers.remove(*h);
+    }
+    parts.headers.remove(http::header::HOST);
+    p.origin(Request::from_parts(parts, body), config.origin_timeout_seconds).await.map_err(ForwardError::Upstream)
+}
+
+/// The answer when forwarding failed. `settled`: the payment was already settled (a settle-first
+/// route, or a redelivery), so the answer carries it and says how to get the content.
+fn origin_failure<P: Platform>(p: &P, e: &ForwardError, settled: Option<&SettleResponse>) -> Response<P::Body> {
+    match e {
+        ForwardError::Method(m) => {
+            let mut res = json_response(StatusCode::METHOD_NOT_ALLOWED, &json!({ "error": "method_not_allowed", "message": format!("{m} requests are not forwarded") }), P::body);
+            set_header(res.headers_mut(), "allow", "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS");
+            res
+        }
+        ForwardError::Url => json_response(StatusCode::BAD_REQUEST, &json!({ "error": "invalid_url" }), P::body),
+        ForwardError::Upstream(e) => {
+            p.log(&format!("x402: origin {e}"));
+            let status = upstream_status(matches!(e, UpstreamError::Timeout { .. }));
+            match settled {
+                None => json_response(status, &json!({ "error": "origin_unavailable", "message": format!("origin {e}; no payment was taken") }), P::body),
+                Some(s) => {
+                    let message = format!(
+                        "origin {e}. Your payment was settled (transaction {}); retry with the same payment header before it expires to get the response without paying again",
+                        s.transaction
+                    );
+                    let mut res = json_response(status, &json!({ "error": "origin_unavailable", "message": message }), P::body);
+                    set_header(res.headers_mut(), PAYMENT_RESPONSE, &encode_header(s));
+                    res
+                }
             }
-            res
-        }
-        SettleOutcome::Refused(refused) => {
-            let reason = refused.error_reason.clone().unwrap_or_else(|| "settlement_failed".into());
-            p.log(&format!("x402: settlement refused for {payer} nonce {nonce}: {reason}"));
-            let value = json!({ "error": reason, "message": "the facilitator refused to settle this payment; nothing was charged and the content is withheld" });
-            let mut res = json_response(StatusCode::PAYMENT_REQUIRED, &value, P::body);
-            set_header(res.headers_mut(), response_header, &encode_header(&with_payer(refused, &payer)));
-            res
-        }
-        SettleOutcome::Unknown { timed_out, detail } => {
-            p.log(&format!("x402: settlement outcome unknown for {payer} nonce {nonce}: {detail}"));
-            let status = upstream_status(timed_out);
-            let value = json!({
-                "error": "settlement_outcome_unknown",
-                "message": format!("{detail}. The payment may or may not have been executed; the content is withheld. Retry with the same PAYMENT-SIGNATURE: it can be settled at most once."),
-                "payment": { "payer": payer, "nonce": nonce, "network": verified.offer.requirements.network, "asset": verified.offer.requirements.asset, "amount": verified.offer.requirements.amount },
-            });
-            json_response(status, &value, P::body)
         }
     }
 }

@@ -12,6 +12,7 @@
 //! | [`exact`] | local verification of an `exact` EVM payment |
 //! | [`facilitator`] | `/verify` and `/settle` bodies and reply classification |
 //! | [`session`] | paid-session tokens and records |
+//! | [`ledger`] | the state machine of each authorization (reserved → settling → settled / unknown), hosted by a Durable Object |
 //! | [`gateway`] | the request pipeline over a [`gateway::Platform`] |
 
 pub mod config;
@@ -19,6 +20,7 @@ pub mod evm;
 pub mod exact;
 pub mod facilitator;
 pub mod gateway;
+pub mod ledger;
 pub mod money;
 pub mod route;
 pub mod session;

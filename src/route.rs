@@ -208,13 +208,26 @@ impl RoutePattern {
 
     /// Whether a request with `method` and matching-form `segments` falls under this pattern.
     pub fn matches(&self, method: &http::Method, segments: &[String]) -> bool {
-        let method_ok = match &self.method {
+        self.matches_method(method) && self.matches_path(segments)
+    }
+
+    /// Whether `method` is one this pattern lists: its own (`GET` also covering `HEAD`), or any
+    /// but `OPTIONS` when the pattern names none. Methods compare byte for byte (RFC 9110 §9.1:
+    /// case-sensitive), so `get` is not `GET`.
+    pub fn matches_method(&self, method: &http::Method) -> bool {
+        match &self.method {
             None => method != http::Method::OPTIONS,
             Some(m) => m == method || (*m == http::Method::GET && method == http::Method::HEAD),
-        };
-        if !method_ok {
-            return false;
         }
+    }
+
+    /// The method this pattern lists; `None` for any method but `OPTIONS`.
+    pub fn method(&self) -> Option<&http::Method> {
+        self.method.as_ref()
+    }
+
+    /// Whether matching-form `segments` fall under this pattern's path, whatever the method.
+    pub fn matches_path(&self, segments: &[String]) -> bool {
         let mut i = 0;
         for seg in &self.segs {
             match seg {

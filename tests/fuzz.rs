@@ -133,7 +133,7 @@ proptest! {
         let h = encode_header(&raw);
         let decoded = if version == 2 { decode_payment_signature(&h) } else { decode_x_payment(&h) };
         if let Ok(p) = decoded {
-            let _ = verify_exact(&route.accepts, &p, 1_800_000_000);
+            let _ = verify_exact(&route.accepts, &p, 1_800_000_000, 6);
         }
     }
 

@@ -105,11 +105,37 @@ export async function deployUsdc(rpcUrl, holders = {}) {
   const receipt = await wallet.waitForTransactionReceipt({ hash });
   const code = await wallet.getCode({ address: receipt.contractAddress });
   await wallet.request({ method: 'anvil_setCode', params: [USDC, code] });
+  await deployMulticall3(wallet);
   for (const [to, amount] of Object.entries(holders)) {
     const h = await wallet.writeContract({ address: USDC, abi, functionName: 'mint', args: [to, BigInt(amount)] });
     await wallet.waitForTransactionReceipt({ hash: h });
   }
   return { abi, address: USDC };
+}
+
+let multicall3;
+/**
+ * Compiles tests/support/Multicall3.sol (cached per process), deploys it with `wallet` and copies its
+ * runtime code to Multicall3's canonical address, where the @x402/evm facilitator's failure
+ * diagnosis calls `tryAggregate` (anvil has no Multicall3 of its own).
+ */
+async function deployMulticall3(wallet) {
+  if (!multicall3) {
+    const input = {
+      language: 'Solidity',
+      sources: { 'Multicall3.sol': { content: readFileSync(path.join(ROOT, 'tests/support/Multicall3.sol'), 'utf8') } },
+      settings: { optimizer: { enabled: true, runs: 200 }, viaIR: true, outputSelection: { '*': { '*': ['abi', 'evm.bytecode.object'] } } },
+    };
+    const out = JSON.parse(solc.compile(JSON.stringify(input)));
+    const errors = (out.errors || []).filter((e) => e.severity === 'error');
+    if (errors.length) throw new Error(errors.map((e) => e.formattedMessage).join('\n'));
+    const c = out.contracts['Multicall3.sol'].Multicall3;
+    multicall3 = { abi: c.abi, bytecode: `0x${c.evm.bytecode.object}` };
+  }
+  const hash = await wallet.deployContract(multicall3);
+  const receipt = await wallet.waitForTransactionReceipt({ hash });
+  const code = await wallet.getCode({ address: receipt.contractAddress });
+  await wallet.request({ method: 'anvil_setCode', params: ['0xcA11bde05977b3631167028862bE2a173976CA11', code] });
 }
 
 export async function balanceOf(rpcUrl, who) {

@@ -1,6 +1,12 @@
 //! The Cloudflare Workers glue (wasm32 only): the `fetch` entry point and [`Platform`] over
-//! `fetch`, Workers KV, `Date.now` and getrandom. Bodies stay JavaScript `ReadableStream`s end to
-//! end, so origin responses stream through without being copied into wasm memory.
+//! `fetch`, Workers KV, the payment ledger's Durable Object, `ctx.waitUntil`, the request's
+//! abort signal, `Date.now` and getrandom. Bodies stay JavaScript `ReadableStream`s end to end,
+//! so origin responses stream through without being copied into wasm memory.
+//!
+//! Owns: everything that touches `worker::*`. Must not hold decisions: those are in the pure
+//! core (`gateway`, `ledger`), which this module only adapts.
+
+mod ledger_object;
 
 use std::cell::RefCell;
 use std::pin::pin;
@@ -16,13 +22,20 @@ use worker::{console_error, console_log, event, js_sys, web_sys, AbortController
 use crate::config::{Config, ConfigError};
 use crate::facilitator::{HttpReply, UpstreamError, MAX_REPLY_BYTES};
 use crate::gateway::{self, Platform};
+use crate::ledger::{Op, Reply};
 use crate::session::SessionCache;
 
 /// Name of the Workers KV namespace binding that holds paid sessions.
 pub const SESSIONS_BINDING: &str = "SESSIONS";
 
+/// Name of the Durable Object namespace binding of the payment ledger (class `PaymentLedger`).
+pub const LEDGER_BINDING: &str = "LEDGER";
+
+/// Time limit for one ledger call, seconds.
+const LEDGER_TIMEOUT_SECONDS: u64 = 10;
+
 /// The variables read from `env` (see [`crate::config`]).
-const VARS: [&str; 11] = [
+const VARS: [&str; 12] = [
     "ORIGIN_URL",
     "FACILITATOR_URL",
     "FACILITATOR_AUTH",
@@ -34,6 +47,7 @@ const VARS: [&str; 11] = [
     "FACILITATOR_TIMEOUT_SECONDS",
     "CORS_ALLOWED_ORIGINS",
     "ROUTES",
+    "VERIFY_GOOD_STANDING_SECONDS",
 ];
 
 /// A body on the edge: a JS stream passed through untouched, or bytes we produced.
@@ -79,6 +93,11 @@ fn config(env: &Env) -> Result<Rc<Config>, ConfigError> {
                         "paid sessions are enabled but the KV namespace binding `{SESSIONS_BINDING}` is missing (add it, or set SESSION_TTL_SECONDS = \"0\")"
                     )));
                 }
+                if cfg.routes.iter().any(|r| !r.is_free()) && env.durable_object(LEDGER_BINDING).is_err() {
+                    return Err(ConfigError(format!(
+                        "priced routes need the payment ledger: the Durable Object binding `{LEDGER_BINDING}` (class PaymentLedger) is missing"
+                    )));
+                }
                 Ok(Rc::new(cfg))
             })
             .clone()
@@ -88,6 +107,11 @@ fn config(env: &Env) -> Result<Rc<Config>, ConfigError> {
 struct Edge {
     kv: Option<KvStore>,
     sessions: Rc<SessionCache>,
+    env: Env,
+    ctx: Context,
+    /// The incoming request's abort signal (fires on client disconnect with the
+    /// `enable_request_signal` compatibility flag).
+    signal: Option<web_sys::AbortSignal>,
 }
 
 fn worker_headers(h: &http::HeaderMap) -> Headers {
@@ -134,9 +158,7 @@ impl Platform for Edge {
     async fn origin(&self, req: http::Request<EdgeBody>, timeout_seconds: u64) -> Result<http::Response<EdgeBody>, UpstreamError> {
         let (parts, body) = req.into_parts();
         let mut init = RequestInit::new();
-        init.with_method(worker::Method::from(parts.method.as_str().to_string()))
-            .with_headers(worker_headers(&parts.headers))
-            .with_redirect(worker::RequestRedirect::Manual);
+        init.with_headers(worker_headers(&parts.headers)).with_redirect(worker::RequestRedirect::Manual);
         if gateway::method_has_body(&parts.method) {
             init.with_body(match body {
                 EdgeBody::Stream(Some(s)) => Some(s.into()),
@@ -144,7 +166,12 @@ impl Platform for Edge {
                 EdgeBody::Bytes(b) => Some(js_sys::Uint8Array::from(b.as_slice()).into()),
             });
         }
-        let request = worker::Request::new_with_init(&parts.uri.to_string(), &init).map_err(|e| UpstreamError::Network(e.to_string()))?;
+        // The method byte for byte: `worker::Method` would turn an extension method into GET.
+        let raw_init: web_sys::RequestInit = (&init).into();
+        raw_init.set_method(parts.method.as_str());
+        let request = web_sys::Request::new_with_str_and_init(&parts.uri.to_string(), &raw_init)
+            .map(worker::Request::from)
+            .map_err(|e| UpstreamError::Network(format!("{e:?}")))?;
         let controller = AbortController::default();
         let signal = controller.signal();
         let fetch = Fetch::Request(request);
@@ -216,6 +243,37 @@ impl Platform for Edge {
         kv.put(key, value).map_err(|e| e.to_string())?.expiration_ttl(ttl_seconds).execute().await.map_err(|e| e.to_string())
     }
 
+    async fn ledger(&self, shard: &str, op: &Op) -> Result<Reply, String> {
+        let stub = self.env.durable_object(LEDGER_BINDING).and_then(|ns| ns.get_by_name(shard)).map_err(|e| e.to_string())?;
+        let body = serde_json::to_string(op).map_err(|e| e.to_string())?;
+        let mut init = RequestInit::new();
+        init.with_method(worker::Method::Post).with_body(Some(JsValue::from_str(&body)));
+        let request = worker::Request::new_with_init("https://ledger.internal/", &init).map_err(|e| e.to_string())?;
+        let call = async {
+            let mut res = stub.fetch_with_request(request).await?;
+            let status = res.status_code();
+            let text = res.text().await?;
+            Ok::<_, worker::Error>((status, text))
+        };
+        let (status, text) = with_timeout(call, AbortController::default(), LEDGER_TIMEOUT_SECONDS).await.map_err(|e| format!("ledger {e}"))?;
+        if status != 200 {
+            return Err(format!("ledger answered HTTP {status}: {text}"));
+        }
+        serde_json::from_str(&text).map_err(|e| format!("ledger reply unreadable: {e}"))
+    }
+
+    fn client_gone(&self) -> bool {
+        self.signal.as_ref().is_some_and(|s| s.aborted())
+    }
+
+    fn run_to_completion<T: 'static>(&self, fut: impl std::future::Future<Output = T> + 'static) -> impl std::future::Future<Output = Option<T>> {
+        let (tx, rx) = futures_channel::oneshot::channel();
+        self.ctx.wait_until(async move {
+            let _ = tx.send(fut.await);
+        });
+        async move { rx.await.ok() }
+    }
+
     fn now(&self) -> u64 {
         worker::Date::now().as_millis() / 1000
     }
@@ -246,7 +304,7 @@ fn to_worker(res: http::Response<EdgeBody>) -> worker::Result<worker::Response> 
 }
 
 #[event(fetch)]
-async fn fetch(req: worker::Request, env: Env, _ctx: Context) -> worker::Result<worker::Response> {
+async fn fetch(req: worker::Request, env: Env, ctx: Context) -> worker::Result<worker::Response> {
     let config = match config(&env) {
         Ok(c) => c,
         Err(e) => {
@@ -273,6 +331,7 @@ async fn fetch(req: worker::Request, env: Env, _ctx: Context) -> worker::Result<
             };
         }
     };
-    let platform = Edge { kv: env.kv(SESSIONS_BINDING).ok(), sessions: SESSIONS.with(Rc::clone) };
+    let signal = Some(raw.signal());
+    let platform = Rc::new(Edge { kv: env.kv(SESSIONS_BINDING).ok(), sessions: SESSIONS.with(Rc::clone), env, ctx, signal });
     to_worker(gateway::handle(&config, &platform, http_req).await)
 }

@@ -1,0 +1,497 @@
+//! The payment ledger: what this paywall has done with each EIP-3009 authorization, decided by
+//! one writer.
+//!
+//! On the edge the ledger lives in a Durable Object (`PaymentLedger`, SQLite storage), one object
+//! per payer address ([`shard_name`]), so every request carrying an authorization of that payer
+//! meets the same single-threaded writer wherever it arrives. This module is the whole state
+//! machine, pure and synchronous over a [`Store`]; the Durable Object is glue that loads the
+//! store, calls [`apply`] and answers with the [`Reply`]. KV is never used as the lock: it is
+//! eventually consistent.
+//!
+//! An authorization is identified by (network, asset, `from`, `nonce`) ([`AuthorizationKey`]).
+//! Its record moves through:
+//!
+//! ```text
+//!            reserve                sending               finish
+//!  (none) ──────────► reserved ───────────────► settling ──────────► settled {tx, delivered}
+//!    ▲                  │  (origin in flight)     │                   unknown {tx?}
+//!    └── release ───────┘                         └─ refused: record deleted, payer standing "bad"
+//! ```
+//!
+//! - While a *lease* is held (`lease_until > now`) the authorization is in flight: another
+//!   request carrying it gets [`Reply::InFlight`] (HTTP 409).
+//! - A lease that runs out without a `finish` means the worker holding it died. A record that was
+//!   only reserved is then free again (nothing was sent to the facilitator); one that was
+//!   settling becomes *unknown* (it may have settled).
+//! - Settled and delivered: spent ([`Reply::Spent`]). Settled but not delivered (the client was
+//!   gone, or the origin failed after a settle-first payment): one retry of the same
+//!   authorization is served without a second settlement ([`Reply::Redeliver`]).
+//! - Unknown: a retry reserves it again with `prior_sent = true`: the gateway settles once more
+//!   and takes the facilitator's "nonce already used" as paid, because this ledger itself sent
+//!   the authorization to settlement.
+//! - Records are kept until `validBefore` has passed (after which the token contract refuses the
+//!   authorization anyway) and then pruned ([`prune`]).
+//!
+//! The ledger also keeps the payer's *standing* (last successful settlement, last refusal), which
+//! the `auto` verify policy reads to decide whether a facilitator `/verify` is needed first.
+
+use serde::{Deserialize, Serialize};
+
+use crate::evm::{hex_lower, Address};
+
+/// Seconds added to every lease beyond the time limits it covers (scheduling, DO round trips).
+pub const LEASE_MARGIN_SECONDS: u64 = 10;
+
+/// Seconds a record is kept after its `validBefore` before [`prune`] deletes it.
+pub const PRUNE_AFTER_SECONDS: u64 = 60;
+
+/// (network, asset, payer, nonce): the identity of one EIP-3009 authorization on chain.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuthorizationKey {
+    /// CAIP-2 network of the offer the payment matched (`eip155:84532`).
+    pub network: String,
+    /// Token contract.
+    pub asset: Address,
+    /// `authorization.from`.
+    pub payer: Address,
+    /// `authorization.nonce`.
+    pub nonce: [u8; 32],
+}
+
+impl AuthorizationKey {
+    /// The record key: `network/asset/payer/nonce`, addresses and nonce as lower-case hex.
+    pub fn id(&self) -> String {
+        format!("{}/0x{}/0x{}/0x{}", self.network, hex_lower(&self.asset.0), hex_lower(&self.payer.0), hex_lower(&self.nonce))
+    }
+}
+
+/// The Durable Object name of a payer's ledger shard: `payer:0x<address, lower-case hex>`.
+pub fn shard_name(payer: &Address) -> String {
+    format!("payer:0x{}", hex_lower(&payer.0))
+}
+
+/// Where the settlement of an authorization stands.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "state", rename_all = "camelCase")]
+pub enum Settlement {
+    /// Never sent to the facilitator's `/settle`.
+    NotSent,
+    /// `/settle` is (or was, if the lease ran out) under way.
+    Sending,
+    /// Sent, outcome unknown (time-out, 5xx, unreadable reply, pending). `transaction` when the
+    /// facilitator named one.
+    Unknown { transaction: Option<String> },
+    /// On chain.
+    Settled { transaction: String, network: String, at: u64 },
+}
+
+/// One authorization's record.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Record {
+    /// The route key the payment was for (`"GET /weather"`).
+    pub route: String,
+    /// `authorization.validBefore`, Unix seconds (capped to `u64`).
+    pub valid_before: u64,
+    pub settlement: Settlement,
+    /// For a settled record: whether its response was handed to a connected client.
+    pub delivered: bool,
+    /// Unix seconds until which `holder` owns the record (in flight); 0 = nobody.
+    pub lease_until: u64,
+    /// The request holding the lease (random, chosen by the worker).
+    pub holder: String,
+}
+
+/// A payer's history, as the `auto` verify policy reads it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Standing {
+    /// Unix seconds of the last successful settlement; 0 = never.
+    pub last_settled_at: u64,
+    /// Unix seconds of the last refused verification or settlement; 0 = never.
+    pub last_refused_at: u64,
+}
+
+impl Standing {
+    /// Good standing: the payer's last outcome was a settlement, within `window_seconds`. A
+    /// refusal in the same second as the last settlement counts as the later one.
+    pub fn is_good(&self, now: u64, window_seconds: u64) -> bool {
+        self.last_settled_at > 0 && self.last_settled_at > self.last_refused_at && now.saturating_sub(self.last_settled_at) < window_seconds
+    }
+}
+
+/// How a request that held the lease ends.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "camelCase")]
+pub enum Outcome {
+    /// `/settle` succeeded. `delivered`: the response is being handed to a connected client.
+    /// `hold_seconds` > 0 keeps the lease that long (a settle-first route still has to call the
+    /// origin and then report [`Outcome::Delivered`]); 0 drops it.
+    #[serde(rename_all = "camelCase")]
+    Settled { transaction: String, network: String, delivered: bool, hold_seconds: u64 },
+    /// The facilitator refused the payment (`/verify` invalid, or `/settle` `success: false`
+    /// without a transaction): the record is deleted and the payer's standing turns bad.
+    Refused,
+    /// `/settle` was sent and its outcome is unknown.
+    Unknown { transaction: Option<String> },
+    /// Nothing happened that charges the payer (origin failed, client gone, verify unavailable):
+    /// the authorization can be retried. A record already sent to settlement keeps its
+    /// settlement state; only the lease is dropped.
+    Release,
+    /// A settled authorization's response was (`true`) or was not (`false`) handed over after a
+    /// redelivery or a settle-first origin call.
+    Delivered { delivered: bool },
+}
+
+/// A request to the ledger. Every operation after `Reserve` names the `holder` that reserved.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "camelCase")]
+pub enum Op {
+    /// Takes the authorization for one request, before any origin or facilitator work.
+    #[serde(rename_all = "camelCase")]
+    Reserve { key: String, holder: String, route: String, valid_before: u64, lease_seconds: u64 },
+    /// Marks that `/settle` is about to be sent (a lease running out after this means unknown).
+    #[serde(rename_all = "camelCase")]
+    Sending { key: String, holder: String, lease_seconds: u64 },
+    /// Records how the request ended and drops the lease.
+    #[serde(rename_all = "camelCase")]
+    Finish { key: String, holder: String, outcome: Outcome },
+}
+
+/// The ledger's answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "reply", rename_all = "camelCase")]
+pub enum Reply {
+    /// The request holds the authorization. `prior_sent`: this ledger already sent it to
+    /// settlement once (outcome unknown). `standing`: the payer's history;
+    /// `others_in_flight`: how many other authorizations of this payer are in flight now.
+    #[serde(rename_all = "camelCase")]
+    Reserved { prior_sent: bool, prior_transaction: Option<String>, standing: Standing, others_in_flight: u32 },
+    /// Another request holds it (HTTP 409).
+    InFlight,
+    /// Settled and delivered: a replay (HTTP 402, nothing called).
+    Spent { transaction: String },
+    /// Settled but not delivered: this request may serve it once, without settling again.
+    Redeliver { transaction: String, network: String },
+    /// The operation was recorded.
+    Done,
+    /// `Finish` with a transaction hash the ledger already holds for another authorization: a
+    /// facilitator fault. The record is marked unknown.
+    DuplicateTransaction,
+    /// The request no longer holds the lease (it ran out and another request took the record).
+    LostLease,
+}
+
+/// Storage of one payer's shard. The Durable Object implements it over SQLite; tests over maps.
+/// Errors are storage failures, reported to the worker as "ledger unavailable".
+pub trait Store {
+    fn get(&self, key: &str) -> Result<Option<Record>, String>;
+    fn put(&mut self, key: &str, record: &Record) -> Result<(), String>;
+    fn delete(&mut self, key: &str) -> Result<(), String>;
+    /// The key of a record, other than `except`, whose settlement names `transaction`.
+    fn find_transaction(&self, transaction: &str, except: &str) -> Result<Option<String>, String>;
+    /// How many records other than `except` have a lease running past `now`.
+    fn in_flight(&self, now: u64, except: &str) -> Result<u32, String>;
+    fn standing(&self) -> Result<Standing, String>;
+    fn set_standing(&mut self, standing: &Standing) -> Result<(), String>;
+}
+
+/// Applies `op` at Unix time `now` (the ledger's own clock). Atomic as long as the store's calls
+/// are synchronous, which they are in a Durable Object (SQLite calls do not yield).
+pub fn apply(store: &mut impl Store, op: Op, now: u64) -> Result<Reply, String> {
+    match op {
+        Op::Reserve { key, holder, route, valid_before, lease_seconds } => {
+            let lease_until = now.saturating_add(lease_seconds);
+            let mut record = match store.get(&key)? {
+                Some(r) if r.lease_until > now => return Ok(Reply::InFlight),
+                Some(r) => r,
+                None => Record { route, valid_before, settlement: Settlement::NotSent, delivered: false, lease_until: 0, holder: String::new() },
+            };
+            record.lease_until = lease_until;
+            record.holder = holder;
+            let reply = match &record.settlement {
+                Settlement::Settled { transaction, .. } if record.delivered => return Ok(Reply::Spent { transaction: transaction.clone() }),
+                Settlement::Settled { transaction, network, .. } => Reply::Redeliver { transaction: transaction.clone(), network: network.clone() },
+                // A stale reservation (its worker died before settling): nothing was sent.
+                Settlement::NotSent => Reply::Reserved { prior_sent: false, prior_transaction: None, standing: store.standing()?, others_in_flight: store.in_flight(now, &key)? },
+                // Sent before: unknown, or a stale "sending" lease (its worker died mid-settlement).
+                Settlement::Sending | Settlement::Unknown { .. } => {
+                    let prior_transaction = match &record.settlement {
+                        Settlement::Unknown { transaction } => transaction.clone(),
+                        _ => None,
+                    };
+                    record.settlement = Settlement::Unknown { transaction: prior_transaction.clone() };
+                    Reply::Reserved { prior_sent: true, prior_transaction, standing: store.standing()?, others_in_flight: store.in_flight(now, &key)? }
+                }
+            };
+            store.put(&key, &record)?;
+            Ok(reply)
+        }
+        Op::Sending { key, holder, lease_seconds } => {
+            let Some(mut record) = held(store, &key, &holder, now)? else { return Ok(Reply::LostLease) };
+            // An earlier unknown attempt stays unknown (keeping its transaction hash) until this
+            // one finishes; a lapse of this lease then reads as unknown either way.
+            if record.settlement == Settlement::NotSent {
+                record.settlement = Settlement::Sending;
+            }
+            record.lease_until = now.saturating_add(lease_seconds);
+            store.put(&key, &record)?;
+            Ok(Reply::Done)
+        }
+        Op::Finish { key, holder, outcome } => {
+            let Some(mut record) = held(store, &key, &holder, now)? else { return Ok(Reply::LostLease) };
+            record.lease_until = 0;
+            let mut standing = store.standing()?;
+            let reply = match outcome {
+                Outcome::Settled { transaction, network, delivered, hold_seconds } => {
+                    if !transaction.is_empty() && store.find_transaction(&transaction, &key)?.is_some() {
+                        record.settlement = Settlement::Unknown { transaction: None };
+                        store.put(&key, &record)?;
+                        return Ok(Reply::DuplicateTransaction);
+                    }
+                    record.settlement = Settlement::Settled { transaction, network, at: now };
+                    record.delivered = delivered;
+                    if hold_seconds > 0 {
+                        record.lease_until = now.saturating_add(hold_seconds);
+                    }
+                    standing.last_settled_at = now;
+                    store.put(&key, &record)?;
+                    Reply::Done
+                }
+                Outcome::Refused => {
+                    standing.last_refused_at = now;
+                    store.delete(&key)?;
+                    Reply::Done
+                }
+                Outcome::Unknown { transaction } => {
+                    let known = match &record.settlement {
+                        Settlement::Unknown { transaction } => transaction.clone(),
+                        _ => None,
+                    };
+                    record.settlement = Settlement::Unknown { transaction: transaction.or(known) };
+                    store.put(&key, &record)?;
+                    Reply::Done
+                }
+                Outcome::Release => {
+                    match record.settlement {
+                        Settlement::NotSent => store.delete(&key)?,
+                        // Sent once: releasing must not forget that.
+                        Settlement::Sending => {
+                            record.settlement = Settlement::Unknown { transaction: None };
+                            store.put(&key, &record)?
+                        }
+                        _ => store.put(&key, &record)?,
+                    }
+                    Reply::Done
+                }
+                Outcome::Delivered { delivered } => {
+                    if matches!(record.settlement, Settlement::Settled { .. }) {
+                        record.delivered = delivered;
+                    }
+                    store.put(&key, &record)?;
+                    Reply::Done
+                }
+            };
+            store.set_standing(&standing)?;
+            Ok(reply)
+        }
+    }
+}
+
+/// The record if `holder` holds its lease at `now`.
+fn held(store: &impl Store, key: &str, holder: &str, now: u64) -> Result<Option<Record>, String> {
+    Ok(store.get(key)?.filter(|r| r.holder == holder && r.lease_until >= now))
+}
+
+/// Whether a record may be pruned at `now`: past `validBefore` + [`PRUNE_AFTER_SECONDS`] and not
+/// in flight.
+pub fn prunable(record_valid_before: u64, lease_until: u64, now: u64) -> bool {
+    record_valid_before.saturating_add(PRUNE_AFTER_SECONDS) < now && lease_until <= now
+}
+
+/// A [`Store`] in memory: the host tests' ledger, one per shard.
+#[derive(Debug, Default, Clone)]
+pub struct MemoryStore {
+    pub records: std::collections::BTreeMap<String, Record>,
+    pub standing: Standing,
+}
+
+impl Store for MemoryStore {
+    fn get(&self, key: &str) -> Result<Option<Record>, String> {
+        Ok(self.records.get(key).cloned())
+    }
+    fn put(&mut self, key: &str, record: &Record) -> Result<(), String> {
+        self.records.insert(key.to_string(), record.clone());
+        Ok(())
+    }
+    fn delete(&mut self, key: &str) -> Result<(), String> {
+        self.records.remove(key);
+        Ok(())
+    }
+    fn find_transaction(&self, transaction: &str, except: &str) -> Result<Option<String>, String> {
+        Ok(self
+            .records
+            .iter()
+            .find(|(k, r)| k.as_str() != except && matches!(&r.settlement, Settlement::Settled { transaction: t, .. } if t.eq_ignore_ascii_case(transaction)))
+            .map(|(k, _)| k.clone()))
+    }
+    fn in_flight(&self, now: u64, except: &str) -> Result<u32, String> {
+        Ok(self.records.iter().filter(|(k, r)| k.as_str() != except && r.lease_until > now).count() as u32)
+    }
+    fn standing(&self) -> Result<Standing, String> {
+        Ok(self.standing)
+    }
+    fn set_standing(&mut self, standing: &Standing) -> Result<(), String> {
+        self.standing = *standing;
+        Ok(())
+    }
+}
+
+impl MemoryStore {
+    /// Deletes every prunable record (what the Durable Object's alarm does).
+    pub fn prune(&mut self, now: u64) {
+        self.records.retain(|_, r| !prunable(r.valid_before, r.lease_until, now));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const T: u64 = 1_800_000_000;
+
+    fn reserve(s: &mut MemoryStore, holder: &str, now: u64) -> Reply {
+        apply(s, Op::Reserve { key: "k".into(), holder: holder.into(), route: "GET /x".into(), valid_before: T + 300, lease_seconds: 40 }, now).unwrap()
+    }
+    fn finish(s: &mut MemoryStore, holder: &str, outcome: Outcome, now: u64) -> Reply {
+        apply(s, Op::Finish { key: "k".into(), holder: holder.into(), outcome }, now).unwrap()
+    }
+    fn sending(s: &mut MemoryStore, holder: &str, now: u64) -> Reply {
+        apply(s, Op::Sending { key: "k".into(), holder: holder.into(), lease_seconds: 40 }, now).unwrap()
+    }
+    fn settled(delivered: bool) -> Outcome {
+        Outcome::Settled { transaction: format!("0x{}", "ab".repeat(32)), network: "eip155:84532".into(), delivered, hold_seconds: 0 }
+    }
+
+    #[test]
+    fn one_holder_at_a_time_then_spent() {
+        let mut s = MemoryStore::default();
+        assert!(matches!(reserve(&mut s, "a", T), Reply::Reserved { prior_sent: false, .. }));
+        assert_eq!(reserve(&mut s, "b", T), Reply::InFlight);
+        assert_eq!(sending(&mut s, "b", T), Reply::LostLease, "only the holder may proceed");
+        assert_eq!(sending(&mut s, "a", T), Reply::Done);
+        assert_eq!(reserve(&mut s, "b", T + 1), Reply::InFlight);
+        assert_eq!(finish(&mut s, "a", settled(true), T + 2), Reply::Done);
+        assert!(matches!(reserve(&mut s, "c", T + 3), Reply::Spent { .. }));
+        assert!(s.standing.is_good(T + 3, 3600));
+    }
+
+    #[test]
+    fn released_authorizations_can_be_retried_and_refusals_turn_standing_bad() {
+        let mut s = MemoryStore::default();
+        reserve(&mut s, "a", T);
+        finish(&mut s, "a", Outcome::Release, T);
+        assert!(s.records.is_empty());
+        assert!(matches!(reserve(&mut s, "b", T), Reply::Reserved { prior_sent: false, .. }));
+        finish(&mut s, "b", Outcome::Refused, T);
+        assert!(s.records.is_empty());
+        assert_eq!(s.standing.last_refused_at, T);
+        assert!(!s.standing.is_good(T, 3600));
+    }
+
+    #[test]
+    fn undelivered_is_served_once_more_then_spent() {
+        let mut s = MemoryStore::default();
+        reserve(&mut s, "a", T);
+        sending(&mut s, "a", T);
+        finish(&mut s, "a", settled(false), T);
+        assert!(matches!(reserve(&mut s, "b", T + 1), Reply::Redeliver { .. }));
+        assert_eq!(reserve(&mut s, "c", T + 1), Reply::InFlight, "the redelivery is in flight");
+        finish(&mut s, "b", Outcome::Delivered { delivered: true }, T + 2);
+        assert!(matches!(reserve(&mut s, "d", T + 3), Reply::Spent { .. }));
+    }
+
+    #[test]
+    fn unknown_outcomes_are_retried_as_sent_and_never_released_to_nothing() {
+        let mut s = MemoryStore::default();
+        reserve(&mut s, "a", T);
+        sending(&mut s, "a", T);
+        finish(&mut s, "a", Outcome::Unknown { transaction: Some("0x1".into()) }, T);
+        match reserve(&mut s, "b", T + 1) {
+            Reply::Reserved { prior_sent, prior_transaction, .. } => {
+                assert!(prior_sent);
+                assert_eq!(prior_transaction.as_deref(), Some("0x1"));
+            }
+            other => panic!("{other:?}"),
+        }
+        // Releasing a sent authorization keeps it "sent".
+        finish(&mut s, "b", Outcome::Release, T + 1);
+        assert!(matches!(reserve(&mut s, "c", T + 2), Reply::Reserved { prior_sent: true, .. }));
+    }
+
+    #[test]
+    fn stale_leases_expire_by_what_was_sent() {
+        let mut s = MemoryStore::default();
+        reserve(&mut s, "a", T);
+        // The holder died before settlement: the record is free again, nothing was sent.
+        assert!(matches!(reserve(&mut s, "b", T + 41), Reply::Reserved { prior_sent: false, .. }));
+        sending(&mut s, "b", T + 41);
+        // The holder died while settling: the outcome is unknown.
+        assert!(matches!(reserve(&mut s, "c", T + 100), Reply::Reserved { prior_sent: true, .. }));
+        assert_eq!(finish(&mut s, "b", settled(true), T + 100), Reply::LostLease);
+    }
+
+    #[test]
+    fn a_transaction_hash_already_held_for_another_authorization_is_a_facilitator_fault() {
+        let mut s = MemoryStore::default();
+        reserve(&mut s, "a", T);
+        finish(&mut s, "a", settled(true), T);
+        let other = Op::Reserve { key: "k2".into(), holder: "b".into(), route: "GET /x".into(), valid_before: T + 300, lease_seconds: 40 };
+        apply(&mut s, other, T).unwrap();
+        let dup = apply(&mut s, Op::Finish { key: "k2".into(), holder: "b".into(), outcome: settled(true) }, T).unwrap();
+        assert_eq!(dup, Reply::DuplicateTransaction);
+        assert!(matches!(s.records["k2"].settlement, Settlement::Unknown { .. }));
+    }
+
+    #[test]
+    fn settle_first_holds_the_lease_through_the_origin_call() {
+        let mut s = MemoryStore::default();
+        reserve(&mut s, "a", T);
+        sending(&mut s, "a", T);
+        let held = Outcome::Settled { transaction: "0x01".into(), network: "eip155:84532".into(), delivered: false, hold_seconds: 30 };
+        assert_eq!(finish(&mut s, "a", held, T), Reply::Done);
+        assert_eq!(reserve(&mut s, "b", T + 1), Reply::InFlight, "the origin call is in flight");
+        // The origin failed: the payer keeps a paid, undelivered authorization.
+        assert_eq!(finish(&mut s, "a", Outcome::Delivered { delivered: false }, T + 2), Reply::Done);
+        assert!(matches!(reserve(&mut s, "c", T + 3), Reply::Redeliver { .. }));
+    }
+
+    #[test]
+    fn in_flight_counts_other_authorizations_of_the_payer() {
+        let mut s = MemoryStore::default();
+        reserve(&mut s, "a", T);
+        let other = Op::Reserve { key: "k2".into(), holder: "b".into(), route: "GET /x".into(), valid_before: T + 300, lease_seconds: 40 };
+        assert!(matches!(apply(&mut s, other, T).unwrap(), Reply::Reserved { others_in_flight: 1, .. }));
+    }
+
+    #[test]
+    fn pruning_waits_for_valid_before_and_leases() {
+        let mut s = MemoryStore::default();
+        reserve(&mut s, "a", T);
+        finish(&mut s, "a", settled(true), T);
+        s.prune(T + 300 + PRUNE_AFTER_SECONDS);
+        assert_eq!(s.records.len(), 1);
+        s.prune(T + 301 + PRUNE_AFTER_SECONDS);
+        assert!(s.records.is_empty());
+    }
+
+    #[test]
+    fn ops_and_replies_round_trip_as_json() {
+        let op = Op::Finish { key: "k".into(), holder: "h".into(), outcome: settled(false) };
+        let text = serde_json::to_string(&op).unwrap();
+        assert!(text.contains("\"op\":\"finish\"") && text.contains("\"kind\":\"settled\""), "{text}");
+        assert_eq!(serde_json::from_str::<Op>(&text).unwrap(), op);
+        let r = Reply::Reserved { prior_sent: true, prior_transaction: None, standing: Standing::default(), others_in_flight: 0 };
+        assert_eq!(serde_json::from_str::<Reply>(&serde_json::to_string(&r).unwrap()).unwrap(), r);
+    }
+}

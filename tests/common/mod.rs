@@ -1,0 +1,274 @@
+//! The host test platform: in-memory fakes for the origin, the facilitator, KV and the payment
+//! ledger (the real [`ledger::apply`] state machine over [`MemoryStore`]s), with switches to
+//! inject faults (timeouts, outages, a client that hangs up). The real path runs in
+//! `tests/*.test.mjs`.
+#![allow(dead_code)]
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::task::{Context, Poll};
+
+use http::{Request, Response, StatusCode};
+use k256::ecdsa::SigningKey;
+use serde_json::{json, Value};
+use x402_edge_paywall::config::Config;
+use x402_edge_paywall::evm::{address_of, hex_0x, parse_uint256, Address, TransferWithAuthorization};
+use x402_edge_paywall::facilitator::{HttpReply, UpstreamError};
+use x402_edge_paywall::gateway::{handle, Platform};
+use x402_edge_paywall::ledger::{self, MemoryStore, Op, Reply};
+use x402_edge_paywall::session::SessionCache;
+use x402_edge_paywall::x402::encode_header;
+
+pub const NOW: u64 = 1_800_000_000;
+
+/// A reply the fake facilitator gives to one call.
+pub type Canned = Result<HttpReply, UpstreamError>;
+
+pub fn reply(status: u16, body: &str) -> Canned {
+    Ok(HttpReply { status, body: body.as_bytes().to_vec() })
+}
+
+/// A 32-byte transaction hash made of `byte`.
+pub fn tx(byte: u8) -> String {
+    format!("0x{}", hex_lower(&[byte; 32]))
+}
+
+fn hex_lower(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+#[derive(Default)]
+pub struct Fake {
+    pub origin_status: Cell<u16>,
+    /// Origin unreachable.
+    pub origin_down: Cell<bool>,
+    /// Canned `/settle` replies, used in order; when empty: success with a fresh transaction.
+    pub settle: RefCell<Vec<Canned>>,
+    /// Canned `/verify` replies, used in order; when empty: valid.
+    pub verify: RefCell<Vec<Canned>>,
+    pub kv: RefCell<HashMap<String, String>>,
+    pub kv_down: bool,
+    pub ledger: RefCell<HashMap<String, MemoryStore>>,
+    pub ledger_down: Cell<bool>,
+    /// The client has hung up.
+    pub gone: Cell<bool>,
+    /// The client hangs up while `/settle` is under way.
+    pub gone_during_settle: Cell<bool>,
+    pub now: Cell<u64>,
+    pub origin_calls: RefCell<Vec<Request<Vec<u8>>>>,
+    /// Facilitator calls in order: (endpoint: "verify" | "settle", body).
+    pub facilitator_calls: RefCell<Vec<(String, Value)>>,
+    /// Every call in order: "origin", "verify", "settle".
+    pub order: RefCell<Vec<&'static str>>,
+    pub logs: RefCell<Vec<String>>,
+    pub kv_gets: Cell<usize>,
+    pub cache: SessionCache,
+    pub tx_counter: Cell<u8>,
+}
+
+/// A future that is pending once, so that concurrent requests interleave at the origin call.
+struct YieldOnce(bool);
+
+impl Future for YieldOnce {
+    type Output = ();
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        if self.0 {
+            Poll::Ready(())
+        } else {
+            self.0 = true;
+            cx.waker().wake_by_ref();
+            Poll::Pending
+        }
+    }
+}
+
+impl Platform for Fake {
+    type Body = Vec<u8>;
+    fn body(bytes: Vec<u8>) -> Vec<u8> {
+        bytes
+    }
+    async fn origin(&self, req: Request<Vec<u8>>, t: u64) -> Result<Response<Vec<u8>>, UpstreamError> {
+        self.order.borrow_mut().push("origin");
+        self.origin_calls.borrow_mut().push(req);
+        YieldOnce(false).await;
+        if self.origin_down.get() {
+            return Err(UpstreamError::Timeout { seconds: t });
+        }
+        let mut r = Response::new(b"{\"data\":\"paid content\"}".to_vec());
+        *r.status_mut() = StatusCode::from_u16(self.origin_status.get()).unwrap();
+        r.headers_mut().insert("cache-control", "public, max-age=600".parse().unwrap());
+        Ok(r)
+    }
+    async fn post_json(&self, url: &str, _a: Option<&str>, json: String, _t: u64) -> Result<HttpReply, UpstreamError> {
+        let endpoint = if url.ends_with("/verify") { "verify" } else { "settle" };
+        self.order.borrow_mut().push(endpoint);
+        self.facilitator_calls.borrow_mut().push((endpoint.to_string(), serde_json::from_str(&json).unwrap()));
+        if endpoint == "verify" {
+            let mut q = self.verify.borrow_mut();
+            return if q.is_empty() { reply(200, r#"{"isValid":true}"#) } else { q.remove(0) };
+        }
+        if self.gone_during_settle.get() {
+            self.gone.set(true);
+        }
+        let mut q = self.settle.borrow_mut();
+        if q.is_empty() {
+            let n = self.tx_counter.get().wrapping_add(1);
+            self.tx_counter.set(n);
+            let body = json!({ "success": true, "transaction": tx(n), "network": "eip155:84532" });
+            return reply(200, &body.to_string());
+        }
+        q.remove(0)
+    }
+    async fn kv_get(&self, key: &str) -> Result<Option<String>, String> {
+        self.kv_gets.set(self.kv_gets.get() + 1);
+        if self.kv_down {
+            return Err("kv down".into());
+        }
+        Ok(self.kv.borrow().get(key).cloned())
+    }
+    async fn kv_put(&self, key: &str, value: String, _ttl: u64) -> Result<(), String> {
+        if self.kv_down {
+            return Err("kv down".into());
+        }
+        self.kv.borrow_mut().insert(key.into(), value);
+        Ok(())
+    }
+    async fn ledger(&self, shard: &str, op: &Op) -> Result<Reply, String> {
+        if self.ledger_down.get() {
+            return Err("ledger down".into());
+        }
+        // Through JSON, as on the edge.
+        let op: Op = serde_json::from_str(&serde_json::to_string(op).unwrap()).unwrap();
+        let mut shards = self.ledger.borrow_mut();
+        ledger::apply(shards.entry(shard.to_string()).or_default(), op, self.now.get())
+    }
+    fn client_gone(&self) -> bool {
+        self.gone.get()
+    }
+    fn run_to_completion<T: 'static>(&self, fut: impl Future<Output = T> + 'static) -> impl Future<Output = Option<T>> {
+        async move { Some(fut.await) }
+    }
+    fn now(&self) -> u64 {
+        self.now.get()
+    }
+    fn random32(&self) -> Result<[u8; 32], String> {
+        let n = self.kv.borrow().len() as u8 + self.facilitator_calls.borrow().len() as u8 + self.origin_calls.borrow().len() as u8;
+        let mut r = [n.wrapping_add(1); 32];
+        r[31] = self.logs.borrow().len() as u8;
+        r[30] = (self.ledger.borrow().values().map(|s| s.records.len()).sum::<usize>()) as u8;
+        Ok(r)
+    }
+    fn log(&self, line: &str) {
+        self.logs.borrow_mut().push(line.into());
+    }
+    fn sessions(&self) -> &SessionCache {
+        &self.cache
+    }
+}
+
+impl Fake {
+    pub fn settles(&self) -> usize {
+        self.facilitator_calls.borrow().iter().filter(|(e, _)| e == "settle").count()
+    }
+    pub fn verifies(&self) -> usize {
+        self.facilitator_calls.borrow().iter().filter(|(e, _)| e == "verify").count()
+    }
+    pub fn origin_hits(&self) -> usize {
+        self.origin_calls.borrow().len()
+    }
+    pub fn queue_settle(&self, r: Canned) {
+        self.settle.borrow_mut().push(r);
+    }
+    pub fn queue_verify(&self, r: Canned) {
+        self.verify.borrow_mut().push(r);
+    }
+}
+
+pub fn fake() -> Fake {
+    let f = Fake::default();
+    f.origin_status.set(200);
+    f.now.set(NOW);
+    f
+}
+
+/// The configuration the host tests use: `routes` with the standard variables.
+pub fn config_with(routes: Value) -> Rc<Config> {
+    let v = json!({
+        "ORIGIN_URL": "http://origin.test/base/",
+        "FACILITATOR_URL": "http://facilitator.test",
+        "PAY_TO": "0x209693Bc6afc0C5328bA36FaF03C514EF312287C",
+        "ROUTES": routes,
+    });
+    Rc::new(Config::from_vars(v.as_object().unwrap()).unwrap())
+}
+
+pub fn config() -> Rc<Config> {
+    config_with(json!([
+        { "route": "GET /paid", "price": "$0.01", "sessionTtlSeconds": 60 },
+        { "route": "GET /other/*", "price": "$0.02" }
+    ]))
+}
+
+/// The address of the test key made of `key_byte`.
+pub fn payer(key_byte: u8) -> Address {
+    address_of(SigningKey::from_slice(&[key_byte; 32]).unwrap().verifying_key())
+}
+
+/// A v2 `PAYMENT-SIGNATURE` for `cfg.routes[route]`'s first offer, signed by the key made of
+/// `key_byte`, with nonce `[nonce; 32]` and `validBefore` = `NOW + valid_for`.
+pub fn payment_with(cfg: &Config, route: usize, key_byte: u8, nonce: u8, valid_for: u64) -> String {
+    let offer = &cfg.routes[route].accepts[0];
+    let key = SigningKey::from_slice(&[key_byte; 32]).unwrap();
+    let from = address_of(key.verifying_key());
+    let msg = TransferWithAuthorization {
+        from,
+        to: offer.pay_to,
+        value: offer.amount,
+        valid_after: parse_uint256(&(NOW - 600).to_string()).unwrap(),
+        valid_before: parse_uint256(&(NOW + valid_for).to_string()).unwrap(),
+        nonce: [nonce; 32],
+    };
+    let (sig, recid) = key.sign_prehash_recoverable(&msg.digest(&offer.domain_separator));
+    let mut bytes = sig.to_bytes().to_vec();
+    bytes.push(27 + recid.to_byte());
+    encode_header(&json!({
+        "x402Version": 2,
+        "accepted": offer.requirements_json,
+        "payload": { "signature": hex_0x(&bytes), "authorization": {
+            "from": from.to_checksum(), "to": offer.pay_to.to_checksum(), "value": offer.amount.to_string(),
+            "validAfter": (NOW - 600).to_string(), "validBefore": (NOW + valid_for).to_string(), "nonce": hex_0x(&[nonce; 32]) } }
+    }))
+}
+
+/// [`payment_with`] with nonce = key byte and 120 s of validity.
+pub fn payment(cfg: &Config, route: usize, key_byte: u8) -> String {
+    payment_with(cfg, route, key_byte, key_byte, 120)
+}
+
+pub fn request(path: &str, headers: &[(&str, &str)]) -> Request<Vec<u8>> {
+    request_with("GET", path, headers)
+}
+
+pub fn request_with(method: &str, path: &str, headers: &[(&str, &str)]) -> Request<Vec<u8>> {
+    let mut b = Request::builder().method(method).uri(format!("https://paywall.test{path}"));
+    for (k, v) in headers {
+        b = b.header(*k, *v);
+    }
+    b.body(Vec::new()).unwrap()
+}
+
+pub fn run(cfg: &Rc<Config>, p: &Rc<Fake>, req: Request<Vec<u8>>) -> Response<Vec<u8>> {
+    pollster::block_on(handle(cfg, p, req))
+}
+
+/// Runs several requests concurrently on one thread (they interleave at the origin call).
+pub fn run_all(cfg: &Rc<Config>, p: &Rc<Fake>, reqs: Vec<Request<Vec<u8>>>) -> Vec<Response<Vec<u8>>> {
+    pollster::block_on(futures_util::future::join_all(reqs.into_iter().map(|r| handle(cfg, p, r))))
+}
+
+pub fn body_json(res: &Response<Vec<u8>>) -> Value {
+    serde_json::from_slice(res.body()).unwrap_or(Value::Null)
+}
