@@ -193,7 +193,7 @@ describe('browsers and caches', () => {
     });
     assert.equal(res.status, 204);
     assert.equal(res.headers.get('access-control-allow-origin'), '*');
-    assert.equal(res.headers.get('access-control-allow-methods'), 'GET');
+    assert.equal(res.headers.get('access-control-allow-methods'), 'GET, HEAD, OPTIONS', 'the methods the path is served with');
     assert.equal(res.headers.get('access-control-allow-headers'), 'payment-signature, x402-session');
   });
 

@@ -69,6 +69,75 @@ fn route_key(cfg: &Config, method: &http::Method, segments: &[String]) -> Option
     cfg.route_for(method, segments).map(|r| r.key.clone())
 }
 
+/// Methods a request may carry: the standard ones, extension methods, odd spellings.
+fn method() -> impl Strategy<Value = String> {
+    prop_oneof![
+        prop::sample::select(vec!["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "PROPFIND", "SEARCH", "PURGE", "get", "Get", "TRACE", "QUERY"])
+            .prop_map(str::to_string),
+        "[A-Za-z!#$%&'*+.^_`|~-]{1,12}",
+    ]
+}
+
+/// A platform whose origin and facilitator only count calls: no payment header is ever sent, so
+/// every origin call it sees is a request the paywall let through without the payment path.
+mod unpaid {
+    use std::cell::Cell;
+    use std::future::Future;
+
+    use http::{Request, Response};
+    use x402_edge_paywall::facilitator::{HttpReply, UpstreamError};
+    use x402_edge_paywall::gateway::Platform;
+    use x402_edge_paywall::ledger::{Op, Reply};
+    use x402_edge_paywall::session::SessionCache;
+
+    #[derive(Default)]
+    pub struct Counting {
+        pub origin: Cell<usize>,
+        pub facilitator: Cell<usize>,
+        pub cache: SessionCache,
+    }
+
+    impl Platform for Counting {
+        type Body = Vec<u8>;
+        fn body(bytes: Vec<u8>) -> Vec<u8> {
+            bytes
+        }
+        async fn origin(&self, _req: Request<Vec<u8>>, _t: u64) -> Result<Response<Vec<u8>>, UpstreamError> {
+            self.origin.set(self.origin.get() + 1);
+            Ok(Response::new(Vec::new()))
+        }
+        async fn post_json(&self, _u: &str, _a: Option<&str>, _j: String, _t: u64) -> Result<HttpReply, UpstreamError> {
+            self.facilitator.set(self.facilitator.get() + 1);
+            Err(UpstreamError::Network("none".into()))
+        }
+        async fn kv_get(&self, _k: &str) -> Result<Option<String>, String> {
+            Ok(None)
+        }
+        async fn kv_put(&self, _k: &str, _v: String, _t: u64) -> Result<(), String> {
+            Ok(())
+        }
+        async fn ledger(&self, _s: &str, _op: &Op) -> Result<Reply, String> {
+            Err("no ledger".into())
+        }
+        fn client_gone(&self) -> bool {
+            false
+        }
+        fn run_to_completion<T: 'static>(&self, fut: impl Future<Output = T> + 'static) -> impl Future<Output = Option<T>> {
+            async move { Some(fut.await) }
+        }
+        fn now(&self) -> u64 {
+            1_800_000_000
+        }
+        fn random32(&self) -> Result<[u8; 32], String> {
+            Ok([1; 32])
+        }
+        fn log(&self, _line: &str) {}
+        fn sessions(&self) -> &SessionCache {
+            &self.cache
+        }
+    }
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: cases(), failure_persistence: None, ..ProptestConfig::default() })]
 
@@ -97,6 +166,30 @@ proptest! {
             let by_paywall = route_key(&cfg, &method, &match_segments(&c));
             let by_origin = route_key(&cfg, &method, &origin_resource(&c));
             prop_assert_eq!(by_paywall, by_origin, "canonical {}", c);
+        }
+    }
+
+    /// Guarantee 1 as a property: whatever the method and path spelling, a request without
+    /// payment that a priced pattern covers never reaches the origin; only explicitly free routes
+    /// and unpriced paths are forwarded.
+    #[test]
+    fn nothing_a_priced_pattern_covers_is_forwarded_without_payment(m in method(), raw in raw_path(), query in prop::sample::select(vec!["", "?a=1", "?_method=GET", "?%5fmethod=PUT"])) {
+        let cfg = std::rc::Rc::new(config());
+        let p = std::rc::Rc::new(unpaid::Counting::default());
+        let Ok(req) = http::Request::builder().method(m.as_str()).uri(format!("https://paywall.test{raw}{query}")).body(Vec::new()) else { return Ok(()) };
+        let path = req.uri().path().to_string();
+        let res = pollster::block_on(x402_edge_paywall::gateway::handle(&cfg, &p, req));
+        prop_assert_eq!(p.facilitator.get(), 0);
+        let Ok(canonical) = canonicalize(&path) else {
+            prop_assert_eq!(p.origin.get(), 0);
+            return Ok(());
+        };
+        let segments = match_segments(&canonical);
+        let method = http::Method::from_bytes(m.as_bytes()).unwrap();
+        let free_route = cfg.route_for(&method, &segments).is_some_and(|r| r.is_free());
+        if cfg.is_priced_path(&segments) && !free_route {
+            prop_assert_eq!(p.origin.get(), 0, "{} {} answered {} and reached the origin", m, path, res.status());
+            prop_assert!(matches!(res.status().as_u16(), 400 | 402 | 405 | 204 | 503), "{} {} -> {}", m, path, res.status());
         }
     }
 

@@ -136,11 +136,18 @@ describe('forward and settle', () => {
     assert.equal(settle.payer, ctx.stack.payer);
     assert.match(settle.transaction, /^0x[0-9a-f]{64}$/);
     assert.equal(res.headers.get('cache-control'), 'no-store');
-    assert.equal(ctx.stack.facilitator.calls.verify, calls.verify, 'no /verify round trip for an EOA signature');
     assert.equal(ctx.stack.facilitator.calls.settle, calls.settle + 1);
     assert.equal(await balanceOf(ctx.stack.rpcUrl, ctx.stack.payer), payerBefore - 10000n);
     const last = ctx.stack.origin.requests.at(-1);
     assert.equal(last.headers['payment-signature'], undefined, 'payment header not forwarded to the origin');
+
+    // The payer is now in good standing: the next payment makes one facilitator round trip.
+    const again = { ...ctx.stack.facilitator.calls };
+    const res2 = await get('/weather', { 'payment-signature': await paymentHeader(KEYS.payer, required.accepts[0]) });
+    assert.equal(res2.status, 200);
+    await res2.arrayBuffer();
+    assert.equal(ctx.stack.facilitator.calls.verify, again.verify, 'no /verify for a payer in good standing');
+    assert.equal(ctx.stack.facilitator.calls.settle, again.settle + 1);
   });
 
   test('origin errors are passed through and not settled', async () => {
@@ -158,18 +165,40 @@ describe('forward and settle', () => {
     }
   });
 
-  test('a settlement the facilitator refuses withholds the content (unfunded payer, real facilitator)', async () => {
+  test('an unfunded new payer is refused at /verify and never reaches the origin (real facilitator)', async () => {
     const { required } = await challenge('/weather');
     const broke = '0x8b3a350cf5c34c9194ca85829a2df0ec3153be0318b5e2d3348e872092edffba'; // anvil key #9, no tokens
     const h = await paymentHeader(broke, required.accepts[0]);
+    const seen = ctx.stack.origin.requests.length;
+    const calls = { ...ctx.stack.facilitator.calls };
     const res = await get('/weather', { 'payment-signature': h });
     assert.equal(res.status, 402);
-    const text = await res.text();
-    assert.doesNotMatch(text, /Lisbon/);
-    const settle = unb64(res.headers.get('payment-response'));
-    assert.equal(settle.success, false);
-    assert.ok(settle.errorReason, 'the reason is carried');
-    assert.equal(settle.payer, privateKeyToAccount(broke).address);
+    assert.doesNotMatch(await res.text(), /Lisbon/);
+    assert.equal(unb64(res.headers.get('payment-required')).error, 'invalid_exact_evm_insufficient_balance');
+    assert.equal(ctx.stack.origin.requests.length, seen, 'origin never called');
+    assert.deepEqual(ctx.stack.facilitator.calls, { ...calls, verify: calls.verify + 1 }, 'one /verify, no /settle');
+  });
+
+  test('a settlement the facilitator refuses withholds the content and carries the refusal (verify local)', async () => {
+    const local = await startWorker({
+      originUrl: ctx.stack.origin.url, facilitatorUrl: ctx.stack.facilitator.url, payTo: ctx.stack.payTo,
+      routes: [{ route: 'GET /weather', price: '$0.01', verify: 'local' }],
+    });
+    try {
+      const first = await fetch(`${local.url}/weather`);
+      await first.arrayBuffer();
+      const broke = '0x8b3a350cf5c34c9194ca85829a2df0ec3153be0318b5e2d3348e872092edffba';
+      const h = await paymentHeader(broke, unb64(first.headers.get('payment-required')).accepts[0]);
+      const res = await fetch(`${local.url}/weather`, { headers: { 'payment-signature': h } });
+      assert.equal(res.status, 402);
+      assert.doesNotMatch(await res.text(), /Lisbon/);
+      const settle = unb64(res.headers.get('payment-response'));
+      assert.equal(settle.success, false);
+      assert.equal(settle.errorReason, 'invalid_exact_evm_insufficient_balance');
+      assert.equal(settle.payer, privateKeyToAccount(broke).address);
+    } finally {
+      await local.stop();
+    }
   });
 
   test('facilitator 5xx or garbage: 502 naming the payment, content withheld, no fresh challenge', async () => {

@@ -225,6 +225,10 @@ export async function startFacilitator({ rpcUrl, privateKey = KEYS.facilitator, 
     bodies,
     address: account.address,
     setFault: (f) => { state.fault = f; },
+    /** Runs the real facilitator logic (for faults that execute first and then answer badly). */
+    real: (name, body) => (name === 'verify'
+      ? facilitator.verify(body.paymentPayload, body.paymentRequirements)
+      : facilitator.settle(body.paymentPayload, body.paymentRequirements)),
     stop: () => new Promise((r) => { server.closeAllConnections?.(); server.close(() => r()); }),
   };
 }
@@ -249,6 +253,7 @@ export async function startOrigin() {
     if (p === '/error') return json(500, { error: 'origin exploded' });
     if (p === '/missing') return json(404, { error: 'no such thing' });
     if (p === '/echo') return json(200, { method: req.method, body, served: ++served });
+    if (p === '/flaky') return json(Number(new URL(req.url, 'http://x').searchParams.get('status') ?? 200), { flaky: true, served: ++served });
     if (p === '/slow') {
       await sleep(Number(new URL(req.url, 'http://x').searchParams.get('ms') ?? 5000));
       return json(200, { slow: true, served: ++served });
@@ -267,6 +272,7 @@ export const ROUTES = [
   { route: 'GET /missing', price: '$0.01', description: 'An endpoint that 404s' },
   { route: 'POST /echo', price: '$0.02', description: 'Echo', sessionTtlSeconds: 0 },
   { route: 'GET /slow', price: '$0.01', description: 'A slow endpoint' },
+  { route: 'POST /flaky', price: '$0.01', description: 'Settled before the origin runs', settle: 'before', sessionTtlSeconds: 0 },
 ];
 
 /** Starts the built Worker (build/) under Miniflare on a free port. */
@@ -284,7 +290,9 @@ export async function startWorker({ originUrl, facilitatorUrl, payTo, routes = R
       { type: 'CompiledWasm', include: ['**/*.wasm'] },
     ],
     compatibilityDate: '2026-07-30',
+    compatibilityFlags: ['enable_request_signal'],
     kvNamespaces: ['SESSIONS'],
+    durableObjects: { LEDGER: { className: 'PaymentLedger', useSQLite: true } },
     cf: false,
     bindings: {
       ORIGIN_URL: originUrl,
