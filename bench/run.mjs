@@ -61,7 +61,9 @@ function miniflareOptions(kind, originUrl, facilitatorUrl) {
       scriptPath: path.join(ROOT, 'build/index.js'),
       modulesRoot: path.join(ROOT, 'build'),
       modulesRules: [{ type: 'ESModule', include: ['**/*.js'] }, { type: 'CompiledWasm', include: ['**/*.wasm'] }],
+      compatibilityFlags: ['enable_request_signal'],
       kvNamespaces: ['SESSIONS'],
+      durableObjects: { LEDGER: { className: 'PaymentLedger', useSQLite: true } },
       bindings: { ORIGIN_URL: originUrl, FACILITATOR_URL: facilitatorUrl, PAY_TO, ROUTES: OUR_ROUTES },
     };
   }

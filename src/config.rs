@@ -89,7 +89,8 @@ impl Offer {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum VerifyPolicy {
     /// `"auto"` (default): a payer without a recent successful settlement in the ledger, whose
-    /// last outcome was a refusal, or with another authorization in flight, is checked with
+    /// last outcome was a refusal, or with [`crate::gateway::MAX_UNVERIFIED_IN_FLIGHT`] other
+    /// authorizations already in flight, is checked with
     /// `/verify` (funds, nonce state on chain); a payer in good standing only locally.
     Auto,
     /// `"always"`: `/verify` before every origin call (one more round trip).

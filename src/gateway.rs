@@ -61,6 +61,12 @@ pub const PATH_OVERRIDE_HEADERS: [&str; 9] = [
     "x-http-destinationurl",
 ];
 
+/// Most other authorizations of one payer that may be in flight for the `auto` verify policy to
+/// skip `/verify`. It bounds the origin work a payer in good standing can get for authorizations
+/// that then fail to settle: at most this many concurrent ones before the first refusal turns the
+/// payer's standing bad (after which every request is verified first).
+pub const MAX_UNVERIFIED_IN_FLIGHT: u32 = 16;
+
 /// Methods the Fetch API refuses to send (`CONNECT`, `TRACE`, `TRACK`): answered 405 here
 /// instead of failing at the origin call.
 const UNFORWARDABLE_METHODS: [&str; 3] = ["CONNECT", "TRACE", "TRACK"];
@@ -355,7 +361,7 @@ async fn priced<P: Platform>(config: &Rc<Config>, p: &Rc<P>, route: &Route, req:
     };
     let (prior_sent, prior_transaction, good_standing) = match p.ledger(&ticket.shard, &reserve).await {
         Ok(Reply::Reserved { prior_sent, prior_transaction, standing, others_in_flight }) => {
-            (prior_sent, prior_transaction, standing.is_good(now, config.good_standing_seconds) && others_in_flight == 0)
+            (prior_sent, prior_transaction, standing.is_good(now, config.good_standing_seconds) && others_in_flight < MAX_UNVERIFIED_IN_FLIGHT)
         }
         Ok(Reply::InFlight) => {
             let value = json!({
