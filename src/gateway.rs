@@ -10,7 +10,8 @@
 //! 3. no payment header → 402 challenge;
 //! 4. verify locally ([`crate::exact`]), including a `validBefore` that leaves time for the
 //!    origin and settlement; failure → 402 with the reason, nothing called;
-//! 5. reserve the authorization in the ledger ([`crate::ledger`]): in flight elsewhere → 409;
+//! 5. reserve the authorization in the ledger ([`crate::ledger`], one call; the second, `finish`,
+//!    records the outcome): in flight elsewhere → 409;
 //!    settled and delivered → 402; settled, not delivered → served again without settling;
 //!    ledger unreachable → 503, nothing forwarded;
 //! 6. facilitator `/verify` when the route's [`VerifyPolicy`] asks (always for smart-wallet
@@ -454,10 +455,6 @@ async fn settle_after<P: Platform>(
     }
     let version = pending.payment.version;
     let payer = pending.identity.payer.clone();
-    match start_settlement(p, &pending).await {
-        Ok(()) => {}
-        Err(res) => return res,
-    }
     let identity = pending.identity.clone();
     let decided = p.run_to_completion(settle(Rc::clone(p), pending, SettleMode::DeliverNow)).await;
     match decided {
@@ -486,9 +483,6 @@ async fn settle_before<P: Platform>(config: &Rc<Config>, p: &Rc<P>, req: Request
     let version = pending.payment.version;
     let ticket = pending.ticket.clone();
     let identity = pending.identity.clone();
-    if let Err(res) = start_settlement(p, &pending).await {
-        return res;
-    }
     let hold = config.origin_timeout_seconds + LEASE_MARGIN_SECONDS;
     match p.run_to_completion(settle(Rc::clone(p), pending, SettleMode::HoldForOrigin(hold))).await {
         Some(Settled::Paid(settled)) => deliver_settled(config, p, &ticket, req, canonical, version, settled).await,
@@ -522,25 +516,6 @@ async fn deliver_settled<P: Platform>(
     set_header(h, response_header(version), &encode_header(&settled));
     h.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
     res
-}
-
-/// Tells the ledger that `/settle` is about to be sent. Err is the response to send instead
-/// (nothing was sent, nothing charged).
-async fn start_settlement<P: Platform>(p: &Rc<P>, pending: &Pending) -> Result<(), Response<P::Body>> {
-    let t = &pending.ticket;
-    let op = Op::Sending { key: t.key.clone(), holder: t.holder.clone(), lease_seconds: pending.config.facilitator_timeout_seconds + LEASE_MARGIN_SECONDS };
-    match p.ledger(&t.shard, &op).await {
-        Ok(Reply::Done) => Ok(()),
-        Ok(Reply::LostLease) => Err(ledger_unavailable::<P>(&**p, "this request's hold on the authorization ran out before settlement")),
-        Ok(other) => {
-            finish(&**p, t, Outcome::Release).await;
-            Err(ledger_unavailable::<P>(&**p, &format!("the ledger answered {other:?} before settlement")))
-        }
-        Err(e) => {
-            finish(&**p, t, Outcome::Release).await;
-            Err(ledger_unavailable::<P>(&**p, &e))
-        }
-    }
 }
 
 /// The answer for a settlement that did not end in a payment (refused, unknown, a facilitator

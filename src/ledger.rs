@@ -12,17 +12,18 @@
 //! Its record moves through:
 //!
 //! ```text
-//!            reserve                sending               finish
-//!  (none) ──────────► reserved ───────────────► settling ──────────► settled {tx, delivered}
-//!    ▲                  │  (origin in flight)     │                   unknown {tx?}
-//!    └── release ───────┘                         └─ refused: record deleted, payer standing "bad"
+//!            reserve                                  finish
+//!  (none) ──────────► pending (held: verify, origin, ──────────► settled {tx, delivered}
+//!    ▲                 settle by the holder)                      unknown {tx?}
+//!    └──── release (the holder never sent it) ──┘                 refused: deleted, standing "bad"
 //! ```
 //!
 //! - While a *lease* is held (`lease_until > now`) the authorization is in flight: another
 //!   request carrying it gets [`Reply::InFlight`] (HTTP 409).
-//! - A lease that runs out without a `finish` means the worker holding it died. A record that was
-//!   only reserved is then free again (nothing was sent to the facilitator); one that was
-//!   settling becomes *unknown* (it may have settled).
+//! - Two ledger calls per paid request: `reserve` and `finish`. A pending record may have been
+//!   sent to `/settle` by its holder; the holder knows whether it was, and releases it (deleted)
+//!   when it was not. A lease that runs out without a `finish` means the holder died, maybe
+//!   after sending: the record then reads as *unknown*, which the next retry reconciles.
 //! - Settled and delivered: spent ([`Reply::Spent`]). Settled but not delivered (the client was
 //!   gone, or the origin failed after a settle-first payment): one retry of the same
 //!   authorization is served without a second settlement ([`Reply::Redeliver`]).
@@ -72,12 +73,10 @@ pub fn shard_name(payer: &Address) -> String {
 
 /// Where the settlement of an authorization stands.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "state", rename_all = "camelCase")]
+#[serde(rename_all = "camelCase")]
 pub enum Settlement {
-    /// Never sent to the facilitator's `/settle`.
-    NotSent,
-    /// `/settle` is (or was, if the lease ran out) under way.
-    Sending,
+    /// Held by a request that may send it to `/settle` (if the lease lapses: maybe sent).
+    Pending,
     /// Sent, outcome unknown (time-out, 5xx, unreadable reply, pending). `transaction` when the
     /// facilitator named one.
     Unknown { transaction: Option<String> },
@@ -100,6 +99,9 @@ pub struct Record {
     pub lease_until: u64,
     /// The request holding the lease (random, chosen by the worker).
     pub holder: String,
+    /// Whether an earlier hold may have sent it to `/settle` (its outcome unknown).
+    #[serde(default)]
+    pub sent_before: bool,
 }
 
 /// A payer's history, as the `auto` verify policy reads it.
@@ -122,7 +124,7 @@ impl Standing {
 
 /// How a request that held the lease ends.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "camelCase")]
+#[serde(rename_all = "camelCase")]
 pub enum Outcome {
     /// `/settle` succeeded. `delivered`: the response is being handed to a connected client.
     /// `hold_seconds` > 0 keeps the lease that long (a settle-first route still has to call the
@@ -134,25 +136,22 @@ pub enum Outcome {
     Refused,
     /// `/settle` was sent and its outcome is unknown.
     Unknown { transaction: Option<String> },
-    /// Nothing happened that charges the payer (origin failed, client gone, verify unavailable):
-    /// the authorization can be retried. A record already sent to settlement keeps its
-    /// settlement state; only the lease is dropped.
+    /// This hold never sent it to `/settle` (origin failed, client gone, verify unavailable):
+    /// the authorization can be retried. A record an earlier hold may have sent stays unknown.
     Release,
     /// A settled authorization's response was (`true`) or was not (`false`) handed over after a
     /// redelivery or a settle-first origin call.
     Delivered { delivered: bool },
 }
 
-/// A request to the ledger. Every operation after `Reserve` names the `holder` that reserved.
+/// A request to the ledger. `Finish` names the `holder` that reserved.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "op", rename_all = "camelCase")]
+#[serde(rename_all = "camelCase")]
 pub enum Op {
-    /// Takes the authorization for one request, before any origin or facilitator work.
+    /// Takes the authorization for one request, before any origin or facilitator work. The
+    /// lease must cover everything the holder may do: `/verify`, the origin, `/settle`.
     #[serde(rename_all = "camelCase")]
     Reserve { key: String, holder: String, route: String, valid_before: u64, lease_seconds: u64 },
-    /// Marks that `/settle` is about to be sent (a lease running out after this means unknown).
-    #[serde(rename_all = "camelCase")]
-    Sending { key: String, holder: String, lease_seconds: u64 },
     /// Records how the request ended and drops the lease.
     #[serde(rename_all = "camelCase")]
     Finish { key: String, holder: String, outcome: Outcome },
@@ -160,7 +159,7 @@ pub enum Op {
 
 /// The ledger's answer.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "reply", rename_all = "camelCase")]
+#[serde(rename_all = "camelCase")]
 pub enum Reply {
     /// The request holds the authorization. `prior_sent`: this ledger already sent it to
     /// settlement once (outcome unknown). `standing`: the payer's history;
@@ -201,47 +200,38 @@ pub trait Store {
 pub fn apply(store: &mut impl Store, op: Op, now: u64) -> Result<Reply, String> {
     match op {
         Op::Reserve { key, holder, route, valid_before, lease_seconds } => {
-            let lease_until = now.saturating_add(lease_seconds);
             let mut record = match store.get(&key)? {
                 Some(r) if r.lease_until > now => return Ok(Reply::InFlight),
                 Some(r) => r,
-                None => Record { route, valid_before, settlement: Settlement::NotSent, delivered: false, lease_until: 0, holder: String::new() },
+                None => Record { route, valid_before, settlement: Settlement::Pending, delivered: false, lease_until: 0, holder: String::new(), sent_before: false },
             };
-            record.lease_until = lease_until;
+            let fresh = record.lease_until == 0 && record.holder.is_empty();
+            record.lease_until = now.saturating_add(lease_seconds);
             record.holder = holder;
             let reply = match &record.settlement {
                 Settlement::Settled { transaction, .. } if record.delivered => return Ok(Reply::Spent { transaction: transaction.clone() }),
                 Settlement::Settled { transaction, network, .. } => Reply::Redeliver { transaction: transaction.clone(), network: network.clone() },
-                // A stale reservation (its worker died before settling): nothing was sent.
-                Settlement::NotSent => Reply::Reserved { prior_sent: false, prior_transaction: None, standing: store.standing()?, others_in_flight: store.in_flight(now, &key)? },
-                // Sent before: unknown, or a stale "sending" lease (its worker died mid-settlement).
-                Settlement::Sending | Settlement::Unknown { .. } => {
+                Settlement::Pending if fresh => Reply::Reserved { prior_sent: false, prior_transaction: None, standing: store.standing()?, others_in_flight: store.in_flight(now, &key)? },
+                // Sent before, outcome unknown; or a lapsed hold (its holder died, maybe after
+                // sending).
+                Settlement::Pending | Settlement::Unknown { .. } => {
                     let prior_transaction = match &record.settlement {
                         Settlement::Unknown { transaction } => transaction.clone(),
-                        _ => None,
+                        Settlement::Pending | Settlement::Settled { .. } => None,
                     };
                     record.settlement = Settlement::Unknown { transaction: prior_transaction.clone() };
+                    record.sent_before = true;
                     Reply::Reserved { prior_sent: true, prior_transaction, standing: store.standing()?, others_in_flight: store.in_flight(now, &key)? }
                 }
             };
             store.put(&key, &record)?;
             Ok(reply)
         }
-        Op::Sending { key, holder, lease_seconds } => {
-            let Some(mut record) = held(store, &key, &holder, now)? else { return Ok(Reply::LostLease) };
-            // An earlier unknown attempt stays unknown (keeping its transaction hash) until this
-            // one finishes; a lapse of this lease then reads as unknown either way.
-            if record.settlement == Settlement::NotSent {
-                record.settlement = Settlement::Sending;
-            }
-            record.lease_until = now.saturating_add(lease_seconds);
-            store.put(&key, &record)?;
-            Ok(Reply::Done)
-        }
         Op::Finish { key, holder, outcome } => {
             let Some(mut record) = held(store, &key, &holder, now)? else { return Ok(Reply::LostLease) };
             record.lease_until = 0;
-            let mut standing = store.standing()?;
+            let before = store.standing()?;
+            let mut standing = before;
             let reply = match outcome {
                 Outcome::Settled { transaction, network, delivered, hold_seconds } => {
                     if !transaction.is_empty() && store.find_transaction(&transaction, &key)?.is_some() {
@@ -273,14 +263,14 @@ pub fn apply(store: &mut impl Store, op: Op, now: u64) -> Result<Reply, String> 
                     Reply::Done
                 }
                 Outcome::Release => {
-                    match record.settlement {
-                        Settlement::NotSent => store.delete(&key)?,
-                        // Sent once: releasing must not forget that.
-                        Settlement::Sending => {
+                    if record.sent_before || !matches!(record.settlement, Settlement::Pending) {
+                        // Sent by an earlier hold: releasing must not forget that.
+                        if record.settlement == Settlement::Pending {
                             record.settlement = Settlement::Unknown { transaction: None };
-                            store.put(&key, &record)?
                         }
-                        _ => store.put(&key, &record)?,
+                        store.put(&key, &record)?;
+                    } else {
+                        store.delete(&key)?;
                     }
                     Reply::Done
                 }
@@ -292,7 +282,9 @@ pub fn apply(store: &mut impl Store, op: Op, now: u64) -> Result<Reply, String> 
                     Reply::Done
                 }
             };
-            store.set_standing(&standing)?;
+            if standing != before {
+                store.set_standing(&standing)?;
+            }
             Ok(reply)
         }
     }
@@ -309,11 +301,21 @@ pub fn prunable(record_valid_before: u64, lease_until: u64, now: u64) -> bool {
     record_valid_before.saturating_add(PRUNE_AFTER_SECONDS) < now && lease_until <= now
 }
 
-/// A [`Store`] in memory: the host tests' ledger, one per shard.
+/// A [`Store`] in memory: one shard's records and standing, with an index of settled
+/// transaction hashes. The host tests' ledger, and the Durable Object's read cache.
 #[derive(Debug, Default, Clone)]
 pub struct MemoryStore {
     pub records: std::collections::BTreeMap<String, Record>,
     pub standing: Standing,
+    /// Lower-case transaction hash → record key, for settled records.
+    by_transaction: std::collections::HashMap<String, String>,
+}
+
+fn settled_transaction(r: &Record) -> Option<String> {
+    match &r.settlement {
+        Settlement::Settled { transaction, .. } if !transaction.is_empty() => Some(transaction.to_ascii_lowercase()),
+        _ => None,
+    }
 }
 
 impl Store for MemoryStore {
@@ -321,19 +323,22 @@ impl Store for MemoryStore {
         Ok(self.records.get(key).cloned())
     }
     fn put(&mut self, key: &str, record: &Record) -> Result<(), String> {
-        self.records.insert(key.to_string(), record.clone());
+        if let Some(old) = self.records.insert(key.to_string(), record.clone()).as_ref().and_then(settled_transaction) {
+            self.by_transaction.remove(&old);
+        }
+        if let Some(tx) = settled_transaction(record) {
+            self.by_transaction.insert(tx, key.to_string());
+        }
         Ok(())
     }
     fn delete(&mut self, key: &str) -> Result<(), String> {
-        self.records.remove(key);
+        if let Some(tx) = self.records.remove(key).as_ref().and_then(settled_transaction) {
+            self.by_transaction.remove(&tx);
+        }
         Ok(())
     }
     fn find_transaction(&self, transaction: &str, except: &str) -> Result<Option<String>, String> {
-        Ok(self
-            .records
-            .iter()
-            .find(|(k, r)| k.as_str() != except && matches!(&r.settlement, Settlement::Settled { transaction: t, .. } if t.eq_ignore_ascii_case(transaction)))
-            .map(|(k, _)| k.clone()))
+        Ok(self.by_transaction.get(&transaction.to_ascii_lowercase()).filter(|k| k.as_str() != except).cloned())
     }
     fn in_flight(&self, now: u64, except: &str) -> Result<u32, String> {
         Ok(self.records.iter().filter(|(k, r)| k.as_str() != except && r.lease_until > now).count() as u32)
@@ -350,7 +355,10 @@ impl Store for MemoryStore {
 impl MemoryStore {
     /// Deletes every prunable record (what the Durable Object's alarm does).
     pub fn prune(&mut self, now: u64) {
-        self.records.retain(|_, r| !prunable(r.valid_before, r.lease_until, now));
+        let gone: Vec<String> = self.records.iter().filter(|(_, r)| prunable(r.valid_before, r.lease_until, now)).map(|(k, _)| k.clone()).collect();
+        for k in gone {
+            let _ = self.delete(&k);
+        }
     }
 }
 
@@ -366,9 +374,6 @@ mod tests {
     fn finish(s: &mut MemoryStore, holder: &str, outcome: Outcome, now: u64) -> Reply {
         apply(s, Op::Finish { key: "k".into(), holder: holder.into(), outcome }, now).unwrap()
     }
-    fn sending(s: &mut MemoryStore, holder: &str, now: u64) -> Reply {
-        apply(s, Op::Sending { key: "k".into(), holder: holder.into(), lease_seconds: 40 }, now).unwrap()
-    }
     fn settled(delivered: bool) -> Outcome {
         Outcome::Settled { transaction: format!("0x{}", "ab".repeat(32)), network: "eip155:84532".into(), delivered, hold_seconds: 0 }
     }
@@ -378,8 +383,7 @@ mod tests {
         let mut s = MemoryStore::default();
         assert!(matches!(reserve(&mut s, "a", T), Reply::Reserved { prior_sent: false, .. }));
         assert_eq!(reserve(&mut s, "b", T), Reply::InFlight);
-        assert_eq!(sending(&mut s, "b", T), Reply::LostLease, "only the holder may proceed");
-        assert_eq!(sending(&mut s, "a", T), Reply::Done);
+        assert_eq!(finish(&mut s, "b", Outcome::Release, T), Reply::LostLease, "only the holder may finish");
         assert_eq!(reserve(&mut s, "b", T + 1), Reply::InFlight);
         assert_eq!(finish(&mut s, "a", settled(true), T + 2), Reply::Done);
         assert!(matches!(reserve(&mut s, "c", T + 3), Reply::Spent { .. }));
@@ -403,7 +407,6 @@ mod tests {
     fn undelivered_is_served_once_more_then_spent() {
         let mut s = MemoryStore::default();
         reserve(&mut s, "a", T);
-        sending(&mut s, "a", T);
         finish(&mut s, "a", settled(false), T);
         assert!(matches!(reserve(&mut s, "b", T + 1), Reply::Redeliver { .. }));
         assert_eq!(reserve(&mut s, "c", T + 1), Reply::InFlight, "the redelivery is in flight");
@@ -415,7 +418,6 @@ mod tests {
     fn unknown_outcomes_are_retried_as_sent_and_never_released_to_nothing() {
         let mut s = MemoryStore::default();
         reserve(&mut s, "a", T);
-        sending(&mut s, "a", T);
         finish(&mut s, "a", Outcome::Unknown { transaction: Some("0x1".into()) }, T);
         match reserve(&mut s, "b", T + 1) {
             Reply::Reserved { prior_sent, prior_transaction, .. } => {
@@ -430,15 +432,15 @@ mod tests {
     }
 
     #[test]
-    fn stale_leases_expire_by_what_was_sent() {
+    fn a_lapsed_hold_reads_as_maybe_sent_and_its_holder_is_locked_out() {
         let mut s = MemoryStore::default();
         reserve(&mut s, "a", T);
-        // The holder died before settlement: the record is free again, nothing was sent.
-        assert!(matches!(reserve(&mut s, "b", T + 41), Reply::Reserved { prior_sent: false, .. }));
-        sending(&mut s, "b", T + 41);
-        // The holder died while settling: the outcome is unknown.
-        assert!(matches!(reserve(&mut s, "c", T + 100), Reply::Reserved { prior_sent: true, .. }));
-        assert_eq!(finish(&mut s, "b", settled(true), T + 100), Reply::LostLease);
+        // The holder died (maybe after sending): the next request reconciles.
+        assert!(matches!(reserve(&mut s, "b", T + 41), Reply::Reserved { prior_sent: true, .. }));
+        assert_eq!(finish(&mut s, "a", settled(true), T + 42), Reply::LostLease);
+        // Releasing a maybe-sent authorization keeps it unknown.
+        finish(&mut s, "b", Outcome::Release, T + 42);
+        assert!(matches!(s.records["k"].settlement, Settlement::Unknown { .. }));
     }
 
     #[test]
@@ -457,7 +459,6 @@ mod tests {
     fn settle_first_holds_the_lease_through_the_origin_call() {
         let mut s = MemoryStore::default();
         reserve(&mut s, "a", T);
-        sending(&mut s, "a", T);
         let held = Outcome::Settled { transaction: "0x01".into(), network: "eip155:84532".into(), delivered: false, hold_seconds: 30 };
         assert_eq!(finish(&mut s, "a", held, T), Reply::Done);
         assert_eq!(reserve(&mut s, "b", T + 1), Reply::InFlight, "the origin call is in flight");
@@ -489,7 +490,7 @@ mod tests {
     fn ops_and_replies_round_trip_as_json() {
         let op = Op::Finish { key: "k".into(), holder: "h".into(), outcome: settled(false) };
         let text = serde_json::to_string(&op).unwrap();
-        assert!(text.contains("\"op\":\"finish\"") && text.contains("\"kind\":\"settled\""), "{text}");
+        assert!(text.starts_with("{\"finish\":") && text.contains("\"outcome\":{\"settled\":"), "{text}");
         assert_eq!(serde_json::from_str::<Op>(&text).unwrap(), op);
         let r = Reply::Reserved { prior_sent: true, prior_transaction: None, standing: Standing::default(), others_in_flight: 0 };
         assert_eq!(serde_json::from_str::<Reply>(&serde_json::to_string(&r).unwrap()).unwrap(), r);

@@ -3,27 +3,15 @@
 // test is one row of the README's conformance table.
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import http from 'node:http';
 
-import { KEYS, freePort, startWorker } from './support/stack.mjs';
+import { KEYS, freePort, rawRequest, startWorker } from './support/stack.mjs';
 import { b64, highS, paymentHeader, unb64 } from './support/pay.mjs';
 import { useStackAndWorker } from './support/suite.mjs';
 
 const ctx = useStackAndWorker({ extraBindings: { ORIGIN_TIMEOUT_SECONDS: '1', FACILITATOR_TIMEOUT_SECONDS: '2' } });
 
 /** Sends `path` byte for byte (no client-side URL normalisation). */
-function raw(path, { method = 'GET', headers = {} } = {}) {
-  const { hostname, port } = new URL(ctx.worker.url);
-  return new Promise((resolve, reject) => {
-    const req = http.request({ host: hostname, port, path, method, headers }, (res) => {
-      const chunks = [];
-      res.on('data', (c) => chunks.push(c));
-      res.on('end', () => resolve({ status: res.statusCode, headers: res.headers, body: Buffer.concat(chunks).toString('utf8') }));
-    });
-    req.on('error', reject);
-    req.end();
-  });
-}
+const raw = (path, opts) => rawRequest(ctx.worker.url, path, opts);
 
 async function weatherRequirement() {
   const res = await fetch(`${ctx.worker.url}/weather`);

@@ -290,11 +290,12 @@ fn a_transaction_hash_reused_for_another_authorization_is_a_facilitator_fault() 
 }
 
 #[test]
-fn a_dead_holder_releases_by_lease_expiry_according_to_what_it_sent() {
+fn a_dead_holders_authorization_is_reconciled_after_its_lease() {
     let cfg = config();
     let p = Rc::new(fake());
     let h = payment(&cfg, 0, 55);
-    // A worker that reserved and died before settling: after its lease, the authorization is free.
+    // A worker that reserved and died (maybe after sending /settle): after its lease, the next
+    // request takes it as maybe-sent: no /verify, and "nonce already used" would count as paid.
     let key = x402_edge_paywall::ledger::AuthorizationKey {
         network: "eip155:84532".into(),
         asset: cfg.routes[0].accepts[0].asset,
@@ -308,6 +309,7 @@ fn a_dead_holder_releases_by_lease_expiry_according_to_what_it_sent() {
     assert_eq!(paid(&cfg, &p, &h).status(), 409);
     p.now.set(NOW + 11);
     assert_eq!(paid(&cfg, &p, &h).status(), 200);
+    assert_eq!((p.verifies(), p.settles()), (0, 1));
     let ledger = p.ledger.borrow();
     assert!(matches!(ledger[&shard].records[&key].settlement, Settlement::Settled { .. }));
 }

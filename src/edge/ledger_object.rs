@@ -9,16 +9,19 @@
 //! each operation runs alone against the object's state; the runtime's output gate holds the
 //! reply until the writes are durable.
 //!
+//! Reads come from memory: the object loads its shard once per instance into a
+//! [`MemoryStore`] and writes every change through to SQLite first. It is the shard's only
+//! writer, so the two stay equal; after a storage error the memory copy is dropped and reloaded.
+//!
 //! Tables: `authorizations(key PRIMARY KEY, record JSON, valid_before, lease_until, tx)` and
 //! `standing(id = 0, last_settled_at, last_refused_at)`. An alarm prunes records whose
 //! `validBefore` passed more than [`crate::ledger::PRUNE_AFTER_SECONDS`] ago.
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 
-use serde::Deserialize;
 use worker::{durable_object, DurableObject, Env, Request, Response, Result, SqlStorage, SqlStorageValue, State};
 
-use crate::ledger::{apply, Op, Record, Standing, Store, PRUNE_AFTER_SECONDS};
+use crate::ledger::{apply, MemoryStore, Op, Record, Standing, Store, PRUNE_AFTER_SECONDS};
 
 /// Largest op body read, in bytes.
 pub const MAX_OP_BYTES: usize = 16 * 1024;
@@ -34,53 +37,88 @@ const SCHEMA: &str = "CREATE TABLE IF NOT EXISTS authorizations (
     tx TEXT
 );
 CREATE INDEX IF NOT EXISTS authorizations_tx ON authorizations(tx);
+CREATE INDEX IF NOT EXISTS authorizations_lease ON authorizations(lease_until);
 CREATE TABLE IF NOT EXISTS standing (
     id INTEGER PRIMARY KEY CHECK (id = 0),
     last_settled_at INTEGER NOT NULL,
     last_refused_at INTEGER NOT NULL
 );";
 
-#[durable_object]
+#[durable_object(alarm)]
 pub struct PaymentLedger {
     state: State,
     /// Whether this instance has made sure an alarm is scheduled.
     alarm_checked: Cell<bool>,
     schema_ready: Cell<bool>,
+    /// The shard in memory (loaded on first use).
+    cache: RefCell<Option<MemoryStore>>,
 }
+
+/// [`Store`] that reads memory and writes through to SQLite.
+struct Cached<'a> {
+    sql: SqlStore,
+    mem: &'a mut MemoryStore,
+}
+
+impl Store for Cached<'_> {
+    fn get(&self, key: &str) -> std::result::Result<Option<Record>, String> {
+        self.mem.get(key)
+    }
+    fn put(&mut self, key: &str, record: &Record) -> std::result::Result<(), String> {
+        self.sql.put(key, record)?;
+        self.mem.put(key, record)
+    }
+    fn delete(&mut self, key: &str) -> std::result::Result<(), String> {
+        self.sql.delete(key)?;
+        self.mem.delete(key)
+    }
+    fn find_transaction(&self, transaction: &str, except: &str) -> std::result::Result<Option<String>, String> {
+        self.mem.find_transaction(transaction, except)
+    }
+    fn in_flight(&self, now: u64, except: &str) -> std::result::Result<u32, String> {
+        self.mem.in_flight(now, except)
+    }
+    fn standing(&self) -> std::result::Result<Standing, String> {
+        self.mem.standing()
+    }
+    fn set_standing(&mut self, standing: &Standing) -> std::result::Result<(), String> {
+        self.sql.set_standing(standing)?;
+        self.mem.set_standing(standing)
+    }
+}
+
 
 /// [`Store`] over the object's SQLite database.
 struct SqlStore {
     sql: SqlStorage,
 }
 
-#[derive(Deserialize)]
-struct RecordRow {
-    record: String,
-}
-
-#[derive(Deserialize)]
-struct KeyRow {
-    key: String,
-}
-
-#[derive(Deserialize)]
-struct CountRow {
-    n: f64,
-}
-
-#[derive(Deserialize)]
-struct StandingRow {
-    last_settled_at: f64,
-    last_refused_at: f64,
-}
-
 fn int(v: u64) -> SqlStorageValue {
     SqlStorageValue::from(i64::try_from(v).unwrap_or(i64::MAX))
 }
 
+/// A text column.
+fn text(v: Option<&SqlStorageValue>) -> Option<String> {
+    match v {
+        Some(SqlStorageValue::String(s)) => Some(s.clone()),
+        _ => None,
+    }
+}
+
+/// A numeric column as `u64` (SQLite integers arrive as JS numbers).
+fn number(v: Option<&SqlStorageValue>) -> u64 {
+    match v {
+        Some(SqlStorageValue::Integer(i)) => u64::try_from(*i).unwrap_or(0),
+        Some(SqlStorageValue::Float(f)) if *f >= 0.0 => *f as u64,
+        _ => 0,
+    }
+}
+
 impl SqlStore {
-    fn rows<T: for<'de> Deserialize<'de>>(&self, query: &str, bindings: Vec<SqlStorageValue>) -> std::result::Result<Vec<T>, String> {
-        self.sql.exec(query, bindings).and_then(|c| c.to_array::<T>()).map_err(|e| format!("sqlite: {e}"))
+    /// The rows of `query`, each as its column values (no serde_wasm_bindgen: it is large).
+    fn rows(&self, query: &str, bindings: Vec<SqlStorageValue>) -> std::result::Result<Vec<Vec<SqlStorageValue>>, String> {
+        let cursor = self.sql.exec(query, bindings).map_err(|e| format!("sqlite: {e}"))?;
+        cursor.raw().collect::<Result<Vec<_>>>().map_err(|e| format!("sqlite: {e}"))
     }
 
     fn run(&self, query: &str, bindings: Vec<SqlStorageValue>) -> std::result::Result<(), String> {
@@ -90,10 +128,10 @@ impl SqlStore {
 
 impl Store for SqlStore {
     fn get(&self, key: &str) -> std::result::Result<Option<Record>, String> {
-        let rows: Vec<RecordRow> = self.rows("SELECT record FROM authorizations WHERE key = ?", vec![key.into()])?;
-        match rows.into_iter().next() {
+        let rows = self.rows("SELECT record FROM authorizations WHERE key = ?", vec![key.into()])?;
+        match rows.first().and_then(|r| text(r.first())) {
             None => Ok(None),
-            Some(r) => serde_json::from_str(&r.record).map(Some).map_err(|e| format!("stored record unreadable: {e}")),
+            Some(r) => serde_json::from_str(&r).map(Some).map_err(|e| format!("stored record unreadable: {e}")),
         }
     }
 
@@ -116,19 +154,18 @@ impl Store for SqlStore {
     }
 
     fn find_transaction(&self, transaction: &str, except: &str) -> std::result::Result<Option<String>, String> {
-        let rows: Vec<KeyRow> =
-            self.rows("SELECT key FROM authorizations WHERE tx = ? AND key != ? LIMIT 1", vec![transaction.to_ascii_lowercase().into(), except.into()])?;
-        Ok(rows.into_iter().next().map(|r| r.key))
+        let rows = self.rows("SELECT key FROM authorizations WHERE tx = ? AND key != ? LIMIT 1", vec![transaction.to_ascii_lowercase().into(), except.into()])?;
+        Ok(rows.first().and_then(|r| text(r.first())))
     }
 
     fn in_flight(&self, now: u64, except: &str) -> std::result::Result<u32, String> {
-        let rows: Vec<CountRow> = self.rows("SELECT COUNT(*) AS n FROM authorizations WHERE lease_until > ? AND key != ?", vec![int(now), except.into()])?;
-        Ok(rows.first().map_or(0, |r| r.n as u32))
+        let rows = self.rows("SELECT COUNT(*) FROM authorizations WHERE lease_until > ? AND key != ?", vec![int(now), except.into()])?;
+        Ok(rows.first().map_or(0, |r| number(r.first()) as u32))
     }
 
     fn standing(&self) -> std::result::Result<Standing, String> {
-        let rows: Vec<StandingRow> = self.rows("SELECT last_settled_at, last_refused_at FROM standing WHERE id = 0", vec![])?;
-        Ok(rows.first().map_or(Standing::default(), |r| Standing { last_settled_at: r.last_settled_at as u64, last_refused_at: r.last_refused_at as u64 }))
+        let rows = self.rows("SELECT last_settled_at, last_refused_at FROM standing WHERE id = 0", vec![])?;
+        Ok(rows.first().map_or(Standing::default(), |r| Standing { last_settled_at: number(r.first()), last_refused_at: number(r.get(1)) }))
     }
 
     fn set_standing(&mut self, s: &Standing) -> std::result::Result<(), String> {
@@ -145,6 +182,33 @@ fn now_seconds() -> u64 {
 }
 
 impl PaymentLedger {
+    /// The shard as SQLite holds it.
+    fn load(sql: &SqlStore) -> std::result::Result<MemoryStore, String> {
+        let mut mem = MemoryStore::default();
+        for row in sql.rows("SELECT key, record FROM authorizations", vec![])? {
+            let (Some(key), Some(json)) = (text(row.first()), text(row.get(1))) else { return Err("stored row without key or record".into()) };
+            let record: Record = serde_json::from_str(&json).map_err(|e| format!("stored record unreadable: {e}"))?;
+            mem.put(&key, &record)?;
+        }
+        mem.standing = sql.standing()?;
+        Ok(mem)
+    }
+
+    /// Applies `op` against the cached shard, loading it first if needed.
+    fn apply(&self, op: Op, now: u64) -> std::result::Result<crate::ledger::Reply, String> {
+        let sql = self.store()?;
+        let mut cache = self.cache.borrow_mut();
+        if cache.is_none() {
+            *cache = Some(Self::load(&sql)?);
+        }
+        let Some(mem) = cache.as_mut() else { return Err("ledger cache missing".into()) };
+        let result = apply(&mut Cached { sql, mem }, op, now);
+        if result.is_err() {
+            *cache = None;
+        }
+        result
+    }
+
     fn store(&self) -> std::result::Result<SqlStore, String> {
         let sql = self.state.storage().sql();
         if !self.schema_ready.get() {
@@ -172,7 +236,7 @@ impl PaymentLedger {
 
 impl DurableObject for PaymentLedger {
     fn new(state: State, _env: Env) -> Self {
-        Self { state, alarm_checked: Cell::new(false), schema_ready: Cell::new(false) }
+        Self { state, alarm_checked: Cell::new(false), schema_ready: Cell::new(false), cache: RefCell::new(None) }
     }
 
     async fn fetch(&self, mut req: Request) -> Result<Response> {
@@ -184,11 +248,7 @@ impl DurableObject for PaymentLedger {
             Ok(op) => op,
             Err(e) => return Response::error(format!("unreadable op: {e}"), 400),
         };
-        let mut store = match self.store() {
-            Ok(s) => s,
-            Err(e) => return Response::error(e, 500),
-        };
-        match apply(&mut store, op, now_seconds()) {
+        match self.apply(op, now_seconds()) {
             Ok(reply) => {
                 if let Err(e) = self.ensure_alarm().await {
                     worker::console_error!("x402 ledger: could not schedule pruning: {e}");
@@ -205,8 +265,10 @@ impl DurableObject for PaymentLedger {
         store
             .run("DELETE FROM authorizations WHERE valid_before + ? < ? AND lease_until <= ?", vec![int(PRUNE_AFTER_SECONDS), int(now), int(now)])
             .map_err(worker::Error::RustError)?;
-        let left: Vec<CountRow> = store.rows("SELECT COUNT(*) AS n FROM authorizations", vec![]).map_err(worker::Error::RustError)?;
-        if left.first().is_some_and(|r| r.n > 0.0) {
+        // Reloaded on next use, without the pruned records.
+        *self.cache.borrow_mut() = None;
+        let left = store.rows("SELECT COUNT(*) FROM authorizations", vec![]).map_err(worker::Error::RustError)?;
+        if left.first().is_some_and(|r| number(r.first()) > 0) {
             self.state.storage().set_alarm(worker::Date::now().as_millis() as i64 + PRUNE_INTERVAL_MS).await?;
         } else {
             self.alarm_checked.set(false);

@@ -77,23 +77,27 @@ export async function startAnvil() {
   return { rpcUrl, stop: () => proc.kill() };
 }
 
-let compiled;
-/** Compiles tests/support/TestUSDC.sol with solc-js (cached per process). */
-export function compileToken() {
-  if (compiled) return compiled;
-  const source = readFileSync(path.join(ROOT, 'tests/support/TestUSDC.sol'), 'utf8');
+const compiledContracts = new Map();
+/** Compiles the contract `name` of tests/support/`name`.sol with solc-js (cached per process). */
+export function compileContract(name) {
+  if (compiledContracts.has(name)) return compiledContracts.get(name);
+  const file = `${name}.sol`;
   const input = {
     language: 'Solidity',
-    sources: { 'TestUSDC.sol': { content: source } },
+    sources: { [file]: { content: readFileSync(path.join(ROOT, 'tests/support', file), 'utf8') } },
     settings: { optimizer: { enabled: true, runs: 200 }, viaIR: true, outputSelection: { '*': { '*': ['abi', 'evm.bytecode.object'] } } },
   };
   const out = JSON.parse(solc.compile(JSON.stringify(input)));
   const errors = (out.errors || []).filter((e) => e.severity === 'error');
   if (errors.length) throw new Error(errors.map((e) => e.formattedMessage).join('\n'));
-  const c = out.contracts['TestUSDC.sol'].TestUSDC;
-  compiled = { abi: c.abi, bytecode: `0x${c.evm.bytecode.object}` };
+  const c = out.contracts[file][name];
+  const compiled = { abi: c.abi, bytecode: `0x${c.evm.bytecode.object}` };
+  compiledContracts.set(name, compiled);
   return compiled;
 }
+
+/** Compiles tests/support/TestUSDC.sol. */
+export const compileToken = () => compileContract('TestUSDC');
 
 /** Deploys the test token, copies its runtime code to the USDC address, and mints to `holders` ({address: atomic}). */
 export async function deployUsdc(rpcUrl, holders = {}) {
@@ -113,25 +117,13 @@ export async function deployUsdc(rpcUrl, holders = {}) {
   return { abi, address: USDC };
 }
 
-let multicall3;
 /**
  * Compiles tests/support/Multicall3.sol (cached per process), deploys it with `wallet` and copies its
  * runtime code to Multicall3's canonical address, where the @x402/evm facilitator's failure
  * diagnosis calls `tryAggregate` (anvil has no Multicall3 of its own).
  */
 async function deployMulticall3(wallet) {
-  if (!multicall3) {
-    const input = {
-      language: 'Solidity',
-      sources: { 'Multicall3.sol': { content: readFileSync(path.join(ROOT, 'tests/support/Multicall3.sol'), 'utf8') } },
-      settings: { optimizer: { enabled: true, runs: 200 }, viaIR: true, outputSelection: { '*': { '*': ['abi', 'evm.bytecode.object'] } } },
-    };
-    const out = JSON.parse(solc.compile(JSON.stringify(input)));
-    const errors = (out.errors || []).filter((e) => e.severity === 'error');
-    if (errors.length) throw new Error(errors.map((e) => e.formattedMessage).join('\n'));
-    const c = out.contracts['Multicall3.sol'].Multicall3;
-    multicall3 = { abi: c.abi, bytecode: `0x${c.evm.bytecode.object}` };
-  }
+  const multicall3 = compileContract('Multicall3');
   const hash = await wallet.deployContract(multicall3);
   const receipt = await wallet.waitForTransactionReceipt({ hash });
   const code = await wallet.getCode({ address: receipt.contractAddress });
@@ -262,6 +254,23 @@ export async function startOrigin() {
   });
   const url = await listen(server);
   return { url, requests, stop: () => new Promise((r) => { server.closeAllConnections?.(); server.close(() => r()); }) };
+}
+
+/**
+ * Sends one request to `baseUrl` + `path` byte for byte (any method, no client-side URL
+ * normalisation) and resolves to {status, headers, body}.
+ */
+export function rawRequest(baseUrl, path, { method = 'GET', headers = {}, body } = {}) {
+  const { hostname, port } = new URL(baseUrl);
+  return new Promise((resolve, reject) => {
+    const req = http.request({ host: hostname, port, path, method, headers }, (res) => {
+      const chunks = [];
+      res.on('data', (c) => chunks.push(c));
+      res.on('end', () => resolve({ status: res.statusCode, headers: res.headers, body: Buffer.concat(chunks).toString('utf8') }));
+    });
+    req.on('error', reject);
+    req.end(body);
+  });
 }
 
 /** The price table the tests and the demo use. */
