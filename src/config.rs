@@ -2,7 +2,9 @@
 //!
 //! | variable | required | meaning |
 //! |---|---|---|
-//! | `ORIGIN_URL` | yes | absolute `http(s)` URL of the API being protected; a path prefix is kept |
+//! | `ORIGIN_URL` | unless `ORIGIN_SERVICE` | absolute `http(s)` URL of the API being protected; a path prefix is kept |
+//! | `ORIGIN_SERVICE` | (binding) | a Workers service binding to the origin Worker; the glue sets this variable to `true` when the binding exists |
+//! | `ORIGIN_HEADERS` | no (secret) | JSON object of header name → value added to every forwarded request (client copies removed first) |
 //! | `FACILITATOR_URL` | yes | base URL of the x402 facilitator (`/verify`, `/settle` are appended) |
 //! | `PAY_TO` | unless every offer sets `payTo` | default recipient address (`0x…`, 20 bytes) |
 //! | `NETWORK` | no (`eip155:84532`) | default network (CAIP-2, or a v1 name) |
@@ -35,7 +37,11 @@ use crate::money::price_to_atomic;
 use crate::route::RoutePattern;
 use crate::x402::{Eip712Extra, PaymentRequirements, PaymentRequirementsV1};
 
-/// A configuration problem, with the variable it concerns and why. Answered as HTTP 500.
+/// A configuration problem, with the variable it concerns and why. Answered as HTTP 500 with
+/// [`ConfigError::public`]; logged in full ([`std::fmt::Display`]).
+///
+/// Every configured value in the message is quoted by [`shown`] (between backticks, with any
+/// backtick inside it replaced), so the public form can drop the values and keep the rest.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfigError(pub String);
 
@@ -43,6 +49,26 @@ impl std::fmt::Display for ConfigError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "invalid configuration: {}", self.0)
     }
+}
+
+impl ConfigError {
+    /// The message without configured values (each quoted span becomes `…`): which variable and
+    /// why, safe to send to any client (an origin URL with user information never leaves).
+    pub fn public(&self) -> String {
+        let mut out = String::from("invalid configuration: ");
+        let mut quoted = false;
+        for part in self.0.split('`') {
+            out.push_str(if quoted { "…" } else { part });
+            quoted = !quoted;
+        }
+        out
+    }
+}
+
+/// A configured value as error messages show it: between backticks, with backticks inside it
+/// replaced, so that [`ConfigError::public`] always redacts exactly the value.
+pub fn shown(value: &str) -> String {
+    format!("`{}`", value.replace('`', "'"))
 }
 
 fn err<T>(msg: impl Into<String>) -> Result<T, ConfigError> {
@@ -146,11 +172,50 @@ pub enum CorsPolicy {
     Off,
 }
 
+/// Where forwarded requests go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OriginTarget {
+    /// `ORIGIN_URL`: `base` is `scheme://authority[/prefix]` (authority lower-case) without a
+    /// trailing `/`; `prefix` is its path part (`""` or `/v1`). Request paths are appended.
+    Url { base: String, prefix: String },
+    /// `ORIGIN_SERVICE`: another Worker behind a service binding, with no public route of its
+    /// own. Requests keep the public URL's scheme and host.
+    Service,
+}
+
+/// Most `ORIGIN_HEADERS` entries.
+pub const MAX_ORIGIN_HEADERS: usize = 16;
+
+/// Header names `ORIGIN_HEADERS` may not set: the transport's, the forwarding headers the
+/// paywall writes itself, and the paywall's own.
+const RESERVED_ORIGIN_HEADERS: [&str; 17] = [
+    "host",
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "content-length",
+    "x-forwarded-for",
+    "x-forwarded-host",
+    "x-forwarded-proto",
+    "forwarded",
+    "x-real-ip",
+    "payment-signature",
+    "x-payment",
+    "x402-session",
+];
+
 /// The validated configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
-    /// The origin's `scheme://authority[/prefix]`, without trailing `/`; request paths are appended.
-    pub origin: String,
+    /// Where requests are forwarded.
+    pub origin: OriginTarget,
+    /// `ORIGIN_HEADERS`: added to every forwarded request, replacing client copies. Values are
+    /// marked sensitive and never appear in errors or logs.
+    pub origin_headers: Vec<(http::HeaderName, http::HeaderValue)>,
     /// Facilitator base URL without trailing `/`.
     pub facilitator_url: String,
     pub facilitator_auth: Option<String>,
@@ -215,23 +280,49 @@ fn string_var(vars: &Map<String, Value>, name: &str) -> Result<Option<String>, C
 fn u64_var(vars: &Map<String, Value>, name: &str, default: u64) -> Result<u64, ConfigError> {
     match string_var(vars, name)? {
         None => Ok(default),
-        Some(s) => s.parse().or_else(|_| err(format!("{name} must be a whole number of seconds, got `{s}`"))),
+        Some(s) => s.parse().or_else(|_| err(format!("{name} must be a whole number of seconds, got {}", shown(&s)))),
     }
 }
 
 /// Parses an absolute `http(s)` URL without query, fragment or userinfo, returning
 /// `scheme://authority[/path]` without a trailing `/`.
 fn http_url(name: &str, s: &str) -> Result<String, ConfigError> {
-    let u: http::Uri = s.parse().or_else(|e| err(format!("{name} `{s}` is not a URL: {e}")))?;
+    let v = shown(s);
+    let u: http::Uri = s.parse().or_else(|e| err(format!("{name} {v} is not a URL: {e}")))?;
     let scheme = u.scheme_str().unwrap_or_default();
-    let Some(authority) = u.authority() else { return err(format!("{name} `{s}` must be an absolute http(s) URL")) };
+    let Some(authority) = u.authority() else { return err(format!("{name} {v} must be an absolute http(s) URL")) };
     if !matches!(scheme, "http" | "https") || authority.host().is_empty() {
-        return err(format!("{name} `{s}` must be an absolute http(s) URL"));
+        return err(format!("{name} {v} must be an absolute http(s) URL"));
     }
     if u.query().is_some() || authority.as_str().contains('@') {
-        return err(format!("{name} `{s}` must not have a query or user information"));
+        return err(format!("{name} {v} must not have a query or user information"));
     }
     Ok(format!("{scheme}://{}{}", authority.as_str().to_ascii_lowercase(), u.path().trim_end_matches('/')))
+}
+
+/// Parses `ORIGIN_HEADERS`: a JSON object of header name → string value. Errors name the
+/// header, never a value.
+fn origin_headers(raw: Option<String>) -> Result<Vec<(http::HeaderName, http::HeaderValue)>, ConfigError> {
+    let Some(raw) = raw else { return Ok(Vec::new()) };
+    let Ok(Value::Object(map)) = serde_json::from_str::<Value>(&raw) else {
+        return err("ORIGIN_HEADERS must be a JSON object of header name to value, like {\"X-Paywall-Secret\": \"…\"}");
+    };
+    if map.len() > MAX_ORIGIN_HEADERS {
+        return err(format!("ORIGIN_HEADERS has {} headers; at most {MAX_ORIGIN_HEADERS}", map.len()));
+    }
+    let mut out = Vec::with_capacity(map.len());
+    for (name, value) in map {
+        let Ok(header) = http::HeaderName::from_bytes(name.as_bytes()) else { return err(format!("ORIGIN_HEADERS: {} is not a header name", shown(&name))) };
+        if RESERVED_ORIGIN_HEADERS.contains(&header.as_str()) {
+            return err(format!("ORIGIN_HEADERS: {} is set by the paywall or the transport and cannot be configured", shown(&name)));
+        }
+        let Some(Ok(mut v)) = value.as_str().map(http::HeaderValue::from_str) else {
+            return err(format!("ORIGIN_HEADERS: the value of {} must be a string of visible ASCII", shown(&name)));
+        };
+        v.set_sensitive(true);
+        out.push((header, v));
+    }
+    Ok(out)
 }
 
 fn session_ttl(name: &str, ttl: u64) -> Result<u64, ConfigError> {
@@ -251,7 +342,7 @@ fn cors_policy(s: Option<String>) -> Result<CorsPolicy, ConfigError> {
             for o in list.split(',').map(str::trim).filter(|o| !o.is_empty()) {
                 let origin = http_url("CORS_ALLOWED_ORIGINS", o)?;
                 if origin.matches('/').count() != 2 {
-                    return err(format!("CORS_ALLOWED_ORIGINS: `{o}` is not a bare origin like https://app.example.com"));
+                    return err(format!("CORS_ALLOWED_ORIGINS: {} is not a bare origin like https://app.example.com", shown(o)));
                 }
                 out.push(origin);
             }
@@ -348,7 +439,18 @@ impl Config {
     ///
     /// Errors name the variable (and route) at fault; nothing here panics on any input.
     pub fn from_vars(vars: &Map<String, Value>) -> Result<Config, ConfigError> {
-        let origin = http_url("ORIGIN_URL", &string_var(vars, "ORIGIN_URL")?.ok_or_else(|| ConfigError("ORIGIN_URL is not set".into()))?)?;
+        let origin = match (string_var(vars, "ORIGIN_URL")?, vars.get("ORIGIN_SERVICE")) {
+            (Some(_), Some(Value::Bool(true))) => return err("set either ORIGIN_URL or the ORIGIN_SERVICE service binding, not both"),
+            (None, Some(Value::Bool(true))) => OriginTarget::Service,
+            (_, Some(_)) => return err("ORIGIN_SERVICE must be a service binding ([[services]] in wrangler.toml), not a variable"),
+            (Some(url), None) => {
+                let base = http_url("ORIGIN_URL", &url)?;
+                let prefix = base.splitn(4, '/').nth(3).map(|p| format!("/{p}")).unwrap_or_default();
+                OriginTarget::Url { base, prefix }
+            }
+            (None, None) => return err("ORIGIN_URL is not set (or bind the origin Worker as ORIGIN_SERVICE)"),
+        };
+        let origin_headers = origin_headers(string_var(vars, "ORIGIN_HEADERS")?)?;
         let fac = string_var(vars, "FACILITATOR_URL")?.ok_or_else(|| ConfigError("FACILITATOR_URL is not set".into()))?;
         let facilitator_url = http_url("FACILITATOR_URL", &fac)?;
         let facilitator_auth = string_var(vars, "FACILITATOR_AUTH")?;
@@ -446,7 +548,7 @@ impl Config {
             });
         }
         let good_standing_seconds = u64_var(vars, "VERIFY_GOOD_STANDING_SECONDS", 86_400)?;
-        Ok(Config { origin, facilitator_url, facilitator_auth, origin_timeout_seconds, facilitator_timeout_seconds, cors, routes, good_standing_seconds })
+        Ok(Config { origin, origin_headers, facilitator_url, facilitator_auth, origin_timeout_seconds, facilitator_timeout_seconds, cors, routes, good_standing_seconds })
     }
 
     /// Seconds an authorization's `validBefore` must lie beyond now for the paywall to call the
@@ -606,8 +708,46 @@ mod tests {
         v.insert("ORIGIN_URL".into(), json!("https://user:pw@api.example/v1/"));
         assert!(Config::from_vars(&v).unwrap_err().0.contains("user information"));
         v.insert("ORIGIN_URL".into(), json!("https://API.example:8443/v1/"));
-        assert_eq!(Config::from_vars(&v).unwrap().origin, "https://api.example:8443/v1");
+        assert_eq!(Config::from_vars(&v).unwrap().origin, OriginTarget::Url { base: "https://api.example:8443/v1".into(), prefix: "/v1".into() });
         v.remove("ORIGIN_URL");
-        assert_eq!(Config::from_vars(&v).unwrap_err().0, "ORIGIN_URL is not set");
+        assert_eq!(Config::from_vars(&v).unwrap_err().0, "ORIGIN_URL is not set (or bind the origin Worker as ORIGIN_SERVICE)");
+        v.insert("ORIGIN_SERVICE".into(), json!(true));
+        assert_eq!(Config::from_vars(&v).unwrap().origin, OriginTarget::Service);
+        v.insert("ORIGIN_URL".into(), json!("https://a.example"));
+        assert!(Config::from_vars(&v).unwrap_err().0.contains("not both"));
+    }
+
+    #[test]
+    fn public_errors_carry_no_configured_values() {
+        let mut v = vars(json!([]));
+        v.insert("ORIGIN_URL".into(), json!("https://user:hunter2@api.example/v1"));
+        let e = Config::from_vars(&v).unwrap_err();
+        assert!(e.to_string().contains("hunter2"), "the log has it all");
+        assert_eq!(e.public(), "invalid configuration: ORIGIN_URL … must not have a query or user information");
+        v.insert("ORIGIN_URL".into(), json!("https://a`b:pw`x@api.example"));
+        let e = Config::from_vars(&v).unwrap_err();
+        assert!(!e.public().contains("pw"), "a backtick in the value cannot end the redaction: {}", e.public());
+    }
+
+    #[test]
+    fn origin_headers_are_validated_and_marked_sensitive() {
+        let mut v = vars(json!([]));
+        v.insert("ORIGIN_HEADERS".into(), json!(r#"{"X-Paywall-Secret":"s3cret","CF-Access-Client-Id":"id.access"}"#));
+        let c = Config::from_vars(&v).unwrap();
+        assert_eq!(c.origin_headers.len(), 2);
+        assert!(c.origin_headers.iter().all(|(_, v)| v.is_sensitive()));
+        for (bad, want) in [
+            (r#"{"Host":"x"}"#, "cannot be configured"),
+            (r#"{"X-Forwarded-For":"1.2.3.4"}"#, "cannot be configured"),
+            (r#"{"Bad Name":"x"}"#, "not a header name"),
+            (r#"{"X-A":"line\nbreak"}"#, "visible ASCII"),
+            (r#"{"X-A":1}"#, "visible ASCII"),
+            ("[]", "JSON object"),
+        ] {
+            v.insert("ORIGIN_HEADERS".into(), json!(bad));
+            let e = Config::from_vars(&v).unwrap_err();
+            assert!(e.0.contains(want), "{bad}: {e}");
+            assert!(!e.public().contains("line") && !e.public().contains("1.2.3.4"), "{}", e.public());
+        }
     }
 }

@@ -30,6 +30,16 @@ pub enum UpstreamError {
     Network(String),
 }
 
+impl UpstreamError {
+    /// What a client may be told: no addresses, no runtime error text (those go to the log).
+    pub fn public(&self) -> String {
+        match self {
+            UpstreamError::Timeout { seconds } => format!("no answer within {seconds} s"),
+            UpstreamError::Network(_) => "unreachable".into(),
+        }
+    }
+}
+
 impl std::fmt::Display for UpstreamError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
@@ -92,7 +102,7 @@ pub fn check_settled(s: &SettleResponse, networks: &[&str], payer: &str) -> Resu
 pub fn classify_settle(reply: Result<HttpReply, UpstreamError>) -> SettleOutcome {
     let reply = match reply {
         Ok(r) => r,
-        Err(e) => return SettleOutcome::Unknown { timed_out: matches!(e, UpstreamError::Timeout { .. }), detail: format!("facilitator {e}"), transaction: None },
+        Err(e) => return SettleOutcome::Unknown { timed_out: matches!(e, UpstreamError::Timeout { .. }), detail: format!("facilitator {}", e.public()), transaction: None },
     };
     let named = |s: &SettleResponse| is_transaction_hash(&s.transaction).then(|| s.transaction.clone());
     match serde_json::from_slice::<SettleResponse>(&reply.body) {
@@ -125,7 +135,7 @@ pub enum VerifyOutcome {
 pub fn classify_verify(reply: Result<HttpReply, UpstreamError>) -> VerifyOutcome {
     let reply = match reply {
         Ok(r) => r,
-        Err(e) => return VerifyOutcome::Unknown { timed_out: matches!(e, UpstreamError::Timeout { .. }), detail: format!("facilitator {e}") },
+        Err(e) => return VerifyOutcome::Unknown { timed_out: matches!(e, UpstreamError::Timeout { .. }), detail: format!("facilitator {}", e.public()) },
     };
     match serde_json::from_slice::<VerifyResponse>(&reply.body) {
         Ok(v) if v.is_valid && (200..300).contains(&reply.status) => VerifyOutcome::Valid,

@@ -32,7 +32,7 @@ use http::{HeaderMap, Method, Request, Response, StatusCode};
 use serde::Serialize;
 use serde_json::{json, Value};
 
-use crate::config::{Config, CorsPolicy, Route, SettleOrder, VerifyPolicy};
+use crate::config::{Config, CorsPolicy, OriginTarget, Route, SettleOrder, VerifyPolicy};
 use crate::evm::{hex_0x, hex_lower};
 use crate::exact::{verify_exact, Verified};
 use crate::facilitator::{check_settled, classify_settle, classify_verify, is_nonce_used, request_body, HttpReply, SettleOutcome, UpstreamError, VerifyOutcome};
@@ -67,6 +67,17 @@ pub const PATH_OVERRIDE_HEADERS: [&str; 9] = [
 /// that then fail to settle: at most this many concurrent ones before the first refusal turns the
 /// payer's standing bad (after which every request is verified first).
 pub const MAX_UNVERIFIED_IN_FLIGHT: u32 = 16;
+
+/// Hop-by-hop request headers (RFC 9110 §7.6.1), removed before forwarding together with those
+/// the request's `Connection` header names.
+pub const HOP_BY_HOP_HEADERS: [&str; 7] = ["connection", "keep-alive", "proxy-connection", "te", "trailer", "transfer-encoding", "upgrade"];
+
+/// Client-supplied forwarding headers: removed, then `X-Forwarded-For` / `-Host` / `-Proto` are
+/// set by the paywall from what the runtime knows.
+const CLIENT_FORWARDING_HEADERS: [&str; 5] = ["x-forwarded-for", "x-forwarded-host", "x-forwarded-proto", "forwarded", "x-real-ip"];
+
+/// Response headers whose URLs are rewritten when they point at the origin.
+const URL_RESPONSE_HEADERS: [&str; 3] = ["location", "content-location", "link"];
 
 /// Methods the Fetch API refuses to send (`CONNECT`, `TRACE`, `TRACK`): answered 405 here
 /// instead of failing at the origin call.
@@ -715,11 +726,16 @@ fn challenge<P: Platform>(route: &Route, resource_url: &str, error: &str) -> Res
     res
 }
 
-/// The origin URL for a canonical path and the request's query: the configured origin's path
-/// prefix (without trailing `/`) followed by the canonical path.
-fn origin_url(config: &Config, canonical: &str, query: Option<&str>) -> String {
-    let mut url = String::with_capacity(config.origin.len() + canonical.len() + query.map_or(0, |q| q.len() + 1));
-    url.push_str(&config.origin);
+/// The origin URL for a canonical path and the request's query: the configured origin's base
+/// (with its path prefix) followed by the canonical path; for a service-binding origin, the
+/// public base the client used (`scheme://authority`).
+fn origin_url(config: &Config, public_base: &str, canonical: &str, query: Option<&str>) -> String {
+    let base = match &config.origin {
+        OriginTarget::Url { base, .. } => base.as_str(),
+        OriginTarget::Service => public_base,
+    };
+    let mut url = String::with_capacity(base.len() + canonical.len() + query.map_or(0, |q| q.len() + 1));
+    url.push_str(base);
     url.push_str(canonical);
     if let Some(q) = query {
         url.push('?');
@@ -739,20 +755,130 @@ enum ForwardError {
     Url,
 }
 
-/// Forwards the request to the origin on its canonical path with its exact method, minus the
-/// paywall's own headers and the path-override headers.
+/// `scheme://authority` of the URL the client used.
+fn public_base(uri: &http::Uri) -> String {
+    match (uri.scheme_str(), uri.authority()) {
+        (Some(scheme), Some(authority)) => format!("{scheme}://{authority}"),
+        _ => String::new(),
+    }
+}
+
+/// Forwards the request to the origin on its canonical path with its exact method. Removed:
+/// the paywall's own headers, path-override headers, hop-by-hop headers (and those `Connection`
+/// names), client copies of the forwarding headers and of the `ORIGIN_HEADERS` names. Set:
+/// `X-Forwarded-For` (from `CF-Connecting-IP`), `X-Forwarded-Host`, `X-Forwarded-Proto`, and
+/// the `ORIGIN_HEADERS`. The response's `Location`, `Content-Location` and `Link` URLs that
+/// point at the origin are rewritten to the public URL.
 async fn forward<P: Platform>(config: &Config, p: &P, req: Request<P::Body>, canonical: &str) -> Result<Response<P::Body>, ForwardError> {
     let (mut parts, body) = req.into_parts();
     if UNFORWARDABLE_METHODS.iter().any(|m| parts.method.as_str().eq_ignore_ascii_case(m)) {
         return Err(ForwardError::Method(parts.method.to_string()));
     }
-    let url = origin_url(config, canonical, parts.uri.query());
-    parts.uri = url.parse().map_err(|_| ForwardError::Url)?;
-    for h in PAYWALL_REQUEST_HEADERS.iter().chain(PATH_OVERRIDE_HEADERS.iter()) {
-        parts.headers.remove(*h);
+    let public = public_base(&parts.uri);
+    let url = origin_url(config, &public, canonical, parts.uri.query());
+    let h = &mut parts.headers;
+    let named_by_connection: Vec<String> = h
+        .get_all(http::header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(',').map(|n| n.trim().to_ascii_lowercase()))
+        .filter(|n| !n.is_empty())
+        .collect();
+    for name in named_by_connection {
+        h.remove(name.as_str());
     }
-    parts.headers.remove(http::header::HOST);
-    p.origin(Request::from_parts(parts, body), config.origin_timeout_seconds).await.map_err(ForwardError::Upstream)
+    for name in PAYWALL_REQUEST_HEADERS.iter().chain(&PATH_OVERRIDE_HEADERS).chain(&HOP_BY_HOP_HEADERS).chain(&CLIENT_FORWARDING_HEADERS) {
+        h.remove(*name);
+    }
+    h.remove(http::header::HOST);
+    if let Some(ip) = h.get("cf-connecting-ip").cloned() {
+        h.insert("x-forwarded-for", ip);
+    }
+    if let (Some(scheme), Some(authority)) = (parts.uri.scheme_str(), parts.uri.authority()) {
+        set_header(h, "x-forwarded-proto", scheme);
+        set_header(h, "x-forwarded-host", authority.as_str());
+    }
+    for (name, value) in &config.origin_headers {
+        h.insert(name.clone(), value.clone());
+    }
+    parts.uri = url.parse().map_err(|_| ForwardError::Url)?;
+    let mut res = p.origin(Request::from_parts(parts, body), config.origin_timeout_seconds).await.map_err(ForwardError::Upstream)?;
+    if let OriginTarget::Url { base, prefix } = &config.origin {
+        rewrite_origin_urls(res.headers_mut(), base, prefix, &public);
+    }
+    Ok(res)
+}
+
+/// Rewrites the URL headers of an origin response that point at the origin (`base` =
+/// `scheme://authority[prefix]`) to the public URL (`public` = `scheme://authority`), so the
+/// origin's address never reaches a client. Relative URLs under the origin's path prefix lose
+/// the prefix. Other URLs are left alone.
+fn rewrite_origin_urls(headers: &mut HeaderMap, base: &str, prefix: &str, public: &str) {
+    for name in URL_RESPONSE_HEADERS {
+        let values: Vec<HeaderValue> = headers.get_all(name).iter().cloned().collect();
+        if values.is_empty() {
+            continue;
+        }
+        let rewritten: Vec<HeaderValue> = values
+            .iter()
+            .map(|v| {
+                let Ok(text) = v.to_str() else { return v.clone() };
+                let out = if name == "link" { rewrite_link(text, base, prefix, public) } else { rewrite_url(text, base, prefix, public).unwrap_or_else(|| text.to_string()) };
+                HeaderValue::from_str(&out).unwrap_or_else(|_| v.clone())
+            })
+            .collect();
+        headers.remove(name);
+        for v in rewritten {
+            headers.append(HeaderName::from_static(name), v);
+        }
+    }
+}
+
+/// The public form of one URL if it points at the origin; `None` to leave it.
+pub fn rewrite_url(url: &str, base: &str, prefix: &str, public: &str) -> Option<String> {
+    let origin_root = &base[..base.len() - prefix.len()];
+    let path = if url.len() >= origin_root.len() && url.is_char_boundary(origin_root.len()) && url[..origin_root.len()].eq_ignore_ascii_case(origin_root) {
+        let rest = &url[origin_root.len()..];
+        if !(rest.is_empty() || rest.starts_with(['/', '?', '#'])) {
+            return None; // another port or host that merely starts the same way
+        }
+        rest
+    } else if let Some(rest) = url.strip_prefix("//").and_then(|r| {
+        let authority = origin_root.split_once("://").map(|(_, a)| a)?;
+        (r.len() >= authority.len() && r.is_char_boundary(authority.len()) && r[..authority.len()].eq_ignore_ascii_case(authority)).then(|| &r[authority.len()..])
+    }) {
+        if !(rest.is_empty() || rest.starts_with(['/', '?', '#'])) {
+            return None;
+        }
+        rest
+    } else if url.starts_with('/') && !url.starts_with("//") && !prefix.is_empty() {
+        url
+    } else {
+        return None;
+    };
+    let path = match path.strip_prefix(prefix) {
+        Some(rest) if !prefix.is_empty() && (rest.is_empty() || rest.starts_with(['/', '?', '#'])) => rest,
+        _ if url.starts_with('/') && !url.starts_with("//") => return None, // relative, not under the prefix
+        _ => path,
+    };
+    let path = if path.is_empty() || !path.starts_with('/') { format!("/{path}") } else { path.to_string() };
+    Some(if url.starts_with('/') && !url.starts_with("//") { path } else { format!("{public}{path}") })
+}
+
+/// Rewrites every `<URL>` of a `Link` header value (RFC 8288) with [`rewrite_url`].
+fn rewrite_link(value: &str, base: &str, prefix: &str, public: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    let mut rest = value;
+    while let Some(open) = rest.find('<') {
+        let Some(close) = rest[open..].find('>').map(|c| open + c) else { break };
+        out.push_str(&rest[..=open]);
+        let url = &rest[open + 1..close];
+        out.push_str(&rewrite_url(url, base, prefix, public).unwrap_or_else(|| url.to_string()));
+        out.push('>');
+        rest = &rest[close + 1..];
+    }
+    out.push_str(rest);
+    out
 }
 
 /// The answer when forwarding failed. `settled`: the payment was already settled (a settle-first
@@ -768,11 +894,12 @@ fn origin_failure<P: Platform>(p: &P, e: &ForwardError, settled: Option<&SettleR
         ForwardError::Upstream(e) => {
             p.log(&format!("x402: origin {e}"));
             let status = upstream_status(matches!(e, UpstreamError::Timeout { .. }));
+            let public = e.public();
             match settled {
-                None => json_response(status, &json!({ "error": "origin_unavailable", "message": format!("origin {e}; no payment was taken") }), P::body),
+                None => json_response(status, &json!({ "error": "origin_unavailable", "message": format!("origin {public}; no payment was taken") }), P::body),
                 Some(s) => {
                     let message = format!(
-                        "origin {e}. Your payment was settled (transaction {}); retry with the same payment header before it expires to get the response without paying again",
+                        "origin {public}. Your payment was settled (transaction {}); retry with the same payment header before it expires to get the response without paying again",
                         s.transaction
                     );
                     let mut res = json_response(status, &json!({ "error": "origin_unavailable", "message": message }), P::body);

@@ -31,11 +31,14 @@ pub const SESSIONS_BINDING: &str = "SESSIONS";
 /// Name of the Durable Object namespace binding of the payment ledger (class `PaymentLedger`).
 pub const LEDGER_BINDING: &str = "LEDGER";
 
+/// Name of the optional service binding to an origin Worker (instead of `ORIGIN_URL`).
+pub const ORIGIN_SERVICE_BINDING: &str = "ORIGIN_SERVICE";
+
 /// Time limit for one ledger call, seconds.
 const LEDGER_TIMEOUT_SECONDS: u64 = 10;
 
 /// The variables read from `env` (see [`crate::config`]).
-const VARS: [&str; 12] = [
+const VARS: [&str; 13] = [
     "ORIGIN_URL",
     "FACILITATOR_URL",
     "FACILITATOR_AUTH",
@@ -48,6 +51,7 @@ const VARS: [&str; 12] = [
     "CORS_ALLOWED_ORIGINS",
     "ROUTES",
     "VERIFY_GOOD_STANDING_SECONDS",
+    "ORIGIN_HEADERS",
 ];
 
 /// A body on the edge: a JS stream passed through untouched, or bytes we produced.
@@ -80,6 +84,12 @@ fn read_vars(env: &Env) -> Map<String, Value> {
         };
         vars.insert(name.to_string(), value);
     }
+    if env.service(ORIGIN_SERVICE_BINDING).is_ok() {
+        vars.insert(ORIGIN_SERVICE_BINDING.to_string(), Value::Bool(true));
+    } else if js_sys::Reflect::get(env.as_ref(), &JsValue::from_str(ORIGIN_SERVICE_BINDING)).is_ok_and(|v| !v.is_undefined()) {
+        // Something else under that name (a plain variable): the configuration says so.
+        vars.insert(ORIGIN_SERVICE_BINDING.to_string(), Value::String("not a service binding".into()));
+    }
     vars
 }
 
@@ -105,6 +115,8 @@ fn config(env: &Env) -> Result<Rc<Config>, ConfigError> {
 }
 
 struct Edge {
+    /// The origin Worker, when the origin is a service binding.
+    origin_service: Option<worker::Fetcher>,
     kv: Option<KvStore>,
     sessions: Rc<SessionCache>,
     env: Env,
@@ -174,8 +186,10 @@ impl Platform for Edge {
             .map_err(|e| UpstreamError::Network(format!("{e:?}")))?;
         let controller = AbortController::default();
         let signal = controller.signal();
-        let fetch = Fetch::Request(request);
-        let res = with_timeout(fetch.send_with_signal(&signal), controller, timeout_seconds).await?;
+        let res = match &self.origin_service {
+            Some(service) => with_timeout(service.fetch_request(request), controller, timeout_seconds).await?,
+            None => with_timeout(Fetch::Request(request).send_with_signal(&signal), controller, timeout_seconds).await?,
+        };
         let mut out = http::Response::builder().status(res.status_code());
         if let Some(h) = out.headers_mut() {
             *h = http_headers(res.headers());
@@ -309,7 +323,7 @@ async fn fetch(req: worker::Request, env: Env, ctx: Context) -> worker::Result<w
         Ok(c) => c,
         Err(e) => {
             console_error!("x402 paywall: {e}");
-            return to_worker(gateway::config_error_response(&e.to_string(), EdgeBody::Bytes));
+            return to_worker(gateway::config_error_response(&e.public(), EdgeBody::Bytes));
         }
     };
     let raw: &web_sys::Request = req.inner();
@@ -332,6 +346,10 @@ async fn fetch(req: worker::Request, env: Env, ctx: Context) -> worker::Result<w
         }
     };
     let signal = Some(raw.signal());
-    let platform = Rc::new(Edge { kv: env.kv(SESSIONS_BINDING).ok(), sessions: SESSIONS.with(Rc::clone), env, ctx, signal });
+    let origin_service = match config.origin {
+        crate::config::OriginTarget::Service => env.service(ORIGIN_SERVICE_BINDING).ok(),
+        crate::config::OriginTarget::Url { .. } => None,
+    };
+    let platform = Rc::new(Edge { origin_service, kv: env.kv(SESSIONS_BINDING).ok(), sessions: SESSIONS.with(Rc::clone), env, ctx, signal });
     to_worker(gateway::handle(&config, &platform, http_req).await)
 }

@@ -43,8 +43,12 @@ fn hex_lower(b: &[u8]) -> String {
 #[derive(Default)]
 pub struct Fake {
     pub origin_status: Cell<u16>,
-    /// Origin unreachable.
+    /// Origin over its time limit.
     pub origin_down: Cell<bool>,
+    /// Origin unreachable, with this runtime error text.
+    pub origin_error: RefCell<Option<String>>,
+    /// Headers the origin answers with.
+    pub origin_response_headers: RefCell<Vec<(&'static str, String)>>,
     /// Canned `/settle` replies, used in order; when empty: success with a fresh transaction.
     pub settle: RefCell<Vec<Canned>>,
     /// Canned `/verify` replies, used in order; when empty: valid.
@@ -97,9 +101,15 @@ impl Platform for Fake {
         if self.origin_down.get() {
             return Err(UpstreamError::Timeout { seconds: t });
         }
+        if let Some(e) = self.origin_error.borrow().clone() {
+            return Err(UpstreamError::Network(e));
+        }
         let mut r = Response::new(b"{\"data\":\"paid content\"}".to_vec());
         *r.status_mut() = StatusCode::from_u16(self.origin_status.get()).unwrap();
         r.headers_mut().insert("cache-control", "public, max-age=600".parse().unwrap());
+        for (name, value) in self.origin_response_headers.borrow().iter() {
+            r.headers_mut().append(*name, value.parse().unwrap());
+        }
         Ok(r)
     }
     async fn post_json(&self, url: &str, _a: Option<&str>, json: String, _t: u64) -> Result<HttpReply, UpstreamError> {
@@ -196,20 +206,33 @@ pub fn fake() -> Fake {
 
 /// The configuration the host tests use: `routes` with the standard variables.
 pub fn config_with(routes: Value) -> Rc<Config> {
-    let v = json!({
+    config_vars(json!({ "ROUTES": routes }))
+}
+
+/// The standard variables overridden by `vars` (a JSON object; `null` removes one).
+pub fn config_vars(vars: Value) -> Rc<Config> {
+    let mut v = json!({
         "ORIGIN_URL": "http://origin.test/base/",
         "FACILITATOR_URL": "http://facilitator.test",
         "PAY_TO": "0x209693Bc6afc0C5328bA36FaF03C514EF312287C",
-        "ROUTES": routes,
+        "ROUTES": [
+            { "route": "GET /paid", "price": "$0.01", "sessionTtlSeconds": 60 },
+            { "route": "GET /other/*", "price": "$0.02" }
+        ],
     });
-    Rc::new(Config::from_vars(v.as_object().unwrap()).unwrap())
+    let map = v.as_object_mut().unwrap();
+    for (k, val) in vars.as_object().unwrap() {
+        if val.is_null() {
+            map.remove(k);
+        } else {
+            map.insert(k.clone(), val.clone());
+        }
+    }
+    Rc::new(Config::from_vars(map).unwrap())
 }
 
 pub fn config() -> Rc<Config> {
-    config_with(json!([
-        { "route": "GET /paid", "price": "$0.01", "sessionTtlSeconds": 60 },
-        { "route": "GET /other/*", "price": "$0.02" }
-    ]))
+    config_vars(json!({}))
 }
 
 /// The address of the test key made of `key_byte`.

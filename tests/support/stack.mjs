@@ -225,8 +225,11 @@ export async function startFacilitator({ rpcUrl, privateKey = KEYS.facilitator, 
   };
 }
 
-/** A small origin API that records what it received. */
-export async function startOrigin() {
+/**
+ * A small origin API that records what it received. `requireHeader` ({name, value}): the origin
+ * refuses (403) every request without that header and value, as an origin locked to the paywall.
+ */
+export async function startOrigin({ requireHeader } = {}) {
   const requests = [];
   let served = 0;
   const server = http.createServer(async (req, res) => {
@@ -234,6 +237,11 @@ export async function startOrigin() {
     for await (const c of req) chunks.push(c);
     const body = Buffer.concat(chunks).toString('utf8');
     requests.push({ method: req.method, url: req.url, headers: req.headers, body });
+    if (requireHeader && req.headers[requireHeader.name.toLowerCase()] !== requireHeader.value) {
+      res.writeHead(403, { 'content-type': 'application/json' });
+      return res.end(JSON.stringify({ error: 'only the paywall may call this origin' }));
+    }
+    const self = `http://127.0.0.1:${server.address().port}`;
     const json = (status, value, extra = {}) => {
       res.writeHead(status, { 'content-type': 'application/json', 'x-origin': 'demo', ...extra });
       res.end(req.method === 'HEAD' ? undefined : JSON.stringify(value));
@@ -242,6 +250,7 @@ export async function startOrigin() {
     if (p === '/weather') return json(200, { city: 'Lisbon', forecast: 'sunny', tempC: 21, served: ++served });
     if (p.startsWith('/premium/')) return json(200, { report: p, secret: 'premium content', served: ++served });
     if (p === '/free') return json(200, { free: true });
+    if (p === '/redirect') return json(302, { moved: true }, { location: `${self}/weather?from=redirect`, link: `<${self}/premium/next>; rel="next"` });
     if (p === '/error') return json(500, { error: 'origin exploded' });
     if (p === '/missing') return json(404, { error: 'no such thing' });
     if (p === '/echo') return json(200, { method: req.method, body, served: ++served });
@@ -284,13 +293,16 @@ export const ROUTES = [
   { route: 'POST /flaky', price: '$0.01', description: 'Settled before the origin runs', settle: 'before', sessionTtlSeconds: 0 },
 ];
 
-/** Starts the built Worker (build/) under Miniflare on a free port. */
-export async function startWorker({ originUrl, facilitatorUrl, payTo, routes = ROUTES, extraBindings = {} }) {
+/**
+ * Starts the built Worker (build/) under Miniflare on a free port. `originWorker` (module source
+ * of a JS Worker): the origin is that Worker behind the `ORIGIN_SERVICE` service binding instead
+ * of `originUrl`.
+ */
+export async function startWorker({ originUrl, facilitatorUrl, payTo, routes = ROUTES, extraBindings = {}, originWorker }) {
   const { Miniflare } = await import('miniflare');
   const port = await freePort();
-  const mf = new Miniflare({
-    host: '127.0.0.1',
-    port,
+  const paywall = {
+    name: 'paywall',
     modules: true,
     scriptPath: path.join(ROOT, 'build/index.js'),
     modulesRoot: path.join(ROOT, 'build'),
@@ -302,16 +314,18 @@ export async function startWorker({ originUrl, facilitatorUrl, payTo, routes = R
     compatibilityFlags: ['enable_request_signal'],
     kvNamespaces: ['SESSIONS'],
     durableObjects: { LEDGER: { className: 'PaymentLedger', useSQLite: true } },
-    cf: false,
     bindings: {
-      ORIGIN_URL: originUrl,
+      ...(originWorker ? {} : { ORIGIN_URL: originUrl }),
       FACILITATOR_URL: facilitatorUrl,
       PAY_TO: payTo,
       NETWORK,
       ROUTES: routes,
       ...extraBindings,
     },
-  });
+    ...(originWorker ? { serviceBindings: { ORIGIN_SERVICE: 'origin' } } : {}),
+  };
+  const workers = originWorker ? [paywall, { name: 'origin', modules: true, script: originWorker, compatibilityDate: '2026-07-30' }] : [paywall];
+  const mf = new Miniflare({ host: '127.0.0.1', port, cf: false, workers });
   const url = (await mf.ready).toString().replace(/\/$/, '');
   return { mf, url, stop: () => mf.dispose() };
 }

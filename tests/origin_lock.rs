@@ -1,0 +1,128 @@
+//! The origin locked to the paywall, on the host: secret origin headers, forwarding headers,
+//! hop-by-hop removal, origin URLs rewritten out of responses, no origin address in anything the
+//! paywall writes. The same against the built wasm in `tests/origin.test.mjs`.
+
+mod common;
+
+use std::rc::Rc;
+
+use common::*;
+use serde_json::json;
+use x402_edge_paywall::gateway::rewrite_url;
+
+fn secret_config() -> Rc<x402_edge_paywall::config::Config> {
+    config_vars(json!({ "ORIGIN_HEADERS": r#"{"X-Paywall-Secret":"s3cret","CF-Access-Client-Id":"id.access"}"# }))
+}
+
+#[test]
+fn secret_headers_replace_client_copies_on_every_forwarded_request() {
+    let cfg = secret_config();
+    let p = Rc::new(fake());
+    let spoof = [("x-paywall-secret", "guess"), ("cf-access-client-id", "guess")];
+    run(&cfg, &p, request("/free", &spoof));
+    let mut paid_headers = spoof.to_vec();
+    let h = payment(&cfg, 0, 80);
+    paid_headers.push(("payment-signature", &h));
+    assert_eq!(run(&cfg, &p, request("/paid", &paid_headers)).status(), 200);
+    for call in p.origin_calls.borrow().iter() {
+        let h = call.headers();
+        assert_eq!(h.get_all("x-paywall-secret").iter().collect::<Vec<_>>(), ["s3cret"], "exactly the paywall's value");
+        assert_eq!(h.get_all("cf-access-client-id").iter().collect::<Vec<_>>(), ["id.access"]);
+    }
+}
+
+#[test]
+fn forwarding_headers_come_from_the_runtime_and_spoofed_ones_are_replaced() {
+    let cfg = config();
+    let p = Rc::new(fake());
+    let headers = [
+        ("cf-connecting-ip", "203.0.113.7"),
+        ("x-forwarded-for", "10.0.0.1"),
+        ("x-forwarded-host", "evil.example"),
+        ("x-forwarded-proto", "gopher"),
+        ("forwarded", "for=10.0.0.1"),
+        ("x-real-ip", "10.0.0.1"),
+    ];
+    run(&cfg, &p, request("/free", &headers));
+    let calls = p.origin_calls.borrow();
+    let h = calls[0].headers();
+    assert_eq!(h.get_all("x-forwarded-for").iter().collect::<Vec<_>>(), ["203.0.113.7"], "replaced, not appended");
+    assert_eq!(h["x-forwarded-host"], "paywall.test");
+    assert_eq!(h["x-forwarded-proto"], "https");
+    assert!(h.get("forwarded").is_none() && h.get("x-real-ip").is_none());
+}
+
+#[test]
+fn hop_by_hop_headers_and_those_connection_names_are_removed() {
+    let cfg = config();
+    let p = Rc::new(fake());
+    let headers = [("connection", "keep-alive, X-Secret-Hop"), ("keep-alive", "timeout=5"), ("x-secret-hop", "1"), ("te", "trailers"), ("upgrade", "h2c"), ("x-keep", "yes")];
+    run(&cfg, &p, request("/free", &headers));
+    let calls = p.origin_calls.borrow();
+    let h = calls[0].headers();
+    for name in ["connection", "keep-alive", "x-secret-hop", "te", "upgrade"] {
+        assert!(h.get(name).is_none(), "{name} forwarded");
+    }
+    assert_eq!(h["x-keep"], "yes");
+}
+
+#[test]
+fn redirects_and_links_to_the_origin_are_rewritten_to_the_public_url() {
+    let cfg = config(); // ORIGIN_URL = http://origin.test/base
+    let p = Rc::new(fake());
+    p.origin_status.set(302);
+    *p.origin_response_headers.borrow_mut() = vec![
+        ("location", "http://ORIGIN.test/base/login?next=%2Fx".into()),
+        ("content-location", "/base/doc.json".into()),
+        ("link", r#"<http://origin.test/base/page/2>; rel="next", <https://cdn.example/a.css>; rel=preload"#.into()),
+    ];
+    let res = run(&cfg, &p, request("/free", &[]));
+    assert_eq!(res.status(), 302);
+    assert_eq!(res.headers()["location"], "https://paywall.test/login?next=%2Fx");
+    assert_eq!(res.headers()["content-location"], "/doc.json");
+    assert_eq!(res.headers()["link"], r#"<https://paywall.test/page/2>; rel="next", <https://cdn.example/a.css>; rel=preload"#);
+    assert!(!format!("{:?}", res.headers()).contains("origin.test"));
+}
+
+#[test]
+fn url_rewriting_leaves_everything_else_alone() {
+    let (base, prefix, public) = ("http://origin.test:8080/v1", "/v1", "https://api.example");
+    let cases = [
+        ("http://origin.test:8080/v1/a", Some("https://api.example/a")),
+        ("http://origin.test:8080/v1", Some("https://api.example/")),
+        ("http://origin.test:8080/v1?x", Some("https://api.example/?x")),
+        ("//origin.test:8080/v1/a", Some("https://api.example/a")),
+        ("http://origin.test:8080/other", Some("https://api.example/other")),
+        ("/v1/a", Some("/a")),
+        ("/v10/a", None),
+        ("/elsewhere", None),
+        ("http://origin.test:80800/v1/a", None),
+        ("http://origin.test.evil:8080/v1", None),
+        ("https://origin.test:8080/v1/a", None),
+        ("https://cdn.example/x", None),
+        ("relative/path", None),
+    ];
+    for (url, want) in cases {
+        assert_eq!(rewrite_url(url, base, prefix, public).as_deref(), want, "{url}");
+    }
+}
+
+#[test]
+fn origin_failures_do_not_echo_the_runtime_error_or_the_origin_address() {
+    let cfg = config();
+    let p = Rc::new(fake());
+    *p.origin_error.borrow_mut() = Some("connect ECONNREFUSED http://origin.test/base/free".into());
+    let res = run(&cfg, &p, request("/free", &[]));
+    assert_eq!(res.status(), 502);
+    let body = String::from_utf8_lossy(res.body()).to_string();
+    assert!(body.contains("origin unreachable") && !body.contains("origin.test") && !body.contains("ECONNREFUSED"), "{body}");
+    assert!(p.logs.borrow().iter().any(|l| l.contains("origin.test")), "the log has the detail");
+}
+
+#[test]
+fn a_service_binding_origin_gets_the_public_url() {
+    let cfg = config_vars(json!({ "ORIGIN_URL": null, "ORIGIN_SERVICE": true }));
+    let p = Rc::new(fake());
+    run(&cfg, &p, request("/free/x?y=1", &[]));
+    assert_eq!(p.origin_calls.borrow()[0].uri().to_string(), "https://paywall.test/free/x?y=1");
+}
