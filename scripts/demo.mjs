@@ -72,7 +72,7 @@ async function main() {
     show('status', String(paid.status));
     show('body', await paid.json());
 
-    step(3, 'The Worker verified the signature locally, forwarded, and settled');
+    step(3, 'The Worker verified the signature (locally, and a first-time payer also through /verify), reserved it in the payment ledger, forwarded, and settled');
     show('PAYMENT-RESPONSE', decodePaymentResponseHeader(paid.headers.get('payment-response')));
     show('facilitator calls', `verify ${stack.facilitator.calls.verify}, settle ${stack.facilitator.calls.settle - settlesBefore}`);
     const token = paid.headers.get('x402-session');
