@@ -9,7 +9,10 @@
 //! | `PAY_TO` | unless every offer sets `payTo` | default recipient address (`0x…`, 20 bytes) |
 //! | `NETWORK` | no (`eip155:84532`) | default network (CAIP-2, or a v1 name) |
 //! | `MAX_TIMEOUT_SECONDS` | no (`300`) | default `maxTimeoutSeconds` of each requirement |
-//! | `SESSION_TTL_SECONDS` | no (`3600`) | default paid-session lifetime; `0` disables sessions; else ≥ 60 (the KV TTL floor) |
+//! | `SESSION_TTL_SECONDS` | removed | a configuration error: prices are per request unless a route sells a `pass` |
+//! | `DENYLIST` | no | comma-separated payer addresses refused before the origin and the facilitator |
+//! | `ADMIN_PATH` | no (`/.well-known/x402/admin`) | where the admin endpoint listens (with `ADMIN_TOKEN`) |
+//! | `ADMIN_TOKEN` | no (secret) | bearer token of the admin endpoint; unset = no admin endpoint |
 //! | `ORIGIN_TIMEOUT_SECONDS` | no (`30`) | time limit for the origin to start answering |
 //! | `FACILITATOR_TIMEOUT_SECONDS` | no (`30`) | time limit for a facilitator call (`/settle` waits for the receipt) |
 //! | `CORS_ALLOWED_ORIGINS` | no (`*`) | origins allowed to call priced routes from a browser: `*`, a comma-separated list, or `none` |
@@ -18,7 +21,8 @@
 //! | `VERIFY_GOOD_STANDING_SECONDS` | no (`86400`) | how long a payer's last successful settlement lets the `auto` verify policy skip `/verify` |
 //!
 //! A `ROUTES` entry: `route` (`"METHOD /pattern"`, see [`crate::route::RoutePattern`]);
-//! `description`, `mimeType`, `sessionTtlSeconds`; `verify` ([`VerifyPolicy`]: `"auto"`,
+//! `description`, `mimeType`, `pass` ([`PassTerms`]), `group` (a name shared by routes that a
+//! group-scoped pass opens together); `verify` ([`VerifyPolicy`]: `"auto"`,
 //! `"always"`, `"local"`); `settle` ([`SettleOrder`]: `"after"`, `"before"`); `free: true` for a route proxied without
 //! payment (to carve an exception out of a later wildcard); and its payment options, either as an
 //! `accepts` array or, for a single option, directly in the entry. An option is `price`
@@ -146,8 +150,10 @@ pub struct Route {
     pub pattern: RoutePattern,
     pub description: Option<String>,
     pub mime_type: Option<String>,
-    /// Paid-session lifetime in seconds; 0 = no sessions.
-    pub session_ttl_seconds: u64,
+    /// What one payment buys beyond the request itself; `None`: every request pays.
+    pub pass: Option<PassTerms>,
+    /// The group this route belongs to (for group-scoped passes).
+    pub group: Option<String>,
     /// The payment options; empty for a free route.
     pub accepts: Vec<Offer>,
     pub verify: VerifyPolicy,
@@ -170,6 +176,112 @@ pub enum CorsPolicy {
     List(Vec<String>),
     /// No CORS headers; preflights go to the origin.
     Off,
+}
+
+/// Which requests a pass admits.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PassScope {
+    /// `"route"`: every path of the route that sold it (its pattern).
+    Route,
+    /// `"path"`: exactly the canonical path paid for.
+    Path,
+    /// A group name: every route configured with that `group`.
+    Group(String),
+}
+
+/// A route's `pass = { ttl, maxRequests, scope }`: one payment buys access within `ttl_seconds`
+/// (at most [`MAX_PASS_TTL_SECONDS`]; [`DEFAULT_COUNTED_PASS_TTL_SECONDS`] when only
+/// `maxRequests` is given), for at most `max_requests` requests when set, to `scope`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PassTerms {
+    pub ttl_seconds: u64,
+    pub max_requests: Option<u32>,
+    pub scope: PassScope,
+    /// What the payment buys, in words, for the challenge's `description`
+    /// ("10 requests within 1 hour to /reports/*").
+    pub summary: String,
+}
+
+/// Longest pass lifetime, seconds (365 days).
+pub const MAX_PASS_TTL_SECONDS: u64 = 365 * 86_400;
+/// Lifetime of a pass that only sets `maxRequests`, seconds (30 days).
+pub const DEFAULT_COUNTED_PASS_TTL_SECONDS: u64 = 30 * 86_400;
+/// Most requests one pass may sell.
+pub const MAX_PASS_REQUESTS: u32 = 1_000_000;
+
+/// Parses a pass lifetime: whole seconds, or a number with `s`, `m`, `h` or `d`.
+fn parse_ttl(at: &str, v: &Value) -> Result<u64, ConfigError> {
+    let seconds = match v {
+        Value::Number(n) => n.as_u64(),
+        Value::String(s) => {
+            let s = s.trim();
+            let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
+            let mult = match unit.trim() {
+                "" | "s" => Some(1),
+                "m" => Some(60),
+                "h" => Some(3_600),
+                "d" => Some(86_400),
+                _ => None,
+            };
+            num.parse::<u64>().ok().zip(mult).and_then(|(n, m)| n.checked_mul(m))
+        }
+        _ => None,
+    };
+    match seconds {
+        Some(t @ 1..=MAX_PASS_TTL_SECONDS) => Ok(t),
+        _ => err(format!("{at}: pass ttl must be whole seconds or like \"30m\", \"1h\", \"7d\", from 1 s to 365 days")),
+    }
+}
+
+/// "1 hour", "30 minutes", "90 seconds", "7 days".
+fn duration_words(seconds: u64) -> String {
+    let (n, unit) = if seconds % 86_400 == 0 {
+        (seconds / 86_400, "day")
+    } else if seconds % 3_600 == 0 {
+        (seconds / 3_600, "hour")
+    } else if seconds % 60 == 0 {
+        (seconds / 60, "minute")
+    } else {
+        (seconds, "second")
+    };
+    format!("{n} {unit}{}", if n == 1 { "" } else { "s" })
+}
+
+fn parse_pass(at: &str, v: &Value, route_path: &str) -> Result<PassTerms, ConfigError> {
+    let Value::Object(obj) = v else { return err(format!("{at}: pass must be a table like {{ ttl = \"1h\" }}")) };
+    check_keys(&format!("{at} pass"), obj, &[&["ttl", "maxRequests", "scope"]])?;
+    let max_requests = match obj.get("maxRequests") {
+        None => None,
+        Some(Value::Number(n)) => match n.as_u64() {
+            Some(m @ 1..) if m <= u64::from(MAX_PASS_REQUESTS) => Some(m as u32),
+            _ => return err(format!("{at}: pass maxRequests must be from 1 to {MAX_PASS_REQUESTS}")),
+        },
+        Some(_) => return err(format!("{at}: pass maxRequests must be a number")),
+    };
+    let ttl_seconds = match obj.get("ttl") {
+        Some(t) => parse_ttl(at, t)?,
+        None if max_requests.is_some() => DEFAULT_COUNTED_PASS_TTL_SECONDS,
+        None => return err(format!("{at}: a pass needs a ttl, a maxRequests, or both")),
+    };
+    let scope = match obj.get("scope").map(|s| s.as_str()) {
+        None | Some(Some("route")) => PassScope::Route,
+        Some(Some("path")) => PassScope::Path,
+        Some(Some(g)) if !g.trim().is_empty() => PassScope::Group(g.trim().to_string()),
+        _ => return err(format!("{at}: pass scope must be \"route\", \"path\" or a group name")),
+    };
+    let what = match (max_requests, obj.contains_key("ttl")) {
+        (Some(1), true) => format!("1 request within {}", duration_words(ttl_seconds)),
+        (Some(n), true) => format!("{n} requests within {}", duration_words(ttl_seconds)),
+        (Some(1), false) => "1 request".to_string(),
+        (Some(n), false) => format!("{n} requests"),
+        (None, _) => format!("unlimited requests for {}", duration_words(ttl_seconds)),
+    };
+    let to = match &scope {
+        PassScope::Route => route_path.to_string(),
+        PassScope::Path => "the path paid for".to_string(),
+        PassScope::Group(g) => format!("the \"{g}\" routes"),
+    };
+    Ok(PassTerms { ttl_seconds, max_requests, scope, summary: format!("{what} to {to}") })
 }
 
 /// Where forwarded requests go.
@@ -227,7 +339,24 @@ pub struct Config {
     pub routes: Vec<Route>,
     /// Seconds a payer's last successful settlement counts as good standing (`auto` policy).
     pub good_standing_seconds: u64,
+    /// `DENYLIST`: payers refused before the origin and the facilitator.
+    pub denylist: Vec<Address>,
+    /// The admin endpoint, when `ADMIN_TOKEN` is set.
+    pub admin: Option<AdminEndpoint>,
 }
+
+/// The admin endpoint: `POST {path}/revoke?pass=<token>` or `?payer=<address>`, and
+/// `POST {path}/deny?payer=<address>`, authenticated by `Authorization: Bearer {token}`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AdminEndpoint {
+    /// Canonical path prefix, without trailing `/` (default `/.well-known/x402/admin`).
+    pub path: String,
+    /// `ADMIN_TOKEN` (secret), at least [`MIN_ADMIN_TOKEN_LEN`] characters.
+    pub token: String,
+}
+
+/// Shortest `ADMIN_TOKEN` accepted.
+pub const MIN_ADMIN_TOKEN_LEN: usize = 32;
 
 /// Seconds a client needs between signing an authorization and the paywall receiving it, on
 /// top of [`Config::min_validity_seconds`], when checking `maxTimeoutSeconds` at configuration.
@@ -251,7 +380,7 @@ struct RawOffer {
 }
 
 const OFFER_KEYS: [&str; 9] = ["price", "amount", "asset", "decimals", "name", "version", "network", "payTo", "maxTimeoutSeconds"];
-const ROUTE_KEYS: [&str; 8] = ["route", "description", "mimeType", "sessionTtlSeconds", "free", "accepts", "verify", "settle"];
+const ROUTE_KEYS: [&str; 9] = ["route", "description", "mimeType", "pass", "group", "free", "accepts", "verify", "settle"];
 
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -259,7 +388,9 @@ struct RawRoute {
     route: String,
     description: Option<String>,
     mime_type: Option<String>,
-    session_ttl_seconds: Option<u64>,
+    #[serde(default)]
+    pass: Option<Value>,
+    group: Option<String>,
     #[serde(default)]
     free: bool,
     verify: Option<String>,
@@ -300,6 +431,32 @@ fn http_url(name: &str, s: &str) -> Result<String, ConfigError> {
     Ok(format!("{scheme}://{}{}", authority.as_str().to_ascii_lowercase(), u.path().trim_end_matches('/')))
 }
 
+/// A group-scoped pass must be sold by a member of its group, and must not open a dearer route:
+/// every priced member's offers must have a counterpart (same network and asset) in the seller's
+/// offers at an equal or higher amount.
+fn check_pass_groups(routes: &[Route]) -> Result<(), ConfigError> {
+    for seller in routes {
+        let Some(PassTerms { scope: PassScope::Group(g), .. }) = &seller.pass else { continue };
+        if seller.group.as_deref() != Some(g.as_str()) {
+            return err(format!("route {}: its pass opens group {} but the route is not in that group (add group = {})", shown(&seller.key), shown(g), shown(g)));
+        }
+        for member in routes.iter().filter(|r| r.group.as_deref() == Some(g.as_str())) {
+            for offer in &member.accepts {
+                let covered = seller.accepts.iter().any(|s| s.chain_id == offer.chain_id && s.asset == offer.asset && s.amount >= offer.amount);
+                if !covered {
+                    return err(format!(
+                        "route {}: its pass (group {}) would open {}, which costs more (or is paid in another asset or network) than the pass",
+                        shown(&seller.key),
+                        shown(g),
+                        shown(&member.key)
+                    ));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Parses `ORIGIN_HEADERS`: a JSON object of header name → string value. Errors name the
 /// header, never a value.
 fn origin_headers(raw: Option<String>) -> Result<Vec<(http::HeaderName, http::HeaderValue)>, ConfigError> {
@@ -325,12 +482,8 @@ fn origin_headers(raw: Option<String>) -> Result<Vec<(http::HeaderName, http::He
     Ok(out)
 }
 
-fn session_ttl(name: &str, ttl: u64) -> Result<u64, ConfigError> {
-    if ttl != 0 && ttl < 60 {
-        return err(format!("{name} is {ttl}: use 0 (no sessions) or at least 60 seconds (the Workers KV TTL floor)"));
-    }
-    Ok(ttl)
-}
+/// What replaces the removed session lifetimes, for their configuration errors.
+const SESSIONS_REMOVED: &str = "paid sessions were replaced by passes: a price is now per request unless the route sells a pass, e.g. pass = { ttl = \"1h\" } (README, \"Pricing\")";
 
 fn cors_policy(s: Option<String>) -> Result<CorsPolicy, ConfigError> {
     let Some(s) = s else { return Ok(CorsPolicy::Any) };
@@ -459,7 +612,9 @@ impl Config {
             network: string_var(vars, "NETWORK")?.unwrap_or_else(|| "eip155:84532".into()),
             max_timeout_seconds: u64_var(vars, "MAX_TIMEOUT_SECONDS", 300)?,
         };
-        let default_ttl = session_ttl("SESSION_TTL_SECONDS", u64_var(vars, "SESSION_TTL_SECONDS", 3600)?)?;
+        if vars.get("SESSION_TTL_SECONDS").is_some_and(|v| !v.is_null()) {
+            return err(format!("SESSION_TTL_SECONDS is no longer read: {SESSIONS_REMOVED}"));
+        }
         let cors = cors_policy(string_var(vars, "CORS_ALLOWED_ORIGINS")?)?;
         let timeout = |name: &str| -> Result<u64, ConfigError> {
             match u64_var(vars, name, 30)? {
@@ -480,11 +635,14 @@ impl Config {
         for (i, entry) in entries.iter().enumerate() {
             let Value::Object(obj) = entry else { return err(format!("ROUTES[{i}] must be an object")) };
             let r: RawRoute = serde_json::from_value(entry.clone()).or_else(|e| err(format!("ROUTES[{i}]: {e}")))?;
-            let at = format!("ROUTES[{i}] (`{}`)", r.route);
+            let at = format!("ROUTES[{i}] ({})", shown(&r.route));
+            if obj.contains_key("sessionTtlSeconds") {
+                return err(format!("{at}: sessionTtlSeconds is no longer read: {SESSIONS_REMOVED}"));
+            }
             let pattern = RoutePattern::parse(&r.route).or_else(|e| err(format!("{at}: {e}")))?;
             let inline = OFFER_KEYS.iter().any(|k| obj.contains_key(*k));
             let accepts = if r.free {
-                check_keys(&at, obj, &[&["route", "description", "free"]])?;
+                check_keys(&at, obj, &[&["route", "description", "free", "group"]])?;
                 Vec::new()
             } else if let Some(list) = obj.get("accepts") {
                 check_keys(&at, obj, &[&ROUTE_KEYS])?;
@@ -532,23 +690,44 @@ impl Config {
                     VALID_BEFORE_SLACK_SECONDS + CLIENT_LATENCY_SECONDS
                 ));
             }
-            let ttl = match r.session_ttl_seconds {
-                Some(t) => session_ttl(&format!("{at}: sessionTtlSeconds"), t)?,
-                None => default_ttl,
+            let key = r.route.split_whitespace().collect::<Vec<_>>().join(" ");
+            let route_path = key.split_once(' ').map_or(key.as_str(), |(_, p)| p).to_string();
+            let pass = match &r.pass {
+                Some(v) if !r.free => Some(parse_pass(&at, v, &route_path)?),
+                Some(_) => return err(format!("{at}: a free route cannot sell a pass")),
+                None => None,
             };
             routes.push(Route {
-                key: r.route.split_whitespace().collect::<Vec<_>>().join(" "),
+                key,
                 pattern,
                 description: r.description,
                 mime_type: r.mime_type,
-                session_ttl_seconds: ttl,
+                pass,
+                group: r.group.map(|g| g.trim().to_string()).filter(|g| !g.is_empty()),
                 accepts,
                 verify,
                 settle,
             });
         }
+        check_pass_groups(&routes)?;
         let good_standing_seconds = u64_var(vars, "VERIFY_GOOD_STANDING_SECONDS", 86_400)?;
-        Ok(Config { origin, origin_headers, facilitator_url, facilitator_auth, origin_timeout_seconds, facilitator_timeout_seconds, cors, routes, good_standing_seconds })
+        let mut denylist = Vec::new();
+        for a in string_var(vars, "DENYLIST")?.unwrap_or_default().split(',').map(str::trim).filter(|a| !a.is_empty()) {
+            denylist.push(Address::parse(a).ok_or_else(|| ConfigError(format!("DENYLIST: {} is not a 0x-prefixed 20-byte address", shown(a))))?);
+        }
+        let admin = match string_var(vars, "ADMIN_TOKEN")? {
+            None => None,
+            Some(token) if token.len() < MIN_ADMIN_TOKEN_LEN => return err(format!("ADMIN_TOKEN is shorter than {MIN_ADMIN_TOKEN_LEN} characters")),
+            Some(token) => {
+                let raw = string_var(vars, "ADMIN_PATH")?.unwrap_or_else(|| "/.well-known/x402/admin".into());
+                let path = crate::route::canonicalize(&raw).ok().filter(|c| c == &raw || c.trim_end_matches('/') == raw.trim_end_matches('/'));
+                let Some(path) = path.map(|p| p.trim_end_matches('/').to_string()).filter(|p| !p.is_empty()) else {
+                    return err(format!("ADMIN_PATH {} must be a canonical absolute path other than /", shown(&raw)));
+                };
+                Some(AdminEndpoint { path, token })
+            }
+        };
+        Ok(Config { origin, origin_headers, facilitator_url, facilitator_auth, origin_timeout_seconds, facilitator_timeout_seconds, cors, routes, good_standing_seconds, denylist, admin })
     }
 
     /// Seconds an authorization's `validBefore` must lie beyond now for the paywall to call the
@@ -624,7 +803,7 @@ mod tests {
         assert_eq!(o.requirements.extra, Eip712Extra { name: "USDC".into(), version: "2".into() });
         assert_eq!(o.requirements.max_timeout_seconds, 300);
         assert_eq!(crate::evm::hex_0x(&o.domain_separator), "0x71f17a3b2ff373b803d70a5a07c046c1a2bc8e89c09ef722fcb047abe94c9818");
-        assert_eq!(c.routes[0].session_ttl_seconds, 3600);
+        assert_eq!(c.routes[0].pass, None, "per request unless a pass is sold");
     }
 
     #[test]
@@ -698,7 +877,7 @@ mod tests {
         assert!(cfg_err(json!([{ "route": "GET /x", "price": "1", "network": "eip155:999" }])).contains("no built-in USDC"));
         assert!(cfg_err(json!([{ "route": "GET /x", "price": "1", "network": "mars" }])).contains("CAIP-2"));
         assert!(cfg_err(json!([{ "route": "GET /x", "price": "1", "asset": "0x00000000000000000000000000000000000000aa" }])).contains("EIP-712"));
-        assert!(cfg_err(json!([{ "route": "GET /x", "price": "1", "sessionTtlSeconds": 5 }])).contains("KV TTL floor"));
+        assert!(cfg_err(json!([{ "route": "GET /x", "price": "1", "sessionTtlSeconds": 600 }])).contains("replaced by passes"));
         assert!(cfg_err(json!([{ "route": "GET /x", "price": "1", "colour": "red" }])).contains("unknown field"));
         assert!(cfg_err(json!("not json")).contains("not valid JSON"));
         assert!(cfg_err(json!([{ "route": "GET /a/../b", "price": "1" }])).contains("not canonical"));

@@ -32,20 +32,20 @@ use http::{HeaderMap, Method, Request, Response, StatusCode};
 use serde::Serialize;
 use serde_json::{json, Value};
 
-use crate::config::{Config, CorsPolicy, OriginTarget, Route, SettleOrder, VerifyPolicy};
-use crate::evm::{hex_0x, hex_lower};
+use crate::config::{AdminEndpoint, Config, CorsPolicy, OriginTarget, PassScope, Route, SettleOrder, VerifyPolicy};
+use crate::evm::{hex_0x, hex_lower, Address};
 use crate::exact::{verify_exact, Verified};
 use crate::facilitator::{check_settled, classify_settle, classify_verify, is_nonce_used, request_body, HttpReply, SettleOutcome, UpstreamError, VerifyOutcome};
 use crate::ledger::{shard_name, AuthorizationKey, Op, Outcome, Reply, LEASE_MARGIN_SECONDS};
 use crate::route::{canonicalize, match_segments};
-use crate::session::{kv_key, token_from_random, SessionCache, SessionRecord, SESSION_EXPIRES_HEADER, SESSION_HEADER};
+use crate::pass::{self, PassCache, PassRecord, PASS_EXPIRES_HEADER, PASS_HEADER};
 use crate::x402::{
     decode_payment_signature, decode_x_payment, encode_header, PaymentPayload, PaymentRequired, PaymentRequiredV1, ResourceInfo, SettleResponse,
     PAYMENT_REQUIRED, PAYMENT_RESPONSE, PAYMENT_SIGNATURE, X402_VERSION, X_PAYMENT, X_PAYMENT_RESPONSE,
 };
 
 /// Request headers that belong to the paywall and are never forwarded to the origin.
-const PAYWALL_REQUEST_HEADERS: [&str; 3] = [PAYMENT_SIGNATURE, X_PAYMENT, SESSION_HEADER];
+const PAYWALL_REQUEST_HEADERS: [&str; 3] = [PAYMENT_SIGNATURE, X_PAYMENT, PASS_HEADER];
 
 /// Request headers with which some servers and frameworks (IIS URL Rewrite, Symfony, Spring,
 /// Envoy, …) let the *header* choose the path served. The paywall prices the request line's
@@ -106,14 +106,16 @@ pub trait Platform: 'static {
     /// Runs `fut` to completion even if the client goes away (`ctx.waitUntil` on the edge) and
     /// resolves to its output; `None` if the runtime dropped it.
     fn run_to_completion<T: 'static>(&self, fut: impl Future<Output = T> + 'static) -> impl Future<Output = Option<T>>;
+    /// Runs `fut` after the response, without delaying it (`ctx.waitUntil` on the edge).
+    fn defer(&self, fut: impl Future<Output = ()> + 'static);
     /// Unix time, seconds.
     fn now(&self) -> u64;
     /// 32 bytes from a CSPRNG.
     fn random32(&self) -> Result<[u8; 32], String>;
     /// One log line (Workers logs on the edge).
     fn log(&self, line: &str);
-    /// This isolate's cache of session records.
-    fn sessions(&self) -> &SessionCache;
+    /// This isolate's cache of pass records.
+    fn passes(&self) -> &PassCache;
 }
 
 /// Answers a configuration failure: 500 with the reason (the caller logs it once).
@@ -148,7 +150,7 @@ pub const METHOD_OVERRIDE_HEADERS: [&str; 3] = ["x-http-method-override", "x-htt
 pub const METHOD_OVERRIDE_PARAM: &str = "_method";
 
 /// Response headers a browser client must be able to read.
-const EXPOSED_HEADERS: &str = "PAYMENT-REQUIRED, PAYMENT-RESPONSE, X-PAYMENT-RESPONSE, X402-Session, X402-Session-Expires";
+const EXPOSED_HEADERS: &str = "PAYMENT-REQUIRED, PAYMENT-RESPONSE, X-PAYMENT-RESPONSE, X402-Pass, X402-Pass-Expires";
 
 fn bad_request<B>(error: &str, message: &str, body: impl FnOnce(Vec<u8>) -> B) -> Response<B> {
     json_response(StatusCode::BAD_REQUEST, &json!({ "error": error, "message": message }), body)
@@ -156,12 +158,12 @@ fn bad_request<B>(error: &str, message: &str, body: impl FnOnce(Vec<u8>) -> B) -
 
 /// Whether a query string carries `_method` (any case, percent-encoded or not) as a key.
 fn has_method_override_param(query: Option<&str>) -> bool {
-    query.is_some_and(|q| {
-        q.split('&').any(|pair| {
-            let key = pair.split('=').next().unwrap_or("").replace('+', " ");
-            percent_encoding::percent_decode_str(&key).decode_utf8_lossy().trim().eq_ignore_ascii_case(METHOD_OVERRIDE_PARAM)
-        })
-    })
+    query.is_some_and(|q| form_urlencoded::parse(q.as_bytes()).any(|(k, _)| k.trim().eq_ignore_ascii_case(METHOD_OVERRIDE_PARAM)))
+}
+
+/// The first value of query parameter `name`.
+fn query_param(query: Option<&str>, name: &str) -> Option<String> {
+    form_urlencoded::parse(query?.as_bytes()).find(|(k, _)| k == name).map(|(_, v)| v.into_owned())
 }
 
 /// Handles one request.
@@ -173,6 +175,12 @@ pub async fn handle<P: Platform>(config: &Rc<Config>, p: &Rc<P>, req: Request<P:
         Ok(c) => c,
         Err(e) => return bad_request("invalid_path", &e.to_string(), P::body),
     };
+    if let Some(admin) = &config.admin {
+        let under = canonical.strip_prefix(admin.path.as_str()).is_some_and(|rest| rest.is_empty() || rest.starts_with('/'));
+        if under {
+            return admin_endpoint(config, &**p, admin, req, &canonical).await;
+        }
+    }
     let segments = match_segments(&canonical);
     let method = req.method().clone();
     let priced_path = config.is_priced_path(&segments);
@@ -233,7 +241,7 @@ fn decorate<B>(mut res: Response<B>, config: &Config, allow_origin: Option<Heade
     if matches!(config.cors, CorsPolicy::List(_)) {
         append_vary(h, "Origin");
     }
-    append_vary(h, "PAYMENT-SIGNATURE, X-PAYMENT, X402-Session");
+    append_vary(h, "PAYMENT-SIGNATURE, X-PAYMENT, X402-Pass, Cookie");
     res
 }
 
@@ -254,7 +262,7 @@ fn options<P: Platform>(config: &Config, headers: &HeaderMap, allow: &str) -> Re
         let requested = headers.get("access-control-request-headers").cloned();
         h.insert(
             http::header::ACCESS_CONTROL_ALLOW_HEADERS,
-            requested.unwrap_or(HeaderValue::from_static("PAYMENT-SIGNATURE, X-PAYMENT, X402-Session, Content-Type")),
+            requested.unwrap_or(HeaderValue::from_static("PAYMENT-SIGNATURE, X-PAYMENT, X402-Pass, Content-Type")),
         );
         h.insert(http::header::ACCESS_CONTROL_MAX_AGE, HeaderValue::from_static("600"));
     }
@@ -297,16 +305,25 @@ async fn finish<P: Platform>(p: &P, ticket: &Ticket, outcome: Outcome) {
 
 /// The payment flow of a priced route.
 async fn priced<P: Platform>(config: &Rc<Config>, p: &Rc<P>, route: &Route, req: Request<P::Body>, canonical: &str) -> Response<P::Body> {
-    // A live session for this route: no payment.
-    if let Some(record) = live_session(&**p, &req, route).await {
-        return match forward(config, &**p, req, canonical).await {
-            Ok(mut res) => {
-                set_header(res.headers_mut(), SESSION_EXPIRES_HEADER, &record.expires_at.to_string());
-                res.headers_mut().insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
-                res
+    let has_payment = req.headers().contains_key(PAYMENT_SIGNATURE) || req.headers().contains_key(X_PAYMENT);
+    // A live pass for this scope: no payment.
+    let mut pass_refusal = None;
+    if let Some(token) = pass::token_from_request(req.headers()) {
+        match check_pass(config, &**p, route, canonical, &token).await {
+            PassCheck::Admitted(record) => {
+                return match forward(config, &**p, req, canonical).await {
+                    Ok(mut res) => {
+                        set_header(res.headers_mut(), PASS_EXPIRES_HEADER, &record.expires_at.to_string());
+                        res.headers_mut().insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+                        res
+                    }
+                    Err(e) => origin_failure::<P>(&**p, &e, None),
+                };
             }
-            Err(e) => origin_failure::<P>(&**p, &e, None),
-        };
+            PassCheck::Refused(reason) => pass_refusal = Some(reason),
+            PassCheck::Unavailable(e) if !has_payment => return ledger_unavailable::<P>(&**p, &e),
+            PassCheck::Unavailable(e) => p.log(&format!("x402: pass check failed ({e}); taking the payment instead")),
+        }
     }
 
     let resource_url = req.uri().to_string();
@@ -314,12 +331,11 @@ async fn priced<P: Platform>(config: &Rc<Config>, p: &Rc<P>, route: &Route, req:
         (Some(h), _) => (h, X402_VERSION),
         (None, Some(h)) => (h, 1),
         (None, None) => {
-            let reason = if req.headers().contains_key(SESSION_HEADER) {
-                "x402-session token is unknown, expired, or for another route; PAYMENT-SIGNATURE header is required"
-            } else {
-                "PAYMENT-SIGNATURE header is required"
+            let reason = match pass_refusal {
+                Some(code) => format!("{code}: {}; PAYMENT-SIGNATURE header is required", pass_refusal_text(code)),
+                None => "PAYMENT-SIGNATURE header is required".to_string(),
             };
-            return challenge::<P>(route, &resource_url, reason);
+            return challenge::<P>(route, &resource_url, &reason);
         }
     };
     let decoded = if version == 1 { decode_x_payment(header) } else { decode_payment_signature(header) };
@@ -346,6 +362,10 @@ async fn priced<P: Platform>(config: &Rc<Config>, p: &Rc<P>, route: &Route, req:
     } else {
         offer.requirements_json.clone()
     };
+    if config.denylist.contains(&verified.payer) {
+        p.log(&format!("x402: denied payer {}", verified.payer.to_checksum()));
+        return challenge::<P>(route, &resource_url, PAYER_DENIED);
+    }
     let identity = PaymentIdentity {
         payer: verified.payer.to_checksum(),
         nonce: hex_0x(&verified.nonce),
@@ -387,10 +407,14 @@ async fn priced<P: Platform>(config: &Rc<Config>, p: &Rc<P>, route: &Route, req:
             let reason = format!("invalid_transaction_state: this authorization was already settled (transaction {transaction}) and its response delivered; sign a new one");
             return challenge::<P>(route, &resource_url, &reason);
         }
+        Ok(Reply::Denied) => {
+            p.log(&format!("x402: denied payer {}", identity.payer));
+            return challenge::<P>(route, &resource_url, PAYER_DENIED);
+        }
         Ok(Reply::Redeliver { transaction, network }) => {
             let settled = SettleResponse { success: true, error_reason: None, payer: Some(identity.payer.clone()), transaction, network };
             p.log(&format!("x402: redelivering {} for {} nonce {}", route.key, identity.payer, identity.nonce));
-            return deliver_settled(config, p, &ticket, req, canonical, payment.version, settled).await;
+            return deliver_settled(config, p, &ticket, req, canonical, payment.version, settled, None).await;
         }
         Ok(other) => return ledger_unavailable::<P>(&**p, &format!("the ledger answered {other:?} to a reservation")),
         Err(e) => return ledger_unavailable::<P>(&**p, &e),
@@ -421,6 +445,7 @@ async fn priced<P: Platform>(config: &Rc<Config>, p: &Rc<P>, route: &Route, req:
         }
     }
 
+    let sells = route.pass.is_some().then_some(route);
     let pending = Pending {
         config: Rc::clone(config),
         ticket,
@@ -434,7 +459,7 @@ async fn priced<P: Platform>(config: &Rc<Config>, p: &Rc<P>, route: &Route, req:
     };
     match route.settle {
         SettleOrder::After => settle_after(config, p, route, req, canonical, pending, &verified).await,
-        SettleOrder::Before => settle_before(config, p, req, canonical, pending).await,
+        SettleOrder::Before => settle_before(config, p, req, canonical, pending, sells).await,
     }
 }
 
@@ -465,20 +490,16 @@ async fn settle_after<P: Platform>(
         return client_gone::<P>();
     }
     let version = pending.payment.version;
-    let payer = pending.identity.payer.clone();
     let identity = pending.identity.clone();
+    let _ = verified;
     let decided = p.run_to_completion(settle(Rc::clone(p), pending, SettleMode::DeliverNow)).await;
     match decided {
         Some(Settled::Paid(settled)) => {
             let mut res = origin_res;
-            let session = mint_session(&**p, route, &settled, &payer, &verified.offer.requirements.network).await;
+            sell_pass(p, route, canonical, &settled, &identity.payer, res.headers_mut());
             let h = res.headers_mut();
             set_header(h, response_header(version), &encode_header(&settled));
             h.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
-            if let Some((token, expires_at)) = session {
-                set_header(h, SESSION_HEADER, &token);
-                set_header(h, SESSION_EXPIRES_HEADER, &expires_at.to_string());
-            }
             res
         }
         other => unsettled_response::<P>(other, &identity, version),
@@ -486,7 +507,7 @@ async fn settle_after<P: Platform>(
 }
 
 /// Settlement first, then the origin (`settle = "before"`).
-async fn settle_before<P: Platform>(config: &Rc<Config>, p: &Rc<P>, req: Request<P::Body>, canonical: &str, pending: Pending) -> Response<P::Body> {
+async fn settle_before<P: Platform>(config: &Rc<Config>, p: &Rc<P>, req: Request<P::Body>, canonical: &str, pending: Pending, sells: Option<&Route>) -> Response<P::Body> {
     if p.client_gone() {
         finish(&**p, &pending.ticket, Outcome::Release).await;
         return client_gone::<P>();
@@ -496,7 +517,7 @@ async fn settle_before<P: Platform>(config: &Rc<Config>, p: &Rc<P>, req: Request
     let identity = pending.identity.clone();
     let hold = config.origin_timeout_seconds + LEASE_MARGIN_SECONDS;
     match p.run_to_completion(settle(Rc::clone(p), pending, SettleMode::HoldForOrigin(hold))).await {
-        Some(Settled::Paid(settled)) => deliver_settled(config, p, &ticket, req, canonical, version, settled).await,
+        Some(Settled::Paid(settled)) => deliver_settled(config, p, &ticket, req, canonical, version, settled, sells).await,
         other => unsettled_response::<P>(other, &identity, version),
     }
 }
@@ -504,7 +525,9 @@ async fn settle_before<P: Platform>(config: &Rc<Config>, p: &Rc<P>, req: Request
 /// Calls the origin for an authorization that is already settled (a settle-first route, or a
 /// redelivery) and reports to the ledger whether the response reached a connected client. An
 /// origin failure leaves the authorization paid and undelivered: retrying the same payment
-/// header before `validBefore` calls the origin again without a second charge.
+/// header before `validBefore` calls the origin again without a second charge. `sells`: the
+/// route whose pass goes with a successful first delivery (never with a redelivery).
+#[allow(clippy::too_many_arguments)]
 async fn deliver_settled<P: Platform>(
     config: &Rc<Config>,
     p: &Rc<P>,
@@ -513,6 +536,7 @@ async fn deliver_settled<P: Platform>(
     canonical: &str,
     version: u64,
     settled: SettleResponse,
+    sells: Option<&Route>,
 ) -> Response<P::Body> {
     let mut res = match forward(config, &**p, req, canonical).await {
         Ok(res) => res,
@@ -523,6 +547,10 @@ async fn deliver_settled<P: Platform>(
     };
     let delivered = res.status().as_u16() < 400 && !p.client_gone();
     finish(&**p, ticket, Outcome::Delivered { delivered }).await;
+    if let (Some(route), true) = (sells, res.status().as_u16() < 400) {
+        let payer = settled.payer.clone().unwrap_or_default();
+        sell_pass(p, route, canonical, &settled, &payer, res.headers_mut());
+    }
     let h = res.headers_mut();
     set_header(h, response_header(version), &encode_header(&settled));
     h.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
@@ -680,25 +708,14 @@ async fn settle<P: Platform>(p: Rc<P>, s: Pending, mode: SettleMode) -> Settled 
     }
 }
 
-async fn live_session<P: Platform>(p: &P, req: &Request<P::Body>, route: &Route) -> Option<SessionRecord> {
-    if route.session_ttl_seconds == 0 {
-        return None;
+/// The challenge's description: the route's, followed by what a pass buys when it sells one
+/// ("Reports — 10 requests within 1 hour to /reports/*").
+fn offer_description(route: &Route) -> Option<String> {
+    match (&route.description, &route.pass) {
+        (Some(d), Some(pass)) => Some(format!("{d} — {}", pass.summary)),
+        (None, Some(pass)) => Some(pass.summary.clone()),
+        (d, None) => d.clone(),
     }
-    let key = kv_key(header_str(req.headers(), SESSION_HEADER)?)?;
-    let now = p.now();
-    if let Some(record) = p.sessions().get(&key) {
-        return record.admits(&route.key, now).then_some(record);
-    }
-    let raw = match p.kv_get(&key).await {
-        Ok(v) => v?,
-        Err(e) => {
-            p.log(&format!("x402: session lookup failed: {e}"));
-            return None;
-        }
-    };
-    let record: SessionRecord = serde_json::from_str(&raw).ok()?;
-    p.sessions().insert(key, record.clone(), now);
-    record.admits(&route.key, now).then_some(record)
 }
 
 /// The 402 challenge: the v2 `PaymentRequired` in `PAYMENT-REQUIRED`, and as JSON body the v1
@@ -708,13 +725,13 @@ fn challenge<P: Platform>(route: &Route, resource_url: &str, error: &str) -> Res
     let pr = PaymentRequired {
         x402_version: X402_VERSION,
         error: error.to_string(),
-        resource: ResourceInfo { url: resource_url.to_string(), description: route.description.clone(), mime_type: route.mime_type.clone() },
+        resource: ResourceInfo { url: resource_url.to_string(), description: offer_description(route), mime_type: route.mime_type.clone() },
         accepts: route.accepts.iter().map(|o| o.requirements.clone()).collect(),
     };
     let v1_accepts: Vec<_> = route
         .accepts
         .iter()
-        .filter_map(|o| o.requirements_v1(resource_url, route.description.as_deref(), route.mime_type.as_deref()))
+        .filter_map(|o| o.requirements_v1(resource_url, offer_description(route).as_deref(), route.mime_type.as_deref()))
         .collect();
     let body = if v1_accepts.is_empty() {
         serde_json::to_value(&pr)
@@ -791,6 +808,13 @@ async fn forward<P: Platform>(config: &Config, p: &P, req: Request<P::Body>, can
         h.remove(*name);
     }
     h.remove(http::header::HOST);
+    let cookies: Vec<String> = h.get_all(http::header::COOKIE).iter().filter_map(|v| v.to_str().ok()).filter_map(pass::strip_cookie).collect();
+    h.remove(http::header::COOKIE);
+    for c in cookies {
+        if let Ok(v) = HeaderValue::from_str(&c) {
+            h.append(http::header::COOKIE, v);
+        }
+    }
     if let Some(ip) = h.get("cf-connecting-ip").cloned() {
         h.insert("x-forwarded-for", ip);
     }
@@ -934,40 +958,201 @@ fn with_payer(mut s: SettleResponse, payer: &str) -> SettleResponse {
     s
 }
 
-/// Stores a session for a settled payment; `None` (and a log line) if sessions are off for the
-/// route or KV/randomness failed — the paid response is sent either way.
-async fn mint_session<P: Platform>(p: &P, route: &Route, settled: &SettleResponse, payer: &str, network: &str) -> Option<(String, u64)> {
-    if route.session_ttl_seconds == 0 {
-        return None;
+/// Why a payment is refused for a denied payer.
+const PAYER_DENIED: &str = "payer_denied: this payer is not accepted here";
+
+/// How a pass check ended.
+enum PassCheck {
+    Admitted(PassRecord),
+    /// Reason code: `pass_unknown`, `pass_expired`, `pass_revoked`, `pass_out_of_scope`,
+    /// `pass_used_up`, `payer_denied`.
+    Refused(&'static str),
+    /// KV or the pass's ledger shard could not be asked.
+    Unavailable(String),
+}
+
+fn pass_refusal_text(code: &str) -> &'static str {
+    match code {
+        "pass_used_up" => "this pass has used all the requests it bought",
+        "pass_expired" => "this pass has expired",
+        "pass_revoked" => "this pass was revoked",
+        "pass_out_of_scope" => "this pass is for another route or path",
+        "payer_denied" => "this pass's payer is not accepted here",
+        _ => "unknown pass (a pass can take up to 60 s to reach every location after it was bought)",
     }
+}
+
+/// Checks a presented pass token for `route` at `canonical`: the record from this isolate's
+/// cache or KV, its expiry, revocation and scope, the denylist, and, for a counted pass, one
+/// request from its ledger shard (the single writer that keeps the count exact).
+async fn check_pass<P: Platform>(config: &Config, p: &P, route: &Route, canonical: &str, token: &str) -> PassCheck {
+    let Some(id) = pass::pass_id(token) else { return PassCheck::Refused("pass_unknown") };
+    let now = p.now();
+    let record = match p.passes().get(&id, now) {
+        Some(r) => r,
+        None => match p.kv_get(&pass::kv_key(&id)).await {
+            Ok(Some(raw)) => match serde_json::from_str::<PassRecord>(&raw) {
+                Ok(r) => {
+                    p.passes().insert(id.clone(), r.clone(), now);
+                    r
+                }
+                Err(_) => return PassCheck::Refused("pass_unknown"),
+            },
+            Ok(None) => return PassCheck::Refused("pass_unknown"),
+            Err(e) => return PassCheck::Unavailable(format!("pass lookup: {e}")),
+        },
+    };
+    if let Err(reason) = record.admits(route, canonical, now) {
+        return PassCheck::Refused(reason);
+    }
+    if Address::parse(&record.payer).is_some_and(|a| config.denylist.contains(&a)) {
+        return PassCheck::Refused("payer_denied");
+    }
+    if let Some(max) = record.max_requests {
+        let op = Op::PassUse { max_requests: Some(max), expires_at: record.expires_at };
+        match p.ledger(&pass::shard(&id), &op).await {
+            Ok(Reply::PassAdmitted { .. }) => {}
+            Ok(Reply::PassRefused { reason }) => {
+                return PassCheck::Refused(match reason.as_str() {
+                    "pass_used_up" => "pass_used_up",
+                    "pass_expired" => "pass_expired",
+                    _ => "pass_revoked",
+                })
+            }
+            Ok(other) => return PassCheck::Unavailable(format!("the pass ledger answered {other:?}")),
+            Err(e) => return PassCheck::Unavailable(e),
+        }
+    }
+    PassCheck::Admitted(record)
+}
+
+/// Sells the route's pass with a paid response: mints a token, caches its record in this
+/// isolate, and writes it to KV and the payer's ledger shard after the response (`defer`), so
+/// the paid response never waits for them. Sets `X402-Pass`, `X402-Pass-Expires` and the cookie.
+fn sell_pass<P: Platform>(p: &Rc<P>, route: &Route, canonical: &str, settled: &SettleResponse, payer: &str, headers: &mut HeaderMap) {
+    let Some(terms) = &route.pass else { return };
     let random = match p.random32() {
         Ok(r) => r,
-        Err(e) => {
-            p.log(&format!("x402: no session minted, randomness failed: {e}"));
-            return None;
-        }
+        Err(e) => return p.log(&format!("x402: no pass sold, randomness failed: {e}")),
     };
-    let token = token_from_random(&random);
-    let expires_at = p.now() + route.session_ttl_seconds;
-    let record = SessionRecord {
+    let token = pass::token_from_random(&random);
+    let Some(id) = pass::pass_id(&token) else { return };
+    let now = p.now();
+    let (scope, scope_value) = PassRecord::scope_fields(&terms.scope, canonical);
+    let record = PassRecord {
         payer: payer.to_string(),
-        scope: route.key.clone(),
-        network: network.to_string(),
+        route: route.key.clone(),
+        scope,
+        scope_value,
+        network: settled.network.clone(),
         transaction: settled.transaction.clone(),
-        expires_at,
+        expires_at: now + terms.ttl_seconds,
+        max_requests: terms.max_requests,
+        revoked: false,
     };
-    let key = kv_key(&token)?;
-    let value = serde_json::to_string(&record).ok()?;
-    match p.kv_put(&key, value, route.session_ttl_seconds).await {
-        Ok(()) => {
-            p.sessions().insert(key, record, p.now());
-            Some((token, expires_at))
+    let Ok(value) = serde_json::to_string(&record) else { return };
+    p.passes().insert(id.clone(), record.clone(), now);
+    let cookie_path = match &terms.scope {
+        PassScope::Route => pass::pattern_path(&route.key),
+        PassScope::Path => canonical.to_string(),
+        PassScope::Group(_) => "/".to_string(),
+    };
+    set_header(headers, PASS_HEADER, &token);
+    set_header(headers, PASS_EXPIRES_HEADER, &record.expires_at.to_string());
+    if let Ok(v) = HeaderValue::from_str(&pass::set_cookie(&token, &cookie_path, terms.ttl_seconds)) {
+        headers.append(http::header::SET_COOKIE, v);
+    }
+    let payer_shard = Address::parse(payer).map(|a| shard_name(&a));
+    let kv_ttl = terms.ttl_seconds.max(60);
+    let background = Rc::clone(p);
+    p.defer(async move {
+        if let Err(e) = background.kv_put(&pass::kv_key(&id), value, kv_ttl).await {
+            background.log(&format!("x402: pass {id} not written to KV ({e}); it works in this isolate only"));
         }
-        Err(e) => {
-            p.log(&format!("x402: no session minted, KV put failed: {e}"));
-            None
+        if let Some(shard) = payer_shard {
+            let op = Op::PassIssued { pass: id.clone(), expires_at: record.expires_at };
+            if let Err(e) = background.ledger(&shard, &op).await {
+                background.log(&format!("x402: pass {id} not indexed for its payer ({e}); payer-wide revocation will miss it"));
+            }
+        }
+    });
+}
+
+/// Revokes one pass: in its ledger shard (authoritative at once for counted passes), in KV
+/// (every isolate within KV propagation plus [`pass::CACHE_SECONDS`]), and in this isolate.
+async fn revoke_pass<P: Platform>(p: &P, id: &str) -> Result<(), String> {
+    let now = p.now();
+    let record = match p.passes().get(id, now) {
+        Some(r) => Some(r),
+        None => p.kv_get(&pass::kv_key(id)).await?.and_then(|raw| serde_json::from_str::<PassRecord>(&raw).ok()),
+    };
+    let expires_at = record.as_ref().map_or(now + crate::config::MAX_PASS_TTL_SECONDS, |r| r.expires_at);
+    match p.ledger(&pass::shard(id), &Op::PassRevoke { expires_at }).await? {
+        Reply::Done => {}
+        other => return Err(format!("the pass ledger answered {other:?}")),
+    }
+    if let Some(mut r) = record {
+        r.revoked = true;
+        let ttl = r.expires_at.saturating_sub(now).max(60);
+        p.kv_put(&pass::kv_key(id), serde_json::to_string(&r).map_err(|e| e.to_string())?, ttl).await?;
+    }
+    p.passes().remove(id);
+    Ok(())
+}
+
+/// The admin endpoint ([`AdminEndpoint`]): `POST {path}/revoke?pass=<token>`,
+/// `POST {path}/revoke?payer=<address>`, `POST {path}/deny?payer=<address>` (denies the payer's
+/// later payments and revokes its passes), with `Authorization: Bearer <ADMIN_TOKEN>` compared in
+/// constant time. Answers JSON; 401 without the token, 405 for other methods, 400 for anything
+/// else.
+async fn admin_endpoint<P: Platform>(config: &Config, p: &P, admin: &AdminEndpoint, req: Request<P::Body>, canonical: &str) -> Response<P::Body> {
+    let _ = config;
+    let presented = header_str(req.headers(), "authorization").and_then(|v| v.strip_prefix("Bearer ")).unwrap_or("");
+    let authorized: bool = subtle::ConstantTimeEq::ct_eq(presented.as_bytes(), admin.token.as_bytes()).into();
+    if !authorized {
+        let mut res = json_response(StatusCode::UNAUTHORIZED, &json!({ "error": "unauthorized", "message": "the admin endpoint needs Authorization: Bearer <ADMIN_TOKEN>" }), P::body);
+        set_header(res.headers_mut(), "www-authenticate", "Bearer");
+        return res;
+    }
+    if req.method() != Method::POST {
+        let mut res = json_response(StatusCode::METHOD_NOT_ALLOWED, &json!({ "error": "method_not_allowed", "message": "use POST" }), P::body);
+        set_header(res.headers_mut(), "allow", "POST");
+        return res;
+    }
+    let action = &canonical[admin.path.len()..];
+    let query = req.uri().query();
+    let bad = |m: &str| bad_request("invalid_admin_request", m, P::body);
+    let payer = match query_param(query, "payer") {
+        Some(a) => match Address::parse(&a) {
+            Some(addr) => Some(addr),
+            None => return bad("payer must be a 0x-prefixed 20-byte address"),
+        },
+        None => None,
+    };
+    let passes = match (action, query_param(query, "pass"), payer) {
+        ("/revoke", Some(token), None) => match pass::pass_id(&token) {
+            Some(id) => vec![id],
+            None => return bad("pass must be a pass token (43 characters)"),
+        },
+        ("/revoke", None, Some(addr)) | ("/deny", None, Some(addr)) => {
+            let op = if action == "/deny" { Op::PayerDeny } else { Op::PayerPasses };
+            match p.ledger(&shard_name(&addr), &op).await {
+                Ok(Reply::Passes { passes }) => passes,
+                Ok(other) => return ledger_unavailable::<P>(p, &format!("the ledger answered {other:?}")),
+                Err(e) => return ledger_unavailable::<P>(p, &e),
+            }
+        }
+        _ => return bad("use POST {ADMIN_PATH}/revoke?pass=<token>, /revoke?payer=<address> or /deny?payer=<address>"),
+    };
+    let mut revoked = 0;
+    for id in &passes {
+        match revoke_pass(p, id).await {
+            Ok(()) => revoked += 1,
+            Err(e) => return ledger_unavailable::<P>(p, &format!("revoking pass {id}: {e}; {revoked} revoked before it")),
         }
     }
+    p.log(&format!("x402: admin {action}: {revoked} pass(es) revoked{}", payer.map(|a| format!(" for {}", a.to_checksum())).unwrap_or_default()));
+    json_response(StatusCode::OK, &json!({ "revoked": revoked, "denied": (action == "/deny").then(|| payer.map(|a| a.to_checksum())).flatten() }), P::body)
 }
 
 /// Whether `method` may carry a body worth streaming (used by the edge glue).

@@ -104,7 +104,7 @@ pub struct Record {
     pub sent_before: bool,
 }
 
-/// A payer's history, as the `auto` verify policy reads it.
+/// A payer's history, as the `auto` verify policy reads it, and whether the operator denied it.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Standing {
@@ -112,6 +112,19 @@ pub struct Standing {
     pub last_settled_at: u64,
     /// Unix seconds of the last refused verification or settlement; 0 = never.
     pub last_refused_at: u64,
+    /// Added to the denylist through the admin endpoint: every payment refused.
+    #[serde(default)]
+    pub denied: bool,
+}
+
+/// A pass's state in its own shard (`pass:<id>`): requests admitted, revocation, expiry.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PassUsage {
+    pub used: u32,
+    pub revoked: bool,
+    /// Unix seconds; the shard forgets the pass after this (plus [`PRUNE_AFTER_SECONDS`]).
+    pub expires_at: u64,
 }
 
 impl Standing {
@@ -155,6 +168,21 @@ pub enum Op {
     /// Records how the request ended and drops the lease.
     #[serde(rename_all = "camelCase")]
     Finish { key: String, holder: String, outcome: Outcome },
+    /// In a pass shard: admits one request if the pass is not revoked, not expired and, when
+    /// counted, not used up; counts it. The terms come from the pass record (KV), which the
+    /// paywall wrote: the shard needs no separate creation step.
+    #[serde(rename_all = "camelCase")]
+    PassUse { max_requests: Option<u32>, expires_at: u64 },
+    /// In a pass shard: revokes the pass (effective for the next `PassUse` at once).
+    #[serde(rename_all = "camelCase")]
+    PassRevoke { expires_at: u64 },
+    /// In a payer shard: remembers a pass sold to the payer, for payer-wide revocation.
+    #[serde(rename_all = "camelCase")]
+    PassIssued { pass: String, expires_at: u64 },
+    /// In a payer shard: lists the payer's live passes (to revoke each).
+    PayerPasses,
+    /// In a payer shard: denies every later payment of the payer; lists its live passes.
+    PayerDeny,
 }
 
 /// The ledger's answer.
@@ -179,6 +207,15 @@ pub enum Reply {
     DuplicateTransaction,
     /// The request no longer holds the lease (it ran out and another request took the record).
     LostLease,
+    /// The payer is on the denylist (admin endpoint): refused before any work.
+    Denied,
+    /// `PassUse`: admitted; `remaining` requests after this one, when counted.
+    #[serde(rename_all = "camelCase")]
+    PassAdmitted { remaining: Option<u32> },
+    /// `PassUse`: refused; `reason` is `pass_used_up`, `pass_revoked` or `pass_expired`.
+    PassRefused { reason: String },
+    /// `PayerPasses` / `PayerDeny`: the payer's live pass ids.
+    Passes { passes: Vec<String> },
 }
 
 /// Storage of one payer's shard. The Durable Object implements it over SQLite; tests over maps.
@@ -193,6 +230,12 @@ pub trait Store {
     fn in_flight(&self, now: u64, except: &str) -> Result<u32, String>;
     fn standing(&self) -> Result<Standing, String>;
     fn set_standing(&mut self, standing: &Standing) -> Result<(), String>;
+    /// The pass state of a pass shard.
+    fn pass_usage(&self) -> Result<Option<PassUsage>, String>;
+    fn set_pass_usage(&mut self, usage: &PassUsage) -> Result<(), String>;
+    /// The passes sold to a payer shard's payer: (pass id, expires_at).
+    fn payer_passes(&self) -> Result<Vec<(String, u64)>, String>;
+    fn add_payer_pass(&mut self, pass: &str, expires_at: u64) -> Result<(), String>;
 }
 
 /// Applies `op` at Unix time `now` (the ledger's own clock). Atomic as long as the store's calls
@@ -200,6 +243,9 @@ pub trait Store {
 pub fn apply(store: &mut impl Store, op: Op, now: u64) -> Result<Reply, String> {
     match op {
         Op::Reserve { key, holder, route, valid_before, lease_seconds } => {
+            if store.standing()?.denied {
+                return Ok(Reply::Denied);
+            }
             let mut record = match store.get(&key)? {
                 Some(r) if r.lease_until > now => return Ok(Reply::InFlight),
                 Some(r) => r,
@@ -287,7 +333,45 @@ pub fn apply(store: &mut impl Store, op: Op, now: u64) -> Result<Reply, String> 
             }
             Ok(reply)
         }
+        Op::PassUse { max_requests, expires_at } => {
+            let mut usage = store.pass_usage()?.unwrap_or(PassUsage { used: 0, revoked: false, expires_at });
+            let refused = |reason: &str| Ok(Reply::PassRefused { reason: reason.into() });
+            if usage.revoked {
+                return refused("pass_revoked");
+            }
+            if now >= expires_at {
+                return refused("pass_expired");
+            }
+            if max_requests.is_some_and(|max| usage.used >= max) {
+                return refused("pass_used_up");
+            }
+            usage.used = usage.used.saturating_add(1);
+            usage.expires_at = expires_at;
+            store.set_pass_usage(&usage)?;
+            Ok(Reply::PassAdmitted { remaining: max_requests.map(|max| max - usage.used) })
+        }
+        Op::PassRevoke { expires_at } => {
+            let mut usage = store.pass_usage()?.unwrap_or(PassUsage { used: 0, revoked: false, expires_at });
+            usage.revoked = true;
+            store.set_pass_usage(&usage)?;
+            Ok(Reply::Done)
+        }
+        Op::PassIssued { pass, expires_at } => {
+            store.add_payer_pass(&pass, expires_at)?;
+            Ok(Reply::Done)
+        }
+        Op::PayerPasses => Ok(Reply::Passes { passes: live_passes(store, now)? }),
+        Op::PayerDeny => {
+            let mut standing = store.standing()?;
+            standing.denied = true;
+            store.set_standing(&standing)?;
+            Ok(Reply::Passes { passes: live_passes(store, now)? })
+        }
     }
+}
+
+fn live_passes(store: &impl Store, now: u64) -> Result<Vec<String>, String> {
+    Ok(store.payer_passes()?.into_iter().filter(|(_, exp)| *exp > now).map(|(id, _)| id).collect())
 }
 
 /// The record if `holder` holds its lease at `now`.
@@ -307,6 +391,8 @@ pub fn prunable(record_valid_before: u64, lease_until: u64, now: u64) -> bool {
 pub struct MemoryStore {
     pub records: std::collections::BTreeMap<String, Record>,
     pub standing: Standing,
+    pub pass_usage: Option<PassUsage>,
+    pub payer_passes: Vec<(String, u64)>,
     /// Lower-case transaction hash → record key, for settled records.
     by_transaction: std::collections::HashMap<String, String>,
 }
@@ -348,6 +434,21 @@ impl Store for MemoryStore {
     }
     fn set_standing(&mut self, standing: &Standing) -> Result<(), String> {
         self.standing = *standing;
+        Ok(())
+    }
+    fn pass_usage(&self) -> Result<Option<PassUsage>, String> {
+        Ok(self.pass_usage)
+    }
+    fn set_pass_usage(&mut self, usage: &PassUsage) -> Result<(), String> {
+        self.pass_usage = Some(*usage);
+        Ok(())
+    }
+    fn payer_passes(&self) -> Result<Vec<(String, u64)>, String> {
+        Ok(self.payer_passes.clone())
+    }
+    fn add_payer_pass(&mut self, pass: &str, expires_at: u64) -> Result<(), String> {
+        self.payer_passes.retain(|(p, _)| p != pass);
+        self.payer_passes.push((pass.to_string(), expires_at));
         Ok(())
     }
 }
@@ -465,6 +566,28 @@ mod tests {
         // The origin failed: the payer keeps a paid, undelivered authorization.
         assert_eq!(finish(&mut s, "a", Outcome::Delivered { delivered: false }, T + 2), Reply::Done);
         assert!(matches!(reserve(&mut s, "c", T + 3), Reply::Redeliver { .. }));
+    }
+
+    #[test]
+    fn a_counted_pass_admits_exactly_its_requests_and_revocation_is_immediate() {
+        let mut s = MemoryStore::default();
+        let use_ = |s: &mut MemoryStore, now| apply(s, Op::PassUse { max_requests: Some(2), expires_at: T + 100 }, now).unwrap();
+        assert_eq!(use_(&mut s, T), Reply::PassAdmitted { remaining: Some(1) });
+        assert_eq!(use_(&mut s, T), Reply::PassAdmitted { remaining: Some(0) });
+        assert_eq!(use_(&mut s, T), Reply::PassRefused { reason: "pass_used_up".into() });
+        let mut t = MemoryStore::default();
+        assert_eq!(use_(&mut t, T + 100), Reply::PassRefused { reason: "pass_expired".into() });
+        apply(&mut t, Op::PassRevoke { expires_at: T + 100 }, T).unwrap();
+        assert_eq!(use_(&mut t, T), Reply::PassRefused { reason: "pass_revoked".into() });
+    }
+
+    #[test]
+    fn a_denied_payer_is_refused_at_reservation_and_its_passes_are_listed() {
+        let mut s = MemoryStore::default();
+        apply(&mut s, Op::PassIssued { pass: "p1".into(), expires_at: T + 10 }, T).unwrap();
+        apply(&mut s, Op::PassIssued { pass: "old".into(), expires_at: T - 1 }, T).unwrap();
+        assert_eq!(apply(&mut s, Op::PayerDeny, T).unwrap(), Reply::Passes { passes: vec!["p1".into()] });
+        assert_eq!(reserve(&mut s, "a", T), Reply::Denied);
     }
 
     #[test]

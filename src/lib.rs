@@ -11,7 +11,7 @@
 //! | [`evm`] | addresses, network table, EIP-712 / EIP-3009 hashing, k256 recovery |
 //! | [`exact`] | local verification of an `exact` EVM payment |
 //! | [`facilitator`] | `/verify` and `/settle` bodies and reply classification |
-//! | [`session`] | paid-session tokens and records |
+//! | [`pass`] | pass tokens, records, carriers (header, cookie), the isolate cache |
 //! | [`ledger`] | the state machine of each authorization (reserved → settling → settled / unknown), hosted by a Durable Object |
 //! | [`gateway`] | the request pipeline over a [`gateway::Platform`] |
 
@@ -22,8 +22,8 @@ pub mod facilitator;
 pub mod gateway;
 pub mod ledger;
 pub mod money;
+pub mod pass;
 pub mod route;
-pub mod session;
 pub mod x402;
 
 #[cfg(all(target_arch = "wasm32", feature = "edge"))]

@@ -88,13 +88,13 @@ mod unpaid {
     use x402_edge_paywall::facilitator::{HttpReply, UpstreamError};
     use x402_edge_paywall::gateway::Platform;
     use x402_edge_paywall::ledger::{Op, Reply};
-    use x402_edge_paywall::session::SessionCache;
+    use x402_edge_paywall::pass::PassCache;
 
     #[derive(Default)]
     pub struct Counting {
         pub origin: Cell<usize>,
         pub facilitator: Cell<usize>,
-        pub cache: SessionCache,
+        pub cache: PassCache,
     }
 
     impl Platform for Counting {
@@ -132,9 +132,10 @@ mod unpaid {
             Ok([1; 32])
         }
         fn log(&self, _line: &str) {}
-        fn sessions(&self) -> &SessionCache {
+        fn passes(&self) -> &PassCache {
             &self.cache
         }
+        fn defer(&self, _fut: impl Future<Output = ()> + 'static) {}
     }
 }
 

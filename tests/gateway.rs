@@ -4,7 +4,6 @@
 
 mod common;
 
-use std::cell::RefCell;
 use std::rc::Rc;
 
 use common::*;
@@ -40,53 +39,6 @@ fn paid_request_is_forwarded_on_the_canonical_path_and_settled_once() {
     assert_eq!(settle["paymentRequirements"], cfg.routes[0].accepts[0].requirements_json);
     assert_eq!(settle["paymentPayload"], decode_header_json(&h).unwrap(), "payload forwarded verbatim");
     assert_eq!(fc[0].1, fc[1].1, "/verify gets the same body");
-}
-
-#[test]
-fn session_admits_its_scope_until_expiry() {
-    let cfg = config();
-    let p = Rc::new(fake());
-    let res = run(&cfg, &p, request("/paid", &[("payment-signature", &payment(&cfg, 0, 9))]));
-    let token = res.headers()["x402-session"].to_str().unwrap().to_string();
-    assert_eq!(res.headers()["x402-session-expires"], (NOW + 60).to_string().as_str());
-
-    let hit = run(&cfg, &p, request("/paid", &[("x402-session", &token)]));
-    assert_eq!(hit.status(), 200);
-    assert_eq!(p.settles(), 1, "no settlement for a session hit");
-    assert!(p.origin_calls.borrow()[1].headers().get("x402-session").is_none());
-
-    assert_eq!(run(&cfg, &p, request("/other/x", &[("x402-session", &token)])).status(), 402);
-    p.now.set(NOW + 60);
-    assert_eq!(run(&cfg, &p, request("/paid", &[("x402-session", &token)])).status(), 402, "expired");
-}
-
-#[test]
-fn a_session_is_read_from_kv_once_per_isolate() {
-    let cfg = config();
-    let minter = Rc::new(fake());
-    let res = run(&cfg, &minter, request("/paid", &[("payment-signature", &payment(&cfg, 0, 11))]));
-    let token = res.headers()["x402-session"].to_str().unwrap().to_string();
-
-    // Another isolate: the same KV, an empty cache.
-    let other = Rc::new(Fake { kv: RefCell::new(minter.kv.borrow().clone()), ..fake() });
-    for _ in 0..3 {
-        assert_eq!(run(&cfg, &other, request("/paid", &[("x402-session", &token)])).status(), 200);
-    }
-    assert_eq!(other.kv_gets.get(), 1, "later hits are served from the isolate's cache");
-    assert_eq!(minter.kv_gets.get(), 0, "the minting isolate never reads its own session back");
-    assert_eq!(run(&cfg, &minter, request("/paid", &[("x402-session", &token)])).status(), 200);
-    assert_eq!(minter.kv_gets.get(), 0);
-}
-
-#[test]
-fn kv_outage_still_delivers_the_paid_response() {
-    let cfg = config();
-    let p = Rc::new(Fake { kv_down: true, ..fake() });
-    let res = run(&cfg, &p, request("/paid", &[("payment-signature", &payment(&cfg, 0, 3))]));
-    assert_eq!(res.status(), 200);
-    assert!(res.headers().get("payment-response").is_some());
-    assert!(res.headers().get("x402-session").is_none());
-    assert!(p.logs.borrow().iter().any(|l| l.contains("KV put failed")));
 }
 
 #[test]

@@ -13,15 +13,18 @@
 //! [`MemoryStore`] and writes every change through to SQLite first. It is the shard's only
 //! writer, so the two stay equal; after a storage error the memory copy is dropped and reloaded.
 //!
-//! Tables: `authorizations(key PRIMARY KEY, record JSON, valid_before, lease_until, tx)` and
-//! `standing(id = 0, last_settled_at, last_refused_at)`. An alarm prunes records whose
-//! `validBefore` passed more than [`crate::ledger::PRUNE_AFTER_SECONDS`] ago.
+//! Tables: `authorizations(key PRIMARY KEY, record JSON, valid_before, lease_until, tx)`,
+//! `standing(id = 0, last_settled_at, last_refused_at, denied)` (payer shards),
+//! `pass_usage(id = 0, used, revoked, expires_at)` (pass shards) and
+//! `payer_passes(pass, expires_at)` (payer shards). An alarm prunes authorizations whose
+//! `validBefore`, and passes whose expiry, passed more than
+//! [`crate::ledger::PRUNE_AFTER_SECONDS`] ago.
 
 use std::cell::{Cell, RefCell};
 
 use worker::{durable_object, DurableObject, Env, Request, Response, Result, SqlStorage, SqlStorageValue, State};
 
-use crate::ledger::{apply, MemoryStore, Op, Record, Standing, Store, PRUNE_AFTER_SECONDS};
+use crate::ledger::{apply, MemoryStore, Op, PassUsage, Record, Standing, Store, PRUNE_AFTER_SECONDS};
 
 /// Largest op body read, in bytes.
 pub const MAX_OP_BYTES: usize = 16 * 1024;
@@ -41,7 +44,18 @@ CREATE INDEX IF NOT EXISTS authorizations_lease ON authorizations(lease_until);
 CREATE TABLE IF NOT EXISTS standing (
     id INTEGER PRIMARY KEY CHECK (id = 0),
     last_settled_at INTEGER NOT NULL,
-    last_refused_at INTEGER NOT NULL
+    last_refused_at INTEGER NOT NULL,
+    denied INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS pass_usage (
+    id INTEGER PRIMARY KEY CHECK (id = 0),
+    used INTEGER NOT NULL,
+    revoked INTEGER NOT NULL,
+    expires_at INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS payer_passes (
+    pass TEXT PRIMARY KEY,
+    expires_at INTEGER NOT NULL
 );";
 
 #[durable_object(alarm)]
@@ -84,6 +98,20 @@ impl Store for Cached<'_> {
     fn set_standing(&mut self, standing: &Standing) -> std::result::Result<(), String> {
         self.sql.set_standing(standing)?;
         self.mem.set_standing(standing)
+    }
+    fn pass_usage(&self) -> std::result::Result<Option<PassUsage>, String> {
+        self.mem.pass_usage()
+    }
+    fn set_pass_usage(&mut self, usage: &PassUsage) -> std::result::Result<(), String> {
+        self.sql.set_pass_usage(usage)?;
+        self.mem.set_pass_usage(usage)
+    }
+    fn payer_passes(&self) -> std::result::Result<Vec<(String, u64)>, String> {
+        self.mem.payer_passes()
+    }
+    fn add_payer_pass(&mut self, pass: &str, expires_at: u64) -> std::result::Result<(), String> {
+        self.sql.add_payer_pass(pass, expires_at)?;
+        self.mem.add_payer_pass(pass, expires_at)
     }
 }
 
@@ -164,15 +192,40 @@ impl Store for SqlStore {
     }
 
     fn standing(&self) -> std::result::Result<Standing, String> {
-        let rows = self.rows("SELECT last_settled_at, last_refused_at FROM standing WHERE id = 0", vec![])?;
-        Ok(rows.first().map_or(Standing::default(), |r| Standing { last_settled_at: number(r.first()), last_refused_at: number(r.get(1)) }))
+        let rows = self.rows("SELECT last_settled_at, last_refused_at, denied FROM standing WHERE id = 0", vec![])?;
+        Ok(rows.first().map_or(Standing::default(), |r| Standing { last_settled_at: number(r.first()), last_refused_at: number(r.get(1)), denied: number(r.get(2)) != 0 }))
     }
 
     fn set_standing(&mut self, s: &Standing) -> std::result::Result<(), String> {
         self.run(
-            "INSERT INTO standing (id, last_settled_at, last_refused_at) VALUES (0, ?, ?)
-             ON CONFLICT(id) DO UPDATE SET last_settled_at = excluded.last_settled_at, last_refused_at = excluded.last_refused_at",
-            vec![int(s.last_settled_at), int(s.last_refused_at)],
+            "INSERT INTO standing (id, last_settled_at, last_refused_at, denied) VALUES (0, ?, ?, ?)
+             ON CONFLICT(id) DO UPDATE SET last_settled_at = excluded.last_settled_at, last_refused_at = excluded.last_refused_at, denied = excluded.denied",
+            vec![int(s.last_settled_at), int(s.last_refused_at), int(u64::from(s.denied))],
+        )
+    }
+
+    fn pass_usage(&self) -> std::result::Result<Option<PassUsage>, String> {
+        let rows = self.rows("SELECT used, revoked, expires_at FROM pass_usage WHERE id = 0", vec![])?;
+        Ok(rows.first().map(|r| PassUsage { used: number(r.first()) as u32, revoked: number(r.get(1)) != 0, expires_at: number(r.get(2)) }))
+    }
+
+    fn set_pass_usage(&mut self, u: &PassUsage) -> std::result::Result<(), String> {
+        self.run(
+            "INSERT INTO pass_usage (id, used, revoked, expires_at) VALUES (0, ?, ?, ?)
+             ON CONFLICT(id) DO UPDATE SET used = excluded.used, revoked = excluded.revoked, expires_at = excluded.expires_at",
+            vec![int(u64::from(u.used)), int(u64::from(u.revoked)), int(u.expires_at)],
+        )
+    }
+
+    fn payer_passes(&self) -> std::result::Result<Vec<(String, u64)>, String> {
+        let rows = self.rows("SELECT pass, expires_at FROM payer_passes", vec![])?;
+        Ok(rows.iter().filter_map(|r| Some((text(r.first())?, number(r.get(1))))).collect())
+    }
+
+    fn add_payer_pass(&mut self, pass: &str, expires_at: u64) -> std::result::Result<(), String> {
+        self.run(
+            "INSERT INTO payer_passes (pass, expires_at) VALUES (?, ?) ON CONFLICT(pass) DO UPDATE SET expires_at = excluded.expires_at",
+            vec![pass.into(), int(expires_at)],
         )
     }
 }
@@ -191,6 +244,8 @@ impl PaymentLedger {
             mem.put(&key, &record)?;
         }
         mem.standing = sql.standing()?;
+        mem.pass_usage = sql.pass_usage()?;
+        mem.payer_passes = sql.payer_passes()?;
         Ok(mem)
     }
 
@@ -265,9 +320,13 @@ impl DurableObject for PaymentLedger {
         store
             .run("DELETE FROM authorizations WHERE valid_before + ? < ? AND lease_until <= ?", vec![int(PRUNE_AFTER_SECONDS), int(now), int(now)])
             .map_err(worker::Error::RustError)?;
+        store.run("DELETE FROM pass_usage WHERE expires_at + ? < ?", vec![int(PRUNE_AFTER_SECONDS), int(now)]).map_err(worker::Error::RustError)?;
+        store.run("DELETE FROM payer_passes WHERE expires_at < ?", vec![int(now)]).map_err(worker::Error::RustError)?;
         // Reloaded on next use, without the pruned records.
         *self.cache.borrow_mut() = None;
-        let left = store.rows("SELECT COUNT(*) FROM authorizations", vec![]).map_err(worker::Error::RustError)?;
+        let left = store
+            .rows("SELECT (SELECT COUNT(*) FROM authorizations) + (SELECT COUNT(*) FROM pass_usage) + (SELECT COUNT(*) FROM payer_passes)", vec![])
+            .map_err(worker::Error::RustError)?;
         if left.first().is_some_and(|r| number(r.first()) > 0) {
             self.state.storage().set_alarm(worker::Date::now().as_millis() as i64 + PRUNE_INTERVAL_MS).await?;
         } else {

@@ -23,10 +23,10 @@ use crate::config::{Config, ConfigError};
 use crate::facilitator::{HttpReply, UpstreamError, MAX_REPLY_BYTES};
 use crate::gateway::{self, Platform};
 use crate::ledger::{Op, Reply};
-use crate::session::SessionCache;
+use crate::pass::PassCache;
 
-/// Name of the Workers KV namespace binding that holds paid sessions.
-pub const SESSIONS_BINDING: &str = "SESSIONS";
+/// Name of the Workers KV namespace binding that caches pass records.
+pub const PASSES_BINDING: &str = "PASSES";
 
 /// Name of the Durable Object namespace binding of the payment ledger (class `PaymentLedger`).
 pub const LEDGER_BINDING: &str = "LEDGER";
@@ -38,7 +38,7 @@ pub const ORIGIN_SERVICE_BINDING: &str = "ORIGIN_SERVICE";
 const LEDGER_TIMEOUT_SECONDS: u64 = 10;
 
 /// The variables read from `env` (see [`crate::config`]).
-const VARS: [&str; 13] = [
+const VARS: [&str; 16] = [
     "ORIGIN_URL",
     "FACILITATOR_URL",
     "FACILITATOR_AUTH",
@@ -52,6 +52,9 @@ const VARS: [&str; 13] = [
     "ROUTES",
     "VERIFY_GOOD_STANDING_SECONDS",
     "ORIGIN_HEADERS",
+    "DENYLIST",
+    "ADMIN_PATH",
+    "ADMIN_TOKEN",
 ];
 
 /// A body on the edge: a JS stream passed through untouched, or bytes we produced.
@@ -63,8 +66,8 @@ pub enum EdgeBody {
 thread_local! {
     /// The validated configuration, built on the first request of the isolate.
     static CONFIG: RefCell<Option<Result<Rc<Config>, ConfigError>>> = const { RefCell::new(None) };
-    /// Session records this isolate has seen.
-    static SESSIONS: Rc<SessionCache> = Rc::new(SessionCache::default());
+    /// Pass records this isolate has seen.
+    static PASSES: Rc<PassCache> = Rc::new(PassCache::default());
 }
 
 fn read_vars(env: &Env) -> Map<String, Value> {
@@ -98,10 +101,8 @@ fn config(env: &Env) -> Result<Rc<Config>, ConfigError> {
         cell.borrow_mut()
             .get_or_insert_with(|| {
                 let cfg = Config::from_vars(&read_vars(env))?;
-                if cfg.routes.iter().any(|r| r.session_ttl_seconds > 0) && env.kv(SESSIONS_BINDING).is_err() {
-                    return Err(ConfigError(format!(
-                        "paid sessions are enabled but the KV namespace binding `{SESSIONS_BINDING}` is missing (add it, or set SESSION_TTL_SECONDS = \"0\")"
-                    )));
+                if cfg.routes.iter().any(|r| r.pass.is_some()) && env.kv(PASSES_BINDING).is_err() {
+                    return Err(ConfigError(format!("a route sells a pass but the KV namespace binding {PASSES_BINDING} is missing")));
                 }
                 if cfg.routes.iter().any(|r| !r.is_free()) && env.durable_object(LEDGER_BINDING).is_err() {
                     return Err(ConfigError(format!(
@@ -118,7 +119,7 @@ struct Edge {
     /// The origin Worker, when the origin is a service binding.
     origin_service: Option<worker::Fetcher>,
     kv: Option<KvStore>,
-    sessions: Rc<SessionCache>,
+    passes: Rc<PassCache>,
     env: Env,
     ctx: Context,
     /// The incoming request's abort signal (fires on client disconnect with the
@@ -248,12 +249,12 @@ impl Platform for Edge {
     }
 
     async fn kv_get(&self, key: &str) -> Result<Option<String>, String> {
-        let kv = self.kv.as_ref().ok_or("no SESSIONS binding")?;
+        let kv = self.kv.as_ref().ok_or("no PASSES binding")?;
         kv.get(key).text().await.map_err(|e| e.to_string())
     }
 
     async fn kv_put(&self, key: &str, value: String, ttl_seconds: u64) -> Result<(), String> {
-        let kv = self.kv.as_ref().ok_or("no SESSIONS binding")?;
+        let kv = self.kv.as_ref().ok_or("no PASSES binding")?;
         kv.put(key, value).map_err(|e| e.to_string())?.expiration_ttl(ttl_seconds).execute().await.map_err(|e| e.to_string())
     }
 
@@ -288,6 +289,10 @@ impl Platform for Edge {
         async move { rx.await.ok() }
     }
 
+    fn defer(&self, fut: impl std::future::Future<Output = ()> + 'static) {
+        self.ctx.wait_until(fut);
+    }
+
     fn now(&self) -> u64 {
         worker::Date::now().as_millis() / 1000
     }
@@ -302,8 +307,8 @@ impl Platform for Edge {
         console_log!("{}", line);
     }
 
-    fn sessions(&self) -> &SessionCache {
-        &self.sessions
+    fn passes(&self) -> &PassCache {
+        &self.passes
     }
 }
 
@@ -350,6 +355,6 @@ async fn fetch(req: worker::Request, env: Env, ctx: Context) -> worker::Result<w
         crate::config::OriginTarget::Service => env.service(ORIGIN_SERVICE_BINDING).ok(),
         crate::config::OriginTarget::Url { .. } => None,
     };
-    let platform = Rc::new(Edge { origin_service, kv: env.kv(SESSIONS_BINDING).ok(), sessions: SESSIONS.with(Rc::clone), env, ctx, signal });
+    let platform = Rc::new(Edge { origin_service, kv: env.kv(PASSES_BINDING).ok(), passes: PASSES.with(Rc::clone), env, ctx, signal });
     to_worker(gateway::handle(&config, &platform, http_req).await)
 }

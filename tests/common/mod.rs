@@ -19,7 +19,7 @@ use x402_edge_paywall::evm::{address_of, hex_0x, parse_uint256, Address, Transfe
 use x402_edge_paywall::facilitator::{HttpReply, UpstreamError};
 use x402_edge_paywall::gateway::{handle, Platform};
 use x402_edge_paywall::ledger::{self, MemoryStore, Op, Reply};
-use x402_edge_paywall::session::SessionCache;
+use x402_edge_paywall::pass::PassCache;
 use x402_edge_paywall::x402::encode_header;
 
 pub const NOW: u64 = 1_800_000_000;
@@ -69,7 +69,9 @@ pub struct Fake {
     pub order: RefCell<Vec<&'static str>>,
     pub logs: RefCell<Vec<String>>,
     pub kv_gets: Cell<usize>,
-    pub cache: SessionCache,
+    pub cache: PassCache,
+    /// Work deferred until after the response (`ctx.waitUntil` on the edge); [`run`] drains it.
+    pub deferred: RefCell<Vec<Pin<Box<dyn Future<Output = ()>>>>>,
     pub tx_counter: Cell<u8>,
 }
 
@@ -161,6 +163,9 @@ impl Platform for Fake {
     fn run_to_completion<T: 'static>(&self, fut: impl Future<Output = T> + 'static) -> impl Future<Output = Option<T>> {
         async move { Some(fut.await) }
     }
+    fn defer(&self, fut: impl Future<Output = ()> + 'static) {
+        self.deferred.borrow_mut().push(Box::pin(fut));
+    }
     fn now(&self) -> u64 {
         self.now.get()
     }
@@ -174,7 +179,7 @@ impl Platform for Fake {
     fn log(&self, line: &str) {
         self.logs.borrow_mut().push(line.into());
     }
-    fn sessions(&self) -> &SessionCache {
+    fn passes(&self) -> &PassCache {
         &self.cache
     }
 }
@@ -216,7 +221,7 @@ pub fn config_vars(vars: Value) -> Rc<Config> {
         "FACILITATOR_URL": "http://facilitator.test",
         "PAY_TO": "0x209693Bc6afc0C5328bA36FaF03C514EF312287C",
         "ROUTES": [
-            { "route": "GET /paid", "price": "$0.01", "sessionTtlSeconds": 60 },
+            { "route": "GET /paid", "price": "$0.01" },
             { "route": "GET /other/*", "price": "$0.02" }
         ],
     });
@@ -233,6 +238,14 @@ pub fn config_vars(vars: Value) -> Rc<Config> {
 
 pub fn config() -> Rc<Config> {
     config_vars(json!({}))
+}
+
+/// The standard routes, `GET /paid` selling a pass with these terms.
+pub fn config_with_pass(pass: Value) -> Rc<Config> {
+    config_with(json!([
+        { "route": "GET /paid", "price": "$0.01", "pass": pass },
+        { "route": "GET /other/*", "price": "$0.02" }
+    ]))
 }
 
 /// The address of the test key made of `key_byte`.
@@ -283,13 +296,29 @@ pub fn request_with(method: &str, path: &str, headers: &[(&str, &str)]) -> Reque
     b.body(Vec::new()).unwrap()
 }
 
+/// Handles one request, then runs the work it deferred until after the response.
 pub fn run(cfg: &Rc<Config>, p: &Rc<Fake>, req: Request<Vec<u8>>) -> Response<Vec<u8>> {
-    pollster::block_on(handle(cfg, p, req))
+    let res = pollster::block_on(handle(cfg, p, req));
+    drain(p);
+    res
+}
+
+/// Runs the deferred work queued so far.
+pub fn drain(p: &Fake) {
+    loop {
+        let next = p.deferred.borrow_mut().pop();
+        match next {
+            Some(f) => pollster::block_on(f),
+            None => break,
+        }
+    }
 }
 
 /// Runs several requests concurrently on one thread (they interleave at the origin call).
 pub fn run_all(cfg: &Rc<Config>, p: &Rc<Fake>, reqs: Vec<Request<Vec<u8>>>) -> Vec<Response<Vec<u8>>> {
-    pollster::block_on(futures_util::future::join_all(reqs.into_iter().map(|r| handle(cfg, p, r))))
+    let res = pollster::block_on(futures_util::future::join_all(reqs.into_iter().map(|r| handle(cfg, p, r))));
+    drain(p);
+    res
 }
 
 pub fn body_json(res: &Response<Vec<u8>>) -> Value {

@@ -1,0 +1,250 @@
+//! Passes: what a route's `pass = { ttl, maxRequests, scope }` sells for one payment
+//! ([`crate::config::PassTerms`]): access to a scope until an expiry, optionally for a counted
+//! number of requests.
+//!
+//! - Token: 32 random bytes (getrandom), base64url without padding: 43 characters. Sent in the
+//!   [`PASS_HEADER`] response header (expiry, Unix seconds, in [`PASS_EXPIRES_HEADER`]) and as the
+//!   [`PASS_COOKIE`] cookie (`HttpOnly; Secure; SameSite=Lax`, `Path` = the scope's path); accepted
+//!   back from either. Neither reaches the origin.
+//! - The pass *id* is keccak256(token), hex: KV holds `pass:<id>` → [`PassRecord`] (the namespace
+//!   never holds a usable token); the ledger Durable Object named `pass:<id>` counts its requests
+//!   and holds its revocation ([`crate::ledger::Op::PassUse`]).
+//! - Each isolate caches records it read or minted for at most [`CACHE_SECONDS`], so a revocation
+//!   written to KV reaches every isolate within KV's propagation (about 60 s) plus that.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use serde::{Deserialize, Serialize};
+
+use crate::config::{PassScope, Route};
+use crate::evm::{hex_lower, keccak256};
+
+/// Request and response header carrying the pass token.
+pub const PASS_HEADER: &str = "x402-pass";
+/// Response header carrying the pass's expiry, Unix seconds.
+pub const PASS_EXPIRES_HEADER: &str = "x402-pass-expires";
+/// Cookie carrying the pass token for browsers.
+pub const PASS_COOKIE: &str = "x402_pass";
+/// Length of a token in characters.
+pub const TOKEN_LEN: usize = 43;
+/// Longest time an isolate trusts a cached record, seconds.
+pub const CACHE_SECONDS: u64 = 30;
+/// Most records one isolate caches.
+pub const CACHE_CAPACITY: usize = 4096;
+
+/// Encodes 32 random bytes as a token.
+pub fn token_from_random(random: &[u8; 32]) -> String {
+    URL_SAFE_NO_PAD.encode(random)
+}
+
+/// The pass id of a presented token (keccak256, lower-case hex), or `None` when the token is not
+/// token-shaped (no lookup is made).
+pub fn pass_id(token: &str) -> Option<String> {
+    let t = token.trim();
+    if t.len() != TOKEN_LEN || !t.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
+        return None;
+    }
+    Some(hex_lower(&keccak256(t.as_bytes())))
+}
+
+/// The KV key of a pass id.
+pub fn kv_key(id: &str) -> String {
+    format!("pass:{id}")
+}
+
+/// The ledger shard (Durable Object name) of a pass id.
+pub fn shard(id: &str) -> String {
+    format!("pass:{id}")
+}
+
+/// The token a request carries: the [`PASS_HEADER`] header, else the [`PASS_COOKIE`] cookie.
+pub fn token_from_request(headers: &http::HeaderMap) -> Option<String> {
+    if let Some(v) = headers.get(PASS_HEADER).and_then(|v| v.to_str().ok()) {
+        return Some(v.trim().to_string());
+    }
+    headers
+        .get_all(http::header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.split_once('='))
+        .find(|(name, _)| name.trim() == PASS_COOKIE)
+        .map(|(_, value)| value.trim().to_string())
+}
+
+/// The `Cookie` header without the pass cookie (`None` when nothing else is left), so the token
+/// never reaches the origin.
+pub fn strip_cookie(cookie: &str) -> Option<String> {
+    let kept: Vec<&str> = cookie.split(';').map(str::trim).filter(|pair| !pair.is_empty() && pair.split('=').next().map(str::trim) != Some(PASS_COOKIE)).collect();
+    (!kept.is_empty()).then(|| kept.join("; "))
+}
+
+/// The `Set-Cookie` value for a pass: `Path` limits where browsers send it (authorization is by
+/// the record's scope either way), `Max-Age` its lifetime in seconds.
+pub fn set_cookie(token: &str, path: &str, max_age: u64) -> String {
+    format!("{PASS_COOKIE}={token}; Path={path}; Max-Age={max_age}; HttpOnly; Secure; SameSite=Lax")
+}
+
+/// The cookie path of a route pattern: its literal leading segments (`GET /reports/:id` →
+/// `/reports`), `/` when it starts with a wildcard.
+pub fn pattern_path(route_key: &str) -> String {
+    let path = route_key.split_once(' ').map_or(route_key, |(_, p)| p);
+    let literal: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).take_while(|s| !(s.starts_with(':') || s.starts_with('[') || s.contains('*'))).collect();
+    format!("/{}", literal.join("/"))
+}
+
+/// What KV holds for a pass.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PassRecord {
+    /// The payer's address (EIP-55).
+    pub payer: String,
+    /// The route key that sold it (`"GET /reports/:id"`).
+    pub route: String,
+    /// `"route"`, `"path"` or `"group"`.
+    pub scope: String,
+    /// The canonical path (scope `path`) or group name (scope `group`).
+    #[serde(default)]
+    pub scope_value: String,
+    /// CAIP-2 network and transaction of the payment.
+    pub network: String,
+    pub transaction: String,
+    /// Unix seconds after which the pass is dead.
+    pub expires_at: u64,
+    /// Requests it sells, counted by its ledger shard; `None`: unlimited until expiry.
+    pub max_requests: Option<u32>,
+    /// Revoked by the operator.
+    #[serde(default)]
+    pub revoked: bool,
+}
+
+impl PassRecord {
+    /// The scope fields of a record for `scope` sold on a request to `canonical`.
+    pub fn scope_fields(scope: &PassScope, canonical: &str) -> (String, String) {
+        match scope {
+            PassScope::Route => ("route".into(), String::new()),
+            PassScope::Path => ("path".into(), canonical.to_string()),
+            PassScope::Group(g) => ("group".into(), g.clone()),
+        }
+    }
+
+    /// Whether the pass admits a request for `route` at `canonical` at Unix time `now`; Err is
+    /// the reason code it does not (`pass_revoked`, `pass_expired`, `pass_out_of_scope`).
+    pub fn admits(&self, route: &Route, canonical: &str, now: u64) -> Result<(), &'static str> {
+        if self.revoked {
+            return Err("pass_revoked");
+        }
+        if now >= self.expires_at {
+            return Err("pass_expired");
+        }
+        let in_scope = match self.scope.as_str() {
+            "route" => route.key == self.route,
+            "path" => route.key == self.route && canonical == self.scope_value,
+            "group" => route.group.as_deref() == Some(self.scope_value.as_str()),
+            _ => false,
+        };
+        if in_scope {
+            Ok(())
+        } else {
+            Err("pass_out_of_scope")
+        }
+    }
+}
+
+/// Pass records this isolate has read or minted, each trusted for [`CACHE_SECONDS`]. Bounded by
+/// [`CACHE_CAPACITY`]: when full, stale entries go first, then everything.
+#[derive(Debug, Default)]
+pub struct PassCache {
+    records: RefCell<HashMap<String, (PassRecord, u64)>>,
+}
+
+impl PassCache {
+    /// The record for a pass id if cached within the last [`CACHE_SECONDS`] before `now`.
+    pub fn get(&self, id: &str, now: u64) -> Option<PassRecord> {
+        self.records.borrow().get(id).filter(|(_, at)| now.saturating_sub(*at) < CACHE_SECONDS).map(|(r, _)| r.clone())
+    }
+
+    /// Caches `record` at Unix time `now`.
+    pub fn insert(&self, id: String, record: PassRecord, now: u64) {
+        let mut records = self.records.borrow_mut();
+        if records.len() >= CACHE_CAPACITY {
+            records.retain(|_, (_, at)| now.saturating_sub(*at) < CACHE_SECONDS);
+            if records.len() >= CACHE_CAPACITY {
+                records.clear();
+            }
+        }
+        records.insert(id, (record, now));
+    }
+
+    /// Forgets a pass (after a revocation in this isolate).
+    pub fn remove(&self, id: &str) {
+        self.records.borrow_mut().remove(id);
+    }
+
+    pub fn len(&self) -> usize {
+        self.records.borrow().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_and_ids() {
+        let t = token_from_random(&[0xff; 32]);
+        assert_eq!(t.len(), TOKEN_LEN);
+        let id = pass_id(&t).unwrap();
+        assert_eq!(id.len(), 64);
+        assert!(!id.contains(&t));
+        assert_eq!(pass_id("short"), None);
+        assert_eq!(pass_id(&format!("{}!", "a".repeat(42))), None);
+    }
+
+    #[test]
+    fn carriers() {
+        let mut h = http::HeaderMap::new();
+        h.insert("cookie", "a=1; x402_pass=TOKEN; b=2".parse().unwrap());
+        assert_eq!(token_from_request(&h).as_deref(), Some("TOKEN"));
+        h.insert(PASS_HEADER, "HEADER".parse().unwrap());
+        assert_eq!(token_from_request(&h).as_deref(), Some("HEADER"), "the header wins");
+        assert_eq!(strip_cookie("a=1; x402_pass=TOKEN; b=2").as_deref(), Some("a=1; b=2"));
+        assert_eq!(strip_cookie("x402_pass=TOKEN"), None);
+        assert_eq!(set_cookie("T", "/reports", 3600), "x402_pass=T; Path=/reports; Max-Age=3600; HttpOnly; Secure; SameSite=Lax");
+        assert_eq!(pattern_path("GET /reports/:id"), "/reports");
+        assert_eq!(pattern_path("/premium/*"), "/premium");
+        assert_eq!(pattern_path("GET /*"), "/");
+        assert_eq!(pattern_path("GET /a/b"), "/a/b");
+    }
+
+    #[test]
+    fn the_cache_forgets_after_its_lifetime_and_stays_bounded() {
+        let cache = PassCache::default();
+        let rec = PassRecord {
+            payer: "p".into(),
+            route: "GET /x".into(),
+            scope: "route".into(),
+            scope_value: String::new(),
+            network: "n".into(),
+            transaction: "t".into(),
+            expires_at: 1000,
+            max_requests: None,
+            revoked: false,
+        };
+        cache.insert("a".into(), rec.clone(), 100);
+        assert!(cache.get("a", 100 + CACHE_SECONDS - 1).is_some());
+        assert!(cache.get("a", 100 + CACHE_SECONDS).is_none(), "re-read from KV after the cache lifetime");
+        for i in 0..CACHE_CAPACITY {
+            cache.insert(format!("k{i}"), rec.clone(), 500);
+        }
+        cache.insert("new".into(), rec, 500);
+        assert!(cache.len() <= CACHE_CAPACITY);
+    }
+}
