@@ -38,10 +38,10 @@ function buildPeer() {
   ], { cwd: ROOT, stdio: 'inherit' });
 }
 
-// /weather does what the peer does (no paid session); /minted also mints a session in KV.
+// /weather does what the peer does (per request); /minted also sells a pass (record to KV after the response).
 const OUR_ROUTES = [
-  { route: 'GET /weather', price: '$0.01', maxTimeoutSeconds: 300, description: 'Current weather', mimeType: 'application/json', sessionTtlSeconds: 0 },
-  { route: 'GET /minted', price: '$0.01', maxTimeoutSeconds: 300, description: 'Current weather, with a paid session', mimeType: 'application/json', sessionTtlSeconds: 3600 },
+  { route: 'GET /weather', price: '$0.01', maxTimeoutSeconds: 300, description: 'Current weather', mimeType: 'application/json' },
+  { route: 'GET /minted', price: '$0.01', maxTimeoutSeconds: 300, description: 'Current weather, with a pass', mimeType: 'application/json', pass: { ttl: '1h' } },
   { route: 'GET /big', price: '$0.01', maxTimeoutSeconds: 300, description: 'Large body', mimeType: 'application/octet-stream' },
 ];
 
@@ -64,7 +64,7 @@ function miniflareOptions(kind, originUrl, facilitatorUrl) {
       modulesRoot: path.join(ROOT, 'build'),
       modulesRules: [{ type: 'ESModule', include: ['**/*.js'] }, { type: 'CompiledWasm', include: ['**/*.wasm'] }],
       compatibilityFlags: ['enable_request_signal'],
-      kvNamespaces: ['SESSIONS'],
+      kvNamespaces: ['PASSES'],
       durableObjects: { LEDGER: { className: 'PaymentLedger', useSQLite: true } },
       bindings: { ORIGIN_URL: originUrl, FACILITATOR_URL: facilitatorUrl, PAY_TO, ROUTES: OUR_ROUTES },
     };
@@ -221,13 +221,13 @@ async function loadRound(kind, origin, accepted, round) {
       const first = readFileSync(file, 'utf8').split('\n')[0];
       const r = await fetch(`${server.url}/minted`, { headers: { 'payment-signature': first } });
       await r.arrayBuffer();
-      const token = r.headers.get('x402-session');
-      if (!token) throw new Error('no session token');
+      const token = r.headers.get('x402-pass');
+      if (!token) throw new Error('no pass token');
       const tokens = path.join(BUILD, 'session.txt');
       writeFileSync(tokens, Array(20_000 * SECONDS).fill(token).join('\n'));
-      log(`round ${round + 1}: ours session`);
-      out.session = await runWrk(server.url, { header: 'x402-session', file: tokens, path: '/minted' }, server.pid);
-      if (out.session.non2xx > 0) throw new Error('session requests failed');
+      log(`round ${round + 1}: ours pass`);
+      out.session = await runWrk(server.url, { header: 'x402-pass', file: tokens, path: '/minted' }, server.pid);
+      if (out.session.non2xx > 0) throw new Error('pass requests failed');
     }
   } finally {
     await server.mf.dispose();
@@ -448,9 +448,9 @@ async function main() {
     lines.push(`| (b) facilitator round trips per paid request, ${d} ms | ${fmt(o.roundTrips, 2)} (verify ${o.verifyCalls}, settle ${o.settleCalls}) | ${fmt(p.roundTrips, 2)} (verify ${p.verifyCalls}, settle ${p.settleCalls}) | |`);
   }
   const mi = ours.minted0;
-  lines.push(`| (b') paid request that also mints a KV session, 0 ms | ${fmt(mi.rps)} req/s, p50 ${fmt(mi.p50, 2)} ms, p99 ${fmt(mi.p99, 2)} ms, ${fmt(mi.workerdCpuMs, 3)} ms CPU | (no sessions) | |`);
-  lines.push(`| (c) live session (KV read + origin), throughput | ${fmt(ours.session.rps)} req/s | no sessions: every access is a paid request | ${fmt(ours.session.rps / peer.paid0.rps, 2)}× the peer's paid request |`);
-  lines.push(`| (c) live session, p50 / p99; workerd CPU per request | ${fmt(ours.session.p50, 2)} / ${fmt(ours.session.p99, 2)} ms; ${fmt(ours.session.workerdCpuMs, 3)} ms | | |`);
+  lines.push(`| (b') paid request that also sells a pass, 0 ms | ${fmt(mi.rps)} req/s, p50 ${fmt(mi.p50, 2)} ms, p99 ${fmt(mi.p99, 2)} ms, ${fmt(mi.workerdCpuMs, 3)} ms CPU | (no passes) | |`);
+  lines.push(`| (c) request on a live pass (isolate cache + origin), throughput | ${fmt(ours.session.rps)} req/s | no passes: every access is a paid request | ${fmt(ours.session.rps / peer.paid0.rps, 2)}× the peer's paid request |`);
+  lines.push(`| (c) live pass, p50 / p99; workerd CPU per request | ${fmt(ours.session.p50, 2)} / ${fmt(ours.session.p99, 2)} ms; ${fmt(ours.session.workerdCpuMs, 3)} ms | | |`);
   lines.push(`| wrk CPU share (challenge / paid 0 ms) | ${fmt(ours.challenge.wrkCpu * 100)} % / ${fmt(ours.paid0.wrkCpu * 100)} % | ${fmt(peer.challenge.wrkCpu * 100)} % / ${fmt(peer.paid0.wrkCpu * 100)} % | of one core |`);
   lines.push(`| EIP-3009 verify (EIP-712 digest + k256 recovery), per op | wasm in V8 ${fmt(m.wasm, 1)} µs; native ${fmt(m.native, 1)} µs (wasm = ${fmt(m.wasm / m.native, 2)}× native) | viem verifyTypedData in the same V8: ${fmt(m.viem, 1)} µs | ${fmt(m.viem / m.wasm, 2)}× |`);
   lines.push(`| EIP-712 digest alone, native | ${fmt(m.nativeDigest, 2)} µs | | |`);

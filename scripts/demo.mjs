@@ -75,9 +75,6 @@ async function main() {
     step(3, 'The Worker verified the signature (locally, and a first-time payer also through /verify), reserved it in the payment ledger, forwarded, and settled');
     show('PAYMENT-RESPONSE', decodePaymentResponseHeader(paid.headers.get('payment-response')));
     show('facilitator calls', `verify ${stack.facilitator.calls.verify}, settle ${stack.facilitator.calls.settle - settlesBefore}`);
-    const token = paid.headers.get('x402-session');
-    show('X402-Session', token);
-    show('X402-Session-Expires', paid.headers.get('x402-session-expires'));
 
     step(4, 'Balances on the local chain');
     const payerAfter = await balanceOf(stack.rpcUrl, stack.payer);
@@ -88,14 +85,24 @@ async function main() {
     if (payerBefore - payerAfter !== price || payToAfter - payToBefore !== price) throw new Error('balances did not move by exactly the price');
     show('moved', `exactly the price, ${fmt(price)}`);
 
-    step(5, 'The session token: same route free, other route 402');
-    const again = await fetch(url, { headers: { 'x402-session': token } });
-    show('GET /weather', `${again.status} ${JSON.stringify(await again.json())}`);
-    const other = await fetch(`${base}/premium/report`, { headers: { 'x402-session': token } });
-    show('GET /premium/report', `${other.status} (${JSON.parse(Buffer.from(other.headers.get('payment-required'), 'base64').toString()).error})`);
-    await other.arrayBuffer();
+    step(5, 'A price is per request: the same route again without paying is 402');
+    const again = await fetch(url);
+    show('GET /weather', `${again.status}`);
+    await again.arrayBuffer();
+
+    step(6, 'A pass: /premium/* sells 10 minutes for one payment; the X402-Pass token reopens it');
+    const bought = await payingFetch(KEYS.payer)(`${base}/premium/report`);
+    await bought.arrayBuffer();
+    const token = bought.headers.get('x402-pass');
+    show('X402-Pass', token);
+    show('X402-Pass-Expires', bought.headers.get('x402-pass-expires'));
+    const reuse = await fetch(`${base}/premium/other`, { headers: { 'x402-pass': token } });
+    show('GET /premium/other', `${reuse.status} ${JSON.stringify(await reuse.json())}`);
+    const elsewhere = await fetch(url, { headers: { 'x402-pass': token } });
+    show('GET /weather', `${elsewhere.status} (${JSON.parse(Buffer.from(elsewhere.headers.get('payment-required'), 'base64').toString()).error})`);
+    await elsewhere.arrayBuffer();
     show('payer balance', fmt(await balanceOf(stack.rpcUrl, stack.payer)));
-    if (again.status !== 200 || other.status !== 402) throw new Error('session behaved unexpectedly');
+    if (again.status !== 402 || bought.status !== 200 || reuse.status !== 200 || elsewhere.status !== 402) throw new Error('pricing behaved unexpectedly');
     console.log('\nDemo complete: a paid request flowed end to end.');
   } finally {
     await stop();

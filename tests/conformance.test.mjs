@@ -177,12 +177,12 @@ describe('browsers and caches', () => {
   test('CORS preflight on a priced route is answered by the paywall', async () => {
     const res = await fetch(`${ctx.worker.url}/weather`, {
       method: 'OPTIONS',
-      headers: { Origin: 'https://app.example', 'Access-Control-Request-Method': 'GET', 'Access-Control-Request-Headers': 'payment-signature, x402-session' },
+      headers: { Origin: 'https://app.example', 'Access-Control-Request-Method': 'GET', 'Access-Control-Request-Headers': 'payment-signature, x402-pass' },
     });
     assert.equal(res.status, 204);
     assert.equal(res.headers.get('access-control-allow-origin'), '*');
     assert.equal(res.headers.get('access-control-allow-methods'), 'GET, HEAD, OPTIONS', 'the methods the path is served with');
-    assert.equal(res.headers.get('access-control-allow-headers'), 'payment-signature, x402-session');
+    assert.equal(res.headers.get('access-control-allow-headers'), 'payment-signature, x402-pass');
   });
 
   test('402s and paid responses expose the x402 headers, are not cached, and vary on the payment headers', async () => {
@@ -194,7 +194,7 @@ describe('browsers and caches', () => {
     for (const res of [unpaid, paid]) {
       assert.equal(res.headers.get('access-control-allow-origin'), '*');
       const exposed = res.headers.get('access-control-expose-headers');
-      for (const h of ['PAYMENT-REQUIRED', 'PAYMENT-RESPONSE', 'X-PAYMENT-RESPONSE', 'X402-Session']) assert.ok(exposed.includes(h), h);
+      for (const h of ['PAYMENT-REQUIRED', 'PAYMENT-RESPONSE', 'X-PAYMENT-RESPONSE', 'X402-Pass']) assert.ok(exposed.includes(h), h);
       assert.equal(res.headers.get('cache-control'), 'no-store');
       assert.match(res.headers.get('vary'), /PAYMENT-SIGNATURE/);
     }

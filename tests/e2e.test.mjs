@@ -11,7 +11,7 @@ import { useStackAndWorker } from './support/suite.mjs';
 
 const ctx = useStackAndWorker();
 
-test('the official v2 client pays a priced route; balances move by exactly the price; the session reopens only that route', async () => {
+test('the official v2 client pays a priced route; balances move by exactly the price; the pass it sold reopens only that route', async () => {
   const plain = await fetch(`${ctx.worker.url}/premium/report`);
   assert.equal(plain.status, 402);
   const required = unb64(plain.headers.get('payment-required'));
@@ -38,14 +38,14 @@ test('the official v2 client pays a priced route; balances move by exactly the p
   assert.equal(ctx.stack.facilitator.calls.settle, calls.settle + 1, 'one settle');
   assert.equal(ctx.stack.facilitator.calls.verify, calls.verify + 1, 'a first-time payer is checked with /verify before the origin runs');
 
-  const token = res.headers.get('x402-session');
+  const token = res.headers.get('x402-pass');
   assert.ok(token);
-  const again = await fetch(`${ctx.worker.url}/premium/other`, { headers: { 'x402-session': token } });
+  const again = await fetch(`${ctx.worker.url}/premium/other`, { headers: { 'x402-pass': token } });
   assert.equal(again.status, 200);
   assert.equal((await again.json()).report, '/premium/other');
-  assert.equal(await balanceOf(ctx.stack.rpcUrl, ctx.stack.payer), payerBefore - price, 'session hit is free');
+  assert.equal(await balanceOf(ctx.stack.rpcUrl, ctx.stack.payer), payerBefore - price, 'pass hit is free');
 
-  const elsewhere = await fetch(`${ctx.worker.url}/weather`, { headers: { 'x402-session': token } });
+  const elsewhere = await fetch(`${ctx.worker.url}/weather`, { headers: { 'x402-pass': token } });
   assert.equal(elsewhere.status, 402);
   await elsewhere.arrayBuffer();
 });

@@ -224,46 +224,49 @@ describe('forward and settle', () => {
   });
 });
 
-describe('sessions', () => {
-  test('a paid session opens its own route again without payment, and no other route', async () => {
+describe('passes', () => {
+  test('a pass (ttl 10m on /premium/*) opens its own route again without payment, and no other route', async () => {
     const { required } = await challenge('/premium/a');
     assert.equal(required.accepts[0].amount, '50000');
     const h = await paymentHeader(KEYS.payer, required.accepts[0]);
     const paid = await get('/premium/a', { 'payment-signature': h });
     assert.equal(paid.status, 200);
     await paid.json();
-    const token = paid.headers.get('x402-session');
+    const token = paid.headers.get('x402-pass');
     assert.match(token, /^[A-Za-z0-9_-]{43}$/);
-    const expires = Number(paid.headers.get('x402-session-expires'));
+    const expires = Number(paid.headers.get('x402-pass-expires'));
+    assert.match(paid.headers.get('set-cookie'), /^x402_pass=[A-Za-z0-9_-]{43}; Path=\/premium; Max-Age=600; HttpOnly; Secure; SameSite=Lax$/);
     assert.ok(expires > Date.now() / 1000 + 500 && expires <= Date.now() / 1000 + 601);
 
     const settles = ctx.stack.facilitator.calls.settle;
     const balance = await balanceOf(ctx.stack.rpcUrl, ctx.stack.payer);
-    const again = await get('/premium/b', { 'x402-session': token });
+    const again = await get('/premium/b', { 'x402-pass': token });
     assert.equal(again.status, 200);
     assert.equal((await again.json()).report, '/premium/b');
-    assert.equal(ctx.stack.facilitator.calls.settle, settles, 'no settlement on a session hit');
+    assert.equal(ctx.stack.facilitator.calls.settle, settles, 'no settlement on a pass hit');
     assert.equal(await balanceOf(ctx.stack.rpcUrl, ctx.stack.payer), balance);
-    assert.equal(ctx.stack.origin.requests.at(-1).headers['x402-session'], undefined, 'token not forwarded');
+    assert.equal(ctx.stack.origin.requests.at(-1).headers['x402-pass'], undefined, 'token not forwarded');
 
-    const other = await get('/weather', { 'x402-session': token });
+    const other = await get('/weather', { 'x402-pass': token });
     assert.equal(other.status, 402);
-    assert.match(unb64(other.headers.get('payment-required')).error, /x402-session token is unknown, expired, or for another route/);
+    assert.match(unb64(other.headers.get('payment-required')).error, /^pass_out_of_scope: this pass is for another route or path; PAYMENT-SIGNATURE header is required$/);
 
-    const forged = await get('/premium/b', { 'x402-session': 'A'.repeat(43) });
+    const forged = await get('/premium/b', { 'x402-pass': 'A'.repeat(43) });
     assert.equal(forged.status, 402);
+    assert.match(unb64(forged.headers.get('payment-required')).error, /^pass_unknown/);
 
-    const keys = await (await ctx.worker.mf.getKVNamespace('SESSIONS')).list();
-    assert.ok(keys.keys.every((k) => k.name.startsWith('session:') && !k.name.includes(token)), 'KV holds hashed tokens only');
+    const keys = await (await ctx.worker.mf.getKVNamespace('PASSES')).list();
+    assert.ok(keys.keys.length >= 1, 'the record was written after the response');
+    assert.ok(keys.keys.every((k) => k.name.startsWith('pass:') && !k.name.includes(token)), 'KV holds hashed tokens only');
   });
 
-  test('a route with sessions disabled mints no token', async () => {
+  test('a route that sells no pass charges every request and mints no token', async () => {
     const { required } = await challenge('/echo', { method: 'POST', body: 'hi' });
     const h = await paymentHeader(KEYS.payer, required.accepts[0]);
     const res = await fetch(ctx.worker.url + '/echo', { method: 'POST', body: 'hello origin', headers: { 'payment-signature': h } });
     assert.equal(res.status, 200);
     assert.equal((await res.json()).body, 'hello origin', 'request body forwarded');
-    assert.equal(res.headers.get('x402-session'), null);
+    assert.equal(res.headers.get('x402-pass'), null);
   });
 });
 

@@ -285,12 +285,12 @@ export function rawRequest(baseUrl, path, { method = 'GET', headers = {}, body }
 /** The price table the tests and the demo use. */
 export const ROUTES = [
   { route: 'GET /weather', price: '$0.01', description: 'Current weather', mimeType: 'application/json', maxTimeoutSeconds: 120 },
-  { route: 'GET /premium/*', price: '$0.05', description: 'Premium reports', mimeType: 'application/json', sessionTtlSeconds: 600 },
+  { route: 'GET /premium/*', price: '$0.05', description: 'Premium reports', mimeType: 'application/json', pass: { ttl: '10m' } },
   { route: 'GET /error', price: '$0.01', description: 'An endpoint that fails' },
   { route: 'GET /missing', price: '$0.01', description: 'An endpoint that 404s' },
-  { route: 'POST /echo', price: '$0.02', description: 'Echo', sessionTtlSeconds: 0 },
+  { route: 'POST /echo', price: '$0.02', description: 'Echo' },
   { route: 'GET /slow', price: '$0.01', description: 'A slow endpoint' },
-  { route: 'POST /flaky', price: '$0.01', description: 'Settled before the origin runs', settle: 'before', sessionTtlSeconds: 0 },
+  { route: 'POST /flaky', price: '$0.01', description: 'Settled before the origin runs', settle: 'before' },
 ];
 
 /**
@@ -312,7 +312,7 @@ export async function startWorker({ originUrl, facilitatorUrl, payTo, routes = R
     ],
     compatibilityDate: '2026-07-30',
     compatibilityFlags: ['enable_request_signal'],
-    kvNamespaces: ['SESSIONS'],
+    kvNamespaces: ['PASSES'],
     durableObjects: { LEDGER: { className: 'PaymentLedger', useSQLite: true } },
     bindings: {
       ...(originWorker ? {} : { ORIGIN_URL: originUrl }),
