@@ -249,6 +249,7 @@ export async function startOrigin({ requireHeader } = {}) {
     const p = req.url.split('?')[0];
     if (p === '/weather') return json(200, { city: 'Lisbon', forecast: 'sunny', tempC: 21, served: ++served });
     if (p.startsWith('/premium/')) return json(200, { report: p, secret: 'premium content', served: ++served });
+    if (/^\/(bundle|item|reports|summaries)\//.test(p)) return json(200, { document: p, served: ++served });
     if (p === '/free') return json(200, { free: true });
     if (p === '/redirect') return json(302, { moved: true }, { location: `${self}/weather?from=redirect`, link: `<${self}/premium/next>; rel="next"` });
     if (p === '/error') return json(500, { error: 'origin exploded' });
