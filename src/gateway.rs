@@ -446,7 +446,9 @@ async fn priced<P: Platform>(config: &Rc<Config>, p: &Rc<P>, route: &Route, req:
     }
 
     let sells = route.pass.is_some().then_some(route);
+    let pass = sells.and_then(|r| mint_pass(&**p, r));
     let pending = Pending {
+        pass: pass.clone(),
         config: Rc::clone(config),
         ticket,
         payment,
@@ -459,7 +461,7 @@ async fn priced<P: Platform>(config: &Rc<Config>, p: &Rc<P>, route: &Route, req:
     };
     match route.settle {
         SettleOrder::After => settle_after(config, p, route, req, canonical, pending, &verified).await,
-        SettleOrder::Before => settle_before(config, p, req, canonical, pending, sells).await,
+        SettleOrder::Before => settle_before(config, p, req, canonical, pending, sells.zip(pass)).await,
     }
 }
 
@@ -491,12 +493,15 @@ async fn settle_after<P: Platform>(
     }
     let version = pending.payment.version;
     let identity = pending.identity.clone();
+    let pass = pending.pass.clone();
     let _ = verified;
     let decided = p.run_to_completion(settle(Rc::clone(p), pending, SettleMode::DeliverNow)).await;
     match decided {
         Some(Settled::Paid(settled)) => {
             let mut res = origin_res;
-            sell_pass(p, route, canonical, &settled, &identity.payer, res.headers_mut());
+            if let Some(pass) = &pass {
+                sell_pass(p, route, pass, canonical, &settled, &identity.payer, res.headers_mut());
+            }
             let h = res.headers_mut();
             set_header(h, response_header(version), &encode_header(&settled));
             h.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
@@ -507,7 +512,7 @@ async fn settle_after<P: Platform>(
 }
 
 /// Settlement first, then the origin (`settle = "before"`).
-async fn settle_before<P: Platform>(config: &Rc<Config>, p: &Rc<P>, req: Request<P::Body>, canonical: &str, pending: Pending, sells: Option<&Route>) -> Response<P::Body> {
+async fn settle_before<P: Platform>(config: &Rc<Config>, p: &Rc<P>, req: Request<P::Body>, canonical: &str, pending: Pending, sells: Option<(&Route, MintedPass)>) -> Response<P::Body> {
     if p.client_gone() {
         finish(&**p, &pending.ticket, Outcome::Release).await;
         return client_gone::<P>();
@@ -536,7 +541,7 @@ async fn deliver_settled<P: Platform>(
     canonical: &str,
     version: u64,
     settled: SettleResponse,
-    sells: Option<&Route>,
+    sells: Option<(&Route, MintedPass)>,
 ) -> Response<P::Body> {
     let mut res = match forward(config, &**p, req, canonical).await {
         Ok(res) => res,
@@ -547,9 +552,9 @@ async fn deliver_settled<P: Platform>(
     };
     let delivered = res.status().as_u16() < 400 && !p.client_gone();
     finish(&**p, ticket, Outcome::Delivered { delivered }).await;
-    if let (Some(route), true) = (sells, res.status().as_u16() < 400) {
+    if let (Some((route, pass)), true) = (sells, res.status().as_u16() < 400) {
         let payer = settled.payer.clone().unwrap_or_default();
-        sell_pass(p, route, canonical, &settled, &payer, res.headers_mut());
+        sell_pass(p, route, &pass, canonical, &settled, &payer, res.headers_mut());
     }
     let h = res.headers_mut();
     set_header(h, response_header(version), &encode_header(&settled));
@@ -629,6 +634,32 @@ struct Pending {
     prior_sent: bool,
     prior_transaction: Option<String>,
     route_key: String,
+    /// The pass this payment sells, minted before settlement so that the settlement's ledger
+    /// write also indexes it for the payer.
+    pass: Option<MintedPass>,
+}
+
+/// A pass token minted for a payment: token, id (keccak hex) and expiry (Unix seconds).
+#[derive(Debug, Clone)]
+struct MintedPass {
+    token: String,
+    id: String,
+    expires_at: u64,
+}
+
+/// Mints the token of the pass `route` sells; `None` (logged) if randomness fails.
+fn mint_pass<P: Platform>(p: &P, route: &Route) -> Option<MintedPass> {
+    let terms = route.pass.as_ref()?;
+    let random = match p.random32() {
+        Ok(r) => r,
+        Err(e) => {
+            p.log(&format!("x402: no pass sold, randomness failed: {e}"));
+            return None;
+        }
+    };
+    let token = pass::token_from_random(&random);
+    let id = pass::pass_id(&token)?;
+    Some(MintedPass { token, id, expires_at: p.now() + terms.ttl_seconds })
 }
 
 /// How a settlement ended.
@@ -676,7 +707,13 @@ async fn settle<P: Platform>(p: Rc<P>, s: Pending, mode: SettleMode) -> Settled 
                 SettleMode::DeliverNow => (!p.client_gone(), 0),
                 SettleMode::HoldForOrigin(hold) => (false, hold),
             };
-            Outcome::Settled { transaction: r.transaction.clone(), network: r.network.clone(), delivered, hold_seconds }
+            Outcome::Settled {
+                transaction: r.transaction.clone(),
+                network: r.network.clone(),
+                delivered,
+                hold_seconds,
+                pass: s.pass.as_ref().map(|m| (m.id.clone(), m.expires_at)),
+            }
         }
         Settled::Refused(_) => Outcome::Refused,
         Settled::Unknown { .. } | Settled::Fault(_) => Outcome::Unknown { transaction: named_transaction },
@@ -1026,18 +1063,12 @@ async fn check_pass<P: Platform>(config: &Config, p: &P, route: &Route, canonica
     PassCheck::Admitted(record)
 }
 
-/// Sells the route's pass with a paid response: mints a token, caches its record in this
-/// isolate, and writes it to KV and the payer's ledger shard after the response (`defer`), so
-/// the paid response never waits for them. Sets `X402-Pass`, `X402-Pass-Expires` and the cookie.
-fn sell_pass<P: Platform>(p: &Rc<P>, route: &Route, canonical: &str, settled: &SettleResponse, payer: &str, headers: &mut HeaderMap) {
+/// Sells the route's pass with a paid response: caches the minted pass's record in this isolate
+/// and writes it to KV after the response (`defer`), so the paid response never waits for it
+/// (the payer's ledger shard indexed it in the settlement's own write). Sets `X402-Pass`,
+/// `X402-Pass-Expires` and the cookie.
+fn sell_pass<P: Platform>(p: &Rc<P>, route: &Route, minted: &MintedPass, canonical: &str, settled: &SettleResponse, payer: &str, headers: &mut HeaderMap) {
     let Some(terms) = &route.pass else { return };
-    let random = match p.random32() {
-        Ok(r) => r,
-        Err(e) => return p.log(&format!("x402: no pass sold, randomness failed: {e}")),
-    };
-    let token = pass::token_from_random(&random);
-    let Some(id) = pass::pass_id(&token) else { return };
-    let now = p.now();
     let (scope, scope_value) = PassRecord::scope_fields(&terms.scope, canonical);
     let record = PassRecord {
         payer: payer.to_string(),
@@ -1046,34 +1077,28 @@ fn sell_pass<P: Platform>(p: &Rc<P>, route: &Route, canonical: &str, settled: &S
         scope_value,
         network: settled.network.clone(),
         transaction: settled.transaction.clone(),
-        expires_at: now + terms.ttl_seconds,
+        expires_at: minted.expires_at,
         max_requests: terms.max_requests,
         revoked: false,
     };
     let Ok(value) = serde_json::to_string(&record) else { return };
-    p.passes().insert(id.clone(), record.clone(), now);
+    p.passes().insert(minted.id.clone(), record, p.now());
     let cookie_path = match &terms.scope {
         PassScope::Route => pass::pattern_path(&route.key),
         PassScope::Path => canonical.to_string(),
         PassScope::Group(_) => "/".to_string(),
     };
-    set_header(headers, PASS_HEADER, &token);
-    set_header(headers, PASS_EXPIRES_HEADER, &record.expires_at.to_string());
-    if let Ok(v) = HeaderValue::from_str(&pass::set_cookie(&token, &cookie_path, terms.ttl_seconds)) {
+    set_header(headers, PASS_HEADER, &minted.token);
+    set_header(headers, PASS_EXPIRES_HEADER, &minted.expires_at.to_string());
+    if let Ok(v) = HeaderValue::from_str(&pass::set_cookie(&minted.token, &cookie_path, terms.ttl_seconds)) {
         headers.append(http::header::SET_COOKIE, v);
     }
-    let payer_shard = Address::parse(payer).map(|a| shard_name(&a));
     let kv_ttl = terms.ttl_seconds.max(60);
+    let id = minted.id.clone();
     let background = Rc::clone(p);
     p.defer(async move {
         if let Err(e) = background.kv_put(&pass::kv_key(&id), value, kv_ttl).await {
             background.log(&format!("x402: pass {id} not written to KV ({e}); it works in this isolate only"));
-        }
-        if let Some(shard) = payer_shard {
-            let op = Op::PassIssued { pass: id.clone(), expires_at: record.expires_at };
-            if let Err(e) = background.ledger(&shard, &op).await {
-                background.log(&format!("x402: pass {id} not indexed for its payer ({e}); payer-wide revocation will miss it"));
-            }
         }
     });
 }

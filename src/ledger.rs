@@ -142,8 +142,10 @@ pub enum Outcome {
     /// `/settle` succeeded. `delivered`: the response is being handed to a connected client.
     /// `hold_seconds` > 0 keeps the lease that long (a settle-first route still has to call the
     /// origin and then report [`Outcome::Delivered`]); 0 drops it.
+    /// `pass`: the id and expiry of the pass sold with this payment, indexed for the payer
+    /// (payer-wide revocation) in the same write.
     #[serde(rename_all = "camelCase")]
-    Settled { transaction: String, network: String, delivered: bool, hold_seconds: u64 },
+    Settled { transaction: String, network: String, delivered: bool, hold_seconds: u64, pass: Option<(String, u64)> },
     /// The facilitator refused the payment (`/verify` invalid, or `/settle` `success: false`
     /// without a transaction): the record is deleted and the payer's standing turns bad.
     Refused,
@@ -176,10 +178,8 @@ pub enum Op {
     /// In a pass shard: revokes the pass (effective for the next `PassUse` at once).
     #[serde(rename_all = "camelCase")]
     PassRevoke { expires_at: u64 },
-    /// In a payer shard: remembers a pass sold to the payer, for payer-wide revocation.
-    #[serde(rename_all = "camelCase")]
-    PassIssued { pass: String, expires_at: u64 },
-    /// In a payer shard: lists the payer's live passes (to revoke each).
+    /// In a payer shard: lists the payer's live passes (indexed when their payment settled), to
+    /// revoke each.
     PayerPasses,
     /// In a payer shard: denies every later payment of the payer; lists its live passes.
     PayerDeny,
@@ -279,7 +279,7 @@ pub fn apply(store: &mut impl Store, op: Op, now: u64) -> Result<Reply, String> 
             let before = store.standing()?;
             let mut standing = before;
             let reply = match outcome {
-                Outcome::Settled { transaction, network, delivered, hold_seconds } => {
+                Outcome::Settled { transaction, network, delivered, hold_seconds, pass } => {
                     if !transaction.is_empty() && store.find_transaction(&transaction, &key)?.is_some() {
                         record.settlement = Settlement::Unknown { transaction: None };
                         store.put(&key, &record)?;
@@ -292,6 +292,9 @@ pub fn apply(store: &mut impl Store, op: Op, now: u64) -> Result<Reply, String> 
                     }
                     standing.last_settled_at = now;
                     store.put(&key, &record)?;
+                    if let Some((id, expires_at)) = pass {
+                        store.add_payer_pass(&id, expires_at)?;
+                    }
                     Reply::Done
                 }
                 Outcome::Refused => {
@@ -354,10 +357,6 @@ pub fn apply(store: &mut impl Store, op: Op, now: u64) -> Result<Reply, String> 
             let mut usage = store.pass_usage()?.unwrap_or(PassUsage { used: 0, revoked: false, expires_at });
             usage.revoked = true;
             store.set_pass_usage(&usage)?;
-            Ok(Reply::Done)
-        }
-        Op::PassIssued { pass, expires_at } => {
-            store.add_payer_pass(&pass, expires_at)?;
             Ok(Reply::Done)
         }
         Op::PayerPasses => Ok(Reply::Passes { passes: live_passes(store, now)? }),
@@ -476,7 +475,7 @@ mod tests {
         apply(s, Op::Finish { key: "k".into(), holder: holder.into(), outcome }, now).unwrap()
     }
     fn settled(delivered: bool) -> Outcome {
-        Outcome::Settled { transaction: format!("0x{}", "ab".repeat(32)), network: "eip155:84532".into(), delivered, hold_seconds: 0 }
+        Outcome::Settled { transaction: format!("0x{}", "ab".repeat(32)), network: "eip155:84532".into(), delivered, hold_seconds: 0, pass: None }
     }
 
     #[test]
@@ -560,7 +559,7 @@ mod tests {
     fn settle_first_holds_the_lease_through_the_origin_call() {
         let mut s = MemoryStore::default();
         reserve(&mut s, "a", T);
-        let held = Outcome::Settled { transaction: "0x01".into(), network: "eip155:84532".into(), delivered: false, hold_seconds: 30 };
+        let held = Outcome::Settled { transaction: "0x01".into(), network: "eip155:84532".into(), delivered: false, hold_seconds: 30, pass: None };
         assert_eq!(finish(&mut s, "a", held, T), Reply::Done);
         assert_eq!(reserve(&mut s, "b", T + 1), Reply::InFlight, "the origin call is in flight");
         // The origin failed: the payer keeps a paid, undelivered authorization.
@@ -584,9 +583,13 @@ mod tests {
     #[test]
     fn a_denied_payer_is_refused_at_reservation_and_its_passes_are_listed() {
         let mut s = MemoryStore::default();
-        apply(&mut s, Op::PassIssued { pass: "p1".into(), expires_at: T + 10 }, T).unwrap();
-        apply(&mut s, Op::PassIssued { pass: "old".into(), expires_at: T - 1 }, T).unwrap();
-        assert_eq!(apply(&mut s, Op::PayerDeny, T).unwrap(), Reply::Passes { passes: vec!["p1".into()] });
+        for (key, pass, exp) in [("k1", "p1", T + 10), ("k2", "old", T - 1)] {
+            let reserve = Op::Reserve { key: key.into(), holder: "h".into(), route: "GET /x".into(), valid_before: T + 300, lease_seconds: 40 };
+            apply(&mut s, reserve, T).unwrap();
+            let outcome = Outcome::Settled { transaction: format!("0x{key}"), network: "n".into(), delivered: true, hold_seconds: 0, pass: Some((pass.into(), exp)) };
+            apply(&mut s, Op::Finish { key: key.into(), holder: "h".into(), outcome }, T).unwrap();
+        }
+        assert_eq!(apply(&mut s, Op::PayerDeny, T).unwrap(), Reply::Passes { passes: vec!["p1".into()] }, "live passes only");
         assert_eq!(reserve(&mut s, "a", T), Reply::Denied);
     }
 
