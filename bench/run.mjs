@@ -3,8 +3,9 @@
 // stand-in. Load from wrk on 127.0.0.1. Prints a markdown report; every number comes from this run.
 //
 // Env: BENCH_SECONDS (per load run, default 4), BENCH_ROUNDS (default 3), BENCH_CONNECTIONS (default 16).
-// BENCH_ONLY=paid0: only our paid request at 0 ms facilitator delay, one run, printed as JSON
-// (a quick check while optimising; `node bench/run.mjs` after `bash scripts/build.sh`).
+// BENCH_ONLY=paid0 (or minted0, a paid request that also sells a pass): only that scenario of
+// ours at 0 ms facilitator delay, one run, printed as JSON (a quick check while optimising;
+// `node bench/run.mjs` after `bash scripts/build.sh`).
 import { execFileSync, spawn } from 'node:child_process';
 import { mkdirSync, readFileSync, writeFileSync, statSync } from 'node:fs';
 import { createRequire } from 'node:module';
@@ -361,15 +362,15 @@ async function floorChallenge(origin) {
   }
 }
 
-/** BENCH_ONLY=paid0: our paid request at 0 ms, one run. */
-async function onlyPaid0() {
+/** BENCH_ONLY=paid0 | minted0: our paid request (selling a pass for minted0) at 0 ms, one run. */
+async function onlyPaid0(routePath) {
   const origin = await startBenchOrigin();
   const standin = await startStandin({ delayMs: 0 });
   const server = await startServer('ours', origin.url, standin.url);
   try {
     const accepted = await challengeOf(server.url);
     const { file, n } = paymentsFor(accepted, 1500, 'only-paid0');
-    const r = await runWrk(server.url, { header: 'payment-signature', file, path: '/weather' }, server.pid);
+    const r = await runWrk(server.url, { header: 'payment-signature', file, path: routePath }, server.pid);
     console.log(JSON.stringify({ rps: r.rps, p50: r.p50, p99: r.p99, workerdCpuMs: r.workerdCpuMs, non2xx: r.non2xx, requests: r.requests, presigned: n, settles: standin.calls.settle, verifies: standin.calls.verify }));
   } finally {
     await server.mf.dispose();
@@ -379,7 +380,8 @@ async function onlyPaid0() {
 }
 
 async function main() {
-  if (process.env.BENCH_ONLY === 'paid0') return onlyPaid0();
+  if (process.env.BENCH_ONLY === 'paid0') return onlyPaid0('/weather');
+  if (process.env.BENCH_ONLY === 'minted0') return onlyPaid0('/minted');
   buildPeer();
   buildFloor();
   const origin = await startBenchOrigin();
