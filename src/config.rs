@@ -13,6 +13,7 @@
 //! | `DENYLIST` | no | comma-separated payer addresses refused before the origin and the facilitator |
 //! | `ADMIN_PATH` | no (`/.well-known/x402/admin`) | where the admin endpoint listens (with `ADMIN_TOKEN`) |
 //! | `ADMIN_TOKEN` | no (secret) | bearer token of the admin endpoint; unset = no admin endpoint |
+//! | `PUBLIC_URL` | no | the paywall's public origin; turns on wallet sign-in (`sign-in-with-x`) for routes that sell passes |
 //! | `ORIGIN_TIMEOUT_SECONDS` | no (`30`) | time limit for the origin to start answering |
 //! | `FACILITATOR_TIMEOUT_SECONDS` | no (`30`) | time limit for a facilitator call (`/settle` waits for the receipt) |
 //! | `CORS_ALLOWED_ORIGINS` | no (`*`) | origins allowed to call priced routes from a browser: `*`, a comma-separated list, or `none` |
@@ -343,6 +344,10 @@ pub struct Config {
     pub denylist: Vec<Address>,
     /// The admin endpoint, when `ADMIN_TOKEN` is set.
     pub admin: Option<AdminEndpoint>,
+    /// `PUBLIC_URL`: the browser-visible `scheme://authority` of the paywall. Wallet sign-in
+    /// (`sign-in-with-x`) is on only when it is set: the spec binds signatures to it, never to
+    /// request headers.
+    pub public_url: Option<String>,
 }
 
 /// The admin endpoint: `POST {path}/revoke?pass=<token>` or `?payer=<address>`, and
@@ -727,7 +732,30 @@ impl Config {
                 Some(AdminEndpoint { path, token })
             }
         };
-        Ok(Config { origin, origin_headers, facilitator_url, facilitator_auth, origin_timeout_seconds, facilitator_timeout_seconds, cors, routes, good_standing_seconds, denylist, admin })
+        let public_url = match string_var(vars, "PUBLIC_URL")? {
+            None => None,
+            Some(u) => {
+                let url = http_url("PUBLIC_URL", &u)?;
+                if url.matches('/').count() != 2 {
+                    return err(format!("PUBLIC_URL {} must be a bare origin like https://api.example.com", shown(&u)));
+                }
+                Some(url)
+            }
+        };
+        Ok(Config {
+            origin,
+            origin_headers,
+            facilitator_url,
+            facilitator_auth,
+            origin_timeout_seconds,
+            facilitator_timeout_seconds,
+            cors,
+            routes,
+            good_standing_seconds,
+            denylist,
+            admin,
+            public_url,
+        })
     }
 
     /// Seconds an authorization's `validBefore` must lie beyond now for the paywall to call the

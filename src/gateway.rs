@@ -39,13 +39,14 @@ use crate::facilitator::{check_settled, classify_settle, classify_verify, is_non
 use crate::ledger::{shard_name, AuthorizationKey, Op, Outcome, Reply, LEASE_MARGIN_SECONDS};
 use crate::route::{canonicalize, match_segments};
 use crate::pass::{self, PassCache, PassRecord, PASS_EXPIRES_HEADER, PASS_HEADER};
+use crate::siwx::{self, SIGN_IN_WITH_X};
 use crate::x402::{
     decode_payment_signature, decode_x_payment, encode_header, PaymentPayload, PaymentRequired, PaymentRequiredV1, ResourceInfo, SettleResponse,
     PAYMENT_REQUIRED, PAYMENT_RESPONSE, PAYMENT_SIGNATURE, X402_VERSION, X_PAYMENT, X_PAYMENT_RESPONSE,
 };
 
 /// Request headers that belong to the paywall and are never forwarded to the origin.
-const PAYWALL_REQUEST_HEADERS: [&str; 3] = [PAYMENT_SIGNATURE, X_PAYMENT, PASS_HEADER];
+const PAYWALL_REQUEST_HEADERS: [&str; 4] = [PAYMENT_SIGNATURE, X_PAYMENT, PASS_HEADER, SIGN_IN_WITH_X];
 
 /// Request headers with which some servers and frameworks (IIS URL Rewrite, Symfony, Spring,
 /// Envoy, …) let the *header* choose the path served. The paywall prices the request line's
@@ -152,6 +153,9 @@ pub const METHOD_OVERRIDE_PARAM: &str = "_method";
 /// Response headers a browser client must be able to read.
 const EXPOSED_HEADERS: &str = "PAYMENT-REQUIRED, PAYMENT-RESPONSE, X-PAYMENT-RESPONSE, X402-Pass, X402-Pass-Expires";
 
+/// Request headers a browser may send to a priced route (the preflight's default answer).
+const ALLOWED_REQUEST_HEADERS: &str = "PAYMENT-SIGNATURE, X-PAYMENT, X402-Pass, SIGN-IN-WITH-X, Content-Type";
+
 fn bad_request<B>(error: &str, message: &str, body: impl FnOnce(Vec<u8>) -> B) -> Response<B> {
     json_response(StatusCode::BAD_REQUEST, &json!({ "error": error, "message": message }), body)
 }
@@ -241,7 +245,7 @@ fn decorate<B>(mut res: Response<B>, config: &Config, allow_origin: Option<Heade
     if matches!(config.cors, CorsPolicy::List(_)) {
         append_vary(h, "Origin");
     }
-    append_vary(h, "PAYMENT-SIGNATURE, X-PAYMENT, X402-Pass, Cookie");
+    append_vary(h, "PAYMENT-SIGNATURE, X-PAYMENT, X402-Pass, SIGN-IN-WITH-X, Cookie");
     res
 }
 
@@ -262,7 +266,7 @@ fn options<P: Platform>(config: &Config, headers: &HeaderMap, allow: &str) -> Re
         let requested = headers.get("access-control-request-headers").cloned();
         h.insert(
             http::header::ACCESS_CONTROL_ALLOW_HEADERS,
-            requested.unwrap_or(HeaderValue::from_static("PAYMENT-SIGNATURE, X-PAYMENT, X402-Pass, Content-Type")),
+            requested.unwrap_or(HeaderValue::from_static(ALLOWED_REQUEST_HEADERS)),
         );
         h.insert(http::header::ACCESS_CONTROL_MAX_AGE, HeaderValue::from_static("600"));
     }
@@ -306,10 +310,16 @@ async fn finish<P: Platform>(p: &P, ticket: &Ticket, outcome: Outcome) {
 /// The payment flow of a priced route.
 async fn priced<P: Platform>(config: &Rc<Config>, p: &Rc<P>, route: &Route, req: Request<P::Body>, canonical: &str) -> Response<P::Body> {
     let has_payment = req.headers().contains_key(PAYMENT_SIGNATURE) || req.headers().contains_key(X_PAYMENT);
+    let ext = sign_in_extension(config, &**p, route, canonical);
     // A live pass for this scope: no payment.
-    let mut pass_refusal = None;
-    if let Some(token) = pass::token_from_request(req.headers()) {
-        match check_pass(config, &**p, route, canonical, &token).await {
+    let mut pass_refusal: Option<String> = None;
+    let pass_id = pass::token_from_request(req.headers()).map(|t| pass::pass_id(&t));
+    if let Some(id) = pass_id {
+        let checked = match id {
+            Some(id) => check_pass(config, &**p, route, canonical, &id).await,
+            None => PassCheck::Refused("pass_unknown"),
+        };
+        match checked {
             PassCheck::Admitted(record) => {
                 return match forward(config, &**p, req, canonical).await {
                     Ok(mut res) => {
@@ -320,9 +330,27 @@ async fn priced<P: Platform>(config: &Rc<Config>, p: &Rc<P>, route: &Route, req:
                     Err(e) => origin_failure::<P>(&**p, &e, None),
                 };
             }
-            PassCheck::Refused(reason) => pass_refusal = Some(reason),
+            PassCheck::Refused(code) => pass_refusal = Some(format!("{code}: {}", pass_refusal_text(code))),
             PassCheck::Unavailable(e) if !has_payment => return ledger_unavailable::<P>(&**p, &e),
             PassCheck::Unavailable(e) => p.log(&format!("x402: pass check failed ({e}); taking the payment instead")),
+        }
+    }
+    // Wallet sign-in: the payer who lost the token signs in with the wallet that paid.
+    if let (Some(public), Some(proof)) = (config.public_url.as_deref().filter(|_| route.pass.is_some()), header_str(req.headers(), SIGN_IN_WITH_X)) {
+        match sign_in(config, &**p, route, canonical, public, proof).await {
+            SignIn::Admitted(record) => {
+                return match forward(config, &**p, req, canonical).await {
+                    Ok(mut res) => {
+                        set_header(res.headers_mut(), PASS_EXPIRES_HEADER, &record.expires_at.to_string());
+                        res.headers_mut().insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+                        res
+                    }
+                    Err(e) => origin_failure::<P>(&**p, &e, None),
+                };
+            }
+            SignIn::Refused(reason) => pass_refusal = Some(reason),
+            SignIn::Unavailable(e) if !has_payment => return ledger_unavailable::<P>(&**p, &e),
+            SignIn::Unavailable(e) => p.log(&format!("x402: sign-in check failed ({e}); taking the payment instead")),
         }
     }
 
@@ -332,10 +360,10 @@ async fn priced<P: Platform>(config: &Rc<Config>, p: &Rc<P>, route: &Route, req:
         (None, Some(h)) => (h, 1),
         (None, None) => {
             let reason = match pass_refusal {
-                Some(code) => format!("{code}: {}; PAYMENT-SIGNATURE header is required", pass_refusal_text(code)),
+                Some(refusal) => format!("{refusal}; PAYMENT-SIGNATURE header is required"),
                 None => "PAYMENT-SIGNATURE header is required".to_string(),
             };
-            return challenge::<P>(route, &resource_url, &reason);
+            return challenge::<P>(route, &resource_url, &reason, ext.as_ref());
         }
     };
     let decoded = if version == 1 { decode_x_payment(header) } else { decode_payment_signature(header) };
@@ -343,7 +371,7 @@ async fn priced<P: Platform>(config: &Rc<Config>, p: &Rc<P>, route: &Route, req:
         Ok(pp) => pp,
         Err(e) => {
             p.log(&format!("x402: rejected payment header: {e}"));
-            return challenge::<P>(route, &resource_url, &format!("{}: {e}", e.reason()));
+            return challenge::<P>(route, &resource_url, &format!("{}: {e}", e.reason()), ext.as_ref());
         }
     };
     let now = p.now();
@@ -351,7 +379,7 @@ async fn priced<P: Platform>(config: &Rc<Config>, p: &Rc<P>, route: &Route, req:
         Ok(v) => v,
         Err(inv) => {
             p.log(&format!("x402: rejected payment: {}: {}", inv.reason, inv.message));
-            return challenge::<P>(route, &resource_url, &format!("{}: {}", inv.reason, inv.message));
+            return challenge::<P>(route, &resource_url, &format!("{}: {}", inv.reason, inv.message), ext.as_ref());
         }
     };
     let offer = verified.offer;
@@ -364,7 +392,7 @@ async fn priced<P: Platform>(config: &Rc<Config>, p: &Rc<P>, route: &Route, req:
     };
     if config.denylist.contains(&verified.payer) {
         p.log(&format!("x402: denied payer {}", verified.payer.to_checksum()));
-        return challenge::<P>(route, &resource_url, PAYER_DENIED);
+        return challenge::<P>(route, &resource_url, PAYER_DENIED, ext.as_ref());
     }
     let identity = PaymentIdentity {
         payer: verified.payer.to_checksum(),
@@ -405,11 +433,11 @@ async fn priced<P: Platform>(config: &Rc<Config>, p: &Rc<P>, route: &Route, req:
         }
         Ok(Reply::Spent { transaction }) => {
             let reason = format!("invalid_transaction_state: this authorization was already settled (transaction {transaction}) and its response delivered; sign a new one");
-            return challenge::<P>(route, &resource_url, &reason);
+            return challenge::<P>(route, &resource_url, &reason, ext.as_ref());
         }
         Ok(Reply::Denied) => {
             p.log(&format!("x402: denied payer {}", identity.payer));
-            return challenge::<P>(route, &resource_url, PAYER_DENIED);
+            return challenge::<P>(route, &resource_url, PAYER_DENIED, ext.as_ref());
         }
         Ok(Reply::Redeliver { transaction, network }) => {
             let settled = SettleResponse { success: true, error_reason: None, payer: Some(identity.payer.clone()), transaction, network };
@@ -434,7 +462,7 @@ async fn priced<P: Platform>(config: &Rc<Config>, p: &Rc<P>, route: &Route, req:
             VerifyOutcome::Invalid { reason } => {
                 finish(&**p, &ticket, Outcome::Refused).await;
                 p.log(&format!("x402: verify refused {} nonce {}: {reason}", identity.payer, identity.nonce));
-                return challenge::<P>(route, &resource_url, &reason);
+                return challenge::<P>(route, &resource_url, &reason, ext.as_ref());
             }
             VerifyOutcome::Unknown { timed_out, detail } => {
                 finish(&**p, &ticket, Outcome::Release).await;
@@ -758,8 +786,9 @@ fn offer_description(route: &Route) -> Option<String> {
 /// The 402 challenge: the v2 `PaymentRequired` in `PAYMENT-REQUIRED`, and as JSON body the v1
 /// `PaymentRequirementsResponse` (what legacy v1 clients read; v2 clients read only the header),
 /// or the v2 JSON when no offer of the route can be paid in v1.
-fn challenge<P: Platform>(route: &Route, resource_url: &str, error: &str) -> Response<P::Body> {
+fn challenge<P: Platform>(route: &Route, resource_url: &str, error: &str, extensions: Option<&Value>) -> Response<P::Body> {
     let pr = PaymentRequired {
+        extensions: extensions.cloned(),
         x402_version: X402_VERSION,
         error: error.to_string(),
         resource: ResourceInfo { url: resource_url.to_string(), description: offer_description(route), mime_type: route.mime_type.clone() },
@@ -1022,8 +1051,8 @@ fn pass_refusal_text(code: &str) -> &'static str {
 /// Checks a presented pass token for `route` at `canonical`: the record from this isolate's
 /// cache or KV, its expiry, revocation and scope, the denylist, and, for a counted pass, one
 /// request from its ledger shard (the single writer that keeps the count exact).
-async fn check_pass<P: Platform>(config: &Config, p: &P, route: &Route, canonical: &str, token: &str) -> PassCheck {
-    let Some(id) = pass::pass_id(token) else { return PassCheck::Refused("pass_unknown") };
+async fn check_pass<P: Platform>(config: &Config, p: &P, route: &Route, canonical: &str, id: &str) -> PassCheck {
+    let id = id.to_string();
     let now = p.now();
     let record = match p.passes().get(&id, now) {
         Some(r) => r,
@@ -1049,6 +1078,7 @@ async fn check_pass<P: Platform>(config: &Config, p: &P, route: &Route, canonica
         let op = Op::PassUse { max_requests: Some(max), expires_at: record.expires_at };
         match p.ledger(&pass::shard(&id), &op).await {
             Ok(Reply::PassAdmitted { .. }) => {}
+            Ok(Reply::PassRefused { reason }) if reason == "pass_used_up" => return PassCheck::Refused("pass_used_up"),
             Ok(Reply::PassRefused { reason }) => {
                 return PassCheck::Refused(match reason.as_str() {
                     "pass_used_up" => "pass_used_up",
@@ -1061,6 +1091,58 @@ async fn check_pass<P: Platform>(config: &Config, p: &P, route: &Route, canonica
         }
     }
     PassCheck::Admitted(record)
+}
+
+/// How a wallet sign-in ended.
+enum SignIn {
+    Admitted(PassRecord),
+    /// The refusal, `code: message`.
+    Refused(String),
+    Unavailable(String),
+}
+
+/// The `sign-in-with-x` extension a route's 402 advertises: only with `PUBLIC_URL` and on
+/// routes that sell a pass (signing in reuses a pass), for the route's EVM networks.
+fn sign_in_extension<P: Platform>(config: &Config, p: &P, route: &Route, canonical: &str) -> Option<Value> {
+    let public = config.public_url.as_deref().filter(|_| route.pass.is_some())?;
+    let mut chains: Vec<String> = route.accepts.iter().map(|o| o.requirements.network.clone()).filter(|n| n.starts_with("eip155:")).collect();
+    chains.dedup();
+    let nonce = hex_lower(&p.random32().ok()?[..16]);
+    Some(json!({ SIGN_IN_WITH_X: siwx::declare(public, &format!("{public}{canonical}"), &chains, &nonce, p.now()) }))
+}
+
+/// Verifies a `SIGN-IN-WITH-X` proof and looks for a live pass of the signer's that admits
+/// this request: signature and fields ([`siwx::verify`]), the nonce's single use and the
+/// payer's passes (its ledger shard), then each pass as [`check_pass`] does.
+async fn sign_in<P: Platform>(config: &Config, p: &P, route: &Route, canonical: &str, public: &str, header: &str) -> SignIn {
+    let refused = |r: siwx::Refusal| SignIn::Refused(format!("{}: {}", r.reason, r.message));
+    let proof = match siwx::decode(header) {
+        Ok(proof) => proof,
+        Err(r) => return refused(r),
+    };
+    let now = p.now();
+    let address = match siwx::verify(&proof, public, now) {
+        Ok(a) => a,
+        Err(r) => return refused(r),
+    };
+    let op = Op::SignIn { nonce: proof.nonce.clone(), expires_at: now + siwx::MAX_AGE_SECONDS };
+    let passes = match p.ledger(&shard_name(&address), &op).await {
+        Ok(Reply::Passes { passes }) => passes,
+        Ok(Reply::NonceUsed) => return SignIn::Refused("invalid_siwx_nonce: this sign-in was already used; sign a new challenge".into()),
+        Ok(other) => return SignIn::Unavailable(format!("the ledger answered {other:?} to a sign-in")),
+        Err(e) => return SignIn::Unavailable(e),
+    };
+    for id in &passes {
+        match check_pass(config, p, route, canonical, id).await {
+            PassCheck::Admitted(record) => {
+                p.log(&format!("x402: {} signed in with pass {id}", address.to_checksum()));
+                return SignIn::Admitted(record);
+            }
+            PassCheck::Unavailable(e) => return SignIn::Unavailable(e),
+            PassCheck::Refused(_) => {}
+        }
+    }
+    SignIn::Refused(format!("siwx_no_pass: {} holds no live pass for this route", address.to_checksum()))
 }
 
 /// Sells the route's pass with a paid response: caches the minted pass's record in this isolate

@@ -183,6 +183,10 @@ pub enum Op {
     PayerPasses,
     /// In a payer shard: denies every later payment of the payer; lists its live passes.
     PayerDeny,
+    /// In a payer shard: a verified wallet sign-in (`sign-in-with-x`) with `nonce`, valid until
+    /// `expires_at`: records the nonce (single use) and lists the payer's live passes.
+    #[serde(rename_all = "camelCase")]
+    SignIn { nonce: String, expires_at: u64 },
 }
 
 /// The ledger's answer.
@@ -214,8 +218,10 @@ pub enum Reply {
     PassAdmitted { remaining: Option<u32> },
     /// `PassUse`: refused; `reason` is `pass_used_up`, `pass_revoked` or `pass_expired`.
     PassRefused { reason: String },
-    /// `PayerPasses` / `PayerDeny`: the payer's live pass ids.
+    /// `PayerPasses` / `PayerDeny` / `SignIn`: the payer's live pass ids.
     Passes { passes: Vec<String> },
+    /// `SignIn`: this nonce was already used by this payer (a replay).
+    NonceUsed,
 }
 
 /// Storage of one payer's shard. The Durable Object implements it over SQLite; tests over maps.
@@ -236,6 +242,9 @@ pub trait Store {
     /// The passes sold to a payer shard's payer: (pass id, expires_at).
     fn payer_passes(&self) -> Result<Vec<(String, u64)>, String>;
     fn add_payer_pass(&mut self, pass: &str, expires_at: u64) -> Result<(), String>;
+    /// Whether a payer shard has seen this sign-in nonce.
+    fn nonce_used(&self, nonce: &str) -> Result<bool, String>;
+    fn add_nonce(&mut self, nonce: &str, expires_at: u64) -> Result<(), String>;
 }
 
 /// Applies `op` at Unix time `now` (the ledger's own clock). Atomic as long as the store's calls
@@ -360,6 +369,13 @@ pub fn apply(store: &mut impl Store, op: Op, now: u64) -> Result<Reply, String> 
             Ok(Reply::Done)
         }
         Op::PayerPasses => Ok(Reply::Passes { passes: live_passes(store, now)? }),
+        Op::SignIn { nonce, expires_at } => {
+            if store.nonce_used(&nonce)? {
+                return Ok(Reply::NonceUsed);
+            }
+            store.add_nonce(&nonce, expires_at)?;
+            Ok(Reply::Passes { passes: live_passes(store, now)? })
+        }
         Op::PayerDeny => {
             let mut standing = store.standing()?;
             standing.denied = true;
@@ -392,6 +408,7 @@ pub struct MemoryStore {
     pub standing: Standing,
     pub pass_usage: Option<PassUsage>,
     pub payer_passes: Vec<(String, u64)>,
+    pub nonces: std::collections::HashMap<String, u64>,
     /// Lower-case transaction hash → record key, for settled records.
     by_transaction: std::collections::HashMap<String, String>,
 }
@@ -448,6 +465,13 @@ impl Store for MemoryStore {
     fn add_payer_pass(&mut self, pass: &str, expires_at: u64) -> Result<(), String> {
         self.payer_passes.retain(|(p, _)| p != pass);
         self.payer_passes.push((pass.to_string(), expires_at));
+        Ok(())
+    }
+    fn nonce_used(&self, nonce: &str) -> Result<bool, String> {
+        Ok(self.nonces.contains_key(nonce))
+    }
+    fn add_nonce(&mut self, nonce: &str, expires_at: u64) -> Result<(), String> {
+        self.nonces.insert(nonce.to_string(), expires_at);
         Ok(())
     }
 }
@@ -591,6 +615,14 @@ mod tests {
         }
         assert_eq!(apply(&mut s, Op::PayerDeny, T).unwrap(), Reply::Passes { passes: vec!["p1".into()] }, "live passes only");
         assert_eq!(reserve(&mut s, "a", T), Reply::Denied);
+    }
+
+    #[test]
+    fn a_sign_in_nonce_is_single_use() {
+        let mut s = MemoryStore::default();
+        let op = || Op::SignIn { nonce: "n0nce123".into(), expires_at: T + 300 };
+        assert_eq!(apply(&mut s, op(), T).unwrap(), Reply::Passes { passes: vec![] });
+        assert_eq!(apply(&mut s, op(), T + 1).unwrap(), Reply::NonceUsed);
     }
 
     #[test]

@@ -12,6 +12,7 @@
 //! | [`exact`] | local verification of an `exact` EVM payment |
 //! | [`facilitator`] | `/verify` and `/settle` bodies and reply classification |
 //! | [`pass`] | pass tokens, records, carriers (header, cookie), the isolate cache |
+//! | [`siwx`] | x402 `sign-in-with-x` for EVM wallets: the declared challenge, EIP-4361 message, EIP-191 recovery |
 //! | [`ledger`] | the state machine of each authorization (reserved → settling → settled / unknown), hosted by a Durable Object |
 //! | [`gateway`] | the request pipeline over a [`gateway::Platform`] |
 
@@ -24,6 +25,7 @@ pub mod ledger;
 pub mod money;
 pub mod pass;
 pub mod route;
+pub mod siwx;
 pub mod x402;
 
 #[cfg(all(target_arch = "wasm32", feature = "edge"))]

@@ -83,6 +83,9 @@ pub struct PaymentRequired {
     pub error: String,
     pub resource: ResourceInfo,
     pub accepts: Vec<PaymentRequirements>,
+    /// Extensions the server supports (v2 §5.1), keyed by extension id (`sign-in-with-x`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub extensions: Option<Value>,
 }
 
 /// One way to pay in v1 form (v1 §5.1): `maxAmountRequired` instead of `amount`, a v1 network

@@ -56,6 +56,10 @@ CREATE TABLE IF NOT EXISTS pass_usage (
 CREATE TABLE IF NOT EXISTS payer_passes (
     pass TEXT PRIMARY KEY,
     expires_at INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS signin_nonces (
+    nonce TEXT PRIMARY KEY,
+    expires_at INTEGER NOT NULL
 );";
 
 #[durable_object(alarm)]
@@ -112,6 +116,13 @@ impl Store for Cached<'_> {
     fn add_payer_pass(&mut self, pass: &str, expires_at: u64) -> std::result::Result<(), String> {
         self.sql.add_payer_pass(pass, expires_at)?;
         self.mem.add_payer_pass(pass, expires_at)
+    }
+    fn nonce_used(&self, nonce: &str) -> std::result::Result<bool, String> {
+        self.mem.nonce_used(nonce)
+    }
+    fn add_nonce(&mut self, nonce: &str, expires_at: u64) -> std::result::Result<(), String> {
+        self.sql.add_nonce(nonce, expires_at)?;
+        self.mem.add_nonce(nonce, expires_at)
     }
 }
 
@@ -222,6 +233,14 @@ impl Store for SqlStore {
         Ok(rows.iter().filter_map(|r| Some((text(r.first())?, number(r.get(1))))).collect())
     }
 
+    fn nonce_used(&self, nonce: &str) -> std::result::Result<bool, String> {
+        Ok(!self.rows("SELECT 1 FROM signin_nonces WHERE nonce = ?", vec![nonce.into()])?.is_empty())
+    }
+
+    fn add_nonce(&mut self, nonce: &str, expires_at: u64) -> std::result::Result<(), String> {
+        self.run("INSERT OR IGNORE INTO signin_nonces (nonce, expires_at) VALUES (?, ?)", vec![nonce.into(), int(expires_at)])
+    }
+
     fn add_payer_pass(&mut self, pass: &str, expires_at: u64) -> std::result::Result<(), String> {
         self.run(
             "INSERT INTO payer_passes (pass, expires_at) VALUES (?, ?) ON CONFLICT(pass) DO UPDATE SET expires_at = excluded.expires_at",
@@ -246,6 +265,11 @@ impl PaymentLedger {
         mem.standing = sql.standing()?;
         mem.pass_usage = sql.pass_usage()?;
         mem.payer_passes = sql.payer_passes()?;
+        for row in sql.rows("SELECT nonce, expires_at FROM signin_nonces", vec![])? {
+            if let Some(n) = text(row.first()) {
+                mem.nonces.insert(n, number(row.get(1)));
+            }
+        }
         Ok(mem)
     }
 
@@ -322,10 +346,11 @@ impl DurableObject for PaymentLedger {
             .map_err(worker::Error::RustError)?;
         store.run("DELETE FROM pass_usage WHERE expires_at + ? < ?", vec![int(PRUNE_AFTER_SECONDS), int(now)]).map_err(worker::Error::RustError)?;
         store.run("DELETE FROM payer_passes WHERE expires_at < ?", vec![int(now)]).map_err(worker::Error::RustError)?;
+        store.run("DELETE FROM signin_nonces WHERE expires_at < ?", vec![int(now)]).map_err(worker::Error::RustError)?;
         // Reloaded on next use, without the pruned records.
         *self.cache.borrow_mut() = None;
         let left = store
-            .rows("SELECT (SELECT COUNT(*) FROM authorizations) + (SELECT COUNT(*) FROM pass_usage) + (SELECT COUNT(*) FROM payer_passes)", vec![])
+            .rows("SELECT (SELECT COUNT(*) FROM authorizations) + (SELECT COUNT(*) FROM pass_usage) + (SELECT COUNT(*) FROM payer_passes) + (SELECT COUNT(*) FROM signin_nonces)", vec![])
             .map_err(worker::Error::RustError)?;
         if left.first().is_some_and(|r| number(r.first()) > 0) {
             self.state.storage().set_alarm(worker::Date::now().as_millis() as i64 + PRUNE_INTERVAL_MS).await?;

@@ -38,7 +38,7 @@ pub const ORIGIN_SERVICE_BINDING: &str = "ORIGIN_SERVICE";
 const LEDGER_TIMEOUT_SECONDS: u64 = 10;
 
 /// The variables read from `env` (see [`crate::config`]).
-const VARS: [&str; 16] = [
+const VARS: [&str; 17] = [
     "ORIGIN_URL",
     "FACILITATOR_URL",
     "FACILITATOR_AUTH",
@@ -55,6 +55,7 @@ const VARS: [&str; 16] = [
     "DENYLIST",
     "ADMIN_PATH",
     "ADMIN_TOKEN",
+    "PUBLIC_URL",
 ];
 
 /// A body on the edge: a JS stream passed through untouched, or bytes we produced.

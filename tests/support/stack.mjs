@@ -299,7 +299,7 @@ export const ROUTES = [
  * of a JS Worker): the origin is that Worker behind the `ORIGIN_SERVICE` service binding instead
  * of `originUrl`.
  */
-export async function startWorker({ originUrl, facilitatorUrl, payTo, routes = ROUTES, extraBindings = {}, originWorker }) {
+export async function startWorker({ originUrl, facilitatorUrl, payTo, routes = ROUTES, extraBindings = {}, originWorker, publicUrl = false }) {
   const { Miniflare } = await import('miniflare');
   const port = await freePort();
   const paywall = {
@@ -321,6 +321,7 @@ export async function startWorker({ originUrl, facilitatorUrl, payTo, routes = R
       PAY_TO: payTo,
       NETWORK,
       ROUTES: routes,
+      ...(publicUrl ? { PUBLIC_URL: `http://127.0.0.1:${port}` } : {}),
       ...extraBindings,
     },
     ...(originWorker ? { serviceBindings: { ORIGIN_SERVICE: 'origin' } } : {}),
