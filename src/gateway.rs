@@ -321,14 +321,7 @@ async fn priced<P: Platform>(config: &Rc<Config>, p: &Rc<P>, route: &Route, req:
         };
         match checked {
             PassCheck::Admitted(record) => {
-                return match forward(config, &**p, req, canonical).await {
-                    Ok(mut res) => {
-                        set_header(res.headers_mut(), PASS_EXPIRES_HEADER, &record.expires_at.to_string());
-                        res.headers_mut().insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
-                        res
-                    }
-                    Err(e) => origin_failure::<P>(&**p, &e, None),
-                };
+                return serve_on_pass(config, &**p, req, canonical, &record).await;
             }
             PassCheck::Refused(code) => pass_refusal = Some(format!("{code}: {}", pass_refusal_text(code))),
             PassCheck::Unavailable(e) if !has_payment => return ledger_unavailable::<P>(&**p, &e),
@@ -339,14 +332,7 @@ async fn priced<P: Platform>(config: &Rc<Config>, p: &Rc<P>, route: &Route, req:
     if let (Some(public), Some(proof)) = (config.public_url.as_deref().filter(|_| route.pass.is_some()), header_str(req.headers(), SIGN_IN_WITH_X)) {
         match sign_in(config, &**p, route, canonical, public, proof).await {
             SignIn::Admitted(record) => {
-                return match forward(config, &**p, req, canonical).await {
-                    Ok(mut res) => {
-                        set_header(res.headers_mut(), PASS_EXPIRES_HEADER, &record.expires_at.to_string());
-                        res.headers_mut().insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
-                        res
-                    }
-                    Err(e) => origin_failure::<P>(&**p, &e, None),
-                };
+                return serve_on_pass(config, &**p, req, canonical, &record).await;
             }
             SignIn::Refused(reason) => pass_refusal = Some(reason),
             SignIn::Unavailable(e) if !has_payment => return ledger_unavailable::<P>(&**p, &e),
@@ -1091,6 +1077,18 @@ async fn check_pass<P: Platform>(config: &Config, p: &P, route: &Route, canonica
         }
     }
     PassCheck::Admitted(record)
+}
+
+/// Forwards a request a pass admitted, with the pass's expiry and `Cache-Control: no-store`.
+async fn serve_on_pass<P: Platform>(config: &Config, p: &P, req: Request<P::Body>, canonical: &str, record: &PassRecord) -> Response<P::Body> {
+    match forward(config, p, req, canonical).await {
+        Ok(mut res) => {
+            set_header(res.headers_mut(), PASS_EXPIRES_HEADER, &record.expires_at.to_string());
+            res.headers_mut().insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+            res
+        }
+        Err(e) => origin_failure::<P>(p, &e, None),
+    }
 }
 
 /// How a wallet sign-in ended.

@@ -122,8 +122,8 @@ mod unpaid {
         fn client_gone(&self) -> bool {
             false
         }
-        fn run_to_completion<T: 'static>(&self, fut: impl Future<Output = T> + 'static) -> impl Future<Output = Option<T>> {
-            async move { Some(fut.await) }
+        async fn run_to_completion<T: 'static>(&self, fut: impl Future<Output = T> + 'static) -> Option<T> {
+            Some(fut.await)
         }
         fn now(&self) -> u64 {
             1_800_000_000

@@ -160,8 +160,8 @@ impl Platform for Fake {
     fn client_gone(&self) -> bool {
         self.gone.get()
     }
-    fn run_to_completion<T: 'static>(&self, fut: impl Future<Output = T> + 'static) -> impl Future<Output = Option<T>> {
-        async move { Some(fut.await) }
+    async fn run_to_completion<T: 'static>(&self, fut: impl Future<Output = T> + 'static) -> Option<T> {
+        Some(fut.await)
     }
     fn defer(&self, fut: impl Future<Output = ()> + 'static) {
         self.deferred.borrow_mut().push(Box::pin(fut));
