@@ -99,16 +99,24 @@ describe('fail closed on priced paths', () => {
 });
 
 describe('exactly once', () => {
-  test('50 concurrent copies of one signature: the origin runs once, one settlement, 49 × 409', async () => {
+  test('50 concurrent copies of one signature: the origin runs once, one settlement, the rest 409 (in flight) or 402 (spent)', async () => {
     const r = await requirement('/weather');
     const h = await paymentHeader(KEYS.payer, r);
     const before = counts();
     const payerBefore = await balance();
     const answers = await Promise.all(Array.from({ length: 50 }, () => fetch(`${ctx.worker.url}/weather`, { headers: { 'payment-signature': h } })
       .then(async (res) => ({ status: res.status, body: await res.text() }))));
-    const statuses = answers.map((a) => a.status).sort();
-    assert.deepEqual([statuses.filter((s) => s === 200).length, statuses.filter((s) => s === 409).length], [1, 49], statuses.join(','));
-    assert.equal(JSON.parse(answers.find((a) => a.status === 409).body).error, 'payment_in_flight');
+    // One copy is served; the others arrive while it is in flight (409) or, if the first has
+    // already finished, find the authorization spent (402). Never a second origin run.
+    const served = answers.filter((a) => a.status === 200);
+    const others = answers.filter((a) => a.status !== 200);
+    assert.equal(served.length, 1, answers.map((a) => a.status).join(','));
+    for (const a of others) {
+      assert.ok(a.status === 409 || a.status === 402, `${a.status}`);
+      if (a.status === 409) assert.equal(JSON.parse(a.body).error, 'payment_in_flight');
+      else assert.doesNotMatch(a.body, /Lisbon/);
+    }
+    assert.ok(others.some((a) => a.status === 409), 'at least one copy met the reservation in flight');
     assert.equal(counts().origin, before.origin + 1, 'origin ran once');
     assert.equal(counts().settle, before.settle + 1, 'one settlement');
     assert.equal(await balance(), payerBefore - 10000n, 'charged once');
