@@ -1177,6 +1177,11 @@ fn sell_pass<P: Platform>(p: &Rc<P>, route: &Route, minted: &MintedPass, canonic
     let id = minted.id.clone();
     let background = Rc::clone(p);
     p.defer(async move {
+        // Revoked in this isolate before this write ran: write the revocation, not the pass.
+        let value = match background.passes().get(&id, background.now()) {
+            Some(r) if r.revoked => serde_json::to_string(&r).unwrap_or(value),
+            _ => value,
+        };
         if let Err(e) = background.kv_put(&pass::kv_key(&id), value, kv_ttl).await {
             background.log(&format!("x402: pass {id} not written to KV ({e}); it works in this isolate only"));
         }
@@ -1196,12 +1201,17 @@ async fn revoke_pass<P: Platform>(p: &P, id: &str) -> Result<(), String> {
         Reply::Done => {}
         other => return Err(format!("the pass ledger answered {other:?}")),
     }
-    if let Some(mut r) = record {
-        r.revoked = true;
-        let ttl = r.expires_at.saturating_sub(now).max(60);
-        p.kv_put(&pass::kv_key(id), serde_json::to_string(&r).map_err(|e| e.to_string())?, ttl).await?;
+    match record {
+        Some(mut r) => {
+            r.revoked = true;
+            // A tombstone: this isolate keeps refusing the pass, and a record write still
+            // pending from its sale writes the revocation instead.
+            p.passes().insert(id.to_string(), r.clone(), now);
+            let ttl = r.expires_at.saturating_sub(now).max(60);
+            p.kv_put(&pass::kv_key(id), serde_json::to_string(&r).map_err(|e| e.to_string())?, ttl).await?;
+        }
+        None => p.passes().remove(id),
     }
-    p.passes().remove(id);
     Ok(())
 }
 

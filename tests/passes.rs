@@ -212,6 +212,25 @@ fn revoking_one_pass_and_every_pass_of_a_payer() {
 }
 
 #[test]
+fn a_revocation_right_after_the_sale_is_not_undone_by_the_sale_s_late_record_write() {
+    let cfg = admin_cfg(json!({ "ttl": "1h" }), "");
+    let p = Rc::new(fake());
+    // The sale's KV write is still pending (deferred) when the operator revokes the pass.
+    let res = pollster::block_on(handle(&cfg, &p, request("/paid", &[("payment-signature", &payment(&cfg, 0, 102))])));
+    let t = token(&res);
+    assert_eq!(p.deferred.borrow().len(), 1);
+    let auth = format!("Bearer {ADMIN}");
+    let revoke = pollster::block_on(handle(&cfg, &p, request_with("POST", &format!("/.well-known/x402/admin/revoke?pass={t}"), &[("authorization", &auth)])));
+    assert_eq!(revoke.status(), 200);
+    drain(&p); // the late write of the sale lands after the revocation
+    assert!(p.kv.borrow().values().all(|v| v.contains("\"revoked\":true")), "KV holds the revocation");
+    assert!(error_of(&run(&cfg, &p, request("/paid", &[("x402-pass", &t)]))).starts_with("pass_revoked"));
+    // Another isolate reads KV: revoked there too.
+    let other = Rc::new(Fake { kv: std::cell::RefCell::new(p.kv.borrow().clone()), ..fake() });
+    assert!(error_of(&run(&cfg, &other, request("/paid", &[("x402-pass", &t)]))).starts_with("pass_revoked"));
+}
+
+#[test]
 fn denied_payers_are_refused_before_the_origin_and_the_facilitator() {
     let denied = payer(99).to_checksum();
     let cfg = admin_cfg(json!({ "ttl": "1h" }), &denied);
