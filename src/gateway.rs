@@ -34,7 +34,7 @@ use serde_json::{json, Value};
 
 use crate::config::{AdminEndpoint, Config, CorsPolicy, OriginTarget, PassScope, Route, SettleOrder, VerifyPolicy};
 use crate::evm::{hex_0x, hex_lower, Address};
-use crate::exact::{verify_exact, Verified};
+use crate::exact::verify_exact;
 use crate::facilitator::{check_settled, classify_settle, classify_verify, is_nonce_used, request_body, HttpReply, SettleOutcome, UpstreamError, VerifyOutcome};
 use crate::ledger::{shard_name, AuthorizationKey, Op, Outcome, Reply, LEASE_MARGIN_SECONDS};
 use crate::route::{canonicalize, match_segments};
@@ -474,7 +474,7 @@ async fn priced<P: Platform>(config: &Rc<Config>, p: &Rc<P>, route: &Route, req:
         route_key: route.key.clone(),
     };
     match route.settle {
-        SettleOrder::After => settle_after(config, p, route, req, canonical, pending, &verified).await,
+        SettleOrder::After => settle_after(config, p, route, req, canonical, pending).await,
         SettleOrder::Before => settle_before(config, p, req, canonical, pending, sells.zip(pass)).await,
     }
 }
@@ -487,7 +487,6 @@ async fn settle_after<P: Platform>(
     req: Request<P::Body>,
     canonical: &str,
     pending: Pending,
-    verified: &Verified<'_>,
 ) -> Response<P::Body> {
     let origin_res = match forward(config, &**p, req, canonical).await {
         Ok(r) => r,
@@ -508,7 +507,6 @@ async fn settle_after<P: Platform>(
     let version = pending.payment.version;
     let identity = pending.identity.clone();
     let pass = pending.pass.clone();
-    let _ = verified;
     let decided = p.run_to_completion(settle(Rc::clone(p), pending, SettleMode::DeliverNow)).await;
     match decided {
         Some(Settled::Paid(settled)) => {
