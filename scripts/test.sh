@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # One command: install what is needed, then run every test: host unit tests, the built wasm under
-# Miniflare against the local stack, and the end-to-end run with the official client.
+# Miniflare against the local stack, the end-to-end run with the official client, and a
+# `wrangler deploy --dry-run` of wrangler.toml.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 bash scripts/setup.sh
@@ -8,3 +9,6 @@ source scripts/env.sh
 cargo test --locked
 bash scripts/build.sh
 node --test --test-concurrency=1 tests/*.test.mjs
+# wrangler.toml stays deployable: every binding, the Durable Object migration, the flags.
+wrangler deploy --dry-run --outdir "$(mktemp -d)" > /dev/null
+echo "wrangler deploy --dry-run: ok"
