@@ -7,8 +7,8 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 bash scripts/setup.sh
 source scripts/env.sh
 cargo test --locked
-bash scripts/build.sh
-node --test --test-concurrency=1 tests/*.test.mjs
-# wrangler.toml stays deployable: every binding, the Durable Object migration, the flags.
+# wrangler.toml stays deployable: every binding, the Durable Object migration, the flags (its
+# build step is scripts/build.sh, so this also builds the Worker the tests below load).
 wrangler deploy --dry-run --outdir "$(mktemp -d)" > /dev/null
 echo "wrangler deploy --dry-run: ok"
+node --test --test-concurrency=1 tests/*.test.mjs
