@@ -182,7 +182,7 @@ pub async fn handle<P: Platform>(config: &Rc<Config>, p: &Rc<P>, req: Request<P:
     if let Some(admin) = &config.admin {
         let under = canonical.strip_prefix(admin.path.as_str()).is_some_and(|rest| rest.is_empty() || rest.starts_with('/'));
         if under {
-            return admin_endpoint(config, &**p, admin, req, &canonical).await;
+            return admin_endpoint(&**p, admin, req, &canonical).await;
         }
     }
     let segments = match_segments(&canonical);
@@ -313,9 +313,8 @@ async fn priced<P: Platform>(config: &Rc<Config>, p: &Rc<P>, route: &Route, req:
     let ext = sign_in_extension(config, &**p, route, canonical);
     // A live pass for this scope: no payment.
     let mut pass_refusal: Option<String> = None;
-    let pass_id = pass::token_from_request(req.headers()).map(|t| pass::pass_id(&t));
-    if let Some(id) = pass_id {
-        let checked = match id {
+    if let Some(presented) = pass::token_from_request(req.headers()).map(|t| pass::pass_id(&t)) {
+        let checked = match presented {
             Some(id) => check_pass(config, &**p, route, canonical, &id).await,
             None => PassCheck::Refused("pass_unknown"),
         };
@@ -1062,7 +1061,6 @@ async fn check_pass<P: Platform>(config: &Config, p: &P, route: &Route, canonica
         let op = Op::PassUse { max_requests: Some(max), expires_at: record.expires_at };
         match p.ledger(&pass::shard(&id), &op).await {
             Ok(Reply::PassAdmitted { .. }) => {}
-            Ok(Reply::PassRefused { reason }) if reason == "pass_used_up" => return PassCheck::Refused("pass_used_up"),
             Ok(Reply::PassRefused { reason }) => {
                 return PassCheck::Refused(match reason.as_str() {
                     "pass_used_up" => "pass_used_up",
@@ -1101,8 +1099,12 @@ enum SignIn {
 /// routes that sell a pass (signing in reuses a pass), for the route's EVM networks.
 fn sign_in_extension<P: Platform>(config: &Config, p: &P, route: &Route, canonical: &str) -> Option<Value> {
     let public = config.public_url.as_deref().filter(|_| route.pass.is_some())?;
-    let mut chains: Vec<String> = route.accepts.iter().map(|o| o.requirements.network.clone()).filter(|n| n.starts_with("eip155:")).collect();
-    chains.dedup();
+    let mut chains: Vec<String> = Vec::new();
+    for network in route.accepts.iter().map(|o| &o.requirements.network).filter(|n| n.starts_with("eip155:")) {
+        if !chains.contains(network) {
+            chains.push(network.clone());
+        }
+    }
     let nonce = hex_lower(&p.random32().ok()?[..16]);
     Some(json!({ SIGN_IN_WITH_X: siwx::declare(public, &format!("{public}{canonical}"), &chains, &nonce, p.now()) }))
 }
@@ -1218,8 +1220,7 @@ async fn revoke_pass<P: Platform>(p: &P, id: &str) -> Result<(), String> {
 /// later payments and revokes its passes), with `Authorization: Bearer <ADMIN_TOKEN>` compared in
 /// constant time. Answers JSON; 401 without the token, 405 for other methods, 400 for anything
 /// else.
-async fn admin_endpoint<P: Platform>(config: &Config, p: &P, admin: &AdminEndpoint, req: Request<P::Body>, canonical: &str) -> Response<P::Body> {
-    let _ = config;
+async fn admin_endpoint<P: Platform>(p: &P, admin: &AdminEndpoint, req: Request<P::Body>, canonical: &str) -> Response<P::Body> {
     let presented = header_str(req.headers(), "authorization").and_then(|v| v.strip_prefix("Bearer ")).unwrap_or("");
     let authorized: bool = subtle::ConstantTimeEq::ct_eq(presented.as_bytes(), admin.token.as_bytes()).into();
     if !authorized {

@@ -255,32 +255,34 @@ pub fn apply(store: &mut impl Store, op: Op, now: u64) -> Result<Reply, String> 
             if store.standing()?.denied {
                 return Ok(Reply::Denied);
             }
-            let mut record = match store.get(&key)? {
+            let (mut record, fresh) = match store.get(&key)? {
                 Some(r) if r.lease_until > now => return Ok(Reply::InFlight),
-                Some(r) => r,
-                None => Record { route, valid_before, settlement: Settlement::Pending, delivered: false, lease_until: 0, holder: String::new(), sent_before: false },
+                Some(r) => (r, false),
+                None => (Record { route, valid_before, settlement: Settlement::Pending, delivered: false, lease_until: 0, holder: String::new(), sent_before: false }, true),
             };
-            let fresh = record.lease_until == 0 && record.holder.is_empty();
             record.lease_until = now.saturating_add(lease_seconds);
             record.holder = holder;
-            let reply = match &record.settlement {
-                Settlement::Settled { transaction, .. } if record.delivered => return Ok(Reply::Spent { transaction: transaction.clone() }),
-                Settlement::Settled { transaction, network, .. } => Reply::Redeliver { transaction: transaction.clone(), network: network.clone() },
-                Settlement::Pending if fresh => Reply::Reserved { prior_sent: false, prior_transaction: None, standing: store.standing()?, others_in_flight: store.in_flight(now, &key)? },
-                // Sent before, outcome unknown; or a lapsed hold (its holder died, maybe after
-                // sending).
-                Settlement::Pending | Settlement::Unknown { .. } => {
-                    let prior_transaction = match &record.settlement {
-                        Settlement::Unknown { transaction } => transaction.clone(),
-                        Settlement::Pending | Settlement::Settled { .. } => None,
-                    };
-                    record.settlement = Settlement::Unknown { transaction: prior_transaction.clone() };
-                    record.sent_before = true;
-                    Reply::Reserved { prior_sent: true, prior_transaction, standing: store.standing()?, others_in_flight: store.in_flight(now, &key)? }
+            if let Settlement::Settled { transaction, network, .. } = &record.settlement {
+                if record.delivered {
+                    return Ok(Reply::Spent { transaction: transaction.clone() });
                 }
+                let reply = Reply::Redeliver { transaction: transaction.clone(), network: network.clone() };
+                store.put(&key, &record)?;
+                return Ok(reply);
+            }
+            // An existing, unsettled record was sent before (outcome unknown) or held by a
+            // request whose lease lapsed (it died, maybe after sending).
+            let prior_sent = !fresh;
+            let prior_transaction = match &record.settlement {
+                Settlement::Unknown { transaction } => transaction.clone(),
+                _ => None,
             };
+            if prior_sent {
+                record.settlement = Settlement::Unknown { transaction: prior_transaction.clone() };
+                record.sent_before = true;
+            }
             store.put(&key, &record)?;
-            Ok(reply)
+            Ok(Reply::Reserved { prior_sent, prior_transaction, standing: store.standing()?, others_in_flight: store.in_flight(now, &key)? })
         }
         Op::Finish { key, holder, outcome } => {
             let Some(mut record) = held(store, &key, &holder, now)? else { return Ok(Reply::LostLease) };
@@ -411,6 +413,9 @@ pub struct MemoryStore {
     pub nonces: std::collections::HashMap<String, u64>,
     /// Lower-case transaction hash → record key, for settled records.
     by_transaction: std::collections::HashMap<String, String>,
+    /// Record key → `lease_until`, for records holding a lease (in flight, or lapsed and not
+    /// yet finished), so counting what is in flight does not scan every record.
+    leased: std::collections::HashMap<String, u64>,
 }
 
 fn settled_transaction(r: &Record) -> Option<String> {
@@ -431,19 +436,25 @@ impl Store for MemoryStore {
         if let Some(tx) = settled_transaction(record) {
             self.by_transaction.insert(tx, key.to_string());
         }
+        if record.lease_until > 0 {
+            self.leased.insert(key.to_string(), record.lease_until);
+        } else {
+            self.leased.remove(key);
+        }
         Ok(())
     }
     fn delete(&mut self, key: &str) -> Result<(), String> {
         if let Some(tx) = self.records.remove(key).as_ref().and_then(settled_transaction) {
             self.by_transaction.remove(&tx);
         }
+        self.leased.remove(key);
         Ok(())
     }
     fn find_transaction(&self, transaction: &str, except: &str) -> Result<Option<String>, String> {
         Ok(self.by_transaction.get(&transaction.to_ascii_lowercase()).filter(|k| k.as_str() != except).cloned())
     }
     fn in_flight(&self, now: u64, except: &str) -> Result<u32, String> {
-        Ok(self.records.iter().filter(|(k, r)| k.as_str() != except && r.lease_until > now).count() as u32)
+        Ok(self.leased.iter().filter(|(k, until)| k.as_str() != except && **until > now).count() as u32)
     }
     fn standing(&self) -> Result<Standing, String> {
         Ok(self.standing)
