@@ -5,7 +5,7 @@
 //! | `ORIGIN_URL` | unless `ORIGIN_SERVICE` | absolute `http(s)` URL of the API being protected; a path prefix is kept |
 //! | `ORIGIN_SERVICE` | (binding) | a Workers service binding to the origin Worker; the glue sets this variable to `true` when the binding exists |
 //! | `ORIGIN_HEADERS` | no (secret) | JSON object of header name → value added to every forwarded request (client copies removed first) |
-//! | `FACILITATOR_URL` | yes | base URL of the x402 facilitator (`/verify`, `/settle` are appended) |
+//! | `FACILITATOR_URL` | yes | base URL of the x402 facilitator (`/verify`, `/settle` are appended), or an ordered list of them for failover (comma-separated, or a JSON array of URLs or `{"url", "auth"}`) |
 //! | `PAY_TO` | unless every offer sets `payTo` | default recipient address (`0x…`, 20 bytes) |
 //! | `NETWORK` | no (`eip155:84532`) | default network (CAIP-2, or a v1 name) |
 //! | `MAX_TIMEOUT_SECONDS` | no (`300`) | default `maxTimeoutSeconds` of each requirement |
@@ -17,7 +17,8 @@
 //! | `ORIGIN_TIMEOUT_SECONDS` | no (`30`) | time limit for the origin to start answering |
 //! | `FACILITATOR_TIMEOUT_SECONDS` | no (`30`) | time limit for a facilitator call (`/settle` waits for the receipt) |
 //! | `CORS_ALLOWED_ORIGINS` | no (`*`) | origins allowed to call priced routes from a browser: `*`, a comma-separated list, or `none` |
-//! | `FACILITATOR_AUTH` | no (secret) | sent as the `Authorization` header on facilitator calls |
+//! | `FACILITATOR_AUTH` | no (secret) | `cdp`: sign a CDP JWT per facilitator call with `CDP_API_KEY_ID` / `CDP_API_KEY_SECRET`; any other value is sent as the `Authorization` header |
+//! | `CDP_API_KEY_ID`, `CDP_API_KEY_SECRET` | with `cdp` (secrets) | a CDP API key: its id, and its private key (ECDSA P-256 PEM or Ed25519 base64) |
 //! | `ROUTES` | yes | JSON array of routes (a TOML array of tables in `wrangler.toml`, or a JSON string) |
 //! | `VERIFY_GOOD_STANDING_SECONDS` | no (`86400`) | how long a payer's last successful settlement lets the `auto` verify policy skip `/verify` |
 //!
@@ -36,6 +37,7 @@ use ruint::aliases::U256;
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
+use crate::cdp::CdpKey;
 use crate::evm::{caip2_chain_id, network_by_id, Address, Eip712Domain};
 use crate::exact::VALID_BEFORE_SLACK_SECONDS;
 use crate::money::price_to_atomic;
@@ -329,9 +331,8 @@ pub struct Config {
     /// `ORIGIN_HEADERS`: added to every forwarded request, replacing client copies. Values are
     /// marked sensitive and never appear in errors or logs.
     pub origin_headers: Vec<(http::HeaderName, http::HeaderValue)>,
-    /// Facilitator base URL without trailing `/`.
-    pub facilitator_url: String,
-    pub facilitator_auth: Option<String>,
+    /// The facilitators, in the order they are tried (`FACILITATOR_URL`); at least one.
+    pub facilitators: Vec<Facilitator>,
     /// Time limit for the origin to start answering, seconds.
     pub origin_timeout_seconds: u64,
     /// Time limit for one facilitator call, seconds.
@@ -403,6 +404,104 @@ struct RawRoute {
 }
 
 /// Reads a variable as a string (vars are strings; TOML numbers arrive as JSON numbers).
+/// How the paywall authenticates its calls to one facilitator.
+#[derive(Clone, PartialEq, Eq)]
+pub enum FacilitatorAuth {
+    /// No `Authorization` header.
+    None,
+    /// `FACILITATOR_AUTH` sent verbatim as the `Authorization` header.
+    Header(String),
+    /// A fresh CDP JWT per call (`Authorization: Bearer <jwt>`), signed with the CDP API key
+    /// (`CDP_API_KEY_ID`, `CDP_API_KEY_SECRET`); see [`crate::cdp`].
+    Cdp(std::rc::Rc<CdpKey>),
+}
+
+impl std::fmt::Debug for FacilitatorAuth {
+    /// Names the mode, never the secret.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            FacilitatorAuth::None => f.write_str("none"),
+            FacilitatorAuth::Header(_) => f.write_str("header"),
+            FacilitatorAuth::Cdp(k) => write!(f, "cdp({})", k.id),
+        }
+    }
+}
+
+/// One facilitator: its base URL (no trailing `/`; `/verify` and `/settle` are appended) and how
+/// calls to it are authenticated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Facilitator {
+    pub url: String,
+    pub auth: FacilitatorAuth,
+}
+
+/// Most facilitators `FACILITATOR_URL` may list.
+pub const MAX_FACILITATORS: usize = 4;
+
+/// `FACILITATOR_URL`: one URL, a comma-separated list, or a JSON array whose entries are URLs or
+/// `{"url": …, "auth": "cdp" | "header" | "none"}`. An entry without `auth` takes the mode
+/// `FACILITATOR_AUTH` sets: `"cdp"` → CDP JWTs; any other value → that `Authorization` header;
+/// unset → none.
+fn facilitators(vars: &Map<String, Value>) -> Result<Vec<Facilitator>, ConfigError> {
+    let header = string_var(vars, "FACILITATOR_AUTH")?;
+    let cdp = || -> Result<FacilitatorAuth, ConfigError> {
+        let id = string_var(vars, "CDP_API_KEY_ID")?;
+        let secret = string_var(vars, "CDP_API_KEY_SECRET")?;
+        match (id, secret) {
+            (Some(id), Some(secret)) => Ok(FacilitatorAuth::Cdp(std::rc::Rc::new(CdpKey::parse(&id, &secret).map_err(ConfigError)?))),
+            _ => err("CDP facilitator authentication needs the secrets CDP_API_KEY_ID and CDP_API_KEY_SECRET"),
+        }
+    };
+    let default_auth = match header.as_deref() {
+        None => FacilitatorAuth::None,
+        Some(h) if h.eq_ignore_ascii_case("cdp") => cdp()?,
+        Some(h) => FacilitatorAuth::Header(h.to_string()),
+    };
+    let raw = match vars.get("FACILITATOR_URL") {
+        Some(Value::Array(a)) => Value::Array(a.clone()),
+        _ => match string_var(vars, "FACILITATOR_URL")? {
+            None => return err("FACILITATOR_URL is not set"),
+            Some(s) if s.starts_with('[') => serde_json::from_str(&s).or_else(|e| err(format!("FACILITATOR_URL is not a valid JSON array: {e}")))?,
+            Some(s) => Value::Array(s.split(',').map(|u| Value::String(u.trim().to_string())).collect()),
+        },
+    };
+    let Value::Array(entries) = raw else { return err("FACILITATOR_URL must be a URL or a list of them") };
+    if entries.is_empty() || entries.len() > MAX_FACILITATORS {
+        return err(format!("FACILITATOR_URL lists {} facilitators: use 1 to {MAX_FACILITATORS}", entries.len()));
+    }
+    let mut list: Vec<Facilitator> = Vec::with_capacity(entries.len());
+    for (i, entry) in entries.iter().enumerate() {
+        let at = format!("FACILITATOR_URL[{i}]");
+        let (url, auth) = match entry {
+            Value::String(u) => (u.as_str(), None),
+            Value::Object(o) => {
+                if let Some(k) = o.keys().find(|k| !matches!(k.as_str(), "url" | "auth")) {
+                    return err(format!("{at}: unknown key {}", shown(k)));
+                }
+                let Some(Value::String(u)) = o.get("url") else { return err(format!("{at}: `url` must be a string")) };
+                (u.as_str(), o.get("auth"))
+            }
+            _ => return err(format!("{at}: must be a URL or {{\"url\", \"auth\"}}")),
+        };
+        let auth = match auth {
+            None => default_auth.clone(),
+            Some(Value::String(a)) if a == "none" => FacilitatorAuth::None,
+            Some(Value::String(a)) if a == "cdp" => cdp()?,
+            Some(Value::String(a)) if a == "header" => match &header {
+                Some(h) if !h.eq_ignore_ascii_case("cdp") => FacilitatorAuth::Header(h.clone()),
+                _ => return err(format!("{at}: auth \"header\" sends FACILITATOR_AUTH, which is not set to a header value")),
+            },
+            Some(_) => return err(format!("{at}: auth must be \"cdp\", \"header\" or \"none\"")),
+        };
+        let url = http_url(&at, url)?;
+        if list.iter().any(|f| f.url == url) {
+            return err(format!("{at}: {} is listed twice", shown(&url)));
+        }
+        list.push(Facilitator { url, auth });
+    }
+    Ok(list)
+}
+
 fn string_var(vars: &Map<String, Value>, name: &str) -> Result<Option<String>, ConfigError> {
     match vars.get(name) {
         None | Some(Value::Null) => Ok(None),
@@ -609,9 +708,7 @@ impl Config {
             (None, None) => return err("ORIGIN_URL is not set (or bind the origin Worker as ORIGIN_SERVICE)"),
         };
         let origin_headers = origin_headers(string_var(vars, "ORIGIN_HEADERS")?)?;
-        let fac = string_var(vars, "FACILITATOR_URL")?.ok_or_else(|| ConfigError("FACILITATOR_URL is not set".into()))?;
-        let facilitator_url = http_url("FACILITATOR_URL", &fac)?;
-        let facilitator_auth = string_var(vars, "FACILITATOR_AUTH")?;
+        let facilitators = facilitators(vars)?;
         let defaults = Defaults {
             pay_to: string_var(vars, "PAY_TO")?,
             network: string_var(vars, "NETWORK")?.unwrap_or_else(|| "eip155:84532".into()),
@@ -745,8 +842,7 @@ impl Config {
         Ok(Config {
             origin,
             origin_headers,
-            facilitator_url,
-            facilitator_auth,
+            facilitators,
             origin_timeout_seconds,
             facilitator_timeout_seconds,
             cors,
@@ -823,7 +919,7 @@ mod tests {
     #[test]
     fn dollar_price_on_default_network_uses_its_usdc() {
         let c = Config::from_vars(&vars(json!([{ "route": "GET /weather", "price": "$0.01", "description": "w" }]))).unwrap();
-        assert_eq!(c.facilitator_url, "http://127.0.0.1:9001");
+        assert_eq!(c.facilitators, vec![Facilitator { url: "http://127.0.0.1:9001".into(), auth: FacilitatorAuth::None }]);
         let o = &c.routes[0].accepts[0];
         assert_eq!(o.requirements.amount, "10000");
         assert_eq!(o.requirements.network, "eip155:84532");

@@ -26,8 +26,10 @@ pub struct HttpReply {
 pub enum UpstreamError {
     /// No answer within the time limit.
     Timeout { seconds: u64 },
-    /// Connection or protocol failure.
+    /// Connection or protocol failure. The request may have reached the upstream.
     Network(String),
+    /// The request was provably never sent (it could not be built or authenticated).
+    NotSent(String),
 }
 
 impl UpstreamError {
@@ -36,6 +38,7 @@ impl UpstreamError {
         match self {
             UpstreamError::Timeout { seconds } => format!("no answer within {seconds} s"),
             UpstreamError::Network(_) => "unreachable".into(),
+            UpstreamError::NotSent(_) => "not called".into(),
         }
     }
 }
@@ -45,7 +48,63 @@ impl std::fmt::Display for UpstreamError {
         match self {
             UpstreamError::Timeout { seconds } => write!(f, "no answer within {seconds} s"),
             UpstreamError::Network(e) => write!(f, "unreachable: {e}"),
+            UpstreamError::NotSent(e) => write!(f, "not called: {e}"),
         }
+    }
+}
+
+/// Per-isolate health of the configured facilitators, for failover: a facilitator whose call
+/// failed (unreachable, timed out, no usable answer) is skipped for a while, doubling with each
+/// consecutive failure from [`COOLDOWN_SECONDS`] up to [`MAX_COOLDOWN_SECONDS`]; one usable answer
+/// clears it. Keyed by base URL.
+#[derive(Debug, Default)]
+pub struct FacilitatorHealth {
+    state: std::cell::RefCell<std::collections::HashMap<String, Health>>,
+}
+
+/// Seconds a facilitator is skipped after its first consecutive failure.
+pub const COOLDOWN_SECONDS: u64 = 5;
+/// Longest skip, seconds.
+pub const MAX_COOLDOWN_SECONDS: u64 = 60;
+
+#[derive(Debug, Clone, Copy, Default)]
+struct Health {
+    consecutive_failures: u32,
+    skip_until: u64,
+}
+
+impl FacilitatorHealth {
+    /// The order in which to try `urls` at `now` (Unix seconds): those not being skipped, in
+    /// configured order, then the skipped ones, soonest back first (a last resort beats no try).
+    pub fn order(&self, urls: &[&str], now: u64) -> Vec<usize> {
+        let state = self.state.borrow();
+        let skip = |i: usize| state.get(urls[i]).map(|h| h.skip_until).filter(|&t| t > now);
+        let mut ready: Vec<usize> = (0..urls.len()).filter(|&i| skip(i).is_none()).collect();
+        let mut skipped: Vec<(u64, usize)> = (0..urls.len()).filter_map(|i| skip(i).map(|t| (t, i))).collect();
+        skipped.sort();
+        ready.extend(skipped.into_iter().map(|(_, i)| i));
+        ready
+    }
+
+    /// Whether `url` is being skipped at `now`.
+    pub fn is_skipped(&self, url: &str, now: u64) -> bool {
+        self.state.borrow().get(url).is_some_and(|h| h.skip_until > now)
+    }
+
+    /// Records a usable answer from `url`.
+    pub fn succeeded(&self, url: &str) {
+        self.state.borrow_mut().remove(url);
+    }
+
+    /// Records a failure of `url` at `now`; returns (consecutive failures, seconds it is now
+    /// skipped for).
+    pub fn failed(&self, url: &str, now: u64) -> (u32, u64) {
+        let mut state = self.state.borrow_mut();
+        let h = state.entry(url.to_string()).or_default();
+        h.consecutive_failures = h.consecutive_failures.saturating_add(1);
+        let seconds = COOLDOWN_SECONDS.saturating_mul(1u64 << h.consecutive_failures.saturating_sub(1).min(16)).min(MAX_COOLDOWN_SECONDS);
+        h.skip_until = now + seconds;
+        (h.consecutive_failures, seconds)
     }
 }
 
@@ -191,6 +250,25 @@ mod tests {
         assert!(check_settled(&ok(&tx, "eip155:8453", None), &nets, "0xabc").unwrap_err().contains("network"));
         assert!(check_settled(&ok(&tx, "eip155:84532", Some("0xdef")), &nets, "0xabc").unwrap_err().contains("payer"));
         assert!(is_nonce_used(Some("invalid_exact_evm_nonce_already_used")) && !is_nonce_used(Some("insufficient_funds")) && !is_nonce_used(None));
+    }
+
+    #[test]
+    fn failing_facilitators_are_skipped_for_a_while_and_tried_last() {
+        let h = FacilitatorHealth::default();
+        let urls = ["a", "b", "c"];
+        assert_eq!(h.order(&urls, 100), vec![0, 1, 2]);
+        assert_eq!(h.failed("a", 100), (1, COOLDOWN_SECONDS));
+        assert_eq!(h.order(&urls, 100), vec![1, 2, 0]);
+        assert_eq!(h.failed("b", 101), (1, COOLDOWN_SECONDS));
+        assert_eq!(h.order(&urls, 102), vec![2, 0, 1], "skipped ones last, soonest back first");
+        assert_eq!(h.order(&urls, 100 + COOLDOWN_SECONDS), vec![0, 2, 1], "back after the cooldown");
+        assert_eq!(h.failed("a", 200), (2, 2 * COOLDOWN_SECONDS), "doubling");
+        for _ in 0..40 {
+            h.failed("a", 200);
+        }
+        assert_eq!(h.failed("a", 200).1, MAX_COOLDOWN_SECONDS);
+        h.succeeded("a");
+        assert!(!h.is_skipped("a", 200));
     }
 
     #[test]

@@ -32,10 +32,13 @@ use http::{HeaderMap, Method, Request, Response, StatusCode};
 use serde::Serialize;
 use serde_json::{json, Value};
 
-use crate::config::{AdminEndpoint, Config, CorsPolicy, OriginTarget, PassScope, Route, SettleOrder, VerifyPolicy};
+use crate::cdp::{self, CdpKey};
+use crate::config::{AdminEndpoint, Config, Facilitator, FacilitatorAuth, CorsPolicy, OriginTarget, PassScope, Route, SettleOrder, VerifyPolicy};
 use crate::evm::{hex_0x, hex_lower, Address};
 use crate::exact::verify_exact;
-use crate::facilitator::{check_settled, classify_settle, classify_verify, is_nonce_used, request_body, HttpReply, SettleOutcome, UpstreamError, VerifyOutcome};
+use crate::facilitator::{
+    check_settled, classify_settle, classify_verify, is_nonce_used, request_body, FacilitatorHealth, HttpReply, SettleOutcome, UpstreamError, VerifyOutcome,
+};
 use crate::ledger::{shard_name, AuthorizationKey, Op, Outcome, Reply, LEASE_MARGIN_SECONDS};
 use crate::route::{canonicalize, match_segments};
 use crate::pass::{self, PassCache, PassRecord, PASS_EXPIRES_HEADER, PASS_HEADER};
@@ -117,6 +120,15 @@ pub trait Platform: 'static {
     fn log(&self, line: &str);
     /// This isolate's cache of pass records.
     fn passes(&self) -> &PassCache;
+    /// This isolate's record of failing facilitators.
+    fn facilitator_health(&self) -> &FacilitatorHealth;
+    /// Signs `message` with a CDP API key (`crypto.subtle.sign` on the edge): the raw 64-byte
+    /// signature (ECDSA P-256 over SHA-256 as r‖s, or Ed25519). Err: the key could not be
+    /// imported or the signature failed.
+    async fn sign(&self, key: &CdpKey, message: &[u8]) -> Result<Vec<u8>, String>;
+    /// Milliseconds since the Unix epoch, for latencies (on the edge, `Date.now`, which only
+    /// advances across I/O).
+    fn millis(&self) -> u64;
 }
 
 /// Answers a configuration failure: 500 with the reason (the caller logs it once).
@@ -442,7 +454,7 @@ async fn priced<P: Platform>(config: &Rc<Config>, p: &Rc<P>, route: &Route, req:
                 VerifyPolicy::Auto => !good_standing,
             });
     if needs_verify {
-        match classify_verify(call_facilitator(config, &**p, "verify", &payment, &requirements).await) {
+        match classify_verify(call_facilitator(config, &**p, Endpoint::Verify, &payment, &requirements).await.reply) {
             VerifyOutcome::Valid => {}
             VerifyOutcome::Invalid { reason } => {
                 finish(&**p, &ticket, Outcome::Refused).await;
@@ -687,7 +699,7 @@ enum Settled {
 
 /// Sends `/settle`, decides what its answer means, and records that in the ledger.
 async fn settle<P: Platform>(p: Rc<P>, s: Pending, mode: SettleMode) -> Settled {
-    let reply = call_facilitator(&s.config, &*p, "settle", &s.payment, &s.requirements).await;
+    let reply = call_facilitator(&s.config, &*p, Endpoint::Settle, &s.payment, &s.requirements).await.reply;
     let networks: Vec<&str> = s.networks.iter().map(String::as_str).collect();
     let id = &s.identity;
     let mut named_transaction = None;
@@ -984,11 +996,81 @@ fn origin_failure<P: Platform>(p: &P, e: &ForwardError, settled: Option<&SettleR
     }
 }
 
-/// `POST {facilitator}/{endpoint}` (`verify` or `settle`) with the payment in its own version.
-async fn call_facilitator<P: Platform>(config: &Config, p: &P, endpoint: &str, payment: &PaymentPayload, requirements: &Value) -> Result<HttpReply, UpstreamError> {
-    let url = format!("{}/{endpoint}", config.facilitator_url);
+/// A facilitator endpoint the paywall calls.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Endpoint {
+    Verify,
+    Settle,
+}
+
+impl Endpoint {
+    fn path(self) -> &'static str {
+        match self {
+            Endpoint::Verify => "verify",
+            Endpoint::Settle => "settle",
+        }
+    }
+}
+
+/// What one facilitator exchange produced, and how long it took in all (milliseconds).
+struct FacilitatorCall {
+    reply: Result<HttpReply, UpstreamError>,
+    millis: u64,
+}
+
+/// `POST {facilitator}/{endpoint}` with the payment in its own version, over the configured
+/// facilitators in [`FacilitatorHealth::order`]. `/verify` moves on to the next facilitator on
+/// any failure (no usable answer); `/settle` only when the request was provably never sent
+/// ([`UpstreamError::NotSent`]): once it may have reached a facilitator the outcome is unknown
+/// and belongs to the ledger's reconciliation, never to a second facilitator. A failure marks the
+/// facilitator as failing for this isolate (logged).
+async fn call_facilitator<P: Platform>(config: &Config, p: &P, endpoint: Endpoint, payment: &PaymentPayload, requirements: &Value) -> FacilitatorCall {
     let body = request_body(payment.version, &payment.raw, requirements);
-    p.post_json(&url, config.facilitator_auth.as_deref(), body, config.facilitator_timeout_seconds).await
+    let health = p.facilitator_health();
+    let urls: Vec<&str> = config.facilitators.iter().map(|f| f.url.as_str()).collect();
+    let started = p.millis();
+    let mut reply = Err(UpstreamError::NotSent("no facilitator is configured".into()));
+    for i in health.order(&urls, p.now()) {
+        let facilitator = &config.facilitators[i];
+        let url = format!("{}/{}", facilitator.url, endpoint.path());
+        reply = match facilitator_authorization(p, facilitator, &url).await {
+            Ok(auth) => p.post_json(&url, auth.as_deref(), body.clone(), config.facilitator_timeout_seconds).await,
+            Err(e) => Err(UpstreamError::NotSent(format!("no authorization for {url}: {e}"))),
+        };
+        let failed = match endpoint {
+            Endpoint::Verify => matches!(classify_verify(reply.clone()), VerifyOutcome::Unknown { .. }),
+            Endpoint::Settle => matches!(classify_settle(reply.clone()), SettleOutcome::Unknown { transaction: None, .. }),
+        };
+        if !failed {
+            health.succeeded(&facilitator.url);
+            break;
+        }
+        let (n, seconds) = health.failed(&facilitator.url, p.now());
+        let what = match &reply {
+            Err(e) => e.to_string(),
+            Ok(r) => format!("HTTP {} without a usable answer", r.status),
+        };
+        p.log(&format!("x402: facilitator {} failed on /{} ({what}); {n} failure(s) in a row, skipped for {seconds} s", facilitator.url, endpoint.path()));
+        if endpoint == Endpoint::Settle && !matches!(reply, Err(UpstreamError::NotSent(_))) {
+            break;
+        }
+    }
+    FacilitatorCall { reply, millis: p.millis().saturating_sub(started) }
+}
+
+/// The `Authorization` header for a call to `url` on `facilitator`: none, the configured value,
+/// or `Bearer <CDP JWT>` signed for this exact endpoint.
+async fn facilitator_authorization<P: Platform>(p: &P, facilitator: &Facilitator, url: &str) -> Result<Option<String>, String> {
+    match &facilitator.auth {
+        FacilitatorAuth::None => Ok(None),
+        FacilitatorAuth::Header(h) => Ok(Some(h.clone())),
+        FacilitatorAuth::Cdp(key) => {
+            let nonce = hex_lower(&p.random32()?[..16]);
+            let input = key.signing_input("POST", url, p.now(), &nonce)?;
+            let signature = p.sign(key, input.as_bytes()).await?;
+            Ok(Some(format!("Bearer {}", cdp::compact_jws(&input, &signature))))
+        }
+    }
 }
 
 /// 504 when an upstream ran out of time, else 502.

@@ -16,6 +16,7 @@
 //! | [`ledger`] | the state machine of each authorization (reserved → settling → settled / unknown), hosted by a Durable Object |
 //! | [`gateway`] | the request pipeline over a [`gateway::Platform`] |
 
+pub mod cdp;
 pub mod config;
 pub mod evm;
 pub mod exact;

@@ -85,7 +85,8 @@ mod unpaid {
     use std::future::Future;
 
     use http::{Request, Response};
-    use x402_edge_paywall::facilitator::{HttpReply, UpstreamError};
+    use x402_edge_paywall::cdp::CdpKey;
+    use x402_edge_paywall::facilitator::{FacilitatorHealth, HttpReply, UpstreamError};
     use x402_edge_paywall::gateway::Platform;
     use x402_edge_paywall::ledger::{Op, Reply};
     use x402_edge_paywall::pass::PassCache;
@@ -95,6 +96,7 @@ mod unpaid {
         pub origin: Cell<usize>,
         pub facilitator: Cell<usize>,
         pub cache: PassCache,
+        pub health: FacilitatorHealth,
     }
 
     impl Platform for Counting {
@@ -136,6 +138,15 @@ mod unpaid {
             &self.cache
         }
         fn defer(&self, _fut: impl Future<Output = ()> + 'static) {}
+        fn facilitator_health(&self) -> &FacilitatorHealth {
+            &self.health
+        }
+        async fn sign(&self, _key: &CdpKey, _message: &[u8]) -> Result<Vec<u8>, String> {
+            Err("no keys here".into())
+        }
+        fn millis(&self) -> u64 {
+            1_800_000_000_000
+        }
     }
 }
 

@@ -7,6 +7,7 @@
 //! core (`gateway`, `ledger`), which this module only adapts.
 
 mod ledger_object;
+mod webcrypto;
 
 use std::cell::RefCell;
 use std::pin::pin;
@@ -20,7 +21,8 @@ use worker::wasm_bindgen::{JsCast, JsValue};
 use worker::{console_error, console_log, event, js_sys, web_sys, AbortController, AbortSignal, Context, Delay, Env, Fetch, Headers, KvStore, RequestInit, ResponseBody, ResponseBuilder};
 
 use crate::config::{Config, ConfigError};
-use crate::facilitator::{HttpReply, UpstreamError, MAX_REPLY_BYTES};
+use crate::cdp::CdpKey;
+use crate::facilitator::{FacilitatorHealth, HttpReply, UpstreamError, MAX_REPLY_BYTES};
 use crate::gateway::{self, Platform};
 use crate::ledger::{Op, Reply};
 use crate::pass::PassCache;
@@ -38,10 +40,12 @@ pub const ORIGIN_SERVICE_BINDING: &str = "ORIGIN_SERVICE";
 const LEDGER_TIMEOUT_SECONDS: u64 = 10;
 
 /// The variables read from `env` (see [`crate::config`]).
-const VARS: [&str; 17] = [
+const VARS: [&str; 19] = [
     "ORIGIN_URL",
     "FACILITATOR_URL",
     "FACILITATOR_AUTH",
+    "CDP_API_KEY_ID",
+    "CDP_API_KEY_SECRET",
     "PAY_TO",
     "NETWORK",
     "MAX_TIMEOUT_SECONDS",
@@ -69,6 +73,8 @@ thread_local! {
     static CONFIG: RefCell<Option<Result<Rc<Config>, ConfigError>>> = const { RefCell::new(None) };
     /// Pass records this isolate has seen.
     static PASSES: Rc<PassCache> = Rc::new(PassCache::default());
+    /// Facilitators this isolate has seen failing.
+    static HEALTH: Rc<FacilitatorHealth> = Rc::new(FacilitatorHealth::default());
 }
 
 fn read_vars(env: &Env) -> Map<String, Value> {
@@ -121,6 +127,7 @@ struct Edge {
     origin_service: Option<worker::Fetcher>,
     kv: Option<KvStore>,
     passes: Rc<PassCache>,
+    health: Rc<FacilitatorHealth>,
     env: Env,
     ctx: Context,
     /// The incoming request's abort signal (fires on client disconnect with the
@@ -213,7 +220,7 @@ impl Platform for Edge {
         }
         let mut init = RequestInit::new();
         init.with_method(worker::Method::Post).with_headers(headers).with_body(Some(JsValue::from_str(&json)));
-        let request = worker::Request::new_with_init(url, &init).map_err(|e| UpstreamError::Network(e.to_string()))?;
+        let request = worker::Request::new_with_init(url, &init).map_err(|e| UpstreamError::NotSent(e.to_string()))?;
         // One self-arming signal bounds the whole exchange, reply body included.
         let millis = u32::try_from(timeout_seconds.saturating_mul(1000)).unwrap_or(u32::MAX);
         let signal = AbortSignal::from(web_sys::AbortSignal::timeout_with_u32(millis));
@@ -311,6 +318,18 @@ impl Platform for Edge {
     fn passes(&self) -> &PassCache {
         &self.passes
     }
+
+    fn facilitator_health(&self) -> &FacilitatorHealth {
+        &self.health
+    }
+
+    async fn sign(&self, key: &CdpKey, message: &[u8]) -> Result<Vec<u8>, String> {
+        webcrypto::sign(key, message).await
+    }
+
+    fn millis(&self) -> u64 {
+        worker::Date::now().as_millis()
+    }
 }
 
 fn to_worker(res: http::Response<EdgeBody>) -> worker::Result<worker::Response> {
@@ -356,6 +375,6 @@ async fn fetch(req: worker::Request, env: Env, ctx: Context) -> worker::Result<w
         crate::config::OriginTarget::Service => env.service(ORIGIN_SERVICE_BINDING).ok(),
         crate::config::OriginTarget::Url { .. } => None,
     };
-    let platform = Rc::new(Edge { origin_service, kv: env.kv(PASSES_BINDING).ok(), passes: PASSES.with(Rc::clone), env, ctx, signal });
+    let platform = Rc::new(Edge { origin_service, kv: env.kv(PASSES_BINDING).ok(), passes: PASSES.with(Rc::clone), health: HEALTH.with(Rc::clone), env, ctx, signal });
     to_worker(gateway::handle(&config, &platform, http_req).await)
 }

@@ -16,7 +16,8 @@ use k256::ecdsa::SigningKey;
 use serde_json::{json, Value};
 use x402_edge_paywall::config::Config;
 use x402_edge_paywall::evm::{address_of, hex_0x, parse_uint256, Address, TransferWithAuthorization};
-use x402_edge_paywall::facilitator::{HttpReply, UpstreamError};
+use x402_edge_paywall::cdp::CdpKey;
+use x402_edge_paywall::facilitator::{FacilitatorHealth, HttpReply, UpstreamError};
 use x402_edge_paywall::gateway::{handle, Platform};
 use x402_edge_paywall::ledger::{self, MemoryStore, Op, Reply};
 use x402_edge_paywall::pass::PassCache;
@@ -73,6 +74,13 @@ pub struct Fake {
     /// Work deferred until after the response (`ctx.waitUntil` on the edge); [`run`] drains it.
     pub deferred: RefCell<Vec<Pin<Box<dyn Future<Output = ()>>>>>,
     pub tx_counter: Cell<u8>,
+    pub health: FacilitatorHealth,
+    /// Facilitator base URLs that refuse connections (the call never gets an answer).
+    pub facilitators_down: RefCell<Vec<String>>,
+    /// Every facilitator call attempted, reached or not: (URL, Authorization header).
+    pub facilitator_attempts: RefCell<Vec<(String, Option<String>)>>,
+    /// Messages signed with a CDP key: (key id, message).
+    pub signed: RefCell<Vec<(String, String)>>,
 }
 
 /// A future that is pending once, so that concurrent requests interleave at the origin call.
@@ -114,7 +122,11 @@ impl Platform for Fake {
         }
         Ok(r)
     }
-    async fn post_json(&self, url: &str, _a: Option<&str>, json: String, _t: u64) -> Result<HttpReply, UpstreamError> {
+    async fn post_json(&self, url: &str, authorization: Option<&str>, json: String, _t: u64) -> Result<HttpReply, UpstreamError> {
+        self.facilitator_attempts.borrow_mut().push((url.to_string(), authorization.map(str::to_string)));
+        if self.facilitators_down.borrow().iter().any(|d| url.starts_with(d.as_str())) {
+            return Err(UpstreamError::Network("Network connection lost.".into()));
+        }
         let endpoint = if url.ends_with("/verify") { "verify" } else { "settle" };
         self.order.borrow_mut().push(endpoint);
         self.facilitator_calls.borrow_mut().push((endpoint.to_string(), serde_json::from_str(&json).unwrap()));
@@ -181,6 +193,16 @@ impl Platform for Fake {
     }
     fn passes(&self) -> &PassCache {
         &self.cache
+    }
+    fn facilitator_health(&self) -> &FacilitatorHealth {
+        &self.health
+    }
+    async fn sign(&self, key: &CdpKey, message: &[u8]) -> Result<Vec<u8>, String> {
+        self.signed.borrow_mut().push((key.id.clone(), String::from_utf8_lossy(message).into_owned()));
+        Ok(vec![0xab; 64])
+    }
+    fn millis(&self) -> u64 {
+        self.now.get() * 1000
     }
 }
 
