@@ -1,6 +1,7 @@
 // The main job, end to end: the official clients — @x402/fetch (v2) and the legacy x402-fetch
 // 1.2.0 (v1) — pay the built Worker (Miniflare) on a real local chain through the official
-// facilitator logic; balances move on chain.
+// facilitator logic; balances move on chain. The facilitator requires a CDP JWT (Ed25519 key)
+// on every call, as CDP's mainnet facilitator does.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 
@@ -9,7 +10,7 @@ import { decodePaymentResponseHeader, decodeXPaymentResponse, payingFetch, payin
 import { unb64 } from './support/pay.mjs';
 import { useStackAndWorker } from './support/suite.mjs';
 
-const ctx = useStackAndWorker();
+const ctx = useStackAndWorker({}, { cdp: 'ed25519' });
 
 test('the official v2 client pays a priced route; balances move by exactly the price; the pass it sold reopens only that route', async () => {
   const plain = await fetch(`${ctx.worker.url}/premium/report`);
@@ -37,6 +38,8 @@ test('the official v2 client pays a priced route; balances move by exactly the p
   assert.equal(await balanceOf(ctx.stack.rpcUrl, ctx.stack.payTo), payToBefore + price);
   assert.equal(ctx.stack.facilitator.calls.settle, calls.settle + 1, 'one settle');
   assert.equal(ctx.stack.facilitator.calls.verify, calls.verify + 1, 'a first-time payer is checked with /verify before the origin runs');
+  assert.deepEqual(ctx.stack.facilitator.refusals, [], 'every facilitator call carried a valid CDP JWT');
+  assert.deepEqual(ctx.stack.facilitator.jwts.map((j) => j.claims.uris[0].replace(/127\.0\.0\.1:\d+/, 'HOST')), ['POST HOST/verify', 'POST HOST/settle']);
 
   const token = res.headers.get('x402-pass');
   assert.ok(token);
@@ -74,7 +77,7 @@ test('the legacy v1 client pays the same route with X-PAYMENT and gets X-PAYMENT
 
 test('v1 and v2 clients both pay a route with several payment options', async () => {
   const multi = await startWorker({
-    originUrl: ctx.stack.origin.url, facilitatorUrl: ctx.stack.facilitator.url, payTo: ctx.stack.payTo,
+    originUrl: ctx.stack.origin.url, facilitatorUrl: ctx.stack.facilitator.url, payTo: ctx.stack.payTo, extraBindings: ctx.stack.workerBindings,
     routes: [{ route: 'GET /weather', description: 'multi', accepts: [
       { price: '$0.03', network: 'eip155:8453' },
       { price: '$0.02', payTo: address(KEYS.payer2) },

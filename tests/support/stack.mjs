@@ -3,6 +3,7 @@
 // facilitator server built on the official @x402/core + @x402/evm facilitator logic, a small
 // origin API, and the built Worker under Miniflare.
 import { spawn } from 'node:child_process';
+import crypto from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import http from 'node:http';
 import net from 'node:net';
@@ -167,11 +168,64 @@ function listen(server) {
 }
 
 /**
+ * A CDP API key pair made for a test, in the form CDP issues it: `ed25519` → base64 of seed and
+ * public key (64 bytes); `ec` → a P-256 key as SEC1 PEM (`-----BEGIN EC PRIVATE KEY-----`);
+ * `ec-pkcs8` → the same as PKCS #8 PEM. Returns {id, secret, pkcs8 (PEM, for `ec`), publicKey}.
+ */
+export function cdpKey(kind = 'ed25519') {
+  const id = `organizations/test-org/apiKeys/${crypto.randomUUID()}`;
+  if (kind === 'ed25519') {
+    const { privateKey, publicKey } = crypto.generateKeyPairSync('ed25519');
+    const jwk = privateKey.export({ format: 'jwk' });
+    const secret = Buffer.concat([Buffer.from(jwk.d, 'base64url'), Buffer.from(jwk.x, 'base64url')]).toString('base64');
+    return { id, secret, publicKey, alg: 'EdDSA' };
+  }
+  const { privateKey, publicKey } = crypto.generateKeyPairSync('ec', { namedCurve: 'P-256' });
+  const pkcs8 = privateKey.export({ format: 'pem', type: 'pkcs8' });
+  const secret = kind === 'ec' ? privateKey.export({ format: 'pem', type: 'sec1' }) : pkcs8;
+  return { id, secret, pkcs8, publicKey, alg: 'ES256' };
+}
+
+/**
+ * Checks a CDP JWT the way CDP's API does: compact JWS signed by `key` (EdDSA or ES256), `kid`
+ * and `sub` the key id, `iss` "cdp", `uris` exactly [`POST <host><path>`] of this request,
+ * now within [nbf, exp] and a lifetime of at most 120 s, and a header `nonce` never seen before
+ * (`seen`, a Set). Returns null when valid, else the reason.
+ */
+export function checkCdpJwt(authorization, key, { host, path: reqPath, seen, now = Math.floor(Date.now() / 1000) }) {
+  const m = /^Bearer ([\w-]+)\.([\w-]+)\.([\w-]+)$/.exec(authorization ?? '');
+  if (!m) return 'no bearer JWT';
+  const [, h, c, sig] = m;
+  let header, claims;
+  try {
+    header = JSON.parse(Buffer.from(h, 'base64url'));
+    claims = JSON.parse(Buffer.from(c, 'base64url'));
+  } catch {
+    return 'unreadable JWT';
+  }
+  if (header.alg !== key.alg || header.typ !== 'JWT') return `alg ${header.alg}`;
+  const data = Buffer.from(`${h}.${c}`);
+  const signature = Buffer.from(sig, 'base64url');
+  const ok = key.alg === 'EdDSA'
+    ? crypto.verify(null, data, key.publicKey, signature)
+    : crypto.verify('sha256', data, { key: key.publicKey, dsaEncoding: 'ieee-p1363' }, signature);
+  if (!ok) return 'bad signature';
+  if (header.kid !== key.id || claims.sub !== key.id || claims.iss !== 'cdp') return 'wrong kid/sub/iss';
+  if (JSON.stringify(claims.uris) !== JSON.stringify([`POST ${host}${reqPath}`])) return `uris ${JSON.stringify(claims.uris)}`;
+  if (!(claims.nbf <= now + 5 && now <= claims.exp && claims.exp - claims.nbf <= 120)) return 'outside nbf/exp';
+  if (typeof header.nonce !== 'string' || seen.has(header.nonce)) return 'nonce reused';
+  seen.add(header.nonce);
+  return null;
+}
+
+/**
  * A facilitator HTTP server (POST /verify, POST /settle, GET /supported) over the official
  * x402Facilitator + ExactEvmScheme, signing with an anvil account.
  * `fault(path, body)` may return {status, body, delayMs} to inject a failure instead of answering.
+ * `cdpKey` (from {@link cdpKey}): every call must carry a valid CDP JWT for that key
+ * ({@link checkCdpJwt}), else 401; `jwts` lists the decoded ones accepted, `refusals` the rest.
  */
-export async function startFacilitator({ rpcUrl, privateKey = KEYS.facilitator, fault } = {}) {
+export async function startFacilitator({ rpcUrl, privateKey = KEYS.facilitator, fault, cdpKey: requiredKey } = {}) {
   const account = privateKeyToAccount(privateKey, { nonceManager });
   const client = createWalletClient({ account, chain: chainFor(rpcUrl), transport: viemHttp(rpcUrl) }).extend(publicActions);
   const signer = toFacilitatorEvmSigner(Object.assign(client, { address: account.address }));
@@ -180,6 +234,9 @@ export async function startFacilitator({ rpcUrl, privateKey = KEYS.facilitator, 
     .registerV1('base-sepolia', new FacilitatorExactEvmV1(signer));
   const calls = { verify: 0, settle: 0, supported: 0 };
   const bodies = [];
+  const jwts = [];
+  const refusals = [];
+  const seen = new Set();
   const state = { fault };
   const server = http.createServer(async (req, res) => {
     const send = (status, body) => {
@@ -188,6 +245,15 @@ export async function startFacilitator({ rpcUrl, privateKey = KEYS.facilitator, 
     };
     try {
       const route = `${req.method} ${req.url}`;
+      if (requiredKey) {
+        const refused = checkCdpJwt(req.headers.authorization, requiredKey, { host: req.headers.host, path: req.url, seen });
+        if (refused) {
+          refusals.push(refused);
+          return send(401, { error: 'unauthorized', message: refused });
+        }
+        const [h, c] = req.headers.authorization.slice(7).split('.');
+        jwts.push({ header: JSON.parse(Buffer.from(h, 'base64url')), claims: JSON.parse(Buffer.from(c, 'base64url')) });
+      }
       if (route === 'GET /supported') {
         calls.supported++;
         return send(200, facilitator.getSupported());
@@ -215,6 +281,8 @@ export async function startFacilitator({ rpcUrl, privateKey = KEYS.facilitator, 
     url,
     calls,
     bodies,
+    jwts,
+    refusals,
     address: account.address,
     setFault: (f) => { state.fault = f; },
     /** Runs the real facilitator logic (for faults that execute first and then answer badly). */
@@ -332,15 +400,22 @@ export async function startWorker({ originUrl, facilitatorUrl, payTo, routes = R
   return { mf, url, stop: () => mf.dispose() };
 }
 
-/** Starts chain, token (funded payer), facilitator and origin. */
-export async function startStack({ payerFunds = 10_000_000n } = {}) {
+/**
+ * Starts chain, token (funded payer), facilitator and origin. `cdp` ('ed25519' | 'ec'): the
+ * facilitator requires CDP JWTs signed with a fresh key of that kind (`stack.cdp`), and
+ * `stack.workerBindings` configures the Worker to sign them.
+ */
+export async function startStack({ payerFunds = 10_000_000n, cdp } = {}) {
   const chain = await startAnvil();
   const payer = address(KEYS.payer);
   const payTo = address(KEYS.payTo);
   await deployUsdc(chain.rpcUrl, { [payer]: payerFunds, [address(KEYS.payer2)]: payerFunds });
-  const facilitator = await startFacilitator({ rpcUrl: chain.rpcUrl });
+  const key = cdp ? cdpKey(cdp) : undefined;
+  const facilitator = await startFacilitator({ rpcUrl: chain.rpcUrl, cdpKey: key });
   const origin = await startOrigin();
   return {
+    cdp: key,
+    workerBindings: key ? { FACILITATOR_AUTH: 'cdp', CDP_API_KEY_ID: key.id, CDP_API_KEY_SECRET: key.secret } : {},
     rpcUrl: chain.rpcUrl,
     payer,
     payTo,
