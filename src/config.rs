@@ -19,13 +19,16 @@
 //! | `CORS_ALLOWED_ORIGINS` | no (`*`) | origins allowed to call priced routes from a browser: `*`, a comma-separated list, or `none` |
 //! | `FACILITATOR_AUTH` | no (secret) | `cdp`: sign a CDP JWT per facilitator call with `CDP_API_KEY_ID` / `CDP_API_KEY_SECRET`; any other value is sent as the `Authorization` header |
 //! | `CDP_API_KEY_ID`, `CDP_API_KEY_SECRET` | with `cdp` (secrets) | a CDP API key: its id, and its private key (ECDSA P-256 PEM or Ed25519 base64) |
+//! | `MODE` | no (`enforce`) | `shadow`: forward everything as if free and log/count what would have been charged |
+//! | `RATE_LIMITS` | no | default `{ "challenge", "failed", "paid" }` rate limiting binding names for routes without `rateLimit` |
 //! | `ROUTES` | yes | JSON array of routes (a TOML array of tables in `wrangler.toml`, or a JSON string) |
 //! | `VERIFY_GOOD_STANDING_SECONDS` | no (`86400`) | how long a payer's last successful settlement lets the `auto` verify policy skip `/verify` |
 //!
 //! A `ROUTES` entry: `route` (`"METHOD /pattern"`, see [`crate::route::RoutePattern`]);
 //! `description`, `mimeType`, `pass` ([`PassTerms`]), `group` (a name shared by routes that a
 //! group-scoped pass opens together); `verify` ([`VerifyPolicy`]: `"auto"`,
-//! `"always"`, `"local"`); `settle` ([`SettleOrder`]: `"after"`, `"before"`); `free: true` for a route proxied without
+//! `"always"`, `"local"`); `settle` ([`SettleOrder`]: `"after"`, `"before"`); `rateLimit`
+//! ([`RateLimits`]); `free: true` for a route proxied without
 //! payment (to carve an exception out of a later wildcard); and its payment options, either as an
 //! `accepts` array or, for a single option, directly in the entry. An option is `price`
 //! (`"$0.01"`, whole tokens, converted with the asset's decimals) or `amount` (atomic units,
@@ -161,6 +164,51 @@ pub struct Route {
     pub accepts: Vec<Offer>,
     pub verify: VerifyPolicy,
     pub settle: SettleOrder,
+    /// The Workers Rate Limiting bindings that apply (the route's `rateLimit`, else `RATE_LIMITS`).
+    pub rate_limits: RateLimits,
+}
+
+/// Workers Rate Limiting bindings (by binding name) applied to a priced route. Each counts within
+/// the route: `challenge` per client IP (`CF-Connecting-IP`) for 402 challenges, `failed` per
+/// client IP for refused payment attempts, `paid` per payer for payment attempts. Over a limit →
+/// 429 with `Retry-After`, the origin and the facilitator untouched.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimits {
+    pub challenge: Option<String>,
+    pub failed: Option<String>,
+    pub paid: Option<String>,
+}
+
+impl RateLimits {
+    /// Every binding named.
+    pub fn bindings(&self) -> impl Iterator<Item = &str> {
+        [&self.challenge, &self.failed, &self.paid].into_iter().flatten().map(String::as_str)
+    }
+
+    fn parse(at: &str, v: &Value) -> Result<RateLimits, ConfigError> {
+        let v = match v {
+            Value::String(s) => serde_json::from_str(s).or_else(|e| err(format!("{at} is not valid JSON: {e}")))?,
+            v => v.clone(),
+        };
+        let limits: RateLimits =
+            serde_json::from_value(v).or_else(|e| err(format!("{at}: {e} (expected {{ challenge, failed, paid }} naming rate limiting bindings)")))?;
+        if let Some(b) = limits.bindings().find(|b| b.is_empty() || !b.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')) {
+            return err(format!("{at}: {} is not a binding name", shown(b)));
+        }
+        Ok(limits)
+    }
+}
+
+/// `MODE`: whether the paywall charges.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Mode {
+    /// `"enforce"` (default): priced routes are paid for.
+    #[default]
+    Enforce,
+    /// `"shadow"`: every request is forwarded as if free; what would have been charged is logged
+    /// and counted (outcome `shadow`). Nothing is verified with a facilitator or settled.
+    Shadow,
 }
 
 impl Route {
@@ -331,6 +379,8 @@ pub struct Config {
     /// `ORIGIN_HEADERS`: added to every forwarded request, replacing client copies. Values are
     /// marked sensitive and never appear in errors or logs.
     pub origin_headers: Vec<(http::HeaderName, http::HeaderValue)>,
+    /// `MODE`: enforce (default) or shadow.
+    pub mode: Mode,
     /// The facilitators, in the order they are tried (`FACILITATOR_URL`); at least one.
     pub facilitators: Vec<Facilitator>,
     /// Time limit for the origin to start answering, seconds.
@@ -386,7 +436,7 @@ struct RawOffer {
 }
 
 const OFFER_KEYS: [&str; 9] = ["price", "amount", "asset", "decimals", "name", "version", "network", "payTo", "maxTimeoutSeconds"];
-const ROUTE_KEYS: [&str; 9] = ["route", "description", "mimeType", "pass", "group", "free", "accepts", "verify", "settle"];
+const ROUTE_KEYS: [&str; 10] = ["route", "description", "mimeType", "pass", "group", "free", "accepts", "verify", "settle", "rateLimit"];
 
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -401,6 +451,7 @@ struct RawRoute {
     free: bool,
     verify: Option<String>,
     settle: Option<String>,
+    rate_limit: Option<Value>,
 }
 
 /// Reads a variable as a string (vars are strings; TOML numbers arrive as JSON numbers).
@@ -733,6 +784,15 @@ impl Config {
             Some(v) => v.clone(),
         };
         let Value::Array(entries) = routes_value else { return err("ROUTES must be an array of routes") };
+        let default_limits = match vars.get("RATE_LIMITS").filter(|v| !v.is_null()) {
+            Some(v) => RateLimits::parse("RATE_LIMITS", v)?,
+            None => RateLimits::default(),
+        };
+        let mode = match string_var(vars, "MODE")?.as_deref() {
+            None | Some("enforce") => Mode::Enforce,
+            Some("shadow") => Mode::Shadow,
+            Some(m) => return err(format!("MODE {} must be \"enforce\" or \"shadow\"", shown(m))),
+        };
         let mut routes = Vec::with_capacity(entries.len());
         for (i, entry) in entries.iter().enumerate() {
             let Value::Object(obj) = entry else { return err(format!("ROUTES[{i}] must be an object")) };
@@ -809,6 +869,10 @@ impl Config {
                 accepts,
                 verify,
                 settle,
+                rate_limits: match &r.rate_limit {
+                    Some(v) => RateLimits::parse(&format!("{at} rateLimit"), v)?,
+                    None => default_limits.clone(),
+                },
             });
         }
         check_pass_groups(&routes)?;
@@ -843,6 +907,7 @@ impl Config {
             origin,
             origin_headers,
             facilitators,
+            mode,
             origin_timeout_seconds,
             facilitator_timeout_seconds,
             cors,

@@ -33,9 +33,10 @@ use serde::Serialize;
 use serde_json::{json, Value};
 
 use crate::cdp::{self, CdpKey};
-use crate::config::{AdminEndpoint, Config, Facilitator, FacilitatorAuth, CorsPolicy, OriginTarget, PassScope, Route, SettleOrder, VerifyPolicy};
+use crate::config::{AdminEndpoint, Config, Facilitator, FacilitatorAuth, Mode, CorsPolicy, OriginTarget, PassScope, Route, SettleOrder, VerifyPolicy};
 use crate::evm::{hex_0x, hex_lower, Address};
 use crate::exact::verify_exact;
+use crate::telemetry::{Decision, DecisionOutcome, Trace};
 use crate::facilitator::{
     check_settled, classify_settle, classify_verify, is_nonce_used, request_body, FacilitatorHealth, HttpReply, SettleOutcome, UpstreamError, VerifyOutcome,
 };
@@ -120,8 +121,14 @@ pub trait Platform: 'static {
     fn log(&self, line: &str);
     /// This isolate's cache of pass records.
     fn passes(&self) -> &PassCache;
-    /// This isolate's record of failing facilitators.
-    fn facilitator_health(&self) -> &FacilitatorHealth;
+    /// This isolate's state: failing facilitators, clients blocked for failed payments.
+    fn isolate(&self) -> &IsolateState;
+    /// Counts one request under `key` with the Workers Rate Limiting binding named `binding`:
+    /// Ok(true) within the limit, Ok(false) over it. Err: no such binding or the call failed.
+    async fn rate_limit(&self, binding: &str, key: &str) -> Result<bool, String>;
+    /// Records a priced request's decision: its JSON log line, and a data point in the `METRICS`
+    /// Analytics Engine dataset when bound.
+    fn record(&self, decision: &Decision);
     /// Signs `message` with a CDP API key (`crypto.subtle.sign` on the edge): the raw 64-byte
     /// signature (ECDSA P-256 over SHA-256 as r‖s, or Ed25519). Err: the key could not be
     /// imported or the signature failed.
@@ -213,7 +220,16 @@ pub async fn handle<P: Platform>(config: &Rc<Config>, p: &Rc<P>, req: Request<P:
     match config.route_for(&method, &segments) {
         Some(route) if !route.is_free() => {
             let allow_origin = allowed_origin(config, req.headers());
-            let res = priced(config, p, route, req, &canonical).await;
+            let trace = Rc::new(Trace::new(&route.key));
+            let res = match config.mode {
+                Mode::Enforce => {
+                    let client_ip = header_str(req.headers(), "cf-connecting-ip").unwrap_or("unknown").to_string();
+                    let res = priced(config, p, route, req, &canonical, &client_ip, &trace).await;
+                    failed_attempt_limit(&**p, route, &trace, &client_ip, res).await
+                }
+                Mode::Shadow => shadow(config, &**p, route, req, &canonical, &trace).await,
+            };
+            p.record(&trace.decision());
             decorate(res, config, allow_origin)
         }
         None if priced_path => {
@@ -320,8 +336,20 @@ async fn finish<P: Platform>(p: &P, ticket: &Ticket, outcome: Outcome) {
 }
 
 /// The payment flow of a priced route.
-async fn priced<P: Platform>(config: &Rc<Config>, p: &Rc<P>, route: &Route, req: Request<P::Body>, canonical: &str) -> Response<P::Body> {
+async fn priced<P: Platform>(
+    config: &Rc<Config>,
+    p: &Rc<P>,
+    route: &Route,
+    req: Request<P::Body>,
+    canonical: &str,
+    client_ip: &str,
+    trace: &Rc<Trace>,
+) -> Response<P::Body> {
     let has_payment = req.headers().contains_key(PAYMENT_SIGNATURE) || req.headers().contains_key(X_PAYMENT);
+    if has_payment && route.rate_limits.failed.is_some() && p.isolate().blocked.is_blocked(&failed_key(route, client_ip), p.now()) {
+        trace.outcome(DecisionOutcome::RateLimited, Some("failed_payments"));
+        return too_many_requests::<P>("too many failed payment attempts from this address", FAILED_BLOCK_SECONDS);
+    }
     let ext = sign_in_extension(config, &**p, route, canonical);
     // A live pass for this scope: no payment.
     let mut pass_refusal: Option<String> = None;
@@ -332,10 +360,12 @@ async fn priced<P: Platform>(config: &Rc<Config>, p: &Rc<P>, route: &Route, req:
         };
         match checked {
             PassCheck::Admitted(record) => {
-                return serve_on_pass(config, &**p, req, canonical, &record).await;
+                trace.outcome(DecisionOutcome::Pass, None);
+                trace.payer(&record.payer);
+                return serve_on_pass(config, &**p, req, canonical, &record, trace).await;
             }
             PassCheck::Refused(code) => pass_refusal = Some(format!("{code}: {}", pass_refusal_text(code))),
-            PassCheck::Unavailable(e) if !has_payment => return ledger_unavailable::<P>(&**p, &e),
+            PassCheck::Unavailable(e) if !has_payment => return ledger_unavailable::<P>(&**p, &e, trace),
             PassCheck::Unavailable(e) => p.log(&format!("x402: pass check failed ({e}); taking the payment instead")),
         }
     }
@@ -343,10 +373,12 @@ async fn priced<P: Platform>(config: &Rc<Config>, p: &Rc<P>, route: &Route, req:
     if let (Some(public), Some(proof)) = (config.public_url.as_deref().filter(|_| route.pass.is_some()), header_str(req.headers(), SIGN_IN_WITH_X)) {
         match sign_in(config, &**p, route, canonical, public, proof).await {
             SignIn::Admitted(record) => {
-                return serve_on_pass(config, &**p, req, canonical, &record).await;
+                trace.outcome(DecisionOutcome::Pass, Some("sign_in"));
+                trace.payer(&record.payer);
+                return serve_on_pass(config, &**p, req, canonical, &record, trace).await;
             }
             SignIn::Refused(reason) => pass_refusal = Some(reason),
-            SignIn::Unavailable(e) if !has_payment => return ledger_unavailable::<P>(&**p, &e),
+            SignIn::Unavailable(e) if !has_payment => return ledger_unavailable::<P>(&**p, &e, trace),
             SignIn::Unavailable(e) => p.log(&format!("x402: sign-in check failed ({e}); taking the payment instead")),
         }
     }
@@ -356,6 +388,13 @@ async fn priced<P: Platform>(config: &Rc<Config>, p: &Rc<P>, route: &Route, req:
         (Some(h), _) => (h, X402_VERSION),
         (None, Some(h)) => (h, 1),
         (None, None) => {
+            trace.outcome(DecisionOutcome::Challenge, pass_refusal.as_deref().or(Some("no_payment")));
+            if let Some(binding) = &route.rate_limits.challenge {
+                if !rate_limit(&**p, binding, &format!("challenge:{}:{client_ip}", route.key)).await {
+                    trace.outcome(DecisionOutcome::RateLimited, Some("challenges"));
+                    return too_many_requests::<P>("too many unpaid requests from this address", RATE_LIMIT_RETRY_SECONDS);
+                }
+            }
             let reason = match pass_refusal {
                 Some(refusal) => format!("{refusal}; PAYMENT-SIGNATURE header is required"),
                 None => "PAYMENT-SIGNATURE header is required".to_string(),
@@ -368,6 +407,7 @@ async fn priced<P: Platform>(config: &Rc<Config>, p: &Rc<P>, route: &Route, req:
         Ok(pp) => pp,
         Err(e) => {
             p.log(&format!("x402: rejected payment header: {e}"));
+            trace.outcome(DecisionOutcome::Refused, Some(e.reason()));
             return challenge::<P>(route, &resource_url, &format!("{}: {e}", e.reason()), ext.as_ref());
         }
     };
@@ -376,6 +416,7 @@ async fn priced<P: Platform>(config: &Rc<Config>, p: &Rc<P>, route: &Route, req:
         Ok(v) => v,
         Err(inv) => {
             p.log(&format!("x402: rejected payment: {}: {}", inv.reason, inv.message));
+            trace.outcome(DecisionOutcome::Refused, Some(inv.reason));
             return challenge::<P>(route, &resource_url, &format!("{}: {}", inv.reason, inv.message), ext.as_ref());
         }
     };
@@ -387,8 +428,10 @@ async fn priced<P: Platform>(config: &Rc<Config>, p: &Rc<P>, route: &Route, req:
     } else {
         offer.requirements_json.clone()
     };
+    trace.payment(&verified.payer.to_checksum(), &offer.requirements.amount, &offer.requirements.asset, &offer.requirements.network);
     if config.denylist.contains(&verified.payer) {
         p.log(&format!("x402: denied payer {}", verified.payer.to_checksum()));
+        trace.outcome(DecisionOutcome::Refused, Some(PAYER_DENIED));
         return challenge::<P>(route, &resource_url, PAYER_DENIED, ext.as_ref());
     }
     let identity = PaymentIdentity {
@@ -399,10 +442,17 @@ async fn priced<P: Platform>(config: &Rc<Config>, p: &Rc<P>, route: &Route, req:
         amount: offer.requirements.amount.clone(),
     };
 
+    if let Some(binding) = &route.rate_limits.paid {
+        if !rate_limit(&**p, binding, &format!("paid:{}:{}", route.key, identity.payer)).await {
+            trace.outcome(DecisionOutcome::RateLimited, Some("payer"));
+            return too_many_requests::<P>("too many payment attempts by this payer", RATE_LIMIT_RETRY_SECONDS);
+        }
+    }
+
     // Reserve the authorization: one request at a time, and never twice once delivered.
     let holder = match p.random32() {
         Ok(r) => hex_lower(&r[..16]),
-        Err(e) => return ledger_unavailable::<P>(&**p, &format!("no randomness for the ledger lease: {e}")),
+        Err(e) => return ledger_unavailable::<P>(&**p, &format!("no randomness for the ledger lease: {e}"), trace),
     };
     let ticket = Ticket {
         shard: shard_name(&verified.payer),
@@ -421,6 +471,7 @@ async fn priced<P: Platform>(config: &Rc<Config>, p: &Rc<P>, route: &Route, req:
             (prior_sent, prior_transaction, standing.is_good(now, config.good_standing_seconds) && others_in_flight < MAX_UNVERIFIED_IN_FLIGHT)
         }
         Ok(Reply::InFlight) => {
+            trace.outcome(DecisionOutcome::Refused, Some("payment_in_flight"));
             let value = json!({
                 "error": "payment_in_flight",
                 "message": "another request is using this authorization right now; wait for its answer, or retry this one when it has ended",
@@ -430,19 +481,23 @@ async fn priced<P: Platform>(config: &Rc<Config>, p: &Rc<P>, route: &Route, req:
         }
         Ok(Reply::Spent { transaction }) => {
             let reason = format!("invalid_transaction_state: this authorization was already settled (transaction {transaction}) and its response delivered; sign a new one");
+            trace.outcome(DecisionOutcome::Refused, Some(&reason));
             return challenge::<P>(route, &resource_url, &reason, ext.as_ref());
         }
         Ok(Reply::Denied) => {
             p.log(&format!("x402: denied payer {}", identity.payer));
+            trace.outcome(DecisionOutcome::Refused, Some(PAYER_DENIED));
             return challenge::<P>(route, &resource_url, PAYER_DENIED, ext.as_ref());
         }
         Ok(Reply::Redeliver { transaction, network }) => {
             let settled = SettleResponse { success: true, error_reason: None, payer: Some(identity.payer.clone()), transaction, network };
             p.log(&format!("x402: redelivering {} for {} nonce {}", route.key, identity.payer, identity.nonce));
-            return deliver_settled(config, p, &ticket, req, canonical, payment.version, settled, None).await;
+            trace.outcome(DecisionOutcome::Paid, Some("redelivered"));
+            trace.transaction(&settled.transaction);
+            return deliver_settled(config, p, &ticket, req, canonical, payment.version, settled, None, trace).await;
         }
-        Ok(other) => return ledger_unavailable::<P>(&**p, &format!("the ledger answered {other:?} to a reservation")),
-        Err(e) => return ledger_unavailable::<P>(&**p, &e),
+        Ok(other) => return ledger_unavailable::<P>(&**p, &format!("the ledger answered {other:?} to a reservation"), trace),
+        Err(e) => return ledger_unavailable::<P>(&**p, &e, trace),
     };
 
     // Assurance before the origin runs.
@@ -454,9 +509,12 @@ async fn priced<P: Platform>(config: &Rc<Config>, p: &Rc<P>, route: &Route, req:
                 VerifyPolicy::Auto => !good_standing,
             });
     if needs_verify {
-        match classify_verify(call_facilitator(config, &**p, Endpoint::Verify, &payment, &requirements).await.reply) {
+        let call = call_facilitator(config, &**p, Endpoint::Verify, &payment, &requirements).await;
+        trace.facilitator_ms(call.millis);
+        match classify_verify(call.reply) {
             VerifyOutcome::Valid => {}
             VerifyOutcome::Invalid { reason } => {
+                trace.outcome(DecisionOutcome::Refused, Some(&reason));
                 finish(&**p, &ticket, Outcome::Refused).await;
                 p.log(&format!("x402: verify refused {} nonce {}: {reason}", identity.payer, identity.nonce));
                 return challenge::<P>(route, &resource_url, &reason, ext.as_ref());
@@ -464,6 +522,7 @@ async fn priced<P: Platform>(config: &Rc<Config>, p: &Rc<P>, route: &Route, req:
             VerifyOutcome::Unknown { timed_out, detail } => {
                 finish(&**p, &ticket, Outcome::Release).await;
                 p.log(&format!("x402: verify failed: {detail}"));
+                trace.outcome(DecisionOutcome::FacilitatorError, Some("facilitator_unavailable"));
                 let value = json!({ "error": "facilitator_unavailable", "message": format!("could not verify the payment: {detail}; nothing was charged"), "payment": identity });
                 return json_response(upstream_status(timed_out), &value, P::body);
             }
@@ -483,6 +542,7 @@ async fn priced<P: Platform>(config: &Rc<Config>, p: &Rc<P>, route: &Route, req:
         prior_sent,
         prior_transaction,
         route_key: route.key.clone(),
+        trace: Rc::clone(trace),
     };
     match route.settle {
         SettleOrder::After => settle_after(config, p, route, req, canonical, pending).await,
@@ -499,19 +559,24 @@ async fn settle_after<P: Platform>(
     canonical: &str,
     pending: Pending,
 ) -> Response<P::Body> {
+    let trace = Rc::clone(&pending.trace);
     let origin_res = match forward(config, &**p, req, canonical).await {
         Ok(r) => r,
         Err(e) => {
             finish(&**p, &pending.ticket, Outcome::Release).await;
+            trace.outcome(DecisionOutcome::OriginError, Some(if matches!(e, ForwardError::Upstream(UpstreamError::Timeout { .. })) { "origin_timeout" } else { "origin_unreachable" }));
             return origin_failure::<P>(&**p, &e, None);
         }
     };
+    trace.origin_status(origin_res.status().as_u16());
     if origin_res.status().as_u16() >= 400 {
         finish(&**p, &pending.ticket, Outcome::Release).await;
+        trace.outcome(DecisionOutcome::OriginError, Some("origin_status"));
         return origin_res;
     }
     if p.client_gone() {
         finish(&**p, &pending.ticket, Outcome::Release).await;
+        trace.outcome(DecisionOutcome::ClientGone, None);
         p.log(&format!("x402: client gone before settlement; not charged: {} nonce {}", pending.identity.payer, pending.identity.nonce));
         return client_gone::<P>();
     }
@@ -538,14 +603,16 @@ async fn settle_after<P: Platform>(
 async fn settle_before<P: Platform>(config: &Rc<Config>, p: &Rc<P>, req: Request<P::Body>, canonical: &str, pending: Pending, sells: Option<(&Route, MintedPass)>) -> Response<P::Body> {
     if p.client_gone() {
         finish(&**p, &pending.ticket, Outcome::Release).await;
+        pending.trace.outcome(DecisionOutcome::ClientGone, None);
         return client_gone::<P>();
     }
+    let trace = Rc::clone(&pending.trace);
     let version = pending.payment.version;
     let ticket = pending.ticket.clone();
     let identity = pending.identity.clone();
     let hold = config.origin_timeout_seconds + LEASE_MARGIN_SECONDS;
     match p.run_to_completion(settle(Rc::clone(p), pending, SettleMode::HoldForOrigin(hold))).await {
-        Some(Settled::Paid(settled)) => deliver_settled(config, p, &ticket, req, canonical, version, settled, sells).await,
+        Some(Settled::Paid(settled)) => deliver_settled(config, p, &ticket, req, canonical, version, settled, sells, &trace).await,
         other => unsettled_response::<P>(other, &identity, version),
     }
 }
@@ -565,14 +632,17 @@ async fn deliver_settled<P: Platform>(
     version: u64,
     settled: SettleResponse,
     sells: Option<(&Route, MintedPass)>,
+    trace: &Trace,
 ) -> Response<P::Body> {
     let mut res = match forward(config, &**p, req, canonical).await {
         Ok(res) => res,
         Err(e) => {
             finish(&**p, ticket, Outcome::Delivered { delivered: false }).await;
+            trace.outcome(DecisionOutcome::Paid, Some("origin_unreachable"));
             return origin_failure::<P>(&**p, &e, Some(&settled));
         }
     };
+    trace.origin_status(res.status().as_u16());
     let delivered = res.status().as_u16() < 400 && !p.client_gone();
     finish(&**p, ticket, Outcome::Delivered { delivered }).await;
     if let (Some((route, pass)), true) = (sells, res.status().as_u16() < 400) {
@@ -621,8 +691,9 @@ fn response_header(version: u64) -> &'static str {
 }
 
 /// 503 when the ledger cannot be used: nothing forwarded, nothing charged.
-fn ledger_unavailable<P: Platform>(p: &P, detail: &str) -> Response<P::Body> {
+fn ledger_unavailable<P: Platform>(p: &P, detail: &str, trace: &Trace) -> Response<P::Body> {
     p.log(&format!("x402: ledger unavailable: {detail}"));
+    trace.outcome(DecisionOutcome::Unavailable, Some("ledger_unavailable"));
     let value = json!({ "error": "ledger_unavailable", "message": format!("the payment ledger is unavailable ({detail}); nothing was forwarded and nothing was charged; retry shortly") });
     let mut res = json_response(StatusCode::SERVICE_UNAVAILABLE, &value, P::body);
     set_header(res.headers_mut(), "retry-after", "1");
@@ -660,6 +731,8 @@ struct Pending {
     /// The pass this payment sells, minted before settlement so that the settlement's ledger
     /// write also indexes it for the payer.
     pass: Option<MintedPass>,
+    /// The request's decision, which the settlement completes.
+    trace: Rc<Trace>,
 }
 
 /// A pass token minted for a payment: token, id (keccak hex) and expiry (Unix seconds).
@@ -699,7 +772,9 @@ enum Settled {
 
 /// Sends `/settle`, decides what its answer means, and records that in the ledger.
 async fn settle<P: Platform>(p: Rc<P>, s: Pending, mode: SettleMode) -> Settled {
-    let reply = call_facilitator(&s.config, &*p, Endpoint::Settle, &s.payment, &s.requirements).await.reply;
+    let call = call_facilitator(&s.config, &*p, Endpoint::Settle, &s.payment, &s.requirements).await;
+    s.trace.facilitator_ms(call.millis);
+    let reply = call.reply;
     let networks: Vec<&str> = s.networks.iter().map(String::as_str).collect();
     let id = &s.identity;
     let mut named_transaction = None;
@@ -742,6 +817,14 @@ async fn settle<P: Platform>(p: Rc<P>, s: Pending, mode: SettleMode) -> Settled 
         Settled::Unknown { .. } | Settled::Fault(_) => Outcome::Unknown { transaction: named_transaction },
     };
     match &decided {
+        Settled::Paid(r) => {
+            s.trace.outcome(DecisionOutcome::Paid, None);
+            s.trace.transaction(&r.transaction);
+        }
+        Settled::Refused(r) => s.trace.outcome(DecisionOutcome::Refused, Some(r.error_reason.as_deref().unwrap_or("settlement_failed"))),
+        Settled::Unknown { .. } | Settled::Fault(_) => s.trace.outcome(DecisionOutcome::UnknownOutcome, Some("settlement_outcome_unknown")),
+    }
+    match &decided {
         Settled::Paid(r) => p.log(&format!("x402: settled {} {} from {} tx {}", s.route_key, id.amount, id.payer, r.transaction)),
         Settled::Refused(r) => p.log(&format!("x402: settlement refused for {} nonce {}: {}", id.payer, id.nonce, r.error_reason.as_deref().unwrap_or("no reason"))),
         Settled::Unknown { detail, .. } | Settled::Fault(detail) => p.log(&format!("x402: settlement outcome unknown for {} nonce {}: {detail}", id.payer, id.nonce)),
@@ -749,6 +832,7 @@ async fn settle<P: Platform>(p: Rc<P>, s: Pending, mode: SettleMode) -> Settled 
     match p.ledger(&s.ticket.shard, &s.ticket.finish(outcome)).await {
         Ok(Reply::Done) => decided,
         Ok(Reply::DuplicateTransaction) => {
+            s.trace.outcome(DecisionOutcome::UnknownOutcome, Some("duplicate_transaction"));
             let tx = match &decided {
                 Settled::Paid(r) => r.transaction.clone(),
                 _ => String::new(),
@@ -996,6 +1080,127 @@ fn origin_failure<P: Platform>(p: &P, e: &ForwardError, settled: Option<&SettleR
     }
 }
 
+/// State an isolate keeps across requests (on the edge, for the isolate's lifetime).
+#[derive(Debug, Default)]
+pub struct IsolateState {
+    /// Facilitators seen failing, for failover.
+    pub health: FacilitatorHealth,
+    /// Clients over their route's `failed` rate limit.
+    pub blocked: BlockList,
+}
+
+/// Keys blocked until a time (Unix seconds). Bounded: at most [`BlockList::MAX`] keys are kept,
+/// expired ones dropped first.
+#[derive(Debug, Default)]
+pub struct BlockList(std::cell::RefCell<std::collections::HashMap<String, u64>>);
+
+impl BlockList {
+    /// Most keys held.
+    pub const MAX: usize = 10_000;
+
+    /// Blocks `key` until `until`.
+    pub fn block(&self, key: &str, until: u64, now: u64) {
+        let mut m = self.0.borrow_mut();
+        if m.len() >= Self::MAX {
+            m.retain(|_, t| *t > now);
+        }
+        if m.len() < Self::MAX {
+            m.insert(key.to_string(), until);
+        }
+    }
+
+    /// Whether `key` is blocked at `now`.
+    pub fn is_blocked(&self, key: &str, now: u64) -> bool {
+        self.0.borrow().get(key).is_some_and(|t| *t > now)
+    }
+}
+
+/// Seconds a client over a route's `failed` limit is refused before its payments are looked at
+/// (the longest period a Workers rate limit counts over).
+pub const FAILED_BLOCK_SECONDS: u64 = 60;
+
+/// `Retry-After` for a request over a `challenge` or `paid` limit, seconds.
+pub const RATE_LIMIT_RETRY_SECONDS: u64 = 10;
+
+fn failed_key(route: &Route, client_ip: &str) -> String {
+    format!("failed:{}:{client_ip}", route.key)
+}
+
+/// Counts one request against a rate limiting binding; a limiter that cannot be used lets the
+/// request through (logged): it protects capacity, never payments.
+async fn rate_limit<P: Platform>(p: &P, binding: &str, key: &str) -> bool {
+    match p.rate_limit(binding, key).await {
+        Ok(within) => within,
+        Err(e) => {
+            p.log(&format!("x402: rate limiter {binding} unavailable ({e}); not limiting"));
+            true
+        }
+    }
+}
+
+/// 429 with `Retry-After`.
+fn too_many_requests<P: Platform>(message: &str, retry_after: u64) -> Response<P::Body> {
+    let mut res = json_response(StatusCode::TOO_MANY_REQUESTS, &json!({ "error": "rate_limited", "message": message }), P::body);
+    set_header(res.headers_mut(), "retry-after", &retry_after.to_string());
+    res
+}
+
+/// After a refused payment attempt: counts it against the route's `failed` limit for the client;
+/// over the limit, answers 429 and blocks the client's payment attempts on this route in this
+/// isolate for [`FAILED_BLOCK_SECONDS`] (the rate limiting API cannot be asked without counting).
+async fn failed_attempt_limit<P: Platform>(p: &P, route: &Route, trace: &Trace, client_ip: &str, res: Response<P::Body>) -> Response<P::Body> {
+    let Some(binding) = &route.rate_limits.failed else { return res };
+    if trace.current_outcome() != DecisionOutcome::Refused {
+        return res;
+    }
+    let key = failed_key(route, client_ip);
+    if rate_limit(p, binding, &key).await {
+        return res;
+    }
+    p.isolate().blocked.block(&key, p.now() + FAILED_BLOCK_SECONDS, p.now());
+    trace.outcome(DecisionOutcome::RateLimited, Some("failed_payments"));
+    too_many_requests::<P>("too many failed payment attempts from this address", FAILED_BLOCK_SECONDS)
+}
+
+/// `MODE = "shadow"`: forwards as if free and records what would have been charged: the route's
+/// first payment option, and whether the request carried a payment that verifies locally
+/// (`valid_payment`), one that does not (its reason), or none (`no_payment`). Nothing is reserved,
+/// verified with a facilitator or settled.
+async fn shadow<P: Platform>(config: &Config, p: &P, route: &Route, req: Request<P::Body>, canonical: &str, trace: &Trace) -> Response<P::Body> {
+    let decoded = match (header_str(req.headers(), PAYMENT_SIGNATURE), header_str(req.headers(), X_PAYMENT)) {
+        (Some(h), _) => Some(decode_payment_signature(h)),
+        (None, Some(h)) => Some(decode_x_payment(h)),
+        (None, None) => None,
+    };
+    let reason = match decoded {
+        None => "no_payment".to_string(),
+        Some(Err(e)) => e.reason().to_string(),
+        Some(Ok(payment)) => match verify_exact(&route.accepts, &payment, p.now(), config.min_validity_seconds()) {
+            Ok(v) => {
+                trace.payer(&v.payer.to_checksum());
+                "valid_payment".to_string()
+            }
+            Err(inv) => inv.reason.to_string(),
+        },
+    };
+    if let Some(offer) = route.accepts.first() {
+        let payer = trace.decision().payer;
+        let r = &offer.requirements;
+        trace.payment(payer.as_deref().unwrap_or_default(), &r.amount, &r.asset, &r.network);
+        if payer.is_none() {
+            trace.clear_payer();
+        }
+    }
+    trace.outcome(DecisionOutcome::Shadow, Some(&reason));
+    match forward(config, p, req, canonical).await {
+        Ok(res) => {
+            trace.origin_status(res.status().as_u16());
+            res
+        }
+        Err(e) => origin_failure::<P>(p, &e, None),
+    }
+}
+
 /// A facilitator endpoint the paywall calls.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Endpoint {
@@ -1026,7 +1231,7 @@ struct FacilitatorCall {
 /// facilitator as failing for this isolate (logged).
 async fn call_facilitator<P: Platform>(config: &Config, p: &P, endpoint: Endpoint, payment: &PaymentPayload, requirements: &Value) -> FacilitatorCall {
     let body = request_body(payment.version, &payment.raw, requirements);
-    let health = p.facilitator_health();
+    let health = &p.isolate().health;
     let urls: Vec<&str> = config.facilitators.iter().map(|f| f.url.as_str()).collect();
     let started = p.millis();
     let mut reply = Err(UpstreamError::NotSent("no facilitator is configured".into()));
@@ -1158,14 +1363,18 @@ async fn check_pass<P: Platform>(config: &Config, p: &P, route: &Route, canonica
 }
 
 /// Forwards a request a pass admitted, with the pass's expiry and `Cache-Control: no-store`.
-async fn serve_on_pass<P: Platform>(config: &Config, p: &P, req: Request<P::Body>, canonical: &str, record: &PassRecord) -> Response<P::Body> {
+async fn serve_on_pass<P: Platform>(config: &Config, p: &P, req: Request<P::Body>, canonical: &str, record: &PassRecord, trace: &Trace) -> Response<P::Body> {
     match forward(config, p, req, canonical).await {
         Ok(mut res) => {
+            trace.origin_status(res.status().as_u16());
             set_header(res.headers_mut(), PASS_EXPIRES_HEADER, &record.expires_at.to_string());
             res.headers_mut().insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
             res
         }
-        Err(e) => origin_failure::<P>(p, &e, None),
+        Err(e) => {
+            trace.outcome(DecisionOutcome::OriginError, Some("origin_unreachable"));
+            origin_failure::<P>(p, &e, None)
+        }
     }
 }
 
@@ -1334,8 +1543,8 @@ async fn admin_endpoint<P: Platform>(p: &P, admin: &AdminEndpoint, req: Request<
             let op = if action == "/deny" { Op::PayerDeny } else { Op::PayerPasses };
             match p.ledger(&shard_name(&addr), &op).await {
                 Ok(Reply::Passes { passes }) => passes,
-                Ok(other) => return ledger_unavailable::<P>(p, &format!("the ledger answered {other:?}")),
-                Err(e) => return ledger_unavailable::<P>(p, &e),
+                Ok(other) => return ledger_unavailable::<P>(p, &format!("the ledger answered {other:?}"), &Trace::default()),
+                Err(e) => return ledger_unavailable::<P>(p, &e, &Trace::default()),
             }
         }
         _ => return bad("use POST {ADMIN_PATH}/revoke?pass=<token>, /revoke?payer=<address> or /deny?payer=<address>"),
@@ -1344,7 +1553,7 @@ async fn admin_endpoint<P: Platform>(p: &P, admin: &AdminEndpoint, req: Request<
     for id in &passes {
         match revoke_pass(p, id).await {
             Ok(()) => revoked += 1,
-            Err(e) => return ledger_unavailable::<P>(p, &format!("revoking pass {id}: {e}; {revoked} revoked before it")),
+            Err(e) => return ledger_unavailable::<P>(p, &format!("revoking pass {id}: {e}; {revoked} revoked before it"), &Trace::default()),
         }
     }
     p.log(&format!("x402: admin {action}: {revoked} pass(es) revoked{}", payer.map(|a| format!(" for {}", a.to_checksum())).unwrap_or_default()));

@@ -27,6 +27,7 @@ pub mod money;
 pub mod pass;
 pub mod route;
 pub mod siwx;
+pub mod telemetry;
 pub mod x402;
 
 #[cfg(all(target_arch = "wasm32", feature = "edge"))]

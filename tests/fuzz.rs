@@ -86,8 +86,9 @@ mod unpaid {
 
     use http::{Request, Response};
     use x402_edge_paywall::cdp::CdpKey;
-    use x402_edge_paywall::facilitator::{FacilitatorHealth, HttpReply, UpstreamError};
-    use x402_edge_paywall::gateway::Platform;
+    use x402_edge_paywall::facilitator::{HttpReply, UpstreamError};
+    use x402_edge_paywall::gateway::{IsolateState, Platform};
+    use x402_edge_paywall::telemetry::Decision;
     use x402_edge_paywall::ledger::{Op, Reply};
     use x402_edge_paywall::pass::PassCache;
 
@@ -96,7 +97,7 @@ mod unpaid {
         pub origin: Cell<usize>,
         pub facilitator: Cell<usize>,
         pub cache: PassCache,
-        pub health: FacilitatorHealth,
+        pub isolate: IsolateState,
     }
 
     impl Platform for Counting {
@@ -138,9 +139,13 @@ mod unpaid {
             &self.cache
         }
         fn defer(&self, _fut: impl Future<Output = ()> + 'static) {}
-        fn facilitator_health(&self) -> &FacilitatorHealth {
-            &self.health
+        fn isolate(&self) -> &IsolateState {
+            &self.isolate
         }
+        async fn rate_limit(&self, _binding: &str, _key: &str) -> Result<bool, String> {
+            Ok(true)
+        }
+        fn record(&self, _decision: &Decision) {}
         async fn sign(&self, _key: &CdpKey, _message: &[u8]) -> Result<Vec<u8>, String> {
             Err("no keys here".into())
         }

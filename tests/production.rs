@@ -146,3 +146,149 @@ fn facilitator_configuration_errors_are_clear() {
     .unwrap();
     assert_eq!(format!("{:?}", cfg.facilitators.iter().map(|f| &f.auth).collect::<Vec<_>>()), "[cdp(k), header]");
 }
+
+// ---- Decisions: one per priced request, nothing secret in them ---------------------------------
+
+fn outcomes(p: &Fake) -> Vec<(String, Option<String>)> {
+    p.decisions.borrow().iter().map(|d| (d.outcome.as_str().to_string(), d.reason.clone())).collect()
+}
+
+#[test]
+fn every_priced_request_records_one_decision_without_secrets() {
+    let cfg = config();
+    let p = Rc::new(fake());
+    let header = payment(&cfg, 0, 7);
+    run(&cfg, &p, request("/paid", &[]));
+    let paid = run(&cfg, &p, request("/paid", &[("payment-signature", &header)]));
+    assert_eq!(paid.status(), 200);
+    run(&cfg, &p, request("/paid", &[("payment-signature", &header)]));
+    p.queue_settle(reply(200, r#"{"success":false,"errorReason":"insufficient_funds","transaction":"","network":"eip155:84532"}"#));
+    run(&cfg, &p, request("/paid", &[("payment-signature", &payment_with(&cfg, 0, 8, 1, 120))]));
+    run(&cfg, &p, request("/paid", &[("payment-signature", "bm90IGpzb24=")]));
+    run(&cfg, &p, request("/free-path", &[]));
+    assert_eq!(
+        outcomes(&p),
+        [
+            ("challenge".to_string(), Some("no_payment".to_string())),
+            ("paid".into(), None),
+            ("refused".into(), Some("invalid_transaction_state".into())),
+            ("refused".into(), Some("insufficient_funds".into())),
+            ("refused".into(), Some("invalid_payload".into())),
+        ],
+        "one decision per priced request, none for an unpriced one"
+    );
+    let d = p.decisions.borrow()[1].clone();
+    assert_eq!(d.route, "GET /paid");
+    assert_eq!(d.payer.as_deref(), Some(payer(7).to_checksum().as_str()));
+    assert_eq!((d.amount.as_deref(), d.network.as_deref()), (Some("10000"), Some("eip155:84532")));
+    assert_eq!(d.origin_status, Some(200));
+    assert_eq!(d.transaction.as_deref(), Some(tx(1).as_str()));
+    assert_eq!(d.facilitator_ms, Some(0), "the fake clock does not move; the field is there");
+    for d in p.decisions.borrow().iter() {
+        let line = d.log_line();
+        assert!(!line.contains(&header) && !line.contains("signature") && !line.contains("bm90"), "{line}");
+    }
+}
+
+#[test]
+fn shadow_mode_forwards_everything_and_records_what_it_would_have_charged() {
+    let cfg = config_vars(json!({ "MODE": "shadow" }));
+    let p = Rc::new(fake());
+    assert_eq!(run(&cfg, &p, request("/paid", &[])).status(), 200);
+    assert_eq!(run(&cfg, &p, request("/paid", &[("payment-signature", &payment(&cfg, 0, 7))])).status(), 200);
+    assert_eq!(run(&cfg, &p, request("/paid", &[("payment-signature", &payment_with(&cfg, 0, 7, 7, 5))])).status(), 200);
+    assert_eq!(p.origin_hits(), 3);
+    assert_eq!((p.verifies(), p.settles()), (0, 0), "nothing verified remotely or settled");
+    assert!(p.ledger.borrow().is_empty(), "nothing reserved");
+    assert!(p.origin_calls.borrow().iter().all(|r| !r.headers().contains_key("payment-signature")), "payment headers never reach the origin");
+    let ds = p.decisions.borrow();
+    assert_eq!(ds.iter().map(|d| (d.outcome.as_str(), d.reason.as_deref())).collect::<Vec<_>>(), [
+        ("shadow", Some("no_payment")),
+        ("shadow", Some("valid_payment")),
+        ("shadow", Some("invalid_exact_evm_payload_authorization_valid_before")),
+    ]);
+    assert!(ds.iter().all(|d| d.amount.as_deref() == Some("10000") && d.origin_status == Some(200)));
+    assert_eq!(ds[0].payer, None);
+    assert_eq!(ds[1].payer.as_deref(), Some(payer(7).to_checksum().as_str()));
+}
+
+fn limited(limits: Value) -> Rc<Config> {
+    config_vars(json!({ "ROUTES": [{ "route": "GET /paid", "price": "$0.01", "rateLimit": limits }, { "route": "GET /open", "price": "$0.01" }] }))
+}
+
+#[test]
+fn challenges_over_the_per_ip_limit_get_429_and_touch_nothing() {
+    let cfg = limited(json!({ "challenge": "CHALLENGES" }));
+    let p = Rc::new(fake());
+    p.limits.borrow_mut().insert("CHALLENGES".into(), 2);
+    let from = |ip: &str| run(&cfg, &p, request("/paid", &[("cf-connecting-ip", ip)]));
+    assert_eq!(from("192.0.2.1").status(), 402);
+    assert_eq!(from("192.0.2.1").status(), 402);
+    let over = from("192.0.2.1");
+    assert_eq!(over.status(), 429);
+    assert_eq!(over.headers()["retry-after"], "10");
+    assert_eq!(body_json(&over)["error"], "rate_limited");
+    assert_eq!(from("192.0.2.2").status(), 402, "per client IP");
+    assert_eq!(run(&cfg, &p, request("/open", &[("cf-connecting-ip", "192.0.2.1")])).status(), 402, "per route");
+    // A paying request from the limited IP is not a challenge: it is served.
+    assert_eq!(run(&cfg, &p, request("/paid", &[("cf-connecting-ip", "192.0.2.1"), ("payment-signature", &payment(&cfg, 0, 7))])).status(), 200);
+    assert_eq!(p.decisions.borrow().iter().filter(|d| d.outcome.as_str() == "rate_limited").count(), 1);
+}
+
+#[test]
+fn failed_payments_over_the_per_ip_limit_block_that_ip_before_the_facilitator() {
+    let cfg = limited(json!({ "failed": "FAILED" }));
+    let p = Rc::new(fake());
+    p.limits.borrow_mut().insert("FAILED".into(), 2);
+    let ip = ("cf-connecting-ip", "198.51.100.7");
+    for _ in 0..2 {
+        assert_eq!(run(&cfg, &p, request("/paid", &[ip, ("payment-signature", "bm90IGpzb24=")])).status(), 402);
+    }
+    let third = run(&cfg, &p, request("/paid", &[ip, ("payment-signature", "bm90IGpzb24=")]));
+    assert_eq!(third.status(), 429);
+    assert_eq!(third.headers()["retry-after"], "60");
+    // Now even a valid payment from that IP is refused before anything runs.
+    let blocked = run(&cfg, &p, request("/paid", &[ip, ("payment-signature", &payment(&cfg, 0, 7))]));
+    assert_eq!(blocked.status(), 429);
+    assert_eq!((p.origin_hits(), p.verifies(), p.settles()), (0, 0, 0));
+    assert!(p.ledger.borrow().is_empty(), "not even reserved");
+    // Another IP pays normally; after the block, this one does too.
+    assert_eq!(run(&cfg, &p, request("/paid", &[("cf-connecting-ip", "198.51.100.8"), ("payment-signature", &payment(&cfg, 0, 8))])).status(), 200);
+    p.now.set(NOW + 61);
+    assert_eq!(run(&cfg, &p, request("/paid", &[ip, ("payment-signature", &payment_with(&cfg, 0, 7, 9, 300))])).status(), 200);
+}
+
+#[test]
+fn paid_attempts_over_the_per_payer_limit_get_429_before_the_ledger() {
+    let cfg = limited(json!({ "paid": "PAYERS" }));
+    let p = Rc::new(fake());
+    p.limits.borrow_mut().insert("PAYERS".into(), 1);
+    assert_eq!(run(&cfg, &p, request("/paid", &[("payment-signature", &payment_with(&cfg, 0, 7, 1, 120))])).status(), 200);
+    let over = run(&cfg, &p, request("/paid", &[("payment-signature", &payment_with(&cfg, 0, 7, 2, 120))]));
+    assert_eq!(over.status(), 429);
+    assert_eq!((p.origin_hits(), p.settles()), (1, 1));
+    assert_eq!(run(&cfg, &p, request("/paid", &[("payment-signature", &payment_with(&cfg, 0, 8, 3, 120))])).status(), 200, "per payer");
+    // A limiter that cannot be used never blocks a payment.
+    let cfg = limited(json!({ "paid": "MISSING" }));
+    let p = Rc::new(fake());
+    assert_eq!(run(&cfg, &p, request("/paid", &[("payment-signature", &payment(&cfg, 0, 7))])).status(), 200);
+    assert!(p.logs.borrow().iter().any(|l| l.contains("rate limiter MISSING unavailable")));
+}
+
+#[test]
+fn rate_limit_and_mode_configuration_errors_are_clear() {
+    let e = |vars: Value| Config::from_vars(&{
+        let mut m = json!({ "ORIGIN_URL": "http://o.test", "FACILITATOR_URL": "http://f.test", "PAY_TO": "0x209693Bc6afc0C5328bA36FaF03C514EF312287C",
+            "ROUTES": [{ "route": "GET /paid", "price": "$0.01" }] });
+        for (k, v) in vars.as_object().unwrap() { m[k] = v.clone(); }
+        m.as_object().unwrap().clone()
+    }).unwrap_err().0;
+    assert!(e(json!({ "MODE": "audit" })).contains("MODE"));
+    assert!(e(json!({ "RATE_LIMITS": { "challenges": "X" } })).contains("unknown field"));
+    assert!(e(json!({ "RATE_LIMITS": { "paid": "not a name" } })).contains("binding name"));
+    assert!(e(json!({ "ROUTES": [{ "route": "GET /paid", "price": "$0.01", "rateLimit": { "paid": 3 } }] })).contains("rateLimit"));
+    // RATE_LIMITS is the default; a route's own rateLimit replaces it.
+    let cfg = config_vars(json!({ "RATE_LIMITS": "{\"challenge\":\"C\"}", "ROUTES": [{ "route": "GET /a", "price": "$0.01" }, { "route": "GET /b", "price": "$0.01", "rateLimit": { "paid": "P" } }] }));
+    assert_eq!(cfg.routes[0].rate_limits.challenge.as_deref(), Some("C"));
+    assert_eq!((cfg.routes[1].rate_limits.challenge.as_deref(), cfg.routes[1].rate_limits.paid.as_deref()), (None, Some("P")));
+}

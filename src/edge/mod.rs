@@ -22,8 +22,9 @@ use worker::{console_error, console_log, event, js_sys, web_sys, AbortController
 
 use crate::config::{Config, ConfigError};
 use crate::cdp::CdpKey;
-use crate::facilitator::{FacilitatorHealth, HttpReply, UpstreamError, MAX_REPLY_BYTES};
-use crate::gateway::{self, Platform};
+use crate::facilitator::{HttpReply, UpstreamError, MAX_REPLY_BYTES};
+use crate::gateway::{self, IsolateState, Platform};
+use crate::telemetry::Decision;
 use crate::ledger::{Op, Reply};
 use crate::pass::PassCache;
 
@@ -36,12 +37,18 @@ pub const LEDGER_BINDING: &str = "LEDGER";
 /// Name of the optional service binding to an origin Worker (instead of `ORIGIN_URL`).
 pub const ORIGIN_SERVICE_BINDING: &str = "ORIGIN_SERVICE";
 
+/// Name of the optional Workers Analytics Engine dataset binding that receives one data point per
+/// priced request decision.
+pub const METRICS_BINDING: &str = "METRICS";
+
 /// Time limit for one ledger call, seconds.
 const LEDGER_TIMEOUT_SECONDS: u64 = 10;
 
 /// The variables read from `env` (see [`crate::config`]).
-const VARS: [&str; 19] = [
+const VARS: [&str; 21] = [
     "ORIGIN_URL",
+    "MODE",
+    "RATE_LIMITS",
     "FACILITATOR_URL",
     "FACILITATOR_AUTH",
     "CDP_API_KEY_ID",
@@ -73,8 +80,8 @@ thread_local! {
     static CONFIG: RefCell<Option<Result<Rc<Config>, ConfigError>>> = const { RefCell::new(None) };
     /// Pass records this isolate has seen.
     static PASSES: Rc<PassCache> = Rc::new(PassCache::default());
-    /// Facilitators this isolate has seen failing.
-    static HEALTH: Rc<FacilitatorHealth> = Rc::new(FacilitatorHealth::default());
+    /// Facilitators seen failing and clients blocked, for this isolate's lifetime.
+    static ISOLATE: Rc<IsolateState> = Rc::new(IsolateState::default());
 }
 
 fn read_vars(env: &Env) -> Map<String, Value> {
@@ -111,6 +118,12 @@ fn config(env: &Env) -> Result<Rc<Config>, ConfigError> {
                 if cfg.routes.iter().any(|r| r.pass.is_some()) && env.kv(PASSES_BINDING).is_err() {
                     return Err(ConfigError(format!("a route sells a pass but the KV namespace binding {PASSES_BINDING} is missing")));
                 }
+                for binding in cfg.routes.iter().flat_map(|r| r.rate_limits.bindings()) {
+                    let limiter = js_sys::Reflect::get(env.as_ref(), &JsValue::from_str(binding)).unwrap_or(JsValue::UNDEFINED);
+                    if !js_sys::Reflect::get(&limiter, &JsValue::from_str("limit")).is_ok_and(|f| f.is_function()) {
+                        return Err(ConfigError(format!("rate limit binding `{binding}` is missing: declare it under [[ratelimits]] in wrangler.toml")));
+                    }
+                }
                 if cfg.routes.iter().any(|r| !r.is_free()) && env.durable_object(LEDGER_BINDING).is_err() {
                     return Err(ConfigError(format!(
                         "priced routes need the payment ledger: the Durable Object binding `{LEDGER_BINDING}` (class PaymentLedger) is missing"
@@ -127,7 +140,7 @@ struct Edge {
     origin_service: Option<worker::Fetcher>,
     kv: Option<KvStore>,
     passes: Rc<PassCache>,
-    health: Rc<FacilitatorHealth>,
+    isolate: Rc<IsolateState>,
     env: Env,
     ctx: Context,
     /// The incoming request's abort signal (fires on client disconnect with the
@@ -319,8 +332,36 @@ impl Platform for Edge {
         &self.passes
     }
 
-    fn facilitator_health(&self) -> &FacilitatorHealth {
-        &self.health
+    fn isolate(&self) -> &IsolateState {
+        &self.isolate
+    }
+
+    async fn rate_limit(&self, binding: &str, key: &str) -> Result<bool, String> {
+        let limiter = js_sys::Reflect::get(self.env.as_ref(), &JsValue::from_str(binding)).map_err(|e| format!("{e:?}"))?;
+        let limit: js_sys::Function = js_sys::Reflect::get(&limiter, &JsValue::from_str("limit"))
+            .ok()
+            .and_then(|f| f.dyn_into().ok())
+            .ok_or_else(|| format!("{binding} is not a rate limiting binding"))?;
+        let options = js_sys::Object::new();
+        js_sys::Reflect::set(&options, &JsValue::from_str("key"), &JsValue::from_str(key)).map_err(|e| format!("{e:?}"))?;
+        let promise: js_sys::Promise = limit.call1(&limiter, &options).map_err(|e| format!("{e:?}"))?.dyn_into().map_err(|_| "limit() returned no promise".to_string())?;
+        let outcome = worker::wasm_bindgen_futures::JsFuture::from(promise).await.map_err(|e| format!("{e:?}"))?;
+        Ok(js_sys::Reflect::get(&outcome, &JsValue::from_str("success")).ok().and_then(|v| v.as_bool()).unwrap_or(true))
+    }
+
+    fn record(&self, decision: &Decision) {
+        console_log!("{}", decision.log_line());
+        let Ok(dataset) = js_sys::Reflect::get(self.env.as_ref(), &JsValue::from_str(METRICS_BINDING)) else { return };
+        if dataset.is_undefined() {
+            return;
+        }
+        let write = js_sys::Reflect::get(&dataset, &JsValue::from_str("writeDataPoint")).ok().and_then(|f| f.dyn_into::<js_sys::Function>().ok());
+        let point = serde_json::to_string(&decision.data_point()).ok().and_then(|json| js_sys::JSON::parse(&json).ok());
+        if let (Some(write), Some(point)) = (write, point) {
+            if let Err(e) = write.call1(&dataset, &point) {
+                console_error!("x402: writeDataPoint failed: {e:?}");
+            }
+        }
     }
 
     async fn sign(&self, key: &CdpKey, message: &[u8]) -> Result<Vec<u8>, String> {
@@ -375,6 +416,6 @@ async fn fetch(req: worker::Request, env: Env, ctx: Context) -> worker::Result<w
         crate::config::OriginTarget::Service => env.service(ORIGIN_SERVICE_BINDING).ok(),
         crate::config::OriginTarget::Url { .. } => None,
     };
-    let platform = Rc::new(Edge { origin_service, kv: env.kv(PASSES_BINDING).ok(), passes: PASSES.with(Rc::clone), health: HEALTH.with(Rc::clone), env, ctx, signal });
+    let platform = Rc::new(Edge { origin_service, kv: env.kv(PASSES_BINDING).ok(), passes: PASSES.with(Rc::clone), isolate: ISOLATE.with(Rc::clone), env, ctx, signal });
     to_worker(gateway::handle(&config, &platform, http_req).await)
 }

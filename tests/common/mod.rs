@@ -17,8 +17,9 @@ use serde_json::{json, Value};
 use x402_edge_paywall::config::Config;
 use x402_edge_paywall::evm::{address_of, hex_0x, parse_uint256, Address, TransferWithAuthorization};
 use x402_edge_paywall::cdp::CdpKey;
-use x402_edge_paywall::facilitator::{FacilitatorHealth, HttpReply, UpstreamError};
-use x402_edge_paywall::gateway::{handle, Platform};
+use x402_edge_paywall::facilitator::{HttpReply, UpstreamError};
+use x402_edge_paywall::gateway::{handle, IsolateState, Platform};
+use x402_edge_paywall::telemetry::Decision;
 use x402_edge_paywall::ledger::{self, MemoryStore, Op, Reply};
 use x402_edge_paywall::pass::PassCache;
 use x402_edge_paywall::x402::encode_header;
@@ -74,7 +75,13 @@ pub struct Fake {
     /// Work deferred until after the response (`ctx.waitUntil` on the edge); [`run`] drains it.
     pub deferred: RefCell<Vec<Pin<Box<dyn Future<Output = ()>>>>>,
     pub tx_counter: Cell<u8>,
-    pub health: FacilitatorHealth,
+    pub isolate: IsolateState,
+    /// Rate limits by binding name: requests allowed per key (counted forever).
+    pub limits: RefCell<HashMap<String, usize>>,
+    /// Requests counted per (binding, key).
+    pub limited: RefCell<HashMap<(String, String), usize>>,
+    /// Decisions recorded, in order.
+    pub decisions: RefCell<Vec<Decision>>,
     /// Facilitator base URLs that refuse connections (the call never gets an answer).
     pub facilitators_down: RefCell<Vec<String>>,
     /// Every facilitator call attempted, reached or not: (URL, Authorization header).
@@ -194,8 +201,18 @@ impl Platform for Fake {
     fn passes(&self) -> &PassCache {
         &self.cache
     }
-    fn facilitator_health(&self) -> &FacilitatorHealth {
-        &self.health
+    fn isolate(&self) -> &IsolateState {
+        &self.isolate
+    }
+    async fn rate_limit(&self, binding: &str, key: &str) -> Result<bool, String> {
+        let Some(&limit) = self.limits.borrow().get(binding) else { return Err(format!("no binding {binding}")) };
+        let mut counts = self.limited.borrow_mut();
+        let n = counts.entry((binding.to_string(), key.to_string())).or_default();
+        *n += 1;
+        Ok(*n <= limit)
+    }
+    fn record(&self, decision: &Decision) {
+        self.decisions.borrow_mut().push(decision.clone());
     }
     async fn sign(&self, key: &CdpKey, message: &[u8]) -> Result<Vec<u8>, String> {
         self.signed.borrow_mut().push((key.id.clone(), String::from_utf8_lossy(message).into_owned()));
