@@ -365,9 +365,10 @@ export const ROUTES = [
 /**
  * Starts the built Worker (build/) under Miniflare on a free port. `originWorker` (module source
  * of a JS Worker): the origin is that Worker behind the `ORIGIN_SERVICE` service binding instead
- * of `originUrl`.
+ * of `originUrl`. `workerOptions`: more Miniflare options for the paywall Worker (rate limits,
+ * Analytics Engine datasets). The result's `logs` collects the Worker's stdout lines.
  */
-export async function startWorker({ originUrl, facilitatorUrl, payTo, routes = ROUTES, extraBindings = {}, originWorker, publicUrl = false }) {
+export async function startWorker({ originUrl, facilitatorUrl, payTo, routes = ROUTES, extraBindings = {}, originWorker, publicUrl = false, workerOptions = {} }) {
   const { Miniflare } = await import('miniflare');
   const port = await freePort();
   const paywall = {
@@ -393,11 +394,29 @@ export async function startWorker({ originUrl, facilitatorUrl, payTo, routes = R
       ...extraBindings,
     },
     ...(originWorker ? { serviceBindings: { ORIGIN_SERVICE: 'origin' } } : {}),
+    ...workerOptions,
   };
   const workers = originWorker ? [paywall, { name: 'origin', modules: true, script: originWorker, compatibilityDate: '2026-07-30' }] : [paywall];
-  const mf = new Miniflare({ host: '127.0.0.1', port, cf: false, workers });
+  const logs = [];
+  const collect = (stream, echo) => {
+    let rest = '';
+    stream.on('data', (chunk) => {
+      const lines = (rest + chunk.toString('utf8')).split('\n');
+      rest = lines.pop();
+      for (const line of lines) {
+        logs.push(line);
+        // Decision lines are read by the tests that want them; the rest goes on to the output.
+        if (!line.includes('"x402":"decision"')) echo.write(`${line}\n`);
+      }
+    });
+  };
+  const handleRuntimeStdio = (stdout, stderr) => {
+    collect(stdout, process.stdout);
+    collect(stderr, process.stderr);
+  };
+  const mf = new Miniflare({ host: '127.0.0.1', port, cf: false, workers, handleRuntimeStdio });
   const url = (await mf.ready).toString().replace(/\/$/, '');
-  return { mf, url, stop: () => mf.dispose() };
+  return { mf, url, logs, stop: () => mf.dispose() };
 }
 
 /**
