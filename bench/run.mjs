@@ -9,6 +9,7 @@
 import { execFileSync, spawn } from 'node:child_process';
 import { mkdirSync, readFileSync, writeFileSync, statSync } from 'node:fs';
 import { createRequire } from 'node:module';
+import crypto from 'node:crypto';
 import os from 'node:os';
 import path from 'node:path';
 import { gzipSync } from 'node:zlib';
@@ -51,6 +52,9 @@ function buildFloor() {
   writeFileSync(path.join(BUILD, 'floor.js'), `export default { fetch() { return new Response('{"x402Version":2}', { status: 402, headers: { 'content-type': 'application/json' } }); } };\n`);
 }
 
+/** A throwaway CDP API key (ECDSA P-256 as SEC1 PEM) for the CDP-authenticated run. */
+const CDP_KEY = crypto.generateKeyPairSync('ec', { namedCurve: 'P-256' }).privateKey.export({ format: 'pem', type: 'sec1' });
+
 function miniflareOptions(kind, originUrl, facilitatorUrl) {
   const common = {
     host: '127.0.0.1', port: 0, modules: true, compatibilityDate: '2026-07-30', cf: false,
@@ -58,7 +62,8 @@ function miniflareOptions(kind, originUrl, facilitatorUrl) {
     // from this process would load the same event loop that runs the origin and facilitator.
     handleRuntimeStdio(stdout, stderr) { stdout.resume(); stderr.resume(); },
   };
-  if (kind === 'ours') {
+  if (kind === 'ours' || kind === 'ours-cdp') {
+    const cdp = kind === 'ours-cdp' ? { FACILITATOR_AUTH: 'cdp', CDP_API_KEY_ID: 'organizations/bench/apiKeys/bench', CDP_API_KEY_SECRET: CDP_KEY } : {};
     return {
       ...common,
       scriptPath: path.join(ROOT, 'build/index.js'),
@@ -67,7 +72,7 @@ function miniflareOptions(kind, originUrl, facilitatorUrl) {
       compatibilityFlags: ['enable_request_signal'],
       kvNamespaces: ['PASSES'],
       durableObjects: { LEDGER: { className: 'PaymentLedger', useSQLite: true } },
-      bindings: { ORIGIN_URL: originUrl, FACILITATOR_URL: facilitatorUrl, PAY_TO, ROUTES: OUR_ROUTES },
+      bindings: { ORIGIN_URL: originUrl, FACILITATOR_URL: facilitatorUrl, PAY_TO, ROUTES: OUR_ROUTES, ...cdp },
     };
   }
   if (kind === 'floor') return { ...common, scriptPath: path.join(BUILD, 'floor.js') };
@@ -350,6 +355,26 @@ async function micro() {
   return { native, nativeDigest, wasm: wasmUs, viem: median(viemRuns) };
 }
 
+/** Ours with `FACILITATOR_AUTH = "cdp"` (an ES256 JWT signed per facilitator call), paid at 0 ms. */
+async function cdpRound(origin, accepted, round) {
+  const standin = await startStandin({ delayMs: 0 });
+  const server = await startServer('ours-cdp', origin.url, standin.url);
+  try {
+    for (let i = 0; i < 50; i++) await (await fetch(`${server.url}/weather`)).arrayBuffer();
+    const { file, n } = paymentsFor(accepted, 1500, `ours-cdp-${round}`);
+    log(`round ${round + 1}: ours paid0 with CDP JWTs`);
+    const r = await runWrk(server.url, { header: 'payment-signature', file, path: '/weather' }, server.pid);
+    if (r.non2xx > 0 || r.requests > n) throw new Error(`ours-cdp: ${r.non2xx} non-2xx of ${r.requests} (pre-signed ${n})`);
+    const calls = standin.calls.verify + standin.calls.settle;
+    if (standin.calls.bearer !== calls) throw new Error(`ours-cdp: ${standin.calls.bearer} of ${calls} facilitator calls carried a JWT`);
+    r.roundTrips = calls / r.requests;
+    return { paid0cdp: r };
+  } finally {
+    await server.mf.dispose();
+    await standin.stop();
+  }
+}
+
 // ---- report --------------------------------------------------------------------------------
 
 async function floorChallenge(origin) {
@@ -402,7 +427,7 @@ async function main() {
   for (let round = 0; round < ROUNDS; round++) {
     log(`round ${round + 1}: floor`);
     rounds.floor.push({ challenge: await floorChallenge(origin) });
-    rounds.ours.push(await loadRound('ours', origin, acceptedOurs, round));
+    rounds.ours.push({ ...(await loadRound('ours', origin, acceptedOurs, round)), ...(await cdpRound(origin, acceptedOurs, round)) });
     rounds.peer.push(await loadRound('peer', origin, acceptedOurs, round));
   }
   const floor = medians(rounds.floor).challenge;
@@ -449,6 +474,9 @@ async function main() {
     lines.push(row(`(b) paid request, facilitator ${d} ms, workerd CPU per request`, o.workerdCpuMs, p.workerdCpuMs, 'ms', 'lower', 3));
     lines.push(`| (b) facilitator round trips per paid request, ${d} ms | ${fmt(o.roundTrips, 2)} (verify ${o.verifyCalls}, settle ${o.settleCalls}) | ${fmt(p.roundTrips, 2)} (verify ${p.verifyCalls}, settle ${p.settleCalls}) | |`);
   }
+  const cd = ours.paid0cdp;
+  const perCall = ((cd.workerdCpuMs - ours.paid0.workerdCpuMs) * 1000) / Math.max(cd.roundTrips, 1e-9);
+  lines.push(`| (b) paid request, 0 ms, facilitator auth by CDP JWT (ES256 via WebCrypto, one per call) | ${fmt(cd.rps)} req/s, p50 ${fmt(cd.p50, 2)} ms, ${fmt(cd.workerdCpuMs, 3)} ms CPU/req (${fmt(perCall)} µs per signed call over no auth; ${fmt(cd.roundTrips, 2)} calls/req) | | |`);
   const mi = ours.minted0;
   lines.push(`| (b') paid request that also sells a pass, 0 ms | ${fmt(mi.rps)} req/s, p50 ${fmt(mi.p50, 2)} ms, p99 ${fmt(mi.p99, 2)} ms, ${fmt(mi.workerdCpuMs, 3)} ms CPU | (no passes) | |`);
   lines.push(`| (c) request on a live pass (isolate cache + origin), throughput | ${fmt(ours.session.rps)} req/s | no passes: every access is a paid request | ${fmt(ours.session.rps / peer.paid0.rps, 2)}× the peer's paid request |`);

@@ -3,7 +3,7 @@
 import http from 'node:http';
 
 export async function startStandin({ delayMs = 0 } = {}) {
-  const calls = { verify: 0, settle: 0, supported: 0 };
+  const calls = { verify: 0, settle: 0, supported: 0, bearer: 0 };
   let tx = 0;
   const server = http.createServer((req, res) => {
     const chunks = [];
@@ -27,6 +27,8 @@ export async function startStandin({ delayMs = 0 } = {}) {
       let body = {};
       try { body = JSON.parse(Buffer.concat(chunks).toString('utf8')); } catch {}
       const payer = body?.paymentPayload?.payload?.authorization?.from;
+      // Calls that carried a JWT bearer token (the CDP-authenticated run); not verified here.
+      if (/^Bearer ey[\w-]+\.ey[\w-]+\.[\w-]+$/.test(req.headers.authorization ?? '')) calls.bearer++;
       const network = body?.paymentRequirements?.network ?? 'eip155:84532';
       if (req.url === '/verify') {
         calls.verify++;
@@ -46,7 +48,7 @@ export async function startStandin({ delayMs = 0 } = {}) {
   return {
     url: `http://127.0.0.1:${server.address().port}`,
     calls,
-    reset() { calls.verify = 0; calls.settle = 0; },
+    reset() { calls.verify = 0; calls.settle = 0; calls.bearer = 0; },
     setDelay(ms) { delayMs = ms; },
     stop: () => new Promise((r) => { server.closeAllConnections(); server.close(() => r()); }),
   };
