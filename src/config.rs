@@ -41,6 +41,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 
 use crate::cdp::CdpKey;
+use crate::discovery::{RouteDiscovery, WellKnown};
 use crate::evm::{caip2_chain_id, network_by_id, Address, Eip712Domain};
 use crate::exact::VALID_BEFORE_SLACK_SECONDS;
 use crate::money::price_to_atomic;
@@ -166,6 +167,9 @@ pub struct Route {
     pub settle: SettleOrder,
     /// The Workers Rate Limiting bindings that apply (the route's `rateLimit`, else `RATE_LIMITS`).
     pub rate_limits: RateLimits,
+    /// Discovery declaration and prebuilt `bazaar` extensions ([`crate::discovery`]); the
+    /// default (not discoverable) for a free route.
+    pub discovery: RouteDiscovery,
 }
 
 /// Workers Rate Limiting bindings (by binding name) applied to a priced route. Each counts within
@@ -399,6 +403,8 @@ pub struct Config {
     /// (`sign-in-with-x`) is on only when it is set: the spec binds signatures to it, never to
     /// request headers.
     pub public_url: Option<String>,
+    /// The `/.well-known/x402` document, built once from the routes ([`crate::discovery`]).
+    pub well_known: WellKnown,
 }
 
 /// The admin endpoint: `POST {path}/revoke?pass=<token>` or `?payer=<address>`, and
@@ -807,7 +813,7 @@ impl Config {
                 check_keys(&at, obj, &[&["route", "description", "free", "group"]])?;
                 Vec::new()
             } else if let Some(list) = obj.get("accepts") {
-                check_keys(&at, obj, &[&ROUTE_KEYS])?;
+                check_keys(&at, obj, &[&ROUTE_KEYS, &crate::discovery::ROUTE_KEYS])?;
                 let Value::Array(list) = list else { return err(format!("{at}: `accepts` must be an array")) };
                 if list.is_empty() {
                     return err(format!("{at}: `accepts` is empty (use `free = true` for a free route)"));
@@ -822,7 +828,7 @@ impl Config {
                 }
                 offers
             } else if inline {
-                check_keys(&at, obj, &[&ROUTE_KEYS, &OFFER_KEYS])?;
+                check_keys(&at, obj, &[&ROUTE_KEYS, &OFFER_KEYS, &crate::discovery::ROUTE_KEYS])?;
                 let raw: RawOffer = serde_json::from_value(entry.clone()).or_else(|e| err(format!("{at}: {e}")))?;
                 vec![parse_offer(&at, &raw, &defaults)?]
             } else {
@@ -859,6 +865,7 @@ impl Config {
                 Some(_) => return err(format!("{at}: a free route cannot sell a pass")),
                 None => None,
             };
+            let discovery = if r.free { RouteDiscovery::default() } else { RouteDiscovery::parse(&at, obj, &key, &pattern)? };
             routes.push(Route {
                 key,
                 pattern,
@@ -873,6 +880,7 @@ impl Config {
                     Some(v) => RateLimits::parse(&format!("{at} rateLimit"), v)?,
                     None => default_limits.clone(),
                 },
+                discovery,
             });
         }
         check_pass_groups(&routes)?;
@@ -903,6 +911,7 @@ impl Config {
                 Some(url)
             }
         };
+        let well_known = WellKnown::build(&routes, public_url.is_some());
         Ok(Config {
             origin,
             origin_headers,
@@ -916,6 +925,7 @@ impl Config {
             denylist,
             admin,
             public_url,
+            well_known,
         })
     }
 

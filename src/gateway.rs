@@ -32,6 +32,7 @@ use http::{HeaderMap, Method, Request, Response, StatusCode};
 use serde::Serialize;
 use serde_json::{json, Value};
 
+use crate::discovery;
 use crate::cdp::{self, CdpKey};
 use crate::config::{AdminEndpoint, Config, Facilitator, FacilitatorAuth, Mode, CorsPolicy, OriginTarget, PassScope, Route, SettleOrder, VerifyPolicy};
 use crate::evm::{hex_0x, hex_lower, Address};
@@ -198,6 +199,10 @@ pub async fn handle<P: Platform>(config: &Rc<Config>, p: &Rc<P>, req: Request<P:
         Ok(c) => c,
         Err(e) => return bad_request("invalid_path", &e.to_string(), P::body),
     };
+    // The discovery document is the paywall's own answer, whatever the origin serves there.
+    if canonical == discovery::WELL_KNOWN_PATH {
+        return config.well_known.respond(req.method(), req.headers(), P::body);
+    }
     if let Some(admin) = &config.admin {
         let under = canonical.strip_prefix(admin.path.as_str()).is_some_and(|rest| rest.is_empty() || rest.starts_with('/'));
         if under {
@@ -350,7 +355,7 @@ async fn priced<P: Platform>(
         trace.outcome(DecisionOutcome::RateLimited, Some("failed_payments"));
         return too_many_requests::<P>("too many failed payment attempts from this address", FAILED_BLOCK_SECONDS);
     }
-    let ext = sign_in_extension(config, &**p, route, canonical);
+    let ext = discovery::merge_extensions(sign_in_extension(config, &**p, route, canonical), route.discovery.bazaar(req.method()));
     // A live pass for this scope: no payment.
     let mut pass_refusal: Option<String> = None;
     if let Some(presented) = pass::token_from_request(req.headers()).map(|t| pass::pass_id(&t)) {

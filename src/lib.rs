@@ -5,6 +5,7 @@
 //! | module | job |
 //! |---|---|
 //! | [`config`] | the Worker's vars → validated price table |
+//! | [`discovery`] | the `/.well-known/x402` document and the x402 `bazaar` extension of each route |
 //! | [`route`] | path canonicalisation and `METHOD /pattern` matching |
 //! | [`money`] | `"$0.01"` → atomic units, exact decimal arithmetic |
 //! | [`x402`] | v2 wire types and base64 header codecs |
@@ -18,6 +19,7 @@
 
 pub mod cdp;
 pub mod config;
+pub mod discovery;
 pub mod evm;
 pub mod exact;
 pub mod facilitator;

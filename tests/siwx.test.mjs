@@ -61,7 +61,7 @@ describe('sign-in-with-x', () => {
     assert.equal(info.type, 'eip191');
     const plain = await fetch(url('/weather'));
     await plain.arrayBuffer();
-    assert.equal(unb64(plain.headers.get('payment-required')).extensions, undefined);
+    assert.equal(unb64(plain.headers.get('payment-required')).extensions?.['sign-in-with-x'], undefined);
   });
 
   test('a payer who lost the token gets in again with the wallet that paid, without paying (official client)', async () => {
