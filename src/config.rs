@@ -28,7 +28,9 @@
 //! `description`, `mimeType`, `pass` ([`PassTerms`]), `group` (a name shared by routes that a
 //! group-scoped pass opens together); `verify` ([`VerifyPolicy`]: `"auto"`,
 //! `"always"`, `"local"`); `settle` ([`SettleOrder`]: `"after"`, `"before"`); `rateLimit`
-//! ([`RateLimits`]); `free: true` for a route proxied without
+//! ([`RateLimits`]); the discovery keys `discoverable`, `inputSchema`, `inputExample`,
+//! `bodyType`, `outputSchema`, `outputExample` ([`crate::discovery::RouteDiscovery`]); `free:
+//! true` for a route proxied without
 //! payment (to carve an exception out of a later wildcard); and its payment options, either as an
 //! `accepts` array or, for a single option, directly in the entry. An option is `price`
 //! (`"$0.01"`, whole tokens, converted with the asset's decimals) or `amount` (atomic units,
