@@ -3,6 +3,7 @@
 // stand-in. Load from wrk on 127.0.0.1. Prints a markdown report; every number comes from this run.
 //
 // Env: BENCH_SECONDS (per load run, default 4), BENCH_ROUNDS (default 3), BENCH_CONNECTIONS (default 16).
+// BENCH_ONLY=challenge: our 402 challenge and the runtime floor, one run each (JSON).
 // BENCH_ONLY=paid0 (or minted0, a paid request that also sells a pass): only that scenario of
 // ours at 0 ms facilitator delay, one run, printed as JSON (a quick check while optimising;
 // `node bench/run.mjs` after `bash scripts/build.sh`).
@@ -404,7 +405,31 @@ async function onlyPaid0(routePath) {
   }
 }
 
+/** BENCH_ONLY=challenge: our 402 challenge and the runtime floor, one run each. */
+async function onlyChallenge() {
+  buildFloor();
+  const origin = await startBenchOrigin();
+  const standin = await startStandin({ delayMs: 0 });
+  const out = {};
+  try {
+    out.floor = await floorChallenge(origin);
+    const server = await startServer('ours', origin.url, standin.url);
+    try {
+      for (let i = 0; i < 50; i++) await (await fetch(`${server.url}/weather`)).arrayBuffer();
+      out.ours = await runWrk(server.url, {}, server.pid);
+    } finally {
+      await server.mf.dispose();
+    }
+    const pick = (r) => ({ rps: Math.round(r.rps), p50: r.p50, workerdCpuMs: r.workerdCpuMs });
+    console.log(JSON.stringify({ floor: pick(out.floor), ours: pick(out.ours) }));
+  } finally {
+    await standin.stop();
+    await origin.stop?.();
+  }
+}
+
 async function main() {
+  if (process.env.BENCH_ONLY === 'challenge') return onlyChallenge();
   if (process.env.BENCH_ONLY === 'paid0') return onlyPaid0('/weather');
   if (process.env.BENCH_ONLY === 'minted0') return onlyPaid0('/minted');
   buildPeer();
