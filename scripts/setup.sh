@@ -18,3 +18,12 @@ if [ "$(cat node_modules/.x402-lock-stamp 2>/dev/null)" != "$stamp" ]; then
   npm install --no-audit --no-fund
   sha256sum package-lock.json | cut -d' ' -f1 > node_modules/.x402-lock-stamp
 fi
+# Debian's Chromium for the browser tests (tests/paywall.test.mjs drive it with playwright-core;
+# no browser download from elsewhere works offline). Root installs it; otherwise it says how.
+if ! command -v chromium >/dev/null; then
+  if [ "$(id -u)" = 0 ]; then
+    (apt-get update -qq && apt-get install -y -qq chromium) >/dev/null
+  else
+    echo "setup: the browser tests need Debian's chromium: sudo apt-get install -y chromium" >&2
+  fi
+fi

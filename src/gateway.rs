@@ -225,6 +225,7 @@ pub async fn handle<P: Platform>(config: &Rc<Config>, p: &Rc<P>, req: Request<P:
     match config.route_for(&method, &segments) {
         Some(route) if !route.is_free() => {
             let allow_origin = allowed_origin(config, req.headers());
+            let wants_html = crate::paywall::wants_html(&method, req.headers());
             let trace = Rc::new(Trace::new(&route.key));
             let res = match config.mode {
                 Mode::Enforce => {
@@ -234,6 +235,8 @@ pub async fn handle<P: Platform>(config: &Rc<Config>, p: &Rc<P>, req: Request<P:
                 }
                 Mode::Shadow => shadow(config, &**p, route, req, &canonical, &trace).await,
             };
+            // A browser navigation gets the HTML paywall instead of the JSON challenge.
+            let res = if wants_html { crate::paywall::page_for_challenge(res, route, p.now(), P::body) } else { res };
             p.record(&trace.decision());
             decorate(res, config, allow_origin)
         }

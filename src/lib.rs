@@ -16,6 +16,7 @@
 //! | [`siwx`] | x402 `sign-in-with-x` for EVM wallets: the declared challenge, EIP-4361 message, EIP-191 recovery |
 //! | [`ledger`] | the state machine of each authorization (reserved → settling → settled / unknown), hosted by a Durable Object |
 //! | [`gateway`] | the request pipeline over a [`gateway::Platform`] |
+//! | [`paywall`] | the HTML page a browser navigation gets instead of the JSON 402 (script, style, CSP) |
 
 pub mod cdp;
 pub mod config;
@@ -27,6 +28,7 @@ pub mod gateway;
 pub mod ledger;
 pub mod money;
 pub mod pass;
+pub mod paywall;
 pub mod route;
 pub mod siwx;
 pub mod telemetry;
