@@ -34,7 +34,9 @@ const TRANSFER_TYPES = [
   { name: 'validBefore', type: 'uint256' },
   { name: 'nonce', type: 'bytes32' },
 ];
-const DOCS = path.join(ROOT, 'docs');
+// Screenshots go to target/ (ignored) on every run; PAYWALL_SCREENSHOTS=docs writes the ones the
+// README shows, in docs/.
+const SHOTS = process.env.PAYWALL_SCREENSHOTS === 'docs' ? path.join(ROOT, 'docs') : path.join(ROOT, 'target/paywall-screenshots');
 const ctx = {};
 
 /** An origin that serves JSON, HTML and counts what reaches it. */
@@ -67,7 +69,7 @@ before(async () => {
     headless: true,
     args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'],
   });
-  mkdirSync(DOCS, { recursive: true });
+  mkdirSync(SHOTS, { recursive: true });
 });
 after(async () => {
   await ctx.browser?.close();
@@ -228,7 +230,7 @@ describe('paying with a wallet', () => {
     const hits = ctx.origin.count('/weather');
     const { page, close } = await open('/weather', { wallet });
     try {
-      await page.screenshot({ path: path.join(DOCS, 'paywall-before.png'), fullPage: true });
+      await page.screenshot({ path: path.join(SHOTS, 'paywall-before.png'), fullPage: true });
       const { kind, text } = await payAndWait(page);
       assert.equal(kind, 'ok', text);
       assert.match(text, /^Paid\$0\.01 USDC paid from 0x[0-9a-fA-F]{40} on Base Sepolia\.Transaction 0x[0-9a-f]{64}$/);
@@ -252,7 +254,7 @@ describe('paying with a wallet', () => {
       assert.equal(ctx.origin.count('/weather'), hits + 1, 'the origin ran once');
       assert.equal(ctx.stack.facilitator.calls.settle, before.settle + 1, 'one settlement');
       assert.equal(await page.isVisible('#pay-button'), false, 'no second payment offered');
-      await page.screenshot({ path: path.join(DOCS, 'paywall-after.png'), fullPage: true });
+      await page.screenshot({ path: path.join(SHOTS, 'paywall-after.png'), fullPage: true });
     } finally {
       await close();
     }
@@ -333,7 +335,7 @@ describe('every failure in words, no funds moved', () => {
       const { kind, text } = await payAndWait(page);
       assert.equal(kind, 'error');
       assert.match(text, /^No wallet found in this browser.*Nothing was paid\.$/);
-      await page.screenshot({ path: path.join(DOCS, 'paywall-no-wallet.png'), fullPage: true });
+      await page.screenshot({ path: path.join(SHOTS, 'paywall-no-wallet.png'), fullPage: true });
     } finally {
       await close();
     }
