@@ -4,6 +4,7 @@
 //
 // Env: BENCH_SECONDS (per load run, default 4), BENCH_ROUNDS (default 3), BENCH_CONNECTIONS (default 16).
 // BENCH_ONLY=challenge: our 402 challenge and the runtime floor, one run each (JSON).
+// BENCH_DECISION_LOG=all|payments|none: our DECISION_LOG (default: unset, i.e. all).
 // BENCH_ONLY=paid0 (or minted0, a paid request that also sells a pass): only that scenario of
 // ours at 0 ms facilitator delay, one run, printed as JSON (a quick check while optimising;
 // `node bench/run.mjs` after `bash scripts/build.sh`).
@@ -73,7 +74,7 @@ function miniflareOptions(kind, originUrl, facilitatorUrl) {
       compatibilityFlags: ['enable_request_signal'],
       kvNamespaces: ['PASSES'],
       durableObjects: { LEDGER: { className: 'PaymentLedger', useSQLite: true } },
-      bindings: { ORIGIN_URL: originUrl, FACILITATOR_URL: facilitatorUrl, PAY_TO, ROUTES: OUR_ROUTES, ...cdp },
+      bindings: { ORIGIN_URL: originUrl, FACILITATOR_URL: facilitatorUrl, PAY_TO, ROUTES: OUR_ROUTES, ...cdp, ...(process.env.BENCH_DECISION_LOG ? { DECISION_LOG: process.env.BENCH_DECISION_LOG } : {}) },
     };
   }
   if (kind === 'floor') return { ...common, scriptPath: path.join(BUILD, 'floor.js') };

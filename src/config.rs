@@ -20,6 +20,7 @@
 //! | `FACILITATOR_AUTH` | no (secret) | `cdp`: sign a CDP JWT per facilitator call with `CDP_API_KEY_ID` / `CDP_API_KEY_SECRET`; any other value is sent as the `Authorization` header |
 //! | `CDP_API_KEY_ID`, `CDP_API_KEY_SECRET` | with `cdp` (secrets) | a CDP API key: its id, and its private key (ECDSA P-256 PEM or Ed25519 base64) |
 //! | `MODE` | no (`enforce`) | `shadow`: forward everything as if free and log/count what would have been charged |
+//! | `DECISION_LOG` | no (`all`) | which priced-request decisions get a JSON log line: `all`, `payments` (not plain challenges), `none` |
 //! | `RATE_LIMITS` | no | default `{ "challenge", "failed", "paid" }` rate limiting binding names for routes without `rateLimit` |
 //! | `ROUTES` | yes | JSON array of routes (a TOML array of tables in `wrangler.toml`, or a JSON string) |
 //! | `VERIFY_GOOD_STANDING_SECONDS` | no (`86400`) | how long a payer's last successful settlement lets the `auto` verify policy skip `/verify` |
@@ -206,6 +207,31 @@ impl RateLimits {
     }
 }
 
+/// `DECISION_LOG`: which priced-request decisions get a JSON log line (the `METRICS` data point is
+/// written for every decision either way).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum DecisionLog {
+    /// `"all"` (default): every decision, 402 challenges included.
+    #[default]
+    All,
+    /// `"payments"`: every decision but plain challenges (a request without any payment or pass),
+    /// which are most of the traffic a public API sees from crawlers.
+    Payments,
+    /// `"none"`: no decision lines.
+    None,
+}
+
+impl DecisionLog {
+    /// Whether a decision with `outcome` is logged.
+    pub fn includes(self, outcome: crate::telemetry::DecisionOutcome) -> bool {
+        match self {
+            DecisionLog::All => true,
+            DecisionLog::Payments => outcome != crate::telemetry::DecisionOutcome::Challenge,
+            DecisionLog::None => false,
+        }
+    }
+}
+
 /// `MODE`: whether the paywall charges.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum Mode {
@@ -387,6 +413,8 @@ pub struct Config {
     pub origin_headers: Vec<(http::HeaderName, http::HeaderValue)>,
     /// `MODE`: enforce (default) or shadow.
     pub mode: Mode,
+    /// `DECISION_LOG`: which decisions are logged.
+    pub decision_log: DecisionLog,
     /// The facilitators, in the order they are tried (`FACILITATOR_URL`); at least one.
     pub facilitators: Vec<Facilitator>,
     /// Time limit for the origin to start answering, seconds.
@@ -796,6 +824,12 @@ impl Config {
             Some(v) => RateLimits::parse("RATE_LIMITS", v)?,
             None => RateLimits::default(),
         };
+        let decision_log = match string_var(vars, "DECISION_LOG")?.as_deref() {
+            None | Some("all") => DecisionLog::All,
+            Some("payments") => DecisionLog::Payments,
+            Some("none") => DecisionLog::None,
+            Some(m) => return err(format!("DECISION_LOG {} must be \"all\", \"payments\" or \"none\"", shown(m))),
+        };
         let mode = match string_var(vars, "MODE")?.as_deref() {
             None | Some("enforce") => Mode::Enforce,
             Some("shadow") => Mode::Shadow,
@@ -919,6 +953,7 @@ impl Config {
             origin_headers,
             facilitators,
             mode,
+            decision_log,
             origin_timeout_seconds,
             facilitator_timeout_seconds,
             cors,

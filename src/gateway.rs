@@ -127,8 +127,8 @@ pub trait Platform: 'static {
     /// Counts one request under `key` with the Workers Rate Limiting binding named `binding`:
     /// Ok(true) within the limit, Ok(false) over it. Err: no such binding or the call failed.
     async fn rate_limit(&self, binding: &str, key: &str) -> Result<bool, String>;
-    /// Records a priced request's decision: its JSON log line, and a data point in the `METRICS`
-    /// Analytics Engine dataset when bound.
+    /// Records a priced request's decision as a data point in the `METRICS` Analytics Engine
+    /// dataset, when bound (its log line goes through [`Platform::log`]).
     fn record(&self, decision: &Decision);
     /// Signs `message` with a CDP API key (`crypto.subtle.sign` on the edge): the raw 64-byte
     /// signature (ECDSA P-256 over SHA-256 as r‖s, or Ed25519). Err: the key could not be
@@ -237,7 +237,11 @@ pub async fn handle<P: Platform>(config: &Rc<Config>, p: &Rc<P>, req: Request<P:
             };
             // A browser navigation gets the HTML paywall instead of the JSON challenge.
             let res = if wants_html { crate::paywall::page_for_challenge(res, route, p.now(), P::body) } else { res };
-            p.record(&trace.decision());
+            let decision = trace.decision();
+            if config.decision_log.includes(decision.outcome) {
+                p.log(&decision.log_line());
+            }
+            p.record(&decision);
             decorate(res, config, allow_origin)
         }
         None if priced_path => {

@@ -292,3 +292,28 @@ fn rate_limit_and_mode_configuration_errors_are_clear() {
     assert_eq!(cfg.routes[0].rate_limits.challenge.as_deref(), Some("C"));
     assert_eq!((cfg.routes[1].rate_limits.challenge.as_deref(), cfg.routes[1].rate_limits.paid.as_deref()), (None, Some("P")));
 }
+
+#[test]
+fn decision_log_payments_leaves_out_plain_challenges_but_keeps_their_data_points() {
+    let cfg = config_vars(json!({ "DECISION_LOG": "payments" }));
+    let p = Rc::new(fake());
+    run(&cfg, &p, request("/paid", &[]));
+    run(&cfg, &p, request("/paid", &[("payment-signature", &payment(&cfg, 0, 7))]));
+    let lines: Vec<String> = p.logs.borrow().iter().filter(|l| l.contains(r#""x402":"decision""#)).cloned().collect();
+    assert_eq!(lines.len(), 1, "only the payment is logged: {lines:?}");
+    assert!(lines[0].contains(r#""outcome":"paid""#));
+    assert_eq!(outcomes(&p).len(), 2, "both are recorded as data points");
+    let all = config();
+    let p = Rc::new(fake());
+    run(&all, &p, request("/paid", &[]));
+    assert_eq!(p.logs.borrow().iter().filter(|l| l.contains(r#""outcome":"challenge""#)).count(), 1, "all (the default) logs challenges");
+    let e = Config::from_vars(
+        json!({ "ORIGIN_URL": "http://o.test", "FACILITATOR_URL": "http://f.test", "PAY_TO": "0x209693Bc6afc0C5328bA36FaF03C514EF312287C",
+            "ROUTES": [{ "route": "GET /paid", "price": "$0.01" }], "DECISION_LOG": "some" })
+        .as_object()
+        .unwrap(),
+    )
+    .unwrap_err()
+    .0;
+    assert!(e.contains("DECISION_LOG"));
+}

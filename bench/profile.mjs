@@ -1,0 +1,129 @@
+// Where the time of one scenario goes inside workerd: a V8 CPU profile of our Worker (wasm
+// functions by their name-section names, JS glue by function name) taken through workerd's
+// inspector while wrk loads the scenario, printed as self time per function, top first.
+//
+// `node bench/profile.mjs [challenge|paid0|pass]` after `bash scripts/build.sh`
+// (PROFILE_SECONDS, default 5; PROFILE_TOP, default 30).
+import { spawn } from 'node:child_process';
+import { writeFileSync } from 'node:fs';
+import path from 'node:path';
+import { Miniflare } from 'miniflare';
+
+import { startBenchOrigin, startStandin } from './standin.mjs';
+
+const ROOT = path.resolve(path.dirname(new URL(import.meta.url).pathname), '..');
+const SCENARIO = process.argv[2] ?? 'challenge';
+const SECONDS = Number(process.env.PROFILE_SECONDS ?? 5);
+const TOP = Number(process.env.PROFILE_TOP ?? 30);
+const PAY_TO = '0x90F79bf6EB2c4f870365E785982E1f101E93b906';
+const ROUTES = [
+  { route: 'GET /weather', price: '$0.01', maxTimeoutSeconds: 300, description: 'Current weather', mimeType: 'application/json' },
+  { route: 'GET /minted', price: '$0.01', maxTimeoutSeconds: 300, description: 'Current weather, with a pass', mimeType: 'application/json', pass: { ttl: '1h' } },
+];
+
+/** A minimal Chrome DevTools Protocol client over the inspector WebSocket. */
+async function inspector(port) {
+  const targets = await (await fetch(`http://127.0.0.1:${port}/json`)).json();
+  const target = targets.find((t) => /paywall|core:user/.test(t.id ?? t.title ?? '')) ?? targets[0];
+  const ws = new WebSocket(target.webSocketDebuggerUrl);
+  await new Promise((resolve, reject) => { ws.onopen = resolve; ws.onerror = reject; });
+  let id = 0;
+  const pending = new Map();
+  ws.onmessage = (e) => {
+    const msg = JSON.parse(e.data);
+    if (msg.id && pending.has(msg.id)) {
+      pending.get(msg.id)(msg);
+      pending.delete(msg.id);
+    }
+  };
+  const send = (method, params = {}) => new Promise((resolve, reject) => {
+    const n = ++id;
+    pending.set(n, (msg) => (msg.error ? reject(new Error(`${method}: ${msg.error.message}`)) : resolve(msg.result)));
+    ws.send(JSON.stringify({ id: n, method, params }));
+  });
+  return { send, close: () => ws.close(), targets };
+}
+
+function load(url, headers = {}) {
+  const lua = path.join(ROOT, 'bench/.build/profile.lua');
+  const lines = Object.entries(headers).map(([k, v]) => `wrk.headers[${JSON.stringify(k)}] = ${JSON.stringify(v)}`);
+  writeFileSync(lua, `${lines.join('\n')}\n`);
+  return new Promise((resolve, reject) => {
+    const child = spawn('wrk', ['-t1', '-c16', `-d${SECONDS}s`, '-s', lua, url]);
+    let out = '';
+    child.stdout.on('data', (d) => { out += d; });
+    child.on('exit', (code) => (code === 0 ? resolve(out) : reject(new Error(`wrk exited ${code}`))));
+  });
+}
+
+async function main() {
+  const origin = await startBenchOrigin();
+  const standin = await startStandin({ delayMs: 0 });
+  const inspectorPort = 9300 + Math.floor(Math.random() * 500);
+  const mf = new Miniflare({
+    host: '127.0.0.1', port: 0, inspectorPort, cf: false,
+    handleRuntimeStdio(stdout, stderr) { stdout.resume(); stderr.resume(); },
+    workers: [{
+      name: 'paywall', modules: true,
+      scriptPath: path.join(ROOT, 'build/index.js'), modulesRoot: path.join(ROOT, 'build'),
+      modulesRules: [{ type: 'ESModule', include: ['**/*.js'] }, { type: 'CompiledWasm', include: ['**/*.wasm'] }],
+      compatibilityDate: '2026-07-30', compatibilityFlags: ['enable_request_signal'],
+      kvNamespaces: ['PASSES'], durableObjects: { LEDGER: { className: 'PaymentLedger', useSQLite: true } },
+      bindings: { ORIGIN_URL: origin.url, FACILITATOR_URL: standin.url, PAY_TO, ROUTES },
+    }],
+  });
+  const url = (await mf.ready).toString().replace(/\/$/, '');
+  try {
+    for (let i = 0; i < 200; i++) await (await fetch(`${url}/weather`)).arrayBuffer();
+    let target = `${url}/weather`;
+    const headers = {};
+    if (SCENARIO === 'pass') {
+      const { execFileSync } = await import('node:child_process');
+      const accepted = JSON.parse(Buffer.from((await fetch(`${url}/minted`)).headers.get('payment-required'), 'base64')).accepts[0];
+      const signed = execFileSync('cargo', ['run', '--quiet', '--release', '--example', 'presign', '--', JSON.stringify(accepted), '1'], { cwd: ROOT }).toString().trim().split('\n')[0];
+      const paid = await fetch(`${url}/minted`, { headers: { 'payment-signature': signed } });
+      await paid.arrayBuffer();
+      headers['x402-pass'] = paid.headers.get('x402-pass');
+      target = `${url}/minted`;
+    } else if (SCENARIO !== 'challenge') {
+      throw new Error(`unknown scenario ${SCENARIO} (challenge | pass)`);
+    }
+    const ins = await inspector(inspectorPort);
+    await ins.send('Profiler.enable');
+    await ins.send('Profiler.setSamplingInterval', { interval: 100 });
+    await ins.send('Profiler.start');
+    const out = await load(target, headers);
+    const { profile } = await ins.send('Profiler.stop');
+    ins.close();
+    writeFileSync(path.join(ROOT, `bench/.build/${SCENARIO}.cpuprofile`), JSON.stringify(profile));
+
+    // Self time per function: each sample is attributed to its node's function.
+    const byId = new Map(profile.nodes.map((n) => [n.id, n]));
+    const self = new Map();
+    const deltas = profile.timeDeltas;
+    let total = 0;
+    profile.samples.forEach((nodeId, i) => {
+      const node = byId.get(nodeId);
+      const f = node.callFrame;
+      const name = f.functionName || `(anonymous ${path.basename(f.url || '')}:${f.lineNumber})`;
+      const us = deltas[i] ?? 0;
+      total += us;
+      self.set(name, (self.get(name) ?? 0) + us);
+    });
+    const idle = (self.get('(idle)') ?? 0) + (self.get('(program)') ?? 0);
+    const busy = total - (self.get('(idle)') ?? 0);
+    const reqs = Number(/(\d+) requests in/.exec(out)?.[1] ?? 0);
+    console.log(`scenario ${SCENARIO}: ${reqs} requests in ${SECONDS} s; sampled ${(total / 1000).toFixed(0)} ms, busy ${(busy / 1000).toFixed(0)} ms (${(busy / Math.max(reqs, 1)).toFixed(1)} µs/request in this isolate's JS+wasm), idle+program ${(idle / 1000).toFixed(0)} ms`);
+    console.log('| self µs/request | share of busy | function |');
+    console.log('|---:|---:|---|');
+    for (const [name, us] of [...self.entries()].filter(([n]) => n !== '(idle)').sort((a, b) => b[1] - a[1]).slice(0, TOP)) {
+      console.log(`| ${(us / Math.max(reqs, 1)).toFixed(2)} | ${((100 * us) / busy).toFixed(1)} % | ${name.slice(0, 110)} |`);
+    }
+  } finally {
+    await mf.dispose();
+    await standin.stop();
+    await origin.stop?.();
+  }
+}
+
+main().then(() => process.exit(0), (e) => { console.error(e); process.exit(1); });
