@@ -3,7 +3,7 @@
 // inspector while wrk loads the scenario, printed as self time per function, top first.
 //
 // `node bench/profile.mjs [challenge|paid0|pass]` after `bash scripts/build.sh`
-// (PROFILE_SECONDS, default 5; PROFILE_TOP, default 30).
+// (PROFILE_SECONDS, default 5; PROFILE_TOP, default 30; BENCH_DECISION_LOG as in bench/run.mjs).
 import { spawn } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
 import path from 'node:path';
@@ -69,7 +69,7 @@ async function main() {
       modulesRules: [{ type: 'ESModule', include: ['**/*.js'] }, { type: 'CompiledWasm', include: ['**/*.wasm'] }],
       compatibilityDate: '2026-07-30', compatibilityFlags: ['enable_request_signal'],
       kvNamespaces: ['PASSES'], durableObjects: { LEDGER: { className: 'PaymentLedger', useSQLite: true } },
-      bindings: { ORIGIN_URL: origin.url, FACILITATOR_URL: standin.url, PAY_TO, ROUTES },
+      bindings: { ORIGIN_URL: origin.url, FACILITATOR_URL: standin.url, PAY_TO, ROUTES, ...(process.env.BENCH_DECISION_LOG ? { DECISION_LOG: process.env.BENCH_DECISION_LOG } : {}) },
     }],
   });
   const url = (await mf.ready).toString().replace(/\/$/, '');

@@ -173,6 +173,8 @@ pub struct Route {
     /// Discovery declaration and prebuilt `bazaar` extensions ([`crate::discovery`]); the
     /// default (not discoverable) for a free route.
     pub discovery: RouteDiscovery,
+    /// Its 402 challenges, laid out on first use per method.
+    pub challenge_layouts: ChallengeLayouts,
 }
 
 /// Workers Rate Limiting bindings (by binding name) applied to a priced route. Each counts within
@@ -241,6 +243,23 @@ pub enum Mode {
     /// `"shadow"`: every request is forwarded as if free; what would have been charged is logged
     /// and counted (outcome `shadow`). Nothing is verified with a facilitator or settled.
     Shadow,
+}
+
+/// The route's 402 challenges laid out once per method (see [`crate::x402::ChallengeLayout`]),
+/// filled in on first use.
+#[derive(Debug, Clone, Default)]
+pub struct ChallengeLayouts(std::cell::RefCell<Vec<(http::Method, std::rc::Rc<crate::x402::ChallengeLayout>)>>);
+
+impl ChallengeLayouts {
+    /// The layout for `method`, built with `build` the first time (`None`: not built, not kept).
+    pub fn get_or_build(&self, method: &http::Method, build: impl FnOnce() -> Option<crate::x402::ChallengeLayout>) -> Option<std::rc::Rc<crate::x402::ChallengeLayout>> {
+        if let Some((_, l)) = self.0.borrow().iter().find(|(m, _)| m == method) {
+            return Some(std::rc::Rc::clone(l));
+        }
+        let layout = std::rc::Rc::new(build()?);
+        self.0.borrow_mut().push((method.clone(), std::rc::Rc::clone(&layout)));
+        Some(layout)
+    }
 }
 
 impl Route {
@@ -917,6 +936,7 @@ impl Config {
                     None => default_limits.clone(),
                 },
                 discovery,
+                challenge_layouts: ChallengeLayouts::default(),
             });
         }
         check_pass_groups(&routes)?;

@@ -46,7 +46,7 @@ use crate::route::{canonicalize, match_segments};
 use crate::pass::{self, PassCache, PassRecord, PASS_EXPIRES_HEADER, PASS_HEADER};
 use crate::siwx::{self, SIGN_IN_WITH_X};
 use crate::x402::{
-    decode_payment_signature, decode_x_payment, encode_header, PaymentPayload, PaymentRequired, PaymentRequiredV1, ResourceInfo, SettleResponse,
+    decode_payment_signature, decode_x_payment, encode_header, encode_header_bytes, ChallengeLayout, JsonTemplate, TEMPLATE_HOLES, PaymentPayload, PaymentRequired, PaymentRequiredV1, ResourceInfo, SettleResponse,
     PAYMENT_REQUIRED, PAYMENT_RESPONSE, PAYMENT_SIGNATURE, X402_VERSION, X_PAYMENT, X_PAYMENT_RESPONSE,
 };
 
@@ -362,7 +362,6 @@ async fn priced<P: Platform>(
         trace.outcome(DecisionOutcome::RateLimited, Some("failed_payments"));
         return too_many_requests::<P>("too many failed payment attempts from this address", FAILED_BLOCK_SECONDS);
     }
-    let ext = discovery::merge_extensions(sign_in_extension(config, &**p, route, canonical), route.discovery.bazaar(req.method()));
     // A live pass for this scope: no payment.
     let mut pass_refusal: Option<String> = None;
     if let Some(presented) = pass::token_from_request(req.headers()).map(|t| pass::pass_id(&t)) {
@@ -395,7 +394,8 @@ async fn priced<P: Platform>(
         }
     }
 
-    let resource_url = req.uri().to_string();
+    let challenger = Challenger { config, route, canonical, method: req.method().clone(), resource_url: req.uri().to_string() };
+    let resource_url = &challenger.resource_url;
     let (header, version) = match (header_str(req.headers(), PAYMENT_SIGNATURE), header_str(req.headers(), X_PAYMENT)) {
         (Some(h), _) => (h, X402_VERSION),
         (None, Some(h)) => (h, 1),
@@ -411,7 +411,7 @@ async fn priced<P: Platform>(
                 Some(refusal) => format!("{refusal}; PAYMENT-SIGNATURE header is required"),
                 None => "PAYMENT-SIGNATURE header is required".to_string(),
             };
-            return challenge::<P>(route, &resource_url, &reason, ext.as_ref());
+            return challenger.respond(&**p, &reason);
         }
     };
     let decoded = if version == 1 { decode_x_payment(header) } else { decode_payment_signature(header) };
@@ -420,7 +420,7 @@ async fn priced<P: Platform>(
         Err(e) => {
             p.log(&format!("x402: rejected payment header: {e}"));
             trace.outcome(DecisionOutcome::Refused, Some(e.reason()));
-            return challenge::<P>(route, &resource_url, &format!("{}: {e}", e.reason()), ext.as_ref());
+            return challenger.respond(&**p, &format!("{}: {e}", e.reason()));
         }
     };
     let now = p.now();
@@ -429,7 +429,7 @@ async fn priced<P: Platform>(
         Err(inv) => {
             p.log(&format!("x402: rejected payment: {}: {}", inv.reason, inv.message));
             trace.outcome(DecisionOutcome::Refused, Some(inv.reason));
-            return challenge::<P>(route, &resource_url, &format!("{}: {}", inv.reason, inv.message), ext.as_ref());
+            return challenger.respond(&**p, &format!("{}: {}", inv.reason, inv.message));
         }
     };
     let offer = verified.offer;
@@ -444,7 +444,7 @@ async fn priced<P: Platform>(
     if config.denylist.contains(&verified.payer) {
         p.log(&format!("x402: denied payer {}", verified.payer.to_checksum()));
         trace.outcome(DecisionOutcome::Refused, Some(PAYER_DENIED));
-        return challenge::<P>(route, &resource_url, PAYER_DENIED, ext.as_ref());
+        return challenger.respond(&**p, PAYER_DENIED);
     }
     let identity = PaymentIdentity {
         payer: verified.payer.to_checksum(),
@@ -494,12 +494,12 @@ async fn priced<P: Platform>(
         Ok(Reply::Spent { transaction }) => {
             let reason = format!("invalid_transaction_state: this authorization was already settled (transaction {transaction}) and its response delivered; sign a new one");
             trace.outcome(DecisionOutcome::Refused, Some(&reason));
-            return challenge::<P>(route, &resource_url, &reason, ext.as_ref());
+            return challenger.respond(&**p, &reason);
         }
         Ok(Reply::Denied) => {
             p.log(&format!("x402: denied payer {}", identity.payer));
             trace.outcome(DecisionOutcome::Refused, Some(PAYER_DENIED));
-            return challenge::<P>(route, &resource_url, PAYER_DENIED, ext.as_ref());
+            return challenger.respond(&**p, PAYER_DENIED);
         }
         Ok(Reply::Redeliver { transaction, network }) => {
             let settled = SettleResponse { success: true, error_reason: None, payer: Some(identity.payer.clone()), transaction, network };
@@ -529,7 +529,7 @@ async fn priced<P: Platform>(
                 trace.outcome(DecisionOutcome::Refused, Some(&reason));
                 finish(&**p, &ticket, Outcome::Refused).await;
                 p.log(&format!("x402: verify refused {} nonce {}: {reason}", identity.payer, identity.nonce));
-                return challenge::<P>(route, &resource_url, &reason, ext.as_ref());
+                return challenger.respond(&**p, &reason);
             }
             VerifyOutcome::Unknown { timed_out, detail } => {
                 finish(&**p, &ticket, Outcome::Release).await;
@@ -874,10 +874,59 @@ fn offer_description(route: &Route) -> Option<String> {
     }
 }
 
+/// What a 402 challenge for this request needs, so that one is built only when it is sent.
+struct Challenger<'a> {
+    config: &'a Config,
+    route: &'a Route,
+    canonical: &'a str,
+    method: Method,
+    resource_url: String,
+}
+
+impl Challenger<'_> {
+    /// The 402 challenge with reason `error`. With wallet sign-in on for the route, its extension
+    /// carries a fresh nonce, so the challenge is serialised whole; otherwise it is filled into
+    /// the route's layout for the method (laid out on first use), which gives the same bytes.
+    fn respond<P: Platform>(&self, p: &P, error: &str) -> Response<P::Body> {
+        let bazaar = self.route.discovery.bazaar(&self.method);
+        if let Some(siwx) = sign_in_extension(self.config, p, self.route, self.canonical) {
+            return challenge::<P>(self.route, &self.resource_url, error, discovery::merge_extensions(Some(siwx), bazaar).as_ref());
+        }
+        let extensions = bazaar.map(|b| json!({ discovery::BAZAAR: b }));
+        let layout = self.route.challenge_layouts.get_or_build(&self.method, || {
+            // A configured value holding U+0000 could pose as a hole: such routes are not laid out.
+            let (plain, _) = challenge_values(self.route, "", "", extensions.as_ref());
+            if serde_json::to_string(&plain).ok()?.contains("\\u0000") {
+                return None;
+            }
+            let (pr, body) = challenge_values(self.route, TEMPLATE_HOLES[0], TEMPLATE_HOLES[1], extensions.as_ref());
+            Some(ChallengeLayout { header: JsonTemplate::new(&pr).ok()?, body: JsonTemplate::new(&body).ok()? })
+        });
+        // Serialising our own values does not fail; if it ever did, the whole path still works.
+        let Some(layout) = layout else { return challenge::<P>(self.route, &self.resource_url, error, extensions.as_ref()) };
+        let values = [self.resource_url.as_str(), error];
+        let mut res = Response::new(P::body(layout.body.render(&values).into_bytes()));
+        *res.status_mut() = StatusCode::PAYMENT_REQUIRED;
+        let h = res.headers_mut();
+        h.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        h.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        set_header(h, PAYMENT_REQUIRED, &encode_header_bytes(layout.header.render(&values).as_bytes()));
+        res
+    }
+}
+
 /// The 402 challenge: the v2 `PaymentRequired` in `PAYMENT-REQUIRED`, and as JSON body the v1
 /// `PaymentRequirementsResponse` (what legacy v1 clients read; v2 clients read only the header),
 /// or the v2 JSON when no offer of the route can be paid in v1.
 fn challenge<P: Platform>(route: &Route, resource_url: &str, error: &str, extensions: Option<&Value>) -> Response<P::Body> {
+    let (pr, body) = challenge_values(route, resource_url, error, extensions);
+    let mut res = json_response(StatusCode::PAYMENT_REQUIRED, &body, P::body);
+    set_header(res.headers_mut(), PAYMENT_REQUIRED, &encode_header(&pr));
+    res
+}
+
+/// The challenge's `PaymentRequired` (the header) and its JSON body.
+fn challenge_values(route: &Route, resource_url: &str, error: &str, extensions: Option<&Value>) -> (PaymentRequired, Value) {
     let pr = PaymentRequired {
         extensions: extensions.cloned(),
         x402_version: X402_VERSION,
@@ -895,9 +944,7 @@ fn challenge<P: Platform>(route: &Route, resource_url: &str, error: &str, extens
     } else {
         serde_json::to_value(PaymentRequiredV1 { x402_version: 1, error: error.to_string(), accepts: v1_accepts })
     };
-    let mut res = json_response(StatusCode::PAYMENT_REQUIRED, &body.unwrap_or(Value::Null), P::body);
-    set_header(res.headers_mut(), PAYMENT_REQUIRED, &encode_header(&pr));
-    res
+    (pr, body.unwrap_or(Value::Null))
 }
 
 /// The origin URL for a canonical path and the request's query: the configured origin's base

@@ -330,3 +330,97 @@ mod tests {
         assert_eq!(decode_payment_signature(&big), Err(DecodeError::TooLarge { len: big.len() }));
     }
 }
+
+/// A JSON document laid out once, with holes where per-request strings go: the 402 challenge
+/// only varies in its resource URL and error text, so its JSON (header and body) is serialised
+/// once per route and method and filled in per request without building or serialising values.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JsonTemplate {
+    parts: Vec<TemplatePart>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum TemplatePart {
+    Literal(String),
+    /// A JSON string's contents (between its quotes): hole `i`.
+    Hole(usize),
+}
+
+/// A route's 402 challenge for one method, laid out once: the `PAYMENT-REQUIRED` header's JSON
+/// and the body's, with hole 0 = the resource URL and hole 1 = the error.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChallengeLayout {
+    pub header: JsonTemplate,
+    pub body: JsonTemplate,
+}
+
+/// Marker strings the template is serialised with; each appears in the JSON as `\u0000<n>\u0000`
+/// (serde_json escapes U+0000), which no configured value can contain.
+pub const TEMPLATE_HOLES: [&str; 2] = ["\u{0}0\u{0}", "\u{0}1\u{0}"];
+
+impl JsonTemplate {
+    /// Serialises `value`, whose strings equal to [`TEMPLATE_HOLES`]`[i]` become hole `i`.
+    pub fn new<T: Serialize>(value: &T) -> Result<JsonTemplate, serde_json::Error> {
+        let json = serde_json::to_string(value)?;
+        let markers: Vec<String> = (0..TEMPLATE_HOLES.len()).map(|i| format!("\\u0000{i}\\u0000")).collect();
+        let mut parts = Vec::new();
+        let mut rest = json.as_str();
+        loop {
+            let next = markers.iter().enumerate().filter_map(|(i, m)| rest.find(m.as_str()).map(|at| (at, i, m.len()))).min();
+            match next {
+                Some((at, i, len)) => {
+                    parts.push(TemplatePart::Literal(rest[..at].to_string()));
+                    parts.push(TemplatePart::Hole(i));
+                    rest = &rest[at + len..];
+                }
+                None => {
+                    parts.push(TemplatePart::Literal(rest.to_string()));
+                    break;
+                }
+            }
+        }
+        Ok(JsonTemplate { parts })
+    }
+
+    /// The JSON with hole `i` replaced by `values[i]`, escaped as a JSON string's contents.
+    pub fn render(&self, values: &[&str]) -> String {
+        let escaped: Vec<String> = values.iter().map(|v| json_string_contents(v)).collect();
+        let len = self.parts.iter().map(|p| if let TemplatePart::Literal(l) = p { l.len() } else { 0 }).sum::<usize>() + escaped.iter().map(|e| e.len() * 2).sum::<usize>();
+        let mut out = String::with_capacity(len);
+        for part in &self.parts {
+            match part {
+                TemplatePart::Literal(l) => out.push_str(l),
+                TemplatePart::Hole(i) => out.push_str(escaped.get(*i).map(String::as_str).unwrap_or_default()),
+            }
+        }
+        out
+    }
+}
+
+/// `s` as the inside of a JSON string literal (escaped as serde_json escapes it).
+fn json_string_contents(s: &str) -> String {
+    let quoted = serde_json::to_string(s).unwrap_or_else(|_| "\"\"".into());
+    quoted[1..quoted.len() - 1].to_string()
+}
+
+/// Base64 (standard, padded) of `bytes`, as the x402 headers carry JSON.
+pub fn encode_header_bytes(bytes: &[u8]) -> String {
+    B64.encode(bytes)
+}
+
+#[cfg(test)]
+mod template_tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn a_template_renders_what_serialising_the_filled_value_gives() {
+        let shape = |url: &str, error: &str| json!({ "x402Version": 2, "error": error, "resource": { "url": url, "description": "d" }, "again": [url] });
+        let t = JsonTemplate::new(&shape(TEMPLATE_HOLES[0], TEMPLATE_HOLES[1])).unwrap();
+        for (url, error) in [("https://a.test/x?q=1&r=\"2\"", "PAYMENT-SIGNATURE header is required"), ("", "</script>\u{2028}\n\t\\"), ("é/ü", "\u{0}")] {
+            assert_eq!(t.render(&[url, error]), serde_json::to_string(&shape(url, error)).unwrap(), "{url:?} {error:?}");
+        }
+        let none = JsonTemplate::new(&json!({ "a": "b" })).unwrap();
+        assert_eq!(none.render(&["x", "y"]), r#"{"a":"b"}"#);
+    }
+}

@@ -9,7 +9,7 @@ use x402_edge_paywall::config::Config;
 use x402_edge_paywall::exact::verify_exact;
 use x402_edge_paywall::money::price_to_atomic;
 use x402_edge_paywall::route::{canonicalize, match_segments};
-use x402_edge_paywall::x402::{decode_payment_signature, decode_x_payment, encode_header};
+use x402_edge_paywall::x402::{decode_payment_signature, decode_x_payment, encode_header, JsonTemplate, TEMPLATE_HOLES};
 
 fn cases() -> u32 {
     std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(2000)
@@ -157,6 +157,15 @@ mod unpaid {
 
 proptest! {
     #![proptest_config(ProptestConfig { cases: cases(), failure_persistence: None, ..ProptestConfig::default() })]
+
+    /// The challenge's layout, filled in, is byte for byte what serialising the filled-in value
+    /// gives, whatever the URL and error hold.
+    #[test]
+    fn a_challenge_layout_renders_as_serialising_would(url in any::<String>(), error in any::<String>()) {
+        let shape = |u: &str, e: &str| json!({ "x402Version": 2, "error": e, "resource": { "url": u, "mimeType": "application/json" }, "accepts": [{ "resource": u }] });
+        let layout = JsonTemplate::new(&shape(TEMPLATE_HOLES[0], TEMPLATE_HOLES[1])).unwrap();
+        prop_assert_eq!(layout.render(&[&url, &error]), serde_json::to_string(&shape(&url, &error)).unwrap());
+    }
 
     #[test]
     fn canonicalize_never_panics_and_is_idempotent(raw in raw_path()) {

@@ -102,3 +102,15 @@ fn ambiguous_paths_are_400_and_reach_nobody() {
     }
     assert!(p.origin_calls.borrow().is_empty());
 }
+
+#[test]
+fn a_description_holding_nul_characters_cannot_pose_as_the_challenge_url() {
+    let cfg = config_with(serde_json::json!([{ "route": "GET /paid", "price": "$0.01", "description": "a\u{0}0\u{0}b\u{0}1\u{0}c" }]));
+    let p = std::rc::Rc::new(fake());
+    for _ in 0..2 {
+        let res = run(&cfg, &p, request("/paid?x=1", &[]));
+        let header = x402_edge_paywall::x402::decode_header_json(res.headers()["payment-required"].to_str().unwrap()).unwrap();
+        assert_eq!(header["resource"]["description"], "a\u{0}0\u{0}b\u{0}1\u{0}c");
+        assert_eq!(header["resource"]["url"], "https://paywall.test/paid?x=1");
+    }
+}

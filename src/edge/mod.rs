@@ -7,6 +7,7 @@
 //! core (`gateway`, `ledger`), which this module only adapts.
 
 mod ledger_object;
+mod timer;
 mod webcrypto;
 
 use std::cell::RefCell;
@@ -18,7 +19,8 @@ use futures_util::future::{select, Either};
 use futures_util::StreamExt;
 use serde_json::{Map, Value};
 use worker::wasm_bindgen::{JsCast, JsValue};
-use worker::{console_error, console_log, event, js_sys, web_sys, AbortController, AbortSignal, Context, Delay, Env, Fetch, Headers, KvStore, RequestInit, ResponseBody, ResponseBuilder};
+use worker::wasm_bindgen::prelude::wasm_bindgen;
+use worker::{console_error, console_log, js_sys, web_sys, AbortController, AbortSignal, Context, Env, Fetch, Headers, KvStore, RequestInit, ResponseBody, ResponseBuilder};
 
 use crate::config::{Config, ConfigError};
 use crate::cdp::CdpKey;
@@ -172,7 +174,7 @@ fn http_headers(h: &Headers) -> http::HeaderMap {
 /// Races `fut` against a `seconds` timer; on timeout aborts `controller`.
 async fn with_timeout<T>(fut: impl std::future::Future<Output = worker::Result<T>>, controller: AbortController, seconds: u64) -> Result<T, UpstreamError> {
     let fut = pin!(fut);
-    let delay = pin!(Delay::from(Duration::from_secs(seconds)));
+    let delay = pin!(timer::Timer::new(Duration::from_secs(seconds)));
     match select(fut, delay).await {
         Either::Left((Ok(v), _)) => Ok(v),
         Either::Left((Err(e), _)) => Err(UpstreamError::Network(e.to_string())),
@@ -383,11 +385,44 @@ fn to_worker(res: http::Response<EdgeBody>) -> worker::Result<worker::Response> 
     })
 }
 
-/// The entry point. Takes the runtime's request as it is (`web_sys::Request`): converting it to a
-/// `worker::Request` would read `request.cf` and re-parse the URL on every request, which the
-/// pipeline never uses (about 37 µs per request in the challenge profile, `bench/profile.mjs`).
-#[event(fetch)]
-async fn fetch(req: web_sys::Request, env: Env, ctx: Context) -> worker::Result<worker::Response> {
+/// The `fetch` entry point (worker-build's shim calls it with the request, `env` and `ctx`).
+///
+/// It polls the pipeline once right here: a request answered without I/O (a 402 challenge, a
+/// 405, a pass from the isolate cache...) gets its `Response` back synchronously, without the
+/// promise and microtask round trips of an `async` export (`#[event(fetch)]`); anything else
+/// continues as a promise. Every future the pipeline awaits takes the newest waker on each poll
+/// (`JsFuture`, channels, [`timer::Timer`]), so the first poll's waker is never relied on.
+/// It takes the runtime's request as it is (`web_sys::Request`): a `worker::Request` would read
+/// `request.cf` and re-parse the URL on every request, which the pipeline never uses (37 µs of a
+/// challenge in `bench/profile.mjs`).
+#[wasm_bindgen(js_name = fetch)]
+pub fn fetch_entry(req: web_sys::Request, env: Env, ctx: worker::worker_sys::Context) -> JsValue {
+    let mut pipeline = Box::pin(serve(req, env, Context::new(ctx)));
+    let mut first = std::task::Context::from_waker(std::task::Waker::noop());
+    match std::future::Future::poll(pipeline.as_mut(), &mut first) {
+        std::task::Poll::Ready(res) => res,
+        std::task::Poll::Pending => worker::wasm_bindgen_futures::future_to_promise(async move { Ok(pipeline.await) }).into(),
+    }
+}
+
+/// The pipeline behind [`fetch_entry`]: the `Response` as a JS value (a 500 naming the error if
+/// the response could not be built).
+async fn serve(req: web_sys::Request, env: Env, ctx: Context) -> JsValue {
+    match serve_request(req, env, ctx).await.map(web_sys::Response::from) {
+        Ok(res) => res.into(),
+        Err(e) => {
+            console_error!("x402 paywall: {e}");
+            let res = web_sys::Response::new_with_opt_str_and_init(Some("{\"error\":\"internal_error\"}"), &{
+                let init = web_sys::ResponseInit::new();
+                init.set_status(500);
+                init
+            });
+            res.map(JsValue::from).unwrap_or(JsValue::UNDEFINED)
+        }
+    }
+}
+
+async fn serve_request(req: web_sys::Request, env: Env, ctx: Context) -> worker::Result<worker::Response> {
     let config = match config(&env) {
         Ok(c) => c,
         Err(e) => {
