@@ -11,4 +11,6 @@ cargo test --locked
 # build step is scripts/build.sh, so this also builds the Worker the tests below load).
 wrangler deploy --dry-run --outdir "$(mktemp -d)" > /dev/null
 echo "wrangler deploy --dry-run: ok"
+# A second build that panics on demand, for tests/panic.test.mjs (never deployed).
+worker-build --release --out-dir build-panic -- --features panic-test > /dev/null
 node --test --test-concurrency=1 tests/*.test.mjs

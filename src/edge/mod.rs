@@ -423,6 +423,19 @@ async fn serve(req: web_sys::Request, env: Env, ctx: Context) -> JsValue {
 }
 
 async fn serve_request(req: web_sys::Request, env: Env, ctx: Context) -> worker::Result<worker::Response> {
+    // Test builds only (`--features panic-test`, tests/panic.test.mjs): a panic on demand, before
+    // any I/O or after some, to prove that the next request is served by a fresh instance.
+    #[cfg(feature = "panic-test")]
+    {
+        let url = req.url();
+        if url.ends_with("/__panic") {
+            panic!("forced panic (panic-test build)");
+        }
+        if url.ends_with("/__panic_after_io") {
+            timer::Timer::new(Duration::from_millis(5)).await;
+            panic!("forced panic after I/O (panic-test build)");
+        }
+    }
     let config = match config(&env) {
         Ok(c) => c,
         Err(e) => {

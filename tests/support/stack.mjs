@@ -366,16 +366,17 @@ export const ROUTES = [
  * Starts the built Worker (build/) under Miniflare on a free port. `originWorker` (module source
  * of a JS Worker): the origin is that Worker behind the `ORIGIN_SERVICE` service binding instead
  * of `originUrl`. `workerOptions`: more Miniflare options for the paywall Worker (rate limits,
- * Analytics Engine datasets). The result's `logs` collects the Worker's stdout lines.
+ * Analytics Engine datasets). `buildDir`: another build of the Worker (build-panic/ for the
+ * panic test). The result's `logs` collects the Worker's stdout lines.
  */
-export async function startWorker({ originUrl, facilitatorUrl, payTo, routes = ROUTES, extraBindings = {}, originWorker, publicUrl = false, workerOptions = {} }) {
+export async function startWorker({ originUrl, facilitatorUrl, payTo, routes = ROUTES, extraBindings = {}, originWorker, publicUrl = false, workerOptions = {}, buildDir = 'build' }) {
   const { Miniflare } = await import('miniflare');
   const port = await freePort();
   const paywall = {
     name: 'paywall',
     modules: true,
-    scriptPath: path.join(ROOT, 'build/index.js'),
-    modulesRoot: path.join(ROOT, 'build'),
+    scriptPath: path.join(ROOT, buildDir, 'index.js'),
+    modulesRoot: path.join(ROOT, buildDir),
     modulesRules: [
       { type: 'ESModule', include: ['**/*.js', '**/*.mjs'] },
       { type: 'CompiledWasm', include: ['**/*.wasm'] },
