@@ -49,9 +49,11 @@ const OUR_ROUTES = [
   { route: 'GET /big', price: '$0.01', maxTimeoutSeconds: 300, description: 'Large body', mimeType: 'application/octet-stream' },
 ];
 
-/** The runtime's floor: a Worker that answers every request with a constant 402. */
+/** The runtime's floors: a Worker that answers every request with a constant 402, and a plain
+ * JS `fetch` proxy to ORIGIN_URL (what an unpriced pass-through cannot beat). */
 function buildFloor() {
   writeFileSync(path.join(BUILD, 'floor.js'), `export default { fetch() { return new Response('{"x402Version":2}', { status: 402, headers: { 'content-type': 'application/json' } }); } };\n`);
+  writeFileSync(path.join(BUILD, 'proxy.js'), `export default { fetch(request, env) { const u = new URL(request.url); return fetch(env.ORIGIN_URL + u.pathname + u.search, request); } };\n`);
 }
 
 /** A throwaway CDP API key (ECDSA P-256 as SEC1 PEM) for the CDP-authenticated run. */
@@ -78,6 +80,7 @@ function miniflareOptions(kind, originUrl, facilitatorUrl) {
     };
   }
   if (kind === 'floor') return { ...common, scriptPath: path.join(BUILD, 'floor.js') };
+  if (kind === 'proxy') return { ...common, scriptPath: path.join(BUILD, 'proxy.js'), bindings: { ORIGIN_URL: originUrl } };
   return {
     ...common,
     scriptPath: path.join(BUILD, 'peer.js'),
@@ -261,6 +264,7 @@ async function startupTimes(kind, origin) {
   const standin = await startStandin();
   const ready = [];
   const first = [];
+  const second = [];
   try {
     for (let i = 0; i < 5; i++) {
       const t0 = performance.now();
@@ -271,14 +275,17 @@ async function startupTimes(kind, origin) {
       await r.arrayBuffer();
       const t2 = performance.now();
       if (r.status !== 402) throw new Error(`${kind} first response ${r.status}`);
+      await (await fetch(`${url}/weather`)).arrayBuffer();
+      const t3 = performance.now();
       ready.push(t1 - t0);
       first.push(t2 - t1);
+      second.push(t3 - t2);
       await mf.dispose();
     }
   } finally {
     await standin.stop();
   }
-  return { ready: median(ready), first: median(first) };
+  return { ready: median(ready), first: median(first), second: median(second) };
 }
 
 /** Streams an `mb` MiB paid body through the server, sampling workerd's RSS. */
@@ -341,6 +348,18 @@ async function micro() {
   const time = (fn, n) => { fn(Math.max(1, n / 10)); const t0 = process.hrtime.bigint(); fn(n); return Number(process.hrtime.bigint() - t0) / 1000 / n; };
   if (wasm.verify(3) !== 3) throw new Error('wasm verify is wrong');
   const wasmUs = median([0, 1, 2].map(() => time((n) => wasm.verify(n), 2000)));
+  // What a fresh isolate's first request does once: parse and validate the variables.
+  const vars = JSON.stringify({ ORIGIN_URL: 'http://127.0.0.1:8788', FACILITATOR_URL: 'http://127.0.0.1:4022', PAY_TO, ROUTES: OUR_ROUTES });
+  if (wasm.config_parse(vars, 2) !== 2) throw new Error('config_parse failed');
+  const configUs = median([0, 1, 2].map(() => time((n) => wasm.config_parse(vars, n), 200)));
+  // Compiling the Worker's wasm in this V8 (workerd does it when the script loads).
+  const bytes = readFileSync(path.join(ROOT, 'build/index_bg.wasm'));
+  const compileMs = [];
+  for (let i = 0; i < 5; i++) {
+    const t0 = process.hrtime.bigint();
+    await WebAssembly.compile(bytes);
+    compileMs.push(Number(process.hrtime.bigint() - t0) / 1e6);
+  }
 
   log('viem in V8');
   const viemOnce = async () => {
@@ -354,7 +373,7 @@ async function micro() {
     for (let i = 0; i < 500; i++) await viemOnce();
     viemRuns.push(Number(process.hrtime.bigint() - t0) / 1000 / 500);
   }
-  return { native, nativeDigest, wasm: wasmUs, viem: median(viemRuns) };
+  return { native, nativeDigest, wasm: wasmUs, viem: median(viemRuns), configUs, compileMs: median(compileMs) };
 }
 
 /** Ours with `FACILITATOR_AUTH = "cdp"` (an ES256 JWT signed per facilitator call), paid at 0 ms. */
@@ -386,6 +405,21 @@ async function floorChallenge(origin) {
     return await runWrk(server.url, {}, server.pid);
   } finally {
     await server.mf.dispose();
+  }
+}
+
+/** An unpriced path (`/free`) through `kind` (ours, or the plain JS proxy floor) to the origin. */
+async function passThrough(kind, origin) {
+  const standin = await startStandin();
+  const server = await startServer(kind, origin.url, standin.url);
+  try {
+    for (let i = 0; i < 50; i++) await (await fetch(`${server.url}/free`)).arrayBuffer();
+    const r = await runWrk(server.url, { path: '/free' }, server.pid);
+    if (r.non2xx > 0) throw new Error(`${kind} pass-through: ${r.non2xx} non-2xx`);
+    return r;
+  } finally {
+    await server.mf.dispose();
+    await standin.stop();
   }
 }
 
@@ -452,11 +486,12 @@ async function main() {
   const rounds = { floor: [], ours: [], peer: [] };
   for (let round = 0; round < ROUNDS; round++) {
     log(`round ${round + 1}: floor`);
-    rounds.floor.push({ challenge: await floorChallenge(origin) });
-    rounds.ours.push({ ...(await loadRound('ours', origin, acceptedOurs, round)), ...(await cdpRound(origin, acceptedOurs, round)) });
+    rounds.floor.push({ challenge: await floorChallenge(origin), proxy: await passThrough('proxy', origin) });
+    rounds.ours.push({ ...(await loadRound('ours', origin, acceptedOurs, round)), ...(await cdpRound(origin, acceptedOurs, round)), free: await passThrough('ours', origin) });
     rounds.peer.push(await loadRound('peer', origin, acceptedOurs, round));
   }
-  const floor = medians(rounds.floor).challenge;
+  const floors = medians(rounds.floor);
+  const floor = floors.challenge;
   const ours = medians(rounds.ours);
   const peer = medians(rounds.peer);
 
@@ -488,6 +523,7 @@ async function main() {
   lines.push('|---|---|---|---|');
   lines.push(`| runtime floor: a JS Worker returning a constant 402 | ${fmt(floor.rps)} req/s, ${fmt(floor.workerdCpuMs, 3)} ms workerd CPU/req | | |`);
   lines.push(row('(a) 402 challenge, throughput', ours.challenge.rps, peer.challenge.rps, 'req/s'));
+  lines.push(`| (a) 402 challenge vs the runtime floor | ${fmt((100 * ours.challenge.rps) / floor.rps)} % of its throughput | ${fmt((100 * peer.challenge.rps) / floor.rps)} % | |`);
   lines.push(row('(a) 402 challenge, p50', ours.challenge.p50, peer.challenge.p50, 'ms', 'lower', 2));
   lines.push(row('(a) 402 challenge, p99', ours.challenge.p99, peer.challenge.p99, 'ms', 'lower', 2));
   lines.push(row('(a) 402 challenge, workerd CPU per request', ours.challenge.workerdCpuMs, peer.challenge.workerdCpuMs, 'ms', 'lower', 3));
@@ -500,6 +536,8 @@ async function main() {
     lines.push(row(`(b) paid request, facilitator ${d} ms, workerd CPU per request`, o.workerdCpuMs, p.workerdCpuMs, 'ms', 'lower', 3));
     lines.push(`| (b) facilitator round trips per paid request, ${d} ms | ${fmt(o.roundTrips, 2)} (verify ${o.verifyCalls}, settle ${o.settleCalls}) | ${fmt(p.roundTrips, 2)} (verify ${p.verifyCalls}, settle ${p.settleCalls}) | |`);
   }
+  const fp = floors.proxy;
+  lines.push(`| unpriced pass-through (GET /free → origin), throughput | ${fmt(ours.free.rps)} req/s, ${fmt(ours.free.workerdCpuMs, 3)} ms CPU/req | floor: a plain JS fetch proxy Worker, ${fmt(fp.rps)} req/s, ${fmt(fp.workerdCpuMs, 3)} ms CPU/req | ${fmt(ours.free.rps / fp.rps, 2)}× the floor |`);
   const cd = ours.paid0cdp;
   const perCall = ((cd.workerdCpuMs - ours.paid0.workerdCpuMs) * 1000) / Math.max(cd.roundTrips, 1e-9);
   lines.push(`| (b) paid request, 0 ms, facilitator auth by CDP JWT (ES256 via WebCrypto, one per call) | ${fmt(cd.rps)} req/s, p50 ${fmt(cd.p50, 2)} ms, ${fmt(cd.workerdCpuMs, 3)} ms CPU/req (${fmt(perCall)} µs per signed call over no auth; ${fmt(cd.roundTrips, 2)} calls/req) | | |`);
@@ -513,6 +551,8 @@ async function main() {
   lines.push(`| bundle | wasm ${fmt(raw / 1024)} KiB raw, ${fmt(gz / 1024)} KiB (${fmt(gz)} B) gzip -9 | JS ${fmt(peerRaw / 1024)} KiB raw, ${fmt(peerGz / 1024)} KiB gzip | |`);
   lines.push(row('fresh workerd + isolate: start to ready', startOurs.ready, startPeer.ready, 'ms', 'lower'));
   lines.push(row('fresh isolate: first response (402)', startOurs.first, startPeer.first, 'ms', 'lower', 1));
+  lines.push(row('same isolate: second response (402)', startOurs.second, startPeer.second, 'ms', 'lower', 1));
+  lines.push(`| cold start, broken down | wasm compile ${fmt(m.compileMs, 1)} ms (V8 in Node, \`WebAssembly.compile\`; workerd compiles when the script loads, inside "start to ready"); first-request configuration parse ${fmt(m.configUs, 0)} µs (wasm in V8); the rest of first − second response is first-call work (V8 compiling and tiering the functions the request touches) | | |`);
   for (const mb of [10, 100]) {
     lines.push(`| ${mb} MiB paid body: workerd RSS growth, time | ${fmt(streamOurs[mb].deltaMiB, 1)} MiB, ${fmt(streamOurs[mb].ms)} ms | ${fmt(streamPeer[mb].deltaMiB, 1)} MiB, ${fmt(streamPeer[mb].ms)} ms | |`);
   }

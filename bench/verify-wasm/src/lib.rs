@@ -19,3 +19,12 @@ pub fn verify(n: u32) -> u32 {
     }
     ok
 }
+
+/// Parses the Worker's variables (`vars`, a JSON object as `env` holds them) into the validated
+/// configuration `n` times, as the first request of an isolate does once; returns how many
+/// parses succeeded (n when the variables are valid).
+#[wasm_bindgen]
+pub fn config_parse(vars: &str, n: u32) -> u32 {
+    let Ok(serde_json::Value::Object(map)) = serde_json::from_str::<serde_json::Value>(vars) else { return 0 };
+    (0..n).filter(|_| x402_edge_paywall::config::Config::from_vars(&map).is_ok()).count() as u32
+}
