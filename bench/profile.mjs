@@ -2,7 +2,8 @@
 // functions by their name-section names, JS glue by function name) taken through workerd's
 // inspector while wrk loads the scenario, printed as self time per function, top first.
 //
-// `node bench/profile.mjs [challenge|paid0|pass]` after `bash scripts/build.sh`
+// `node bench/profile.mjs [challenge|pass]` after `X402_KEEP_WASM_NAMES=1 bash scripts/build.sh`
+// (without the names, wasm functions show as numbers)
 // (PROFILE_SECONDS, default 5; PROFILE_TOP, default 30; BENCH_DECISION_LOG as in bench/run.mjs).
 import { spawn } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
