@@ -66,8 +66,9 @@ function miniflareOptions(kind, originUrl, facilitatorUrl) {
     // from this process would load the same event loop that runs the origin and facilitator.
     handleRuntimeStdio(stdout, stderr) { stdout.resume(); stderr.resume(); },
   };
-  if (kind === 'ours' || kind === 'ours-cdp') {
+  if (kind === 'ours' || kind === 'ours-cdp' || kind === 'ours-quiet') {
     const cdp = kind === 'ours-cdp' ? { FACILITATOR_AUTH: 'cdp', CDP_API_KEY_ID: 'organizations/bench/apiKeys/bench', CDP_API_KEY_SECRET: CDP_KEY } : {};
+    if (kind === 'ours-quiet') cdp.DECISION_LOG = 'payments';
     return {
       ...common,
       scriptPath: path.join(ROOT, 'build/index.js'),
@@ -408,6 +409,19 @@ async function floorChallenge(origin) {
   }
 }
 
+/** Our 402 challenge with `DECISION_LOG = "payments"` (no log line per plain challenge). */
+async function quietChallenge(origin) {
+  const standin = await startStandin();
+  const server = await startServer('ours-quiet', origin.url, standin.url);
+  try {
+    for (let i = 0; i < 50; i++) await (await fetch(`${server.url}/weather`)).arrayBuffer();
+    return await runWrk(server.url, {}, server.pid);
+  } finally {
+    await server.mf.dispose();
+    await standin.stop();
+  }
+}
+
 /** An unpriced path (`/free`) through `kind` (ours, or the plain JS proxy floor) to the origin. */
 async function passThrough(kind, origin) {
   const standin = await startStandin();
@@ -487,7 +501,7 @@ async function main() {
   for (let round = 0; round < ROUNDS; round++) {
     log(`round ${round + 1}: floor`);
     rounds.floor.push({ challenge: await floorChallenge(origin), proxy: await passThrough('proxy', origin) });
-    rounds.ours.push({ ...(await loadRound('ours', origin, acceptedOurs, round)), ...(await cdpRound(origin, acceptedOurs, round)), free: await passThrough('ours', origin) });
+    rounds.ours.push({ ...(await loadRound('ours', origin, acceptedOurs, round)), ...(await cdpRound(origin, acceptedOurs, round)), free: await passThrough('ours', origin), quiet: await quietChallenge(origin) });
     rounds.peer.push(await loadRound('peer', origin, acceptedOurs, round));
   }
   const floors = medians(rounds.floor);
@@ -523,6 +537,8 @@ async function main() {
   lines.push('|---|---|---|---|');
   lines.push(`| runtime floor: a JS Worker returning a constant 402 | ${fmt(floor.rps)} req/s, ${fmt(floor.workerdCpuMs, 3)} ms workerd CPU/req | | |`);
   lines.push(row('(a) 402 challenge, throughput', ours.challenge.rps, peer.challenge.rps, 'req/s'));
+  lines.push(row('(a) 402 challenge with DECISION_LOG = "payments", throughput', ours.quiet.rps, peer.challenge.rps, 'req/s'));
+  lines.push(row('(a) 402 challenge with DECISION_LOG = "payments", workerd CPU per request', ours.quiet.workerdCpuMs, peer.challenge.workerdCpuMs, 'ms', 'lower', 3));
   lines.push(`| (a) 402 challenge vs the runtime floor | ${fmt((100 * ours.challenge.rps) / floor.rps)} % of its throughput | ${fmt((100 * peer.challenge.rps) / floor.rps)} % | |`);
   lines.push(row('(a) 402 challenge, p50', ours.challenge.p50, peer.challenge.p50, 'ms', 'lower', 2));
   lines.push(row('(a) 402 challenge, p99', ours.challenge.p99, peer.challenge.p99, 'ms', 'lower', 2));
