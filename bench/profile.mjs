@@ -2,7 +2,7 @@
 // functions by their name-section names, JS glue by function name) taken through workerd's
 // inspector while wrk loads the scenario, printed as self time per function, top first.
 //
-// `node bench/profile.mjs [challenge|pass]` after `X402_KEEP_WASM_NAMES=1 bash scripts/build.sh`
+// `node bench/profile.mjs [challenge|pass|free]` after `X402_KEEP_WASM_NAMES=1 bash scripts/build.sh`
 // (without the names, wasm functions show as numbers)
 // (PROFILE_SECONDS, default 5; PROFILE_TOP, default 30; BENCH_DECISION_LOG as in bench/run.mjs).
 import { spawn } from 'node:child_process';
@@ -86,8 +86,10 @@ async function main() {
       await paid.arrayBuffer();
       headers['x402-pass'] = paid.headers.get('x402-pass');
       target = `${url}/minted`;
+    } else if (SCENARIO === 'free') {
+      target = `${url}/free`;
     } else if (SCENARIO !== 'challenge') {
-      throw new Error(`unknown scenario ${SCENARIO} (challenge | pass)`);
+      throw new Error(`unknown scenario ${SCENARIO} (challenge | pass | free)`);
     }
     const ins = await inspector(inspectorPort);
     await ins.send('Profiler.enable');
