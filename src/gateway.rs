@@ -435,7 +435,7 @@ async fn priced<P: Platform>(
     let offer = verified.offer;
     // The requirement in the payment's own protocol version, for /verify and /settle.
     let requirements = if version == 1 {
-        let v1 = offer.requirements_v1(&resource_url, route.description.as_deref(), route.mime_type.as_deref());
+        let v1 = offer.requirements_v1(resource_url, route.description.as_deref(), route.mime_type.as_deref());
         serde_json::to_value(v1).unwrap_or(Value::Null)
     } else {
         offer.requirements_json.clone()
