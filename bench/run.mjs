@@ -4,6 +4,7 @@
 //
 // Env: BENCH_SECONDS (per load run, default 4), BENCH_ROUNDS (default 3), BENCH_CONNECTIONS (default 16).
 // BENCH_ONLY=challenge: our 402 challenge and the runtime floor, one run each (JSON).
+// BENCH_ONLY=startup: our fresh-isolate times (ready, first and second response; JSON).
 // BENCH_DECISION_LOG=all|payments|none: our DECISION_LOG (default: unset, i.e. all).
 // BENCH_ONLY=paid0 (or minted0, a paid request that also sells a pass): only that scenario of
 // ours at 0 ms facilitator delay, one run, printed as JSON (a quick check while optimising;
@@ -478,6 +479,12 @@ async function onlyChallenge() {
 }
 
 async function main() {
+  if (process.env.BENCH_ONLY === 'startup') {
+    const origin = await startBenchOrigin();
+    const r = await startupTimes('ours', origin);
+    await origin.stop();
+    return console.log(JSON.stringify(r));
+  }
   if (process.env.BENCH_ONLY === 'challenge') return onlyChallenge();
   if (process.env.BENCH_ONLY === 'paid0') return onlyPaid0('/weather');
   if (process.env.BENCH_ONLY === 'minted0') return onlyPaid0('/minted');
