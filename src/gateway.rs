@@ -206,7 +206,7 @@ pub async fn handle<P: Platform>(config: &Rc<Config>, p: &Rc<P>, req: Request<P:
     if let Some(admin) = &config.admin {
         let under = canonical.strip_prefix(admin.path.as_str()).is_some_and(|rest| rest.is_empty() || rest.starts_with('/'));
         if under {
-            return admin_endpoint(&**p, admin, req, &canonical).await;
+            return cold(admin_endpoint(&**p, admin, req, &canonical)).await;
         }
     }
     let segments = match_segments(&canonical);
@@ -233,7 +233,7 @@ pub async fn handle<P: Platform>(config: &Rc<Config>, p: &Rc<P>, req: Request<P:
                     let res = priced(config, p, route, req, &canonical, &client_ip, &trace).await;
                     failed_attempt_limit(&**p, route, &trace, &client_ip, res).await
                 }
-                Mode::Shadow => shadow(config, &**p, route, req, &canonical, &trace).await,
+                Mode::Shadow => cold(shadow(config, &**p, route, req, &canonical, &trace)).await,
             };
             // A browser navigation gets the HTML paywall instead of the JSON challenge.
             let res = if wants_html { crate::paywall::page_for_challenge(res, route, p.now(), P::body) } else { res };
@@ -366,14 +366,14 @@ async fn priced<P: Platform>(
     let mut pass_refusal: Option<String> = None;
     if let Some(presented) = pass::token_from_request(req.headers()).map(|t| pass::pass_id(&t)) {
         let checked = match presented {
-            Some(id) => check_pass(config, &**p, route, canonical, &id).await,
+            Some(id) => cold(check_pass(config, &**p, route, canonical, &id)).await,
             None => PassCheck::Refused("pass_unknown"),
         };
         match checked {
             PassCheck::Admitted(record) => {
                 trace.outcome(DecisionOutcome::Pass, None);
                 trace.payer(&record.payer);
-                return serve_on_pass(config, &**p, req, canonical, &record, trace).await;
+                return cold(serve_on_pass(config, &**p, req, canonical, &record, trace)).await;
             }
             PassCheck::Refused(code) => pass_refusal = Some(format!("{code}: {}", pass_refusal_text(code))),
             PassCheck::Unavailable(e) if !has_payment => return ledger_unavailable::<P>(&**p, &e, trace),
@@ -382,11 +382,11 @@ async fn priced<P: Platform>(
     }
     // Wallet sign-in: the payer who lost the token signs in with the wallet that paid.
     if let (Some(public), Some(proof)) = (config.public_url.as_deref().filter(|_| route.pass.is_some()), header_str(req.headers(), SIGN_IN_WITH_X)) {
-        match sign_in(config, &**p, route, canonical, public, proof).await {
+        match cold(sign_in(config, &**p, route, canonical, public, proof)).await {
             SignIn::Admitted(record) => {
                 trace.outcome(DecisionOutcome::Pass, Some("sign_in"));
                 trace.payer(&record.payer);
-                return serve_on_pass(config, &**p, req, canonical, &record, trace).await;
+                return cold(serve_on_pass(config, &**p, req, canonical, &record, trace)).await;
             }
             SignIn::Refused(reason) => pass_refusal = Some(reason),
             SignIn::Unavailable(e) if !has_payment => return ledger_unavailable::<P>(&**p, &e, trace),
@@ -506,7 +506,7 @@ async fn priced<P: Platform>(
             p.log(&format!("x402: redelivering {} for {} nonce {}", route.key, identity.payer, identity.nonce));
             trace.outcome(DecisionOutcome::Paid, Some("redelivered"));
             trace.transaction(&settled.transaction);
-            return deliver_settled(config, p, &ticket, req, canonical, payment.version, settled, None, trace).await;
+            return cold(deliver_settled(config, p, &ticket, req, canonical, payment.version, settled, None, trace)).await;
         }
         Ok(other) => return ledger_unavailable::<P>(&**p, &format!("the ledger answered {other:?} to a reservation"), trace),
         Err(e) => return ledger_unavailable::<P>(&**p, &e, trace),
@@ -521,7 +521,7 @@ async fn priced<P: Platform>(
                 VerifyPolicy::Auto => !good_standing,
             });
     if needs_verify {
-        let call = call_facilitator(config, &**p, Endpoint::Verify, &payment, &requirements).await;
+        let call = cold(call_facilitator(config, &**p, Endpoint::Verify, &payment, &requirements)).await;
         trace.facilitator_ms(call.millis);
         match classify_verify(call.reply) {
             VerifyOutcome::Valid => {}
@@ -557,8 +557,8 @@ async fn priced<P: Platform>(
         trace: Rc::clone(trace),
     };
     match route.settle {
-        SettleOrder::After => settle_after(config, p, route, req, canonical, pending).await,
-        SettleOrder::Before => settle_before(config, p, req, canonical, pending, sells.zip(pass)).await,
+        SettleOrder::After => cold(settle_after(config, p, route, req, canonical, pending)).await,
+        SettleOrder::Before => cold(settle_before(config, p, req, canonical, pending, sells.zip(pass))).await,
     }
 }
 
@@ -624,7 +624,7 @@ async fn settle_before<P: Platform>(config: &Rc<Config>, p: &Rc<P>, req: Request
     let identity = pending.identity.clone();
     let hold = config.origin_timeout_seconds + LEASE_MARGIN_SECONDS;
     match p.run_to_completion(settle(Rc::clone(p), pending, SettleMode::HoldForOrigin(hold))).await {
-        Some(Settled::Paid(settled)) => deliver_settled(config, p, &ticket, req, canonical, version, settled, sells, &trace).await,
+        Some(Settled::Paid(settled)) => cold(deliver_settled(config, p, &ticket, req, canonical, version, settled, sells, &trace)).await,
         other => unsettled_response::<P>(other, &identity, version),
     }
 }
@@ -1258,6 +1258,14 @@ async fn shadow<P: Platform>(config: &Config, p: &P, route: &Route, req: Request
         }
         Err(e) => origin_failure::<P>(p, &e, None),
     }
+}
+
+/// Awaits `fut` through a box: its state machine becomes a function of its own instead of being
+/// inlined into the caller's. V8 compiles wasm functions on their first call, so a fresh isolate's
+/// first request then compiles only the paths it takes (a 402 challenge never compiles the
+/// settlement path). One allocation per call, on paths that make network calls anyway.
+fn cold<'a, T>(fut: impl Future<Output = T> + 'a) -> std::pin::Pin<Box<dyn Future<Output = T> + 'a>> {
+    Box::pin(fut)
 }
 
 /// A facilitator endpoint the paywall calls.
