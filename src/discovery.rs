@@ -396,14 +396,13 @@ impl RouteDiscovery {
         let mut input_props = Map::new();
         input_props.insert("type".into(), json!({ "type": "string", "const": "http" }));
         input_props.insert("method".into(), json!({ "type": "string", "enum": [method.as_str()] }));
-        let required: Vec<&str>;
-        if is_body {
+        let required: Vec<&str> = if is_body {
             let body_type = self.body_type.unwrap_or(BodyType::Json);
             input_info.insert("bodyType".into(), json!(body_type.as_str()));
             input_info.insert("body".into(), self.input_example.clone().unwrap_or_else(|| json!({})));
             input_props.insert("bodyType".into(), json!({ "type": "string", "enum": ["json", "form-data", "text"] }));
             input_props.insert("body".into(), self.input_schema.clone().unwrap_or_else(|| json!({})));
-            required = vec!["type", "method", "bodyType", "body"];
+            vec!["type", "method", "bodyType", "body"]
         } else {
             if let Some(ex) = &self.input_example {
                 input_info.insert("queryParams".into(), ex.clone());
@@ -414,8 +413,8 @@ impl RouteDiscovery {
                 query.extend(s.clone());
             }
             input_props.insert("queryParams".into(), Value::Object(query));
-            required = vec!["type", "method"];
-        }
+            vec!["type", "method"]
+        };
         let mut info = Map::new();
         info.insert("input".into(), Value::Object(input_info));
         let mut props = Map::new();
