@@ -550,13 +550,18 @@ pub const MAX_FACILITATORS: usize = 4;
 /// unset → none.
 fn facilitators(vars: &Map<String, Value>) -> Result<Vec<Facilitator>, ConfigError> {
     let header = string_var(vars, "FACILITATOR_AUTH")?;
+    // The CDP key is parsed once, however many facilitators use it.
+    let key = std::cell::OnceCell::new();
     let cdp = || -> Result<FacilitatorAuth, ConfigError> {
-        let id = string_var(vars, "CDP_API_KEY_ID")?;
-        let secret = string_var(vars, "CDP_API_KEY_SECRET")?;
-        match (id, secret) {
-            (Some(id), Some(secret)) => Ok(FacilitatorAuth::Cdp(std::rc::Rc::new(CdpKey::parse(&id, &secret).map_err(ConfigError)?))),
-            _ => err("CDP facilitator authentication needs the secrets CDP_API_KEY_ID and CDP_API_KEY_SECRET"),
-        }
+        let parsed = key.get_or_init(|| {
+            let id = string_var(vars, "CDP_API_KEY_ID")?;
+            let secret = string_var(vars, "CDP_API_KEY_SECRET")?;
+            match (id, secret) {
+                (Some(id), Some(secret)) => Ok(std::rc::Rc::new(CdpKey::parse(&id, &secret).map_err(ConfigError)?)),
+                _ => err("CDP facilitator authentication needs the secrets CDP_API_KEY_ID and CDP_API_KEY_SECRET"),
+            }
+        });
+        parsed.clone().map(FacilitatorAuth::Cdp)
     };
     let default_auth = match header.as_deref() {
         None => FacilitatorAuth::None,

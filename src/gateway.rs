@@ -347,6 +347,12 @@ async fn finish<P: Platform>(p: &P, ticket: &Ticket, outcome: Outcome) {
     }
 }
 
+/// Ends a payment's hold before settlement (nothing charged) and records why in its decision.
+async fn release<P: Platform>(p: &P, pending: &Pending, outcome: DecisionOutcome, reason: Option<&str>) {
+    finish(p, &pending.ticket, Outcome::Release).await;
+    pending.trace.outcome(outcome, reason);
+}
+
 /// The payment flow of a priced route.
 async fn priced<P: Platform>(
     config: &Rc<Config>,
@@ -440,7 +446,8 @@ async fn priced<P: Platform>(
     } else {
         offer.requirements_json.clone()
     };
-    trace.payment(&verified.payer.to_checksum(), &offer.requirements.amount, &offer.requirements.asset, &offer.requirements.network);
+    trace.payer(&verified.payer.to_checksum());
+    trace.price(&offer.requirements.amount, &offer.requirements.asset, &offer.requirements.network);
     if config.denylist.contains(&verified.payer) {
         p.log(&format!("x402: denied payer {}", verified.payer.to_checksum()));
         trace.outcome(DecisionOutcome::Refused, Some(PAYER_DENIED));
@@ -521,9 +528,9 @@ async fn priced<P: Platform>(
                 VerifyPolicy::Auto => !good_standing,
             });
     if needs_verify {
-        let call = cold(call_facilitator(config, &**p, Endpoint::Verify, &payment, &requirements)).await;
+        let call = cold(call_facilitator(config, &**p, Endpoint::Verify, &payment, &requirements, classify_verify, |o| matches!(o, VerifyOutcome::Unknown { .. }))).await;
         trace.facilitator_ms(call.millis);
-        match classify_verify(call.reply) {
+        match call.outcome {
             VerifyOutcome::Valid => {}
             VerifyOutcome::Invalid { reason } => {
                 trace.outcome(DecisionOutcome::Refused, Some(&reason));
@@ -571,24 +578,21 @@ async fn settle_after<P: Platform>(
     canonical: &str,
     pending: Pending,
 ) -> Response<P::Body> {
-    let trace = Rc::clone(&pending.trace);
     let origin_res = match forward(config, &**p, req, canonical).await {
         Ok(r) => r,
         Err(e) => {
-            finish(&**p, &pending.ticket, Outcome::Release).await;
-            trace.outcome(DecisionOutcome::OriginError, Some(if matches!(e, ForwardError::Upstream(UpstreamError::Timeout { .. })) { "origin_timeout" } else { "origin_unreachable" }));
+            let reason = if matches!(e, ForwardError::Upstream(UpstreamError::Timeout { .. })) { "origin_timeout" } else { "origin_unreachable" };
+            release(&**p, &pending, DecisionOutcome::OriginError, Some(reason)).await;
             return origin_failure::<P>(&**p, &e, None);
         }
     };
-    trace.origin_status(origin_res.status().as_u16());
+    pending.trace.origin_status(origin_res.status().as_u16());
     if origin_res.status().as_u16() >= 400 {
-        finish(&**p, &pending.ticket, Outcome::Release).await;
-        trace.outcome(DecisionOutcome::OriginError, Some("origin_status"));
+        release(&**p, &pending, DecisionOutcome::OriginError, Some("origin_status")).await;
         return origin_res;
     }
     if p.client_gone() {
-        finish(&**p, &pending.ticket, Outcome::Release).await;
-        trace.outcome(DecisionOutcome::ClientGone, None);
+        release(&**p, &pending, DecisionOutcome::ClientGone, None).await;
         p.log(&format!("x402: client gone before settlement; not charged: {} nonce {}", pending.identity.payer, pending.identity.nonce));
         return client_gone::<P>();
     }
@@ -614,8 +618,7 @@ async fn settle_after<P: Platform>(
 /// Settlement first, then the origin (`settle = "before"`).
 async fn settle_before<P: Platform>(config: &Rc<Config>, p: &Rc<P>, req: Request<P::Body>, canonical: &str, pending: Pending, sells: Option<(&Route, MintedPass)>) -> Response<P::Body> {
     if p.client_gone() {
-        finish(&**p, &pending.ticket, Outcome::Release).await;
-        pending.trace.outcome(DecisionOutcome::ClientGone, None);
+        release(&**p, &pending, DecisionOutcome::ClientGone, None).await;
         return client_gone::<P>();
     }
     let trace = Rc::clone(&pending.trace);
@@ -784,13 +787,15 @@ enum Settled {
 
 /// Sends `/settle`, decides what its answer means, and records that in the ledger.
 async fn settle<P: Platform>(p: Rc<P>, s: Pending, mode: SettleMode) -> Settled {
-    let call = call_facilitator(&s.config, &*p, Endpoint::Settle, &s.payment, &s.requirements).await;
+    let call = call_facilitator(&s.config, &*p, Endpoint::Settle, &s.payment, &s.requirements, classify_settle, |o| {
+        matches!(o, SettleOutcome::Unknown { transaction: None, .. })
+    })
+    .await;
     s.trace.facilitator_ms(call.millis);
-    let reply = call.reply;
     let networks: Vec<&str> = s.networks.iter().map(String::as_str).collect();
     let id = &s.identity;
     let mut named_transaction = None;
-    let decided = match classify_settle(reply) {
+    let decided = match call.outcome {
         SettleOutcome::Settled(r) => match check_settled(&r, &networks, &id.payer) {
             Ok(()) => Settled::Paid(with_payer(r, &id.payer)),
             Err(detail) => {
@@ -892,8 +897,9 @@ impl Challenger<'_> {
         if let Some(siwx) = sign_in_extension(self.config, p, self.route, self.canonical) {
             return challenge::<P>(self.route, &self.resource_url, error, discovery::merge_extensions(Some(siwx), bazaar).as_ref());
         }
-        let extensions = bazaar.map(|b| json!({ discovery::BAZAAR: b }));
+        // The extensions value is built only when a layout is (once per route and method).
         let layout = self.route.challenge_layouts.get_or_build(&self.method, || {
+            let extensions = discovery::merge_extensions(None, bazaar);
             // A configured value holding U+0000 could pose as a hole: such routes are not laid out.
             let (plain, _) = challenge_values(self.route, "", "", extensions.as_ref());
             if serde_json::to_string(&plain).ok()?.contains("\\u0000") {
@@ -903,7 +909,9 @@ impl Challenger<'_> {
             Some(ChallengeLayout { header: JsonTemplate::new(&pr).ok()?, body: JsonTemplate::new(&body).ok()? })
         });
         // Serialising our own values does not fail; if it ever did, the whole path still works.
-        let Some(layout) = layout else { return challenge::<P>(self.route, &self.resource_url, error, extensions.as_ref()) };
+        let Some(layout) = layout else {
+            return challenge::<P>(self.route, &self.resource_url, error, discovery::merge_extensions(None, bazaar).as_ref());
+        };
         let values = [self.resource_url.as_str(), error];
         let mut res = Response::new(P::body(layout.body.render(&values).into_bytes()));
         *res.status_mut() = StatusCode::PAYMENT_REQUIRED;
@@ -1243,12 +1251,8 @@ async fn shadow<P: Platform>(config: &Config, p: &P, route: &Route, req: Request
         },
     };
     if let Some(offer) = route.accepts.first() {
-        let payer = trace.decision().payer;
         let r = &offer.requirements;
-        trace.payment(payer.as_deref().unwrap_or_default(), &r.amount, &r.asset, &r.network);
-        if payer.is_none() {
-            trace.clear_payer();
-        }
+        trace.price(&r.amount, &r.asset, &r.network);
     }
     trace.outcome(DecisionOutcome::Shadow, Some(&reason));
     match forward(config, p, req, canonical).await {
@@ -1284,50 +1288,62 @@ impl Endpoint {
     }
 }
 
-/// What one facilitator exchange produced, and how long it took in all (milliseconds).
-struct FacilitatorCall {
-    reply: Result<HttpReply, UpstreamError>,
+/// What one facilitator exchange decided (`O`: [`VerifyOutcome`] or [`SettleOutcome`]), and how
+/// long it took in all (milliseconds).
+struct FacilitatorCall<O> {
+    outcome: O,
     millis: u64,
 }
 
 /// `POST {facilitator}/{endpoint}` with the payment in its own version, over the configured
-/// facilitators in [`FacilitatorHealth::order`]. `/verify` moves on to the next facilitator on
-/// any failure (no usable answer); `/settle` only when the request was provably never sent
-/// ([`UpstreamError::NotSent`]): once it may have reached a facilitator the outcome is unknown
-/// and belongs to the ledger's reconciliation, never to a second facilitator. A failure marks the
-/// facilitator as failing for this isolate (logged).
-async fn call_facilitator<P: Platform>(config: &Config, p: &P, endpoint: Endpoint, payment: &PaymentPayload, requirements: &Value) -> FacilitatorCall {
+/// facilitators in [`FacilitatorHealth::order`], each reply classified once with `classify`.
+/// `/verify` moves on to the next facilitator on any failure (`failed`: no usable answer);
+/// `/settle` only when the request was provably never sent ([`UpstreamError::NotSent`]): once it
+/// may have reached a facilitator the outcome is unknown and belongs to the ledger's
+/// reconciliation, never to a second facilitator. A failure marks the facilitator as failing for
+/// this isolate (logged).
+async fn call_facilitator<P: Platform, O>(
+    config: &Config,
+    p: &P,
+    endpoint: Endpoint,
+    payment: &PaymentPayload,
+    requirements: &Value,
+    classify: fn(Result<HttpReply, UpstreamError>) -> O,
+    failed: fn(&O) -> bool,
+) -> FacilitatorCall<O> {
     let body = request_body(payment.version, &payment.raw, requirements);
     let health = &p.isolate().health;
     let urls: Vec<&str> = config.facilitators.iter().map(|f| f.url.as_str()).collect();
     let started = p.millis();
-    let mut reply = Err(UpstreamError::NotSent("no facilitator is configured".into()));
+    let mut outcome = None;
     for i in health.order(&urls, p.now()) {
         let facilitator = &config.facilitators[i];
         let url = format!("{}/{}", facilitator.url, endpoint.path());
-        reply = match facilitator_authorization(p, facilitator, &url).await {
+        let reply = match facilitator_authorization(p, facilitator, &url).await {
             Ok(auth) => p.post_json(&url, auth.as_deref(), body.clone(), config.facilitator_timeout_seconds).await,
             Err(e) => Err(UpstreamError::NotSent(format!("no authorization for {url}: {e}"))),
         };
-        let failed = match endpoint {
-            Endpoint::Verify => matches!(classify_verify(reply.clone()), VerifyOutcome::Unknown { .. }),
-            Endpoint::Settle => matches!(classify_settle(reply.clone()), SettleOutcome::Unknown { transaction: None, .. }),
-        };
-        if !failed {
+        // What the log says if this reply turns out to be a failure, kept before it is consumed.
+        let seen = reply.as_ref().map(|r| r.status).map_err(|e| (e.to_string(), matches!(e, UpstreamError::NotSent(_))));
+        let decided = classify(reply);
+        if !failed(&decided) {
             health.succeeded(&facilitator.url);
+            outcome = Some(decided);
             break;
         }
+        outcome = Some(decided);
         let (n, seconds) = health.failed(&facilitator.url, p.now());
-        let what = match &reply {
-            Err(e) => e.to_string(),
-            Ok(r) => format!("HTTP {} without a usable answer", r.status),
+        let what = match &seen {
+            Err((e, _)) => e.clone(),
+            Ok(status) => format!("HTTP {status} without a usable answer"),
         };
         p.log(&format!("x402: facilitator {} failed on /{} ({what}); {n} failure(s) in a row, skipped for {seconds} s", facilitator.url, endpoint.path()));
-        if endpoint == Endpoint::Settle && !matches!(reply, Err(UpstreamError::NotSent(_))) {
+        if endpoint == Endpoint::Settle && !matches!(seen, Err((_, true))) {
             break;
         }
     }
-    FacilitatorCall { reply, millis: p.millis().saturating_sub(started) }
+    let outcome = outcome.unwrap_or_else(|| classify(Err(UpstreamError::NotSent("no facilitator is configured".into()))));
+    FacilitatorCall { outcome, millis: p.millis().saturating_sub(started) }
 }
 
 /// The `Authorization` header for a call to `url` on `facilitator`: none, the configured value,

@@ -145,10 +145,9 @@ impl Trace {
         d.reason = reason.map(|r| r.split(':').next().unwrap_or(r).trim().to_string());
     }
 
-    /// Records the payment's identity.
-    pub fn payment(&self, payer: &str, amount: &str, asset: &str, network: &str) {
+    /// Records the price: `amount` in atomic units of `asset` on `network` (CAIP-2).
+    pub fn price(&self, amount: &str, asset: &str, network: &str) {
         let mut d = self.0.borrow_mut();
-        d.payer = Some(payer.into());
         d.amount = Some(amount.into());
         d.asset = Some(asset.into());
         d.network = Some(network.into());
@@ -172,9 +171,6 @@ impl Trace {
         self.0.borrow_mut().payer = Some(payer.into());
     }
 
-    pub fn clear_payer(&self) {
-        self.0.borrow_mut().payer = None;
-    }
 
     /// The decision so far.
     pub fn decision(&self) -> Decision {
@@ -193,7 +189,8 @@ mod tests {
     #[test]
     fn log_line_and_data_point_carry_the_decision_and_nothing_else() {
         let t = Trace::new("GET /weather");
-        t.payment("0xAbC", "10000", "0x036C", "eip155:84532");
+        t.payer("0xAbC");
+        t.price("10000", "0x036C", "eip155:84532");
         t.facilitator_ms(12);
         t.facilitator_ms(30);
         t.outcome(DecisionOutcome::Refused, Some("insufficient_funds: the payer holds 5"));

@@ -15,7 +15,7 @@ import { chromium } from 'playwright-core';
 import { generatePrivateKey, privateKeyToAccount } from 'viem/accounts';
 
 import { CHAIN_ID, KEYS, NETWORK, ROOT, USDC, address, balanceOf, rawRequest, startStack, startWorker } from './support/stack.mjs';
-import { unb64 } from './support/pay.mjs';
+import { TYPES, unb64 } from './support/pay.mjs';
 import { TARGET as LEAN_QR, bundle as leanQrBundle } from '../scripts/vendor-qr.mjs';
 
 const HOSTILE = '</script><script>window.__pwned=1</script>"\'><img src=x onerror="window.__pwned=2"> javascript:window.__pwned=3';
@@ -25,14 +25,6 @@ const ROUTES = [
   { route: 'GET /premium/*', price: '$0.05', description: 'Premium reports', pass: { ttl: '10m' } },
   { route: 'GET /article', price: '$0.02', description: 'An article' },
   { route: 'GET /h/*', price: '$0.01', description: HOSTILE },
-];
-const TRANSFER_TYPES = [
-  { name: 'from', type: 'address' },
-  { name: 'to', type: 'address' },
-  { name: 'value', type: 'uint256' },
-  { name: 'validAfter', type: 'uint256' },
-  { name: 'validBefore', type: 'uint256' },
-  { name: 'nonce', type: 'bytes32' },
 ];
 // Screenshots go to target/ (ignored) on every run; PAYWALL_SCREENSHOTS=docs writes the ones the
 // README shows, in docs/.
@@ -239,7 +231,7 @@ describe('paying with a wallet', () => {
       const { signer, typed } = wallet.typedData[0];
       assert.equal(signer, ctx.stack.payer);
       assert.deepEqual(typed.domain, { name: 'USDC', version: '2', chainId: CHAIN_ID, verifyingContract: USDC });
-      assert.deepEqual(typed.types.TransferWithAuthorization, TRANSFER_TYPES);
+      assert.deepEqual(typed.types.TransferWithAuthorization, TYPES.TransferWithAuthorization);
       assert.deepEqual(typed.types.EIP712Domain.map((f) => f.name), ['name', 'version', 'chainId', 'verifyingContract']);
       assert.equal(typed.primaryType, 'TransferWithAuthorization');
       const m = typed.message;

@@ -4,7 +4,8 @@ import { randomBytes } from 'node:crypto';
 import { privateKeyToAccount } from 'viem/accounts';
 import { CHAIN_ID } from './stack.mjs';
 
-const TYPES = {
+/** EIP-3009 `TransferWithAuthorization` (the typed data every EVM `exact` payment signs). */
+export const TYPES = {
   TransferWithAuthorization: [
     { name: 'from', type: 'address' },
     { name: 'to', type: 'address' },
