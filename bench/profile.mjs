@@ -2,8 +2,9 @@
 // functions by their name-section names, JS glue by function name) taken through workerd's
 // inspector while wrk loads the scenario, printed as self time per function, top first.
 //
-// `node bench/profile.mjs [challenge|pass|free]` after `X402_KEEP_WASM_NAMES=1 bash scripts/build.sh`
-// (without the names, wasm functions show as numbers)
+// `node bench/profile.mjs [challenge|pass|free|proxy]` after `X402_KEEP_WASM_NAMES=1 bash scripts/build.sh`
+// (without the names, wasm functions show as numbers); `proxy` profiles the plain JS fetch proxy
+// Worker that is the pass-through's floor in bench/run.mjs, for a side-by-side reading of `free`
 // (PROFILE_SECONDS, default 5; PROFILE_TOP, default 30; BENCH_DECISION_LOG as in bench/run.mjs).
 import { spawn } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
@@ -66,8 +67,12 @@ async function main() {
     handleRuntimeStdio(stdout, stderr) { stdout.resume(); stderr.resume(); },
     workers: [{
       name: 'paywall', modules: true,
-      scriptPath: path.join(ROOT, 'build/index.js'), modulesRoot: path.join(ROOT, 'build'),
-      modulesRules: [{ type: 'ESModule', include: ['**/*.js'] }, { type: 'CompiledWasm', include: ['**/*.wasm'] }],
+      ...(SCENARIO === 'proxy'
+        ? { script: 'export default { fetch(request, env) { const u = new URL(request.url); return fetch(env.ORIGIN_URL + u.pathname + u.search, request); } };' }
+        : {
+          scriptPath: path.join(ROOT, 'build/index.js'), modulesRoot: path.join(ROOT, 'build'),
+          modulesRules: [{ type: 'ESModule', include: ['**/*.js'] }, { type: 'CompiledWasm', include: ['**/*.wasm'] }],
+        }),
       compatibilityDate: '2026-07-30', compatibilityFlags: ['enable_request_signal'],
       kvNamespaces: ['PASSES'], durableObjects: { LEDGER: { className: 'PaymentLedger', useSQLite: true } },
       bindings: { ORIGIN_URL: origin.url, FACILITATOR_URL: standin.url, PAY_TO, ROUTES, ...(process.env.BENCH_DECISION_LOG ? { DECISION_LOG: process.env.BENCH_DECISION_LOG } : {}) },
@@ -86,10 +91,10 @@ async function main() {
       await paid.arrayBuffer();
       headers['x402-pass'] = paid.headers.get('x402-pass');
       target = `${url}/minted`;
-    } else if (SCENARIO === 'free') {
+    } else if (SCENARIO === 'free' || SCENARIO === 'proxy') {
       target = `${url}/free`;
     } else if (SCENARIO !== 'challenge') {
-      throw new Error(`unknown scenario ${SCENARIO} (challenge | pass | free)`);
+      throw new Error(`unknown scenario ${SCENARIO} (challenge | pass | free | proxy)`);
     }
     const ins = await inspector(inspectorPort);
     await ins.send('Profiler.enable');
@@ -105,18 +110,23 @@ async function main() {
     const self = new Map();
     const deltas = profile.timeDeltas;
     let total = 0;
+    const byKind = new Map();
     profile.samples.forEach((nodeId, i) => {
       const node = byId.get(nodeId);
       const f = node.callFrame;
-      const name = f.functionName || `(anonymous ${path.basename(f.url || '')}:${f.lineNumber})`;
+      const where = f.url ? ` ${path.basename(f.url)}` : '';
+      const name = f.functionName ? `${f.functionName}${/^wasm/.test(where.trim()) ? '' : where}` : `(anonymous${where}:${f.lineNumber})`;
       const us = deltas[i] ?? 0;
       total += us;
       self.set(name, (self.get(name) ?? 0) + us);
+      const kind = /\.wasm/.test(f.url || '') ? 'wasm' : f.url ? 'JS glue' : /^\((idle|program|garbage collector)\)$/.test(f.functionName) ? f.functionName : 'runtime (native, unattributed JS)';
+      byKind.set(kind, (byKind.get(kind) ?? 0) + us);
     });
     const idle = (self.get('(idle)') ?? 0) + (self.get('(program)') ?? 0);
     const busy = total - (self.get('(idle)') ?? 0);
     const reqs = Number(/(\d+) requests in/.exec(out)?.[1] ?? 0);
     console.log(`scenario ${SCENARIO}: ${reqs} requests in ${SECONDS} s; sampled ${(total / 1000).toFixed(0)} ms, busy ${(busy / 1000).toFixed(0)} ms (${(busy / Math.max(reqs, 1)).toFixed(1)} µs/request in this isolate's JS+wasm), idle+program ${(idle / 1000).toFixed(0)} ms`);
+    console.log(`by kind (µs/request): ${[...byKind.entries()].filter(([k]) => k !== '(idle)').sort((a, b) => b[1] - a[1]).map(([k, us]) => `${k} ${(us / Math.max(reqs, 1)).toFixed(1)}`).join('; ')}`);
     console.log('| self µs/request | share of busy | function |');
     console.log('|---:|---:|---|');
     for (const [name, us] of [...self.entries()].filter(([n]) => n !== '(idle)').sort((a, b) => b[1] - a[1]).slice(0, TOP)) {

@@ -4,6 +4,8 @@
 //
 // Env: BENCH_SECONDS (per load run, default 4), BENCH_ROUNDS (default 3), BENCH_CONNECTIONS (default 16).
 // BENCH_ONLY=challenge: our 402 challenge and the runtime floor, one run each (JSON).
+// BENCH_ONLY=free: our unpriced pass-through and the plain JS proxy floor, BENCH_ROUNDS interleaved
+// rounds, medians (JSON).
 // BENCH_ONLY=startup: our fresh-isolate times (ready, first and second response; JSON).
 // BENCH_DECISION_LOG=all|payments|none: our DECISION_LOG (default: unset, i.e. all).
 // BENCH_ONLY=paid0 (or minted0, a paid request that also sells a pass): only that scenario of
@@ -478,7 +480,27 @@ async function onlyChallenge() {
   }
 }
 
+/** BENCH_ONLY=free: our pass-through and the JS proxy floor, interleaved rounds, medians. */
+async function onlyFree() {
+  buildFloor();
+  const origin = await startBenchOrigin();
+  const rounds = { proxy: [], ours: [] };
+  try {
+    for (let round = 0; round < ROUNDS; round++) {
+      rounds.proxy.push(await passThrough('proxy', origin));
+      rounds.ours.push(await passThrough('ours', origin));
+    }
+  } finally {
+    await origin.stop?.();
+  }
+  const pick = (rs) => ({ rps: Math.round(median(rs.map((r) => r.rps))), p50: median(rs.map((r) => r.p50)), workerdCpuMs: median(rs.map((r) => r.workerdCpuMs)) });
+  const out = { proxy: pick(rounds.proxy), ours: pick(rounds.ours) };
+  out.oursVsFloor = Number((out.ours.rps / out.proxy.rps).toFixed(2));
+  console.log(JSON.stringify(out));
+}
+
 async function main() {
+  if (process.env.BENCH_ONLY === 'free') return onlyFree();
   if (process.env.BENCH_ONLY === 'startup') {
     const origin = await startBenchOrigin();
     const r = await startupTimes('ours', origin);

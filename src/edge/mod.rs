@@ -20,7 +20,7 @@ use futures_util::StreamExt;
 use serde_json::{Map, Value};
 use worker::wasm_bindgen::{JsCast, JsValue};
 use worker::wasm_bindgen::prelude::wasm_bindgen;
-use worker::{console_error, console_log, js_sys, web_sys, AbortController, AbortSignal, Context, Env, Fetch, Headers, KvStore, RequestInit, ResponseBody, ResponseBuilder};
+use worker::{console_error, console_log, js_sys, web_sys, AbortController, AbortSignal, Context, Env, Fetch, Headers, KvStore, RequestInit};
 
 use crate::config::{Config, ConfigError};
 use crate::cdp::CdpKey;
@@ -72,10 +72,14 @@ const VARS: [&str; 22] = [
     "PUBLIC_URL",
 ];
 
-/// A body on the edge: a JS stream passed through untouched, or bytes we produced.
+/// A body on the edge: a JS stream passed through untouched, bytes we produced, or the body of
+/// the origin's `Response` (kept whole, with its status and header list as it arrived, so that a
+/// response the pipeline did not change is returned as the very object `fetch` gave: no new
+/// `Headers` or `Response`, as a plain JS proxy does).
 pub enum EdgeBody {
     Stream(Option<web_sys::ReadableStream>),
     Bytes(Vec<u8>),
+    Origin { response: web_sys::Response, status: u16, headers: String },
 }
 
 thread_local! {
@@ -139,16 +143,31 @@ fn config(env: &Env) -> Result<Rc<Config>, ConfigError> {
 }
 
 struct Edge {
-    /// The origin Worker, when the origin is a service binding.
-    origin_service: Option<worker::Fetcher>,
-    kv: Option<KvStore>,
+    /// Whether the origin is the service binding `ORIGIN_SERVICE` (else `ORIGIN_URL`).
+    origin_is_service: bool,
+    /// The `PASSES` namespace, looked up on first use (a `KvStore` costs five property reads).
+    kv: std::cell::OnceCell<Option<KvStore>>,
     passes: Rc<PassCache>,
     isolate: Rc<IsolateState>,
     env: Env,
     ctx: Context,
-    /// The incoming request's abort signal (fires on client disconnect with the
+    /// The incoming request, whose abort signal fires on client disconnect (with the
     /// `enable_request_signal` compatibility flag).
-    signal: Option<web_sys::AbortSignal>,
+    request: web_sys::Request,
+}
+
+impl Edge {
+    fn kv(&self) -> Result<&KvStore, String> {
+        self.kv.get_or_init(|| self.env.kv(PASSES_BINDING).ok()).as_ref().ok_or_else(|| "no PASSES binding".to_string())
+    }
+}
+
+/// A thrown JS value as text: an `Error`'s `name: message`, a string as it is.
+fn js_error_text(e: &JsValue) -> String {
+    if let Some(err) = e.dyn_ref::<js_sys::Error>() {
+        return format!("{}: {}", String::from(err.name()), String::from(err.message()));
+    }
+    e.as_string().unwrap_or_else(|| format!("{e:?}"))
 }
 
 // Header lists cross the wasm boundary in one call each way, as `name\nvalue\n` pairs (neither
@@ -156,13 +175,47 @@ struct Edge {
 // `Headers::entries` and `append` cost, was the largest item of an unpriced pass-through's
 // profile (`bench/profile.mjs free`).
 #[wasm_bindgen(inline_js = "export function x402_header_list(h) { let s = ''; for (const [k, v] of h) s += k + '\\n' + v + '\\n'; return s; }
-export function x402_headers_from(s) { const h = new Headers(); const p = s.split('\\n'); for (let i = 0; i + 1 < p.length; i += 2) h.append(p[i], p[i + 1]); return h; }")]
+export function x402_headers_from(s) { const h = new Headers(); const p = s.split('\\n'); for (let i = 0; i + 1 < p.length; i += 2) h.append(p[i], p[i + 1]); return h; }
+export function x402_response_headers(r) { return x402_header_list(r.headers); }
+export function x402_request_head(r) { return r.method + '\\n' + r.url + '\\n' + x402_header_list(r.headers); }
+export function x402_response(status, list, bytes, stream) {
+  const nullBody = status === 101 || status === 204 || status === 205 || status === 304;
+  const body = nullBody ? null : bytes !== undefined ? bytes.slice() : stream ?? null;
+  return new Response(body, { status, headers: x402_headers_from(list) });
+}
+export function x402_origin_fetch(service, url, method, list, body, ms) {
+  const controller = new AbortController();
+  const init = { method, headers: x402_headers_from(list), redirect: 'manual', signal: controller.signal };
+  if (body !== undefined) init.body = body;
+  const sent = service === undefined ? fetch(url, init) : service.fetch(url, init);
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => { controller.abort(); reject('x402-origin-timeout'); }, ms);
+    sent.then((r) => { clearTimeout(timer); resolve(r); }, (e) => { clearTimeout(timer); reject(e); });
+  });
+}")]
 extern "C" {
     fn x402_header_list(headers: &web_sys::Headers) -> String;
     fn x402_headers_from(list: &str) -> web_sys::Headers;
+    fn x402_request_head(request: &web_sys::Request) -> String;
+    /// The header list (`name\nvalue\n`…) of a `Response`, in one call.
+    fn x402_response_headers(response: &web_sys::Response) -> String;
+    /// `new Response(body, {status, headers})` in one call: `bytes` is copied out of wasm memory;
+    /// a null-body status (101, 204, 205, 304) gets no body. Throws what the constructor throws.
+    #[wasm_bindgen(catch)]
+    fn x402_response(status: u16, list: &str, bytes: Option<&[u8]>, stream: Option<web_sys::ReadableStream>) -> Result<web_sys::Response, JsValue>;
+    /// `fetch(url, {method, headers, body, redirect: 'manual'})` (through `service` when it is a
+    /// service binding), rejected with the string `x402-origin-timeout` (and the request aborted)
+    /// if the response head has not arrived within `ms` milliseconds. One crossing and a JS timer
+    /// instead of a `Request`, an `AbortController` and a wasm closure built through the glue.
+    #[wasm_bindgen(catch)]
+    fn x402_origin_fetch(service: Option<&JsValue>, url: &str, method: &str, list: &str, body: Option<JsValue>, ms: f64) -> Result<js_sys::Promise, JsValue>;
 }
 
-fn worker_headers(h: &http::HeaderMap) -> Headers {
+/// What [`x402_origin_fetch`] rejects with when the origin's time limit passes.
+const ORIGIN_TIMEOUT_MARK: &str = "x402-origin-timeout";
+
+/// A header map as a `name\nvalue\n` list for [`x402_headers_from`].
+fn header_list(h: &http::HeaderMap) -> String {
     let mut list = String::with_capacity(h.len() * 48);
     for (name, value) in h {
         // A value that is not visible ASCII text (or holds a line feed) cannot be sent by the
@@ -176,11 +229,10 @@ fn worker_headers(h: &http::HeaderMap) -> Headers {
             }
         }
     }
-    Headers(x402_headers_from(&list))
+    list
 }
 
-fn http_headers(h: &Headers) -> http::HeaderMap {
-    let list = x402_header_list(&h.0);
+fn parse_header_list(list: &str) -> http::HeaderMap {
     let mut out = http::HeaderMap::new();
     let mut parts = list.split('\n');
     while let (Some(name), Some(value)) = (parts.next(), parts.next()) {
@@ -214,38 +266,33 @@ impl Platform for Edge {
 
     async fn origin(&self, req: http::Request<EdgeBody>, timeout_seconds: u64) -> Result<http::Response<EdgeBody>, UpstreamError> {
         let (parts, body) = req.into_parts();
-        let mut init = RequestInit::new();
-        init.with_headers(worker_headers(&parts.headers)).with_redirect(worker::RequestRedirect::Manual);
-        if gateway::method_has_body(&parts.method) {
-            init.with_body(match body {
-                EdgeBody::Stream(Some(s)) => Some(s.into()),
-                EdgeBody::Stream(None) => None,
+        let body: Option<JsValue> = if gateway::method_has_body(&parts.method) {
+            match body {
+                EdgeBody::Stream(s) => s.map(JsValue::from),
                 EdgeBody::Bytes(b) => Some(js_sys::Uint8Array::from(b.as_slice()).into()),
-            });
-        }
-        // The method byte for byte: `worker::Method` would turn an extension method into GET.
-        let raw_init: web_sys::RequestInit = (&init).into();
-        raw_init.set_method(parts.method.as_str());
-        let request = web_sys::Request::new_with_str_and_init(&parts.uri.to_string(), &raw_init)
-            .map(worker::Request::from)
-            .map_err(|e| UpstreamError::Network(format!("{e:?}")))?;
-        let controller = AbortController::default();
-        let signal = controller.signal();
-        let res = match &self.origin_service {
-            Some(service) => with_timeout(service.fetch_request(request), controller, timeout_seconds).await?,
-            None => with_timeout(Fetch::Request(request).send_with_signal(&signal), controller, timeout_seconds).await?,
+                EdgeBody::Origin { response, .. } => response.body().map(JsValue::from),
+            }
+        } else {
+            None
         };
-        let mut out = http::Response::builder().status(res.status_code());
+        let service = if self.origin_is_service { js_sys::Reflect::get(self.env.as_ref(), &JsValue::from_str(ORIGIN_SERVICE_BINDING)).ok() } else { None };
+        // setTimeout's longest delay is 2^31 - 1 ms (about 24.8 days); a longer one would fire at once.
+        let ms = timeout_seconds.saturating_mul(1000).min(i32::MAX as u64) as f64;
+        // The method byte for byte (an extension method stays what it is).
+        let promise = x402_origin_fetch(service.as_ref(), &parts.uri.to_string(), parts.method.as_str(), &header_list(&parts.headers), body, ms)
+            .map_err(|e| UpstreamError::Network(js_error_text(&e)))?;
+        let res: web_sys::Response = match worker::wasm_bindgen_futures::JsFuture::from(promise).await {
+            Ok(r) => r.unchecked_into(),
+            Err(e) if e.as_string().as_deref() == Some(ORIGIN_TIMEOUT_MARK) => return Err(UpstreamError::Timeout { seconds: timeout_seconds }),
+            Err(e) => return Err(UpstreamError::Network(js_error_text(&e))),
+        };
+        let status = res.status();
+        let headers = x402_response_headers(&res);
+        let mut out = http::Response::builder().status(status);
         if let Some(h) = out.headers_mut() {
-            *h = http_headers(res.headers());
+            *h = parse_header_list(&headers);
         }
-        let (_, body) = res.into_parts();
-        let body = match body {
-            ResponseBody::Stream(s) => EdgeBody::Stream(Some(s)),
-            ResponseBody::Body(b) => EdgeBody::Bytes(b),
-            ResponseBody::Empty => EdgeBody::Stream(None),
-        };
-        out.body(body).map_err(|e| UpstreamError::Network(e.to_string()))
+        out.body(EdgeBody::Origin { response: res, status, headers }).map_err(|e| UpstreamError::Network(e.to_string()))
     }
 
     async fn post_json(&self, url: &str, authorization: Option<&str>, json: String, timeout_seconds: u64) -> Result<HttpReply, UpstreamError> {
@@ -293,13 +340,11 @@ impl Platform for Edge {
     }
 
     async fn kv_get(&self, key: &str) -> Result<Option<String>, String> {
-        let kv = self.kv.as_ref().ok_or("no PASSES binding")?;
-        kv.get(key).text().await.map_err(|e| e.to_string())
+        self.kv()?.get(key).text().await.map_err(|e| e.to_string())
     }
 
     async fn kv_put(&self, key: &str, value: String, ttl_seconds: u64) -> Result<(), String> {
-        let kv = self.kv.as_ref().ok_or("no PASSES binding")?;
-        kv.put(key, value).map_err(|e| e.to_string())?.expiration_ttl(ttl_seconds).execute().await.map_err(|e| e.to_string())
+        self.kv()?.put(key, value).map_err(|e| e.to_string())?.expiration_ttl(ttl_seconds).execute().await.map_err(|e| e.to_string())
     }
 
     async fn ledger(&self, shard: &str, op: &Op) -> Result<Reply, String> {
@@ -322,7 +367,7 @@ impl Platform for Edge {
     }
 
     fn client_gone(&self) -> bool {
-        self.signal.as_ref().is_some_and(|s| s.aborted())
+        self.request.signal().aborted()
     }
 
     fn run_to_completion<T: 'static>(&self, fut: impl std::future::Future<Output = T> + 'static) -> impl std::future::Future<Output = Option<T>> {
@@ -395,14 +440,18 @@ impl Platform for Edge {
     }
 }
 
-fn to_worker(res: http::Response<EdgeBody>) -> worker::Result<worker::Response> {
+/// The runtime `Response` for a pipeline answer, built in one call. An origin response whose
+/// status and headers the pipeline left as they arrived is returned as the object `fetch` gave.
+fn to_response(res: http::Response<EdgeBody>) -> Result<web_sys::Response, JsValue> {
     let (parts, body) = res.into_parts();
-    let builder = ResponseBuilder::new().with_status(parts.status.as_u16()).with_headers(worker_headers(&parts.headers));
-    Ok(match body {
-        EdgeBody::Stream(Some(s)) => builder.stream(s),
-        EdgeBody::Stream(None) => builder.empty(),
-        EdgeBody::Bytes(b) => builder.fixed(b),
-    })
+    let status = parts.status.as_u16();
+    let list = header_list(&parts.headers);
+    match body {
+        EdgeBody::Origin { response, status: arrived, headers } if arrived == status && headers == list => Ok(response),
+        EdgeBody::Origin { response, .. } => x402_response(status, &list, None, response.body()),
+        EdgeBody::Stream(stream) => x402_response(status, &list, None, stream),
+        EdgeBody::Bytes(bytes) => x402_response(status, &list, Some(&bytes), None),
+    }
 }
 
 /// The `fetch` entry point (worker-build's shim calls it with the request, `env` and `ctx`).
@@ -428,21 +477,16 @@ pub fn fetch_entry(req: web_sys::Request, env: Env, ctx: worker::worker_sys::Con
 /// The pipeline behind [`fetch_entry`]: the `Response` as a JS value (a 500 naming the error if
 /// the response could not be built).
 async fn serve(req: web_sys::Request, env: Env, ctx: Context) -> JsValue {
-    match serve_request(req, env, ctx).await.map(web_sys::Response::from) {
+    match serve_request(req, env, ctx).await {
         Ok(res) => res.into(),
         Err(e) => {
-            console_error!("x402 paywall: {e}");
-            let res = web_sys::Response::new_with_opt_str_and_init(Some("{\"error\":\"internal_error\"}"), &{
-                let init = web_sys::ResponseInit::new();
-                init.set_status(500);
-                init
-            });
-            res.map(JsValue::from).unwrap_or(JsValue::UNDEFINED)
+            console_error!("x402 paywall: {}", js_error_text(&e));
+            x402_response(500, "content-type\napplication/json\n", Some(b"{\"error\":\"internal_error\"}"), None).map(JsValue::from).unwrap_or(JsValue::UNDEFINED)
         }
     }
 }
 
-async fn serve_request(req: web_sys::Request, env: Env, ctx: Context) -> worker::Result<worker::Response> {
+async fn serve_request(req: web_sys::Request, env: Env, ctx: Context) -> Result<web_sys::Response, JsValue> {
     // Test builds only (`--features panic-test`, tests/panic.test.mjs): a panic on demand, before
     // any I/O or after some, to prove that the next request is served by a fresh instance.
     #[cfg(feature = "panic-test")]
@@ -460,33 +504,27 @@ async fn serve_request(req: web_sys::Request, env: Env, ctx: Context) -> worker:
         Ok(c) => c,
         Err(e) => {
             console_error!("x402 paywall: {e}");
-            return to_worker(gateway::config_error_response(&e.public(), EdgeBody::Bytes));
+            return to_response(gateway::config_error_response(&e.public(), EdgeBody::Bytes));
         }
     };
-    let raw = &req;
-    let mut builder = http::Request::builder().method(raw.method().as_str()).uri(raw.url());
+    // Method, URL and headers in one call: `method\nurl\n` then the header list (neither a
+    // method token nor a serialised URL holds a line feed).
+    let head = x402_request_head(&req);
+    let mut lines = head.splitn(3, '\n');
+    let (method, url, headers) = (lines.next().unwrap_or_default(), lines.next().unwrap_or_default(), lines.next().unwrap_or_default());
+    let mut builder = http::Request::builder().method(method).uri(url);
     if let Some(h) = builder.headers_mut() {
-        *h = http_headers(&Headers(raw.headers()));
+        *h = parse_header_list(headers);
     }
-    let body = EdgeBody::Stream(raw.body().map(|b| b.unchecked_into()));
+    let body = EdgeBody::Stream(req.body().map(|b| b.unchecked_into()));
     let http_req = match builder.body(body) {
         Ok(r) => r,
         Err(e) => {
-            let res = http::Response::builder()
-                .status(400)
-                .header("content-type", "application/json")
-                .body(EdgeBody::Bytes(serde_json::json!({ "error": "invalid_request", "message": e.to_string() }).to_string().into_bytes()));
-            return match res {
-                Ok(r) => to_worker(r),
-                Err(_) => worker::Response::error("invalid request", 400),
-            };
+            let body = serde_json::json!({ "error": "invalid_request", "message": e.to_string() }).to_string();
+            return x402_response(400, "content-type\napplication/json\n", Some(body.as_bytes()), None);
         }
     };
-    let signal = Some(raw.signal());
-    let origin_service = match config.origin {
-        crate::config::OriginTarget::Service => env.service(ORIGIN_SERVICE_BINDING).ok(),
-        crate::config::OriginTarget::Url { .. } => None,
-    };
-    let platform = Rc::new(Edge { origin_service, kv: env.kv(PASSES_BINDING).ok(), passes: PASSES.with(Rc::clone), isolate: ISOLATE.with(Rc::clone), env, ctx, signal });
-    to_worker(gateway::handle(&config, &platform, http_req).await)
+    let origin_is_service = matches!(config.origin, crate::config::OriginTarget::Service);
+    let platform = Rc::new(Edge { origin_is_service, kv: std::cell::OnceCell::new(), passes: PASSES.with(Rc::clone), isolate: ISOLATE.with(Rc::clone), env, ctx, request: req });
+    to_response(gateway::handle(&config, &platform, http_req).await)
 }
