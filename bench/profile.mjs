@@ -2,12 +2,17 @@
 // functions by their name-section names, JS glue by function name) taken through workerd's
 // inspector while wrk loads the scenario, printed as self time per function, top first.
 //
+// `node bench/profile.mjs verify` needs no Worker build: it compiles bench/verify-wasm (the
+// Worker's EIP-3009 verification, same crates and release profile) and profiles `verify(n)` in
+// this Node's V8, as self time per verification.
 // `node bench/profile.mjs [challenge|pass|free|proxy]` after `X402_KEEP_WASM_NAMES=1 bash scripts/build.sh`
 // (without the names, wasm functions show as numbers); `proxy` profiles the plain JS fetch proxy
 // Worker that is the pass-through's floor in bench/run.mjs, for a side-by-side reading of `free`
 // (PROFILE_SECONDS, default 5; PROFILE_TOP, default 30; BENCH_DECISION_LOG as in bench/run.mjs).
-import { spawn } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
+import { Session } from 'node:inspector/promises';
+import { createRequire } from 'node:module';
 import path from 'node:path';
 import { Miniflare } from 'miniflare';
 
@@ -58,7 +63,59 @@ function load(url, headers = {}) {
   });
 }
 
+/** `verify`: where one EIP-3009 verification's time goes in wasm (V8 in this process). */
+async function verifyProfile() {
+  const dir = path.join(ROOT, 'bench/.build/verify-wasm-profile');
+  execFileSync('cargo', ['build', '--quiet', '--release', '--target', 'wasm32-unknown-unknown', '-p', 'verify-wasm-bench'], { cwd: ROOT, stdio: 'inherit' });
+  execFileSync(process.env.WASM_BINDGEN_BIN || 'wasm-bindgen', ['--target', 'nodejs', '--out-dir', dir, path.join(ROOT, 'target/wasm32-unknown-unknown/release/verify_wasm_bench.wasm')]);
+  writeFileSync(path.join(dir, 'package.json'), '{"type":"commonjs"}');
+  const wasm = createRequire(import.meta.url)(path.join(dir, 'verify_wasm_bench.js'));
+  const n = Number(process.env.PROFILE_VERIFICATIONS ?? 20000);
+  if (wasm.verify(2000) !== 2000) throw new Error('wasm verify is wrong');
+  const session = new Session();
+  session.connect();
+  await session.post('Profiler.enable');
+  await session.post('Profiler.setSamplingInterval', { interval: 50 });
+  await session.post('Profiler.start');
+  const t0 = process.hrtime.bigint();
+  wasm.verify(n);
+  const us = Number(process.hrtime.bigint() - t0) / 1000 / n;
+  const { profile } = await session.post('Profiler.stop');
+  session.disconnect();
+  writeFileSync(path.join(ROOT, 'bench/.build/verify.cpuprofile'), JSON.stringify(profile));
+  console.log(`verify: ${n} verifications, ${us.toFixed(1)} µs each under the profiler`);
+  summarise(profile, n, 'verification');
+}
+
+/** Prints self time per function (and per kind of code) of `profile`, per `unit`. */
+function summarise(profile, count, unit) {
+  const byId = new Map(profile.nodes.map((n) => [n.id, n]));
+  const self = new Map();
+  const byKind = new Map();
+  let total = 0;
+  profile.samples.forEach((nodeId, i) => {
+    const f = byId.get(nodeId).callFrame;
+    const where = f.url ? ` ${path.basename(f.url)}` : '';
+    const name = f.functionName ? `${f.functionName}${/^wasm/.test(where.trim()) ? '' : where}` : `(anonymous${where}:${f.lineNumber})`;
+    const us = profile.timeDeltas[i] ?? 0;
+    total += us;
+    self.set(name, (self.get(name) ?? 0) + us);
+    const kind = /\.wasm/.test(f.url || '') ? 'wasm' : f.url ? 'JS glue' : /^\((idle|program|garbage collector)\)$/.test(f.functionName) ? f.functionName : 'runtime (native, unattributed JS)';
+    byKind.set(kind, (byKind.get(kind) ?? 0) + us);
+  });
+  const busy = total - (self.get('(idle)') ?? 0);
+  const per = Math.max(count, 1);
+  console.log(`sampled ${(total / 1000).toFixed(0)} ms, busy ${(busy / 1000).toFixed(0)} ms (${(busy / per).toFixed(1)} µs per ${unit})`);
+  console.log(`by kind (µs per ${unit}): ${[...byKind.entries()].filter(([k]) => k !== '(idle)').sort((a, b) => b[1] - a[1]).map(([k, v]) => `${k} ${(v / per).toFixed(1)}`).join('; ')}`);
+  console.log(`| self µs per ${unit} | share of busy | function |`);
+  console.log('|---:|---:|---|');
+  for (const [name, us] of [...self.entries()].filter(([n]) => n !== '(idle)').sort((a, b) => b[1] - a[1]).slice(0, TOP)) {
+    console.log(`| ${(us / per).toFixed(2)} | ${((100 * us) / busy).toFixed(1)} % | ${name.slice(0, 110)} |`);
+  }
+}
+
 async function main() {
+  if (SCENARIO === 'verify') return verifyProfile();
   const origin = await startBenchOrigin();
   const standin = await startStandin({ delayMs: 0 });
   const inspectorPort = 9300 + Math.floor(Math.random() * 500);
@@ -94,7 +151,7 @@ async function main() {
     } else if (SCENARIO === 'free' || SCENARIO === 'proxy') {
       target = `${url}/free`;
     } else if (SCENARIO !== 'challenge') {
-      throw new Error(`unknown scenario ${SCENARIO} (challenge | pass | free | proxy)`);
+      throw new Error(`unknown scenario ${SCENARIO} (challenge | pass | free | proxy | verify)`);
     }
     const ins = await inspector(inspectorPort);
     await ins.send('Profiler.enable');
@@ -105,33 +162,9 @@ async function main() {
     ins.close();
     writeFileSync(path.join(ROOT, `bench/.build/${SCENARIO}.cpuprofile`), JSON.stringify(profile));
 
-    // Self time per function: each sample is attributed to its node's function.
-    const byId = new Map(profile.nodes.map((n) => [n.id, n]));
-    const self = new Map();
-    const deltas = profile.timeDeltas;
-    let total = 0;
-    const byKind = new Map();
-    profile.samples.forEach((nodeId, i) => {
-      const node = byId.get(nodeId);
-      const f = node.callFrame;
-      const where = f.url ? ` ${path.basename(f.url)}` : '';
-      const name = f.functionName ? `${f.functionName}${/^wasm/.test(where.trim()) ? '' : where}` : `(anonymous${where}:${f.lineNumber})`;
-      const us = deltas[i] ?? 0;
-      total += us;
-      self.set(name, (self.get(name) ?? 0) + us);
-      const kind = /\.wasm/.test(f.url || '') ? 'wasm' : f.url ? 'JS glue' : /^\((idle|program|garbage collector)\)$/.test(f.functionName) ? f.functionName : 'runtime (native, unattributed JS)';
-      byKind.set(kind, (byKind.get(kind) ?? 0) + us);
-    });
-    const idle = (self.get('(idle)') ?? 0) + (self.get('(program)') ?? 0);
-    const busy = total - (self.get('(idle)') ?? 0);
     const reqs = Number(/(\d+) requests in/.exec(out)?.[1] ?? 0);
-    console.log(`scenario ${SCENARIO}: ${reqs} requests in ${SECONDS} s; sampled ${(total / 1000).toFixed(0)} ms, busy ${(busy / 1000).toFixed(0)} ms (${(busy / Math.max(reqs, 1)).toFixed(1)} µs/request in this isolate's JS+wasm), idle+program ${(idle / 1000).toFixed(0)} ms`);
-    console.log(`by kind (µs/request): ${[...byKind.entries()].filter(([k]) => k !== '(idle)').sort((a, b) => b[1] - a[1]).map(([k, us]) => `${k} ${(us / Math.max(reqs, 1)).toFixed(1)}`).join('; ')}`);
-    console.log('| self µs/request | share of busy | function |');
-    console.log('|---:|---:|---|');
-    for (const [name, us] of [...self.entries()].filter(([n]) => n !== '(idle)').sort((a, b) => b[1] - a[1]).slice(0, TOP)) {
-      console.log(`| ${(us / Math.max(reqs, 1)).toFixed(2)} | ${((100 * us) / busy).toFixed(1)} % | ${name.slice(0, 110)} |`);
-    }
+    console.log(`scenario ${SCENARIO}: ${reqs} requests in ${SECONDS} s (self time in this isolate's JS and wasm)`);
+    summarise(profile, reqs, 'request');
   } finally {
     await mf.dispose();
     await standin.stop();

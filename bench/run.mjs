@@ -56,6 +56,9 @@ const OUR_ROUTES = [
  * JS `fetch` proxy to ORIGIN_URL (what an unpriced pass-through cannot beat). */
 function buildFloor() {
   writeFileSync(path.join(BUILD, 'floor.js'), `export default { fetch() { return new Response('{"x402Version":2}', { status: 402, headers: { 'content-type': 'application/json' } }); } };\n`);
+  // The constant 402 plus one console.log of a line shaped like our challenge's decision line:
+  // what one log line per request costs in this runtime, apart from any Worker's own work.
+  writeFileSync(path.join(BUILD, 'floor-log.js'), `const line = JSON.stringify({ route: 'GET /weather', outcome: 'challenge', amount: '10000', asset: '0x036CbD53842c5426634e7929541eC2318f3dCF7e', network: 'eip155:84532', x402: 'decision' });\nexport default { fetch() { console.log(line); return new Response('{"x402Version":2}', { status: 402, headers: { 'content-type': 'application/json' } }); } };\n`);
   writeFileSync(path.join(BUILD, 'proxy.js'), `export default { fetch(request, env) { const u = new URL(request.url); return fetch(env.ORIGIN_URL + u.pathname + u.search, request); } };\n`);
 }
 
@@ -84,6 +87,7 @@ function miniflareOptions(kind, originUrl, facilitatorUrl) {
     };
   }
   if (kind === 'floor') return { ...common, scriptPath: path.join(BUILD, 'floor.js') };
+  if (kind === 'floor-log') return { ...common, scriptPath: path.join(BUILD, 'floor-log.js') };
   if (kind === 'proxy') return { ...common, scriptPath: path.join(BUILD, 'proxy.js'), bindings: { ORIGIN_URL: originUrl } };
   return {
     ...common,
@@ -402,8 +406,8 @@ async function cdpRound(origin, accepted, round) {
 
 // ---- report --------------------------------------------------------------------------------
 
-async function floorChallenge(origin) {
-  const server = await startServer('floor', origin.url, origin.url);
+async function floorChallenge(origin, kind = 'floor') {
+  const server = await startServer(kind, origin.url, origin.url);
   try {
     for (let i = 0; i < 50; i++) await (await fetch(`${server.url}/weather`)).arrayBuffer();
     return await runWrk(server.url, {}, server.pid);
@@ -465,6 +469,7 @@ async function onlyChallenge() {
   const out = {};
   try {
     out.floor = await floorChallenge(origin);
+    out.floorLog = await floorChallenge(origin, 'floor-log');
     const server = await startServer('ours', origin.url, standin.url);
     try {
       for (let i = 0; i < 50; i++) await (await fetch(`${server.url}/weather`)).arrayBuffer();
@@ -473,7 +478,7 @@ async function onlyChallenge() {
       await server.mf.dispose();
     }
     const pick = (r) => ({ rps: Math.round(r.rps), p50: r.p50, workerdCpuMs: r.workerdCpuMs });
-    console.log(JSON.stringify({ floor: pick(out.floor), ours: pick(out.ours) }));
+    console.log(JSON.stringify({ floor: pick(out.floor), floorLog: pick(out.floorLog), ours: pick(out.ours) }));
   } finally {
     await standin.stop();
     await origin.stop?.();
