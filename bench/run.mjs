@@ -534,7 +534,7 @@ async function main() {
   const rounds = { floor: [], ours: [], peer: [] };
   for (let round = 0; round < ROUNDS; round++) {
     log(`round ${round + 1}: floor`);
-    rounds.floor.push({ challenge: await floorChallenge(origin), proxy: await passThrough('proxy', origin) });
+    rounds.floor.push({ challenge: await floorChallenge(origin), challengeLog: await floorChallenge(origin, 'floor-log'), proxy: await passThrough('proxy', origin) });
     rounds.ours.push({ ...(await loadRound('ours', origin, acceptedOurs, round)), ...(await cdpRound(origin, acceptedOurs, round)), free: await passThrough('ours', origin), quiet: await quietChallenge(origin) });
     rounds.peer.push(await loadRound('peer', origin, acceptedOurs, round));
   }
@@ -570,6 +570,8 @@ async function main() {
   lines.push('| measure | ours (Rust/wasm) | peer (@x402/hono) | ours vs peer |');
   lines.push('|---|---|---|---|');
   lines.push(`| runtime floor: a JS Worker returning a constant 402 | ${fmt(floor.rps)} req/s, ${fmt(floor.workerdCpuMs, 3)} ms workerd CPU/req | | |`);
+  const fl = floors.challengeLog;
+  lines.push(`| runtime floor plus one console.log line per request | ${fmt(fl.rps)} req/s, ${fmt(fl.workerdCpuMs, 3)} ms workerd CPU/req (the line costs ${fmt(1000 * (fl.workerdCpuMs - floor.workerdCpuMs))} µs) | | |`);
   lines.push(row('(a) 402 challenge, throughput', ours.challenge.rps, peer.challenge.rps, 'req/s'));
   lines.push(row('(a) 402 challenge with DECISION_LOG = "payments", throughput', ours.quiet.rps, peer.challenge.rps, 'req/s'));
   lines.push(row('(a) 402 challenge with DECISION_LOG = "payments", workerd CPU per request', ours.quiet.workerdCpuMs, peer.challenge.workerdCpuMs, 'ms', 'lower', 3));
