@@ -54,6 +54,15 @@ describe('an origin that only the paywall can call', () => {
     assert.equal(seen['x-real-ip'], undefined);
   });
 
+  test('an unpriced origin response the paywall leaves unchanged reaches the client as the origin sent it', async () => {
+    const res = await rawRequest(ctx.worker.url, '/as-is');
+    assert.equal(res.status, 203);
+    assert.equal(res.statusText, 'Origin Says Hi', 'the origin\'s own Response object, reason phrase included');
+    assert.deepEqual(res.headers['set-cookie'], ['a=1; Path=/', 'b=2; Path=/']);
+    assert.equal(res.headers['x-origin'], 'demo');
+    assert.equal(res.body, 'exactly these bytes');
+  });
+
   test('an origin redirect to its own host comes back rewritten to the public host', async () => {
     const res = await rawRequest(ctx.worker.url, '/redirect');
     assert.equal(res.status, 302);

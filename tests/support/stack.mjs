@@ -319,6 +319,10 @@ export async function startOrigin({ requireHeader } = {}) {
     if (p.startsWith('/premium/')) return json(200, { report: p, secret: 'premium content', served: ++served });
     if (/^\/(bundle|item|reports|summaries)\//.test(p)) return json(200, { document: p, served: ++served });
     if (p === '/free') return json(200, { free: true });
+    if (p === '/as-is') {
+      res.writeHead(203, 'Origin Says Hi', [['content-type', 'text/plain'], ['set-cookie', 'a=1; Path=/'], ['set-cookie', 'b=2; Path=/'], ['x-origin', 'demo']]);
+      return res.end('exactly these bytes');
+    }
     if (p === '/redirect') return json(302, { moved: true }, { location: `${self}/weather?from=redirect`, link: `<${self}/premium/next>; rel="next"` });
     if (p === '/error') return json(500, { error: 'origin exploded' });
     if (p === '/missing') return json(404, { error: 'no such thing' });
@@ -336,7 +340,7 @@ export async function startOrigin({ requireHeader } = {}) {
 
 /**
  * Sends one request to `baseUrl` + `path` byte for byte (any method, no client-side URL
- * normalisation) and resolves to {status, headers, body}.
+ * normalisation) and resolves to {status, statusText, headers, body}.
  */
 export function rawRequest(baseUrl, path, { method = 'GET', headers = {}, body } = {}) {
   const { hostname, port } = new URL(baseUrl);
@@ -344,7 +348,7 @@ export function rawRequest(baseUrl, path, { method = 'GET', headers = {}, body }
     const req = http.request({ host: hostname, port, path, method, headers }, (res) => {
       const chunks = [];
       res.on('data', (c) => chunks.push(c));
-      res.on('end', () => resolve({ status: res.statusCode, headers: res.headers, body: Buffer.concat(chunks).toString('utf8') }));
+      res.on('end', () => resolve({ status: res.statusCode, statusText: res.statusMessage, headers: res.headers, body: Buffer.concat(chunks).toString('utf8') }));
     });
     req.on('error', reject);
     req.end(body);
