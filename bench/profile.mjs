@@ -5,7 +5,8 @@
 // `node bench/profile.mjs verify` needs no Worker build: it compiles bench/verify-wasm (the
 // Worker's EIP-3009 verification, same crates and release profile) and profiles `verify(n)` in
 // this Node's V8, as self time per verification.
-// `node bench/profile.mjs [challenge|pass|free|proxy]` after `X402_KEEP_WASM_NAMES=1 bash scripts/build.sh`
+// `first` profiles a fresh isolate's first request alone.
+// `node bench/profile.mjs [challenge|pass|free|proxy|first]` after `X402_KEEP_WASM_NAMES=1 bash scripts/build.sh`
 // (without the names, wasm functions show as numbers); `proxy` profiles the plain JS fetch proxy
 // Worker that is the pass-through's floor in bench/run.mjs, for a side-by-side reading of `free`
 // (PROFILE_SECONDS, default 5; PROFILE_TOP, default 30; BENCH_DECISION_LOG as in bench/run.mjs).
@@ -137,6 +138,21 @@ async function main() {
   });
   const url = (await mf.ready).toString().replace(/\/$/, '');
   try {
+    if (SCENARIO === 'first') {
+      // The first request of a fresh isolate: a challenge, profiled alone (1 µs sampling).
+      const ins = await inspector(inspectorPort);
+      await ins.send('Profiler.enable');
+      await ins.send('Profiler.setSamplingInterval', { interval: 10 });
+      await ins.send('Profiler.start');
+      const t0 = performance.now();
+      await (await fetch(`${url}/weather`)).arrayBuffer();
+      const ms = performance.now() - t0;
+      const { profile } = await ins.send('Profiler.stop');
+      ins.close();
+      writeFileSync(path.join(ROOT, 'bench/.build/first.cpuprofile'), JSON.stringify(profile));
+      console.log(`scenario first: one request, ${ms.toFixed(1)} ms to its response with the profiler attached`);
+      return summarise(profile, 1, 'request');
+    }
     for (let i = 0; i < 200; i++) await (await fetch(`${url}/weather`)).arrayBuffer();
     let target = `${url}/weather`;
     const headers = {};
@@ -151,7 +167,7 @@ async function main() {
     } else if (SCENARIO === 'free' || SCENARIO === 'proxy') {
       target = `${url}/free`;
     } else if (SCENARIO !== 'challenge') {
-      throw new Error(`unknown scenario ${SCENARIO} (challenge | pass | free | proxy | verify)`);
+      throw new Error(`unknown scenario ${SCENARIO} (challenge | pass | free | proxy | verify | first)`);
     }
     const ins = await inspector(inspectorPort);
     await ins.send('Profiler.enable');

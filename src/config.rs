@@ -802,6 +802,19 @@ fn check_keys(at: &str, obj: &Map<String, Value>, allowed: &[&[&str]]) -> Result
     Ok(())
 }
 
+/// The variables of the start-up warm-up (see `edge::warm_up`): one priced route, `GET /warm-up`
+/// at `$0.01` on the default network, no log lines, addresses that are never contacted (the
+/// warm-up request is answered by a 402 challenge, without I/O).
+pub fn warm_up_vars() -> Map<String, Value> {
+    let mut vars = Map::new();
+    vars.insert("ORIGIN_URL".into(), "https://warm-up.invalid".into());
+    vars.insert("FACILITATOR_URL".into(), "https://warm-up.invalid".into());
+    vars.insert("PAY_TO".into(), "0x0000000000000000000000000000000000000001".into());
+    vars.insert("DECISION_LOG".into(), "none".into());
+    vars.insert("ROUTES".into(), serde_json::json!([{ "route": "GET /warm-up", "price": "$0.01", "description": "start-up warm-up" }]));
+    vars
+}
+
 impl Config {
     /// Builds the configuration from the Worker's variables (name → JSON value).
     ///
@@ -1051,6 +1064,14 @@ mod tests {
 
     fn cfg_err(routes: Value) -> String {
         Config::from_vars(&vars(routes)).unwrap_err().0
+    }
+
+    #[test]
+    fn the_warm_up_configuration_is_valid_and_prices_its_route() {
+        let c = Config::from_vars(&warm_up_vars()).expect("the start-up warm-up's variables parse");
+        assert_eq!(c.routes.len(), 1);
+        assert!(!c.routes[0].is_free());
+        assert_eq!(c.routes[0].accepts[0].amount, U256::from(10_000u64));
     }
 
     #[test]

@@ -897,17 +897,7 @@ impl Challenger<'_> {
         if let Some(siwx) = sign_in_extension(self.config, p, self.route, self.canonical) {
             return challenge::<P>(self.route, &self.resource_url, error, discovery::merge_extensions(Some(siwx), bazaar).as_ref());
         }
-        // The extensions value is built only when a layout is (once per route and method).
-        let layout = self.route.challenge_layouts.get_or_build(&self.method, || {
-            let extensions = discovery::merge_extensions(None, bazaar);
-            // A configured value holding U+0000 could pose as a hole: such routes are not laid out.
-            let (plain, _) = challenge_values(self.route, "", "", extensions.as_ref());
-            if serde_json::to_string(&plain).ok()?.contains("\\u0000") {
-                return None;
-            }
-            let (pr, body) = challenge_values(self.route, TEMPLATE_HOLES[0], TEMPLATE_HOLES[1], extensions.as_ref());
-            Some(ChallengeLayout { header: JsonTemplate::new(&pr).ok()?, body: JsonTemplate::new(&body).ok()? })
-        });
+        let layout = challenge_layout(self.route, &self.method);
         // Serialising our own values does not fail; if it ever did, the whole path still works.
         let Some(layout) = layout else {
             return challenge::<P>(self.route, &self.resource_url, error, discovery::merge_extensions(None, bazaar).as_ref());
@@ -920,6 +910,31 @@ impl Challenger<'_> {
         h.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
         set_header(h, PAYMENT_REQUIRED, &encode_header_bytes(layout.header.render(&values).as_bytes()));
         res
+    }
+}
+
+/// The route's challenge layout for `method`, laid out on first use (the extensions value is built
+/// only when a layout is: once per route and method). `None` for a route whose configured values
+/// hold U+0000, which could pose as a hole: it is serialised whole on each challenge instead.
+fn challenge_layout(route: &Route, method: &Method) -> Option<std::rc::Rc<ChallengeLayout>> {
+    route.challenge_layouts.get_or_build(method, || {
+        let extensions = discovery::merge_extensions(None, route.discovery.bazaar(method));
+        let (plain, _) = challenge_values(route, "", "", extensions.as_ref());
+        if serde_json::to_string(&plain).ok()?.contains("\\u0000") {
+            return None;
+        }
+        let (pr, body) = challenge_values(route, TEMPLATE_HOLES[0], TEMPLATE_HOLES[1], extensions.as_ref());
+        Some(ChallengeLayout { header: JsonTemplate::new(&pr).ok()?, body: JsonTemplate::new(&body).ok()? })
+    })
+}
+
+/// Lays out every priced route's 402 challenge for the route's method (`GET` for a route of any
+/// method) ahead of the first request: what a first challenge would otherwise build. Called by
+/// the Workers glue when the module starts (`edge::warm_up`); idempotent.
+pub fn prepare(config: &Config) {
+    for route in config.routes.iter().filter(|r| !r.is_free()) {
+        let method = route.pattern.method().cloned().unwrap_or(Method::GET);
+        let _ = challenge_layout(route, &method);
     }
 }
 

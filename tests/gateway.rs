@@ -114,3 +114,24 @@ fn a_description_holding_nul_characters_cannot_pose_as_the_challenge_url() {
         assert_eq!(header["resource"]["url"], "https://paywall.test/paid?x=1");
     }
 }
+
+#[test]
+fn challenges_laid_out_ahead_by_prepare_are_byte_identical_to_first_use_ones() {
+    let routes = serde_json::json!([
+        { "route": "GET /paid", "price": "$0.01", "description": "laid out at start-up" },
+        { "route": "/any-method/*", "price": "$0.02", "mimeType": "text/plain" },
+        { "route": "POST /nul", "price": "$0.03", "description": "a\u{0}b" },
+        { "route": "GET /open", "free": true }
+    ]);
+    let prepared = config_with(routes.clone());
+    x402_edge_paywall::gateway::prepare(&prepared);
+    x402_edge_paywall::gateway::prepare(&prepared); // idempotent
+    let lazy = config_with(routes);
+    for (method, path) in [("GET", "/paid?x=1"), ("GET", "/any-method/a"), ("PUT", "/any-method/b"), ("POST", "/nul")] {
+        let a = run(&prepared, &Rc::new(fake()), request_with(method, path, &[]));
+        let b = run(&lazy, &Rc::new(fake()), request_with(method, path, &[]));
+        assert_eq!(a.status(), 402, "{method} {path}");
+        assert_eq!(a.headers()["payment-required"], b.headers()["payment-required"], "{method} {path}");
+        assert_eq!(a.body(), b.body(), "{method} {path}");
+    }
+}

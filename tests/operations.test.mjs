@@ -35,6 +35,54 @@ async function requirementsOf(w, path = '/weather') {
   return unb64(res.headers.get('payment-required')).accepts[0];
 }
 
+const starts = (w) => w.logs.filter((l) => l.includes('"x402":"start"')).map((l) => JSON.parse(l.slice(l.indexOf('{'))));
+
+describe('start-up (the configuration parsed and the challenges laid out before the first request)', () => {
+  test('one start line per isolate, before any request, naming what was loaded; the warm-up route is not the Worker\'s', async () => {
+    const w = await startWorker({ originUrl: stack.origin.url, facilitatorUrl: stack.facilitator.url, payTo: stack.payTo });
+    try {
+      await until(() => starts(w).length > 0);
+      assert.deepEqual(starts(w), [{ x402: 'start', mode: 'enforce', routes: 7, priced: 7 }], 'logged at start-up, without a request');
+      const before = counts();
+      // The start-up warm-up ran `GET /warm-up` under a configuration of its own; here that path
+      // is unpriced, so it goes to the origin (which has no such page) and is not a decision.
+      const res = await fetch(`${w.url}/warm-up`);
+      assert.equal(res.status, 404);
+      assert.equal((await res.json()).error, 'not found', 'the origin answered');
+      assert.equal(counts().origin, before.origin + 1);
+      const challenge = await fetch(`${w.url}/weather`);
+      assert.equal(challenge.status, 402);
+      await challenge.arrayBuffer();
+      await until(() => decisions(w).length === 1);
+      assert.deepEqual(decisions(w).map((d) => [d.route, d.outcome]), [['GET /weather', 'challenge']], 'only the real request is a decision');
+      assert.equal(starts(w).length, 1);
+      assert.deepEqual([counts().verify, counts().settle], [before.verify, before.settle]);
+    } finally {
+      await w.stop();
+    }
+  });
+
+  test('no start line with DECISION_LOG = "none", nor when the configuration is invalid (which every request still reports)', async () => {
+    const quiet = await startWorker({ originUrl: stack.origin.url, facilitatorUrl: stack.facilitator.url, payTo: stack.payTo, extraBindings: { DECISION_LOG: 'none' } });
+    const broken = await startWorker({ originUrl: stack.origin.url, facilitatorUrl: stack.facilitator.url, payTo: 'not an address' });
+    try {
+      const res = await fetch(`${quiet.url}/weather`);
+      assert.equal(res.status, 402);
+      await res.arrayBuffer();
+      const bad = await fetch(`${broken.url}/weather`);
+      assert.equal(bad.status, 500);
+      assert.equal((await bad.json()).error, 'paywall_misconfigured');
+      await until(() => broken.logs.some((l) => l.includes('invalid configuration')));
+      assert.ok(broken.logs.some((l) => l.includes('invalid configuration') && l.includes('not an address')), 'the request reports the configuration error');
+      assert.deepEqual(starts(quiet), []);
+      assert.deepEqual(starts(broken), []);
+    } finally {
+      await quiet.stop();
+      await broken.stop();
+    }
+  });
+});
+
 describe('decision logs and metrics', () => {
   test('one JSON line per priced request, naming route, outcome, payer, price and transaction, and none of the secrets', async () => {
     const w = await startWorker({

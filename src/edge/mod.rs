@@ -507,24 +507,93 @@ async fn serve_request(req: web_sys::Request, env: Env, ctx: Context) -> Result<
             return to_response(gateway::config_error_response(&e.public(), EdgeBody::Bytes));
         }
     };
-    // Method, URL and headers in one call: `method\nurl\n` then the header list (neither a
-    // method token nor a serialised URL holds a line feed).
-    let head = x402_request_head(&req);
-    let mut lines = head.splitn(3, '\n');
-    let (method, url, headers) = (lines.next().unwrap_or_default(), lines.next().unwrap_or_default(), lines.next().unwrap_or_default());
-    let mut builder = http::Request::builder().method(method).uri(url);
-    if let Some(h) = builder.headers_mut() {
-        *h = parse_header_list(headers);
-    }
-    let body = EdgeBody::Stream(req.body().map(|b| b.unchecked_into()));
-    let http_req = match builder.body(body) {
-        Ok(r) => r,
-        Err(e) => {
-            let body = serde_json::json!({ "error": "invalid_request", "message": e.to_string() }).to_string();
-            return x402_response(400, "content-type\napplication/json\n", Some(body.as_bytes()), None);
+    pipeline(config, req, env, ctx).await
+}
+
+/// The pipeline for one request under `config`, boxed as a trait object so that its state
+/// machine is one function of its own (not inlined into [`serve`]): [`warm_up`] runs this same
+/// function at start-up, so V8 has compiled it before the first request.
+fn pipeline(config: Rc<Config>, req: web_sys::Request, env: Env, ctx: Context) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<web_sys::Response, JsValue>>>> {
+    Box::pin(async move {
+        // Method, URL and headers in one call: `method\nurl\n` then the header list (neither a
+        // method token nor a serialised URL holds a line feed).
+        let head = x402_request_head(&req);
+        let mut lines = head.splitn(3, '\n');
+        let (method, url, headers) = (lines.next().unwrap_or_default(), lines.next().unwrap_or_default(), lines.next().unwrap_or_default());
+        let mut builder = http::Request::builder().method(method).uri(url);
+        if let Some(h) = builder.headers_mut() {
+            *h = parse_header_list(headers);
         }
+        let body = EdgeBody::Stream(req.body().map(|b| b.unchecked_into()));
+        let http_req = match builder.body(body) {
+            Ok(r) => r,
+            Err(e) => {
+                let body = serde_json::json!({ "error": "invalid_request", "message": e.to_string() }).to_string();
+                return x402_response(400, "content-type\napplication/json\n", Some(body.as_bytes()), None);
+            }
+        };
+        let origin_is_service = matches!(config.origin, crate::config::OriginTarget::Service);
+        let platform = Rc::new(Edge { origin_is_service, kv: std::cell::OnceCell::new(), passes: PASSES.with(Rc::clone), isolate: ISOLATE.with(Rc::clone), env, ctx, request: req });
+        to_response(gateway::handle(&config, &platform, http_req).await)
+    })
+}
+
+#[wasm_bindgen(inline_js = "export function x402_warm_up_context() { return { waitUntil() {}, passThroughOnException() {} }; }")]
+extern "C" {
+    fn x402_warm_up_context() -> JsValue;
+}
+
+#[wasm_bindgen(module = "cloudflare:workers")]
+extern "C" {
+    /// The Worker's bindings as the runtime exposes them at module scope (`import { env } from
+    /// "cloudflare:workers"`): the same variables and secrets each request's `env` carries.
+    #[wasm_bindgen(thread_local_v2, js_name = env)]
+    static MODULE_ENV: JsValue;
+}
+
+/// Runs once when the module is instantiated (module evaluation, before the first request), so
+/// that a fresh isolate's first request does not pay for one-time work (in `BENCH_ONLY=startup`,
+/// about 16 of a 21 ms first response):
+/// 1. the Worker's real configuration is parsed and kept (what [`config`] does on a first
+///    request; an error is kept and reported the same way), read from the module-scope `env`,
+///    and every priced route's challenge is laid out ([`gateway::prepare`]); unless
+///    `DECISION_LOG = "none"`, one line `{"x402":"start","mode","routes","priced"}` is logged;
+/// 2. a `GET /warm-up` without payment runs through [`pipeline`] under
+///    [`crate::config::warm_up_vars`], polled once, for its side effect: V8 compiles wasm
+///    functions when they are first called. It ends without I/O at the `Response`, which the
+///    runtime does not let module-scope code build. Its configuration is not kept, its `env` is
+///    an empty object (no binding is read, no decision recorded) and it logs nothing.
+///
+/// Nothing here can fail a request: without a module-scope `env` step 1 is skipped, and the
+/// first request parses the configuration as before.
+#[wasm_bindgen(start)]
+pub fn warm_up() {
+    let env = MODULE_ENV.with(JsValue::clone);
+    if env.is_object() {
+        if let Ok(config) = config(&env.unchecked_into()) {
+            gateway::prepare(&config);
+            // One line per isolate start, unless decision lines are off: it names what was
+            // loaded, and it is the isolate's first `console.log`, which costs the runtime about
+            // 2 ms once (in Miniflare) that a first decision line would otherwise pay.
+            if !matches!(config.decision_log, crate::config::DecisionLog::None) {
+                let mode = match config.mode {
+                    crate::config::Mode::Enforce => "enforce",
+                    crate::config::Mode::Shadow => "shadow",
+                };
+                let priced = config.routes.iter().filter(|r| !r.is_free()).count();
+                console_log!("{}", serde_json::json!({ "x402": "start", "mode": mode, "routes": config.routes.len(), "priced": priced }));
+            }
+        }
+    }
+    let Ok(config) = Config::from_vars(&crate::config::warm_up_vars()) else {
+        console_error!("x402 paywall: start-up warm-up skipped: its configuration does not parse");
+        return;
     };
-    let origin_is_service = matches!(config.origin, crate::config::OriginTarget::Service);
-    let platform = Rc::new(Edge { origin_is_service, kv: std::cell::OnceCell::new(), passes: PASSES.with(Rc::clone), isolate: ISOLATE.with(Rc::clone), env, ctx, request: req });
-    to_response(gateway::handle(&config, &platform, http_req).await)
+    let Ok(req) = web_sys::Request::new_with_str("https://warm-up.invalid/warm-up") else { return };
+    let env: Env = js_sys::Object::new().unchecked_into();
+    let ctx = Context::new(x402_warm_up_context().unchecked_into());
+    let mut run = pipeline(Rc::new(config), req, env, ctx);
+    if run.as_mut().poll(&mut std::task::Context::from_waker(std::task::Waker::noop())).is_pending() {
+        console_error!("x402 paywall: start-up warm-up did not finish without I/O");
+    }
 }
