@@ -4,6 +4,8 @@ set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
 cd "$ROOT"
 worker-build --release
+# The default export becomes a lean fetch entry with the same panic recovery (scripts/lean-entry.mjs).
+node scripts/lean-entry.mjs build
 # The wasm ships without its name section (function names: about 32 KB gzip, used only by stack
 # traces and profiles; worker-build always keeps it). X402_KEEP_WASM_NAMES=1 keeps it, for
 # bench/profile.mjs.

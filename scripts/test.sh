@@ -13,4 +13,5 @@ wrangler deploy --dry-run --outdir "$(mktemp -d)" > /dev/null
 echo "wrangler deploy --dry-run: ok"
 # A second build that panics on demand, for tests/panic.test.mjs (never deployed).
 worker-build --release --out-dir build-panic -- --features panic-test > /dev/null
+node scripts/lean-entry.mjs build-panic
 node --test --test-concurrency=1 tests/*.test.mjs

@@ -4,7 +4,7 @@
 // with the ledger's exactly-once record intact.
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { existsSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 
 import { KEYS, ROOT, balanceOf, startStack, startWorker } from './support/stack.mjs';
@@ -14,6 +14,7 @@ let stack;
 let worker;
 before(async () => {
   assert.ok(existsSync(path.join(ROOT, 'build-panic/index.js')), 'build-panic/ is missing: run scripts/test.sh (it builds it)');
+  assert.ok(readFileSync(path.join(ROOT, 'build-panic/index.js'), 'utf8').includes('x402LeanEntry as default'), 'the panic build has the lean entry the release build ships (scripts/lean-entry.mjs)');
   stack = await startStack();
   worker = await startWorker({ originUrl: stack.origin.url, facilitatorUrl: stack.facilitator.url, payTo: stack.payTo, buildDir: 'build-panic' });
 });
@@ -39,9 +40,11 @@ for (const trigger of ['/__panic', '/__panic_after_io']) {
     assert.notEqual(status, 200, 'the panicking request fails');
     assert.equal(stack.origin.requests.length, origin, 'nothing was forwarded');
     assert.ok(worker.logs.some((l) => l.includes('forced panic')), 'the panic is logged');
+    const reinitialised = worker.logs.filter((l) => l.includes('Reinitializing Wasm application')).length;
 
     // The next requests: the same challenge, and a paid request settled exactly once.
     assert.deepEqual(await challenge(), before);
+    assert.equal(worker.logs.filter((l) => l.includes('Reinitializing Wasm application')).length, reinitialised + 1, 'the entry re-instantiated the wasm for the next request');
     const requirements = before.accepts[0];
     const header = await paymentHeader(KEYS.payer, requirements);
     const balance = await balanceOf(stack.rpcUrl, stack.payer);

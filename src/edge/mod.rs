@@ -567,7 +567,7 @@ extern "C" {
 /// Nothing here can fail a request: without a module-scope `env` step 1 is skipped, and the
 /// first request parses the configuration as before.
 #[wasm_bindgen(start)]
-pub fn warm_up() {
+fn warm_up() {
     let env = MODULE_ENV.with(JsValue::clone);
     if env.is_object() {
         if let Ok(config) = config(&env.unchecked_into()) {
