@@ -63,6 +63,19 @@ describe('an origin that only the paywall can call', () => {
     assert.equal(res.body, 'exactly these bytes');
   });
 
+  test('the origin time limit bounds the response head only: a body that streams for longer arrives whole', async () => {
+    const w = await startWorker({ originUrl: ctx.locked.url, facilitatorUrl: ctx.stack.facilitator.url, payTo: ctx.stack.payTo, extraBindings: { ORIGIN_TIMEOUT_SECONDS: '1', ORIGIN_HEADERS: JSON.stringify({ [SECRET.name]: SECRET.value }) } });
+    try {
+      const started = Date.now();
+      const res = await rawRequest(w.url, '/drip');
+      assert.equal(res.status, 200);
+      assert.equal(res.body, 'piece 0\npiece 1\npiece 2\npiece 3\npiece 4\npiece 5\ndone\n');
+      assert.ok(Date.now() - started >= 1500, 'the body outlasted the 1 s limit');
+    } finally {
+      await w.stop();
+    }
+  });
+
   test('an origin redirect to its own host comes back rewritten to the public host', async () => {
     const res = await rawRequest(ctx.worker.url, '/redirect');
     assert.equal(res.status, 302);

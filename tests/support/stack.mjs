@@ -319,6 +319,15 @@ export async function startOrigin({ requireHeader } = {}) {
     if (p.startsWith('/premium/')) return json(200, { report: p, secret: 'premium content', served: ++served });
     if (/^\/(bundle|item|reports|summaries)\//.test(p)) return json(200, { document: p, served: ++served });
     if (p === '/free') return json(200, { free: true });
+    if (p === '/drip') {
+      // The head at once, then the body in pieces for about 1.5 s.
+      res.writeHead(200, { 'content-type': 'text/plain' });
+      for (let i = 0; i < 6; i++) {
+        res.write(`piece ${i}\n`);
+        await sleep(300);
+      }
+      return res.end('done\n');
+    }
     if (p === '/as-is') {
       res.writeHead(203, 'Origin Says Hi', [['content-type', 'text/plain'], ['set-cookie', 'a=1; Path=/'], ['set-cookie', 'b=2; Path=/'], ['x-origin', 'demo']]);
       return res.end('exactly these bytes');
