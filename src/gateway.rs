@@ -100,6 +100,27 @@ pub trait Platform: 'static {
     /// Sends `req` (absolute URI) to the origin with its method byte for byte, without
     /// following redirects.
     async fn origin(&self, req: Request<Self::Body>, timeout_seconds: u64) -> Result<Response<Self::Body>, UpstreamError>;
+
+    /// Sends an unpriced request (already prepared: canonical URL, forwarding headers) to the
+    /// origin within `timeout_seconds`, and answers with the origin's response, its URL headers
+    /// rewritten by `rewrite`, or, if the origin fails, with [`origin_unavailable`] (the cause is
+    /// logged). Nothing is paid on this path, so a platform may hand back an answer that is still
+    /// on its way (the edge gives the runtime a promise). This default: [`Platform::origin`],
+    /// then the rewrite or the failure answer.
+    async fn pass_through(&self, req: Request<Self::Body>, timeout_seconds: u64, rewrite: Option<UrlRewrite>) -> Response<Self::Body> {
+        match self.origin(req, timeout_seconds).await {
+            Ok(mut res) => {
+                if let Some(r) = &rewrite {
+                    r.apply(res.headers_mut());
+                }
+                res
+            }
+            Err(e) => {
+                self.log(&format!("x402: origin {e}"));
+                origin_unavailable(&e, Self::body)
+            }
+        }
+    }
     /// `POST url` with a JSON body; reads at most [`crate::facilitator::MAX_REPLY_BYTES`].
     async fn post_json(&self, url: &str, authorization: Option<&str>, json: String, timeout_seconds: u64) -> Result<HttpReply, UpstreamError>;
     async fn kv_get(&self, key: &str) -> Result<Option<String>, String>;
@@ -252,8 +273,8 @@ pub async fn handle<P: Platform>(config: &Rc<Config>, p: &Rc<P>, req: Request<P:
             set_header(res.headers_mut(), "allow", &allow);
             decorate(res, config, allow_origin)
         }
-        _ => match forward(config, &**p, req, &canonical).await {
-            Ok(res) => res,
+        _ => match prepare_forward(config, req, &canonical) {
+            Ok((req, rewrite)) => p.pass_through(req, config.origin_timeout_seconds, rewrite).await,
             Err(e) => origin_failure::<P>(&**p, &e, None),
         },
     }
@@ -1014,6 +1035,17 @@ fn public_base(uri: &http::Uri) -> String {
 /// the `ORIGIN_HEADERS`. The response's `Location`, `Content-Location` and `Link` URLs that
 /// point at the origin are rewritten to the public URL.
 async fn forward<P: Platform>(config: &Config, p: &P, req: Request<P::Body>, canonical: &str) -> Result<Response<P::Body>, ForwardError> {
+    let (req, rewrite) = prepare_forward(config, req, canonical)?;
+    let mut res = p.origin(req, config.origin_timeout_seconds).await.map_err(ForwardError::Upstream)?;
+    if let Some(r) = &rewrite {
+        r.apply(res.headers_mut());
+    }
+    Ok(res)
+}
+
+/// The request [`forward`] sends (headers and URL as it documents), and the rewrite of the URL
+/// headers of the origin's response (`None` for a service-binding origin).
+fn prepare_forward<B>(config: &Config, req: Request<B>, canonical: &str) -> Result<(Request<B>, Option<UrlRewrite>), ForwardError> {
     let (mut parts, body) = req.into_parts();
     if UNFORWARDABLE_METHODS.iter().any(|m| parts.method.as_str().eq_ignore_ascii_case(m)) {
         return Err(ForwardError::Method(parts.method.to_string()));
@@ -1053,11 +1085,39 @@ async fn forward<P: Platform>(config: &Config, p: &P, req: Request<P::Body>, can
         h.insert(name.clone(), value.clone());
     }
     parts.uri = url.parse().map_err(|_| ForwardError::Url)?;
-    let mut res = p.origin(Request::from_parts(parts, body), config.origin_timeout_seconds).await.map_err(ForwardError::Upstream)?;
-    if let OriginTarget::Url { base, prefix } = &config.origin {
-        rewrite_origin_urls(res.headers_mut(), base, prefix, &public);
+    let rewrite = match &config.origin {
+        OriginTarget::Url { base, prefix } => Some(UrlRewrite { base: base.clone(), prefix: prefix.clone(), public }),
+        OriginTarget::Service => None,
+    };
+    Ok((Request::from_parts(parts, body), rewrite))
+}
+
+/// The rewrite of an origin response's URL headers for one request: `Location`,
+/// `Content-Location` and `Link` URLs under `base` (`scheme://authority[prefix]`, the configured
+/// origin) become URLs under `public` (`scheme://authority` the client used).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UrlRewrite {
+    pub base: String,
+    pub prefix: String,
+    pub public: String,
+}
+
+impl UrlRewrite {
+    /// The response header names this rewrite may change.
+    pub const HEADERS: [&'static str; 3] = URL_RESPONSE_HEADERS;
+
+    /// Rewrites `headers` in place; URLs elsewhere are left alone.
+    pub fn apply(&self, headers: &mut HeaderMap) {
+        rewrite_origin_urls(headers, &self.base, &self.prefix, &self.public);
     }
-    Ok(res)
+}
+
+/// The answer to a request the origin failed (unreachable, or over its time limit) when no
+/// payment was taken: 504 for a timeout, else 502, `origin_unavailable`, the cause without the
+/// origin's address.
+pub fn origin_unavailable<B>(e: &UpstreamError, body: impl FnOnce(Vec<u8>) -> B) -> Response<B> {
+    let status = upstream_status(matches!(e, UpstreamError::Timeout { .. }));
+    json_response(status, &json!({ "error": "origin_unavailable", "message": format!("origin {}; no payment was taken", e.public()) }), body)
 }
 
 /// Rewrites the URL headers of an origin response that point at the origin (`base` =
@@ -1078,6 +1138,9 @@ fn rewrite_origin_urls(headers: &mut HeaderMap, base: &str, prefix: &str, public
                 HeaderValue::from_str(&out).unwrap_or_else(|_| v.clone())
             })
             .collect();
+        if rewritten == values {
+            continue; // nothing pointed at the origin: the header stays where it was
+        }
         headers.remove(name);
         for v in rewritten {
             headers.append(HeaderName::from_static(name), v);
@@ -1147,7 +1210,7 @@ fn origin_failure<P: Platform>(p: &P, e: &ForwardError, settled: Option<&SettleR
             let status = upstream_status(matches!(e, UpstreamError::Timeout { .. }));
             let public = e.public();
             match settled {
-                None => json_response(status, &json!({ "error": "origin_unavailable", "message": format!("origin {public}; no payment was taken") }), P::body),
+                None => origin_unavailable(e, P::body),
                 Some(s) => {
                     let message = format!(
                         "origin {public}. Your payment was settled (transaction {}); retry with the same payment header before it expires to get the response without paying again",

@@ -60,7 +60,28 @@ describe('an origin that only the paywall can call', () => {
     assert.equal(res.statusText, 'Origin Says Hi', 'the origin\'s own Response object, reason phrase included');
     assert.deepEqual(res.headers['set-cookie'], ['a=1; Path=/', 'b=2; Path=/']);
     assert.equal(res.headers['x-origin'], 'demo');
+    assert.equal(res.headers.link, '<https://elsewhere.example/next>; rel="next"');
     assert.equal(res.body, 'exactly these bytes');
+  });
+
+  test('an unpriced request over the origin time limit gets 504 origin_unavailable, and the cause is logged', async () => {
+    const w = await startWorker({
+      originUrl: ctx.locked.url, facilitatorUrl: ctx.stack.facilitator.url, payTo: ctx.stack.payTo,
+      routes: [{ route: 'GET /weather', price: '$0.01' }],
+      extraBindings: { ORIGIN_TIMEOUT_SECONDS: '1', ORIGIN_HEADERS: JSON.stringify({ [SECRET.name]: SECRET.value }) },
+    });
+    try {
+      const hits = ctx.locked.requests.length;
+      const res = await rawRequest(w.url, '/slow?ms=2500');
+      assert.equal(res.status, 504);
+      const body = JSON.parse(res.body);
+      assert.equal(body.error, 'origin_unavailable');
+      assert.match(body.message, /no payment was taken/);
+      assert.equal(ctx.locked.requests.length, hits + 1, 'sent once, not retried');
+      assert.ok(w.logs.some((l) => l.startsWith('x402: origin') && /time limit|timed out|1 s/.test(l)), w.logs.join('\n'));
+    } finally {
+      await w.stop();
+    }
   });
 
   test('the origin time limit bounds the response head only: a body that streams for longer arrives whole', async () => {

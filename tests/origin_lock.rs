@@ -126,3 +126,22 @@ fn a_service_binding_origin_gets_the_public_url() {
     run(&cfg, &p, request("/free/x?y=1", &[]));
     assert_eq!(p.origin_calls.borrow()[0].uri().to_string(), "https://paywall.test/free/x?y=1");
 }
+
+#[test]
+fn url_headers_that_do_not_point_at_the_origin_are_left_in_place_and_order() {
+    use http::{HeaderMap, HeaderValue};
+    let rewrite = x402_edge_paywall::gateway::UrlRewrite { base: "https://origin.internal/api".into(), prefix: "/api".into(), public: "https://paywall.example".into() };
+    let mut headers = HeaderMap::new();
+    headers.append("content-type", HeaderValue::from_static("text/plain"));
+    headers.append("link", HeaderValue::from_static("<https://elsewhere.example/next>; rel=\"next\""));
+    headers.append("x-origin", HeaderValue::from_static("demo"));
+    let before: Vec<_> = headers.iter().map(|(n, v)| (n.clone(), v.clone())).collect();
+    rewrite.apply(&mut headers);
+    let after: Vec<_> = headers.iter().map(|(n, v)| (n.clone(), v.clone())).collect();
+    assert_eq!(after, before, "untouched, in the same order (so the edge can return the origin's own response)");
+
+    headers.append("location", HeaderValue::from_static("https://origin.internal/api/next?page=2"));
+    rewrite.apply(&mut headers);
+    assert_eq!(headers["location"], "https://paywall.example/next?page=2");
+    assert_eq!(headers["link"], "<https://elsewhere.example/next>; rel=\"next\"");
+}

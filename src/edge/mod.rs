@@ -19,6 +19,7 @@ use futures_util::future::{select, Either};
 use futures_util::StreamExt;
 use serde_json::{Map, Value};
 use worker::wasm_bindgen::{JsCast, JsValue};
+use worker::wasm_bindgen::closure::Closure;
 use worker::wasm_bindgen::prelude::wasm_bindgen;
 use worker::{console_error, console_log, js_sys, web_sys, AbortController, AbortSignal, Context, Env, Fetch, Headers, KvStore, RequestInit};
 
@@ -80,6 +81,10 @@ pub enum EdgeBody {
     Stream(Option<web_sys::ReadableStream>),
     Bytes(Vec<u8>),
     Origin { response: web_sys::Response, status: u16, headers: String },
+    /// The whole answer to an unpriced pass-through, still on its way: a promise of the
+    /// `Response` ([`Platform::pass_through`] on the edge). The `http::Response` carrying it is a
+    /// placeholder; its status and headers are not used.
+    Promise(js_sys::Promise),
 }
 
 thread_local! {
@@ -89,7 +94,33 @@ thread_local! {
     static PASSES: Rc<PassCache> = Rc::new(PassCache::default());
     /// Facilitators seen failing and clients blocked, for this isolate's lifetime.
     static ISOLATE: Rc<IsolateState> = Rc::new(IsolateState::default());
+    /// The callbacks of [`x402_pass_through`]: the URL-header rewrite of an origin response, and
+    /// the answer when the origin fails. Made once per instance, so a pass-through makes none.
+    static PASS_THROUGH: (PassThroughRewrite, PassThroughFailed) = (
+        Closure::new(|response: web_sys::Response, base: String, prefix: String, public: String| {
+            let status = response.status();
+            let headers = x402_response_headers(&response);
+            let mut map = parse_header_list(&headers);
+            gateway::UrlRewrite { base, prefix, public }.apply(&mut map);
+            let mut res = http::Response::new(EdgeBody::Origin { response, status, headers });
+            *res.headers_mut() = map;
+            *res.status_mut() = http::StatusCode::from_u16(status).map_err(|e| JsValue::from_str(&e.to_string()))?;
+            to_response(res)
+        }),
+        Closure::new(|error: JsValue, seconds: f64| {
+            let e = if error.as_string().as_deref() == Some(ORIGIN_TIMEOUT_MARK) {
+                UpstreamError::Timeout { seconds: seconds as u64 }
+            } else {
+                UpstreamError::Network(js_error_text(&error))
+            };
+            console_log!("x402: origin {e}");
+            to_response(gateway::origin_unavailable(&e, EdgeBody::Bytes))
+        }),
+    );
 }
+
+type PassThroughRewrite = Closure<dyn Fn(web_sys::Response, String, String, String) -> Result<JsValue, JsValue>>;
+type PassThroughFailed = Closure<dyn Fn(JsValue, f64) -> Result<JsValue, JsValue>>;
 
 fn read_vars(env: &Env) -> Map<String, Value> {
     let mut vars = Map::new();
@@ -157,6 +188,26 @@ struct Edge {
 }
 
 impl Edge {
+    /// Starts the origin request (see [`x402_origin_fetch`]): the promise of its `Response`.
+    fn send_to_origin(&self, req: http::Request<EdgeBody>, timeout_seconds: u64) -> Result<js_sys::Promise, UpstreamError> {
+        let (parts, body) = req.into_parts();
+        let body: Option<JsValue> = if gateway::method_has_body(&parts.method) {
+            match body {
+                EdgeBody::Stream(s) => s.map(JsValue::from),
+                EdgeBody::Bytes(b) => Some(js_sys::Uint8Array::from(b.as_slice()).into()),
+                EdgeBody::Origin { response, .. } => response.body().map(JsValue::from),
+                EdgeBody::Promise(_) => None,
+            }
+        } else {
+            None
+        };
+        let service = if self.origin_is_service { js_sys::Reflect::get(self.env.as_ref(), &JsValue::from_str(ORIGIN_SERVICE_BINDING)).ok() } else { None };
+        // setTimeout's longest delay is 2^31 - 1 ms (about 24.8 days); a longer one would fire at once.
+        let ms = timeout_seconds.saturating_mul(1000).min(i32::MAX as u64) as f64;
+        // The method byte for byte (an extension method stays what it is).
+        x402_origin_fetch(service.as_ref(), &parts.uri.to_string(), parts.method.as_str(), &header_list(&parts.headers), body, ms).map_err(|e| UpstreamError::Network(js_error_text(&e)))
+    }
+
     fn kv(&self) -> Result<&KvStore, String> {
         self.kv.get_or_init(|| self.env.kv(PASSES_BINDING).ok()).as_ref().ok_or_else(|| "no PASSES binding".to_string())
     }
@@ -183,6 +234,11 @@ export function x402_response(status, list, bytes, stream) {
   const body = nullBody ? null : bytes !== undefined ? bytes.slice() : stream ?? null;
   return new Response(body, { status, headers: x402_headers_from(list) });
 }
+export function x402_pass_through(sent, base, prefix, pub, seconds, rewrite, failed) {
+  return sent.then(
+    (r) => base !== undefined && (r.headers.has('location') || r.headers.has('content-location') || r.headers.has('link')) ? rewrite(r, base, prefix, pub) : r,
+    (e) => failed(e, seconds));
+}
 export function x402_origin_fetch(service, url, method, list, body, ms) {
   const controller = new AbortController();
   const init = { method, headers: x402_headers_from(list), redirect: 'manual', signal: controller.signal };
@@ -207,6 +263,11 @@ extern "C" {
     /// service binding), rejected with the string `x402-origin-timeout` (and the request aborted)
     /// if the response head has not arrived within `ms` milliseconds. One crossing and a JS timer
     /// instead of a `Request`, an `AbortController` and a wasm closure built through the glue.
+    /// `sent` (an [`x402_origin_fetch`] promise) continued in JS: the origin's `Response` as it
+    /// is, unless `base` is given and it has a URL header (`Location`, `Content-Location`,
+    /// `Link`): then `rewrite(response, base, prefix, public)`; if it fails, `failed(error,
+    /// seconds)`. Both callbacks are made once per instance ([`PASS_THROUGH`]).
+    fn x402_pass_through(sent: &js_sys::Promise, base: Option<&str>, prefix: &str, public: &str, seconds: f64, rewrite: &JsValue, failed: &JsValue) -> js_sys::Promise;
     #[wasm_bindgen(catch)]
     fn x402_origin_fetch(service: Option<&JsValue>, url: &str, method: &str, list: &str, body: Option<JsValue>, ms: f64) -> Result<js_sys::Promise, JsValue>;
 }
@@ -265,22 +326,7 @@ impl Platform for Edge {
     }
 
     async fn origin(&self, req: http::Request<EdgeBody>, timeout_seconds: u64) -> Result<http::Response<EdgeBody>, UpstreamError> {
-        let (parts, body) = req.into_parts();
-        let body: Option<JsValue> = if gateway::method_has_body(&parts.method) {
-            match body {
-                EdgeBody::Stream(s) => s.map(JsValue::from),
-                EdgeBody::Bytes(b) => Some(js_sys::Uint8Array::from(b.as_slice()).into()),
-                EdgeBody::Origin { response, .. } => response.body().map(JsValue::from),
-            }
-        } else {
-            None
-        };
-        let service = if self.origin_is_service { js_sys::Reflect::get(self.env.as_ref(), &JsValue::from_str(ORIGIN_SERVICE_BINDING)).ok() } else { None };
-        // setTimeout's longest delay is 2^31 - 1 ms (about 24.8 days); a longer one would fire at once.
-        let ms = timeout_seconds.saturating_mul(1000).min(i32::MAX as u64) as f64;
-        // The method byte for byte (an extension method stays what it is).
-        let promise = x402_origin_fetch(service.as_ref(), &parts.uri.to_string(), parts.method.as_str(), &header_list(&parts.headers), body, ms)
-            .map_err(|e| UpstreamError::Network(js_error_text(&e)))?;
+        let promise = self.send_to_origin(req, timeout_seconds)?;
         let res: web_sys::Response = match worker::wasm_bindgen_futures::JsFuture::from(promise).await {
             Ok(r) => r.unchecked_into(),
             Err(e) if e.as_string().as_deref() == Some(ORIGIN_TIMEOUT_MARK) => return Err(UpstreamError::Timeout { seconds: timeout_seconds }),
@@ -293,6 +339,27 @@ impl Platform for Edge {
             *h = parse_header_list(&headers);
         }
         out.body(EdgeBody::Origin { response: res, status, headers }).map_err(|e| UpstreamError::Network(e.to_string()))
+    }
+
+    /// The runtime gets the origin's answer as a promise: no Rust future waits on it. A response
+    /// without URL headers (or from a service-binding origin) is the origin's own; one with them
+    /// comes back through [`PASS_THROUGH`]'s rewrite, a failure through its failure answer.
+    fn pass_through(&self, req: http::Request<EdgeBody>, timeout_seconds: u64, rewrite: Option<gateway::UrlRewrite>) -> impl std::future::Future<Output = http::Response<EdgeBody>> {
+        let answer = match self.send_to_origin(req, timeout_seconds) {
+            Ok(sent) => {
+                let (base, prefix, public) = match &rewrite {
+                    Some(r) => (Some(r.base.as_str()), r.prefix.as_str(), r.public.as_str()),
+                    None => (None, "", ""),
+                };
+                let promise = PASS_THROUGH.with(|(rewrite, failed)| x402_pass_through(&sent, base, prefix, public, timeout_seconds as f64, rewrite.as_ref(), failed.as_ref()));
+                http::Response::new(EdgeBody::Promise(promise))
+            }
+            Err(e) => {
+                self.log(&format!("x402: origin {e}"));
+                gateway::origin_unavailable(&e, EdgeBody::Bytes)
+            }
+        };
+        std::future::ready(answer)
     }
 
     async fn post_json(&self, url: &str, authorization: Option<&str>, json: String, timeout_seconds: u64) -> Result<HttpReply, UpstreamError> {
@@ -442,16 +509,18 @@ impl Platform for Edge {
 
 /// The runtime `Response` for a pipeline answer, built in one call. An origin response whose
 /// status and headers the pipeline left as they arrived is returned as the object `fetch` gave.
-fn to_response(res: http::Response<EdgeBody>) -> Result<web_sys::Response, JsValue> {
+fn to_response(res: http::Response<EdgeBody>) -> Result<JsValue, JsValue> {
     let (parts, body) = res.into_parts();
     let status = parts.status.as_u16();
     let list = header_list(&parts.headers);
-    match body {
-        EdgeBody::Origin { response, status: arrived, headers } if arrived == status && headers == list => Ok(response),
+    let built = match body {
+        EdgeBody::Promise(promise) => return Ok(promise.into()),
+        EdgeBody::Origin { response, status: arrived, headers } if arrived == status && headers == list => return Ok(response.into()),
         EdgeBody::Origin { response, .. } => x402_response(status, &list, None, response.body()),
         EdgeBody::Stream(stream) => x402_response(status, &list, None, stream),
         EdgeBody::Bytes(bytes) => x402_response(status, &list, Some(&bytes), None),
-    }
+    };
+    built.map(JsValue::from)
 }
 
 /// The `fetch` entry point (worker-build's shim calls it with the request, `env` and `ctx`).
@@ -478,7 +547,7 @@ pub fn fetch_entry(req: web_sys::Request, env: Env, ctx: worker::worker_sys::Con
 /// the response could not be built).
 async fn serve(req: web_sys::Request, env: Env, ctx: Context) -> JsValue {
     match serve_request(req, env, ctx).await {
-        Ok(res) => res.into(),
+        Ok(res) => res,
         Err(e) => {
             console_error!("x402 paywall: {}", js_error_text(&e));
             x402_response(500, "content-type\napplication/json\n", Some(b"{\"error\":\"internal_error\"}"), None).map(JsValue::from).unwrap_or(JsValue::UNDEFINED)
@@ -486,7 +555,7 @@ async fn serve(req: web_sys::Request, env: Env, ctx: Context) -> JsValue {
     }
 }
 
-async fn serve_request(req: web_sys::Request, env: Env, ctx: Context) -> Result<web_sys::Response, JsValue> {
+async fn serve_request(req: web_sys::Request, env: Env, ctx: Context) -> Result<JsValue, JsValue> {
     // Test builds only (`--features panic-test`, tests/panic.test.mjs): a panic on demand, before
     // any I/O or after some, to prove that the next request is served by a fresh instance.
     #[cfg(feature = "panic-test")]
@@ -513,7 +582,7 @@ async fn serve_request(req: web_sys::Request, env: Env, ctx: Context) -> Result<
 /// The pipeline for one request under `config`, boxed as a trait object so that its state
 /// machine is one function of its own (not inlined into [`serve`]): [`warm_up`] runs this same
 /// function at start-up, so V8 has compiled it before the first request.
-fn pipeline(config: Rc<Config>, req: web_sys::Request, env: Env, ctx: Context) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<web_sys::Response, JsValue>>>> {
+fn pipeline(config: Rc<Config>, req: web_sys::Request, env: Env, ctx: Context) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<JsValue, JsValue>>>> {
     Box::pin(async move {
         // Method, URL and headers in one call: `method\nurl\n` then the header list (neither a
         // method token nor a serialised URL holds a line feed).
@@ -529,7 +598,7 @@ fn pipeline(config: Rc<Config>, req: web_sys::Request, env: Env, ctx: Context) -
             Ok(r) => r,
             Err(e) => {
                 let body = serde_json::json!({ "error": "invalid_request", "message": e.to_string() }).to_string();
-                return x402_response(400, "content-type\napplication/json\n", Some(body.as_bytes()), None);
+                return x402_response(400, "content-type\napplication/json\n", Some(body.as_bytes()), None).map(JsValue::from);
             }
         };
         let origin_is_service = matches!(config.origin, crate::config::OriginTarget::Service);

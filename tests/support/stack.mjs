@@ -329,7 +329,9 @@ export async function startOrigin({ requireHeader } = {}) {
       return res.end('done\n');
     }
     if (p === '/as-is') {
-      res.writeHead(203, 'Origin Says Hi', [['content-type', 'text/plain'], ['set-cookie', 'a=1; Path=/'], ['set-cookie', 'b=2; Path=/'], ['x-origin', 'demo']]);
+      // A Link to another host: the paywall looks at it (it could point at the origin) and
+      // leaves it, and the response, alone.
+      res.writeHead(203, 'Origin Says Hi', [['content-type', 'text/plain'], ['set-cookie', 'a=1; Path=/'], ['set-cookie', 'b=2; Path=/'], ['x-origin', 'demo'], ['link', '<https://elsewhere.example/next>; rel="next"']]);
       return res.end('exactly these bytes');
     }
     if (p === '/redirect') return json(302, { moved: true }, { location: `${self}/weather?from=redirect`, link: `<${self}/premium/next>; rel="next"` });
