@@ -88,7 +88,8 @@ pub enum EdgeBody {
 }
 
 thread_local! {
-    /// The validated configuration, built on the first request of the isolate.
+    /// The validated configuration, built when the module starts ([`warm_up`], from the
+    /// module-scope `env`) or else on the isolate's first request.
     static CONFIG: RefCell<Option<Result<Rc<Config>, ConfigError>>> = const { RefCell::new(None) };
     /// Pass records this isolate has seen.
     static PASSES: Rc<PassCache> = Rc::new(PassCache::default());
