@@ -107,7 +107,10 @@ pub trait Platform: 'static {
     /// logged). Nothing is paid on this path, so a platform may hand back an answer that is still
     /// on its way (the edge gives the runtime a promise). This default: [`Platform::origin`],
     /// then the rewrite or the failure answer.
-    async fn pass_through(&self, req: Request<Self::Body>, timeout_seconds: u64, rewrite: Option<UrlRewrite>) -> Response<Self::Body> {
+    async fn pass_through(&self, req: Request<Self::Body>, timeout_seconds: u64, rewrite: Option<UrlRewrite>) -> Response<Self::Body>
+    where
+        Self: Sized,
+    {
         match self.origin(req, timeout_seconds).await {
             Ok(mut res) => {
                 if let Some(r) = &rewrite {
@@ -115,10 +118,7 @@ pub trait Platform: 'static {
                 }
                 res
             }
-            Err(e) => {
-                self.log(&format!("x402: origin {e}"));
-                origin_unavailable(&e, Self::body)
-            }
+            Err(e) => origin_failure(self, &ForwardError::Upstream(e), None),
         }
     }
     /// `POST url` with a JSON body; reads at most [`crate::facilitator::MAX_REPLY_BYTES`].
@@ -1103,9 +1103,6 @@ pub struct UrlRewrite {
 }
 
 impl UrlRewrite {
-    /// The response header names this rewrite may change.
-    pub const HEADERS: [&'static str; 3] = URL_RESPONSE_HEADERS;
-
     /// Rewrites `headers` in place; URLs elsewhere are left alone.
     pub fn apply(&self, headers: &mut HeaderMap) {
         rewrite_origin_urls(headers, &self.base, &self.prefix, &self.public);

@@ -114,8 +114,7 @@ thread_local! {
             } else {
                 UpstreamError::Network(js_error_text(&error))
             };
-            console_log!("x402: origin {e}");
-            to_response(gateway::origin_unavailable(&e, EdgeBody::Bytes))
+            to_response(origin_failed(&e))
         }),
     );
 }
@@ -214,6 +213,13 @@ impl Edge {
     }
 }
 
+/// An unpriced pass-through's answer when the origin failed, its cause logged as
+/// [`Platform::pass_through`]'s default does.
+fn origin_failed(e: &UpstreamError) -> http::Response<EdgeBody> {
+    console_log!("x402: origin {e}");
+    gateway::origin_unavailable(e, EdgeBody::Bytes)
+}
+
 /// A thrown JS value as text: an `Error`'s `name: message`, a string as it is.
 fn js_error_text(e: &JsValue) -> String {
     if let Some(err) = e.dyn_ref::<js_sys::Error>() {
@@ -260,15 +266,16 @@ extern "C" {
     /// a null-body status (101, 204, 205, 304) gets no body. Throws what the constructor throws.
     #[wasm_bindgen(catch)]
     fn x402_response(status: u16, list: &str, bytes: Option<&[u8]>, stream: Option<web_sys::ReadableStream>) -> Result<web_sys::Response, JsValue>;
+    /// `sent` (an [`x402_origin_fetch`] promise) continued in JS: the origin's `Response` as it
+    /// is, unless `base` is given and it has a URL header (`Location`, `Content-Location`,
+    /// `Link`: the gateway's `URL_RESPONSE_HEADERS`): then `rewrite(response, base, prefix,
+    /// public)`; if it fails, `failed(error, seconds)`. Both callbacks are made once per instance
+    /// ([`PASS_THROUGH`]).
+    fn x402_pass_through(sent: &js_sys::Promise, base: Option<&str>, prefix: &str, public: &str, seconds: f64, rewrite: &JsValue, failed: &JsValue) -> js_sys::Promise;
     /// `fetch(url, {method, headers, body, redirect: 'manual'})` (through `service` when it is a
     /// service binding), rejected with the string `x402-origin-timeout` (and the request aborted)
     /// if the response head has not arrived within `ms` milliseconds. One crossing and a JS timer
     /// instead of a `Request`, an `AbortController` and a wasm closure built through the glue.
-    /// `sent` (an [`x402_origin_fetch`] promise) continued in JS: the origin's `Response` as it
-    /// is, unless `base` is given and it has a URL header (`Location`, `Content-Location`,
-    /// `Link`): then `rewrite(response, base, prefix, public)`; if it fails, `failed(error,
-    /// seconds)`. Both callbacks are made once per instance ([`PASS_THROUGH`]).
-    fn x402_pass_through(sent: &js_sys::Promise, base: Option<&str>, prefix: &str, public: &str, seconds: f64, rewrite: &JsValue, failed: &JsValue) -> js_sys::Promise;
     #[wasm_bindgen(catch)]
     fn x402_origin_fetch(service: Option<&JsValue>, url: &str, method: &str, list: &str, body: Option<JsValue>, ms: f64) -> Result<js_sys::Promise, JsValue>;
 }
@@ -355,10 +362,7 @@ impl Platform for Edge {
                 let promise = PASS_THROUGH.with(|(rewrite, failed)| x402_pass_through(&sent, base, prefix, public, timeout_seconds as f64, rewrite.as_ref(), failed.as_ref()));
                 http::Response::new(EdgeBody::Promise(promise))
             }
-            Err(e) => {
-                self.log(&format!("x402: origin {e}"));
-                gateway::origin_unavailable(&e, EdgeBody::Bytes)
-            }
+            Err(e) => origin_failed(&e),
         };
         std::future::ready(answer)
     }
