@@ -23,6 +23,7 @@
 //! | `DECISION_LOG` | no (`all`) | which priced-request decisions get a JSON log line: `all`, `payments` (not plain challenges), `none` |
 //! | `RATE_LIMITS` | no | default `{ "challenge", "failed", "paid" }` rate limiting binding names for routes without `rateLimit` |
 //! | `ROUTES` | yes | JSON array of routes (a TOML array of tables in `wrangler.toml`, or a JSON string) |
+//! | `RPC_URL` | no | an EVM JSON-RPC endpoint of the offers' chain, read only: decides an unknown settlement outcome from the chain ([`crate::evidence`]) |
 //! | `VERIFY_GOOD_STANDING_SECONDS` | no (`86400`) | how long a payer's last successful settlement lets the `auto` verify policy skip `/verify` |
 //!
 //! A `ROUTES` entry: `route` (`"METHOD /pattern"`, see [`crate::route::RoutePattern`]);
@@ -452,6 +453,10 @@ pub struct Config {
     /// (`sign-in-with-x`) is on only when it is set: the spec binds signatures to it, never to
     /// request headers.
     pub public_url: Option<String>,
+    /// `RPC_URL`: an EVM JSON-RPC endpoint (read-only calls) from which an unknown settlement
+    /// outcome is decided ([`crate::evidence`]). `None`: "nonce already used" after this
+    /// ledger's own send mark is taken as paid (the README states the assumption).
+    pub rpc_url: Option<String>,
     /// The `/.well-known/x402` document, built once from the routes ([`crate::discovery`]).
     pub well_known: WellKnown,
 }
@@ -985,8 +990,13 @@ impl Config {
                 Some(url)
             }
         };
+        let rpc_url = match string_var(vars, "RPC_URL")? {
+            None => None,
+            Some(u) => Some(http_url("RPC_URL", &u)?),
+        };
         let well_known = WellKnown::build(&routes, public_url.is_some());
         Ok(Config {
+            rpc_url,
             origin,
             origin_headers,
             facilitators,

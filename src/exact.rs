@@ -36,6 +36,11 @@ pub struct Verified<'a> {
     /// `true` when the signature was recovered here; `false` for non-65-byte (smart-wallet)
     /// signatures, which the facilitator's `/verify` must check before anything is served.
     pub signature_checked: bool,
+    /// Why a *new* payment with this authorization would be refused for time: `validBefore` is
+    /// less than the request's minimum validity ahead (or past). Such an authorization may still
+    /// be a retry of one the ledger knows (an unknown outcome, an undelivered settlement), which
+    /// the gateway asks before refusing; a fresh one gets this refusal.
+    pub late: Option<Invalid>,
 }
 
 /// A payment the paywall refuses, with its x402 reason code (§9) and a readable message.
@@ -50,8 +55,10 @@ fn invalid<T>(reason: &'static str, message: impl Into<String>) -> Result<T, Inv
 }
 
 /// Checks `payment` against the route's `offers` at Unix time `now` (seconds). `min_validity_seconds`
-/// is how long past `now` the authorization must stay valid (at least
-/// [`VALID_BEFORE_SLACK_SECONDS`]; the gateway passes origin + facilitator time limits + slack).
+/// is how long past `now` the authorization must stay valid for a new payment (at least
+/// [`VALID_BEFORE_SLACK_SECONDS`]; the gateway passes origin + facilitator time limits + slack):
+/// an authorization that passes every other check but not this one is returned with
+/// [`Verified::late`] set, so the gateway can ask the ledger before refusing it.
 ///
 /// v2 payments name their offer exactly (`accepted`). v1 payments name only `scheme` and
 /// `network`; every offer on that network is tried and the first that verifies wins (the
@@ -106,12 +113,10 @@ fn verify_offer<'a>(offer: &'a Offer, payment: &PaymentPayload, now: u64, min_va
     if valid_after > U256::from(now) {
         return invalid("invalid_exact_evm_payload_authorization_valid_after", format!("authorization is not valid before {valid_after} (now {now})"));
     }
-    if valid_before < U256::from(now + min_validity) {
-        return invalid(
-            "invalid_exact_evm_payload_authorization_valid_before",
-            format!("authorization expires at {valid_before}; it must stay valid until at least {} (now + {min_validity} s for the origin and settlement)", now + min_validity),
-        );
-    }
+    let late = (valid_before < U256::from(now + min_validity)).then(|| Invalid {
+        reason: "invalid_exact_evm_payload_authorization_valid_before",
+        message: format!("authorization expires at {valid_before}; it must stay valid until at least {} (now + {min_validity} s for the origin and settlement)", now + min_validity),
+    });
     let latest = now + offer.requirements.max_timeout_seconds + CLOCK_SKEW_SECONDS;
     if valid_before > U256::from(latest) {
         return invalid(
@@ -134,5 +139,5 @@ fn verify_offer<'a>(offer: &'a Offer, payment: &PaymentPayload, now: u64, min_va
         Err(SignatureError::BadV) => return invalid("invalid_exact_evm_payload_signature", "signature v must be 27 or 28"),
         Err(SignatureError::Invalid) => return invalid("invalid_exact_evm_payload_signature", "signature is not a valid secp256k1 signature"),
     };
-    Ok(Verified { offer, payer: from, nonce, valid_before: valid_before.saturating_to::<u64>(), signature_checked })
+    Ok(Verified { offer, payer: from, nonce, valid_before: valid_before.saturating_to::<u64>(), signature_checked, late })
 }

@@ -35,11 +35,12 @@ use serde_json::{json, Value};
 use crate::discovery;
 use crate::cdp::{self, CdpKey};
 use crate::config::{AdminEndpoint, Config, Facilitator, FacilitatorAuth, Mode, CorsPolicy, OriginTarget, PassScope, Route, SettleOrder, VerifyPolicy};
-use crate::evm::{hex_0x, hex_lower, Address};
+use crate::evidence::{self, Evidence, Question};
+use crate::evm::{hex_0x, hex_lower, keccak256, Address};
 use crate::exact::verify_exact;
 use crate::telemetry::{Decision, DecisionOutcome, Trace};
 use crate::facilitator::{
-    check_settled, classify_settle, classify_verify, is_nonce_used, request_body, FacilitatorHealth, HttpReply, SettleOutcome, UpstreamError, VerifyOutcome,
+    check_settled, classify_settle, classify_verify, is_nonce_used, is_transaction_hash, request_body, FacilitatorHealth, HttpReply, SettleOutcome, UpstreamError, VerifyOutcome,
 };
 use crate::ledger::{shard_name, AuthorizationKey, Op, Outcome, Reply, LEASE_MARGIN_SECONDS};
 use crate::route::{canonicalize, match_segments};
@@ -482,6 +483,17 @@ async fn priced<P: Platform>(
         amount: offer.requirements.amount.clone(),
     };
 
+    // A signature this paywall could not check (not 65 bytes: a smart wallet's) proves nothing
+    // about `from` yet: the facilitator verifies it before it counts against the claimed payer's
+    // limits, reserves in that payer's shard or changes its standing. A late one cannot be new:
+    // only the ledger's record of it (same signature bytes) can make it servable.
+    let verified_remotely = !verified.signature_checked && verified.late.is_none();
+    if verified_remotely {
+        if let Some(refused) = cold(verify_remotely(config, p, &payment, &requirements, &identity, &challenger, trace)).await {
+            return refused;
+        }
+    }
+
     if let Some(binding) = &route.rate_limits.paid {
         if !rate_limit(&**p, binding, &format!("paid:{}:{}", route.key, identity.payer)).await {
             trace.outcome(DecisionOutcome::RateLimited, Some("payer"));
@@ -489,7 +501,10 @@ async fn priced<P: Platform>(
         }
     }
 
-    // Reserve the authorization: one request at a time, and never twice once delivered.
+    // Reserve the authorization: one request at a time, and never twice once delivered. A late
+    // authorization only looks for its record: the retry of an unknown outcome or of an
+    // undelivered settlement is honoured until the record is pruned, never met with a fresh
+    // challenge.
     let holder = match p.random32() {
         Ok(r) => hex_lower(&r[..16]),
         Err(e) => return ledger_unavailable::<P>(&**p, &format!("no randomness for the ledger lease: {e}"), trace),
@@ -503,12 +518,15 @@ async fn priced<P: Platform>(
         key: ticket.key.clone(),
         holder: ticket.holder.clone(),
         route: route.key.clone(),
+        resource: canonical.to_string(),
+        signature: hex_lower(&keccak256(payment.exact.signature.to_ascii_lowercase().as_bytes())),
         valid_before: verified.valid_before,
         lease_seconds: config.origin_timeout_seconds + 2 * config.facilitator_timeout_seconds + LEASE_MARGIN_SECONDS,
+        create: verified.late.is_none(),
     };
-    let (prior_sent, prior_transaction, good_standing) = match p.ledger(&ticket.shard, &reserve).await {
-        Ok(Reply::Reserved { prior_sent, prior_transaction, standing, others_in_flight }) => {
-            (prior_sent, prior_transaction, standing.is_good(now, config.good_standing_seconds) && others_in_flight < MAX_UNVERIFIED_IN_FLIGHT)
+    let (prior_sent, prior_transaction, lapsed, good_standing) = match p.ledger(&ticket.shard, &reserve).await {
+        Ok(Reply::Reserved { prior_sent, prior_transaction, lapsed, standing, others_in_flight }) => {
+            (prior_sent, prior_transaction, lapsed, standing.is_good(now, config.good_standing_seconds) && others_in_flight < MAX_UNVERIFIED_IN_FLIGHT)
         }
         Ok(Reply::InFlight) => {
             trace.outcome(DecisionOutcome::Refused, Some("payment_in_flight"));
@@ -529,6 +547,26 @@ async fn priced<P: Platform>(
             trace.outcome(DecisionOutcome::Refused, Some(PAYER_DENIED));
             return challenger.respond(&**p, PAYER_DENIED);
         }
+        Ok(Reply::NotFound) => {
+            let late = verified.late.unwrap_or(crate::exact::Invalid { reason: "invalid_exact_evm_payload_authorization_valid_before", message: "authorization expires too soon".into() });
+            p.log(&format!("x402: rejected payment: {}: {}", late.reason, late.message));
+            trace.outcome(DecisionOutcome::Refused, Some(late.reason));
+            return challenger.respond(&**p, &format!("{}: {}", late.reason, late.message));
+        }
+        Ok(Reply::Mismatch { resource: Some(resource) }) => {
+            trace.outcome(DecisionOutcome::Refused, Some("payment_for_other_resource"));
+            let value = json!({
+                "error": "payment_for_other_resource",
+                "message": format!("this payment was settled for {resource} and its response not yet delivered; retry it on that resource to receive it"),
+                "payment": identity,
+            });
+            return json_response(StatusCode::CONFLICT, &value, P::body);
+        }
+        Ok(Reply::Mismatch { resource: None }) => {
+            let reason = "invalid_exact_evm_payload_signature: this paywall already holds this authorization (payer and nonce) with another signature";
+            trace.outcome(DecisionOutcome::Refused, Some("invalid_exact_evm_payload_signature"));
+            return challenger.respond(&**p, reason);
+        }
         Ok(Reply::Redeliver { transaction, network }) => {
             let settled = SettleResponse { success: true, error_reason: None, payer: Some(identity.payer.clone()), transaction, network };
             p.log(&format!("x402: redelivering {} for {} nonce {}", route.key, identity.payer, identity.nonce));
@@ -539,10 +577,19 @@ async fn priced<P: Platform>(
         Ok(other) => return ledger_unavailable::<P>(&**p, &format!("the ledger answered {other:?} to a reservation"), trace),
         Err(e) => return ledger_unavailable::<P>(&**p, &e, trace),
     };
+    if let Some(late) = verified.late.as_ref().filter(|_| !prior_sent) {
+        // A record that was never sent (its holder died before settling): nothing was charged,
+        // and it is too late for a new settlement.
+        release_before_settlement(&**p, &ticket, trace, DecisionOutcome::Refused, late.reason).await;
+        return challenger.respond(&**p, &format!("{}: {}", late.reason, late.message));
+    }
 
-    // Assurance before the origin runs.
+    // Assurance before the origin runs. A reservation whose earlier holder died unsent is
+    // verified again: its nonce may have been burned on chain meanwhile.
     let needs_verify = !prior_sent
+        && !verified_remotely
         && (!verified.signature_checked
+            || lapsed
             || match route.verify {
                 VerifyPolicy::Always => true,
                 VerifyPolicy::Local => false,
@@ -578,16 +625,183 @@ async fn priced<P: Platform>(
         payment,
         requirements,
         networks: [Some(offer.requirements.network.clone()), offer.v1_network.map(str::to_string)].into_iter().flatten().collect(),
+        question: Question { asset: offer.asset, payer: verified.payer, pay_to: offer.pay_to, amount: offer.amount, nonce: verified.nonce },
         identity,
         prior_sent,
         prior_transaction,
         route_key: route.key.clone(),
         trace: Rc::clone(trace),
     };
+    // An earlier send whose outcome is unknown: reconcile before the origin runs again.
+    if prior_sent {
+        let late = verified.late.is_some();
+        match cold(reconcile_before_origin(p, &pending, late)).await {
+            Reconciled::Proceed => {}
+            Reconciled::Paid(settled) => {
+                let version = pending.payment.version;
+                let hold = config.origin_timeout_seconds + LEASE_MARGIN_SECONDS;
+                let outcome = Outcome::Settled {
+                    transaction: settled.transaction.clone(),
+                    network: settled.network.clone(),
+                    delivered: false,
+                    hold_seconds: hold,
+                    pass: pending.pass.as_ref().map(|m| (m.id.clone(), m.expires_at)),
+                };
+                return match p.ledger(&pending.ticket.shard, &pending.ticket.finish(outcome)).await {
+                    Ok(Reply::Done) => {
+                        trace.outcome(DecisionOutcome::Paid, Some("reconciled"));
+                        trace.transaction(&settled.transaction);
+                        cold(deliver_settled(config, p, &pending.ticket, req, canonical, version, settled, sells.zip(pass), trace)).await
+                    }
+                    Ok(other) => ledger_unavailable::<P>(&**p, &format!("the ledger answered {other:?} to a reconciled settlement"), trace),
+                    Err(e) => ledger_unavailable::<P>(&**p, &e, trace),
+                };
+            }
+            Reconciled::Answer(res) => return res,
+        }
+    }
     match route.settle {
         SettleOrder::After => cold(settle_after(config, p, route, req, canonical, pending)).await,
         SettleOrder::Before => cold(settle_before(config, p, req, canonical, pending, sells.zip(pass))).await,
     }
+}
+
+/// `/verify` of a payment whose signature could not be checked here, before anything is keyed
+/// by its claimed payer. `None`: valid, go on; otherwise the answer (a refusal counts as a failed
+/// attempt of the client's address, never against the claimed payer).
+async fn verify_remotely<P: Platform>(
+    config: &Rc<Config>,
+    p: &Rc<P>,
+    payment: &PaymentPayload,
+    requirements: &Value,
+    identity: &PaymentIdentity,
+    challenger: &Challenger<'_>,
+    trace: &Rc<Trace>,
+) -> Option<Response<P::Body>> {
+    let call = call_facilitator(config, &**p, Endpoint::Verify, payment, requirements, classify_verify, |o| matches!(o, VerifyOutcome::Unknown { .. })).await;
+    trace.facilitator_ms(call.millis);
+    match call.outcome {
+        VerifyOutcome::Valid => None,
+        VerifyOutcome::Invalid { reason } => {
+            trace.outcome(DecisionOutcome::Refused, Some(&reason));
+            p.log(&format!("x402: verify refused an unchecked signature claiming {} nonce {}: {reason}", identity.payer, identity.nonce));
+            Some(challenger.respond(&**p, &reason))
+        }
+        VerifyOutcome::Unknown { timed_out, detail } => {
+            p.log(&format!("x402: verify failed: {detail}"));
+            trace.outcome(DecisionOutcome::FacilitatorError, Some("facilitator_unavailable"));
+            let value = json!({ "error": "facilitator_unavailable", "message": format!("could not verify the payment: {detail}; nothing was charged"), "payment": identity });
+            Some(json_response(upstream_status(timed_out), &value, P::body))
+        }
+    }
+}
+
+/// Ends a hold that never reached `/settle` and records why.
+async fn release_before_settlement<P: Platform>(p: &P, ticket: &Ticket, trace: &Trace, outcome: DecisionOutcome, reason: &str) {
+    finish(p, ticket, Outcome::Release).await;
+    trace.outcome(outcome, Some(reason));
+}
+
+/// What reconciling an earlier send decided before the origin runs again.
+enum Reconciled<B> {
+    /// Nothing known against settling again: go on as for a new payment (settling again is
+    /// safe: the token executes an authorization at most once).
+    Proceed,
+    /// The chain shows the earlier send paid: serve it without settling again.
+    Paid(SettleResponse),
+    /// Answered here (refused with evidence, or still unknown).
+    Answer(Response<B>),
+}
+
+/// Reconciles an authorization this ledger sent to `/settle` before (outcome unknown). With
+/// `RPC_URL`, the chain decides: paid → served; nonce used by another transaction → refused;
+/// unused → settled again, unless it is too late for that. Without it, a late one cannot be
+/// settled again and stays unknown (no origin call); otherwise it is settled again and "nonce
+/// already used" is taken as this ledger's own earlier send.
+async fn reconcile_before_origin<P: Platform>(p: &Rc<P>, s: &Pending, late: bool) -> Reconciled<P::Body> {
+    let keep = |detail: &str, timed_out: bool| {
+        s.trace.outcome(DecisionOutcome::UnknownOutcome, Some("settlement_outcome_unknown"));
+        unknown_outcome::<P>(upstream_status(timed_out), detail, &s.identity)
+    };
+    let Some(rpc_url) = s.config.rpc_url.as_deref() else {
+        if late {
+            finish(&**p, &s.ticket, Outcome::Release).await;
+            return Reconciled::Answer(keep("an earlier settlement of this payment was sent and its outcome is unknown; it is too close to its validBefore to settle again", false));
+        }
+        return Reconciled::Proceed;
+    };
+    match chain_evidence(&**p, rpc_url, &s.question, s.prior_transaction.as_deref(), s.config.facilitator_timeout_seconds).await {
+        Evidence::Paid { transaction } => {
+            p.log(&format!("x402: reconciled {} nonce {} from the chain: paid in {transaction}", s.identity.payer, s.identity.nonce));
+            let network = s.networks.first().cloned().unwrap_or_default();
+            Reconciled::Paid(SettleResponse { success: true, error_reason: None, payer: Some(s.identity.payer.clone()), transaction, network })
+        }
+        Evidence::UsedElsewhere { transaction } => {
+            finish(&**p, &s.ticket, Outcome::Refused).await;
+            s.trace.outcome(DecisionOutcome::Refused, Some("invalid_exact_evm_nonce_already_used"));
+            Reconciled::Answer(unsettled_response::<P>(Some(Settled::UsedElsewhere(transaction)), &s.identity, s.payment.version))
+        }
+        Evidence::NotUsed if !late => Reconciled::Proceed,
+        Evidence::NotUsed => {
+            finish(&**p, &s.ticket, Outcome::Release).await;
+            Reconciled::Answer(keep("an earlier settlement of this payment was sent and has not executed on chain; it is too close to its validBefore to settle again", false))
+        }
+        Evidence::Unavailable(detail) => {
+            p.log(&format!("x402: chain evidence unavailable for {} nonce {}: {detail}", s.identity.payer, s.identity.nonce));
+            finish(&**p, &s.ticket, Outcome::Release).await;
+            Reconciled::Answer(keep("an earlier settlement of this payment was sent and its outcome could not be read from the chain", true))
+        }
+    }
+}
+
+/// Asks the chain ([`crate::evidence`]) whether the authorization in `q` paid.
+async fn chain_evidence<P: Platform>(p: &P, rpc_url: &str, q: &Question, transaction: Option<&str>, timeout_seconds: u64) -> Evidence {
+    let call = |body: String| async move {
+        match p.post_json(rpc_url, None, body, timeout_seconds).await {
+            Ok(reply) if (200..300).contains(&reply.status) => evidence::result(&reply.body),
+            Ok(reply) => Err(format!("RPC answered HTTP {}", reply.status)),
+            Err(e) => Err(format!("RPC {e}")),
+        }
+    };
+    if let Some(tx) = transaction.filter(|t| is_transaction_hash(t)) {
+        match call(evidence::receipt_request(tx)).await.map(|r| evidence::receipt_pays(&r, q)) {
+            Ok(Some(true)) => return Evidence::Paid { transaction: tx.to_ascii_lowercase() },
+            Ok(_) => {}
+            Err(e) => return Evidence::Unavailable(e),
+        }
+    }
+    let used = match call(evidence::authorization_state_request(q)).await {
+        Ok(r) => match evidence::authorization_state(&r) {
+            Some(used) => used,
+            None => return Evidence::Unavailable("authorizationState answered something other than a bool".into()),
+        },
+        Err(e) => return Evidence::Unavailable(e),
+    };
+    if !used {
+        return Evidence::NotUsed;
+    }
+    let latest = match call(evidence::block_number_request()).await.map(|r| evidence::block_number(&r)) {
+        Ok(Some(n)) => n,
+        Ok(None) => return Evidence::Unavailable("eth_blockNumber answered something other than a quantity".into()),
+        Err(e) => return Evidence::Unavailable(e),
+    };
+    let transactions = match call(evidence::logs_request(q, latest.saturating_sub(evidence::LOG_LOOKBACK_BLOCKS))).await.map(|r| evidence::log_transactions(&r)) {
+        Ok(Some(t)) => t,
+        Ok(None) => return Evidence::Unavailable("eth_getLogs answered something other than a list".into()),
+        Err(e) => return Evidence::Unavailable(e),
+    };
+    let Some(first) = transactions.first().cloned() else {
+        return Evidence::Unavailable("the nonce is used but no log of its use was found".into());
+    };
+    for tx in transactions {
+        match call(evidence::receipt_request(&tx)).await.map(|r| evidence::receipt_pays(&r, q)) {
+            Ok(Some(true)) => return Evidence::Paid { transaction: tx },
+            Ok(Some(false)) => {}
+            Ok(None) => return Evidence::Unavailable(format!("no receipt for {tx}")),
+            Err(e) => return Evidence::Unavailable(e),
+        }
+    }
+    Evidence::UsedElsewhere { transaction: Some(first) }
 }
 
 /// Origin first, then settlement (the default order).
@@ -698,9 +912,28 @@ fn unsettled_response<P: Platform>(decided: Option<Settled>, identity: &PaymentI
         Some(Settled::Paid(_)) => unknown_outcome::<P>(StatusCode::BAD_GATEWAY, "internal: a paid settlement reached the unsettled answer", identity),
         Some(Settled::Refused(refused)) => {
             let reason = refused.error_reason.clone().unwrap_or_else(|| "settlement_failed".into());
-            let value = json!({ "error": reason, "message": "the facilitator refused to settle this payment; nothing was charged and the content is withheld" });
+            let value = json!({ "error": reason, "message": "the facilitator refused to settle this payment; the content is withheld", "payment": identity });
             let mut res = json_response(StatusCode::PAYMENT_REQUIRED, &value, P::body);
             set_header(res.headers_mut(), response_header(version), &encode_header(&refused));
+            res
+        }
+        Some(Settled::UsedElsewhere(transaction)) => {
+            let reason = "invalid_exact_evm_nonce_already_used";
+            let by = transaction.map(|t| format!(" by transaction {t}")).unwrap_or_default();
+            let value = json!({
+                "error": reason,
+                "message": format!("this authorization's nonce was used on chain{by}, which did not pay this resource; this payment cannot settle and the content is withheld; sign a new one"),
+                "payment": identity,
+            });
+            let refused = SettleResponse { success: false, error_reason: Some(reason.into()), payer: Some(identity.payer.clone()), transaction: String::new(), network: identity.network.clone() };
+            let mut res = json_response(StatusCode::PAYMENT_REQUIRED, &value, P::body);
+            set_header(res.headers_mut(), response_header(version), &encode_header(&refused));
+            res
+        }
+        Some(Settled::NotSent(detail)) => {
+            let value = json!({ "error": "ledger_unavailable", "message": format!("the payment ledger could not record the settlement before sending it ({detail}); it was not sent and nothing was charged; retry shortly"), "payment": identity });
+            let mut res = json_response(StatusCode::SERVICE_UNAVAILABLE, &value, P::body);
+            set_header(res.headers_mut(), "retry-after", "1");
             res
         }
         Some(Settled::Unknown { timed_out, detail }) => unknown_outcome::<P>(upstream_status(timed_out), &detail, identity),
@@ -760,7 +993,10 @@ struct Pending {
     requirements: Value,
     /// Networks a success answer may name: the offer's CAIP-2 id and its v1 name.
     networks: Vec<String>,
+    /// The authorization, as the chain evidence asks about it.
+    question: Question,
     identity: PaymentIdentity,
+    /// This ledger sent the authorization to `/settle` before (send mark), outcome unknown.
     prior_sent: bool,
     prior_transaction: Option<String>,
     route_key: String,
@@ -804,10 +1040,35 @@ enum Settled {
     /// The facilitator answered something that cannot be true (a transaction hash that settled
     /// another authorization).
     Fault(String),
+    /// `/settle` was not sent: the send mark could not be written (nothing charged).
+    NotSent(String),
+    /// The chain shows the nonce used by a transaction that did not pay this requirement.
+    UsedElsewhere(Option<String>),
 }
 
-/// Sends `/settle`, decides what its answer means, and records that in the ledger.
+/// Writes the send mark, sends `/settle`, decides what its answer means (with the chain's
+/// evidence where `RPC_URL` is set), and records that in the ledger.
+///
+/// "Paid" rests on evidence: the facilitator's checked success, the chain, or (without
+/// `RPC_URL`) "nonce already used" for an authorization this ledger marked as sent before. After
+/// a send mark, a refusal of a repeated send other than "nonce already used" is unknown, never
+/// "nothing was charged".
 async fn settle<P: Platform>(p: Rc<P>, s: Pending, mode: SettleMode) -> Settled {
+    // The send mark, acknowledged before /settle leaves (already there for a repeated send).
+    if !s.prior_sent {
+        let mark = Op::Mark { key: s.ticket.key.clone(), holder: s.ticket.holder.clone() };
+        let refused = match p.ledger(&s.ticket.shard, &mark).await {
+            Ok(Reply::Done) => None,
+            Ok(other) => Some(format!("the ledger answered {other:?} to the send mark")),
+            Err(e) => Some(e),
+        };
+        if let Some(detail) = refused {
+            p.log(&format!("x402: not settling {} nonce {}: {detail}", s.identity.payer, s.identity.nonce));
+            finish(&*p, &s.ticket, Outcome::Release).await;
+            s.trace.outcome(DecisionOutcome::Unavailable, Some("ledger_unavailable"));
+            return Settled::NotSent(detail);
+        }
+    }
     let call = call_facilitator(&s.config, &*p, Endpoint::Settle, &s.payment, &s.requirements, classify_settle, |o| {
         matches!(o, SettleOutcome::Unknown { transaction: None, .. })
     })
@@ -816,25 +1077,52 @@ async fn settle<P: Platform>(p: Rc<P>, s: Pending, mode: SettleMode) -> Settled 
     let networks: Vec<&str> = s.networks.iter().map(String::as_str).collect();
     let id = &s.identity;
     let mut named_transaction = None;
+    // An answer that does not settle the question by itself: the chain decides where it can.
+    let ask_chain = |p: Rc<P>, transaction: Option<String>, otherwise: Settled| {
+        let s = &s;
+        async move {
+            let Some(rpc_url) = s.config.rpc_url.as_deref() else { return otherwise };
+            match chain_evidence(&*p, rpc_url, &s.question, transaction.as_deref().or(s.prior_transaction.as_deref()), s.config.facilitator_timeout_seconds).await {
+                Evidence::Paid { transaction } => {
+                    let network = networks_first(&s.networks);
+                    Settled::Paid(SettleResponse { success: true, error_reason: None, payer: Some(s.identity.payer.clone()), transaction, network })
+                }
+                Evidence::UsedElsewhere { transaction } => Settled::UsedElsewhere(transaction),
+                Evidence::NotUsed | Evidence::Unavailable(_) => otherwise,
+            }
+        }
+    };
     let decided = match call.outcome {
         SettleOutcome::Settled(r) => match check_settled(&r, &networks, &id.payer) {
             Ok(()) => Settled::Paid(with_payer(r, &id.payer)),
             Err(detail) => {
-                named_transaction = crate::facilitator::is_transaction_hash(&r.transaction).then(|| r.transaction.clone());
+                named_transaction = is_transaction_hash(&r.transaction).then(|| r.transaction.clone());
                 Settled::Unknown { timed_out: false, detail }
             }
         },
         // This ledger sent the authorization to settlement before and never learned the outcome:
-        // "already used" means that attempt went through.
+        // "already used" means that attempt went through, as the chain confirms where it can be
+        // asked; without RPC_URL this is the stated assumption.
         SettleOutcome::Refused(r) if s.prior_sent && is_nonce_used(r.error_reason.as_deref()) => {
-            p.log(&format!("x402: reconciled {} nonce {}: settled by an earlier attempt of this ledger", id.payer, id.nonce));
-            let network = if r.network.is_empty() { networks.first().copied().unwrap_or_default().to_string() } else { r.network };
-            Settled::Paid(SettleResponse { success: true, error_reason: None, payer: Some(id.payer.clone()), transaction: s.prior_transaction.clone().unwrap_or_default(), network })
+            let network = if r.network.is_empty() { networks_first(&s.networks) } else { r.network };
+            let assumed = Settled::Paid(SettleResponse { success: true, error_reason: None, payer: Some(id.payer.clone()), transaction: s.prior_transaction.clone().unwrap_or_default(), network });
+            let detail = "the facilitator says the nonce is already used and the chain does not show this payment".to_string();
+            let decided = if s.config.rpc_url.is_some() { ask_chain(Rc::clone(&p), None, Settled::Unknown { timed_out: false, detail }).await } else { assumed };
+            if matches!(decided, Settled::Paid(_)) {
+                p.log(&format!("x402: reconciled {} nonce {}: settled by an earlier attempt of this ledger", id.payer, id.nonce));
+            }
+            decided
+        }
+        // A repeated send refused for another reason: the earlier send may have paid (and
+        // drained the balance it now lacks): unknown unless the chain says otherwise.
+        SettleOutcome::Refused(r) if s.prior_sent => {
+            let detail = format!("the facilitator refused a repeated settlement ({}) after an earlier send whose outcome is unknown", r.error_reason.as_deref().unwrap_or("no reason"));
+            ask_chain(Rc::clone(&p), None, Settled::Unknown { timed_out: false, detail }).await
         }
         SettleOutcome::Refused(r) => Settled::Refused(with_payer(r, &id.payer)),
         SettleOutcome::Unknown { timed_out, detail, transaction } => {
-            named_transaction = transaction;
-            Settled::Unknown { timed_out, detail }
+            named_transaction = transaction.clone();
+            ask_chain(Rc::clone(&p), transaction, Settled::Unknown { timed_out, detail }).await
         }
     };
     let outcome = match &decided {
@@ -851,8 +1139,8 @@ async fn settle<P: Platform>(p: Rc<P>, s: Pending, mode: SettleMode) -> Settled 
                 pass: s.pass.as_ref().map(|m| (m.id.clone(), m.expires_at)),
             }
         }
-        Settled::Refused(_) => Outcome::Refused,
-        Settled::Unknown { .. } | Settled::Fault(_) => Outcome::Unknown { transaction: named_transaction },
+        Settled::Refused(_) | Settled::UsedElsewhere(_) => Outcome::Refused,
+        Settled::Unknown { .. } | Settled::Fault(_) | Settled::NotSent(_) => Outcome::Unknown { transaction: named_transaction },
     };
     match &decided {
         Settled::Paid(r) => {
@@ -860,12 +1148,14 @@ async fn settle<P: Platform>(p: Rc<P>, s: Pending, mode: SettleMode) -> Settled 
             s.trace.transaction(&r.transaction);
         }
         Settled::Refused(r) => s.trace.outcome(DecisionOutcome::Refused, Some(r.error_reason.as_deref().unwrap_or("settlement_failed"))),
-        Settled::Unknown { .. } | Settled::Fault(_) => s.trace.outcome(DecisionOutcome::UnknownOutcome, Some("settlement_outcome_unknown")),
+        Settled::UsedElsewhere(_) => s.trace.outcome(DecisionOutcome::Refused, Some("invalid_exact_evm_nonce_already_used")),
+        Settled::Unknown { .. } | Settled::Fault(_) | Settled::NotSent(_) => s.trace.outcome(DecisionOutcome::UnknownOutcome, Some("settlement_outcome_unknown")),
     }
     match &decided {
         Settled::Paid(r) => p.log(&format!("x402: settled {} {} from {} tx {}", s.route_key, id.amount, id.payer, r.transaction)),
         Settled::Refused(r) => p.log(&format!("x402: settlement refused for {} nonce {}: {}", id.payer, id.nonce, r.error_reason.as_deref().unwrap_or("no reason"))),
-        Settled::Unknown { detail, .. } | Settled::Fault(detail) => p.log(&format!("x402: settlement outcome unknown for {} nonce {}: {detail}", id.payer, id.nonce)),
+        Settled::UsedElsewhere(tx) => p.log(&format!("x402: settlement of {} nonce {}: the chain shows the nonce used by {tx:?}, which did not pay", id.payer, id.nonce)),
+        Settled::Unknown { detail, .. } | Settled::Fault(detail) | Settled::NotSent(detail) => p.log(&format!("x402: settlement outcome unknown for {} nonce {}: {detail}", id.payer, id.nonce)),
     }
     match p.ledger(&s.ticket.shard, &s.ticket.finish(outcome)).await {
         Ok(Reply::Done) => decided,
@@ -888,6 +1178,10 @@ async fn settle<P: Platform>(p: Rc<P>, s: Pending, mode: SettleMode) -> Settled 
             decided
         }
     }
+}
+
+fn networks_first(networks: &[String]) -> String {
+    networks.first().cloned().unwrap_or_default()
 }
 
 /// The challenge's description: the route's, followed by what a pass buys when it sells one
@@ -1320,7 +1614,7 @@ async fn shadow<P: Platform>(config: &Config, p: &P, route: &Route, req: Request
         Some(Ok(payment)) => match verify_exact(&route.accepts, &payment, p.now(), config.min_validity_seconds()) {
             Ok(v) => {
                 trace.payer(&v.payer.to_checksum());
-                "valid_payment".to_string()
+                v.late.map_or("valid_payment", |late| late.reason).to_string()
             }
             Err(inv) => inv.reason.to_string(),
         },

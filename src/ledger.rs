@@ -6,32 +6,38 @@
 //! meets the same single-threaded writer wherever it arrives. This module is the whole state
 //! machine, pure and synchronous over a [`Store`]; the Durable Object is glue that loads the
 //! store, calls [`apply`] and answers with the [`Reply`]. KV is never used as the lock: it is
-//! eventually consistent.
+//! eventually consistent. The protocol is model-checked in `tests/ledger_model.rs` through this
+//! very [`apply`].
 //!
 //! An authorization is identified by (network, asset, `from`, `nonce`) ([`AuthorizationKey`]).
 //! Its record moves through:
 //!
 //! ```text
-//!            reserve                                  finish
-//!  (none) ──────────► pending (held: verify, origin, ──────────► settled {tx, delivered}
-//!    ▲                 settle by the holder)                      unknown {tx?}
-//!    └──── release (the holder never sent it) ──┘                 refused: deleted, standing "bad"
+//!          reserve              mark (acknowledged,             finish
+//!  (none) ────────► pending ───────────────────────► sent ─────────────────► settled {tx, delivered}
+//!    ▲              (held: verify, origin)   just before /settle)  │          refused: deleted
+//!    └── release / lapsed lease: never sent, fresh again ──┘       └► sent (outcome unknown)
 //! ```
 //!
 //! - While a *lease* is held (`lease_until > now`) the authorization is in flight: another
 //!   request carrying it gets [`Reply::InFlight`] (HTTP 409).
-//! - Two ledger calls per paid request: `reserve` and `finish`. A pending record may have been
-//!   sent to `/settle` by its holder; the holder knows whether it was, and releases it (deleted)
-//!   when it was not. A lease that runs out without a `finish` means the holder died, maybe
-//!   after sending: the record then reads as *unknown*, which the next retry reconciles.
+//! - **No "paid" without evidence.** The holder writes the *send mark* ([`Op::Mark`]) and waits
+//!   for its acknowledgement immediately before `/settle` leaves the Worker. A record without the
+//!   mark was never sent, whatever happened to its holder: when its lease lapses it is fresh
+//!   again ([`Reply::Reserved`] with `lapsed`), verified again by the facilitator, and "nonce
+//!   already used" for it is a refusal. Only a marked record ([`Settlement::Sent`]) whose outcome
+//!   is unknown comes back as `prior_sent`, to be reconciled from the chain (`RPC_URL`) or, without
+//!   one, by settling again and taking "nonce already used" as this ledger's own earlier send.
 //! - Settled and delivered: spent ([`Reply::Spent`]). Settled but not delivered (the client was
 //!   gone, or the origin failed after a settle-first payment): one retry of the same
-//!   authorization is served without a second settlement ([`Reply::Redeliver`]).
-//! - Unknown: a retry reserves it again with `prior_sent = true`: the gateway settles once more
-//!   and takes the facilitator's "nonce already used" as paid, because this ledger itself sent
-//!   the authorization to settlement.
+//!   authorization, for the same route and resource, is served without a second settlement
+//!   ([`Reply::Redeliver`]).
+//! - A copy of an authorization whose signature differs from the one reserved first (same payer
+//!   and nonce, another signature: a forgery built from the chain's public data) never takes the
+//!   record over ([`Reply::Mismatch`]).
 //! - Records are kept until `validBefore` has passed (after which the token contract refuses the
-//!   authorization anyway) and then pruned ([`prune`]).
+//!   authorization anyway) and then pruned ([`prune`]). Until then a late retry still finds its
+//!   record (a reservation with `create: false` never makes a new one).
 //!
 //! The ledger also keeps the payer's *standing* (last successful settlement, last refusal), which
 //! the `auto` verify policy reads to decide whether a facilitator `/verify` is needed first.
@@ -75,11 +81,13 @@ pub fn shard_name(payer: &Address) -> String {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub enum Settlement {
-    /// Held by a request that may send it to `/settle` (if the lease lapses: maybe sent).
+    /// Reserved and never sent to `/settle` (no send mark): if its lease lapses, it is fresh.
     Pending,
-    /// Sent, outcome unknown (time-out, 5xx, unreadable reply, pending). `transaction` when the
-    /// facilitator named one.
-    Unknown { transaction: Option<String> },
+    /// The send mark: `/settle` left (or was about to leave) the Worker, and its outcome is not
+    /// known (in flight, time-out, 5xx, unreadable or pending reply, a reverted transaction).
+    /// `transaction` when the facilitator named one.
+    #[serde(alias = "unknown")]
+    Sent { transaction: Option<String> },
     /// On chain.
     Settled { transaction: String, network: String, at: u64 },
 }
@@ -90,6 +98,13 @@ pub enum Settlement {
 pub struct Record {
     /// The route key the payment was for (`"GET /weather"`).
     pub route: String,
+    /// The canonical path the payment was for (`/docs/1`): a redelivery serves only this.
+    #[serde(default)]
+    pub resource: String,
+    /// keccak-256 of the payment's signature bytes, lower-case hex: a copy with another signature
+    /// never takes the record over.
+    #[serde(default)]
+    pub signature: String,
     /// `authorization.validBefore`, Unix seconds (capped to `u64`).
     pub valid_before: u64,
     pub settlement: Settlement,
@@ -99,9 +114,6 @@ pub struct Record {
     pub lease_until: u64,
     /// The request holding the lease (random, chosen by the worker).
     pub holder: String,
-    /// Whether an earlier hold may have sent it to `/settle` (its outcome unknown).
-    #[serde(default)]
-    pub sent_before: bool,
 }
 
 /// A payer's history, as the `auto` verify policy reads it, and whether the operator denied it.
@@ -146,13 +158,15 @@ pub enum Outcome {
     /// (payer-wide revocation) in the same write.
     #[serde(rename_all = "camelCase")]
     Settled { transaction: String, network: String, delivered: bool, hold_seconds: u64, pass: Option<(String, u64)> },
-    /// The facilitator refused the payment (`/verify` invalid, or `/settle` `success: false`
-    /// without a transaction): the record is deleted and the payer's standing turns bad.
+    /// The facilitator refused the payment (`/verify` invalid, a first `/settle` answered
+    /// `success: false` without a transaction), or the chain shows its nonce used by a
+    /// transaction that did not pay: the record is deleted and the payer's standing turns bad.
     Refused,
-    /// `/settle` was sent and its outcome is unknown.
+    /// `/settle` was sent and its outcome is unknown: the record stays [`Settlement::Sent`].
     Unknown { transaction: Option<String> },
-    /// This hold never sent it to `/settle` (origin failed, client gone, verify unavailable):
-    /// the authorization can be retried. A record an earlier hold may have sent stays unknown.
+    /// This hold never sent it to `/settle` (origin failed, client gone, verify unavailable,
+    /// the mark was refused): an unmarked record is deleted and the authorization can be retried;
+    /// a marked one (this or an earlier hold sent it) stays [`Settlement::Sent`].
     Release,
     /// A settled authorization's response was (`true`) or was not (`false`) handed over after a
     /// redelivery or a settle-first origin call.
@@ -165,8 +179,15 @@ pub enum Outcome {
 pub enum Op {
     /// Takes the authorization for one request, before any origin or facilitator work. The
     /// lease must cover everything the holder may do: `/verify`, the origin, `/settle`.
+    /// `resource`: the canonical path; `signature`: keccak-256 hex of the signature bytes.
+    /// `create: false` only looks for an existing record (a late retry, whose `validBefore` is
+    /// too close for a new payment): [`Reply::NotFound`] when there is none.
     #[serde(rename_all = "camelCase")]
-    Reserve { key: String, holder: String, route: String, valid_before: u64, lease_seconds: u64 },
+    Reserve { key: String, holder: String, route: String, resource: String, signature: String, valid_before: u64, lease_seconds: u64, create: bool },
+    /// The send mark, written and acknowledged immediately before `/settle` leaves the Worker:
+    /// from now on the authorization may be on chain. Only the holder may mark.
+    #[serde(rename_all = "camelCase")]
+    Mark { key: String, holder: String },
     /// Records how the request ended and drops the lease.
     #[serde(rename_all = "camelCase")]
     Finish { key: String, holder: String, outcome: Outcome },
@@ -194,10 +215,19 @@ pub enum Op {
 #[serde(rename_all = "camelCase")]
 pub enum Reply {
     /// The request holds the authorization. `prior_sent`: this ledger already sent it to
-    /// settlement once (outcome unknown). `standing`: the payer's history;
-    /// `others_in_flight`: how many other authorizations of this payer are in flight now.
+    /// settlement (send mark) and its outcome is unknown. `lapsed`: an earlier hold reserved it,
+    /// never sent it and never finished (it died): fresh, but verified again. `standing`: the
+    /// payer's history; `others_in_flight`: how many other authorizations of this payer are in
+    /// flight now.
     #[serde(rename_all = "camelCase")]
-    Reserved { prior_sent: bool, prior_transaction: Option<String>, standing: Standing, others_in_flight: u32 },
+    Reserved { prior_sent: bool, prior_transaction: Option<String>, #[serde(default)] lapsed: bool, standing: Standing, others_in_flight: u32 },
+    /// `Reserve` with `create: false` and no record: nothing of this authorization is known.
+    NotFound,
+    /// A record exists for this payer and nonce with another signature, or (a redelivery) for
+    /// another route or resource: this request may not take it over. `resource`: what the
+    /// recorded payment was for (`"GET /docs/1"`), when that is the difference.
+    #[serde(rename_all = "camelCase")]
+    Mismatch { resource: Option<String> },
     /// Another request holds it (HTTP 409).
     InFlight,
     /// Settled and delivered: a replay (HTTP 402, nothing called).
@@ -211,6 +241,9 @@ pub enum Reply {
     DuplicateTransaction,
     /// The request no longer holds the lease (it ran out and another request took the record).
     LostLease,
+    /// `Finish` reported a settlement for a record that carries no send mark: refused (a
+    /// holder's bug), the record stays unmarked and its lease ends.
+    NotMarked,
     /// The payer is on the denylist (admin endpoint): refused before any work.
     Denied,
     /// `PassUse`: admitted; `remaining` requests after this one, when counted.
@@ -251,38 +284,56 @@ pub trait Store {
 /// are synchronous, which they are in a Durable Object (SQLite calls do not yield).
 pub fn apply(store: &mut impl Store, op: Op, now: u64) -> Result<Reply, String> {
     match op {
-        Op::Reserve { key, holder, route, valid_before, lease_seconds } => {
+        Op::Reserve { key, holder, route, resource, signature, valid_before, lease_seconds, create } => {
             if store.standing()?.denied {
                 return Ok(Reply::Denied);
             }
-            let (mut record, fresh) = match store.get(&key)? {
-                Some(r) if r.lease_until > now => return Ok(Reply::InFlight),
-                Some(r) => (r, false),
-                None => (Record { route, valid_before, settlement: Settlement::Pending, delivered: false, lease_until: 0, holder: String::new(), sent_before: false }, true),
+            let existing = store.get(&key)?;
+            if let Some(r) = &existing {
+                if r.signature != signature {
+                    return Ok(Reply::Mismatch { resource: None });
+                }
+                if r.lease_until > now {
+                    return Ok(Reply::InFlight);
+                }
+            }
+            let lapsed = existing.is_some();
+            let mut record = match existing {
+                Some(r) => r,
+                None if !create => return Ok(Reply::NotFound),
+                None => Record { route: route.clone(), resource: resource.clone(), signature, valid_before, settlement: Settlement::Pending, delivered: false, lease_until: 0, holder: String::new() },
             };
-            record.lease_until = now.saturating_add(lease_seconds);
-            record.holder = holder;
             if let Settlement::Settled { transaction, network, .. } = &record.settlement {
                 if record.delivered {
                     return Ok(Reply::Spent { transaction: transaction.clone() });
                 }
+                if record.route != route || record.resource != resource {
+                    return Ok(Reply::Mismatch { resource: Some(format!("{} {}", record.route, record.resource)) });
+                }
                 let reply = Reply::Redeliver { transaction: transaction.clone(), network: network.clone() };
+                record.lease_until = now.saturating_add(lease_seconds);
+                record.holder = holder;
                 store.put(&key, &record)?;
                 return Ok(reply);
             }
-            // An existing, unsettled record was sent before (outcome unknown) or held by a
-            // request whose lease lapsed (it died, maybe after sending).
-            let prior_sent = !fresh;
-            let prior_transaction = match &record.settlement {
-                Settlement::Unknown { transaction } => transaction.clone(),
-                _ => None,
+            record.lease_until = now.saturating_add(lease_seconds);
+            record.holder = holder;
+            // Only the send mark makes a record "maybe on chain"; an unmarked record whose holder
+            // died is fresh (and verified again).
+            let (prior_sent, prior_transaction, lapsed) = match &record.settlement {
+                Settlement::Sent { transaction } => (true, transaction.clone(), false),
+                _ => (false, None, lapsed),
             };
-            if prior_sent {
-                record.settlement = Settlement::Unknown { transaction: prior_transaction.clone() };
-                record.sent_before = true;
-            }
             store.put(&key, &record)?;
-            Ok(Reply::Reserved { prior_sent, prior_transaction, standing: store.standing()?, others_in_flight: store.in_flight(now, &key)? })
+            Ok(Reply::Reserved { prior_sent, prior_transaction, lapsed, standing: store.standing()?, others_in_flight: store.in_flight(now, &key)? })
+        }
+        Op::Mark { key, holder } => {
+            let Some(mut record) = held(store, &key, &holder, now)? else { return Ok(Reply::LostLease) };
+            if record.settlement == Settlement::Pending {
+                record.settlement = Settlement::Sent { transaction: None };
+                store.put(&key, &record)?;
+            }
+            Ok(Reply::Done)
         }
         Op::Finish { key, holder, outcome } => {
             let Some(mut record) = held(store, &key, &holder, now)? else { return Ok(Reply::LostLease) };
@@ -291,8 +342,14 @@ pub fn apply(store: &mut impl Store, op: Op, now: u64) -> Result<Reply, String> 
             let mut standing = before;
             let reply = match outcome {
                 Outcome::Settled { transaction, network, delivered, hold_seconds, pass } => {
+                    if record.settlement == Settlement::Pending {
+                        // Never "paid" without a send mark: the holder skipped it.
+                        record.lease_until = now;
+                        store.put(&key, &record)?;
+                        return Ok(Reply::NotMarked);
+                    }
                     if !transaction.is_empty() && store.find_transaction(&transaction, &key)?.is_some() {
-                        record.settlement = Settlement::Unknown { transaction: None };
+                        record.settlement = Settlement::Sent { transaction: None };
                         store.put(&key, &record)?;
                         return Ok(Reply::DuplicateTransaction);
                     }
@@ -315,22 +372,19 @@ pub fn apply(store: &mut impl Store, op: Op, now: u64) -> Result<Reply, String> 
                 }
                 Outcome::Unknown { transaction } => {
                     let known = match &record.settlement {
-                        Settlement::Unknown { transaction } => transaction.clone(),
+                        Settlement::Sent { transaction } => transaction.clone(),
                         _ => None,
                     };
-                    record.settlement = Settlement::Unknown { transaction: transaction.or(known) };
+                    record.settlement = Settlement::Sent { transaction: transaction.or(known) };
                     store.put(&key, &record)?;
                     Reply::Done
                 }
                 Outcome::Release => {
-                    if record.sent_before || !matches!(record.settlement, Settlement::Pending) {
-                        // Sent by an earlier hold: releasing must not forget that.
-                        if record.settlement == Settlement::Pending {
-                            record.settlement = Settlement::Unknown { transaction: None };
-                        }
-                        store.put(&key, &record)?;
-                    } else {
+                    if record.settlement == Settlement::Pending {
                         store.delete(&key)?;
+                    } else {
+                        // Marked (by this or an earlier hold): releasing must not forget that.
+                        store.put(&key, &record)?;
                     }
                     Reply::Done
                 }
@@ -503,8 +557,14 @@ mod tests {
 
     const T: u64 = 1_800_000_000;
 
+    fn reserve_op(key: &str, holder: &str) -> Op {
+        Op::Reserve { key: key.into(), holder: holder.into(), route: "GET /x".into(), resource: "/x".into(), signature: "s1".into(), valid_before: T + 300, lease_seconds: 40, create: true }
+    }
     fn reserve(s: &mut MemoryStore, holder: &str, now: u64) -> Reply {
-        apply(s, Op::Reserve { key: "k".into(), holder: holder.into(), route: "GET /x".into(), valid_before: T + 300, lease_seconds: 40 }, now).unwrap()
+        apply(s, reserve_op("k", holder), now).unwrap()
+    }
+    fn mark(s: &mut MemoryStore, holder: &str, now: u64) -> Reply {
+        apply(s, Op::Mark { key: "k".into(), holder: holder.into() }, now).unwrap()
     }
     fn finish(s: &mut MemoryStore, holder: &str, outcome: Outcome, now: u64) -> Reply {
         apply(s, Op::Finish { key: "k".into(), holder: holder.into(), outcome }, now).unwrap()
@@ -512,17 +572,34 @@ mod tests {
     fn settled(delivered: bool) -> Outcome {
         Outcome::Settled { transaction: format!("0x{}", "ab".repeat(32)), network: "eip155:84532".into(), delivered, hold_seconds: 0, pass: None }
     }
+    /// Reserve, mark and settle `k` as holder `h`.
+    fn paid(s: &mut MemoryStore, h: &str, delivered: bool, now: u64) {
+        assert!(matches!(reserve(s, h, now), Reply::Reserved { .. }));
+        assert_eq!(mark(s, h, now), Reply::Done);
+        assert_eq!(finish(s, h, settled(delivered), now), Reply::Done);
+    }
 
     #[test]
     fn one_holder_at_a_time_then_spent() {
         let mut s = MemoryStore::default();
-        assert!(matches!(reserve(&mut s, "a", T), Reply::Reserved { prior_sent: false, .. }));
+        assert!(matches!(reserve(&mut s, "a", T), Reply::Reserved { prior_sent: false, lapsed: false, .. }));
         assert_eq!(reserve(&mut s, "b", T), Reply::InFlight);
         assert_eq!(finish(&mut s, "b", Outcome::Release, T), Reply::LostLease, "only the holder may finish");
+        assert_eq!(mark(&mut s, "b", T), Reply::LostLease, "only the holder may mark");
         assert_eq!(reserve(&mut s, "b", T + 1), Reply::InFlight);
+        assert_eq!(mark(&mut s, "a", T + 2), Reply::Done);
         assert_eq!(finish(&mut s, "a", settled(true), T + 2), Reply::Done);
         assert!(matches!(reserve(&mut s, "c", T + 3), Reply::Spent { .. }));
         assert!(s.standing.is_good(T + 3, 3600));
+    }
+
+    #[test]
+    fn no_settlement_is_recorded_without_a_send_mark() {
+        let mut s = MemoryStore::default();
+        reserve(&mut s, "a", T);
+        assert_eq!(finish(&mut s, "a", settled(true), T), Reply::NotMarked);
+        assert_eq!(s.records["k"].settlement, Settlement::Pending);
+        assert!(matches!(reserve(&mut s, "b", T + 1), Reply::Reserved { prior_sent: false, .. }), "still unsent and free to take");
     }
 
     #[test]
@@ -539,10 +616,11 @@ mod tests {
     }
 
     #[test]
-    fn undelivered_is_served_once_more_then_spent() {
+    fn undelivered_is_served_once_more_for_the_same_resource_then_spent() {
         let mut s = MemoryStore::default();
-        reserve(&mut s, "a", T);
-        finish(&mut s, "a", settled(false), T);
+        paid(&mut s, "a", false, T);
+        let elsewhere = Op::Reserve { key: "k".into(), holder: "x".into(), route: "GET /x".into(), resource: "/y".into(), signature: "s1".into(), valid_before: T + 300, lease_seconds: 40, create: true };
+        assert_eq!(apply(&mut s, elsewhere, T + 1).unwrap(), Reply::Mismatch { resource: Some("GET /x /x".into()) }, "bound to its resource");
         assert!(matches!(reserve(&mut s, "b", T + 1), Reply::Redeliver { .. }));
         assert_eq!(reserve(&mut s, "c", T + 1), Reply::InFlight, "the redelivery is in flight");
         finish(&mut s, "b", Outcome::Delivered { delivered: true }, T + 2);
@@ -550,50 +628,81 @@ mod tests {
     }
 
     #[test]
-    fn unknown_outcomes_are_retried_as_sent_and_never_released_to_nothing() {
+    fn a_copy_with_another_signature_never_takes_the_record() {
+        let mut s = MemoryStore::default();
+        paid(&mut s, "a", false, T);
+        let forged = Op::Reserve { key: "k".into(), holder: "x".into(), route: "GET /x".into(), resource: "/x".into(), signature: "s2".into(), valid_before: T + 300, lease_seconds: 40, create: true };
+        assert_eq!(apply(&mut s, forged, T + 1).unwrap(), Reply::Mismatch { resource: None });
+        assert!(matches!(reserve(&mut s, "b", T + 1), Reply::Redeliver { .. }), "the genuine copy still redelivers");
+    }
+
+    #[test]
+    fn a_sent_unknown_outcome_is_retried_as_sent_and_never_released_to_nothing() {
         let mut s = MemoryStore::default();
         reserve(&mut s, "a", T);
+        mark(&mut s, "a", T);
         finish(&mut s, "a", Outcome::Unknown { transaction: Some("0x1".into()) }, T);
         match reserve(&mut s, "b", T + 1) {
-            Reply::Reserved { prior_sent, prior_transaction, .. } => {
-                assert!(prior_sent);
+            Reply::Reserved { prior_sent, prior_transaction, lapsed, .. } => {
+                assert!(prior_sent && !lapsed);
                 assert_eq!(prior_transaction.as_deref(), Some("0x1"));
             }
             other => panic!("{other:?}"),
         }
-        // Releasing a sent authorization keeps it "sent".
+        // Releasing a sent authorization keeps it "sent", with its transaction.
         finish(&mut s, "b", Outcome::Release, T + 1);
-        assert!(matches!(reserve(&mut s, "c", T + 2), Reply::Reserved { prior_sent: true, .. }));
+        assert!(matches!(reserve(&mut s, "c", T + 2), Reply::Reserved { prior_sent: true, prior_transaction: Some(_), .. }));
     }
 
     #[test]
-    fn a_lapsed_hold_reads_as_maybe_sent_and_its_holder_is_locked_out() {
+    fn a_lapsed_hold_without_a_send_mark_is_fresh_and_flagged_for_verification() {
         let mut s = MemoryStore::default();
         reserve(&mut s, "a", T);
-        // The holder died (maybe after sending): the next request reconciles.
-        assert!(matches!(reserve(&mut s, "b", T + 41), Reply::Reserved { prior_sent: true, .. }));
+        // The holder died before sending: nothing is "maybe paid".
+        assert!(matches!(reserve(&mut s, "b", T + 41), Reply::Reserved { prior_sent: false, lapsed: true, .. }));
+        assert_eq!(mark(&mut s, "a", T + 42), Reply::LostLease, "the dead holder can no longer mark");
         assert_eq!(finish(&mut s, "a", settled(true), T + 42), Reply::LostLease);
-        // Releasing a maybe-sent authorization keeps it unknown.
         finish(&mut s, "b", Outcome::Release, T + 42);
-        assert!(matches!(s.records["k"].settlement, Settlement::Unknown { .. }));
+        assert!(s.records.is_empty(), "released unsent: forgotten");
+    }
+
+    #[test]
+    fn a_lapsed_hold_after_its_send_mark_reads_as_sent() {
+        let mut s = MemoryStore::default();
+        reserve(&mut s, "a", T);
+        mark(&mut s, "a", T + 1);
+        // The holder died after marking, maybe after sending.
+        assert!(matches!(reserve(&mut s, "b", T + 41), Reply::Reserved { prior_sent: true, lapsed: false, .. }));
+        finish(&mut s, "b", Outcome::Release, T + 42);
+        assert!(matches!(s.records["k"].settlement, Settlement::Sent { .. }));
+    }
+
+    #[test]
+    fn a_late_lookup_never_creates_a_record() {
+        let mut s = MemoryStore::default();
+        let late = |holder: &str| Op::Reserve { key: "k".into(), holder: holder.into(), route: "GET /x".into(), resource: "/x".into(), signature: "s1".into(), valid_before: T + 300, lease_seconds: 40, create: false };
+        assert_eq!(apply(&mut s, late("a"), T).unwrap(), Reply::NotFound);
+        assert!(s.records.is_empty());
+        paid(&mut s, "b", false, T);
+        assert!(matches!(apply(&mut s, late("c"), T + 1).unwrap(), Reply::Redeliver { .. }));
     }
 
     #[test]
     fn a_transaction_hash_already_held_for_another_authorization_is_a_facilitator_fault() {
         let mut s = MemoryStore::default();
-        reserve(&mut s, "a", T);
-        finish(&mut s, "a", settled(true), T);
-        let other = Op::Reserve { key: "k2".into(), holder: "b".into(), route: "GET /x".into(), valid_before: T + 300, lease_seconds: 40 };
-        apply(&mut s, other, T).unwrap();
+        paid(&mut s, "a", true, T);
+        apply(&mut s, reserve_op("k2", "b"), T).unwrap();
+        apply(&mut s, Op::Mark { key: "k2".into(), holder: "b".into() }, T).unwrap();
         let dup = apply(&mut s, Op::Finish { key: "k2".into(), holder: "b".into(), outcome: settled(true) }, T).unwrap();
         assert_eq!(dup, Reply::DuplicateTransaction);
-        assert!(matches!(s.records["k2"].settlement, Settlement::Unknown { .. }));
+        assert!(matches!(s.records["k2"].settlement, Settlement::Sent { .. }));
     }
 
     #[test]
     fn settle_first_holds_the_lease_through_the_origin_call() {
         let mut s = MemoryStore::default();
         reserve(&mut s, "a", T);
+        mark(&mut s, "a", T);
         let held = Outcome::Settled { transaction: "0x01".into(), network: "eip155:84532".into(), delivered: false, hold_seconds: 30, pass: None };
         assert_eq!(finish(&mut s, "a", held, T), Reply::Done);
         assert_eq!(reserve(&mut s, "b", T + 1), Reply::InFlight, "the origin call is in flight");
@@ -619,8 +728,8 @@ mod tests {
     fn a_denied_payer_is_refused_at_reservation_and_its_passes_are_listed() {
         let mut s = MemoryStore::default();
         for (key, pass, exp) in [("k1", "p1", T + 10), ("k2", "old", T - 1)] {
-            let reserve = Op::Reserve { key: key.into(), holder: "h".into(), route: "GET /x".into(), valid_before: T + 300, lease_seconds: 40 };
-            apply(&mut s, reserve, T).unwrap();
+            apply(&mut s, reserve_op(key, "h"), T).unwrap();
+            apply(&mut s, Op::Mark { key: key.into(), holder: "h".into() }, T).unwrap();
             let outcome = Outcome::Settled { transaction: format!("0x{key}"), network: "n".into(), delivered: true, hold_seconds: 0, pass: Some((pass.into(), exp)) };
             apply(&mut s, Op::Finish { key: key.into(), holder: "h".into(), outcome }, T).unwrap();
         }
@@ -640,15 +749,13 @@ mod tests {
     fn in_flight_counts_other_authorizations_of_the_payer() {
         let mut s = MemoryStore::default();
         reserve(&mut s, "a", T);
-        let other = Op::Reserve { key: "k2".into(), holder: "b".into(), route: "GET /x".into(), valid_before: T + 300, lease_seconds: 40 };
-        assert!(matches!(apply(&mut s, other, T).unwrap(), Reply::Reserved { others_in_flight: 1, .. }));
+        assert!(matches!(apply(&mut s, reserve_op("k2", "b"), T).unwrap(), Reply::Reserved { others_in_flight: 1, .. }));
     }
 
     #[test]
     fn pruning_waits_for_valid_before_and_leases() {
         let mut s = MemoryStore::default();
-        reserve(&mut s, "a", T);
-        finish(&mut s, "a", settled(true), T);
+        paid(&mut s, "a", true, T);
         s.prune(T + 300 + PRUNE_AFTER_SECONDS);
         assert_eq!(s.records.len(), 1);
         s.prune(T + 301 + PRUNE_AFTER_SECONDS);
@@ -661,7 +768,10 @@ mod tests {
         let text = serde_json::to_string(&op).unwrap();
         assert!(text.starts_with("{\"finish\":") && text.contains("\"outcome\":{\"settled\":"), "{text}");
         assert_eq!(serde_json::from_str::<Op>(&text).unwrap(), op);
-        let r = Reply::Reserved { prior_sent: true, prior_transaction: None, standing: Standing::default(), others_in_flight: 0 };
+        let r = Reply::Reserved { prior_sent: true, prior_transaction: None, lapsed: false, standing: Standing::default(), others_in_flight: 0 };
         assert_eq!(serde_json::from_str::<Reply>(&serde_json::to_string(&r).unwrap()).unwrap(), r);
+        // A record stored before the send mark existed ("unknown") reads as sent.
+        let old = r#"{"route":"GET /x","validBefore":1,"settlement":{"unknown":{"transaction":null}},"delivered":false,"leaseUntil":0,"holder":""}"#;
+        assert!(matches!(serde_json::from_str::<Record>(old).unwrap().settlement, Settlement::Sent { transaction: None }));
     }
 }

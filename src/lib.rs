@@ -10,17 +10,19 @@
 //! | [`money`] | `"$0.01"` → atomic units, exact decimal arithmetic |
 //! | [`x402`] | v2 wire types and base64 header codecs |
 //! | [`evm`] | addresses, network table, EIP-712 / EIP-3009 hashing, k256 recovery |
+//! | [`evidence`] | whether a sent settlement paid, read from the chain (`RPC_URL`) |
 //! | [`exact`] | local verification of an `exact` EVM payment |
 //! | [`facilitator`] | `/verify` and `/settle` bodies and reply classification |
 //! | [`pass`] | pass tokens, records, carriers (header, cookie), the isolate cache |
 //! | [`siwx`] | x402 `sign-in-with-x` for EVM wallets: the declared challenge, EIP-4361 message, EIP-191 recovery |
-//! | [`ledger`] | the state machine of each authorization (reserved → settling → settled / unknown), hosted by a Durable Object |
+//! | [`ledger`] | the state machine of each authorization (reserved → send mark → settled / sent with an unknown outcome), hosted by a Durable Object |
 //! | [`gateway`] | the request pipeline over a [`gateway::Platform`] |
 //! | [`paywall`] | the HTML page a browser navigation gets instead of the JSON 402 (script, style, CSP) |
 
 pub mod cdp;
 pub mod config;
 pub mod discovery;
+pub mod evidence;
 pub mod evm;
 pub mod exact;
 pub mod facilitator;

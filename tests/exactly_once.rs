@@ -289,29 +289,173 @@ fn a_transaction_hash_reused_for_another_authorization_is_a_facilitator_fault() 
     assert!(body_json(&res)["message"].as_str().unwrap().contains("already holds for another authorization"));
 }
 
+/// The ledger key and shard of `header` (a v2 payment of `payer(key_byte)`).
+fn ledger_key(header: &str, key_byte: u8) -> (String, String, String) {
+    let v = decode_header_json(header).unwrap();
+    let nonce: [u8; 32] = x402_edge_paywall::evm::parse_bytes32(v["payload"]["authorization"]["nonce"].as_str().unwrap()).unwrap();
+    let key = x402_edge_paywall::ledger::AuthorizationKey {
+        network: "eip155:84532".into(),
+        asset: x402_edge_paywall::evm::Address::parse("0x036CbD53842c5426634e7929541eC2318f3dCF7e").unwrap(),
+        payer: payer(key_byte),
+        nonce,
+    }
+    .id();
+    let signature = x402_edge_paywall::evm::hex_lower(&x402_edge_paywall::evm::keccak256(v["payload"]["signature"].as_str().unwrap().to_ascii_lowercase().as_bytes()));
+    (shard_name(&payer(key_byte)), key, signature)
+}
+
+/// A worker that reserved `header` (and, with `marked`, wrote the send mark) and then died.
+fn dead_holder(p: &Fake, header: &str, key_byte: u8, marked: bool) -> (String, String) {
+    let (shard, key, signature) = ledger_key(header, key_byte);
+    let reserve = Op::Reserve { key: key.clone(), holder: "dead".into(), route: "GET /paid".into(), resource: "/paid".into(), signature, valid_before: NOW + 120, lease_seconds: 10, create: true };
+    pollster::block_on(x402_edge_paywall::gateway::Platform::ledger(p, &shard, &reserve)).unwrap();
+    if marked {
+        let mark = Op::Mark { key: key.clone(), holder: "dead".into() };
+        pollster::block_on(x402_edge_paywall::gateway::Platform::ledger(p, &shard, &mark)).unwrap();
+    }
+    (shard, key)
+}
+
+const NONCE_USED: &str = r#"{"success":false,"errorReason":"invalid_exact_evm_nonce_already_used","transaction":"","network":"eip155:84532"}"#;
+const VERIFY_NONCE_USED: &str = r#"{"isValid":false,"invalidReason":"invalid_exact_evm_nonce_already_used"}"#;
+
 #[test]
-fn a_dead_holders_authorization_is_reconciled_after_its_lease() {
+fn a_burned_nonce_behind_a_dead_unsent_reservation_is_refused_without_the_origin() {
+    // The attack: reserve (the worker dies before /settle), burn the nonce on chain, wait for the
+    // lease, resend. No send mark: the record is fresh, verified again, and "nonce used" refuses.
     let cfg = config();
     let p = Rc::new(fake());
     let h = payment(&cfg, 0, 55);
-    // A worker that reserved and died (maybe after sending /settle): after its lease, the next
-    // request takes it as maybe-sent: no /verify, and "nonce already used" would count as paid.
-    let key = x402_edge_paywall::ledger::AuthorizationKey {
-        network: "eip155:84532".into(),
-        asset: cfg.routes[0].accepts[0].asset,
-        payer: payer(55),
-        nonce: [55; 32],
-    }
-    .id();
-    let shard = shard_name(&payer(55));
-    let reserve = Op::Reserve { key: key.clone(), holder: "dead".into(), route: "GET /paid".into(), valid_before: NOW + 120, lease_seconds: 10 };
-    pollster::block_on(x402_edge_paywall::gateway::Platform::ledger(&*p, &shard, &reserve)).unwrap();
-    assert_eq!(paid(&cfg, &p, &h).status(), 409);
+    let (shard, key) = dead_holder(&p, &h, 55, false);
+    assert_eq!(paid(&cfg, &p, &h).status(), 409, "in flight while the lease runs");
     p.now.set(NOW + 11);
+    p.queue_verify(reply(200, VERIFY_NONCE_USED));
+    p.queue_settle(reply(200, NONCE_USED));
+    let res = paid(&cfg, &p, &h);
+    assert_eq!(res.status(), 402);
+    assert!(!String::from_utf8_lossy(res.body()).contains("paid content"));
+    assert_eq!((p.origin_hits(), p.verifies(), p.settles()), (0, 1, 0), "verified again, origin and /settle untouched");
+    assert!(!p.ledger.borrow()[&shard].records.contains_key(&key), "refused: the record is gone");
+}
+
+#[test]
+fn a_burned_nonce_is_refused_even_when_the_route_verifies_locally_only() {
+    let cfg = config_with(json!([{ "route": "GET /paid", "price": "$0.01", "verify": "local" }]));
+    let p = Rc::new(fake());
+    let h = payment(&cfg, 0, 56);
+    dead_holder(&p, &h, 56, false);
+    p.now.set(NOW + 11);
+    p.queue_verify(reply(200, VERIFY_NONCE_USED));
+    assert_eq!(paid(&cfg, &p, &h).status(), 402);
+    assert_eq!((p.origin_hits(), p.verifies(), p.settles()), (0, 1, 0), "a lapsed reservation is verified whatever the policy");
+}
+
+#[test]
+fn a_dead_holder_after_its_send_mark_is_reconciled_and_nonce_used_counts_as_paid() {
+    let cfg = config();
+    let p = Rc::new(fake());
+    let h = payment(&cfg, 0, 57);
+    let (shard, key) = dead_holder(&p, &h, 57, true);
+    p.now.set(NOW + 11);
+    p.queue_settle(reply(200, NONCE_USED));
     assert_eq!(paid(&cfg, &p, &h).status(), 200);
-    assert_eq!((p.verifies(), p.settles()), (0, 1));
-    let ledger = p.ledger.borrow();
-    assert!(matches!(ledger[&shard].records[&key].settlement, Settlement::Settled { .. }));
+    assert_eq!((p.origin_hits(), p.verifies(), p.settles()), (1, 0, 1));
+    assert!(matches!(p.ledger.borrow()[&shard].records[&key].settlement, Settlement::Settled { .. }));
+}
+
+#[test]
+fn every_settle_call_follows_an_acknowledged_send_mark() {
+    let cfg = config();
+    let p = Rc::new(fake());
+    let h = payment(&cfg, 0, 58);
+    assert_eq!(paid(&cfg, &p, &h).status(), 200);
+    let ops = p.ledger_ops.borrow();
+    let kinds: Vec<&str> = ops.iter().map(String::as_str).collect();
+    assert_eq!(kinds, ["reserve", "mark", "finish"], "one mark on the paid path");
+}
+
+#[test]
+fn a_send_mark_the_ledger_cannot_write_means_no_settlement() {
+    let cfg = config();
+    let p = Rc::new(fake());
+    p.ledger_fail_on.borrow_mut().push("mark");
+    let res = paid(&cfg, &p, &payment(&cfg, 0, 59));
+    assert_eq!(res.status(), 503);
+    assert!(body_json(&res)["message"].as_str().unwrap().contains("nothing was charged"));
+    assert_eq!(p.settles(), 0, "never sent without its mark");
+    p.ledger_fail_on.borrow_mut().clear();
+    assert_eq!(paid(&cfg, &p, &payment(&cfg, 0, 59)).status(), 200, "released: the same payment works afterwards");
+}
+
+#[test]
+fn a_late_retry_of_an_unknown_outcome_is_never_a_fresh_challenge() {
+    let cfg = config();
+    let p = Rc::new(fake());
+    let h = payment(&cfg, 0, 60);
+    p.queue_settle(Err(UpstreamError::Timeout { seconds: 30 }));
+    assert_eq!(paid(&cfg, &p, &h).status(), 504);
+    let origin = p.origin_hits();
+    // Within the time limits of validBefore (NOW + 120), and past it until pruned.
+    for at in [NOW + 100, NOW + 118, NOW + 121, NOW + 170] {
+        p.now.set(at);
+        let res = paid(&cfg, &p, &h);
+        assert!(matches!(res.status().as_u16(), 502 | 504), "at {at}: {}", res.status());
+        assert!(res.headers().get("payment-required").is_none(), "at {at}: no fresh challenge");
+        assert_eq!(body_json(&res)["error"], "settlement_outcome_unknown");
+    }
+    assert_eq!((p.origin_hits(), p.settles()), (origin, 1), "no origin call and no second /settle once too late to settle");
+    p.now.set(NOW + 120 + 61 + 1);
+    p.ledger.borrow_mut().values_mut().for_each(|s| s.prune(NOW + 182));
+    assert_eq!(paid(&cfg, &p, &h).status(), 402, "pruned after validBefore: then it is a plain expired authorization");
+}
+
+#[test]
+fn a_late_retry_of_a_settled_undelivered_payment_is_redelivered() {
+    let cfg = config_with(json!([{ "route": "GET /paid", "price": "$0.01", "settle": "before" }]));
+    let p = Rc::new(fake());
+    let h = payment(&cfg, 0, 61);
+    p.origin_down.set(true);
+    assert_eq!(paid(&cfg, &p, &h).status(), 504);
+    p.origin_down.set(false);
+    p.now.set(NOW + 115);
+    let res = paid(&cfg, &p, &h);
+    assert_eq!(res.status(), 200, "{}", String::from_utf8_lossy(res.body()));
+    assert_eq!(p.settles(), 1);
+}
+
+#[test]
+fn after_an_earlier_send_a_refusal_other_than_nonce_used_is_unknown_not_nothing_charged() {
+    let cfg = config();
+    let p = Rc::new(fake());
+    let h = payment(&cfg, 0, 62);
+    p.queue_settle(Err(UpstreamError::Timeout { seconds: 30 }));
+    assert_eq!(paid(&cfg, &p, &h).status(), 504);
+    // The first attempt drained the balance: the repeated send is refused for funds.
+    p.queue_settle(reply(200, r#"{"success":false,"errorReason":"insufficient_funds","transaction":"","network":"eip155:84532"}"#));
+    let res = paid(&cfg, &p, &h);
+    assert_eq!(res.status(), 502);
+    assert_eq!(body_json(&res)["error"], "settlement_outcome_unknown");
+    assert!(!String::from_utf8_lossy(res.body()).contains("nothing was charged"));
+    // The record is kept: the next retry reconciles again.
+    p.queue_settle(reply(200, NONCE_USED));
+    assert_eq!(paid(&cfg, &p, &h).status(), 200);
+}
+
+#[test]
+fn a_redelivery_is_bound_to_the_resource_the_payment_was_for() {
+    let cfg = config_with(json!([{ "route": "GET /docs/*", "price": "$0.01", "settle": "before" }]));
+    let p = Rc::new(fake());
+    let h = payment(&cfg, 0, 63);
+    p.origin_down.set(true);
+    assert_eq!(run(&cfg, &p, request("/docs/1", &[("payment-signature", &h)])).status(), 504);
+    p.origin_down.set(false);
+    let hits = p.origin_hits();
+    let elsewhere = run(&cfg, &p, request("/docs/2", &[("payment-signature", &h)]));
+    assert_eq!(elsewhere.status(), 409);
+    assert_eq!(body_json(&elsewhere)["error"], "payment_for_other_resource");
+    assert_eq!(p.origin_hits(), hits, "origin untouched");
+    assert_eq!(run(&cfg, &p, request("/docs/1", &[("payment-signature", &h)])).status(), 200);
+    assert_eq!(p.settles(), 1);
 }
 
 // ---- 4. Assurance before the origin runs ---------------------------------------------------
@@ -438,4 +582,66 @@ fn max_timeout_seconds_must_cover_the_time_limits() {
     });
     let e = x402_edge_paywall::config::Config::from_vars(v.as_object().unwrap()).unwrap_err();
     assert!(e.0.contains("maxTimeoutSeconds 120 is too short") && e.0.contains("use at least 136"), "{e}");
+}
+
+/// `header` with its signature replaced by a 100-byte blob (what a smart wallet sends, and what
+/// anyone can claim for any `from`).
+fn with_unchecked_signature(header: &str) -> String {
+    let mut v = decode_header_json(header).unwrap();
+    v["payload"]["signature"] = json!(format!("0x{}", "5a".repeat(100)));
+    x402_edge_paywall::x402::encode_header(&v)
+}
+
+#[test]
+fn unchecked_signatures_claiming_a_victim_never_touch_the_victims_limits_or_standing() {
+    let cfg = config_vars(json!({ "RATE_LIMITS": { "paid": "PAID" } }));
+    let p = Rc::new(fake());
+    p.limits.borrow_mut().insert("PAID".into(), 3);
+    let victim = 70u8;
+    // The victim pays once: good standing.
+    assert_eq!(paid(&cfg, &p, &payment_with(&cfg, 0, victim, 1, 120)).status(), 200);
+    let standing = p.ledger.borrow()[&shard_name(&payer(victim))].standing;
+    let ops_before = p.ledger_ops.borrow().len();
+    for n in 2..40u8 {
+        p.queue_verify(reply(200, r#"{"isValid":false,"invalidReason":"invalid_exact_evm_payload_signature"}"#));
+        let forged = with_unchecked_signature(&payment_with(&cfg, 0, victim, n, 120));
+        let res = paid(&cfg, &p, &forged);
+        assert_eq!(res.status(), 402, "refused by /verify");
+        assert!(!String::from_utf8_lossy(res.body()).contains("paid content"));
+    }
+    assert_eq!(p.ledger_ops.borrow().len(), ops_before, "no ledger call for an unverified signature");
+    assert_eq!(p.ledger.borrow()[&shard_name(&payer(victim))].standing, standing, "standing untouched");
+    assert_eq!(p.origin_hits(), 1);
+    assert_eq!(p.settles(), 1);
+    // The victim's own limit is intact: two more payments of theirs go through.
+    for n in 50..52u8 {
+        assert_eq!(paid(&cfg, &p, &payment_with(&cfg, 0, victim, n, 120)).status(), 200);
+    }
+}
+
+#[test]
+fn a_verified_smart_wallet_signature_is_verified_once_and_settles() {
+    let cfg = config();
+    let p = Rc::new(fake());
+    let h = with_unchecked_signature(&payment(&cfg, 0, 71));
+    assert_eq!(paid(&cfg, &p, &h).status(), 200);
+    assert_eq!((p.verifies(), p.settles(), p.origin_hits()), (1, 1, 1), "one /verify before the ledger, none after");
+}
+
+#[test]
+fn a_copy_with_another_signature_cannot_take_over_an_undelivered_payment() {
+    let cfg = config_with(json!([{ "route": "GET /paid", "price": "$0.01", "settle": "before" }]));
+    let p = Rc::new(fake());
+    let h = payment(&cfg, 0, 72);
+    p.origin_down.set(true);
+    assert_eq!(paid(&cfg, &p, &h).status(), 504);
+    p.origin_down.set(false);
+    // The nonce and `from` are public once settled; a forged smart-wallet signature that the
+    // facilitator would even accept cannot claim the redelivery.
+    let forged = with_unchecked_signature(&h);
+    let res = paid(&cfg, &p, &forged);
+    assert_eq!(res.status(), 402);
+    assert!(!String::from_utf8_lossy(res.body()).contains("paid content"));
+    assert_eq!(paid(&cfg, &p, &h).status(), 200, "the genuine copy still gets it");
+    assert_eq!(p.settles(), 1);
 }

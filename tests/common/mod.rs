@@ -59,6 +59,10 @@ pub struct Fake {
     pub kv_down: bool,
     pub ledger: RefCell<HashMap<String, MemoryStore>>,
     pub ledger_down: Cell<bool>,
+    /// Ledger op kinds (`"reserve"`, `"mark"`, `"finish"`, …) that fail as if storage broke.
+    pub ledger_fail_on: RefCell<Vec<&'static str>>,
+    /// Every ledger op's kind, in order.
+    pub ledger_ops: RefCell<Vec<String>>,
     /// The client has hung up.
     pub gone: Cell<bool>,
     /// The client hangs up while `/settle` is under way.
@@ -172,7 +176,13 @@ impl Platform for Fake {
             return Err("ledger down".into());
         }
         // Through JSON, as on the edge.
-        let op: Op = serde_json::from_str(&serde_json::to_string(op).unwrap()).unwrap();
+        let text = serde_json::to_string(op).unwrap();
+        let kind = serde_json::from_str::<Value>(&text).ok().and_then(|v| v.as_object().and_then(|o| o.keys().next().cloned()).or_else(|| v.as_str().map(str::to_string))).unwrap_or_default();
+        self.ledger_ops.borrow_mut().push(kind.clone());
+        if self.ledger_fail_on.borrow().iter().any(|k| *k == kind) {
+            return Err(format!("ledger {kind} failed"));
+        }
+        let op: Op = serde_json::from_str(&text).unwrap();
         let mut shards = self.ledger.borrow_mut();
         ledger::apply(shards.entry(shard.to_string()).or_default(), op, self.now.get())
     }
