@@ -632,10 +632,12 @@ async fn priced<P: Platform>(
         route_key: route.key.clone(),
         trace: Rc::clone(trace),
     };
-    // An earlier send whose outcome is unknown: reconcile before the origin runs again.
+    // An earlier send whose outcome is unknown: reconcile before the origin runs again, and
+    // settle (again) before calling it, so the origin runs only once the payment is established.
+    // That needs the facilitator's own slack and time limit, not the origin's.
     if prior_sent {
-        let late = verified.late.is_some();
-        match cold(reconcile_before_origin(p, &pending, late)).await {
+        let too_late = verified.valid_before < now.saturating_add(crate::exact::VALID_BEFORE_SLACK_SECONDS + config.facilitator_timeout_seconds);
+        match cold(reconcile_before_origin(p, &pending, too_late)).await {
             Reconciled::Proceed => {}
             Reconciled::Paid(settled) => {
                 let version = pending.payment.version;
@@ -660,7 +662,7 @@ async fn priced<P: Platform>(
             Reconciled::Answer(res) => return res,
         }
     }
-    match route.settle {
+    match if prior_sent { SettleOrder::Before } else { route.settle } {
         SettleOrder::After => cold(settle_after(config, p, route, req, canonical, pending)).await,
         SettleOrder::Before => cold(settle_before(config, p, req, canonical, pending, sells.zip(pass))).await,
     }
@@ -715,9 +717,10 @@ enum Reconciled<B> {
 
 /// Reconciles an authorization this ledger sent to `/settle` before (outcome unknown). With
 /// `RPC_URL`, the chain decides: paid → served; nonce used by another transaction → refused;
-/// unused → settled again, unless it is too late for that. Without it, a late one cannot be
-/// settled again and stays unknown (no origin call); otherwise it is settled again and "nonce
-/// already used" is taken as this ledger's own earlier send.
+/// unused → settled again, unless it is too late for that. Without it, one too close to its
+/// `validBefore` for the facilitator (`late`) cannot be settled again and stays unknown (no
+/// origin call); otherwise it is settled again and "nonce already used" is taken as this
+/// ledger's own earlier send.
 async fn reconcile_before_origin<P: Platform>(p: &Rc<P>, s: &Pending, late: bool) -> Reconciled<P::Body> {
     let keep = |detail: &str, timed_out: bool| {
         s.trace.outcome(DecisionOutcome::UnknownOutcome, Some("settlement_outcome_unknown"));

@@ -389,13 +389,23 @@ fn a_send_mark_the_ledger_cannot_write_means_no_settlement() {
 
 #[test]
 fn a_late_retry_of_an_unknown_outcome_is_never_a_fresh_challenge() {
+    // Default limits: origin 30 s, facilitator 30 s. A new payment needs 66 s of validity left; a
+    // repeated send needs the facilitator's 30 s + 6 s.
     let cfg = config();
     let p = Rc::new(fake());
     let h = payment(&cfg, 0, 60);
     p.queue_settle(Err(UpstreamError::Timeout { seconds: 30 }));
     assert_eq!(paid(&cfg, &p, &h).status(), 504);
-    let origin = p.origin_hits();
-    // Within the time limits of validBefore (NOW + 120), and past it until pruned.
+    assert_eq!(p.origin_hits(), 1);
+    // Too late for a new payment, not for settling again: settled first, still unknown, and the
+    // origin is not called for an unestablished payment.
+    p.now.set(NOW + 70);
+    p.queue_settle(Err(UpstreamError::Timeout { seconds: 30 }));
+    let res = paid(&cfg, &p, &h);
+    assert_eq!(res.status(), 504);
+    assert!(res.headers().get("payment-required").is_none());
+    assert_eq!((p.origin_hits(), p.settles()), (1, 2));
+    // Too late to settle again, and past validBefore until pruned: unknown, nothing called.
     for at in [NOW + 100, NOW + 118, NOW + 121, NOW + 170] {
         p.now.set(at);
         let res = paid(&cfg, &p, &h);
@@ -403,10 +413,37 @@ fn a_late_retry_of_an_unknown_outcome_is_never_a_fresh_challenge() {
         assert!(res.headers().get("payment-required").is_none(), "at {at}: no fresh challenge");
         assert_eq!(body_json(&res)["error"], "settlement_outcome_unknown");
     }
-    assert_eq!((p.origin_hits(), p.settles()), (origin, 1), "no origin call and no second /settle once too late to settle");
+    assert_eq!((p.origin_hits(), p.settles()), (1, 2), "no origin call and no further /settle once too late to settle");
     p.now.set(NOW + 120 + 61 + 1);
     p.ledger.borrow_mut().values_mut().for_each(|s| s.prune(NOW + 182));
     assert_eq!(paid(&cfg, &p, &h).status(), 402, "pruned after validBefore: then it is a plain expired authorization");
+}
+
+#[test]
+fn a_late_retry_that_learns_its_earlier_send_paid_is_served_once() {
+    let cfg = config();
+    let p = Rc::new(fake());
+    let h = payment(&cfg, 0, 64);
+    p.queue_settle(Err(UpstreamError::Timeout { seconds: 30 }));
+    assert_eq!(paid(&cfg, &p, &h).status(), 504);
+    p.now.set(NOW + 80);
+    p.queue_settle(reply(200, NONCE_USED));
+    let res = paid(&cfg, &p, &h);
+    assert_eq!(res.status(), 200, "{}", String::from_utf8_lossy(res.body()));
+    assert_eq!((p.origin_hits(), p.settles()), (2, 2), "the origin once more (the first answer was lost), one settlement on chain");
+    assert_eq!(paid(&cfg, &p, &h).status(), 402, "then spent");
+}
+
+#[test]
+fn a_repeated_send_refused_for_another_reason_never_calls_the_origin() {
+    let cfg = config();
+    let p = Rc::new(fake());
+    let h = payment(&cfg, 0, 65);
+    p.queue_settle(Err(UpstreamError::Timeout { seconds: 30 }));
+    assert_eq!(paid(&cfg, &p, &h).status(), 504);
+    p.queue_settle(reply(200, r#"{"success":false,"errorReason":"insufficient_funds","transaction":"","network":"eip155:84532"}"#));
+    assert_eq!(paid(&cfg, &p, &h).status(), 502);
+    assert_eq!(p.origin_hits(), 1, "settled first on a retry: no origin call for an unestablished payment");
 }
 
 #[test]

@@ -463,3 +463,46 @@ export async function startStack({ payerFunds = 10_000_000n, cdp } = {}) {
     },
   };
 }
+
+/**
+ * The payer burns an authorization nonce on chain: a zero-value `transferWithAuthorization` to
+ * itself with the same nonce, signed and sent by `key` (gas only; no token balance needed).
+ * `requirements` gives the token's EIP-712 domain. Returns the transaction hash.
+ */
+export async function burnNonce(rpcUrl, key, requirements, nonce) {
+  const { paymentHeader, unb64 } = await import('./pay.mjs');
+  const self = address(key);
+  const signed = unb64(await paymentHeader(key, { ...requirements, payTo: self, amount: '0' }, { authorization: { nonce } }));
+  const a = signed.payload.authorization;
+  const { abi } = compileToken();
+  const account = privateKeyToAccount(key);
+  const wallet = createWalletClient({ account, chain: chainFor(rpcUrl), transport: viemHttp(rpcUrl) }).extend(publicActions);
+  const hash = await wallet.writeContract({
+    address: USDC,
+    abi,
+    functionName: 'transferWithAuthorization',
+    args: [a.from, a.to, 0n, BigInt(a.validAfter), BigInt(a.validBefore), a.nonce, signed.payload.signature],
+  });
+  await wallet.waitForTransactionReceipt({ hash });
+  return hash;
+}
+
+/**
+ * Applies one ledger op (src/ledger.rs `Op`, as JSON) to the payer shard `payer` of a running
+ * Worker's `LEDGER` Durable Object, as a Worker that then died would have: fault injection for
+ * the exactly-once tests. Returns the JSON reply.
+ */
+export async function ledgerOp(worker, payer, op) {
+  const ns = await worker.mf.getDurableObjectNamespace('LEDGER');
+  const stub = ns.get(ns.idFromName(`payer:${payer.toLowerCase()}`));
+  const res = await stub.fetch('https://ledger.internal/', { method: 'POST', body: JSON.stringify(op) });
+  const text = await res.text();
+  if (res.status !== 200) throw new Error(`ledger answered ${res.status}: ${text}`);
+  return JSON.parse(text);
+}
+
+/** The ledger key of a v2 payment header's authorization on the test network and token. */
+export function ledgerKey(payment) {
+  const a = payment.payload.authorization;
+  return `${NETWORK}/${USDC.toLowerCase()}/${a.from.toLowerCase()}/${a.nonce.toLowerCase()}`;
+}
