@@ -149,7 +149,8 @@ pub struct PassRecord {
     pub expires_at: u64,
     /// Requests it sells, counted by its ledger shard; `None`: unlimited until expiry.
     pub max_requests: Option<u32>,
-    /// Revoked by the operator.
+    /// Revoked by the operator, in records written before revocations became tombstones
+    /// ([`tombstone_key`]); still honoured, never written `true` now.
     #[serde(default)]
     pub revoked: bool,
 }
