@@ -122,6 +122,12 @@ pub trait Platform: 'static {
             Err(e) => origin_failure(self, &ForwardError::Upstream(e), None),
         }
     }
+    /// Reads a request's body (only the admin endpoint reads one): Err when it is longer than
+    /// `max_bytes` or cannot be read. This default refuses every body.
+    async fn read_body(&self, body: Self::Body, max_bytes: usize) -> Result<Vec<u8>, String> {
+        let _ = (body, max_bytes);
+        Err("this platform does not read request bodies".into())
+    }
     /// `POST url` with a JSON body; reads at most [`crate::facilitator::MAX_REPLY_BYTES`].
     async fn post_json(&self, url: &str, authorization: Option<&str>, json: String, timeout_seconds: u64) -> Result<HttpReply, UpstreamError>;
     async fn kv_get(&self, key: &str) -> Result<Option<String>, String>;
@@ -228,7 +234,7 @@ pub async fn handle<P: Platform>(config: &Rc<Config>, p: &Rc<P>, req: Request<P:
     if let Some(admin) = &config.admin {
         let under = canonical.strip_prefix(admin.path.as_str()).is_some_and(|rest| rest.is_empty() || rest.starts_with('/'));
         if under {
-            return cold(admin_endpoint(&**p, admin, req, &canonical)).await;
+            return cold(admin_endpoint(config, &**p, admin, req, &canonical)).await;
         }
     }
     let segments = match_segments(&canonical);
@@ -1752,9 +1758,22 @@ fn with_payer(mut s: SettleResponse, payer: &str) -> SettleResponse {
 /// Why a payment is refused for a denied payer.
 const PAYER_DENIED: &str = "payer_denied: this payer is not accepted here";
 
+/// A pass that admitted a request: its id and its record (which it dereferences to).
+struct AdmittedPass {
+    id: String,
+    record: PassRecord,
+}
+
+impl std::ops::Deref for AdmittedPass {
+    type Target = PassRecord;
+    fn deref(&self) -> &PassRecord {
+        &self.record
+    }
+}
+
 /// How a pass check ended.
 enum PassCheck {
-    Admitted(PassRecord),
+    Admitted(AdmittedPass),
     /// Reason code: `pass_unknown`, `pass_expired`, `pass_revoked`, `pass_out_of_scope`,
     /// `pass_used_up`, `payer_denied`.
     Refused(&'static str),
@@ -1773,25 +1792,42 @@ fn pass_refusal_text(code: &str) -> &'static str {
     }
 }
 
-/// Checks a presented pass token for `route` at `canonical`: the record from this isolate's
-/// cache or KV, its expiry, revocation and scope, the denylist, and, for a counted pass, one
-/// request from its ledger shard (the single writer that keeps the count exact).
+/// Checks a presented pass token for `route` at `canonical`: its revocation (this isolate's
+/// tombstones), the record from this isolate's cache or KV (a record read from KV is followed by
+/// a read of its tombstone, `revoked:<id>`, before it is trusted or cached: no KV read for a
+/// cached pass, one for an unknown token, two for a pass this isolate has not cached), its
+/// expiry and scope, the denylist, and, for a counted pass, one request from its ledger shard
+/// (the single writer that keeps the count exact).
 async fn check_pass<P: Platform>(config: &Config, p: &P, route: &Route, canonical: &str, id: &str) -> PassCheck {
     let id = id.to_string();
     let now = p.now();
+    if p.passes().is_revoked(&id, now) {
+        return PassCheck::Refused("pass_revoked");
+    }
     let record = match p.passes().get(&id, now) {
         Some(r) => r,
-        None => match p.kv_get(&pass::kv_key(&id)).await {
-            Ok(Some(raw)) => match serde_json::from_str::<PassRecord>(&raw) {
-                Ok(r) => {
-                    p.passes().insert(id.clone(), r.clone(), now);
-                    r
+        None => {
+            let record = match p.kv_get(&pass::kv_key(&id)).await {
+                Ok(Some(raw)) => match serde_json::from_str::<PassRecord>(&raw) {
+                    Ok(r) => r,
+                    Err(_) => return PassCheck::Refused("pass_unknown"),
+                },
+                Ok(None) => return PassCheck::Refused("pass_unknown"),
+                Err(e) => return PassCheck::Unavailable(format!("pass lookup: {e}")),
+            };
+            // The tombstone, not the record, says whether the pass was revoked: a record written
+            // late by the sale cannot undo a revocation.
+            match p.kv_get(&pass::tombstone_key(&id)).await {
+                Ok(Some(_)) => {
+                    p.passes().revoke(&id, record.expires_at, now);
+                    return PassCheck::Refused("pass_revoked");
                 }
-                Err(_) => return PassCheck::Refused("pass_unknown"),
-            },
-            Ok(None) => return PassCheck::Refused("pass_unknown"),
-            Err(e) => return PassCheck::Unavailable(format!("pass lookup: {e}")),
-        },
+                Ok(None) => {}
+                Err(e) => return PassCheck::Unavailable(format!("pass revocation lookup: {e}")),
+            }
+            p.passes().insert(id.clone(), record.clone(), now);
+            record
+        }
     };
     if let Err(reason) = record.admits(route, canonical, now) {
         return PassCheck::Refused(reason);
@@ -1814,28 +1850,47 @@ async fn check_pass<P: Platform>(config: &Config, p: &P, route: &Route, canonica
             Err(e) => return PassCheck::Unavailable(e),
         }
     }
-    PassCheck::Admitted(record)
+    PassCheck::Admitted(AdmittedPass { id, record })
 }
 
 /// Forwards a request a pass admitted, with the pass's expiry and `Cache-Control: no-store`.
-async fn serve_on_pass<P: Platform>(config: &Config, p: &P, req: Request<P::Body>, canonical: &str, record: &PassRecord, trace: &Trace) -> Response<P::Body> {
+/// When the origin does not serve it (5xx, unreachable, over its time limit), a counted pass gets
+/// the request back ([`Op::PassRefund`]) before the answer leaves.
+async fn serve_on_pass<P: Platform>(config: &Config, p: &P, req: Request<P::Body>, canonical: &str, pass: &AdmittedPass, trace: &Trace) -> Response<P::Body> {
     match forward(config, p, req, canonical).await {
         Ok(mut res) => {
             trace.origin_status(res.status().as_u16());
-            set_header(res.headers_mut(), PASS_EXPIRES_HEADER, &record.expires_at.to_string());
+            if res.status().is_server_error() {
+                refund_pass_use(p, pass).await;
+            }
+            set_header(res.headers_mut(), PASS_EXPIRES_HEADER, &pass.expires_at.to_string());
             res.headers_mut().insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
             res
         }
         Err(e) => {
+            refund_pass_use(p, pass).await;
             trace.outcome(DecisionOutcome::OriginError, Some("origin_unreachable"));
             origin_failure::<P>(p, &e, None)
         }
     }
 }
 
+/// Gives a counted pass back the request its ledger shard counted for a request the origin did
+/// not serve; a failure is logged (the request stays counted).
+async fn refund_pass_use<P: Platform>(p: &P, pass: &AdmittedPass) {
+    if pass.max_requests.is_none() {
+        return;
+    }
+    match p.ledger(&pass::shard(&pass.id), &Op::PassRefund).await {
+        Ok(Reply::Done) => {}
+        Ok(other) => p.log(&format!("x402: pass {} refund answered {other:?}; the request stays counted", pass.id)),
+        Err(e) => p.log(&format!("x402: pass {} refund failed ({e}); the request stays counted", pass.id)),
+    }
+}
+
 /// How a wallet sign-in ended.
 enum SignIn {
-    Admitted(PassRecord),
+    Admitted(AdmittedPass),
     /// The refusal, `code: message`.
     Refused(String),
     Unavailable(String),
@@ -1889,10 +1944,11 @@ async fn sign_in<P: Platform>(config: &Config, p: &P, route: &Route, canonical: 
     SignIn::Refused(format!("siwx_no_pass: {} holds no live pass for this route", address.to_checksum()))
 }
 
-/// Sells the route's pass with a paid response: caches the minted pass's record in this isolate
-/// and writes it to KV after the response (`defer`), so the paid response never waits for it
-/// (the payer's ledger shard indexed it in the settlement's own write). Sets `X402-Pass`,
-/// `X402-Pass-Expires` and the cookie.
+/// Sells the route's pass with a paid response: caches the minted pass's record in this isolate;
+/// after the response (`defer`), so the paid response never waits for them, records the sale in
+/// the pass's ledger shard ([`Op::PassSold`]) and writes the record to KV (the payer's ledger
+/// shard indexed it in the settlement's own write). Sets `X402-Pass`, `X402-Pass-Expires` and the
+/// cookie (its `Path` from [`pass::cookie_path`]: never an attribute injected by the path).
 fn sell_pass<P: Platform>(p: &Rc<P>, route: &Route, minted: &MintedPass, canonical: &str, settled: &SettleResponse, payer: &str, headers: &mut HeaderMap) {
     let Some(terms) = &route.pass else { return };
     let (scope, scope_value) = PassRecord::scope_fields(&terms.scope, canonical);
@@ -1921,52 +1977,90 @@ fn sell_pass<P: Platform>(p: &Rc<P>, route: &Route, minted: &MintedPass, canonic
     }
     let kv_ttl = terms.ttl_seconds.max(60);
     let id = minted.id.clone();
+    let expires_at = minted.expires_at;
     let background = Rc::clone(p);
     p.defer(async move {
-        // Revoked in this isolate before this write ran: write the revocation, not the pass.
-        let value = match background.passes().get(&id, background.now()) {
-            Some(r) if r.revoked => serde_json::to_string(&r).unwrap_or(value),
-            _ => value,
-        };
+        // Its ledger shard learns of the sale first, so that a revocation by token finds it
+        // wherever it is made, before the record has reached that location's KV. A revocation
+        // that came first stays: the shard keeps it, and the tombstone is a key of its own.
+        match background.ledger(&pass::shard(&id), &Op::PassSold { expires_at }).await {
+            Ok(Reply::Done) => {}
+            Ok(other) => background.log(&format!("x402: pass {id} sale not recorded in its ledger shard (answered {other:?})")),
+            Err(e) => background.log(&format!("x402: pass {id} sale not recorded in its ledger shard ({e})")),
+        }
         if let Err(e) = background.kv_put(&pass::kv_key(&id), value, kv_ttl).await {
             background.log(&format!("x402: pass {id} not written to KV ({e}); it works in this isolate only"));
         }
     });
 }
 
-/// Revokes one pass: in its ledger shard (authoritative at once for counted passes), in KV
-/// (every isolate within KV propagation plus [`pass::CACHE_SECONDS`]), and in this isolate.
-async fn revoke_pass<P: Platform>(p: &P, id: &str) -> Result<(), String> {
+/// What revoking one pass did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Revocation {
+    /// The pass existed and is revoked now.
+    Revoked,
+    /// The pass existed and was already revoked.
+    Already,
+    /// Neither KV, this isolate, nor its ledger shard knows the pass (never sold, or sold a
+    /// moment ago elsewhere and not recorded yet): tombstoned anyway, counted as not revoked.
+    Unknown,
+}
+
+/// Longest body the admin endpoint reads, bytes.
+const MAX_ADMIN_BODY_BYTES: usize = 4096;
+
+/// Revokes one pass: a tombstone in KV (`revoked:<id>`, until the pass expires; a key no record
+/// write touches, read with every record read from KV: every location within KV's propagation
+/// plus [`pass::CACHE_SECONDS`]) and in this isolate's cache (at once), and the flag in its
+/// ledger shard (at once for counted passes), which also says whether the pass exists. `known`:
+/// the pass is known to exist (the payer's index listed it). `unknown_ttl`: the tombstone's
+/// lifetime, seconds, when the pass's expiry is not known. Err: KV or the ledger failed (the
+/// revocation may be partial; repeating it is safe).
+async fn revoke_pass<P: Platform>(p: &P, id: &str, known: bool, unknown_ttl: u64) -> Result<Revocation, String> {
     let now = p.now();
     let record = match p.passes().get(id, now) {
         Some(r) => Some(r),
         None => p.kv_get(&pass::kv_key(id)).await?.and_then(|raw| serde_json::from_str::<PassRecord>(&raw).ok()),
     };
-    let expires_at = record.as_ref().map_or(now + crate::config::MAX_PASS_TTL_SECONDS, |r| r.expires_at);
-    match p.ledger(&pass::shard(id), &Op::PassRevoke { expires_at }).await? {
-        Reply::Done => {}
+    let fallback = now.saturating_add(unknown_ttl);
+    let op = Op::PassRevoke { expires_at: record.as_ref().map_or(fallback, |r| r.expires_at), known: known || record.is_some() };
+    let (outcome, shard_expiry) = match p.ledger(&pass::shard(id), &op).await? {
+        Reply::PassRevoked { already: false, expires_at } => (Revocation::Revoked, Some(expires_at)),
+        Reply::PassRevoked { already: true, expires_at } => (Revocation::Already, Some(expires_at)),
+        Reply::PassUnknown => (Revocation::Unknown, None),
         other => return Err(format!("the pass ledger answered {other:?}")),
-    }
-    match record {
-        Some(mut r) => {
-            r.revoked = true;
-            // A tombstone: this isolate keeps refusing the pass, and a record write still
-            // pending from its sale writes the revocation instead.
-            p.passes().insert(id.to_string(), r.clone(), now);
-            let ttl = r.expires_at.saturating_sub(now).max(60);
-            p.kv_put(&pass::kv_key(id), serde_json::to_string(&r).map_err(|e| e.to_string())?, ttl).await?;
-        }
-        None => p.passes().remove(id),
-    }
-    Ok(())
+    };
+    let expires_at = record.map(|r| r.expires_at).or(shard_expiry).unwrap_or(fallback);
+    p.passes().revoke(id, expires_at, now);
+    let tombstone = json!({ "revokedAt": now, "expiresAt": expires_at }).to_string();
+    p.kv_put(&pass::tombstone_key(id), tombstone, expires_at.saturating_sub(now).max(60)).await?;
+    Ok(outcome)
 }
 
-/// The admin endpoint ([`AdminEndpoint`]): `POST {path}/revoke?pass=<token>`,
-/// `POST {path}/revoke?payer=<address>`, `POST {path}/deny?payer=<address>` (denies the payer's
-/// later payments and revokes its passes), with `Authorization: Bearer <ADMIN_TOKEN>` compared in
-/// constant time. Answers JSON; 401 without the token, 405 for other methods, 400 for anything
-/// else.
-async fn admin_endpoint<P: Platform>(p: &P, admin: &AdminEndpoint, req: Request<P::Body>, canonical: &str) -> Response<P::Body> {
+/// What the admin endpoint reads from a request's JSON body.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AdminBody {
+    /// A pass token (43 characters).
+    pass: Option<String>,
+    /// A payer address (0x, 20 bytes).
+    payer: Option<String>,
+}
+
+/// The admin endpoint ([`AdminEndpoint`]), with `Authorization: Bearer <ADMIN_TOKEN>` compared
+/// in constant time, `POST` only, a JSON body of at most [`MAX_ADMIN_BODY_BYTES`]:
+/// - `{path}/revoke` with `{"pass": "<token>"}`: revokes that pass;
+/// - `{path}/revoke` with `{"payer": "0x…"}`: revokes the payer's live passes;
+/// - `{path}/deny` with `{"payer": "0x…"}`: denies the payer's later payments and revokes its
+///   passes.
+///
+/// `payer` is also read from the query (`?payer=0x…`: an address is not a secret); a token in the
+/// query (`?pass=`) is refused with 400, since URLs end up in access logs. Answers 200
+/// `{"revoked": n, "alreadyRevoked": n, "unknown": n, "denied": "0x…" | null}`: `revoked` counts
+/// the passes this call revoked, `unknown` the tokens nothing knows (never sold, or sold a moment
+/// ago elsewhere: tombstoned anyway). 401 without the token, 405 for other methods, 400 for
+/// anything else, 503 when KV or the ledger fails.
+async fn admin_endpoint<P: Platform>(config: &Config, p: &P, admin: &AdminEndpoint, req: Request<P::Body>, canonical: &str) -> Response<P::Body> {
     let presented = header_str(req.headers(), "authorization").and_then(|v| v.strip_prefix("Bearer ")).unwrap_or("");
     let authorized: bool = subtle::ConstantTimeEq::ct_eq(presented.as_bytes(), admin.token.as_bytes()).into();
     if !authorized {
@@ -1979,40 +2073,67 @@ async fn admin_endpoint<P: Platform>(p: &P, admin: &AdminEndpoint, req: Request<
         set_header(res.headers_mut(), "allow", "POST");
         return res;
     }
-    let action = &canonical[admin.path.len()..];
-    let query = req.uri().query();
+    let action = canonical[admin.path.len()..].to_string();
     let bad = |m: &str| bad_request("invalid_admin_request", m, P::body);
-    let payer = match query_param(query, "payer") {
+    let usage = "use POST {ADMIN_PATH}/revoke with {\"pass\": \"<token>\"} or {\"payer\": \"0x…\"}, or /deny with {\"payer\": \"0x…\"}";
+    let query = req.uri().query().map(str::to_string);
+    if query_param(query.as_deref(), "pass").is_some() {
+        return bad("a pass token is not accepted in the query string (URLs end up in access logs): send it in the JSON body, {\"pass\": \"<token>\"}");
+    }
+    let declared = header_str(req.headers(), "content-length").and_then(|l| l.trim().parse::<usize>().ok());
+    if declared.is_some_and(|l| l > MAX_ADMIN_BODY_BYTES) {
+        return bad(&format!("the body is larger than {MAX_ADMIN_BODY_BYTES} bytes"));
+    }
+    let raw = match p.read_body(req.into_body(), MAX_ADMIN_BODY_BYTES).await {
+        Ok(raw) => raw,
+        Err(e) => return bad(&format!("the body could not be read: {e}")),
+    };
+    let body: AdminBody = if raw.iter().all(u8::is_ascii_whitespace) {
+        AdminBody::default()
+    } else {
+        match serde_json::from_slice(&raw) {
+            Ok(b) => b,
+            Err(e) => return bad(&format!("the body is not the expected JSON ({e}); {usage}")),
+        }
+    };
+    let payer = match body.payer.or_else(|| query_param(query.as_deref(), "payer")) {
         Some(a) => match Address::parse(&a) {
             Some(addr) => Some(addr),
             None => return bad("payer must be a 0x-prefixed 20-byte address"),
         },
         None => None,
     };
-    let passes = match (action, query_param(query, "pass"), payer) {
+    let (passes, known) = match (action.as_str(), body.pass, payer) {
         ("/revoke", Some(token), None) => match pass::pass_id(&token) {
-            Some(id) => vec![id],
+            Some(id) => (vec![id], false),
             None => return bad("pass must be a pass token (43 characters)"),
         },
         ("/revoke", None, Some(addr)) | ("/deny", None, Some(addr)) => {
             let op = if action == "/deny" { Op::PayerDeny } else { Op::PayerPasses };
             match p.ledger(&shard_name(&addr), &op).await {
-                Ok(Reply::Passes { passes }) => passes,
+                Ok(Reply::Passes { passes }) => (passes, true),
                 Ok(other) => return ledger_unavailable::<P>(p, &format!("the ledger answered {other:?}"), &Trace::default()),
                 Err(e) => return ledger_unavailable::<P>(p, &e, &Trace::default()),
             }
         }
-        _ => return bad("use POST {ADMIN_PATH}/revoke?pass=<token>, /revoke?payer=<address> or /deny?payer=<address>"),
+        _ => return bad(usage),
     };
-    let mut revoked = 0;
+    // A token nothing knows may belong to a sale a moment ago: its tombstone lasts as long as
+    // the longest pass a route sells.
+    let unknown_ttl = config.routes.iter().filter_map(|r| r.pass.as_ref()).map(|t| t.ttl_seconds).max().unwrap_or(crate::config::MAX_PASS_TTL_SECONDS);
+    let (mut revoked, mut already, mut unknown) = (0u32, 0u32, 0u32);
     for id in &passes {
-        match revoke_pass(p, id).await {
-            Ok(()) => revoked += 1,
+        match revoke_pass(p, id, known, unknown_ttl).await {
+            Ok(Revocation::Revoked) => revoked += 1,
+            Ok(Revocation::Already) => already += 1,
+            Ok(Revocation::Unknown) => unknown += 1,
             Err(e) => return ledger_unavailable::<P>(p, &format!("revoking pass {id}: {e}; {revoked} revoked before it"), &Trace::default()),
         }
     }
-    p.log(&format!("x402: admin {action}: {revoked} pass(es) revoked{}", payer.map(|a| format!(" for {}", a.to_checksum())).unwrap_or_default()));
-    json_response(StatusCode::OK, &json!({ "revoked": revoked, "denied": (action == "/deny").then(|| payer.map(|a| a.to_checksum())).flatten() }), P::body)
+    let who = payer.map(|a| format!(" for {}", a.to_checksum())).unwrap_or_default();
+    p.log(&format!("x402: admin {action}: {revoked} pass(es) revoked, {already} already revoked, {unknown} unknown{who}"));
+    let denied = (action == "/deny").then(|| payer.map(|a| a.to_checksum())).flatten();
+    json_response(StatusCode::OK, &json!({ "revoked": revoked, "alreadyRevoked": already, "unknown": unknown, "denied": denied }), P::body)
 }
 
 /// Whether `method` may carry a body worth streaming (used by the edge glue).

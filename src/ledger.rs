@@ -196,9 +196,21 @@ pub enum Op {
     /// paywall wrote: the shard needs no separate creation step.
     #[serde(rename_all = "camelCase")]
     PassUse { max_requests: Option<u32>, expires_at: u64 },
-    /// In a pass shard: revokes the pass (effective for the next `PassUse` at once).
+    /// In a pass shard: gives back one request a `PassUse` counted, when the origin did not
+    /// serve it (5xx, unreachable, over its time limit). Never below zero; nothing for a pass
+    /// the shard does not know. Answers `Done`.
+    PassRefund,
+    /// In a pass shard: records that the pass was sold (expiring at `expires_at`, Unix seconds),
+    /// so that a revocation by token finds it before its KV record reaches the revoking location.
+    /// Keeps the state of a pass the shard already knows (a revocation stays). Answers `Done`.
     #[serde(rename_all = "camelCase")]
-    PassRevoke { expires_at: u64 },
+    PassSold { expires_at: u64 },
+    /// In a pass shard: revokes the pass (effective for the next `PassUse` at once). `known`:
+    /// the paywall found the pass's record (KV, its cache, or the payer's index), so the shard
+    /// creates a revoked state if it has none. Answers [`Reply::PassRevoked`], or
+    /// [`Reply::PassUnknown`] (nothing written) when neither the shard nor the paywall knows it.
+    #[serde(rename_all = "camelCase")]
+    PassRevoke { expires_at: u64, known: bool },
     /// In a payer shard: lists the payer's live passes (indexed when their payment settled), to
     /// revoke each.
     PayerPasses,
@@ -251,6 +263,13 @@ pub enum Reply {
     PassAdmitted { remaining: Option<u32> },
     /// `PassUse`: refused; `reason` is `pass_used_up`, `pass_revoked` or `pass_expired`.
     PassRefused { reason: String },
+    /// `PassRevoke`: the pass is revoked; `already`: it was before this call. `expires_at`: its
+    /// expiry as the shard knows it (Unix seconds).
+    #[serde(rename_all = "camelCase")]
+    PassRevoked { already: bool, expires_at: u64 },
+    /// `PassRevoke` of a pass this shard never saw (never sold, or its sale not recorded yet),
+    /// without `known`.
+    PassUnknown,
     /// `PayerPasses` / `PayerDeny` / `SignIn`: the payer's live pass ids.
     Passes { passes: Vec<String> },
     /// `SignIn`: this nonce was already used by this payer (a replay).
@@ -418,11 +437,31 @@ pub fn apply(store: &mut impl Store, op: Op, now: u64) -> Result<Reply, String> 
             store.set_pass_usage(&usage)?;
             Ok(Reply::PassAdmitted { remaining: max_requests.map(|max| max - usage.used) })
         }
-        Op::PassRevoke { expires_at } => {
-            let mut usage = store.pass_usage()?.unwrap_or(PassUsage { used: 0, revoked: false, expires_at });
-            usage.revoked = true;
-            store.set_pass_usage(&usage)?;
+        Op::PassRefund => {
+            if let Some(mut usage) = store.pass_usage()?.filter(|u| u.used > 0) {
+                usage.used -= 1;
+                store.set_pass_usage(&usage)?;
+            }
             Ok(Reply::Done)
+        }
+        Op::PassSold { expires_at } => {
+            if store.pass_usage()?.is_none() {
+                store.set_pass_usage(&PassUsage { used: 0, revoked: false, expires_at })?;
+            }
+            Ok(Reply::Done)
+        }
+        Op::PassRevoke { expires_at, known } => {
+            let mut usage = match store.pass_usage()? {
+                Some(u) => u,
+                None if known => PassUsage { used: 0, revoked: false, expires_at },
+                None => return Ok(Reply::PassUnknown),
+            };
+            let already = usage.revoked;
+            if !already {
+                usage.revoked = true;
+                store.set_pass_usage(&usage)?;
+            }
+            Ok(Reply::PassRevoked { already, expires_at: usage.expires_at })
         }
         Op::PayerPasses => Ok(Reply::Passes { passes: live_passes(store, now)? }),
         Op::SignIn { nonce, expires_at } => {
@@ -720,8 +759,55 @@ mod tests {
         assert_eq!(use_(&mut s, T), Reply::PassRefused { reason: "pass_used_up".into() });
         let mut t = MemoryStore::default();
         assert_eq!(use_(&mut t, T + 100), Reply::PassRefused { reason: "pass_expired".into() });
-        apply(&mut t, Op::PassRevoke { expires_at: T + 100 }, T).unwrap();
+        apply(&mut t, Op::PassRevoke { expires_at: T + 100, known: true }, T).unwrap();
         assert_eq!(use_(&mut t, T), Reply::PassRefused { reason: "pass_revoked".into() });
+    }
+
+    #[test]
+    fn a_refund_gives_back_one_counted_request_and_never_goes_below_zero() {
+        let mut s = MemoryStore::default();
+        let use_ = |s: &mut MemoryStore| apply(s, Op::PassUse { max_requests: Some(2), expires_at: T + 100 }, T).unwrap();
+        // Nothing known, nothing used: a refund writes nothing.
+        assert_eq!(apply(&mut s, Op::PassRefund, T).unwrap(), Reply::Done);
+        assert_eq!(s.pass_usage, None);
+        assert_eq!(use_(&mut s), Reply::PassAdmitted { remaining: Some(1) });
+        assert_eq!(use_(&mut s), Reply::PassAdmitted { remaining: Some(0) });
+        assert_eq!(use_(&mut s), Reply::PassRefused { reason: "pass_used_up".into() });
+        // The origin failed on the last admitted request: it is given back, once.
+        assert_eq!(apply(&mut s, Op::PassRefund, T).unwrap(), Reply::Done);
+        assert_eq!(s.pass_usage.unwrap().used, 1);
+        assert_eq!(use_(&mut s), Reply::PassAdmitted { remaining: Some(0) });
+        assert_eq!(use_(&mut s), Reply::PassRefused { reason: "pass_used_up".into() });
+        for _ in 0..5 {
+            apply(&mut s, Op::PassRefund, T).unwrap();
+        }
+        assert_eq!(s.pass_usage.unwrap().used, 0, "never below zero");
+        assert_eq!(use_(&mut s), Reply::PassAdmitted { remaining: Some(1) }, "a refund never adds requests beyond those bought");
+        // A refund does not lift a revocation.
+        apply(&mut s, Op::PassRevoke { expires_at: T + 100, known: true }, T).unwrap();
+        apply(&mut s, Op::PassRefund, T).unwrap();
+        assert_eq!(use_(&mut s), Reply::PassRefused { reason: "pass_revoked".into() });
+    }
+
+    #[test]
+    fn a_revocation_says_whether_the_pass_existed_and_a_later_sale_record_does_not_lift_it() {
+        let mut s = MemoryStore::default();
+        let revoke = |s: &mut MemoryStore, known| apply(s, Op::PassRevoke { expires_at: T + 100, known }, T).unwrap();
+        // Never sold, not known to the paywall: nothing revoked, nothing written.
+        assert_eq!(revoke(&mut s, false), Reply::PassUnknown);
+        assert_eq!(s.pass_usage, None);
+        // Sold (recorded after the response), then revoked by token elsewhere: found here.
+        assert_eq!(apply(&mut s, Op::PassSold { expires_at: T + 100 }, T).unwrap(), Reply::Done);
+        assert_eq!(revoke(&mut s, false), Reply::PassRevoked { already: false, expires_at: T + 100 });
+        assert_eq!(revoke(&mut s, false), Reply::PassRevoked { already: true, expires_at: T + 100 });
+        // The sale's record arriving late does not lift the revocation.
+        apply(&mut s, Op::PassSold { expires_at: T + 100 }, T).unwrap();
+        let used = apply(&mut s, Op::PassUse { max_requests: None, expires_at: T + 100 }, T).unwrap();
+        assert_eq!(used, Reply::PassRefused { reason: "pass_revoked".into() });
+        // Known to the paywall (its KV record) but not to the shard: revoked, with that expiry.
+        let mut t = MemoryStore::default();
+        assert_eq!(apply(&mut t, Op::PassRevoke { expires_at: T + 7, known: true }, T).unwrap(), Reply::PassRevoked { already: false, expires_at: T + 7 });
+        assert!(t.pass_usage.unwrap().revoked);
     }
 
     #[test]

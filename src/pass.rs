@@ -7,8 +7,11 @@
 //!   [`PASS_COOKIE`] cookie (`HttpOnly; Secure; SameSite=Lax`, `Path` = the scope's path); accepted
 //!   back from either. Neither reaches the origin.
 //! - The pass *id* is keccak256(token), hex: KV holds `pass:<id>` → [`PassRecord`] (the namespace
-//!   never holds a usable token); the ledger Durable Object named `pass:<id>` counts its requests
-//!   and holds its revocation ([`crate::ledger::Op::PassUse`]).
+//!   never holds a usable token); the ledger Durable Object named `pass:<id>` knows it was sold,
+//!   counts its requests and holds its revocation ([`crate::ledger::Op::PassUse`]).
+//! - A revocation is a *tombstone*: its own KV key `revoked:<id>` ([`tombstone_key`]), which no
+//!   record write can overwrite, read whenever a record is read from KV, and kept in the revoking
+//!   isolate's [`PassCache`] until the pass expires.
 //! - Each isolate caches records it read or minted for at most [`CACHE_SECONDS`], so a revocation
 //!   written to KV reaches every isolate within KV's propagation (about 60 s) plus that.
 
@@ -55,6 +58,12 @@ pub fn kv_key(id: &str) -> String {
     format!("pass:{id}")
 }
 
+/// The KV key of a pass id's revocation (tombstone). Its prefix differs from [`kv_key`]'s, so a
+/// record write never touches it.
+pub fn tombstone_key(id: &str) -> String {
+    format!("revoked:{id}")
+}
+
 /// The ledger shard (Durable Object name) of a pass id.
 pub fn shard(id: &str) -> String {
     format!("pass:{id}")
@@ -83,9 +92,33 @@ pub fn strip_cookie(cookie: &str) -> Option<String> {
 }
 
 /// The `Set-Cookie` value for a pass: `Path` limits where browsers send it (authorization is by
-/// the record's scope either way), `Max-Age` its lifetime in seconds.
+/// the record's scope either way; the path goes through [`cookie_path`]), `Max-Age` its lifetime
+/// in seconds. `token` is a token as [`token_from_random`] makes it (base64url).
 pub fn set_cookie(token: &str, path: &str, max_age: u64) -> String {
-    format!("{PASS_COOKIE}={token}; Path={path}; Max-Age={max_age}; HttpOnly; Secure; SameSite=Lax")
+    format!("{PASS_COOKIE}={token}; Path={}; Max-Age={max_age}; HttpOnly; Secure; SameSite=Lax", cookie_path(path))
+}
+
+/// Whether `b` may appear in a cookie's `Path` attribute as this paywall writes it: RFC 3986
+/// path characters (unreserved, `%` escapes, `/`, and the sub-delimiters other than `;`, `,` and
+/// `=`, plus `:` and `@`). RFC 6265 §4.1.1's path-value excludes only controls and `;`; `,` and
+/// `=` are left out too, because some cookie parsers split on them, as are whitespace, `"` and
+/// `\`.
+fn cookie_path_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b'%' | b'/' | b'!' | b'$' | b'&' | b'\'' | b'(' | b')' | b'*' | b'+' | b':' | b'@')
+}
+
+/// The `Path` attribute for a cookie scoped to `path` (a canonical request path or a pattern's
+/// literal prefix): `path` itself when every byte is safe (the set above), else its
+/// longest prefix of whole safe segments (`/docs/1;Domain=example.com;Path=/` → `/docs`), `/` at
+/// least. A browser then sends the cookie on a wider path than the pass opens, never a narrower
+/// one; the pass record's scope still decides what it admits. Never carries `;`, `,`, `=`,
+/// whitespace or control characters, so the path cannot add or replace a cookie attribute.
+pub fn cookie_path(path: &str) -> String {
+    if path.starts_with('/') && path.bytes().all(cookie_path_byte) {
+        return path.to_string();
+    }
+    let safe: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).take_while(|s| s.bytes().all(cookie_path_byte)).collect();
+    format!("/{}", safe.join("/"))
 }
 
 /// The cookie path of a route pattern: its literal leading segments (`GET /reports/:id` →
@@ -116,7 +149,8 @@ pub struct PassRecord {
     pub expires_at: u64,
     /// Requests it sells, counted by its ledger shard; `None`: unlimited until expiry.
     pub max_requests: Option<u32>,
-    /// Revoked by the operator.
+    /// Revoked by the operator, in records written before revocations became tombstones
+    /// ([`tombstone_key`]); still honoured, never written `true` now.
     #[serde(default)]
     pub revoked: bool,
 }
@@ -154,11 +188,15 @@ impl PassRecord {
     }
 }
 
-/// Pass records this isolate has read or minted, each trusted for [`CACHE_SECONDS`]. Bounded by
-/// [`CACHE_CAPACITY`]: when full, stale entries go first, then everything.
+/// Pass records this isolate has read or minted, each trusted for [`CACHE_SECONDS`], and the
+/// revocations (tombstones) it wrote or read, each kept until its pass expires. Each map is
+/// bounded by [`CACHE_CAPACITY`]: when full, stale entries go first, then everything (a forgotten
+/// tombstone is read again from KV with the record).
 #[derive(Debug, Default)]
 pub struct PassCache {
     records: RefCell<HashMap<String, (PassRecord, u64)>>,
+    /// Pass id → Unix seconds until which it is known revoked (its expiry).
+    revoked: RefCell<HashMap<String, u64>>,
 }
 
 impl PassCache {
@@ -179,17 +217,42 @@ impl PassCache {
         records.insert(id, (record, now));
     }
 
-    /// Forgets a pass (after a revocation in this isolate).
+    /// Forgets a pass's record.
     pub fn remove(&self, id: &str) {
         self.records.borrow_mut().remove(id);
     }
 
+    /// Records that a pass is revoked until `until` (Unix seconds, its expiry; at least `now` +
+    /// [`CACHE_SECONDS`]) and forgets its record.
+    pub fn revoke(&self, id: &str, until: u64, now: u64) {
+        self.remove(id);
+        let mut revoked = self.revoked.borrow_mut();
+        if revoked.len() >= CACHE_CAPACITY {
+            revoked.retain(|_, until| *until > now);
+            if revoked.len() >= CACHE_CAPACITY {
+                revoked.clear();
+            }
+        }
+        revoked.insert(id.to_string(), until.max(now.saturating_add(CACHE_SECONDS)));
+    }
+
+    /// Whether this isolate knows the pass is revoked at `now`.
+    pub fn is_revoked(&self, id: &str, now: u64) -> bool {
+        self.revoked.borrow().get(id).is_some_and(|until| *until > now)
+    }
+
+    /// Records cached (fresh or stale).
     pub fn len(&self) -> usize {
         self.records.borrow().len()
     }
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    /// Tombstones cached (live or past their pass's expiry).
+    pub fn revoked_len(&self) -> usize {
+        self.revoked.borrow().len()
     }
 }
 
@@ -218,10 +281,61 @@ mod tests {
         assert_eq!(strip_cookie("a=1; x402_pass=TOKEN; b=2").as_deref(), Some("a=1; b=2"));
         assert_eq!(strip_cookie("x402_pass=TOKEN"), None);
         assert_eq!(set_cookie("T", "/reports", 3600), "x402_pass=T; Path=/reports; Max-Age=3600; HttpOnly; Secure; SameSite=Lax");
+        assert_eq!(set_cookie("T", "/docs/1;Domain=example.com;Path=/", 60), "x402_pass=T; Path=/docs; Max-Age=60; HttpOnly; Secure; SameSite=Lax");
         assert_eq!(pattern_path("GET /reports/:id"), "/reports");
         assert_eq!(pattern_path("/premium/*"), "/premium");
         assert_eq!(pattern_path("GET /*"), "/");
         assert_eq!(pattern_path("GET /a/b"), "/a/b");
+    }
+
+    #[test]
+    fn a_cookie_path_never_carries_an_attribute() {
+        // Safe paths are kept as they are (escapes included, trailing slash kept).
+        for path in ["/", "/reports", "/reports/", "/docs/a%20b", "/docs/~user/x.json", "/a/b:c@d!$&'()*+"] {
+            assert_eq!(cookie_path(path), path);
+        }
+        // Anything that could end the attribute or start another cuts the path before its segment.
+        for (path, want) in [
+            ("/docs/1;Domain=example.com;Path=/", "/docs"),
+            ("/docs/1;Domain=example.com", "/docs"),
+            (";Domain=example.com", "/"),
+            ("/;Path=/", "/"),
+            ("/a/b,c/d", "/a"),
+            ("/a/b=c", "/a"),
+            ("/a/\"x\"", "/a"),
+            ("/a/b c", "/a"),
+            ("/a/b\tc", "/a"),
+            ("/a/b\r\nSet-Cookie:x=1", "/a"),
+            ("/a/b\\c", "/a"),
+            ("/a/é", "/a"),
+            ("", "/"),
+            ("relative/x", "/relative/x"),
+        ] {
+            let got = cookie_path(path);
+            assert_eq!(got, want, "{path:?}");
+            assert!(got.starts_with('/') && got.bytes().all(cookie_path_byte), "{got:?}");
+            let cookie = set_cookie("T", path, 60);
+            assert_eq!(cookie.matches(';').count(), 5, "exactly the five attributes: {cookie}");
+            assert!(!cookie.to_ascii_lowercase().contains("domain"), "{cookie}");
+        }
+    }
+
+    #[test]
+    fn a_tombstone_outlives_the_record_cache_until_the_pass_expires() {
+        let cache = PassCache::default();
+        assert!(!cache.is_revoked("a", 100));
+        cache.revoke("a", 1000, 100);
+        assert!(cache.is_revoked("a", 100 + CACHE_SECONDS + 1), "kept beyond the record cache's lifetime");
+        assert!(cache.is_revoked("a", 999));
+        assert!(!cache.is_revoked("a", 1000), "forgotten once the pass has expired anyway");
+        assert!(!cache.is_revoked("b", 100));
+        // An already expired pass is still refused for a while.
+        cache.revoke("old", 50, 100);
+        assert!(cache.is_revoked("old", 100 + CACHE_SECONDS - 1));
+        for i in 0..CACHE_CAPACITY + 10 {
+            cache.revoke(&format!("k{i}"), 2000, 100);
+        }
+        assert!(cache.revoked_len() <= CACHE_CAPACITY);
     }
 
     #[test]

@@ -103,10 +103,15 @@ fn the_pass_record_is_written_after_the_response_and_read_once_per_isolate_per_c
     for _ in 0..3 {
         assert_eq!(run(&cfg, &other, request("/paid", &[("x402-pass", &t)])).status(), 200);
     }
-    assert_eq!(other.kv_gets.get(), 1);
+    assert_eq!(other.kv_gets.get(), 2, "the record, then its tombstone, once");
     other.now.set(NOW + CACHE_SECONDS);
     run(&cfg, &other, request("/paid", &[("x402-pass", &t)]));
-    assert_eq!(other.kv_gets.get(), 2, "re-read after the cache lifetime");
+    assert_eq!(other.kv_gets.get(), 4, "both re-read after the cache lifetime");
+    // A token nothing knows costs one read: no tombstone read without a record.
+    let before = other.kv_gets.get();
+    let stranger = "A".repeat(43);
+    assert!(error_of(&run(&cfg, &other, request("/paid", &[("x402-pass", &stranger)]))).starts_with("pass_unknown"));
+    assert_eq!(other.kv_gets.get(), before + 1);
 }
 
 #[test]
@@ -171,8 +176,24 @@ fn admin_cfg(pass: serde_json::Value, deny: &str) -> Rc<Config> {
 }
 
 fn admin(cfg: &Rc<Config>, p: &Rc<Fake>, method: &str, query: &str, token: &str) -> http::Response<Vec<u8>> {
+    admin_body(cfg, p, method, query, token, "")
+}
+
+fn admin_body(cfg: &Rc<Config>, p: &Rc<Fake>, method: &str, query: &str, token: &str, body: &str) -> http::Response<Vec<u8>> {
     let auth = format!("Bearer {token}");
-    run(cfg, p, request_with(method, &format!("/.well-known/x402/admin{query}"), &[("authorization", &auth)]))
+    let mut req = request_with(method, &format!("/.well-known/x402/admin{query}"), &[("authorization", &auth), ("content-type", "application/json")]);
+    *req.body_mut() = body.as_bytes().to_vec();
+    run(cfg, p, req)
+}
+
+/// `POST {ADMIN_PATH}{action}` with the admin token and `body` as JSON.
+fn admin_post(cfg: &Rc<Config>, p: &Rc<Fake>, action: &str, body: serde_json::Value) -> http::Response<Vec<u8>> {
+    admin_body(cfg, p, "POST", action, ADMIN, &body.to_string())
+}
+
+/// The pass id (KV key suffix, ledger shard suffix) of a token.
+fn id_of(token: &str) -> String {
+    x402_edge_paywall::pass::pass_id(token).unwrap()
 }
 
 #[test]
@@ -198,16 +219,24 @@ fn revoking_one_pass_and_every_pass_of_a_payer() {
         let a = token(&buy(&cfg, &p, "/paid", 97, 1));
         let b = token(&buy(&cfg, &p, "/paid", 97, 2));
         let c = token(&buy(&cfg, &p, "/paid", 98, 1));
-        let res = admin(&cfg, &p, "POST", &format!("/revoke?pass={a}"), ADMIN);
-        assert_eq!(body_json(&res)["revoked"], 1, "{}", String::from_utf8_lossy(res.body()));
+        let res = admin_post(&cfg, &p, "/revoke", json!({ "pass": a }));
+        assert_eq!(body_json(&res), json!({ "revoked": 1, "alreadyRevoked": 0, "unknown": 0, "denied": null }), "{}", String::from_utf8_lossy(res.body()));
         assert!(error_of(&run(&cfg, &p, request("/paid", &[("x402-pass", &a)]))).starts_with("pass_revoked"), "counted={counted}");
         assert_eq!(run(&cfg, &p, request("/paid", &[("x402-pass", &b)])).status(), 200);
         let payer = payer(97).to_checksum();
-        assert_eq!(body_json(&admin(&cfg, &p, "POST", &format!("/revoke?payer={payer}"), ADMIN))["revoked"], 2);
+        let all = body_json(&admin_post(&cfg, &p, "/revoke", json!({ "payer": payer })));
+        assert_eq!((all["revoked"].as_u64(), all["alreadyRevoked"].as_u64()), (Some(1), Some(1)), "b now, a before: {all}");
         assert!(error_of(&run(&cfg, &p, request("/paid", &[("x402-pass", &b)]))).starts_with("pass_revoked"));
         assert_eq!(run(&cfg, &p, request("/paid", &[("x402-pass", &c)])).status(), 200, "another payer's pass");
-        // Another isolate with the record cached sees the revocation once its cache lapses.
-        assert!(p.kv.borrow().values().filter(|v| v.contains("\"revoked\":true")).count() >= 2);
+        // The same again revokes nothing new.
+        assert_eq!(body_json(&admin_post(&cfg, &p, "/revoke", json!({ "payer": payer })))["revoked"], 0);
+        // Each revoked pass has a tombstone of its own in KV; its record is left as sold.
+        let kv = p.kv.borrow();
+        for t in [&a, &b] {
+            assert!(kv.contains_key(&format!("revoked:{}", id_of(t))), "counted={counted}");
+            assert!(!kv[&format!("pass:{}", id_of(t))].contains("\"revoked\":true"));
+        }
+        assert!(!kv.contains_key(&format!("revoked:{}", id_of(&c))));
     }
 }
 
@@ -220,14 +249,145 @@ fn a_revocation_right_after_the_sale_is_not_undone_by_the_sale_s_late_record_wri
     let t = token(&res);
     assert_eq!(p.deferred.borrow().len(), 1);
     let auth = format!("Bearer {ADMIN}");
-    let revoke = pollster::block_on(handle(&cfg, &p, request_with("POST", &format!("/.well-known/x402/admin/revoke?pass={t}"), &[("authorization", &auth)])));
+    let mut req = request_with("POST", "/.well-known/x402/admin/revoke", &[("authorization", &auth)]);
+    *req.body_mut() = json!({ "pass": t }).to_string().into_bytes();
+    let revoke = pollster::block_on(handle(&cfg, &p, req));
     assert_eq!(revoke.status(), 200);
+    assert_eq!(body_json(&revoke)["revoked"], 1, "this isolate knew the pass");
     drain(&p); // the late write of the sale lands after the revocation
-    assert!(p.kv.borrow().values().all(|v| v.contains("\"revoked\":true")), "KV holds the revocation");
+    assert!(p.kv.borrow().contains_key(&format!("pass:{}", id_of(&t))), "the record is written");
+    assert!(p.kv.borrow().contains_key(&format!("revoked:{}", id_of(&t))), "and so is the tombstone");
     assert!(error_of(&run(&cfg, &p, request("/paid", &[("x402-pass", &t)]))).starts_with("pass_revoked"));
-    // Another isolate reads KV: revoked there too.
+    // Another isolate reads KV: the record, then the tombstone: revoked there too.
     let other = Rc::new(Fake { kv: std::cell::RefCell::new(p.kv.borrow().clone()), ..fake() });
     assert!(error_of(&run(&cfg, &other, request("/paid", &[("x402-pass", &t)]))).starts_with("pass_revoked"));
+    assert_eq!(p.origin_hits() + other.origin_hits(), 1, "only the paid request reached the origin");
+}
+
+/// One location of the edge: its own KV replica and isolate (cache), and the Durable Objects
+/// every location shares (copied in and out around each step).
+fn at_location(kv: &std::collections::HashMap<String, String>, ledger: &std::collections::HashMap<String, x402_edge_paywall::ledger::MemoryStore>) -> Rc<Fake> {
+    Rc::new(Fake { kv: std::cell::RefCell::new(kv.clone()), ledger: std::cell::RefCell::new(ledger.clone()), ..fake() })
+}
+
+#[test]
+fn an_unlimited_pass_revoked_where_its_record_has_not_arrived_stays_revoked_when_it_arrives() {
+    let cfg = admin_cfg(json!({ "ttl": "1h" }), "");
+    // Location A sells the pass; its record reaches A's KV, not yet B's.
+    let a = Rc::new(fake());
+    let t = token(&buy(&cfg, &a, "/paid", 103, 1));
+    let id = id_of(&t);
+    let record = a.kv.borrow()[&format!("pass:{id}")].clone();
+    let shard = format!("pass:{id}");
+    assert!(a.ledger.borrow()[&shard].pass_usage.is_some(), "the sale is recorded in the pass's ledger shard");
+    // Location B: no record in its KV, nothing cached. The operator revokes there.
+    let b = at_location(&std::collections::HashMap::new(), &a.ledger.borrow());
+    let res = admin_post(&cfg, &b, "/revoke", json!({ "pass": t }));
+    assert_eq!(body_json(&res)["revoked"], 1, "found through its ledger shard: {}", String::from_utf8_lossy(res.body()));
+    assert!(b.ledger.borrow()[&shard].pass_usage.unwrap().revoked);
+    // The sale's record now arrives at B (KV propagation): it must not bring the pass back.
+    b.kv.borrow_mut().insert(format!("pass:{id}"), record);
+    let fresh = at_location(&b.kv.borrow(), &b.ledger.borrow());
+    let refused = run(&cfg, &fresh, request("/paid", &[("x402-pass", &t)]));
+    assert!(error_of(&refused).starts_with("pass_revoked"), "{}", error_of(&refused));
+    assert_eq!(fresh.kv_gets.get(), 2, "record, then tombstone");
+    // Refused again from this isolate's cache, without reading KV.
+    assert!(error_of(&run(&cfg, &fresh, request("/paid", &[("x402-pass", &t)]))).starts_with("pass_revoked"));
+    assert_eq!(fresh.kv_gets.get(), 2);
+    // And at A once its tombstone has propagated and A's cache has lapsed.
+    a.kv.borrow_mut().extend(b.kv.borrow().iter().filter(|(k, _)| k.starts_with("revoked:")).map(|(k, v)| (k.clone(), v.clone())));
+    a.now.set(NOW + CACHE_SECONDS);
+    assert!(error_of(&run(&cfg, &a, request("/paid", &[("x402-pass", &t)]))).starts_with("pass_revoked"));
+    assert_eq!(a.origin_hits() + b.origin_hits() + fresh.origin_hits(), 1, "only the paid request reached the origin");
+}
+
+#[test]
+fn a_counted_pass_revoked_before_its_sale_was_recorded_is_refused_by_its_tombstone() {
+    let cfg = admin_cfg(json!({ "ttl": "1h", "maxRequests": 5 }), "");
+    // A sells the pass; its after-response work (ledger shard, KV record) has not run yet.
+    let a = Rc::new(fake());
+    let res = pollster::block_on(handle(&cfg, &a, request("/paid", &[("payment-signature", &payment(&cfg, 0, 104))])));
+    let t = token(&res);
+    let shard = format!("pass:{}", id_of(&t));
+    // The operator revokes it at B in that moment: nothing knows the pass yet, and the answer
+    // says so; the tombstone is written all the same.
+    let b = at_location(&std::collections::HashMap::new(), &a.ledger.borrow());
+    let res = admin_post(&cfg, &b, "/revoke", json!({ "pass": t }));
+    assert_eq!(body_json(&res), json!({ "revoked": 0, "alreadyRevoked": 0, "unknown": 1, "denied": null }));
+    assert!(b.ledger.borrow().get(&shard).and_then(|s| s.pass_usage).is_none(), "the shard learnt nothing");
+    // Then A's work lands: the shard knows an unrevoked pass, KV has its record.
+    drain(&a);
+    assert!(!a.ledger.borrow()[&shard].pass_usage.unwrap().revoked);
+    // Any isolate reading KV sees the tombstone too, and refuses before the ledger counts.
+    let mut kv = a.kv.borrow().clone();
+    kv.extend(b.kv.borrow().clone());
+    let c = at_location(&kv, &a.ledger.borrow());
+    assert!(error_of(&run(&cfg, &c, request("/paid", &[("x402-pass", &t)]))).starts_with("pass_revoked"));
+    assert_eq!(c.ledger.borrow()[&shard].pass_usage.unwrap().used, 0, "nothing counted");
+    assert_eq!(c.origin_hits(), 0);
+    // A, which cached the record at the sale, refuses once its cache lapses.
+    *a.kv.borrow_mut() = kv;
+    a.now.set(NOW + CACHE_SECONDS);
+    assert!(error_of(&run(&cfg, &a, request("/paid", &[("x402-pass", &t)]))).starts_with("pass_revoked"));
+    assert_eq!(a.origin_hits(), 1, "only the paid request");
+}
+
+#[test]
+fn revoking_what_was_never_sold_answers_zero() {
+    let cfg = admin_cfg(json!({ "ttl": "1h" }), "");
+    let p = Rc::new(fake());
+    let never = "Q".repeat(43);
+    for _ in 0..2 {
+        let res = admin_post(&cfg, &p, "/revoke", json!({ "pass": never }));
+        assert_eq!(body_json(&res), json!({ "revoked": 0, "alreadyRevoked": 0, "unknown": 1, "denied": null }), "{}", String::from_utf8_lossy(res.body()));
+    }
+    let shard = format!("pass:{}", id_of(&never));
+    assert_eq!(p.ledger.borrow().get(&shard).and_then(|s| s.pass_usage), None, "no ledger state made up for it");
+    // It is tombstoned anyway (it may have been sold a moment ago elsewhere), for as long as the
+    // longest pass a route sells.
+    assert!(p.kv.borrow().contains_key(&format!("revoked:{}", id_of(&never))));
+    // A payer that never bought anything.
+    let res = admin_post(&cfg, &p, "/revoke", json!({ "payer": payer(105).to_checksum() }));
+    assert_eq!(body_json(&res), json!({ "revoked": 0, "alreadyRevoked": 0, "unknown": 0, "denied": null }));
+    assert_eq!(p.origin_hits(), 0);
+}
+
+#[test]
+fn admin_tokens_travel_in_the_body_never_in_the_query() {
+    let cfg = admin_cfg(json!({ "ttl": "1h" }), "");
+    let p = Rc::new(fake());
+    let t = token(&buy(&cfg, &p, "/paid", 106, 1));
+    let res = admin(&cfg, &p, "POST", &format!("/revoke?pass={t}"), ADMIN);
+    assert_eq!(res.status(), 400);
+    let message = body_json(&res)["message"].as_str().unwrap().to_string();
+    assert!(message.contains("query string") && message.contains("JSON body"), "{message}");
+    assert!(!message.contains(&t), "the answer does not echo the token");
+    // Also with a body: the query form is refused, nothing is revoked.
+    assert_eq!(admin_body(&cfg, &p, "POST", &format!("/revoke?pass={t}"), ADMIN, &json!({ "pass": t }).to_string()).status(), 400);
+    assert_eq!(run(&cfg, &p, request("/paid", &[("x402-pass", &t)])).status(), 200, "still valid");
+    for body in [
+        "not json".to_string(),
+        json!({ "token": t }).to_string(),
+        json!({ "pass": t, "payer": payer(106).to_checksum() }).to_string(),
+        json!({ "pass": "short" }).to_string(),
+        json!({ "pass": 12 }).to_string(),
+        json!({ "payer": "0x1234" }).to_string(),
+        json!([t]).to_string(),
+        format!("{{\"pass\":\"{t}\",\"pad\":\"{}\"}}", "x".repeat(5000)),
+        String::new(),
+    ] {
+        let res = admin_body(&cfg, &p, "POST", "/revoke", ADMIN, &body);
+        assert_eq!(res.status(), 400, "{body:.80}: {}", String::from_utf8_lossy(res.body()));
+        assert_eq!(body_json(&res)["error"], "invalid_admin_request");
+    }
+    assert_eq!(run(&cfg, &p, request("/paid", &[("x402-pass", &t)])).status(), 200, "none of those revoked it");
+    assert!(!p.kv.borrow().keys().any(|k| k.starts_with("revoked:")));
+    // The body form works; a payer may still come in the query (an address is not a secret).
+    assert_eq!(body_json(&admin_post(&cfg, &p, "/revoke", json!({ "pass": t })))["revoked"], 1);
+    let t2 = token(&buy(&cfg, &p, "/paid", 106, 2));
+    let res = admin(&cfg, &p, "POST", &format!("/revoke?payer={}", payer(106).to_checksum()), ADMIN);
+    assert_eq!((body_json(&res)["revoked"].as_u64(), body_json(&res)["alreadyRevoked"].as_u64()), (Some(1), Some(1)));
+    assert!(error_of(&run(&cfg, &p, request("/paid", &[("x402-pass", &t2)]))).starts_with("pass_revoked"));
 }
 
 #[test]
@@ -242,7 +402,7 @@ fn denied_payers_are_refused_before_the_origin_and_the_facilitator() {
     // Added through the admin endpoint: refused at reservation, its passes revoked.
     let t = token(&buy(&cfg, &p, "/paid", 100, 1));
     let who = payer(100).to_checksum();
-    let res = admin(&cfg, &p, "POST", &format!("/deny?payer={who}"), ADMIN);
+    let res = admin_post(&cfg, &p, "/deny", json!({ "payer": who }));
     assert_eq!(body_json(&res)["denied"], who.as_str());
     assert_eq!(body_json(&res)["revoked"], 1);
     assert!(error_of(&run(&cfg, &p, request("/paid", &[("x402-pass", &t)]))).starts_with("pass_revoked"));
@@ -260,4 +420,83 @@ fn a_kv_outage_still_delivers_the_paid_response() {
     assert_eq!(res.status(), 200);
     assert!(p.logs.borrow().iter().any(|l| l.contains("not written to KV")));
     assert_eq!(run(&cfg, &p, request("/paid", &[("x402-pass", &token(&res))])).status(), 200, "the minting isolate still knows it");
+}
+
+#[test]
+fn a_path_in_the_cookie_never_adds_or_replaces_an_attribute() {
+    let cfg = config_with(json!([{ "route": "GET /docs/:id", "price": "$0.01", "pass": { "ttl": "1h", "scope": "path" } }]));
+    let p = Rc::new(fake());
+    let attacks = [
+        "/docs/1;Domain=example.com;Path=/",
+        "/docs/1;Domain=example.com",
+        "/docs/1;Path=/;Max-Age=999999999",
+        "/docs/1;SameSite=None;Secure",
+        "/docs/1,x402_pass=forged",
+        "/docs/1=2",
+        "/docs/%22q%22;Domain=.test",
+    ];
+    for (n, path) in attacks.iter().enumerate() {
+        let res = buy(&cfg, &p, path, 107, n as u8 + 1);
+        assert_eq!(res.status(), 200, "{path}");
+        let cookies: Vec<&str> = res.headers().get_all("set-cookie").iter().map(|v| v.to_str().unwrap()).collect();
+        assert_eq!(cookies, [format!("x402_pass={}; Path=/docs; Max-Age=3600; HttpOnly; Secure; SameSite=Lax", token(&res))], "{path}");
+        // The pass still opens exactly the path paid for (the record's scope), not its neighbours.
+        let t = token(&res);
+        assert_eq!(run(&cfg, &p, request(path, &[("x402-pass", &t)])).status(), 200, "{path}");
+        assert!(error_of(&run(&cfg, &p, request("/docs/1", &[("x402-pass", &t)]))).starts_with("pass_out_of_scope"), "{path}");
+    }
+    // A path that is safe as it is keeps its exact cookie path.
+    let res = buy(&cfg, &p, "/docs/report-7", 107, 100);
+    assert_eq!(res.headers()["set-cookie"], format!("x402_pass={}; Path=/docs/report-7; Max-Age=3600; HttpOnly; Secure; SameSite=Lax", token(&res)).as_str());
+}
+
+#[test]
+fn a_counted_pass_use_is_given_back_when_the_origin_does_not_serve_it() {
+    let cfg = config_with_pass(json!({ "ttl": "1h", "maxRequests": 2 }));
+    let p = Rc::new(fake());
+    let t = token(&buy(&cfg, &p, "/paid", 108, 1));
+    let shard = format!("pass:{}", id_of(&t));
+    let used = |p: &Fake| p.ledger.borrow()[&shard].pass_usage.map_or(0, |u| u.used);
+    let use_pass = |p: &Rc<Fake>| run(&cfg, p, request("/paid", &[("x402-pass", &t)]));
+    let origin = p.origin_hits();
+    // 5xx answers, an unreachable origin and one over its time limit: each request reached (or
+    // tried) the origin, none was served, none stays counted.
+    for status in [500, 502, 503] {
+        p.origin_status.set(status);
+        assert_eq!(use_pass(&p).status(), status);
+    }
+    p.origin_status.set(200);
+    *p.origin_error.borrow_mut() = Some("connection refused".into());
+    assert_eq!(use_pass(&p).status(), 502);
+    *p.origin_error.borrow_mut() = None;
+    p.origin_down.set(true);
+    assert_eq!(use_pass(&p).status(), 504);
+    p.origin_down.set(false);
+    assert_eq!(p.origin_hits() - origin, 5);
+    assert_eq!(used(&p), 0, "every failed request given back");
+    // A 4xx is the origin's answer: counted.
+    p.origin_status.set(404);
+    assert_eq!(use_pass(&p).status(), 404);
+    assert_eq!(used(&p), 1);
+    p.origin_status.set(200);
+    assert_eq!(use_pass(&p).status(), 200);
+    assert_eq!(used(&p), 2);
+    let refused = use_pass(&p);
+    assert!(error_of(&refused).starts_with("pass_used_up"));
+    assert_eq!(p.origin_hits() - origin, 7, "the used-up request never reached the origin");
+    assert_eq!(p.settles(), 1);
+}
+
+#[test]
+fn an_unlimited_pass_has_nothing_to_give_back() {
+    let cfg = config_with_pass(json!({ "ttl": "1h" }));
+    let p = Rc::new(fake());
+    let t = token(&buy(&cfg, &p, "/paid", 109, 1));
+    let shard = format!("pass:{}", id_of(&t));
+    let before = p.ledger.borrow()[&shard].pass_usage;
+    p.origin_status.set(500);
+    assert_eq!(run(&cfg, &p, request("/paid", &[("x402-pass", &t)])).status(), 500);
+    assert_eq!(p.ledger.borrow()[&shard].pass_usage, before, "no ledger write for an unlimited pass");
+    p.origin_status.set(200);
+    assert_eq!(run(&cfg, &p, request("/paid", &[("x402-pass", &t)])).status(), 200);
 }

@@ -350,10 +350,22 @@ impl DurableObject for PaymentLedger {
         // Reloaded on next use, without the pruned records.
         *self.cache.borrow_mut() = None;
         let left = store
-            .rows("SELECT (SELECT COUNT(*) FROM authorizations) + (SELECT COUNT(*) FROM pass_usage) + (SELECT COUNT(*) FROM payer_passes) + (SELECT COUNT(*) FROM signin_nonces)", vec![])
+            .rows(
+                "SELECT (SELECT COUNT(*) FROM authorizations) + (SELECT COUNT(*) FROM payer_passes) + (SELECT COUNT(*) FROM signin_nonces), (SELECT COUNT(*) FROM pass_usage), (SELECT MIN(expires_at) FROM pass_usage)",
+                vec![],
+            )
             .map_err(worker::Error::RustError)?;
-        if left.first().is_some_and(|r| number(r.first()) > 0) {
-            self.state.storage().set_alarm(worker::Date::now().as_millis() as i64 + PRUNE_INTERVAL_MS).await?;
+        let row = left.first();
+        let (others, passes) = (row.map_or(0, |r| number(r.first())), row.map_or(0, |r| number(r.get(1))));
+        let next = worker::Date::now().as_millis() as i64 + PRUNE_INTERVAL_MS;
+        if others > 0 {
+            self.state.storage().set_alarm(next).await?;
+        } else if passes > 0 {
+            // A pass shard holds nothing else: wake when its pass can be pruned, not every few
+            // minutes until then (a pass may live a year).
+            let prunable = row.map_or(0, |r| number(r.get(2))).saturating_add(PRUNE_AFTER_SECONDS + 1);
+            let at = i64::try_from(prunable.saturating_mul(1000)).unwrap_or(i64::MAX);
+            self.state.storage().set_alarm(next.max(at)).await?;
         } else {
             self.alarm_checked.set(false);
         }

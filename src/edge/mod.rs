@@ -412,6 +412,27 @@ impl Platform for Edge {
         }
     }
 
+    /// The request's stream read chunk by chunk, stopped at `max_bytes`.
+    async fn read_body(&self, body: EdgeBody, max_bytes: usize) -> Result<Vec<u8>, String> {
+        let stream = match body {
+            EdgeBody::Bytes(b) if b.len() <= max_bytes => return Ok(b),
+            EdgeBody::Stream(None) => return Ok(Vec::new()),
+            EdgeBody::Stream(Some(stream)) => stream,
+            _ => return Err(format!("not a request body of at most {max_bytes} bytes")),
+        };
+        let response = web_sys::Response::new_with_opt_readable_stream(Some(&stream)).map_err(|e| js_error_text(&e))?;
+        let mut chunks = worker::Response::from(response).stream().map_err(|e| e.to_string())?;
+        let mut out = Vec::new();
+        while let Some(chunk) = chunks.next().await {
+            let chunk = chunk.map_err(|e| e.to_string())?;
+            if out.len() + chunk.len() > max_bytes {
+                return Err(format!("body larger than {max_bytes} bytes"));
+            }
+            out.extend_from_slice(&chunk);
+        }
+        Ok(out)
+    }
+
     async fn kv_get(&self, key: &str) -> Result<Option<String>, String> {
         self.kv()?.get(key).text().await.map_err(|e| e.to_string())
     }

@@ -157,6 +157,12 @@ impl Platform for Fake {
         }
         q.remove(0)
     }
+    async fn read_body(&self, body: Vec<u8>, max_bytes: usize) -> Result<Vec<u8>, String> {
+        if body.len() > max_bytes {
+            return Err(format!("body of {} bytes is larger than {max_bytes}", body.len()));
+        }
+        Ok(body)
+    }
     async fn kv_get(&self, key: &str) -> Result<Option<String>, String> {
         self.kv_gets.set(self.kv_gets.get() + 1);
         if self.kv_down {

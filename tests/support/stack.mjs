@@ -382,7 +382,8 @@ export const ROUTES = [
  * of a JS Worker): the origin is that Worker behind the `ORIGIN_SERVICE` service binding instead
  * of `originUrl`. `workerOptions`: more Miniflare options for the paywall Worker (rate limits,
  * Analytics Engine datasets). `buildDir`: another build of the Worker (build-panic/ for the
- * panic test). The result's `logs` collects the Worker's stdout lines.
+ * panic test). The result's `logs` collects the Worker's stdout lines; `restart()` starts it again
+ * in a fresh isolate with the same storage.
  */
 export async function startWorker({ originUrl, facilitatorUrl, payTo, routes = ROUTES, extraBindings = {}, originWorker, publicUrl = false, workerOptions = {}, buildDir = 'build' }) {
   const { Miniflare } = await import('miniflare');
@@ -430,9 +431,12 @@ export async function startWorker({ originUrl, facilitatorUrl, payTo, routes = R
     collect(stdout, process.stdout);
     collect(stderr, process.stderr);
   };
-  const mf = new Miniflare({ host: '127.0.0.1', port, cf: false, workers, handleRuntimeStdio });
+  const options = { host: '127.0.0.1', port, cf: false, workers, handleRuntimeStdio };
+  const mf = new Miniflare(options);
   const url = (await mf.ready).toString().replace(/\/$/, '');
-  return { mf, url, logs, stop: () => mf.dispose() };
+  // `restart()`: the same Worker in a fresh isolate (empty isolate caches, as at another
+  // location), with its KV and Durable Object storage kept.
+  return { mf, url, logs, stop: () => mf.dispose(), restart: () => mf.setOptions(options) };
 }
 
 /**
