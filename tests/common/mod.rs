@@ -59,6 +59,8 @@ pub struct Fake {
     pub kv_down: bool,
     pub ledger: RefCell<HashMap<String, MemoryStore>>,
     pub ledger_down: Cell<bool>,
+    /// Every ledger call in order, reached or not: (shard, op).
+    pub ledger_calls: RefCell<Vec<(String, Op)>>,
     /// The client has hung up.
     pub gone: Cell<bool>,
     /// The client hangs up while `/settle` is under way.
@@ -168,6 +170,7 @@ impl Platform for Fake {
         Ok(())
     }
     async fn ledger(&self, shard: &str, op: &Op) -> Result<Reply, String> {
+        self.ledger_calls.borrow_mut().push((shard.to_string(), op.clone()));
         if self.ledger_down.get() {
             return Err("ledger down".into());
         }
