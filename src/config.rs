@@ -246,20 +246,33 @@ pub enum Mode {
     Shadow,
 }
 
-/// The route's 402 challenges laid out once per method (see [`crate::x402::ChallengeLayout`]),
-/// filled in on first use.
+/// The route's 402 challenges (see [`crate::x402::ChallengeLayout`]), filled in on first use: one
+/// per method with a challenge of its own (`Some(method)`: a method the configuration gives a
+/// discovery extension) and one (`None`) that every other method shares, since their challenges
+/// are the same bytes. So it holds at most the configured methods plus one entry, whatever
+/// methods clients invent.
 #[derive(Debug, Clone, Default)]
-pub struct ChallengeLayouts(std::cell::RefCell<Vec<(http::Method, std::rc::Rc<crate::x402::ChallengeLayout>)>>);
+pub struct ChallengeLayouts(std::cell::RefCell<Vec<(Option<http::Method>, std::rc::Rc<crate::x402::ChallengeLayout>)>>);
 
 impl ChallengeLayouts {
-    /// The layout for `method`, built with `build` the first time (`None`: not built, not kept).
-    pub fn get_or_build(&self, method: &http::Method, build: impl FnOnce() -> Option<crate::x402::ChallengeLayout>) -> Option<std::rc::Rc<crate::x402::ChallengeLayout>> {
-        if let Some((_, l)) = self.0.borrow().iter().find(|(m, _)| m == method) {
+    /// The layout under `key`, built with `build` the first time (`None`: not built, not kept).
+    pub fn get_or_build(&self, key: Option<&http::Method>, build: impl FnOnce() -> Option<crate::x402::ChallengeLayout>) -> Option<std::rc::Rc<crate::x402::ChallengeLayout>> {
+        if let Some((_, l)) = self.0.borrow().iter().find(|(m, _)| m.as_ref() == key) {
             return Some(std::rc::Rc::clone(l));
         }
         let layout = std::rc::Rc::new(build()?);
-        self.0.borrow_mut().push((method.clone(), std::rc::Rc::clone(&layout)));
+        self.0.borrow_mut().push((key.cloned(), std::rc::Rc::clone(&layout)));
         Some(layout)
+    }
+
+    /// How many layouts are held.
+    pub fn len(&self) -> usize {
+        self.0.borrow().len()
+    }
+
+    /// Whether none is held yet.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 }
 

@@ -257,7 +257,8 @@ pub async fn handle<P: Platform>(config: &Rc<Config>, p: &Rc<P>, req: Request<P:
             let trace = Rc::new(Trace::new(&route.key));
             let res = match config.mode {
                 Mode::Enforce => {
-                    let client_ip = header_str(req.headers(), "cf-connecting-ip").unwrap_or("unknown").to_string();
+                    // What the client is limited by: its IPv4 address, or its IPv6 /64.
+                    let client_ip = client_limit_key(header_str(req.headers(), "cf-connecting-ip"));
                     let res = priced(config, p, route, req, &canonical, &client_ip, &trace).await;
                     failed_attempt_limit(&**p, route, &trace, &client_ip, res).await
                 }
@@ -400,7 +401,7 @@ async fn priced<P: Platform>(
     let mut pass_refusal: Option<String> = None;
     if let Some(presented) = pass::token_from_request(req.headers()).map(|t| pass::pass_id(&t)) {
         let checked = match presented {
-            Some(id) => cold(check_pass(config, &**p, route, canonical, &id)).await,
+            Some(id) => cold(check_presented_pass(config, &**p, route, canonical, &id, client_ip)).await,
             None => PassCheck::Refused("pass_unknown"),
         };
         match checked {
@@ -416,7 +417,7 @@ async fn priced<P: Platform>(
     }
     // Wallet sign-in: the payer who lost the token signs in with the wallet that paid.
     if let (Some(public), Some(proof)) = (config.public_url.as_deref().filter(|_| route.pass.is_some()), header_str(req.headers(), SIGN_IN_WITH_X)) {
-        match cold(sign_in(config, &**p, route, canonical, public, proof)).await {
+        match cold(limited_sign_in(config, &**p, route, canonical, public, proof, client_ip)).await {
             SignIn::Admitted(record) => {
                 trace.outcome(DecisionOutcome::Pass, Some("sign_in"));
                 trace.payer(&record.payer);
@@ -436,7 +437,7 @@ async fn priced<P: Platform>(
         (None, None) => {
             trace.outcome(DecisionOutcome::Challenge, pass_refusal.as_deref().or(Some("no_payment")));
             if let Some(binding) = &route.rate_limits.challenge {
-                if !rate_limit(&**p, binding, &format!("challenge:{}:{client_ip}", route.key)).await {
+                if !rate_limit(&**p, binding, &challenge_key(route, client_ip)).await {
                     trace.outcome(DecisionOutcome::RateLimited, Some("challenges"));
                     return too_many_requests::<P>("too many unpaid requests from this address", RATE_LIMIT_RETRY_SECONDS);
                 }
@@ -1238,11 +1239,15 @@ impl Challenger<'_> {
 }
 
 /// The route's challenge layout for `method`, laid out on first use (the extensions value is built
-/// only when a layout is: once per route and method). `None` for a route whose configured values
-/// hold U+0000, which could pose as a hole: it is serialised whole on each challenge instead.
+/// only when a layout is: once per route and method). Only the method's `bazaar` extension makes
+/// its challenge differ, so a method without one (any a client invents) shares the route's one
+/// extension-less layout: the layouts held stay bounded by the configuration. `None` for a route
+/// whose configured values hold U+0000, which could pose as a hole: it is serialised whole on each
+/// challenge instead.
 fn challenge_layout(route: &Route, method: &Method) -> Option<std::rc::Rc<ChallengeLayout>> {
-    route.challenge_layouts.get_or_build(method, || {
-        let extensions = discovery::merge_extensions(None, route.discovery.bazaar(method));
+    let bazaar = route.discovery.bazaar(method);
+    route.challenge_layouts.get_or_build(bazaar.map(|_| method), || {
+        let extensions = discovery::merge_extensions(None, bazaar);
         let (plain, _) = challenge_values(route, "", "", extensions.as_ref());
         if serde_json::to_string(&plain).ok()?.contains("\\u0000") {
             return None;
@@ -1571,6 +1576,43 @@ fn failed_key(route: &Route, client_ip: &str) -> String {
     format!("failed:{}:{client_ip}", route.key)
 }
 
+/// The key the route's `challenge` limit counts a client's unpaid work under.
+fn challenge_key(route: &Route, client: &str) -> String {
+    format!("challenge:{}:{client}", route.key)
+}
+
+/// Counts one piece of unpaid work that costs more than a challenge (a pass lookup that reads
+/// KV, a sign-in that reaches a Durable Object) against the route's `challenge` rate limit for
+/// `client` ([`client_limit_key`]), under the key challenges count under: one budget per client
+/// for everything it gets without paying. True when within it, or the route has no such limit.
+async fn unpaid_work_allowed<P: Platform>(p: &P, route: &Route, client: &str) -> bool {
+    match &route.rate_limits.challenge {
+        Some(binding) => rate_limit(p, binding, &challenge_key(route, client)).await,
+        None => true,
+    }
+}
+
+/// The identity a client is rate-limited and blocked under (the `challenge` and `failed` limits,
+/// the failed-attempt block list), from its `CF-Connecting-IP` value: an IPv4 address as it is
+/// (`192.0.2.1`); an IPv6 address as its /64 prefix, its first four groups in lower-case hex
+/// (`2001:db8:0:2::/64`): the smallest allocation one subscriber gets, so rotating through its
+/// addresses gains nothing; an IPv4-mapped IPv6 address as its IPv4 address; anything else
+/// (absent, not an IP address) as `unknown`, one shared key, so invented values never multiply
+/// keys. Parsed with `std::net` (surrounding spaces ignored).
+pub fn client_limit_key(ip: Option<&str>) -> String {
+    match ip.map(str::trim).and_then(|ip| ip.parse::<std::net::IpAddr>().ok()) {
+        Some(std::net::IpAddr::V4(v4)) => v4.to_string(),
+        Some(std::net::IpAddr::V6(v6)) => match v6.to_ipv4_mapped() {
+            Some(v4) => v4.to_string(),
+            None => {
+                let s = v6.segments();
+                format!("{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
+            }
+        },
+        None => "unknown".to_string(),
+    }
+}
+
 /// Counts one request against a rate limiting binding; a limiter that cannot be used lets the
 /// request through (logged): it protects capacity, never payments.
 async fn rate_limit<P: Platform>(p: &P, binding: &str, key: &str) -> bool {
@@ -1788,8 +1830,31 @@ fn pass_refusal_text(code: &str) -> &'static str {
         "pass_revoked" => "this pass was revoked",
         "pass_out_of_scope" => "this pass is for another route or path",
         "payer_denied" => "this pass's payer is not accepted here",
+        "pass_not_checked" => "too many unpaid requests from this address: the pass was not looked up; retry shortly",
         _ => "unknown pass (a pass can take up to 60 s to reach every location after it was bought)",
     }
+}
+
+/// Checks a pass token a request presented ([`check_pass`]) without work for tokens nobody holds.
+/// A pass id not cached in this isolate is looked up in KV only if it was not found unknown within
+/// [`pass::UNKNOWN_SECONDS`] (else `pass_unknown` at once) and the lookup is within the route's
+/// `challenge` rate limit for `client` ([`unpaid_work_allowed`]; over it, `pass_not_checked`, and
+/// the request goes on as one without a pass). A KV miss is remembered ([`PassCache::mark_unknown`]).
+async fn check_presented_pass<P: Platform>(config: &Config, p: &P, route: &Route, canonical: &str, id: &str, client: &str) -> PassCheck {
+    let now = p.now();
+    if !p.passes().holds(id, now) {
+        if p.passes().is_unknown(id, now) {
+            return PassCheck::Refused("pass_unknown");
+        }
+        if !unpaid_work_allowed(p, route, client).await {
+            return PassCheck::Refused("pass_not_checked");
+        }
+    }
+    let checked = check_pass(config, p, route, canonical, id).await;
+    if matches!(checked, PassCheck::Refused("pass_unknown")) {
+        p.passes().mark_unknown(id, now);
+    }
+    checked
 }
 
 /// Checks a presented pass token for `route` at `canonical`: its revocation (this isolate's
@@ -1908,6 +1973,16 @@ fn sign_in_extension<P: Platform>(config: &Config, p: &P, route: &Route, canonic
     }
     let nonce = hex_lower(&p.random32().ok()?[..16]);
     Some(json!({ SIGN_IN_WITH_X: siwx::declare(public, &format!("{public}{canonical}"), &chains, &nonce, p.now()) }))
+}
+
+/// [`sign_in`] behind the route's `challenge` rate limit for `client` ([`unpaid_work_allowed`]):
+/// every attempt counts before anything is decoded, since one reaches the signer's ledger Durable
+/// Object; over the limit it is refused (`siwx_rate_limited`) without it.
+async fn limited_sign_in<P: Platform>(config: &Config, p: &P, route: &Route, canonical: &str, public: &str, header: &str, client: &str) -> SignIn {
+    if !unpaid_work_allowed(p, route, client).await {
+        return SignIn::Refused("siwx_rate_limited: too many unpaid requests from this address; retry shortly".into());
+    }
+    sign_in(config, p, route, canonical, public, header).await
 }
 
 /// Verifies a `SIGN-IN-WITH-X` proof and looks for a live pass of the signer's that admits

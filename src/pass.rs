@@ -37,6 +37,12 @@ pub const TOKEN_LEN: usize = 43;
 pub const CACHE_SECONDS: u64 = 30;
 /// Most records one isolate caches.
 pub const CACHE_CAPACITY: usize = 4096;
+/// How long an isolate answers `pass_unknown` for a pass id KV did not hold without asking KV
+/// again, seconds. Within Workers KV's own caching of a missing key (60 s by default), so it
+/// adds little to how long a pass sold at another location takes to be known here.
+pub const UNKNOWN_SECONDS: u64 = 30;
+/// Most unknown pass ids one isolate remembers.
+pub const UNKNOWN_CAPACITY: usize = 4096;
 
 /// Encodes 32 random bytes as a token.
 pub fn token_from_random(random: &[u8; 32]) -> String {
@@ -188,15 +194,18 @@ impl PassRecord {
     }
 }
 
-/// Pass records this isolate has read or minted, each trusted for [`CACHE_SECONDS`], and the
-/// revocations (tombstones) it wrote or read, each kept until its pass expires. Each map is
-/// bounded by [`CACHE_CAPACITY`]: when full, stale entries go first, then everything (a forgotten
-/// tombstone is read again from KV with the record).
+/// Pass records this isolate has read or minted, each trusted for [`CACHE_SECONDS`]; the
+/// revocations (tombstones) it wrote or read, each kept until its pass expires; and the pass ids
+/// KV did not hold (a negative cache), each remembered for [`UNKNOWN_SECONDS`]. Each map is
+/// bounded (by [`CACHE_CAPACITY`], [`UNKNOWN_CAPACITY`]): when full, stale entries go first, then
+/// everything (a forgotten tombstone is read again from KV with the record).
 #[derive(Debug, Default)]
 pub struct PassCache {
     records: RefCell<HashMap<String, (PassRecord, u64)>>,
     /// Pass id → Unix seconds until which it is known revoked (its expiry).
     revoked: RefCell<HashMap<String, u64>>,
+    /// Unknown pass id → Unix seconds it was found unknown.
+    unknown: RefCell<HashMap<String, u64>>,
 }
 
 impl PassCache {
@@ -215,6 +224,34 @@ impl PassCache {
             }
         }
         records.insert(id, (record, now));
+    }
+
+    /// Whether a record for the pass id is cached and still trusted at `now` ([`PassCache::get`]
+    /// without the copy).
+    pub fn holds(&self, id: &str, now: u64) -> bool {
+        self.records.borrow().get(id).is_some_and(|(_, at)| now.saturating_sub(*at) < CACHE_SECONDS)
+    }
+
+    /// Whether the pass id was found unknown within the last [`UNKNOWN_SECONDS`] before `now`.
+    pub fn is_unknown(&self, id: &str, now: u64) -> bool {
+        self.unknown.borrow().get(id).is_some_and(|at| now.saturating_sub(*at) < UNKNOWN_SECONDS)
+    }
+
+    /// Remembers at Unix time `now` that KV did not hold the pass id.
+    pub fn mark_unknown(&self, id: &str, now: u64) {
+        let mut unknown = self.unknown.borrow_mut();
+        if unknown.len() >= UNKNOWN_CAPACITY {
+            unknown.retain(|_, at| now.saturating_sub(*at) < UNKNOWN_SECONDS);
+            if unknown.len() >= UNKNOWN_CAPACITY {
+                unknown.clear();
+            }
+        }
+        unknown.insert(id.to_string(), now);
+    }
+
+    /// How many unknown pass ids are remembered.
+    pub fn unknown_len(&self) -> usize {
+        self.unknown.borrow().len()
     }
 
     /// Forgets a pass's record.
@@ -360,5 +397,20 @@ mod tests {
         }
         cache.insert("new".into(), rec, 500);
         assert!(cache.len() <= CACHE_CAPACITY);
+    }
+
+    #[test]
+    fn unknown_ids_are_remembered_briefly_and_stay_bounded() {
+        let cache = PassCache::default();
+        cache.mark_unknown("a", 100);
+        assert!(cache.is_unknown("a", 100 + UNKNOWN_SECONDS - 1));
+        assert!(!cache.is_unknown("a", 100 + UNKNOWN_SECONDS), "asked again after its lifetime");
+        assert!(!cache.is_unknown("b", 100));
+        assert!(!cache.holds("a", 100), "an unknown id is no record");
+        for i in 0..3 * UNKNOWN_CAPACITY {
+            cache.mark_unknown(&format!("k{i}"), 500);
+            assert!(cache.unknown_len() <= UNKNOWN_CAPACITY);
+        }
+        assert!(cache.is_unknown(&format!("k{}", 3 * UNKNOWN_CAPACITY - 1), 500), "the newest is kept");
     }
 }

@@ -63,6 +63,8 @@ pub struct Fake {
     pub ledger_fail_on: RefCell<Vec<&'static str>>,
     /// Every ledger op's kind, in order.
     pub ledger_ops: RefCell<Vec<String>>,
+    /// Every ledger call in order, reached or not: (shard, op).
+    pub ledger_calls: RefCell<Vec<(String, Op)>>,
     /// The client has hung up.
     pub gone: Cell<bool>,
     /// The client hangs up while `/settle` is under way.
@@ -178,6 +180,7 @@ impl Platform for Fake {
         Ok(())
     }
     async fn ledger(&self, shard: &str, op: &Op) -> Result<Reply, String> {
+        self.ledger_calls.borrow_mut().push((shard.to_string(), op.clone()));
         if self.ledger_down.get() {
             return Err("ledger down".into());
         }
