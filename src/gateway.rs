@@ -78,9 +78,36 @@ pub const MAX_UNVERIFIED_IN_FLIGHT: u32 = 16;
 /// the request's `Connection` header names.
 pub const HOP_BY_HOP_HEADERS: [&str; 7] = ["connection", "keep-alive", "proxy-connection", "te", "trailer", "transfer-encoding", "upgrade"];
 
-/// Client-supplied forwarding headers: removed, then `X-Forwarded-For` / `-Host` / `-Proto` are
-/// set by the paywall from what the runtime knows.
-const CLIENT_FORWARDING_HEADERS: [&str; 5] = ["x-forwarded-for", "x-forwarded-host", "x-forwarded-proto", "forwarded", "x-real-ip"];
+/// Client-supplied forwarding and client-IP headers, which origins and their frameworks read as
+/// the client's address, host or scheme: removed, then `X-Forwarded-For` and `X-Real-IP` (from
+/// `CF-Connecting-IP`, which Cloudflare's edge writes) and `X-Forwarded-Host` / `-Proto` are set
+/// by the paywall from what the runtime knows. A client cannot choose the IP the origin sees.
+const CLIENT_FORWARDING_HEADERS: [&str; 24] = [
+    "x-forwarded-for",
+    "x-forwarded-host",
+    "x-forwarded-proto",
+    "x-forwarded-port",
+    "x-forwarded-server",
+    "x-forwarded-scheme",
+    "x-forwarded-ssl",
+    "x-forwarded",
+    "forwarded-for",
+    "forwarded",
+    "x-real-ip",
+    "true-client-ip",
+    "x-client-ip",
+    "client-ip",
+    "x-cluster-client-ip",
+    "x-originating-ip",
+    "x-remote-ip",
+    "x-remote-addr",
+    "fastly-client-ip",
+    "x-azure-clientip",
+    "x-appengine-user-ip",
+    "x-envoy-external-address",
+    "cf-connecting-ipv6",
+    "x-url-scheme",
+];
 
 /// Response headers whose URLs are rewritten when they point at the origin.
 const URL_RESPONSE_HEADERS: [&str; 3] = ["location", "content-location", "link"];
@@ -1030,9 +1057,9 @@ fn public_base(uri: &http::Uri) -> String {
 
 /// Forwards the request to the origin on its canonical path with its exact method. Removed:
 /// the paywall's own headers, path-override headers, hop-by-hop headers (and those `Connection`
-/// names), client copies of the forwarding headers and of the `ORIGIN_HEADERS` names. Set:
-/// `X-Forwarded-For` (from `CF-Connecting-IP`), `X-Forwarded-Host`, `X-Forwarded-Proto`, and
-/// the `ORIGIN_HEADERS`. The response's `Location`, `Content-Location` and `Link` URLs that
+/// names), client copies of the forwarding and client-IP headers and of the `ORIGIN_HEADERS`
+/// names. Set: `X-Forwarded-For` and `X-Real-IP` (from `CF-Connecting-IP`), `X-Forwarded-Host`,
+/// `X-Forwarded-Proto`, and the `ORIGIN_HEADERS`. The response's `Location`, `Content-Location` and `Link` URLs that
 /// point at the origin are rewritten to the public URL.
 async fn forward<P: Platform>(config: &Config, p: &P, req: Request<P::Body>, canonical: &str) -> Result<Response<P::Body>, ForwardError> {
     let (req, rewrite) = prepare_forward(config, req, canonical)?;
@@ -1075,7 +1102,9 @@ fn prepare_forward<B>(config: &Config, req: Request<B>, canonical: &str) -> Resu
         }
     }
     if let Some(ip) = h.get("cf-connecting-ip").cloned() {
-        h.insert("x-forwarded-for", ip);
+        h.insert("x-forwarded-for", ip.clone());
+        // On a same-zone subrequest Cloudflare derives the origin's CF-Connecting-IP from it.
+        h.insert("x-real-ip", ip);
     }
     if let (Some(scheme), Some(authority)) = (parts.uri.scheme_str(), parts.uri.authority()) {
         set_header(h, "x-forwarded-proto", scheme);
