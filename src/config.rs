@@ -2,10 +2,10 @@
 //!
 //! | variable | required | meaning |
 //! |---|---|---|
-//! | `ORIGIN_URL` | unless `ORIGIN_SERVICE` | absolute `http(s)` URL of the API being protected; a path prefix is kept |
+//! | `ORIGIN_URL` | unless `ORIGIN_SERVICE` | absolute `https` URL of the API being protected (`http` only to a loopback host); a path prefix is kept |
 //! | `ORIGIN_SERVICE` | (binding) | a Workers service binding to the origin Worker; the glue sets this variable to `true` when the binding exists |
 //! | `ORIGIN_HEADERS` | no (secret) | JSON object of header name → value added to every forwarded request (client copies removed first) |
-//! | `FACILITATOR_URL` | yes | base URL of the x402 facilitator (`/verify`, `/settle` are appended), or an ordered list of them for failover (comma-separated, or a JSON array of URLs or `{"url", "auth"}`) |
+//! | `FACILITATOR_URL` | yes | `https` base URL of the x402 facilitator (`/verify`, `/settle` are appended; `http` only to a loopback host), or an ordered list of them for failover (comma-separated, or a JSON array of URLs or `{"url", "auth"}`) |
 //! | `PAY_TO` | unless every offer sets `payTo` | default recipient address (`0x…`, 20 bytes) |
 //! | `NETWORK` | no (`eip155:84532`) | default network (CAIP-2, or a v1 name) |
 //! | `MAX_TIMEOUT_SECONDS` | no (`300`) | default `maxTimeoutSeconds` of each requirement |
@@ -17,7 +17,8 @@
 //! | `ORIGIN_TIMEOUT_SECONDS` | no (`30`) | time limit for the origin to start answering |
 //! | `FACILITATOR_TIMEOUT_SECONDS` | no (`30`) | time limit for a facilitator call (`/settle` waits for the receipt) |
 //! | `CORS_ALLOWED_ORIGINS` | no (`*`) | origins allowed to call priced routes from a browser: `*`, a comma-separated list, or `none` |
-//! | `FACILITATOR_AUTH` | no (secret) | `cdp`: sign a CDP JWT per facilitator call with `CDP_API_KEY_ID` / `CDP_API_KEY_SECRET`; any other value is sent as the `Authorization` header |
+//! | `FACILITATOR_AUTH` | no (secret) | the first facilitator's credentials: `cdp`: sign a CDP JWT per call with `CDP_API_KEY_ID` / `CDP_API_KEY_SECRET`; any other value is sent as the `Authorization` header |
+//! | `FACILITATOR_AUTH_<NAME>` | no (secrets) | another facilitator's credentials, named by its `auth` in `FACILITATOR_URL` (same values) |
 //! | `CDP_API_KEY_ID`, `CDP_API_KEY_SECRET` | with `cdp` (secrets) | a CDP API key: its id, and its private key (ECDSA P-256 PEM or Ed25519 base64) |
 //! | `MODE` | no (`enforce`) | `shadow`: forward everything as if free and log/count what would have been charged |
 //! | `DECISION_LOG` | no (`all`) | which priced-request decisions get a JSON log line: `all`, `payments` (not plain challenges), `none` |
@@ -509,13 +510,13 @@ struct RawRoute {
     rate_limit: Option<Value>,
 }
 
-/// Reads a variable as a string (vars are strings; TOML numbers arrive as JSON numbers).
 /// How the paywall authenticates its calls to one facilitator.
 #[derive(Clone, PartialEq, Eq)]
 pub enum FacilitatorAuth {
     /// No `Authorization` header.
     None,
-    /// `FACILITATOR_AUTH` sent verbatim as the `Authorization` header.
+    /// The value of this facilitator's secret (`FACILITATOR_AUTH` or `FACILITATOR_AUTH_<NAME>`),
+    /// sent verbatim as the `Authorization` header.
     Header(String),
     /// A fresh CDP JWT per call (`Authorization: Bearer <jwt>`), signed with the CDP API key
     /// (`CDP_API_KEY_ID`, `CDP_API_KEY_SECRET`); see [`crate::cdp`].
@@ -544,12 +545,25 @@ pub struct Facilitator {
 /// Most facilitators `FACILITATOR_URL` may list.
 pub const MAX_FACILITATORS: usize = 4;
 
+/// Prefix of the secrets that hold one facilitator's credentials (`FACILITATOR_AUTH_<NAME>`),
+/// named by that facilitator's `auth` in `FACILITATOR_URL`.
+pub const FACILITATOR_AUTH_PREFIX: &str = "FACILITATOR_AUTH_";
+
+/// Whether `name` is `FACILITATOR_AUTH` or `FACILITATOR_AUTH_<NAME>` (`<NAME>`: `A-Z`, `0-9`, `_`).
+pub fn is_facilitator_auth_var(name: &str) -> bool {
+    name == "FACILITATOR_AUTH"
+        || name.strip_prefix(FACILITATOR_AUTH_PREFIX).is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_'))
+}
+
 /// `FACILITATOR_URL`: one URL, a comma-separated list, or a JSON array whose entries are URLs or
-/// `{"url": …, "auth": "cdp" | "header" | "none"}`. An entry without `auth` takes the mode
-/// `FACILITATOR_AUTH` sets: `"cdp"` → CDP JWTs; any other value → that `Authorization` header;
-/// unset → none.
+/// `{"url": …, "auth": …}`. Credentials are per facilitator, so a fallback never receives
+/// another facilitator's secret. An entry's `auth` is `"none"`, `"cdp"` (a CDP JWT per call,
+/// signed with `CDP_API_KEY_ID` / `CDP_API_KEY_SECRET`), or the name of the secret holding its
+/// credentials: `FACILITATOR_AUTH` (`"header"` is kept as another name for it) or
+/// `FACILITATOR_AUTH_<NAME>`; such a secret's value `cdp` means CDP, any other value is sent as
+/// the `Authorization` header. An entry without `auth`: the first facilitator takes
+/// `FACILITATOR_AUTH` (the single-facilitator form), every later one sends nothing.
 fn facilitators(vars: &Map<String, Value>) -> Result<Vec<Facilitator>, ConfigError> {
-    let header = string_var(vars, "FACILITATOR_AUTH")?;
     // The CDP key is parsed once, however many facilitators use it.
     let key = std::cell::OnceCell::new();
     let cdp = || -> Result<FacilitatorAuth, ConfigError> {
@@ -563,10 +577,13 @@ fn facilitators(vars: &Map<String, Value>) -> Result<Vec<Facilitator>, ConfigErr
         });
         parsed.clone().map(FacilitatorAuth::Cdp)
     };
-    let default_auth = match header.as_deref() {
-        None => FacilitatorAuth::None,
-        Some(h) if h.eq_ignore_ascii_case("cdp") => cdp()?,
-        Some(h) => FacilitatorAuth::Header(h.to_string()),
+    // The credentials a secret holds: `cdp`, else its value as the header; unset: `None`.
+    let from_secret = |name: &str| -> Result<Option<FacilitatorAuth>, ConfigError> {
+        match string_var(vars, name)? {
+            None => Ok(None),
+            Some(v) if v.eq_ignore_ascii_case("cdp") => cdp().map(Some),
+            Some(v) => Ok(Some(FacilitatorAuth::Header(v))),
+        }
     };
     let raw = match vars.get("FACILITATOR_URL") {
         Some(Value::Array(a)) => Value::Array(a.clone()),
@@ -595,16 +612,18 @@ fn facilitators(vars: &Map<String, Value>) -> Result<Vec<Facilitator>, ConfigErr
             _ => return err(format!("{at}: must be a URL or {{\"url\", \"auth\"}}")),
         };
         let auth = match auth {
-            None => default_auth.clone(),
+            None if i == 0 => from_secret("FACILITATOR_AUTH")?.unwrap_or(FacilitatorAuth::None),
+            None => FacilitatorAuth::None,
             Some(Value::String(a)) if a == "none" => FacilitatorAuth::None,
             Some(Value::String(a)) if a == "cdp" => cdp()?,
-            Some(Value::String(a)) if a == "header" => match &header {
-                Some(h) if !h.eq_ignore_ascii_case("cdp") => FacilitatorAuth::Header(h.clone()),
-                _ => return err(format!("{at}: auth \"header\" sends FACILITATOR_AUTH, which is not set to a header value")),
-            },
-            Some(_) => return err(format!("{at}: auth must be \"cdp\", \"header\" or \"none\"")),
+            Some(Value::String(a)) if a == "header" || is_facilitator_auth_var(a) => {
+                let name = if a == "header" { "FACILITATOR_AUTH" } else { a.as_str() };
+                from_secret(name)?.ok_or_else(|| ConfigError(format!("{at}: auth names the secret {name}, which is not set")))?
+            }
+            Some(_) => return err(format!("{at}: auth must be \"none\", \"cdp\", or the name of a secret: FACILITATOR_AUTH or {FACILITATOR_AUTH_PREFIX}<NAME> (A-Z, 0-9, _)")),
         };
         let url = http_url(&at, url)?;
+        require_tls(&at, &url)?;
         if list.iter().any(|f| f.url == url) {
             return err(format!("{at}: {} is listed twice", shown(&url)));
         }
@@ -613,6 +632,7 @@ fn facilitators(vars: &Map<String, Value>) -> Result<Vec<Facilitator>, ConfigErr
     Ok(list)
 }
 
+/// Reads a variable as a string (vars are strings; TOML numbers arrive as JSON numbers).
 fn string_var(vars: &Map<String, Value>, name: &str) -> Result<Option<String>, ConfigError> {
     match vars.get(name) {
         None | Some(Value::Null) => Ok(None),
@@ -644,6 +664,27 @@ fn http_url(name: &str, s: &str) -> Result<String, ConfigError> {
         return err(format!("{name} {v} must not have a query or user information"));
     }
     Ok(format!("{scheme}://{}{}", authority.as_str().to_ascii_lowercase(), u.path().trim_end_matches('/')))
+}
+
+/// Refuses a plain `http://` URL (as [`http_url`] returns it) to anything but a loopback host
+/// (`127.0.0.0/8`, `::1`, `localhost`): payments, facilitator credentials and paid content would
+/// otherwise cross the network unencrypted. `name` is the variable, for the error.
+fn require_tls(name: &str, url: &str) -> Result<(), ConfigError> {
+    let Some(rest) = url.strip_prefix("http://") else { return Ok(()) };
+    let authority = rest.split('/').next().unwrap_or_default();
+    // `host:port`, `[v6]:port` or a bare host; http_url has already refused user information.
+    let host = match authority.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or_default(),
+        None => authority.rsplit_once(':').map_or(authority, |(h, _)| h),
+    };
+    let loopback = host == "localhost" || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback());
+    if loopback {
+        return Ok(());
+    }
+    err(format!(
+        "{name} {} uses http://, which is allowed only for a loopback host (127.0.0.0/8, ::1, localhost): payments and content would cross the network unencrypted; use https://",
+        shown(url)
+    ))
 }
 
 /// A group-scoped pass must be sold by a member of its group, and must not open a dearer route:
@@ -826,6 +867,7 @@ impl Config {
             (_, Some(_)) => return err("ORIGIN_SERVICE must be a service binding ([[services]] in wrangler.toml), not a variable"),
             (Some(url), None) => {
                 let base = http_url("ORIGIN_URL", &url)?;
+                require_tls("ORIGIN_URL", &base)?;
                 let prefix = base.splitn(4, '/').nth(3).map(|p| format!("/{p}")).unwrap_or_default();
                 OriginTarget::Url { base, prefix }
             }
@@ -1176,6 +1218,29 @@ mod tests {
         assert_eq!(Config::from_vars(&v).unwrap().origin, OriginTarget::Service);
         v.insert("ORIGIN_URL".into(), json!("https://a.example"));
         assert!(Config::from_vars(&v).unwrap_err().0.contains("not both"));
+    }
+
+    #[test]
+    fn plain_http_is_refused_except_to_loopback_hosts() {
+        let mut v = vars(json!([]));
+        for ok in ["http://127.0.0.1:9000", "http://127.8.9.10", "http://[::1]:8787/api", "http://LOCALHOST:3000", "https://api.example"] {
+            v.insert("ORIGIN_URL".into(), json!(ok));
+            v.insert("FACILITATOR_URL".into(), json!(ok));
+            assert!(Config::from_vars(&v).is_ok(), "{ok} is accepted");
+        }
+        v.insert("FACILITATOR_URL".into(), json!("https://facilitator.example"));
+        for bad in ["http://api.example", "http://10.0.0.1", "http://[::2]", "http://localhost.example", "http://127.0.0.1.nip.io", "http://0.0.0.0"] {
+            v.insert("ORIGIN_URL".into(), json!(bad));
+            let e = Config::from_vars(&v).unwrap_err();
+            assert!(e.0.starts_with("ORIGIN_URL ") && e.0.contains("http://, which is allowed only for a loopback host"), "{bad}: {e}");
+        }
+        v.insert("ORIGIN_URL".into(), json!("https://api.example"));
+        v.insert("FACILITATOR_URL".into(), json!("https://a.example, http://b.example"));
+        let e = Config::from_vars(&v).unwrap_err();
+        assert!(e.0.starts_with("FACILITATOR_URL[1] ") && e.0.contains("loopback"), "{e}");
+        assert_eq!(e.public(), "invalid configuration: FACILITATOR_URL[1] … uses http://, which is allowed only for a loopback host (127.0.0.0/8, ::1, localhost): payments and content would cross the network unencrypted; use https://");
+        v.insert("FACILITATOR_URL".into(), json!([{ "url": "http://facilitator.example", "auth": "none" }]));
+        assert!(Config::from_vars(&v).unwrap_err().0.starts_with("FACILITATOR_URL[0] "));
     }
 
     #[test]
