@@ -38,7 +38,9 @@
 //! (`"$0.01"`, whole tokens, converted with the asset's decimals) or `amount` (atomic units,
 //! decimal string) with an explicit `asset`; optional `asset`, `decimals`, `name`/`version`
 //! (EIP-712 domain of a non-default asset), `network`, `payTo`, `maxTimeoutSeconds`. Unknown keys
-//! are errors, so a typo never silently drops a price.
+//! are errors, so a typo never silently drops a price. Routes are matched in order, first match
+//! wins; an earlier route that takes every request of a later priced one for less (free, or
+//! cheaper) is an error, since the later price would never apply.
 
 use ruint::aliases::U256;
 use serde::Deserialize;
@@ -687,6 +689,30 @@ fn require_tls(name: &str, url: &str) -> Result<(), ConfigError> {
     ))
 }
 
+/// Refuses a price table in which a route's price can never apply because an earlier route
+/// takes every request it matches ([`RoutePattern::covers`]; the first matching route wins) and
+/// charges less: it is free, or one of its payment options is below every option of the later
+/// route in the same asset on the same network (an option in another asset or network counts as
+/// cheaper: the two cannot be compared). Only the first earlier route that covers the later one
+/// matters; partial overlaps (a carve-out such as a free `GET /premium/sample` before a priced
+/// `GET /premium/*`) are not shadowing.
+fn check_shadowing(routes: &[Route]) -> Result<(), ConfigError> {
+    for (j, later) in routes.iter().enumerate().filter(|(_, r)| !r.is_free()) {
+        let Some((i, earlier)) = routes[..j].iter().enumerate().find(|(_, r)| r.pattern.covers(&later.pattern)) else { continue };
+        let cheaper = earlier.is_free()
+            || earlier.accepts.iter().any(|e| !later.accepts.iter().any(|l| l.chain_id == e.chain_id && l.asset == e.asset && l.amount <= e.amount));
+        if cheaper {
+            return err(format!(
+                "ROUTES[{i}] ({}) matches every request ROUTES[{j}] ({}) matches and {}, so the later price never applies: list the dearer route first, or narrow the earlier pattern",
+                shown(&earlier.key),
+                shown(&later.key),
+                if earlier.is_free() { "is free" } else { "costs less (or is paid in another asset or network)" }
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// A group-scoped pass must be sold by a member of its group, and must not open a dearer route:
 /// every priced member's offers must have a counterpart (same network and asset) in the seller's
 /// offers at an equal or higher amount.
@@ -1000,6 +1026,7 @@ impl Config {
             });
         }
         check_pass_groups(&routes)?;
+        check_shadowing(&routes)?;
         let good_standing_seconds = u64_var(vars, "VERIFY_GOOD_STANDING_SECONDS", 86_400)?;
         let mut denylist = Vec::new();
         for a in string_var(vars, "DENYLIST")?.unwrap_or_default().split(',').map(str::trim).filter(|a| !a.is_empty()) {
@@ -1241,6 +1268,43 @@ mod tests {
         assert_eq!(e.public(), "invalid configuration: FACILITATOR_URL[1] … uses http://, which is allowed only for a loopback host (127.0.0.0/8, ::1, localhost): payments and content would cross the network unencrypted; use https://");
         v.insert("FACILITATOR_URL".into(), json!([{ "url": "http://facilitator.example", "auth": "none" }]));
         assert!(Config::from_vars(&v).unwrap_err().0.starts_with("FACILITATOR_URL[0] "));
+    }
+
+    #[test]
+    fn an_earlier_route_that_takes_a_dearer_one_for_less_is_an_error() {
+        let e = cfg_err(json!([{ "route": "GET /docs/*", "free": true }, { "route": "GET /docs/premium", "price": "$1" }]));
+        assert!(e.starts_with("ROUTES[0] (`GET /docs/*`) matches every request ROUTES[1] (`GET /docs/premium`) matches and is free"), "{e}");
+        let e = cfg_err(json!([{ "route": "/reports/:id", "price": "$0.01" }, { "route": "GET /reports/annual", "price": "$0.05" }]));
+        assert!(e.contains("ROUTES[0] (`/reports/:id`)") && e.contains("ROUTES[1] (`GET /reports/annual`)") && e.contains("costs less"), "{e}");
+        let other_asset = json!([
+            { "route": "GET /a/*", "amount": "1", "asset": "0x00000000000000000000000000000000000000aa", "name": "T", "version": "1" },
+            { "route": "GET /a/b", "price": "$0.01" }
+        ]);
+        assert!(cfg_err(other_asset).contains("another asset or network"));
+        // Not shadowing: carve-outs listed first, other methods, partial overlaps, an earlier
+        // route that is dearer or as dear, and a first covering route that is dearer than a
+        // later cheaper cover.
+        for ok in [
+            json!([{ "route": "GET /docs/free", "free": true }, { "route": "GET /docs/*", "price": "$1" }]),
+            json!([{ "route": "GET /docs/*", "free": true }, { "route": "POST /docs/premium", "price": "$1" }]),
+            json!([{ "route": "GET /docs/*", "free": true }, { "route": "/docs/premium", "price": "$1" }]),
+            json!([{ "route": "GET /docs/:id", "free": true }, { "route": "GET /docs/*", "price": "$1" }]),
+            json!([{ "route": "GET /a/*/c", "free": true }, { "route": "GET /a/b/*", "price": "$1" }]),
+            json!([{ "route": "GET /docs/*", "price": "$2" }, { "route": "GET /docs/premium", "price": "$1" }]),
+            json!([{ "route": "GET /docs/*", "price": "$1" }, { "route": "GET /docs/premium", "price": "$1" }]),
+            json!([{ "route": "GET /docs/*", "price": "$2" }, { "route": "GET /docs/:id", "free": true }, { "route": "GET /docs/premium", "price": "$1" }]),
+            json!([{ "route": "GET /docs/*", "free": true }, { "route": "GET /docs/x", "free": true }]),
+            json!([{ "route": "GET /docs/*", "accepts": [{ "price": "$1" }, { "price": "$2", "network": "eip155:8453" }] },
+                   { "route": "GET /docs/premium", "accepts": [{ "price": "$0.50" }, { "price": "$1", "network": "eip155:8453" }] }]),
+        ] {
+            assert!(Config::from_vars(&vars(ok.clone())).is_ok(), "{ok}: {:?}", Config::from_vars(&vars(ok.clone())).err());
+        }
+        // The earlier route's cheaper second option on another network is a way in for less.
+        let e = cfg_err(json!([
+            { "route": "GET /docs/*", "accepts": [{ "price": "$1" }, { "price": "$0.10", "network": "eip155:8453" }] },
+            { "route": "GET /docs/premium", "accepts": [{ "price": "$1" }, { "price": "$1", "network": "eip155:8453" }] }
+        ]));
+        assert!(e.contains("ROUTES[0]") && e.contains("ROUTES[1]"), "{e}");
     }
 
     #[test]
