@@ -14,6 +14,7 @@
 //! | `ADMIN_PATH` | no (`/.well-known/x402/admin`) | where the admin endpoint listens (with `ADMIN_TOKEN`) |
 //! | `ADMIN_TOKEN` | no (secret) | bearer token of the admin endpoint; unset = no admin endpoint |
 //! | `PUBLIC_URL` | no | the paywall's public origin; turns on wallet sign-in (`sign-in-with-x`) for routes that sell passes |
+//! | `SIGN_IN_SECRET` | with sign-in (secret) | at least 32 characters: the key of the MAC that makes sign-in nonces server-issued |
 //! | `ORIGIN_TIMEOUT_SECONDS` | no (`30`) | time limit for the origin to start answering |
 //! | `FACILITATOR_TIMEOUT_SECONDS` | no (`30`) | time limit for a facilitator call (`/settle` waits for the receipt) |
 //! | `CORS_ALLOWED_ORIGINS` | no (`*`) | origins allowed to call priced routes from a browser: `*`, a comma-separated list, or `none` |
@@ -455,6 +456,10 @@ pub struct Config {
     /// (`sign-in-with-x`) is on only when it is set: the spec binds signatures to it, never to
     /// request headers.
     pub public_url: Option<String>,
+    /// `SIGN_IN_SECRET`: the key of the MAC that makes sign-in nonces server-issued
+    /// ([`crate::siwx::issue_nonce`]); required while sign-in is on (`PUBLIC_URL` and a route that
+    /// sells a pass).
+    pub sign_in_key: Option<crate::siwx::NonceKey>,
     /// The `/.well-known/x402` document, built once from the routes ([`crate::discovery`]).
     pub well_known: WellKnown,
 }
@@ -471,6 +476,9 @@ pub struct AdminEndpoint {
 
 /// Shortest `ADMIN_TOKEN` accepted.
 pub const MIN_ADMIN_TOKEN_LEN: usize = 32;
+
+/// Shortest `SIGN_IN_SECRET` accepted.
+pub const MIN_SIGN_IN_SECRET_LEN: usize = 32;
 
 /// Seconds a client needs between signing an authorization and the paywall receiving it, on
 /// top of [`Config::min_validity_seconds`], when checking `maxTimeoutSeconds` at configuration.
@@ -1054,6 +1062,17 @@ impl Config {
                 Some(url)
             }
         };
+        // Wallet sign-in is on with PUBLIC_URL on routes that sell a pass; its nonces need a key.
+        let sign_in_key = match string_var(vars, "SIGN_IN_SECRET")? {
+            Some(secret) if secret.len() < MIN_SIGN_IN_SECRET_LEN => return err(format!("SIGN_IN_SECRET is shorter than {MIN_SIGN_IN_SECRET_LEN} characters")),
+            Some(secret) => Some(crate::siwx::NonceKey::new(&secret)),
+            None if public_url.is_some() && routes.iter().any(|r| r.pass.is_some()) => {
+                return err(format!(
+                    "SIGN_IN_SECRET is not set: with PUBLIC_URL, routes that sell a pass offer wallet sign-in, whose nonces are signed with this secret; set a random value of at least {MIN_SIGN_IN_SECRET_LEN} characters (wrangler secret put SIGN_IN_SECRET)"
+                ))
+            }
+            None => None,
+        };
         let well_known = WellKnown::build(&routes, public_url.is_some());
         Ok(Config {
             origin,
@@ -1069,6 +1088,7 @@ impl Config {
             denylist,
             admin,
             public_url,
+            sign_in_key,
             well_known,
         })
     }
@@ -1305,6 +1325,22 @@ mod tests {
             { "route": "GET /docs/premium", "accepts": [{ "price": "$1" }, { "price": "$1", "network": "eip155:8453" }] }
         ]));
         assert!(e.contains("ROUTES[0]") && e.contains("ROUTES[1]"), "{e}");
+    }
+
+    #[test]
+    fn sign_in_needs_its_secret() {
+        let mut v = vars(json!([{ "route": "GET /r/*", "price": "$1", "pass": { "ttl": "1h" } }]));
+        v.insert("PUBLIC_URL".into(), json!("https://api.example"));
+        assert!(Config::from_vars(&v).unwrap_err().0.starts_with("SIGN_IN_SECRET is not set"));
+        v.insert("SIGN_IN_SECRET".into(), json!("too short"));
+        assert!(Config::from_vars(&v).unwrap_err().0.contains("shorter than 32"));
+        v.insert("SIGN_IN_SECRET".into(), json!("s".repeat(32)));
+        let c = Config::from_vars(&v).unwrap();
+        assert!(c.sign_in_key.is_some() && !format!("{c:?}").contains(&"s".repeat(32)), "never in Debug");
+        // Without a pass for sale, or without PUBLIC_URL, sign-in is off and needs nothing.
+        v.remove("SIGN_IN_SECRET");
+        v.remove("PUBLIC_URL");
+        assert!(Config::from_vars(&v).is_ok());
     }
 
     #[test]

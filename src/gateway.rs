@@ -1573,35 +1573,49 @@ enum SignIn {
     Unavailable(String),
 }
 
-/// The `sign-in-with-x` extension a route's 402 advertises: only with `PUBLIC_URL` and on
-/// routes that sell a pass (signing in reuses a pass), for the route's EVM networks.
-fn sign_in_extension<P: Platform>(config: &Config, p: &P, route: &Route, canonical: &str) -> Option<Value> {
-    let public = config.public_url.as_deref().filter(|_| route.pass.is_some())?;
+/// The CAIP-2 ids of the route's EVM networks, once each, in offer order: the chains a wallet
+/// may sign in on.
+fn sign_in_chains(route: &Route) -> Vec<String> {
     let mut chains: Vec<String> = Vec::new();
     for network in route.accepts.iter().map(|o| &o.requirements.network).filter(|n| n.starts_with("eip155:")) {
         if !chains.contains(network) {
             chains.push(network.clone());
         }
     }
-    let nonce = hex_lower(&p.random32().ok()?[..16]);
-    Some(json!({ SIGN_IN_WITH_X: siwx::declare(public, &format!("{public}{canonical}"), &chains, &nonce, p.now()) }))
+    chains
+}
+
+/// The `sign-in-with-x` extension a route's 402 advertises: only with `PUBLIC_URL` and on
+/// routes that sell a pass (signing in reuses a pass), for the route's EVM networks, with a
+/// nonce issued for this resource ([`siwx::issue_nonce`]).
+fn sign_in_extension<P: Platform>(config: &Config, p: &P, route: &Route, canonical: &str) -> Option<Value> {
+    let public = config.public_url.as_deref().filter(|_| route.pass.is_some())?;
+    let key = config.sign_in_key.as_ref()?;
+    let uri = format!("{public}{canonical}");
+    let random = p.random32().ok()?;
+    let nonce = siwx::issue_nonce(key, &uri, p.now(), [random[0], random[1], random[2], random[3]]);
+    Some(json!({ SIGN_IN_WITH_X: siwx::declare(public, &uri, &sign_in_chains(route), &nonce, p.now()) }))
 }
 
 /// Verifies a `SIGN-IN-WITH-X` proof and looks for a live pass of the signer's that admits
-/// this request: signature and fields ([`siwx::verify`]), the nonce's single use and the
+/// this request: signature and fields bound to this request's `PUBLIC_URL` resource, the
+/// route's chains and a nonce issued here ([`siwx::verify`]), the nonce's single use and the
 /// payer's passes (its ledger shard), then each pass as [`check_pass`] does.
 async fn sign_in<P: Platform>(config: &Config, p: &P, route: &Route, canonical: &str, public: &str, header: &str) -> SignIn {
     let refused = |r: siwx::Refusal| SignIn::Refused(format!("{}: {}", r.reason, r.message));
+    let Some(key) = config.sign_in_key.as_ref() else { return SignIn::Unavailable("no SIGN_IN_SECRET".into()) };
     let proof = match siwx::decode(header) {
         Ok(proof) => proof,
         Err(r) => return refused(r),
     };
     let now = p.now();
-    let address = match siwx::verify(&proof, public, now) {
-        Ok(a) => a,
+    let (uri, chains) = (format!("{public}{canonical}"), sign_in_chains(route));
+    let binding = siwx::Binding { public_origin: public, uri: &uri, chains: &chains, key };
+    let (address, nonce_expires_at) = match siwx::verify(&proof, &binding, now) {
+        Ok(verified) => verified,
         Err(r) => return refused(r),
     };
-    let op = Op::SignIn { nonce: proof.nonce.clone(), expires_at: now + siwx::MAX_AGE_SECONDS };
+    let op = Op::SignIn { nonce: proof.nonce.clone(), expires_at: nonce_expires_at };
     let passes = match p.ledger(&shard_name(&address), &op).await {
         Ok(Reply::Passes { passes }) => passes,
         Ok(Reply::NonceUsed) => return SignIn::Refused("invalid_siwx_nonce: this sign-in was already used; sign a new challenge".into()),

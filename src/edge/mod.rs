@@ -48,7 +48,7 @@ pub const METRICS_BINDING: &str = "METRICS";
 const LEDGER_TIMEOUT_SECONDS: u64 = 10;
 
 /// The variables read from `env` (see [`crate::config`]).
-const VARS: [&str; 22] = [
+const VARS: [&str; 23] = [
     "ORIGIN_URL",
     "DECISION_LOG",
     "MODE",
@@ -71,6 +71,7 @@ const VARS: [&str; 22] = [
     "ADMIN_PATH",
     "ADMIN_TOKEN",
     "PUBLIC_URL",
+    "SIGN_IN_SECRET",
 ];
 
 /// A body on the edge: a JS stream passed through untouched, bytes we produced, or the body of

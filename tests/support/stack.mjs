@@ -407,7 +407,7 @@ export async function startWorker({ originUrl, facilitatorUrl, payTo, routes = R
       PAY_TO: payTo,
       NETWORK,
       ROUTES: routes,
-      ...(publicUrl ? { PUBLIC_URL: `http://127.0.0.1:${port}` } : {}),
+      ...(publicUrl ? { PUBLIC_URL: `http://127.0.0.1:${port}`, SIGN_IN_SECRET: 'a test sign-in secret of at least 32 characters' } : {}),
       ...extraBindings,
     },
     ...(originWorker ? { serviceBindings: { ORIGIN_SERVICE: 'origin' } } : {}),
