@@ -2,10 +2,10 @@
 //!
 //! | variable | required | meaning |
 //! |---|---|---|
-//! | `ORIGIN_URL` | unless `ORIGIN_SERVICE` | absolute `http(s)` URL of the API being protected; a path prefix is kept |
+//! | `ORIGIN_URL` | unless `ORIGIN_SERVICE` | absolute `https` URL of the API being protected (`http` only to a loopback host); a path prefix is kept |
 //! | `ORIGIN_SERVICE` | (binding) | a Workers service binding to the origin Worker; the glue sets this variable to `true` when the binding exists |
 //! | `ORIGIN_HEADERS` | no (secret) | JSON object of header name → value added to every forwarded request (client copies removed first) |
-//! | `FACILITATOR_URL` | yes | base URL of the x402 facilitator (`/verify`, `/settle` are appended), or an ordered list of them for failover (comma-separated, or a JSON array of URLs or `{"url", "auth"}`) |
+//! | `FACILITATOR_URL` | yes | `https` base URL of the x402 facilitator (`/verify`, `/settle` are appended; `http` only to a loopback host), or an ordered list of them for failover (comma-separated, or a JSON array of URLs or `{"url", "auth"}`) |
 //! | `PAY_TO` | unless every offer sets `payTo` | default recipient address (`0x…`, 20 bytes) |
 //! | `NETWORK` | no (`eip155:84532`) | default network (CAIP-2, or a v1 name) |
 //! | `MAX_TIMEOUT_SECONDS` | no (`300`) | default `maxTimeoutSeconds` of each requirement |
@@ -14,16 +14,18 @@
 //! | `ADMIN_PATH` | no (`/.well-known/x402/admin`) | where the admin endpoint listens (with `ADMIN_TOKEN`) |
 //! | `ADMIN_TOKEN` | no (secret) | bearer token of the admin endpoint; unset = no admin endpoint |
 //! | `PUBLIC_URL` | no | the paywall's public origin; turns on wallet sign-in (`sign-in-with-x`) for routes that sell passes |
+//! | `SIGN_IN_SECRET` | with sign-in (secret) | at least 32 characters: the key of the MAC that makes sign-in nonces server-issued |
 //! | `ORIGIN_TIMEOUT_SECONDS` | no (`30`) | time limit for the origin to start answering |
 //! | `FACILITATOR_TIMEOUT_SECONDS` | no (`30`) | time limit for a facilitator call (`/settle` waits for the receipt) |
 //! | `CORS_ALLOWED_ORIGINS` | no (`*`) | origins allowed to call priced routes from a browser: `*`, a comma-separated list, or `none` |
-//! | `FACILITATOR_AUTH` | no (secret) | `cdp`: sign a CDP JWT per facilitator call with `CDP_API_KEY_ID` / `CDP_API_KEY_SECRET`; any other value is sent as the `Authorization` header |
+//! | `FACILITATOR_AUTH` | no (secret) | the first facilitator's credentials: `cdp`: sign a CDP JWT per call with `CDP_API_KEY_ID` / `CDP_API_KEY_SECRET`; any other value is sent as the `Authorization` header |
+//! | `FACILITATOR_AUTH_<NAME>` | no (secrets) | another facilitator's credentials, named by its `auth` in `FACILITATOR_URL` (same values) |
 //! | `CDP_API_KEY_ID`, `CDP_API_KEY_SECRET` | with `cdp` (secrets) | a CDP API key: its id, and its private key (ECDSA P-256 PEM or Ed25519 base64) |
 //! | `MODE` | no (`enforce`) | `shadow`: forward everything as if free and log/count what would have been charged |
 //! | `DECISION_LOG` | no (`all`) | which priced-request decisions get a JSON log line: `all`, `payments` (not plain challenges), `none` |
 //! | `RATE_LIMITS` | no | default `{ "challenge", "failed", "paid" }` rate limiting binding names for routes without `rateLimit` |
 //! | `ROUTES` | yes | JSON array of routes (a TOML array of tables in `wrangler.toml`, or a JSON string) |
-//! | `RPC_URL` | no | an EVM JSON-RPC endpoint of the offers' chain, read only: decides an unknown settlement outcome from the chain ([`crate::evidence`]) |
+//! | `RPC_URL` | no | an `https` (`http` only to a loopback host) EVM JSON-RPC endpoint of the offers' chain, read only: decides an unknown settlement outcome from the chain ([`crate::evidence`]) |
 //! | `VERIFY_GOOD_STANDING_SECONDS` | no (`86400`) | how long a payer's last successful settlement lets the `auto` verify policy skip `/verify` |
 //!
 //! A `ROUTES` entry: `route` (`"METHOD /pattern"`, see [`crate::route::RoutePattern`]);
@@ -38,7 +40,9 @@
 //! (`"$0.01"`, whole tokens, converted with the asset's decimals) or `amount` (atomic units,
 //! decimal string) with an explicit `asset`; optional `asset`, `decimals`, `name`/`version`
 //! (EIP-712 domain of a non-default asset), `network`, `payTo`, `maxTimeoutSeconds`. Unknown keys
-//! are errors, so a typo never silently drops a price.
+//! are errors, so a typo never silently drops a price. Routes are matched in order, first match
+//! wins; an earlier route that takes every request of a later priced one for less (free, or
+//! cheaper) is an error, since the later price would never apply.
 
 use ruint::aliases::U256;
 use serde::Deserialize;
@@ -470,6 +474,10 @@ pub struct Config {
     /// outcome is decided ([`crate::evidence`]). `None`: "nonce already used" after this
     /// ledger's own send mark is taken as paid (the README states the assumption).
     pub rpc_url: Option<String>,
+    /// `SIGN_IN_SECRET`: the key of the MAC that makes sign-in nonces server-issued
+    /// ([`crate::siwx::issue_nonce`]); required while sign-in is on (`PUBLIC_URL` and a route that
+    /// sells a pass).
+    pub sign_in_key: Option<crate::siwx::NonceKey>,
     /// The `/.well-known/x402` document, built once from the routes ([`crate::discovery`]).
     pub well_known: WellKnown,
 }
@@ -486,6 +494,9 @@ pub struct AdminEndpoint {
 
 /// Shortest `ADMIN_TOKEN` accepted.
 pub const MIN_ADMIN_TOKEN_LEN: usize = 32;
+
+/// Shortest `SIGN_IN_SECRET` accepted.
+pub const MIN_SIGN_IN_SECRET_LEN: usize = 32;
 
 /// Seconds a client needs between signing an authorization and the paywall receiving it, on
 /// top of [`Config::min_validity_seconds`], when checking `maxTimeoutSeconds` at configuration.
@@ -527,13 +538,13 @@ struct RawRoute {
     rate_limit: Option<Value>,
 }
 
-/// Reads a variable as a string (vars are strings; TOML numbers arrive as JSON numbers).
 /// How the paywall authenticates its calls to one facilitator.
 #[derive(Clone, PartialEq, Eq)]
 pub enum FacilitatorAuth {
     /// No `Authorization` header.
     None,
-    /// `FACILITATOR_AUTH` sent verbatim as the `Authorization` header.
+    /// The value of this facilitator's secret (`FACILITATOR_AUTH` or `FACILITATOR_AUTH_<NAME>`),
+    /// sent verbatim as the `Authorization` header.
     Header(String),
     /// A fresh CDP JWT per call (`Authorization: Bearer <jwt>`), signed with the CDP API key
     /// (`CDP_API_KEY_ID`, `CDP_API_KEY_SECRET`); see [`crate::cdp`].
@@ -562,12 +573,25 @@ pub struct Facilitator {
 /// Most facilitators `FACILITATOR_URL` may list.
 pub const MAX_FACILITATORS: usize = 4;
 
+/// Prefix of the secrets that hold one facilitator's credentials (`FACILITATOR_AUTH_<NAME>`),
+/// named by that facilitator's `auth` in `FACILITATOR_URL`.
+pub const FACILITATOR_AUTH_PREFIX: &str = "FACILITATOR_AUTH_";
+
+/// Whether `name` is `FACILITATOR_AUTH` or `FACILITATOR_AUTH_<NAME>` (`<NAME>`: `A-Z`, `0-9`, `_`).
+pub fn is_facilitator_auth_var(name: &str) -> bool {
+    name == "FACILITATOR_AUTH"
+        || name.strip_prefix(FACILITATOR_AUTH_PREFIX).is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_'))
+}
+
 /// `FACILITATOR_URL`: one URL, a comma-separated list, or a JSON array whose entries are URLs or
-/// `{"url": …, "auth": "cdp" | "header" | "none"}`. An entry without `auth` takes the mode
-/// `FACILITATOR_AUTH` sets: `"cdp"` → CDP JWTs; any other value → that `Authorization` header;
-/// unset → none.
+/// `{"url": …, "auth": …}`. Credentials are per facilitator, so a fallback never receives
+/// another facilitator's secret. An entry's `auth` is `"none"`, `"cdp"` (a CDP JWT per call,
+/// signed with `CDP_API_KEY_ID` / `CDP_API_KEY_SECRET`), or the name of the secret holding its
+/// credentials: `FACILITATOR_AUTH` (`"header"` is kept as another name for it) or
+/// `FACILITATOR_AUTH_<NAME>`; such a secret's value `cdp` means CDP, any other value is sent as
+/// the `Authorization` header. An entry without `auth`: the first facilitator takes
+/// `FACILITATOR_AUTH` (the single-facilitator form), every later one sends nothing.
 fn facilitators(vars: &Map<String, Value>) -> Result<Vec<Facilitator>, ConfigError> {
-    let header = string_var(vars, "FACILITATOR_AUTH")?;
     // The CDP key is parsed once, however many facilitators use it.
     let key = std::cell::OnceCell::new();
     let cdp = || -> Result<FacilitatorAuth, ConfigError> {
@@ -581,10 +605,13 @@ fn facilitators(vars: &Map<String, Value>) -> Result<Vec<Facilitator>, ConfigErr
         });
         parsed.clone().map(FacilitatorAuth::Cdp)
     };
-    let default_auth = match header.as_deref() {
-        None => FacilitatorAuth::None,
-        Some(h) if h.eq_ignore_ascii_case("cdp") => cdp()?,
-        Some(h) => FacilitatorAuth::Header(h.to_string()),
+    // The credentials a secret holds: `cdp`, else its value as the header; unset: `None`.
+    let from_secret = |name: &str| -> Result<Option<FacilitatorAuth>, ConfigError> {
+        match string_var(vars, name)? {
+            None => Ok(None),
+            Some(v) if v.eq_ignore_ascii_case("cdp") => cdp().map(Some),
+            Some(v) => Ok(Some(FacilitatorAuth::Header(v))),
+        }
     };
     let raw = match vars.get("FACILITATOR_URL") {
         Some(Value::Array(a)) => Value::Array(a.clone()),
@@ -613,16 +640,18 @@ fn facilitators(vars: &Map<String, Value>) -> Result<Vec<Facilitator>, ConfigErr
             _ => return err(format!("{at}: must be a URL or {{\"url\", \"auth\"}}")),
         };
         let auth = match auth {
-            None => default_auth.clone(),
+            None if i == 0 => from_secret("FACILITATOR_AUTH")?.unwrap_or(FacilitatorAuth::None),
+            None => FacilitatorAuth::None,
             Some(Value::String(a)) if a == "none" => FacilitatorAuth::None,
             Some(Value::String(a)) if a == "cdp" => cdp()?,
-            Some(Value::String(a)) if a == "header" => match &header {
-                Some(h) if !h.eq_ignore_ascii_case("cdp") => FacilitatorAuth::Header(h.clone()),
-                _ => return err(format!("{at}: auth \"header\" sends FACILITATOR_AUTH, which is not set to a header value")),
-            },
-            Some(_) => return err(format!("{at}: auth must be \"cdp\", \"header\" or \"none\"")),
+            Some(Value::String(a)) if a == "header" || is_facilitator_auth_var(a) => {
+                let name = if a == "header" { "FACILITATOR_AUTH" } else { a.as_str() };
+                from_secret(name)?.ok_or_else(|| ConfigError(format!("{at}: auth names the secret {name}, which is not set")))?
+            }
+            Some(_) => return err(format!("{at}: auth must be \"none\", \"cdp\", or the name of a secret: FACILITATOR_AUTH or {FACILITATOR_AUTH_PREFIX}<NAME> (A-Z, 0-9, _)")),
         };
         let url = http_url(&at, url)?;
+        require_tls(&at, &url)?;
         if list.iter().any(|f| f.url == url) {
             return err(format!("{at}: {} is listed twice", shown(&url)));
         }
@@ -631,6 +660,7 @@ fn facilitators(vars: &Map<String, Value>) -> Result<Vec<Facilitator>, ConfigErr
     Ok(list)
 }
 
+/// Reads a variable as a string (vars are strings; TOML numbers arrive as JSON numbers).
 fn string_var(vars: &Map<String, Value>, name: &str) -> Result<Option<String>, ConfigError> {
     match vars.get(name) {
         None | Some(Value::Null) => Ok(None),
@@ -662,6 +692,51 @@ fn http_url(name: &str, s: &str) -> Result<String, ConfigError> {
         return err(format!("{name} {v} must not have a query or user information"));
     }
     Ok(format!("{scheme}://{}{}", authority.as_str().to_ascii_lowercase(), u.path().trim_end_matches('/')))
+}
+
+/// Refuses a plain `http://` URL (as [`http_url`] returns it) to anything but a loopback host
+/// (`127.0.0.0/8`, `::1`, `localhost`): payments, facilitator credentials and paid content would
+/// otherwise cross the network unencrypted. `name` is the variable, for the error.
+fn require_tls(name: &str, url: &str) -> Result<(), ConfigError> {
+    let Some(rest) = url.strip_prefix("http://") else { return Ok(()) };
+    let authority = rest.split('/').next().unwrap_or_default();
+    // `host:port`, `[v6]:port` or a bare host; http_url has already refused user information.
+    let host = match authority.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or_default(),
+        None => authority.rsplit_once(':').map_or(authority, |(h, _)| h),
+    };
+    let loopback = host == "localhost" || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback());
+    if loopback {
+        return Ok(());
+    }
+    err(format!(
+        "{name} {} uses http://, which is allowed only for a loopback host (127.0.0.0/8, ::1, localhost): payments and content would cross the network unencrypted; use https://",
+        shown(url)
+    ))
+}
+
+/// Refuses a price table in which a route's price can never apply because an earlier route
+/// takes every request it matches ([`RoutePattern::covers`]; the first matching route wins) and
+/// charges less: it is free, or one of its payment options is below every option of the later
+/// route in the same asset on the same network (an option in another asset or network counts as
+/// cheaper: the two cannot be compared). Only the first earlier route that covers the later one
+/// matters; partial overlaps (a carve-out such as a free `GET /premium/sample` before a priced
+/// `GET /premium/*`) are not shadowing.
+fn check_shadowing(routes: &[Route]) -> Result<(), ConfigError> {
+    for (j, later) in routes.iter().enumerate().filter(|(_, r)| !r.is_free()) {
+        let Some((i, earlier)) = routes[..j].iter().enumerate().find(|(_, r)| r.pattern.covers(&later.pattern)) else { continue };
+        let cheaper = earlier.is_free()
+            || earlier.accepts.iter().any(|e| !later.accepts.iter().any(|l| l.chain_id == e.chain_id && l.asset == e.asset && l.amount <= e.amount));
+        if cheaper {
+            return err(format!(
+                "ROUTES[{i}] ({}) matches every request ROUTES[{j}] ({}) matches and {}, so the later price never applies: list the dearer route first, or narrow the earlier pattern",
+                shown(&earlier.key),
+                shown(&later.key),
+                if earlier.is_free() { "is free" } else { "costs less (or is paid in another asset or network)" }
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// A group-scoped pass must be sold by a member of its group, and must not open a dearer route:
@@ -844,6 +919,7 @@ impl Config {
             (_, Some(_)) => return err("ORIGIN_SERVICE must be a service binding ([[services]] in wrangler.toml), not a variable"),
             (Some(url), None) => {
                 let base = http_url("ORIGIN_URL", &url)?;
+                require_tls("ORIGIN_URL", &base)?;
                 let prefix = base.splitn(4, '/').nth(3).map(|p| format!("/{p}")).unwrap_or_default();
                 OriginTarget::Url { base, prefix }
             }
@@ -976,6 +1052,7 @@ impl Config {
             });
         }
         check_pass_groups(&routes)?;
+        check_shadowing(&routes)?;
         let good_standing_seconds = u64_var(vars, "VERIFY_GOOD_STANDING_SECONDS", 86_400)?;
         let mut denylist = Vec::new();
         for a in string_var(vars, "DENYLIST")?.unwrap_or_default().split(',').map(str::trim).filter(|a| !a.is_empty()) {
@@ -1005,7 +1082,22 @@ impl Config {
         };
         let rpc_url = match string_var(vars, "RPC_URL")? {
             None => None,
-            Some(u) => Some(http_url("RPC_URL", &u)?),
+            Some(u) => {
+                let url = http_url("RPC_URL", &u)?;
+                require_tls("RPC_URL", &url)?;
+                Some(url)
+            }
+        };
+        // Wallet sign-in is on with PUBLIC_URL on routes that sell a pass; its nonces need a key.
+        let sign_in_key = match string_var(vars, "SIGN_IN_SECRET")? {
+            Some(secret) if secret.len() < MIN_SIGN_IN_SECRET_LEN => return err(format!("SIGN_IN_SECRET is shorter than {MIN_SIGN_IN_SECRET_LEN} characters")),
+            Some(secret) => Some(crate::siwx::NonceKey::new(&secret)),
+            None if public_url.is_some() && routes.iter().any(|r| r.pass.is_some()) => {
+                return err(format!(
+                    "SIGN_IN_SECRET is not set: with PUBLIC_URL, routes that sell a pass offer wallet sign-in, whose nonces are signed with this secret; set a random value of at least {MIN_SIGN_IN_SECRET_LEN} characters (wrangler secret put SIGN_IN_SECRET)"
+                ))
+            }
+            None => None,
         };
         let well_known = WellKnown::build(&routes, public_url.is_some());
         Ok(Config {
@@ -1023,6 +1115,7 @@ impl Config {
             denylist,
             admin,
             public_url,
+            sign_in_key,
             well_known,
         })
     }
@@ -1199,6 +1292,82 @@ mod tests {
         assert_eq!(Config::from_vars(&v).unwrap().origin, OriginTarget::Service);
         v.insert("ORIGIN_URL".into(), json!("https://a.example"));
         assert!(Config::from_vars(&v).unwrap_err().0.contains("not both"));
+    }
+
+    #[test]
+    fn plain_http_is_refused_except_to_loopback_hosts() {
+        let mut v = vars(json!([]));
+        for ok in ["http://127.0.0.1:9000", "http://127.8.9.10", "http://[::1]:8787/api", "http://LOCALHOST:3000", "https://api.example"] {
+            v.insert("ORIGIN_URL".into(), json!(ok));
+            v.insert("FACILITATOR_URL".into(), json!(ok));
+            assert!(Config::from_vars(&v).is_ok(), "{ok} is accepted");
+        }
+        v.insert("FACILITATOR_URL".into(), json!("https://facilitator.example"));
+        for bad in ["http://api.example", "http://10.0.0.1", "http://[::2]", "http://localhost.example", "http://127.0.0.1.nip.io", "http://0.0.0.0"] {
+            v.insert("ORIGIN_URL".into(), json!(bad));
+            let e = Config::from_vars(&v).unwrap_err();
+            assert!(e.0.starts_with("ORIGIN_URL ") && e.0.contains("http://, which is allowed only for a loopback host"), "{bad}: {e}");
+        }
+        v.insert("ORIGIN_URL".into(), json!("https://api.example"));
+        v.insert("FACILITATOR_URL".into(), json!("https://a.example, http://b.example"));
+        let e = Config::from_vars(&v).unwrap_err();
+        assert!(e.0.starts_with("FACILITATOR_URL[1] ") && e.0.contains("loopback"), "{e}");
+        assert_eq!(e.public(), "invalid configuration: FACILITATOR_URL[1] … uses http://, which is allowed only for a loopback host (127.0.0.0/8, ::1, localhost): payments and content would cross the network unencrypted; use https://");
+        v.insert("FACILITATOR_URL".into(), json!([{ "url": "http://facilitator.example", "auth": "none" }]));
+        assert!(Config::from_vars(&v).unwrap_err().0.starts_with("FACILITATOR_URL[0] "));
+    }
+
+    #[test]
+    fn an_earlier_route_that_takes_a_dearer_one_for_less_is_an_error() {
+        let e = cfg_err(json!([{ "route": "GET /docs/*", "free": true }, { "route": "GET /docs/premium", "price": "$1" }]));
+        assert!(e.starts_with("ROUTES[0] (`GET /docs/*`) matches every request ROUTES[1] (`GET /docs/premium`) matches and is free"), "{e}");
+        let e = cfg_err(json!([{ "route": "/reports/:id", "price": "$0.01" }, { "route": "GET /reports/annual", "price": "$0.05" }]));
+        assert!(e.contains("ROUTES[0] (`/reports/:id`)") && e.contains("ROUTES[1] (`GET /reports/annual`)") && e.contains("costs less"), "{e}");
+        let other_asset = json!([
+            { "route": "GET /a/*", "amount": "1", "asset": "0x00000000000000000000000000000000000000aa", "name": "T", "version": "1" },
+            { "route": "GET /a/b", "price": "$0.01" }
+        ]);
+        assert!(cfg_err(other_asset).contains("another asset or network"));
+        // Not shadowing: carve-outs listed first, other methods, partial overlaps, an earlier
+        // route that is dearer or as dear, and a first covering route that is dearer than a
+        // later cheaper cover.
+        for ok in [
+            json!([{ "route": "GET /docs/free", "free": true }, { "route": "GET /docs/*", "price": "$1" }]),
+            json!([{ "route": "GET /docs/*", "free": true }, { "route": "POST /docs/premium", "price": "$1" }]),
+            json!([{ "route": "GET /docs/*", "free": true }, { "route": "/docs/premium", "price": "$1" }]),
+            json!([{ "route": "GET /docs/:id", "free": true }, { "route": "GET /docs/*", "price": "$1" }]),
+            json!([{ "route": "GET /a/*/c", "free": true }, { "route": "GET /a/b/*", "price": "$1" }]),
+            json!([{ "route": "GET /docs/*", "price": "$2" }, { "route": "GET /docs/premium", "price": "$1" }]),
+            json!([{ "route": "GET /docs/*", "price": "$1" }, { "route": "GET /docs/premium", "price": "$1" }]),
+            json!([{ "route": "GET /docs/*", "price": "$2" }, { "route": "GET /docs/:id", "free": true }, { "route": "GET /docs/premium", "price": "$1" }]),
+            json!([{ "route": "GET /docs/*", "free": true }, { "route": "GET /docs/x", "free": true }]),
+            json!([{ "route": "GET /docs/*", "accepts": [{ "price": "$1" }, { "price": "$2", "network": "eip155:8453" }] },
+                   { "route": "GET /docs/premium", "accepts": [{ "price": "$0.50" }, { "price": "$1", "network": "eip155:8453" }] }]),
+        ] {
+            assert!(Config::from_vars(&vars(ok.clone())).is_ok(), "{ok}: {:?}", Config::from_vars(&vars(ok.clone())).err());
+        }
+        // The earlier route's cheaper second option on another network is a way in for less.
+        let e = cfg_err(json!([
+            { "route": "GET /docs/*", "accepts": [{ "price": "$1" }, { "price": "$0.10", "network": "eip155:8453" }] },
+            { "route": "GET /docs/premium", "accepts": [{ "price": "$1" }, { "price": "$1", "network": "eip155:8453" }] }
+        ]));
+        assert!(e.contains("ROUTES[0]") && e.contains("ROUTES[1]"), "{e}");
+    }
+
+    #[test]
+    fn sign_in_needs_its_secret() {
+        let mut v = vars(json!([{ "route": "GET /r/*", "price": "$1", "pass": { "ttl": "1h" } }]));
+        v.insert("PUBLIC_URL".into(), json!("https://api.example"));
+        assert!(Config::from_vars(&v).unwrap_err().0.starts_with("SIGN_IN_SECRET is not set"));
+        v.insert("SIGN_IN_SECRET".into(), json!("too short"));
+        assert!(Config::from_vars(&v).unwrap_err().0.contains("shorter than 32"));
+        v.insert("SIGN_IN_SECRET".into(), json!("s".repeat(32)));
+        let c = Config::from_vars(&v).unwrap();
+        assert!(c.sign_in_key.is_some() && !format!("{c:?}").contains(&"s".repeat(32)), "never in Debug");
+        // Without a pass for sale, or without PUBLIC_URL, sign-in is off and needs nothing.
+        v.remove("SIGN_IN_SECRET");
+        v.remove("PUBLIC_URL");
+        assert!(Config::from_vars(&v).is_ok());
     }
 
     #[test]

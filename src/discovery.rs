@@ -608,6 +608,7 @@ mod tests {
         });
         if public_url {
             v["PUBLIC_URL"] = json!("https://api.example.com");
+            v["SIGN_IN_SECRET"] = json!("a sign-in secret of at least 32 characters");
         }
         Config::from_vars(v.as_object().unwrap())
     }

@@ -79,9 +79,36 @@ pub const MAX_UNVERIFIED_IN_FLIGHT: u32 = 16;
 /// the request's `Connection` header names.
 pub const HOP_BY_HOP_HEADERS: [&str; 7] = ["connection", "keep-alive", "proxy-connection", "te", "trailer", "transfer-encoding", "upgrade"];
 
-/// Client-supplied forwarding headers: removed, then `X-Forwarded-For` / `-Host` / `-Proto` are
-/// set by the paywall from what the runtime knows.
-const CLIENT_FORWARDING_HEADERS: [&str; 5] = ["x-forwarded-for", "x-forwarded-host", "x-forwarded-proto", "forwarded", "x-real-ip"];
+/// Client-supplied forwarding and client-IP headers, which origins and their frameworks read as
+/// the client's address, host or scheme: removed, then `X-Forwarded-For` and `X-Real-IP` (from
+/// `CF-Connecting-IP`, which Cloudflare's edge writes) and `X-Forwarded-Host` / `-Proto` are set
+/// by the paywall from what the runtime knows. A client cannot choose the IP the origin sees.
+const CLIENT_FORWARDING_HEADERS: [&str; 24] = [
+    "x-forwarded-for",
+    "x-forwarded-host",
+    "x-forwarded-proto",
+    "x-forwarded-port",
+    "x-forwarded-server",
+    "x-forwarded-scheme",
+    "x-forwarded-ssl",
+    "x-forwarded",
+    "forwarded-for",
+    "forwarded",
+    "x-real-ip",
+    "true-client-ip",
+    "x-client-ip",
+    "client-ip",
+    "x-cluster-client-ip",
+    "x-originating-ip",
+    "x-remote-ip",
+    "x-remote-addr",
+    "fastly-client-ip",
+    "x-azure-clientip",
+    "x-appengine-user-ip",
+    "x-envoy-external-address",
+    "cf-connecting-ipv6",
+    "x-url-scheme",
+];
 
 /// Response headers whose URLs are rewritten when they point at the origin.
 const URL_RESPONSE_HEADERS: [&str; 3] = ["location", "content-location", "link"];
@@ -1338,9 +1365,9 @@ fn public_base(uri: &http::Uri) -> String {
 
 /// Forwards the request to the origin on its canonical path with its exact method. Removed:
 /// the paywall's own headers, path-override headers, hop-by-hop headers (and those `Connection`
-/// names), client copies of the forwarding headers and of the `ORIGIN_HEADERS` names. Set:
-/// `X-Forwarded-For` (from `CF-Connecting-IP`), `X-Forwarded-Host`, `X-Forwarded-Proto`, and
-/// the `ORIGIN_HEADERS`. The response's `Location`, `Content-Location` and `Link` URLs that
+/// names), client copies of the forwarding and client-IP headers and of the `ORIGIN_HEADERS`
+/// names. Set: `X-Forwarded-For` and `X-Real-IP` (from `CF-Connecting-IP`), `X-Forwarded-Host`,
+/// `X-Forwarded-Proto`, and the `ORIGIN_HEADERS`. The response's `Location`, `Content-Location` and `Link` URLs that
 /// point at the origin are rewritten to the public URL.
 async fn forward<P: Platform>(config: &Config, p: &P, req: Request<P::Body>, canonical: &str) -> Result<Response<P::Body>, ForwardError> {
     let (req, rewrite) = prepare_forward(config, req, canonical)?;
@@ -1383,7 +1410,9 @@ fn prepare_forward<B>(config: &Config, req: Request<B>, canonical: &str) -> Resu
         }
     }
     if let Some(ip) = h.get("cf-connecting-ip").cloned() {
-        h.insert("x-forwarded-for", ip);
+        h.insert("x-forwarded-for", ip.clone());
+        // On a same-zone subrequest Cloudflare derives the origin's CF-Connecting-IP from it.
+        h.insert("x-real-ip", ip);
     }
     if let (Some(scheme), Some(authority)) = (parts.uri.scheme_str(), parts.uri.authority()) {
         set_header(h, "x-forwarded-proto", scheme);
@@ -1961,18 +1990,28 @@ enum SignIn {
     Unavailable(String),
 }
 
-/// The `sign-in-with-x` extension a route's 402 advertises: only with `PUBLIC_URL` and on
-/// routes that sell a pass (signing in reuses a pass), for the route's EVM networks.
-fn sign_in_extension<P: Platform>(config: &Config, p: &P, route: &Route, canonical: &str) -> Option<Value> {
-    let public = config.public_url.as_deref().filter(|_| route.pass.is_some())?;
+/// The CAIP-2 ids of the route's EVM networks, once each, in offer order: the chains a wallet
+/// may sign in on.
+fn sign_in_chains(route: &Route) -> Vec<String> {
     let mut chains: Vec<String> = Vec::new();
     for network in route.accepts.iter().map(|o| &o.requirements.network).filter(|n| n.starts_with("eip155:")) {
         if !chains.contains(network) {
             chains.push(network.clone());
         }
     }
-    let nonce = hex_lower(&p.random32().ok()?[..16]);
-    Some(json!({ SIGN_IN_WITH_X: siwx::declare(public, &format!("{public}{canonical}"), &chains, &nonce, p.now()) }))
+    chains
+}
+
+/// The `sign-in-with-x` extension a route's 402 advertises: only with `PUBLIC_URL` and on
+/// routes that sell a pass (signing in reuses a pass), for the route's EVM networks, with a
+/// nonce issued for this resource ([`siwx::issue_nonce`]).
+fn sign_in_extension<P: Platform>(config: &Config, p: &P, route: &Route, canonical: &str) -> Option<Value> {
+    let public = config.public_url.as_deref().filter(|_| route.pass.is_some())?;
+    let key = config.sign_in_key.as_ref()?;
+    let uri = format!("{public}{canonical}");
+    let random = p.random32().ok()?;
+    let nonce = siwx::issue_nonce(key, &uri, p.now(), [random[0], random[1], random[2], random[3]]);
+    Some(json!({ SIGN_IN_WITH_X: siwx::declare(public, &uri, &sign_in_chains(route), &nonce, p.now()) }))
 }
 
 /// [`sign_in`] behind the route's `challenge` rate limit for `client` ([`unpaid_work_allowed`]):
@@ -1986,20 +2025,24 @@ async fn limited_sign_in<P: Platform>(config: &Config, p: &P, route: &Route, can
 }
 
 /// Verifies a `SIGN-IN-WITH-X` proof and looks for a live pass of the signer's that admits
-/// this request: signature and fields ([`siwx::verify`]), the nonce's single use and the
+/// this request: signature and fields bound to this request's `PUBLIC_URL` resource, the
+/// route's chains and a nonce issued here ([`siwx::verify`]), the nonce's single use and the
 /// payer's passes (its ledger shard), then each pass as [`check_pass`] does.
 async fn sign_in<P: Platform>(config: &Config, p: &P, route: &Route, canonical: &str, public: &str, header: &str) -> SignIn {
     let refused = |r: siwx::Refusal| SignIn::Refused(format!("{}: {}", r.reason, r.message));
+    let Some(key) = config.sign_in_key.as_ref() else { return SignIn::Unavailable("no SIGN_IN_SECRET".into()) };
     let proof = match siwx::decode(header) {
         Ok(proof) => proof,
         Err(r) => return refused(r),
     };
     let now = p.now();
-    let address = match siwx::verify(&proof, public, now) {
-        Ok(a) => a,
+    let (uri, chains) = (format!("{public}{canonical}"), sign_in_chains(route));
+    let binding = siwx::Binding { public_origin: public, uri: &uri, chains: &chains, key };
+    let (address, nonce_expires_at) = match siwx::verify(&proof, &binding, now) {
+        Ok(verified) => verified,
         Err(r) => return refused(r),
     };
-    let op = Op::SignIn { nonce: proof.nonce.clone(), expires_at: now + siwx::MAX_AGE_SECONDS };
+    let op = Op::SignIn { nonce: proof.nonce.clone(), expires_at: nonce_expires_at };
     let passes = match p.ledger(&shard_name(&address), &op).await {
         Ok(Reply::Passes { passes }) => passes,
         Ok(Reply::NonceUsed) => return SignIn::Refused("invalid_siwx_nonce: this sign-in was already used; sign a new challenge".into()),

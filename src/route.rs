@@ -226,6 +226,35 @@ impl RoutePattern {
         self.method.as_ref()
     }
 
+    /// Whether every request `other` matches is also matched by this pattern (method and path),
+    /// so that, listed first, this pattern leaves `other` no request at all. Exact: a final `*`
+    /// covers everything below it (zero segments included), `:name` covers any one segment, a
+    /// literal only the same literal; a pattern without a method covers every method but
+    /// `OPTIONS`, `GET` also covers `HEAD`.
+    pub fn covers(&self, other: &RoutePattern) -> bool {
+        let methods = match (&self.method, &other.method) {
+            (None, _) => true,
+            (Some(_), None) => false,
+            (Some(m), Some(o)) => m == o || (*m == http::Method::GET && *o == http::Method::HEAD),
+        };
+        methods && Self::covers_path(&self.segs, &other.segs)
+    }
+
+    fn covers_path(mine: &[Seg], theirs: &[Seg]) -> bool {
+        match (mine.first(), theirs.first()) {
+            (Some(Seg::Rest), _) => true,
+            (None, None) => true,
+            // Theirs goes on (or ends with a `*` that also matches more segments); mine has ended.
+            (None, Some(_)) => false,
+            // Theirs has ended where mine needs one more segment; or theirs ends with a `*` that
+            // matches zero segments here, which `:name` and a literal do not.
+            (Some(_), None | Some(Seg::Rest)) => false,
+            (Some(Seg::One), Some(Seg::One | Seg::Lit(_))) => Self::covers_path(&mine[1..], &theirs[1..]),
+            (Some(Seg::Lit(a)), Some(Seg::Lit(b))) if a == b => Self::covers_path(&mine[1..], &theirs[1..]),
+            (Some(Seg::Lit(_)), Some(_)) => false,
+        }
+    }
+
     /// Whether matching-form `segments` fall under this pattern's path, whatever the method.
     pub fn matches_path(&self, segments: &[String]) -> bool {
         let mut i = 0;
@@ -339,6 +368,45 @@ mod tests {
         assert!(m("GET /a@b", Method::GET, "/a%40b"));
         assert!(m("GET /a%40b", Method::GET, "/a@b"));
         assert!(m("GET /caf%C3%A9", Method::GET, "/CAF%c3%a9"));
+    }
+
+    fn covers(a: &str, b: &str) -> bool {
+        RoutePattern::parse(a).unwrap().covers(&RoutePattern::parse(b).unwrap())
+    }
+
+    #[test]
+    fn covering_is_exact() {
+        for (a, b) in [
+            ("GET /docs/*", "GET /docs/premium"),
+            ("GET /docs/*", "GET /docs"),
+            ("GET /docs/*", "GET /docs/*"),
+            ("GET /docs/*", "GET /docs/:id/raw"),
+            ("/docs/*", "POST /docs/premium"),
+            ("* /docs/*", "/docs/x"),
+            ("GET /docs/:id", "GET /docs/premium"),
+            ("GET /docs/:id", "GET /docs/[slug]"),
+            ("GET /a/*/c", "GET /a/b/c"),
+            ("GET /docs/premium", "HEAD /docs/premium"),
+            ("GET /DOCS/Premium", "GET /docs/premium"),
+            ("/*", "DELETE /anything/at/all"),
+        ] {
+            assert!(covers(a, b), "{a} covers {b}");
+        }
+        for (a, b) in [
+            ("GET /docs/premium", "GET /docs/*"),
+            ("GET /docs/:id", "GET /docs/*"),
+            ("GET /docs/:id", "GET /docs"),
+            ("GET /docs/:id", "GET /docs/a/b"),
+            ("GET /docs/*", "POST /docs/premium"),
+            ("GET /docs/*", "/docs/premium"),
+            ("HEAD /docs/premium", "GET /docs/premium"),
+            ("GET /docs/free", "GET /docs/premium"),
+            ("GET /docs", "GET /docs/premium"),
+            ("GET /a/*/c", "GET /a/b/d"),
+            ("GET /a/b/*", "GET /a/:x/c"),
+        ] {
+            assert!(!covers(a, b), "{a} does not cover {b}");
+        }
     }
 
     #[test]

@@ -3,17 +3,21 @@
 //! is let in while that address holds a live pass for the scope.
 //!
 //! - The 402 of a route that sells a pass advertises the extension ([`declare`]): `info`
-//!   (`domain` and `uri` from `PUBLIC_URL`, never from request headers; a fresh 32-hex `nonce`;
-//!   `issuedAt`; `expirationTime` 5 minutes later; a statement; `resources`), the route's EVM
-//!   networks as `supportedChains` (`eip191`), and the JSON Schema.
+//!   (`domain` and `uri` from `PUBLIC_URL`, never from request headers; a server-issued 32-hex
+//!   `nonce` ([`issue_nonce`]); `issuedAt`; `expirationTime` 5 minutes later; a statement;
+//!   `resources`), the route's EVM networks as `supportedChains` (`eip191`), and the JSON Schema.
 //! - The client answers with the `SIGN-IN-WITH-X` header: base64 JSON of those fields plus
 //!   `address` and `signature` ([`decode`], at most [`MAX_HEADER_BYTES`]).
-//! - [`verify`] checks domain and URI origin against `PUBLIC_URL`, `version` 1, an `eip155`
-//!   chain and `eip191` type, `issuedAt` within [`MAX_AGE_SECONDS`] and not in the future,
-//!   `expirationTime` / `notBefore`, rebuilds the EIP-4361 message exactly as the official client
-//!   does ([`message`]), hashes it per EIP-191 and recovers the signer with k256. Smart-wallet
-//!   (EIP-1271 / ERC-6492) signatures are refused with a reason: checking them needs the chain.
-//! - Single use of the nonce is the payer's ledger shard's job (`Op::SignIn`).
+//! - [`verify`] checks the proof against its [`Binding`]: `domain` and the full `uri` (the
+//!   `PUBLIC_URL` resource of this request), `version` 1, a `chainId` among the route's networks
+//!   and `eip191` type, a nonce this deployment issued for that `uri` less than
+//!   [`MAX_AGE_SECONDS`] ago ([`check_nonce`]), `issuedAt` within [`MAX_AGE_SECONDS`] and not in
+//!   the future, `expirationTime` / `notBefore`; rebuilds the EIP-4361 message exactly as the
+//!   official client does ([`message`]), hashes it per EIP-191 and recovers the signer with k256.
+//!   Smart-wallet (EIP-1271 / ERC-6492) signatures are refused with a reason: checking them needs
+//!   the chain.
+//! - Single use of the nonce is the payer's ledger shard's job (`Op::SignIn`), for as long as the
+//!   nonce is valid.
 
 use std::time::{Duration, UNIX_EPOCH};
 
@@ -30,6 +34,100 @@ pub const MAX_HEADER_BYTES: usize = 8 * 1024;
 pub const MAX_AGE_SECONDS: u64 = 300;
 /// The statement the paywall asks wallets to sign.
 pub const STATEMENT: &str = "Sign in with the wallet that bought a pass to use it again.";
+
+/// Hex characters of an issued nonce (the spec's 32).
+pub const NONCE_HEX_LEN: usize = 32;
+/// Seconds an issued nonce may lie in the future (clocks of two locations).
+pub const NONCE_CLOCK_SKEW_SECONDS: u64 = 5;
+
+/// The per-deployment key of the nonce MAC (`SIGN_IN_SECRET`). Its `Debug` never shows it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct NonceKey(Vec<u8>);
+
+impl NonceKey {
+    /// The key for a configured secret (its UTF-8 bytes).
+    pub fn new(secret: &str) -> NonceKey {
+        NonceKey(secret.as_bytes().to_vec())
+    }
+}
+
+impl std::fmt::Debug for NonceKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("NonceKey(…)")
+    }
+}
+
+/// The first 8 bytes of Keccak-256 over a domain tag, the key (length-prefixed) and the nonce's
+/// fields. Keccak is not open to length extension, so a keyed prefix makes it a MAC (the
+/// construction KMAC builds on).
+fn nonce_mac(key: &NonceKey, issued: [u8; 4], random: [u8; 4], uri: &str) -> [u8; 8] {
+    let mut data = Vec::with_capacity(48 + key.0.len() + uri.len());
+    data.extend_from_slice(b"x402-edge-paywall sign-in nonce v1\0");
+    data.extend_from_slice(&(key.0.len() as u64).to_be_bytes());
+    data.extend_from_slice(&key.0);
+    data.extend_from_slice(&issued);
+    data.extend_from_slice(&random);
+    data.extend_from_slice(uri.as_bytes());
+    let h = keccak256(&data);
+    let mut mac = [0u8; 8];
+    mac.copy_from_slice(&h[..8]);
+    mac
+}
+
+/// A nonce issued at `now` (Unix seconds) for a sign-in to `uri`: 32 lower-case hex characters,
+/// the 16 bytes `issued_at` (u32 big-endian seconds) ‖ `random` ‖ an 8-byte MAC of both and
+/// `uri` under `key`. Stateless: [`check_nonce`] recognises it with the same key.
+pub fn issue_nonce(key: &NonceKey, uri: &str, now: u64, random: [u8; 4]) -> String {
+    let issued = u32::try_from(now).unwrap_or(u32::MAX).to_be_bytes();
+    let mut bytes = [0u8; 16];
+    bytes[..4].copy_from_slice(&issued);
+    bytes[4..8].copy_from_slice(&random);
+    bytes[8..].copy_from_slice(&nonce_mac(key, issued, random, uri));
+    crate::evm::hex_lower(&bytes)
+}
+
+/// Checks that `nonce` is one [`issue_nonce`] gave out with `key` for `uri`, at most
+/// [`MAX_AGE_SECONDS`] before `now` (and at most [`NONCE_CLOCK_SKEW_SECONDS`] after it). Returns
+/// when it expires (Unix seconds): until then its single use must be remembered.
+/// Errors: `invalid_siwx_nonce_unknown` (not issued here, for this resource, or altered),
+/// `invalid_siwx_nonce_expired`.
+pub fn check_nonce(key: &NonceKey, uri: &str, nonce: &str, now: u64) -> Result<u64, Refusal> {
+    let unknown = || refuse("invalid_siwx_nonce_unknown", "the nonce was not issued by this paywall for this resource; sign the challenge of a fresh 402");
+    if nonce.len() != NONCE_HEX_LEN {
+        return unknown();
+    }
+    let Some(bytes) = decode_hex_0x(&format!("0x{nonce}"), NONCE_HEX_LEN / 2).filter(|b| crate::evm::hex_lower(b) == nonce) else { return unknown() };
+    let (mut issued, mut random, mut mac) = ([0u8; 4], [0u8; 4], [0u8; 8]);
+    issued.copy_from_slice(&bytes[..4]);
+    random.copy_from_slice(&bytes[4..8]);
+    mac.copy_from_slice(&bytes[8..]);
+    if !bool::from(subtle::ConstantTimeEq::ct_eq(&mac[..], &nonce_mac(key, issued, random, uri)[..])) {
+        return unknown();
+    }
+    let issued_at = u64::from(u32::from_be_bytes(issued));
+    if issued_at > now + NONCE_CLOCK_SKEW_SECONDS {
+        return unknown();
+    }
+    let expires_at = issued_at + MAX_AGE_SECONDS;
+    if now >= expires_at {
+        return refuse("invalid_siwx_nonce_expired", format!("the nonce was issued {} s ago; it is valid for {MAX_AGE_SECONDS} s: sign the challenge of a fresh 402", now - issued_at));
+    }
+    Ok(expires_at)
+}
+
+/// What a proof must be bound to.
+#[derive(Debug, Clone, Copy)]
+pub struct Binding<'a> {
+    /// `PUBLIC_URL`: `scheme://authority`; the proof's `domain` is its authority.
+    pub public_origin: &'a str,
+    /// The full public URL of the resource requested (`PUBLIC_URL` + the canonical path), which
+    /// the 402 declared as `uri` and the nonce was issued for.
+    pub uri: &'a str,
+    /// CAIP-2 ids of the route's EVM networks (the declared `supportedChains`).
+    pub chains: &'a [String],
+    /// The nonce MAC key.
+    pub key: &'a NonceKey,
+}
 
 /// The client's proof (the spec's "Client Proof Fields").
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -170,16 +268,16 @@ pub fn eip191_hash(message: &str) -> [u8; 32] {
     keccak256(&data)
 }
 
-/// Verifies a proof against the configured `public_origin` (`scheme://authority`) at Unix time
-/// `now`; the signer's address on success.
-pub fn verify(p: &Proof, public_origin: &str, now: u64) -> Result<Address, Refusal> {
+/// Verifies a proof against its [`Binding`] at Unix time `now`: the signer's address and when the
+/// nonce expires (see [`check_nonce`]) on success.
+pub fn verify(p: &Proof, b: &Binding, now: u64) -> Result<(Address, u64), Refusal> {
+    let public_origin = b.public_origin;
     let domain = public_origin.split_once("://").map_or(public_origin, |(_, a)| a);
     if p.domain != domain {
         return refuse("invalid_siwx_domain_mismatch", format!("domain {:?} is not this paywall's {domain:?}", p.domain));
     }
-    let uri_origin = p.uri.splitn(4, '/').take(3).collect::<Vec<_>>().join("/");
-    if !p.uri.contains("://") || uri_origin != public_origin {
-        return refuse("invalid_siwx_uri_mismatch", format!("uri {:?} is not under {public_origin}", p.uri));
+    if p.uri != b.uri {
+        return refuse("invalid_siwx_uri_mismatch", format!("uri {:?} is not the resource requested, {:?}", p.uri, b.uri));
     }
     if p.version != "1" {
         return refuse("invalid_siwx_payload", "version must be \"1\"");
@@ -187,12 +285,13 @@ pub fn verify(p: &Proof, public_origin: &str, now: u64) -> Result<Address, Refus
     let Some(chain_id) = p.chain_id.strip_prefix("eip155:").and_then(|n| n.parse::<u64>().ok()) else {
         return refuse("invalid_siwx_chain", format!("chainId {:?} is not an eip155 chain; only EVM wallets can sign in here", p.chain_id));
     };
+    if !b.chains.contains(&p.chain_id) {
+        return refuse("invalid_siwx_chain", format!("chainId {:?} is not one of this route's networks {:?}", p.chain_id, b.chains));
+    }
     if p.kind != "eip191" {
         return refuse("invalid_siwx_chain", format!("type {:?} is not eip191", p.kind));
     }
-    if p.nonce.len() < 8 || !p.nonce.bytes().all(|b| b.is_ascii_alphanumeric()) {
-        return refuse("invalid_siwx_nonce", "nonce must be at least 8 alphanumeric characters");
-    }
+    let nonce_expires_at = check_nonce(b.key, b.uri, &p.nonce, now)?;
     let Some(issued) = parse_iso(&p.issued_at) else { return refuse("invalid_siwx_issued_at", "issuedAt is not an RFC 3339 timestamp") };
     if issued > now {
         return refuse("invalid_siwx_issued_at_in_future", "issuedAt is in the future");
@@ -220,7 +319,7 @@ pub fn verify(p: &Proof, public_origin: &str, now: u64) -> Result<Address, Refus
     };
     let digest = eip191_hash(&message(p, &address, chain_id));
     match recover_signer(&digest, &signature) {
-        Ok(signer) if signer == address => Ok(address),
+        Ok(signer) if signer == address => Ok((address, nonce_expires_at)),
         Ok(signer) => refuse("invalid_siwx_signature", format!("the signature recovers to {signer}, not {address}")),
         Err(SignatureError::NotEoaLength) => refuse(
             "siwx_smart_wallet_unsupported",
@@ -236,6 +335,15 @@ mod tests {
     use k256::ecdsa::SigningKey;
 
     const NOW: u64 = 1_800_000_000;
+    const URI: &str = "https://api.example.com/reports/1";
+
+    fn nonce_key() -> NonceKey {
+        NonceKey::new("a sign-in secret of at least 32 characters")
+    }
+
+    fn binding<'a>(key: &'a NonceKey, chains: &'a [String]) -> Binding<'a> {
+        Binding { public_origin: "https://api.example.com", uri: URI, chains, key }
+    }
 
     fn signed(key: u8, edit: impl Fn(&mut Proof)) -> Proof {
         let sk = SigningKey::from_slice(&[key; 32]).unwrap();
@@ -248,7 +356,7 @@ mod tests {
             version: "1".into(),
             chain_id: "eip155:84532".into(),
             kind: "eip191".into(),
-            nonce: "a1b2c3d4e5f67890a1b2c3d4e5f67890".into(),
+            nonce: issue_nonce(&nonce_key(), URI, NOW - 10, [1, 2, 3, 4]),
             issued_at: iso(NOW - 10),
             expiration_time: Some(iso(NOW + 290)),
             not_before: None,
@@ -272,8 +380,9 @@ mod tests {
         assert_eq!(
             m,
             format!(
-                "api.example.com wants you to sign in with your Ethereum account:\n{}\n\n{STATEMENT}\n\nURI: https://api.example.com/reports/1\nVersion: 1\nChain ID: 84532\nNonce: a1b2c3d4e5f67890a1b2c3d4e5f67890\nIssued At: {}\nExpiration Time: {}\nResources:\n- https://api.example.com/reports/1",
+                "api.example.com wants you to sign in with your Ethereum account:\n{}\n\n{STATEMENT}\n\nURI: https://api.example.com/reports/1\nVersion: 1\nChain ID: 84532\nNonce: {}\nIssued At: {}\nExpiration Time: {}\nResources:\n- https://api.example.com/reports/1",
                 a.to_checksum(),
+                p.nonce,
                 iso(NOW - 10),
                 iso(NOW + 290)
             )
@@ -286,24 +395,53 @@ mod tests {
 
     #[test]
     fn a_proof_verifies_to_its_signer_and_every_field_is_checked() {
-        let origin = "https://api.example.com";
+        let key = nonce_key();
+        let chains = ["eip155:84532".to_string()];
+        let b = binding(&key, &chains);
         let ok = signed(2, |_| {});
-        assert_eq!(verify(&ok, origin, NOW).unwrap().to_checksum(), ok.address);
+        let (address, nonce_expires_at) = verify(&ok, &b, NOW).unwrap();
+        assert_eq!((address.to_checksum(), nonce_expires_at), (ok.address.clone(), NOW - 10 + MAX_AGE_SECONDS));
+        let other_key = NonceKey::new("another deployment's secret, 32+ characters");
         let cases: Vec<(Proof, &str)> = vec![
             (signed(2, |p| p.domain = "evil.example".into()), "invalid_siwx_domain_mismatch"),
             (signed(2, |p| p.uri = "https://evil.example/reports/1".into()), "invalid_siwx_uri_mismatch"),
+            (signed(2, |p| p.uri = "https://api.example.com/reports/2".into()), "invalid_siwx_uri_mismatch"),
+            (signed(2, |p| p.uri = "https://api.example.com/reports/1?x=1".into()), "invalid_siwx_uri_mismatch"),
             (signed(2, |p| p.chain_id = "solana:5eykt4UsFv8P8NJdTREpY1vzqKqZKvdp".into()), "invalid_siwx_chain"),
+            (signed(2, |p| p.chain_id = "eip155:8453".into()), "invalid_siwx_chain"),
+            (signed(2, |p| p.nonce = "a1b2c3d4e5f67890a1b2c3d4e5f67890".into()), "invalid_siwx_nonce_unknown"),
+            (signed(2, |p| p.nonce = issue_nonce(&other_key, URI, NOW - 10, [1, 2, 3, 4])), "invalid_siwx_nonce_unknown"),
+            (signed(2, |p| p.nonce = issue_nonce(&key, "https://api.example.com/reports/2", NOW - 10, [1, 2, 3, 4])), "invalid_siwx_nonce_unknown"),
+            (signed(2, |p| p.nonce = issue_nonce(&key, URI, NOW - 10, [1, 2, 3, 4]).to_uppercase()), "invalid_siwx_nonce_unknown"),
+            (signed(2, |p| p.nonce = issue_nonce(&key, URI, NOW + 60, [1, 2, 3, 4])), "invalid_siwx_nonce_unknown"),
+            (signed(2, |p| p.nonce = issue_nonce(&key, URI, NOW - MAX_AGE_SECONDS, [1, 2, 3, 4])), "invalid_siwx_nonce_expired"),
             (signed(2, |p| p.issued_at = iso(NOW - 301)), "invalid_siwx_issued_at_too_old"),
             (signed(2, |p| p.issued_at = iso(NOW + 5)), "invalid_siwx_issued_at_in_future"),
             (signed(2, |p| p.expiration_time = Some(iso(NOW))), "invalid_siwx_expired"),
             (signed(2, |p| p.not_before = Some(iso(NOW + 60))), "invalid_siwx_not_yet_valid"),
-            (Proof { nonce: "b1b2c3d4e5f67890a1b2c3d4e5f67890".into(), ..signed(2, |_| {}) }, "invalid_siwx_signature"),
+            (Proof { statement: Some("Another statement.".into()), ..signed(2, |_| {}) }, "invalid_siwx_signature"),
             (Proof { address: signed(3, |_| {}).address, ..signed(2, |_| {}) }, "invalid_siwx_signature"),
             (Proof { signature: format!("{}{}", ok.signature, "00".repeat(40)), ..ok.clone() }, "siwx_smart_wallet_unsupported"),
         ];
         for (p, reason) in cases {
-            assert_eq!(verify(&p, origin, NOW).unwrap_err().reason, reason, "{p:?}");
+            assert_eq!(verify(&p, &b, NOW).unwrap_err().reason, reason, "{p:?}");
         }
+    }
+
+    #[test]
+    fn issued_nonces_are_32_hex_and_recognised_only_with_their_key_and_resource() {
+        let key = nonce_key();
+        let n = issue_nonce(&key, URI, NOW, [9, 9, 9, 9]);
+        assert_eq!(n.len(), NONCE_HEX_LEN);
+        assert!(n.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)));
+        assert_ne!(n, issue_nonce(&key, URI, NOW, [9, 9, 9, 8]), "the random part changes it");
+        assert_eq!(check_nonce(&key, URI, &n, NOW), Ok(NOW + MAX_AGE_SECONDS));
+        assert_eq!(check_nonce(&key, URI, &n, NOW + MAX_AGE_SECONDS - 1), Ok(NOW + MAX_AGE_SECONDS));
+        assert_eq!(check_nonce(&key, URI, &n, NOW + MAX_AGE_SECONDS).unwrap_err().reason, "invalid_siwx_nonce_expired");
+        for bad in ["", "zz", &n[..31], &format!("{n}0"), &format!("{}{}", &n[..31], if n.ends_with('0') { '1' } else { '0' })] {
+            assert_eq!(check_nonce(&key, URI, bad, NOW).unwrap_err().reason, "invalid_siwx_nonce_unknown", "{bad}");
+        }
+        assert!(format!("{key:?}").contains('…') && !format!("{key:?}").contains("secret"));
     }
 
     #[test]

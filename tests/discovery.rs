@@ -67,6 +67,7 @@ fn a_trailing_slash_is_another_resource_and_goes_to_the_origin() {
 fn a_402_carries_bazaar_next_to_sign_in_with_x_for_the_request_method() {
     let cfg = config_vars(json!({
         "PUBLIC_URL": "https://paywall.test",
+        "SIGN_IN_SECRET": "a sign-in secret of at least 32 characters",
         "ROUTES": [
             { "route": "GET /reports/:id", "price": "$0.05", "pass": { "ttl": "1h" },
               "inputSchema": { "properties": { "format": { "type": "string" } } },

@@ -613,7 +613,7 @@ fn valid_before_must_leave_time_for_the_request_and_no_more_than_max_timeout() {
 #[test]
 fn max_timeout_seconds_must_cover_the_time_limits() {
     let v = json!({
-        "ORIGIN_URL": "http://o.test", "FACILITATOR_URL": "http://f.test", "PAY_TO": "0x209693Bc6afc0C5328bA36FaF03C514EF312287C",
+        "ORIGIN_URL": "https://o.test", "FACILITATOR_URL": "https://f.test", "PAY_TO": "0x209693Bc6afc0C5328bA36FaF03C514EF312287C",
         "ORIGIN_TIMEOUT_SECONDS": "60", "FACILITATOR_TIMEOUT_SECONDS": "60",
         "ROUTES": [{ "route": "GET /x", "price": "$0.01", "maxTimeoutSeconds": 120 }]
     });

@@ -17,8 +17,8 @@ fn cases() -> u32 {
 
 fn config() -> Config {
     let v = json!({
-        "ORIGIN_URL": "http://origin.test",
-        "FACILITATOR_URL": "http://facilitator.test",
+        "ORIGIN_URL": "https://origin.test",
+        "FACILITATOR_URL": "https://facilitator.test",
         "PAY_TO": "0x209693Bc6afc0C5328bA36FaF03C514EF312287C",
         "ROUTES": [
             { "route": "GET /free/sample", "free": true },

@@ -28,7 +28,7 @@ fn paid_request_is_forwarded_on_the_canonical_path_and_settled_once() {
 
     let calls = p.origin_calls.borrow();
     assert_eq!(calls.len(), 1);
-    assert_eq!(calls[0].uri().to_string(), "http://origin.test/base/PAID?q=1");
+    assert_eq!(calls[0].uri().to_string(), "https://origin.test/base/PAID?q=1");
     assert!(calls[0].headers().get("payment-signature").is_none());
     assert_eq!(calls[0].headers()["x-keep"], "1");
     // A first-time payer is verified (auto policy), then settled once, after the origin.

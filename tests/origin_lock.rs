@@ -49,7 +49,64 @@ fn forwarding_headers_come_from_the_runtime_and_spoofed_ones_are_replaced() {
     assert_eq!(h.get_all("x-forwarded-for").iter().collect::<Vec<_>>(), ["203.0.113.7"], "replaced, not appended");
     assert_eq!(h["x-forwarded-host"], "paywall.test");
     assert_eq!(h["x-forwarded-proto"], "https");
-    assert!(h.get("forwarded").is_none() && h.get("x-real-ip").is_none());
+    assert!(h.get("forwarded").is_none());
+    assert_eq!(h.get_all("x-real-ip").iter().collect::<Vec<_>>(), ["203.0.113.7"], "the runtime's, not the client's");
+}
+
+/// Every header an origin or its framework may read as the client's IP (or host, or scheme).
+const SPOOFED_CLIENT_HEADERS: [&str; 22] = [
+    "true-client-ip",
+    "x-client-ip",
+    "client-ip",
+    "x-cluster-client-ip",
+    "x-originating-ip",
+    "x-remote-ip",
+    "x-remote-addr",
+    "fastly-client-ip",
+    "x-azure-clientip",
+    "x-appengine-user-ip",
+    "x-envoy-external-address",
+    "cf-connecting-ipv6",
+    "x-forwarded",
+    "forwarded-for",
+    "forwarded",
+    "x-forwarded-port",
+    "x-forwarded-server",
+    "x-forwarded-scheme",
+    "x-forwarded-ssl",
+    "x-url-scheme",
+    "x-real-ip",
+    "x-forwarded-for",
+];
+
+#[test]
+fn client_ip_headers_never_reach_the_origin_free_or_paid() {
+    let cfg = config();
+    let p = Rc::new(fake());
+    let spoofed: Vec<(&str, &str)> = SPOOFED_CLIENT_HEADERS.iter().map(|n| (*n, "6.6.6.6")).collect();
+    let mut with_ip = spoofed.clone();
+    with_ip.push(("cf-connecting-ip", "203.0.113.7"));
+    run(&cfg, &p, request("/free", &with_ip));
+    let mut paid = with_ip.clone();
+    let header = payment(&cfg, 0, 7);
+    paid.push(("payment-signature", &header));
+    assert_eq!(run(&cfg, &p, request("/paid", &paid)).status(), 200);
+    // Without CF-Connecting-IP (no runtime value): no client-IP header at all.
+    run(&cfg, &p, request("/free", &spoofed));
+    let calls = p.origin_calls.borrow();
+    assert_eq!(calls.len(), 3, "each request reached the origin once");
+    for (i, call) in calls.iter().enumerate() {
+        let h = call.headers();
+        let leaked: Vec<String> = h.iter().filter(|(_, v)| v.as_bytes() == b"6.6.6.6").map(|(n, _)| n.to_string()).collect();
+        assert!(leaked.is_empty(), "request {i}: the client's value reached the origin in {leaked:?}");
+        let ip = if i < 2 { Some("203.0.113.7") } else { None };
+        for name in ["x-forwarded-for", "x-real-ip", "cf-connecting-ip"] {
+            assert_eq!(h.get(name).map(|v| v.to_str().unwrap()), ip, "request {i}: {name}");
+        }
+        for name in SPOOFED_CLIENT_HEADERS.iter().filter(|n| !matches!(**n, "x-forwarded-for" | "x-real-ip")) {
+            assert!(h.get(*name).is_none(), "request {i}: {name} forwarded");
+        }
+    }
 }
 
 #[test]
@@ -68,13 +125,13 @@ fn hop_by_hop_headers_and_those_connection_names_are_removed() {
 
 #[test]
 fn redirects_and_links_to_the_origin_are_rewritten_to_the_public_url() {
-    let cfg = config(); // ORIGIN_URL = http://origin.test/base
+    let cfg = config(); // ORIGIN_URL = https://origin.test/base
     let p = Rc::new(fake());
     p.origin_status.set(302);
     *p.origin_response_headers.borrow_mut() = vec![
-        ("location", "http://ORIGIN.test/base/login?next=%2Fx".into()),
+        ("location", "https://ORIGIN.test/base/login?next=%2Fx".into()),
         ("content-location", "/base/doc.json".into()),
-        ("link", r#"<http://origin.test/base/page/2>; rel="next", <https://cdn.example/a.css>; rel=preload"#.into()),
+        ("link", r#"<https://origin.test/base/page/2>; rel="next", <https://cdn.example/a.css>; rel=preload"#.into()),
     ];
     let res = run(&cfg, &p, request("/free", &[]));
     assert_eq!(res.status(), 302);
@@ -111,7 +168,7 @@ fn url_rewriting_leaves_everything_else_alone() {
 fn origin_failures_do_not_echo_the_runtime_error_or_the_origin_address() {
     let cfg = config();
     let p = Rc::new(fake());
-    *p.origin_error.borrow_mut() = Some("connect ECONNREFUSED http://origin.test/base/free".into());
+    *p.origin_error.borrow_mut() = Some("connect ECONNREFUSED https://origin.test/base/free".into());
     let res = run(&cfg, &p, request("/free", &[]));
     assert_eq!(res.status(), 502);
     let body = String::from_utf8_lossy(res.body()).to_string();

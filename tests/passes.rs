@@ -41,7 +41,7 @@ fn without_a_pass_every_request_pays() {
 
 #[test]
 fn removed_session_settings_are_clear_configuration_errors() {
-    let base = json!({ "ORIGIN_URL": "http://o.test", "FACILITATOR_URL": "http://f.test", "PAY_TO": "0x209693Bc6afc0C5328bA36FaF03C514EF312287C" });
+    let base = json!({ "ORIGIN_URL": "https://o.test", "FACILITATOR_URL": "https://f.test", "PAY_TO": "0x209693Bc6afc0C5328bA36FaF03C514EF312287C" });
     let mut v = base.clone();
     v["SESSION_TTL_SECONDS"] = json!("3600");
     v["ROUTES"] = json!([{ "route": "GET /x", "price": "$0.01" }]);
@@ -152,7 +152,7 @@ fn a_group_pass_opens_its_group_and_never_a_dearer_route() {
     assert_eq!(run(&cfg, &p, request("/summaries/x", &[("x402-pass", &t)])).status(), 200);
     assert!(error_of(&run(&cfg, &p, request("/raw/x", &[("x402-pass", &t)]))).starts_with("pass_out_of_scope"));
     // A cheap route cannot sell a pass to a dearer group member.
-    let v = json!({ "ORIGIN_URL": "http://o.test", "FACILITATOR_URL": "http://f.test", "PAY_TO": "0x209693Bc6afc0C5328bA36FaF03C514EF312287C", "ROUTES": [
+    let v = json!({ "ORIGIN_URL": "https://o.test", "FACILITATOR_URL": "https://f.test", "PAY_TO": "0x209693Bc6afc0C5328bA36FaF03C514EF312287C", "ROUTES": [
         { "route": "GET /cheap", "price": "$0.01", "group": "g", "pass": { "ttl": "1h", "scope": "g" } },
         { "route": "GET /dear", "price": "$1.00", "group": "g" }
     ]});

@@ -16,7 +16,7 @@ use x402_edge_paywall::facilitator::UpstreamError;
 
 fn two_facilitators(verify: &str) -> Rc<Config> {
     config_vars(json!({
-        "FACILITATOR_URL": "http://a.test, http://b.test",
+        "FACILITATOR_URL": "https://a.test, https://b.test",
         "ROUTES": [{ "route": "GET /paid", "price": "$0.01", "verify": verify }],
     }))
 }
@@ -29,12 +29,12 @@ fn attempts(p: &Fake) -> Vec<String> {
 fn verify_fails_over_and_settlement_goes_to_the_facilitator_that_answered() {
     let cfg = two_facilitators("always");
     let p = Rc::new(fake());
-    p.facilitators_down.borrow_mut().push("http://a.test".into());
+    p.facilitators_down.borrow_mut().push("https://a.test".into());
     let res = run(&cfg, &p, request("/paid", &[("payment-signature", &payment(&cfg, 0, 7))]));
     assert_eq!(res.status(), 200);
-    assert_eq!(attempts(&p), ["http://a.test/verify", "http://b.test/verify", "http://b.test/settle"], "a is skipped once it failed");
+    assert_eq!(attempts(&p), ["https://a.test/verify", "https://b.test/verify", "https://b.test/settle"], "a is skipped once it failed");
     assert_eq!((p.verifies(), p.settles(), p.origin_hits()), (1, 1, 1));
-    assert!(p.logs.borrow().iter().any(|l| l.contains("facilitator http://a.test failed on /verify")), "the failure is logged");
+    assert!(p.logs.borrow().iter().any(|l| l.contains("facilitator https://a.test failed on /verify")), "the failure is logged");
 }
 
 #[test]
@@ -47,19 +47,19 @@ fn settle_never_fails_over_once_the_request_may_have_reached_a_facilitator() {
     let res = run(&cfg, &p, request("/paid", &[("payment-signature", &header)]));
     assert_eq!(res.status(), 504);
     assert_eq!(body_json(&res)["error"], "settlement_outcome_unknown");
-    assert_eq!(attempts(&p), ["http://a.test/settle"], "b is not called after a may have received it");
+    assert_eq!(attempts(&p), ["https://a.test/settle"], "b is not called after a may have received it");
 
     // Connection lost: just as unknown (workerd reports a refused connection and one lost after
     // sending alike), so b is still not called.
     let p = Rc::new(fake());
-    p.facilitators_down.borrow_mut().push("http://a.test".into());
+    p.facilitators_down.borrow_mut().push("https://a.test".into());
     let res = run(&cfg, &p, request("/paid", &[("payment-signature", &header)]));
     assert_eq!(res.status(), 502);
-    assert_eq!(attempts(&p), ["http://a.test/settle"]);
+    assert_eq!(attempts(&p), ["https://a.test/settle"]);
     // The retry of the same payment: a is being skipped, so b settles it, once.
     let res = run(&cfg, &p, request("/paid", &[("payment-signature", &header)]));
     assert_eq!(res.status(), 200);
-    assert_eq!(attempts(&p), ["http://a.test/settle", "http://b.test/settle"]);
+    assert_eq!(attempts(&p), ["https://a.test/settle", "https://b.test/settle"]);
     assert_eq!((p.settles(), p.origin_hits()), (1, 2));
 }
 
@@ -70,7 +70,7 @@ fn a_refusal_is_an_answer_and_is_not_failed_over() {
     p.queue_verify(reply(400, r#"{"isValid":false,"invalidReason":"insufficient_funds"}"#));
     let res = run(&cfg, &p, request("/paid", &[("payment-signature", &payment(&cfg, 0, 7))]));
     assert_eq!(res.status(), 402);
-    assert_eq!(attempts(&p), ["http://a.test/verify"]);
+    assert_eq!(attempts(&p), ["https://a.test/verify"]);
     assert_eq!(p.origin_hits(), 0);
 }
 
@@ -118,7 +118,7 @@ fn cdp_authentication_signs_a_fresh_jwt_bound_to_each_endpoint() {
 fn facilitator_configuration_errors_are_clear() {
     let try_vars = |vars: Value| {
         let mut map = json!({
-            "ORIGIN_URL": "http://origin.test",
+            "ORIGIN_URL": "https://origin.test",
             "PAY_TO": "0x209693Bc6afc0C5328bA36FaF03C514EF312287C",
             "ROUTES": [{ "route": "GET /paid", "price": "$0.01" }],
         });
@@ -128,23 +128,86 @@ fn facilitator_configuration_errors_are_clear() {
         Config::from_vars(map.as_object().unwrap())
     };
     let e = |vars: Value| try_vars(vars).unwrap_err().0;
-    assert!(e(json!({ "FACILITATOR_URL": "http://a.test", "FACILITATOR_AUTH": "cdp" })).contains("CDP_API_KEY_ID"));
-    assert!(e(json!({ "FACILITATOR_URL": "http://a.test", "FACILITATOR_AUTH": "cdp", "CDP_API_KEY_ID": "k", "CDP_API_KEY_SECRET": "short" })).contains("CDP_API_KEY_SECRET"));
-    assert!(e(json!({ "FACILITATOR_URL": "http://a.test, http://a.test/" })).contains("twice"));
+    assert!(e(json!({ "FACILITATOR_URL": "https://a.test", "FACILITATOR_AUTH": "cdp" })).contains("CDP_API_KEY_ID"));
+    assert!(e(json!({ "FACILITATOR_URL": "https://a.test", "FACILITATOR_AUTH": "cdp", "CDP_API_KEY_ID": "k", "CDP_API_KEY_SECRET": "short" })).contains("CDP_API_KEY_SECRET"));
+    assert!(e(json!({ "FACILITATOR_URL": "https://a.test, https://a.test/" })).contains("twice"));
     assert!(e(json!({ "FACILITATOR_URL": "a,b,c,d,e" })).contains("1 to 4"));
-    assert!(e(json!({ "FACILITATOR_URL": [{ "url": "http://a.test", "auth": "header" }] })).contains("FACILITATOR_AUTH"));
-    assert!(e(json!({ "FACILITATOR_URL": [{ "url": "http://a.test", "token": "x" }] })).contains("unknown key"));
-    let secret_leak = e(json!({ "FACILITATOR_URL": "http://a.test", "FACILITATOR_AUTH": "cdp", "CDP_API_KEY_ID": "k", "CDP_API_KEY_SECRET": "c2VjcmV0LXNlY3JldA==" }));
+    assert!(e(json!({ "FACILITATOR_URL": [{ "url": "https://a.test", "auth": "header" }] })).contains("FACILITATOR_AUTH"));
+    assert!(e(json!({ "FACILITATOR_URL": [{ "url": "https://a.test", "token": "x" }] })).contains("unknown key"));
+    let secret_leak = e(json!({ "FACILITATOR_URL": "https://a.test", "FACILITATOR_AUTH": "cdp", "CDP_API_KEY_ID": "k", "CDP_API_KEY_SECRET": "c2VjcmV0LXNlY3JldA==" }));
     assert!(!secret_leak.contains("c2VjcmV0"), "errors never quote the secret: {secret_leak}");
-    // Per-entry authentication: a CDP facilitator first, a self-hosted one with a header second.
+    assert!(e(json!({ "FACILITATOR_URL": [{ "url": "https://a.test", "auth": "FACILITATOR_AUTH_B" }] })).contains("names the secret FACILITATOR_AUTH_B, which is not set"));
+    assert!(e(json!({ "FACILITATOR_URL": [{ "url": "https://a.test", "auth": "ADMIN_TOKEN" }], "ADMIN_TOKEN": "x".repeat(32) })).contains("auth must be"), "only facilitator secrets can be named");
+    assert!(e(json!({ "FACILITATOR_URL": [{ "url": "https://a.test", "auth": "FACILITATOR_AUTH_" }] })).contains("auth must be"));
+    // Per-entry authentication: a CDP facilitator first, a self-hosted one with its own secret
+    // second, a third naming FACILITATOR_AUTH explicitly, a fourth with nothing.
     let cfg = try_vars(json!({
-        "FACILITATOR_URL": [{ "url": "https://api.cdp.coinbase.com/platform/v2/x402", "auth": "cdp" }, "https://facilitator.example"],
-        "FACILITATOR_AUTH": "Bearer self-hosted",
+        "FACILITATOR_URL": [
+            { "url": "https://api.cdp.coinbase.com/platform/v2/x402", "auth": "cdp" },
+            { "url": "https://facilitator.example", "auth": "FACILITATOR_AUTH_SELF_HOSTED" },
+            { "url": "https://c.example", "auth": "header" },
+            "https://d.example"
+        ],
+        "FACILITATOR_AUTH": "Bearer primary",
+        "FACILITATOR_AUTH_SELF_HOSTED": "Bearer self-hosted",
         "CDP_API_KEY_ID": "k",
         "CDP_API_KEY_SECRET": STANDARD.encode([1u8; 64]),
     }))
     .unwrap();
-    assert_eq!(format!("{:?}", cfg.facilitators.iter().map(|f| &f.auth).collect::<Vec<_>>()), "[cdp(k), header]");
+    assert_eq!(format!("{:?}", cfg.facilitators.iter().map(|f| &f.auth).collect::<Vec<_>>()), "[cdp(k), header, header, none]");
+}
+
+/// Which `Authorization` each facilitator URL received, in call order.
+fn authorizations(p: &Fake) -> Vec<(String, Option<String>)> {
+    p.facilitator_attempts.borrow().clone()
+}
+
+#[test]
+fn each_facilitator_receives_only_the_credentials_configured_for_it() {
+    let routes = json!([{ "route": "GET /paid", "price": "$0.01", "verify": "always" }]);
+    // The single-facilitator form, now in a list: FACILITATOR_AUTH goes to the first only.
+    let cfg = config_vars(json!({ "FACILITATOR_URL": "https://a.test, https://b.test", "FACILITATOR_AUTH": "Bearer primary", "ROUTES": routes }));
+    let p = Rc::new(fake());
+    p.facilitators_down.borrow_mut().push("https://a.test".into());
+    assert_eq!(run(&cfg, &p, request("/paid", &[("payment-signature", &payment(&cfg, 0, 7))])).status(), 200);
+    assert_eq!(
+        authorizations(&p),
+        [
+            ("https://a.test/verify".to_string(), Some("Bearer primary".to_string())),
+            ("https://b.test/verify".to_string(), None),
+            ("https://b.test/settle".to_string(), None),
+        ],
+        "the fallback never receives the primary's secret"
+    );
+    assert_eq!((p.verifies(), p.settles(), p.origin_hits()), (1, 1, 1));
+
+    // Each facilitator with its own secret; the first two down so all three are called.
+    let cfg = config_vars(json!({
+        "FACILITATOR_URL": [
+            "https://a.test",
+            { "url": "https://b.test", "auth": "none" },
+            { "url": "https://c.test", "auth": "FACILITATOR_AUTH_C" }
+        ],
+        "FACILITATOR_AUTH": "Bearer primary",
+        "FACILITATOR_AUTH_C": "Basic Yzpj",
+        "ROUTES": routes,
+    }));
+    let p = Rc::new(fake());
+    p.facilitators_down.borrow_mut().extend(["https://a.test".to_string(), "https://b.test".to_string()]);
+    assert_eq!(run(&cfg, &p, request("/paid", &[("payment-signature", &payment(&cfg, 0, 8))])).status(), 200);
+    assert_eq!(
+        authorizations(&p),
+        [
+            ("https://a.test/verify".to_string(), Some("Bearer primary".to_string())),
+            ("https://b.test/verify".to_string(), None),
+            ("https://c.test/verify".to_string(), Some("Basic Yzpj".to_string())),
+            ("https://c.test/settle".to_string(), Some("Basic Yzpj".to_string())),
+        ]
+    );
+    let received = |url: &str| -> Vec<Option<String>> { authorizations(&p).into_iter().filter(|(u, _)| u.starts_with(url)).map(|(_, a)| a).collect() };
+    assert!(received("https://c.test").iter().all(|a| a.as_deref() == Some("Basic Yzpj")), "c only ever got its own");
+    assert!(!received("https://b.test").iter().any(Option::is_some), "b got nothing");
+    assert_eq!((p.verifies(), p.settles(), p.origin_hits()), (1, 1, 1));
 }
 
 // ---- Decisions: one per priced request, nothing secret in them ---------------------------------
@@ -278,7 +341,7 @@ fn paid_attempts_over_the_per_payer_limit_get_429_before_the_ledger() {
 #[test]
 fn rate_limit_and_mode_configuration_errors_are_clear() {
     let e = |vars: Value| Config::from_vars(&{
-        let mut m = json!({ "ORIGIN_URL": "http://o.test", "FACILITATOR_URL": "http://f.test", "PAY_TO": "0x209693Bc6afc0C5328bA36FaF03C514EF312287C",
+        let mut m = json!({ "ORIGIN_URL": "https://o.test", "FACILITATOR_URL": "https://f.test", "PAY_TO": "0x209693Bc6afc0C5328bA36FaF03C514EF312287C",
             "ROUTES": [{ "route": "GET /paid", "price": "$0.01" }] });
         for (k, v) in vars.as_object().unwrap() { m[k] = v.clone(); }
         m.as_object().unwrap().clone()
@@ -308,7 +371,7 @@ fn decision_log_payments_leaves_out_plain_challenges_but_keeps_their_data_points
     run(&all, &p, request("/paid", &[]));
     assert_eq!(p.logs.borrow().iter().filter(|l| l.contains(r#""outcome":"challenge""#)).count(), 1, "all (the default) logs challenges");
     let e = Config::from_vars(
-        json!({ "ORIGIN_URL": "http://o.test", "FACILITATOR_URL": "http://f.test", "PAY_TO": "0x209693Bc6afc0C5328bA36FaF03C514EF312287C",
+        json!({ "ORIGIN_URL": "https://o.test", "FACILITATOR_URL": "https://f.test", "PAY_TO": "0x209693Bc6afc0C5328bA36FaF03C514EF312287C",
             "ROUTES": [{ "route": "GET /paid", "price": "$0.01" }], "DECISION_LOG": "some" })
         .as_object()
         .unwrap(),

@@ -131,6 +131,34 @@ describe('facilitator failover', () => {
     }
   });
 
+  test('each facilitator receives only its own credentials: FACILITATOR_AUTH goes to the first, a FACILITATOR_AUTH_<NAME> secret to the one naming it', async () => {
+    // The first answers /verify with no usable answer, so verify fails over and the second settles.
+    const noAnswer = (name) => (name === 'verify' ? { status: 503, body: '{}' } : null);
+    const received = (f) => f.bodies.map((b) => `${b.path} ${b.authorization ?? '(none)'}`);
+    for (const [list, bindings, second] of [
+      [(a, b) => `${a}, ${b}`, { FACILITATOR_AUTH: 'Bearer primary' }, ['verify (none)', 'settle (none)']],
+      [(a, b) => JSON.stringify([a, { url: b, auth: 'FACILITATOR_AUTH_BACKUP' }]), { FACILITATOR_AUTH: 'Bearer primary', FACILITATOR_AUTH_BACKUP: 'Bearer backup' }, ['verify Bearer backup', 'settle Bearer backup']],
+    ]) {
+      const a = await startFacilitator({ rpcUrl: stack.rpcUrl, fault: noAnswer });
+      const b = await startFacilitator({ rpcUrl: stack.rpcUrl });
+      const w = await worker(list(a.url, b.url), bindings);
+      try {
+        const before = await balanceOf(stack.rpcUrl, stack.payer);
+        const { send } = await pay(w);
+        const res = await send();
+        assert.equal(res.status, 200, await res.clone().text());
+        await res.arrayBuffer();
+        assert.deepEqual(received(a), ['verify Bearer primary']);
+        assert.deepEqual(received(b), second, 'the fallback never receives the primary\'s secret');
+        assert.equal(await balanceOf(stack.rpcUrl, stack.payer), before - 10000n);
+      } finally {
+        await w.stop();
+        await a.stop();
+        await b.stop();
+      }
+    }
+  });
+
   test('first facilitator hangs after receiving /settle: 504 unknown outcome, the second is not called; the retry settles once', async () => {
     const first = await startFacilitator({ rpcUrl: stack.rpcUrl, fault: (name) => (name === 'settle' ? { delayMs: 4000, status: 200, body: '{}' } : null) });
     const second = await startFacilitator({ rpcUrl: stack.rpcUrl });

@@ -92,6 +92,15 @@ describe('sign-in-with-x', () => {
     assert.match(await refused('/bundle/x', await signedHeader('/bundle/x', KEYS.payer)), /^siwx_no_pass/);
   });
 
+  test('a proof for another path, another chain, or with a nonce the client invented is refused', async () => {
+    const originBefore = ctx.stack.origin.requests.length;
+    assert.match(await refused('/premium/y', await signedHeader('/premium/x', KEYS.payer)), /^invalid_siwx_uri_mismatch/);
+    assert.match(await refused('/premium/x', await signedHeader('/premium/x', KEYS.payer, (info) => ({ ...info, chainId: 'eip155:8453' }))), /^invalid_siwx_chain/);
+    const invented = await signedHeader('/premium/x', KEYS.payer, (info) => ({ ...info, nonce: '0123456789abcdef0123456789abcdef' }));
+    assert.match(await refused('/premium/x', invented), /^invalid_siwx_nonce_unknown/);
+    assert.equal(ctx.stack.origin.requests.length, originBefore, 'the origin never ran');
+  });
+
   test('a message for another domain, or an expired one, is refused', async () => {
     const elsewhere = await signedHeader('/premium/x', KEYS.payer, (info) => ({ ...info, domain: 'evil.example', uri: 'https://evil.example/premium/x' }), 'https://evil.example/premium/x');
     assert.match(await refused('/premium/x', elsewhere), /^invalid_siwx_domain_mismatch/);

@@ -220,6 +220,7 @@ fn sign_in_header(ext: &Value, key_byte: u8) -> String {
 fn sign_ins_are_limited_per_client_before_they_reach_the_ledger() {
     let cfg = config_vars(json!({
         "PUBLIC_URL": "https://paywall.test",
+        "SIGN_IN_SECRET": "a sign-in secret of at least 32 characters",
         "ROUTES": [{ "route": "GET /paid", "price": "$0.01", "pass": { "ttl": "1h" }, "rateLimit": { "challenge": "CHALLENGES" } }]
     }));
     let p = Rc::new(fake());

@@ -48,7 +48,7 @@ pub const METRICS_BINDING: &str = "METRICS";
 const LEDGER_TIMEOUT_SECONDS: u64 = 10;
 
 /// The variables read from `env` (see [`crate::config`]).
-const VARS: [&str; 23] = [
+const VARS: [&str; 24] = [
     "ORIGIN_URL",
     "DECISION_LOG",
     "MODE",
@@ -72,6 +72,7 @@ const VARS: [&str; 23] = [
     "ADMIN_TOKEN",
     "PUBLIC_URL",
     "RPC_URL",
+    "SIGN_IN_SECRET",
 ];
 
 /// A body on the edge: a JS stream passed through untouched, bytes we produced, or the body of
@@ -125,7 +126,14 @@ type PassThroughFailed = Closure<dyn Fn(JsValue, f64) -> Result<JsValue, JsValue
 
 fn read_vars(env: &Env) -> Map<String, Value> {
     let mut vars = Map::new();
-    for name in VARS {
+    // The fixed names, and each facilitator's own credentials (`FACILITATOR_AUTH_<NAME>`).
+    let env_object: &JsValue = env.as_ref();
+    let per_facilitator: Vec<String> = js_sys::Object::keys(env_object.unchecked_ref::<js_sys::Object>())
+        .iter()
+        .filter_map(|k| k.as_string())
+        .filter(|k| k.starts_with(crate::config::FACILITATOR_AUTH_PREFIX))
+        .collect();
+    for name in VARS.iter().copied().chain(per_facilitator.iter().map(String::as_str)) {
         let Ok(v) = js_sys::Reflect::get(env.as_ref(), &JsValue::from_str(name)) else { continue };
         if v.is_undefined() || v.is_null() {
             continue;

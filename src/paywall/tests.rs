@@ -65,8 +65,8 @@ fn prices_in_dollars_by_string_arithmetic() {
 
 fn config(routes: Value) -> Config {
     let vars = json!({
-        "ORIGIN_URL": "http://origin.test",
-        "FACILITATOR_URL": "http://facilitator.test",
+        "ORIGIN_URL": "https://origin.test",
+        "FACILITATOR_URL": "https://facilitator.test",
         "PAY_TO": "0x209693Bc6afc0C5328bA36FaF03C514EF312287C",
         "ROUTES": routes,
     });

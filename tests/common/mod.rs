@@ -275,8 +275,8 @@ pub fn config_with(routes: Value) -> Rc<Config> {
 /// The standard variables overridden by `vars` (a JSON object; `null` removes one).
 pub fn config_vars(vars: Value) -> Rc<Config> {
     let mut v = json!({
-        "ORIGIN_URL": "http://origin.test/base/",
-        "FACILITATOR_URL": "http://facilitator.test",
+        "ORIGIN_URL": "https://origin.test/base/",
+        "FACILITATOR_URL": "https://facilitator.test",
         "PAY_TO": "0x209693Bc6afc0C5328bA36FaF03C514EF312287C",
         "ROUTES": [
             { "route": "GET /paid", "price": "$0.01" },

@@ -224,6 +224,7 @@ export function checkCdpJwt(authorization, key, { host, path: reqPath, seen, now
  * `fault(path, body)` may return {status, body, delayMs} to inject a failure instead of answering.
  * `cdpKey` (from {@link cdpKey}): every call must carry a valid CDP JWT for that key
  * ({@link checkCdpJwt}), else 401; `jwts` lists the decoded ones accepted, `refusals` the rest.
+ * `bodies` lists each /verify and /settle call: {path, body, authorization (the header received)}.
  */
 export async function startFacilitator({ rpcUrl, privateKey = KEYS.facilitator, fault, cdpKey: requiredKey } = {}) {
   const account = privateKeyToAccount(privateKey, { nonceManager });
@@ -262,7 +263,7 @@ export async function startFacilitator({ rpcUrl, privateKey = KEYS.facilitator, 
       const name = req.url.slice(1);
       const body = await readJson(req);
       calls[name]++;
-      bodies.push({ path: name, body });
+      bodies.push({ path: name, body, authorization: req.headers.authorization });
       const injected = state.fault && (await state.fault(name, body));
       if (injected) {
         if (injected.delayMs) await sleep(injected.delayMs);
@@ -407,7 +408,7 @@ export async function startWorker({ originUrl, facilitatorUrl, payTo, routes = R
       PAY_TO: payTo,
       NETWORK,
       ROUTES: routes,
-      ...(publicUrl ? { PUBLIC_URL: `http://127.0.0.1:${port}` } : {}),
+      ...(publicUrl ? { PUBLIC_URL: `http://127.0.0.1:${port}`, SIGN_IN_SECRET: 'a test sign-in secret of at least 32 characters' } : {}),
       ...extraBindings,
     },
     ...(originWorker ? { serviceBindings: { ORIGIN_SERVICE: 'origin' } } : {}),
