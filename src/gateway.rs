@@ -9,7 +9,9 @@
 //! 2. a live session token for this route → proxy without payment;
 //! 3. no payment header → 402 challenge;
 //! 4. verify locally ([`crate::exact`]), including a `validBefore` that leaves time for the
-//!    origin and settlement; failure → 402 with the reason, nothing called;
+//!    origin and settlement (else only a record the ledger already holds can serve it); failure
+//!    → 402 with the reason, nothing called; a signature not checkable here (not 65 bytes) is
+//!    `/verify`-ed before anything is keyed by its claimed payer;
 //! 5. reserve the authorization in the ledger ([`crate::ledger`], one call; the second, `finish`,
 //!    records the outcome): in flight elsewhere → 409;
 //!    settled and delivered → 402; settled, not delivered → served again without settling;
@@ -21,8 +23,12 @@
 //! 8. `/settle`, run to completion even if the client leaves, its answer checked before it is
 //!    believed and recorded in the ledger: success → origin response + `PAYMENT-RESPONSE`;
 //!    refusal → 402, content withheld; no usable answer → 502/504 naming the payment, never a
-//!    fresh challenge. A retry of an unknown outcome settles again and takes "nonce already
-//!    used" as paid, because this ledger sent it.
+//!    fresh challenge. `/settle` leaves only after the ledger acknowledged the send mark
+//!    ([`crate::ledger::Op::Mark`]); a retry of a marked authorization whose outcome is unknown is
+//!    reconciled before the origin runs again: from the chain with `RPC_URL`
+//!    ([`crate::evidence`]), else by settling again and taking "nonce already used" as paid,
+//!    because this ledger sent it. A late retry (too close to `validBefore` for a new payment)
+//!    is answered from its ledger record, never with a fresh challenge.
 
 use std::future::Future;
 use std::rc::Rc;

@@ -361,7 +361,7 @@ describe('every failure in words, no funds moved', () => {
       ? { status: 200, body: { success: false, errorReason: 'unexpected_settle_error', transaction: '', network: NETWORK, payer: body.paymentPayload.payload.authorization.from } }
       : null));
     try {
-      const expect = /^Settlement refusedThe facilitator refused to settle this payment \(unexpected_settle_error\)\. Nothing was charged and the content is withheld\.$/;
+      const expect = /^Settlement refusedThe facilitator refused to settle this payment \(unexpected_settle_error\); the content is withheld\.$/;
       expect.settles = 1;
       await failing('/weather', testWallet(KEYS.payer), KEYS.payer, expect);
     } finally {

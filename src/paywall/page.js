@@ -218,7 +218,10 @@
       return say('error', 'Paid, but the content did not arrive', [json.message, 'Retry the same payment: you get the content without paying again.'], { label: 'Retry the same payment', run: send });
     }
     if (error === 'ledger_unavailable') {
-      return say('error', 'The paywall is briefly unavailable', ['Nothing was forwarded and nothing was charged. Retry in a moment.'], { label: 'Retry the same payment', run: send });
+      return say('error', 'The paywall is briefly unavailable', ['Nothing was charged. Retry in a moment.'], { label: 'Retry the same payment', run: send });
+    }
+    if (error === 'payment_for_other_resource') {
+      return say('error', 'This payment was for another page', [json.message]);
     }
     pending = null;
     if (error === 'facilitator_unavailable') return say('error', 'The payment could not be checked', [json.message, 'Nothing was charged. Press "Pay with wallet" to try again.']);
@@ -245,7 +248,9 @@
     const r = String(reason || 'settlement_failed');
     return say('error', 'Settlement refused', [
       /insufficient/i.test(r) ? `The wallet ${p.from} does not hold ${p.info.price} on ${p.info.network}.` : '',
-      `The facilitator refused to settle this payment (${r}). Nothing was charged and the content is withheld.`,
+      /nonce/i.test(r)
+        ? `This authorization was used on chain by a transaction that did not pay for this page (${r}); nothing was paid for it here and the content is withheld. Sign a new payment.`
+        : `The facilitator refused to settle this payment (${r}); the content is withheld.`,
     ]);
   }
 
