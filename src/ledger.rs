@@ -163,14 +163,28 @@ pub enum Outcome {
     /// transaction that did not pay: the record is deleted and the payer's standing turns bad.
     Refused,
     /// `/settle` was sent and its outcome is unknown: the record stays [`Settlement::Sent`].
-    Unknown { transaction: Option<String> },
+    /// `refused`: the facilitator answered with a refusal, which may follow a broadcast (a
+    /// transaction that failed after it left): the record is kept, since money may have moved,
+    /// and the payer's standing turns bad.
+    #[serde(rename_all = "camelCase")]
+    Unknown {
+        transaction: Option<String>,
+        #[serde(default)]
+        refused: bool,
+    },
     /// This hold never sent it to `/settle` (origin failed, client gone, verify unavailable,
     /// the mark was refused): an unmarked record is deleted and the authorization can be retried;
     /// a marked one (this or an earlier hold sent it) stays [`Settlement::Sent`].
     Release,
     /// A settled authorization's response was (`true`) or was not (`false`) handed over after a
-    /// redelivery or a settle-first origin call.
-    Delivered { delivered: bool },
+    /// redelivery or a settle-first origin call. `pass`: a pass sold with this delivery (id,
+    /// expiry), indexed for the payer in the same write.
+    #[serde(rename_all = "camelCase")]
+    Delivered {
+        delivered: bool,
+        #[serde(default)]
+        pass: Option<(String, u64)>,
+    },
 }
 
 /// A request to the ledger. `Finish` names the `holder` that reserved.
@@ -389,7 +403,10 @@ pub fn apply(store: &mut impl Store, op: Op, now: u64) -> Result<Reply, String> 
                     store.delete(&key)?;
                     Reply::Done
                 }
-                Outcome::Unknown { transaction } => {
+                Outcome::Unknown { transaction, refused } => {
+                    if refused {
+                        standing.last_refused_at = now;
+                    }
                     let known = match &record.settlement {
                         Settlement::Sent { transaction } => transaction.clone(),
                         _ => None,
@@ -407,11 +424,14 @@ pub fn apply(store: &mut impl Store, op: Op, now: u64) -> Result<Reply, String> 
                     }
                     Reply::Done
                 }
-                Outcome::Delivered { delivered } => {
+                Outcome::Delivered { delivered, pass } => {
                     if matches!(record.settlement, Settlement::Settled { .. }) {
                         record.delivered = delivered;
                     }
                     store.put(&key, &record)?;
+                    if let Some((id, expires_at)) = pass {
+                        store.add_payer_pass(&id, expires_at)?;
+                    }
                     Reply::Done
                 }
             };
@@ -662,7 +682,7 @@ mod tests {
         assert_eq!(apply(&mut s, elsewhere, T + 1).unwrap(), Reply::Mismatch { resource: Some("GET /x /x".into()) }, "bound to its resource");
         assert!(matches!(reserve(&mut s, "b", T + 1), Reply::Redeliver { .. }));
         assert_eq!(reserve(&mut s, "c", T + 1), Reply::InFlight, "the redelivery is in flight");
-        finish(&mut s, "b", Outcome::Delivered { delivered: true }, T + 2);
+        finish(&mut s, "b", Outcome::Delivered { delivered: true, pass: None }, T + 2);
         assert!(matches!(reserve(&mut s, "d", T + 3), Reply::Spent { .. }));
     }
 
@@ -680,7 +700,7 @@ mod tests {
         let mut s = MemoryStore::default();
         reserve(&mut s, "a", T);
         mark(&mut s, "a", T);
-        finish(&mut s, "a", Outcome::Unknown { transaction: Some("0x1".into()) }, T);
+        finish(&mut s, "a", Outcome::Unknown { transaction: Some("0x1".into()), refused: false }, T);
         match reserve(&mut s, "b", T + 1) {
             Reply::Reserved { prior_sent, prior_transaction, lapsed, .. } => {
                 assert!(prior_sent && !lapsed);
@@ -746,7 +766,7 @@ mod tests {
         assert_eq!(finish(&mut s, "a", held, T), Reply::Done);
         assert_eq!(reserve(&mut s, "b", T + 1), Reply::InFlight, "the origin call is in flight");
         // The origin failed: the payer keeps a paid, undelivered authorization.
-        assert_eq!(finish(&mut s, "a", Outcome::Delivered { delivered: false }, T + 2), Reply::Done);
+        assert_eq!(finish(&mut s, "a", Outcome::Delivered { delivered: false, pass: None }, T + 2), Reply::Done);
         assert!(matches!(reserve(&mut s, "c", T + 3), Reply::Redeliver { .. }));
     }
 
