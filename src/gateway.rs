@@ -597,7 +597,7 @@ async fn priced<P: Platform>(
             trace.outcome(DecisionOutcome::Refused, Some("payment_for_other_resource"));
             let value = json!({
                 "error": "payment_for_other_resource",
-                "message": format!("this payment was settled for {resource} and its response not yet delivered; retry it on that resource to receive it"),
+                "message": format!("this payment was sent to settlement for {resource} and its response not yet delivered; retry it on that resource to receive it"),
                 "payment": identity,
             });
             return json_response(StatusCode::CONFLICT, &value, P::body);

@@ -349,8 +349,17 @@ pub fn apply(store: &mut impl Store, op: Op, now: u64) -> Result<Reply, String> 
                 store.put(&key, &record)?;
                 return Ok(reply);
             }
+            if matches!(record.settlement, Settlement::Sent { .. }) && (record.route != route || record.resource != resource) {
+                // Maybe paid, for that resource: reconciled (and served) only there.
+                return Ok(Reply::Mismatch { resource: Some(format!("{} {}", record.route, record.resource)) });
+            }
             record.lease_until = now.saturating_add(lease_seconds);
             record.holder = holder;
+            // An unsent record is taken over whole by the request that now holds it.
+            if record.settlement == Settlement::Pending {
+                record.route = route;
+                record.resource = resource;
+            }
             // Only the send mark makes a record "maybe on chain"; an unmarked record whose holder
             // died is fresh (and verified again).
             let (prior_sent, prior_transaction, lapsed) = match &record.settlement {
@@ -684,6 +693,20 @@ mod tests {
         assert_eq!(reserve(&mut s, "c", T + 1), Reply::InFlight, "the redelivery is in flight");
         finish(&mut s, "b", Outcome::Delivered { delivered: true, pass: None }, T + 2);
         assert!(matches!(reserve(&mut s, "d", T + 3), Reply::Spent { .. }));
+    }
+
+    #[test]
+    fn a_sent_record_is_reconciled_only_for_its_resource_and_an_unsent_one_follows_its_holder() {
+        let mut s = MemoryStore::default();
+        let at = |holder: &str, resource: &str| Op::Reserve { key: "k".into(), holder: holder.into(), route: "GET /x".into(), resource: resource.into(), signature: "s1".into(), valid_before: T + 300, lease_seconds: 40, create: true };
+        apply(&mut s, at("a", "/x"), T).unwrap();
+        // The holder died unsent; a copy for another path takes it over whole.
+        assert!(matches!(apply(&mut s, at("b", "/y"), T + 41).unwrap(), Reply::Reserved { lapsed: true, .. }));
+        assert_eq!(s.records["k"].resource, "/y");
+        mark(&mut s, "b", T + 42);
+        finish(&mut s, "b", Outcome::Unknown { transaction: None, refused: false }, T + 42);
+        assert_eq!(apply(&mut s, at("c", "/x"), T + 43).unwrap(), Reply::Mismatch { resource: Some("GET /x /y".into()) });
+        assert!(matches!(apply(&mut s, at("d", "/y"), T + 43).unwrap(), Reply::Reserved { prior_sent: true, .. }));
     }
 
     #[test]
