@@ -668,6 +668,7 @@ async fn priced<P: Platform>(
         requirements,
         networks: [Some(offer.requirements.network.clone()), offer.v1_network.map(str::to_string)].into_iter().flatten().collect(),
         question: Question { asset: offer.asset, payer: verified.payer, pay_to: offer.pay_to, amount: offer.amount, nonce: verified.nonce },
+        valid_before: verified.valid_before,
         identity,
         prior_sent,
         prior_transaction,
@@ -697,8 +698,17 @@ async fn priced<P: Platform>(
                         trace.transaction(&settled.transaction);
                         cold(deliver_settled(config, p, &pending.ticket, req, canonical, version, settled, sells.zip(pass), trace)).await
                     }
-                    Ok(other) => ledger_unavailable::<P>(&**p, &format!("the ledger answered {other:?} to a reconciled settlement"), trace),
-                    Err(e) => ledger_unavailable::<P>(&**p, &e, trace),
+                    // Paid on chain, but not recorded: the content waits for a retry that can record it.
+                    Ok(other) => {
+                        p.log(&format!("x402: ledger answered {other:?} to a reconciled settlement of {}", pending.ticket.key));
+                        trace.outcome(DecisionOutcome::UnknownOutcome, Some("ledger_unavailable"));
+                        unknown_outcome::<P>(StatusCode::BAD_GATEWAY, "the chain shows this payment paid, but the payment ledger could not record it", &pending.identity)
+                    }
+                    Err(e) => {
+                        p.log(&format!("x402: ledger failed to record a reconciled settlement of {}: {e}", pending.ticket.key));
+                        trace.outcome(DecisionOutcome::UnknownOutcome, Some("ledger_unavailable"));
+                        unknown_outcome::<P>(StatusCode::BAD_GATEWAY, "the chain shows this payment paid, but the payment ledger could not record it", &pending.identity)
+                    }
                 };
             }
             Reconciled::Answer(res) => return res,
@@ -746,6 +756,10 @@ async fn release_before_settlement<P: Platform>(p: &P, ticket: &Ticket, trace: &
     trace.outcome(outcome, Some(reason));
 }
 
+/// Seconds past `validBefore` after which a chain that shows an authorization unused is taken as
+/// final (blocks are stamped with their own time, which may trail this clock).
+const EXPIRED_MARGIN_SECONDS: u64 = 30;
+
 /// What reconciling an earlier send decided before the origin runs again.
 enum Reconciled<B> {
     /// Nothing known against settling again: go on as for a new payment (settling again is
@@ -787,6 +801,18 @@ async fn reconcile_before_origin<P: Platform>(p: &Rc<P>, s: &Pending, late: bool
             Reconciled::Answer(unsettled_response::<P>(Some(Settled::UsedElsewhere(transaction)), &s.identity, s.payment.version))
         }
         Evidence::NotUsed if !late => Reconciled::Proceed,
+        // Unused well past validBefore: the token will refuse it from now on, so nothing of it
+        // can move any more. Nothing was charged, and that can now be said.
+        Evidence::NotUsed if p.now() > s.valid_before.saturating_add(EXPIRED_MARGIN_SECONDS) => {
+            finish(&**p, &s.ticket, Outcome::Refused).await;
+            s.trace.outcome(DecisionOutcome::Refused, Some("invalid_exact_evm_payload_authorization_valid_before"));
+            let value = json!({
+                "error": "invalid_exact_evm_payload_authorization_valid_before",
+                "message": "an earlier settlement of this payment was sent but never executed on chain, and the authorization has expired: nothing was charged; sign a new one",
+                "payment": s.identity,
+            });
+            Reconciled::Answer(json_response(StatusCode::PAYMENT_REQUIRED, &value, P::body))
+        }
         Evidence::NotUsed => {
             finish(&**p, &s.ticket, Outcome::Release).await;
             Reconciled::Answer(keep("an earlier settlement of this payment was sent and has not executed on chain; it is too close to its validBefore to settle again", false))
@@ -1052,6 +1078,8 @@ struct Pending {
     networks: Vec<String>,
     /// The authorization, as the chain evidence asks about it.
     question: Question,
+    /// `authorization.validBefore`, Unix seconds.
+    valid_before: u64,
     identity: PaymentIdentity,
     /// This ledger sent the authorization to `/settle` before (send mark), outcome unknown.
     prior_sent: bool,
