@@ -296,18 +296,25 @@
     return say('error', 'The payment was refused', [r, none]);
   }
 
-  // A 402 with a PAYMENT-RESPONSE whose success is false: the facilitator refused to settle, or
-  // the nonce was used on chain by a transaction that did not pay this page.
+  // A 402 with a PAYMENT-RESPONSE whose success is false: the nonce was used on chain by a
+  // transaction that did not pay this page (the authorization is spent), or the facilitator
+  // refused to settle. A refusal may follow a broadcast (the paywall then keeps its record), so the
+  // same authorization is kept: retrying it reconciles the payment and never charges twice.
   function settlementRefused(reason, message, p) {
-    pending = null;
     const r = String(reason || 'settlement_failed');
+    if (/nonce/i.test(r)) {
+      pending = null;
+      return say('error', 'Settlement refused', [
+        `This authorization was used on chain by a transaction that did not pay for this page (${r}), so it cannot settle here and the content is withheld. Sign a new payment.`,
+        message,
+      ]);
+    }
+    p.maybePaid = true;
     return say('error', 'Settlement refused', [
       /insufficient/i.test(r) ? `The wallet ${p.from} does not hold ${p.info.price} on ${p.info.network}.` : '',
-      /nonce/i.test(r)
-        ? `This authorization was used on chain by a transaction that did not pay for this page (${r}), so it cannot settle here and the content is withheld. Sign a new payment.`
-        : `The facilitator refused to settle this payment (${r}); the content is withheld.`,
-      /nonce/i.test(r) ? message : '',
-    ]);
+      `The facilitator refused to settle this payment (${r}); the content is withheld.`,
+      `If the refusal came after its transaction was sent to the chain, retrying the same payment before ${localTime(Number(p.authorization.validBefore))} reconciles it: you get the content if it was paid, and it is never charged twice.`,
+    ], { label: 'Retry the same payment', run: send });
   }
 
   // 502/504 naming the payment, or a broken connection: it may or may not have been settled.
