@@ -963,7 +963,7 @@ async fn deliver_settled<P: Platform>(
         Err(e) => {
             finish(&**p, ticket, Outcome::Delivered { delivered: false, pass: None }).await;
             trace.outcome(DecisionOutcome::Paid, Some("origin_unreachable"));
-            return origin_failure::<P>(&**p, &e, Some(&settled));
+            return origin_failure::<P>(&**p, &e, Some((&settled, version)));
         }
     };
     trace.origin_status(res.status().as_u16());
@@ -1593,8 +1593,10 @@ fn rewrite_link(value: &str, base: &str, prefix: &str, public: &str) -> String {
 }
 
 /// The answer when forwarding failed. `settled`: the payment was already settled (a settle-first
-/// route, or a redelivery), so the answer carries it and says how to get the content.
-fn origin_failure<P: Platform>(p: &P, e: &ForwardError, settled: Option<&SettleResponse>) -> Response<P::Body> {
+/// route, or a redelivery) and the payment's x402 version, so the answer carries it in that
+/// version's header (`PAYMENT-RESPONSE`, or `X-PAYMENT-RESPONSE` for v1) and says how to get the
+/// content.
+fn origin_failure<P: Platform>(p: &P, e: &ForwardError, settled: Option<(&SettleResponse, u64)>) -> Response<P::Body> {
     match e {
         ForwardError::Method(m) => {
             let mut res = json_response(StatusCode::METHOD_NOT_ALLOWED, &json!({ "error": "method_not_allowed", "message": format!("{m} requests are not forwarded") }), P::body);
@@ -1608,13 +1610,13 @@ fn origin_failure<P: Platform>(p: &P, e: &ForwardError, settled: Option<&SettleR
             let public = e.public();
             match settled {
                 None => origin_unavailable(e, P::body),
-                Some(s) => {
+                Some((s, version)) => {
                     let message = format!(
                         "origin {public}. Your payment was settled (transaction {}); retry with the same payment header before it expires to get the response without paying again",
                         s.transaction
                     );
                     let mut res = json_response(status, &json!({ "error": "origin_unavailable", "message": message }), P::body);
-                    set_header(res.headers_mut(), PAYMENT_RESPONSE, &encode_header(s));
+                    set_header(res.headers_mut(), response_header(version), &encode_header(s));
                     res
                 }
             }

@@ -597,6 +597,47 @@ fn settle_before_settles_first_and_an_origin_failure_leaves_it_retrievable() {
 }
 
 #[test]
+fn a_settle_first_origin_failure_answers_in_the_clients_protocol_version() {
+    // A v1 client (X-PAYMENT) reads only X-PAYMENT-RESPONSE, a v2 client only PAYMENT-RESPONSE:
+    // each must learn that it paid when the origin fails after settlement, whether the origin was
+    // unreachable, timed out or answered >= 400, and on the redelivery too.
+    let cfg = config_with(json!([{ "route": "POST /send", "price": "$0.01", "settle": "before", "verify": "local" }]));
+    for (version, send, wanted, other) in [(1, "x-payment", "x-payment-response", "payment-response"), (2, "payment-signature", "payment-response", "x-payment-response")] {
+        let p = Rc::new(fake());
+        let h = if version == 1 { payment_v1_with(&cfg, 0, 72, 72, 120) } else { payment_with(&cfg, 0, 72, 72, 120) };
+        let post = || request_with("POST", "/send", &[(send, h.as_str())]);
+        let settled = |res: &http::Response<Vec<u8>>, what: &str| {
+            assert!(res.headers().get(other).is_none(), "v{version} {what}: no {other}");
+            let s = decode_header_json(res.headers().get(wanted).unwrap_or_else(|| panic!("v{version} {what}: {wanted} missing")).to_str().unwrap()).unwrap();
+            assert_eq!(s["success"], true, "v{version} {what}");
+            s["transaction"].as_str().unwrap().to_string()
+        };
+        // Unreachable, then over its time limit: the paywall's origin_unavailable answer.
+        *p.origin_error.borrow_mut() = Some("connection refused".into());
+        let res = run(&cfg, &p, post());
+        assert_eq!((res.status().as_u16(), body_json(&res)["error"].as_str()), (502, Some("origin_unavailable")), "v{version}");
+        let transaction = settled(&res, "origin unreachable");
+        assert_eq!(transaction.len(), 66);
+        *p.origin_error.borrow_mut() = None;
+        p.origin_down.set(true);
+        let res = run(&cfg, &p, post());
+        assert_eq!((res.status().as_u16(), body_json(&res)["error"].as_str()), (504, Some("origin_unavailable")), "v{version}: redelivery timed out");
+        assert_eq!(settled(&res, "origin timed out on redelivery"), transaction);
+        // The origin's own >= 400 answer on a redelivery.
+        p.origin_down.set(false);
+        p.origin_status.set(503);
+        let res = run(&cfg, &p, post());
+        assert_eq!(res.status(), 503, "v{version}: the origin's answer");
+        assert_eq!(settled(&res, "origin 503"), transaction);
+        p.origin_status.set(200);
+        let res = run(&cfg, &p, post());
+        assert_eq!(res.status(), 200, "v{version}");
+        assert_eq!(settled(&res, "delivered"), transaction);
+        assert_eq!((p.settles(), p.origin_hits()), (1, 4), "v{version}: charged once, the origin called on each try");
+    }
+}
+
+#[test]
 fn valid_before_must_leave_time_for_the_request_and_no_more_than_max_timeout() {
     let cfg = config(); // 30 s + 30 s time limits, maxTimeoutSeconds 300
     let p = Rc::new(fake());

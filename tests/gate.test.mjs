@@ -5,7 +5,7 @@ import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 
 import { KEYS, authorizationUsed, balanceOf, rawRequest } from './support/stack.mjs';
-import { paymentHeader, unb64 } from './support/pay.mjs';
+import { b64, paymentHeader, unb64 } from './support/pay.mjs';
 import { useStackAndWorker } from './support/suite.mjs';
 
 const ctx = useStackAndWorker({ extraBindings: { FACILITATOR_TIMEOUT_SECONDS: '2', ORIGIN_TIMEOUT_SECONDS: '3' } });
@@ -203,6 +203,29 @@ describe('exactly once', () => {
     assert.equal(await balance(), payerBefore - 10000n, 'charged once');
     const spent = await raw('/flaky', { method: 'POST', headers: { 'payment-signature': h } });
     assert.equal(spent.status, 402);
+  });
+
+  test('settle = "before" with a v1 X-PAYMENT: an origin over its time limit after settlement answers X-PAYMENT-RESPONSE, and the same header retrieves the content', async () => {
+    const r = await requirement('/flaky', 'POST');
+    // A hand-built v1 PaymentPayload of the same authorization (scheme and v1 network name at the top).
+    const v1 = b64({ x402Version: 1, scheme: 'exact', network: 'base-sepolia', payload: unb64(await paymentHeader(KEYS.payer, r)).payload });
+    const payerBefore = await balance();
+    const before = counts();
+    const failed = await raw('/flaky?ms=4500', { method: 'POST', headers: { 'x-payment': v1 } });
+    assert.equal(failed.status, 504, 'the origin timed out after settlement');
+    assert.equal(JSON.parse(failed.body).error, 'origin_unavailable');
+    assert.equal(failed.headers['payment-response'], undefined, 'not the v2 header');
+    const settled = unb64(failed.headers['x-payment-response']);
+    assert.equal(settled.success, true, 'a v1 client learns it paid');
+    assert.match(settled.transaction, /^0x[0-9a-f]{64}$/);
+    assert.equal(await balance(), payerBefore - 10000n);
+    const retry = await raw('/flaky', { method: 'POST', headers: { 'x-payment': v1 } });
+    assert.equal(retry.status, 200);
+    assert.equal(JSON.parse(retry.body).flaky, true);
+    assert.equal(unb64(retry.headers['x-payment-response']).transaction, settled.transaction);
+    assert.equal(counts().settle, before.settle + 1, 'one settlement');
+    assert.equal(counts().origin, before.origin + 2, 'the origin ran for the attempt and the retry');
+    assert.equal(await balance(), payerBefore - 10000n, 'charged once');
   });
 
   test('a client that hangs up: never charged twice, and the worker keeps serving', async () => {

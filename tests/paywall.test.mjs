@@ -25,18 +25,28 @@ const ROUTES = [
   { route: 'GET /premium/*', price: '$0.05', description: 'Premium reports', pass: { ttl: '10m' } },
   { route: 'GET /article', price: '$0.02', description: 'An article' },
   { route: 'GET /h/*', price: '$0.01', description: HOSTILE },
+  { route: 'GET /job', price: '$0.03', description: 'A job run once per payment', settle: 'before' },
 ];
 // Screenshots go to target/ (ignored) on every run; PAYWALL_SCREENSHOTS=docs writes the ones the
 // README shows, in docs/.
 const SHOTS = process.env.PAYWALL_SCREENSHOTS === 'docs' ? path.join(ROOT, 'docs') : path.join(ROOT, 'target/paywall-screenshots');
 const ctx = {};
 
-/** An origin that serves JSON, HTML and counts what reaches it. */
+/**
+ * An origin that serves JSON, HTML and counts what reaches it. `failNext[path]`: statuses it
+ * answers for that path (with a JSON body of its own, no x402 header) before serving it again.
+ */
 function startOrigin() {
   const hits = [];
+  const failNext = {};
   const server = http.createServer((req, res) => {
     hits.push(req.url);
     const p = req.url.split('?')[0];
+    const fail = failNext[p]?.shift();
+    if (fail) {
+      res.writeHead(fail, { 'content-type': 'application/json' });
+      return res.end(JSON.stringify({ error: `the origin's own ${fail}`, detail: 'the job could not run' }));
+    }
     if (p === '/article') {
       res.writeHead(200, { 'content-type': 'text/html; charset=utf-8' });
       return res.end(ARTICLE);
@@ -47,6 +57,7 @@ function startOrigin() {
   return new Promise((resolve) => server.listen(0, '127.0.0.1', () => resolve({
     url: `http://127.0.0.1:${server.address().port}`,
     hits,
+    failNext,
     count: (p) => hits.filter((h) => h.split('?')[0] === p).length,
     stop: () => new Promise((r) => { server.closeAllConnections?.(); server.close(() => r()); }),
   })));
@@ -361,7 +372,8 @@ describe('every failure in words, no funds moved', () => {
       ? { status: 200, body: { success: false, errorReason: 'unexpected_settle_error', transaction: '', network: NETWORK, payer: body.paymentPayload.payload.authorization.from } }
       : null));
     try {
-      const expect = /^Settlement refusedThe facilitator refused to settle this payment \(unexpected_settle_error\); the content is withheld\.$/;
+      // A refusal may follow a broadcast: never "nothing was charged", and the same payment is kept for a retry that reconciles it.
+      const expect = /^Settlement refusedThe facilitator refused to settle this payment \(unexpected_settle_error\); the content is withheld\.If the refusal came after its transaction was sent to the chain, retrying the same payment before .+ reconciles it: you get the content if it was paid, and it is never charged twice\.Retry the same payment$/;
       expect.settles = 1;
       await failing('/weather', testWallet(KEYS.payer), KEYS.payer, expect);
     } finally {
@@ -388,6 +400,91 @@ describe('every failure in words, no funds moved', () => {
       assert.equal(wallet.typedData.length, 1, 'the same authorization, not a new one');
       assert.equal(JSON.parse(await page.textContent('#result pre')).city, 'Lisbon');
       assert.deepEqual(await balances([ctx.stack.payer]), [before - 10000n], 'paid exactly once');
+    } finally {
+      ctx.stack.facilitator.setFault(null);
+      await close();
+    }
+  });
+});
+
+describe('paid: never "nothing was charged" when the paywall says otherwise', () => {
+  const NOTHING_CHARGED = /nothing (more )?was (paid|charged)|settlement refused|no payment was taken/i;
+
+  // A settle-first route settles, then calls the origin; an origin answering >= 400 leaves the
+  // payment settled and undelivered, retrievable with the same authorization.
+  for (const [status, what] of [[500, 'answers 500'], [402, 'answers its own 402 (no PAYMENT-REQUIRED)']]) {
+    test(`settle-first, the origin ${what} after settlement: the page says paid and "Retry the same payment" retrieves the content, charged once`, async () => {
+      const wallet = testWallet(KEYS.payer);
+      const [payerBefore, payToBefore] = await balances([ctx.stack.payer, ctx.stack.payTo]);
+      const settles = ctx.stack.facilitator.calls.settle;
+      const hits = ctx.origin.count('/job');
+      ctx.origin.failNext['/job'] = [status];
+      const { page, close } = await open('/job', { wallet });
+      try {
+        const { kind, text } = await payAndWait(page);
+        assert.equal(kind, 'error', text);
+        assert.doesNotMatch(text, NOTHING_CHARGED);
+        assert.match(text, /^Paid, but the content did not arrive/, text);
+        assert.match(text, new RegExp(`The service answered ${status} after your payment settled`), text);
+        assert.match(text, /\$0\.03 USDC paid from 0x[0-9a-fA-F]{40} on Base Sepolia \(transaction 0x[0-9a-f]{64}\)/, text);
+        assert.deepEqual(await balances([ctx.stack.payer, ctx.stack.payTo]), [payerBefore - 30000n, payToBefore + 30000n], 'settled before the origin ran');
+        assert.equal(ctx.stack.facilitator.calls.settle, settles + 1);
+        assert.equal(ctx.origin.count('/job'), hits + 1);
+        assert.equal(await page.isVisible('#result'), false, 'no content yet');
+        assert.equal(await page.textContent('#retry-button'), 'Retry the same payment');
+
+        await page.click('#retry-button');
+        await page.waitForSelector('#status[data-kind="ok"], #status[data-kind="error"]', { timeout: 30_000 });
+        const again = await page.textContent('#status');
+        assert.equal(await page.getAttribute('#status', 'data-kind'), 'ok', again);
+        assert.match(again, /^Paid\$0\.03 USDC paid from/);
+        assert.deepEqual(JSON.parse(await page.textContent('#result pre')), { document: '/job' });
+        assert.equal(wallet.typedData.length, 1, 'the same authorization, not a new one');
+        assert.equal(ctx.origin.count('/job'), hits + 2, 'the origin ran again');
+        assert.equal(ctx.stack.facilitator.calls.settle, settles + 1, 'no second settlement');
+        assert.deepEqual(await balances([ctx.stack.payer, ctx.stack.payTo]), [payerBefore - 30000n, payToBefore + 30000n], 'charged exactly once');
+      } finally {
+        delete ctx.origin.failNext['/job'];
+        await close();
+      }
+    });
+  }
+
+  test('a retry answered "already settled": the page says it was paid, names the transaction and that an earlier request got the response', async () => {
+    ctx.stack.facilitator.setFault((name) => (name === 'settle' ? { status: 500, body: 'boom' } : null));
+    const wallet = testWallet(KEYS.payer);
+    const [before] = await balances([ctx.stack.payer]);
+    const hits = ctx.origin.count('/weather');
+    const { page, close } = await open('/weather', { wallet });
+    const sent = [];
+    page.on('request', (r) => { const h = r.headers()['payment-signature']; if (h) sent.push(h); });
+    try {
+      const { kind, text } = await payAndWait(page);
+      assert.equal(kind, 'error', text);
+      assert.match(text, /^The outcome of this payment is unknown/);
+      ctx.stack.facilitator.setFault(null);
+      // The same authorization retried elsewhere (another tab, a copy of the header) gets the
+      // content: settled now, and delivered there.
+      assert.equal(sent.length, 1);
+      const elsewhere = await fetch(url('/weather'), { headers: { 'PAYMENT-SIGNATURE': sent[0] } });
+      assert.equal(elsewhere.status, 200);
+      const transaction = unb64(elsewhere.headers.get('payment-response')).transaction;
+      assert.match(transaction, /^0x[0-9a-f]{64}$/);
+      assert.deepEqual(await balances([ctx.stack.payer]), [before - 10000n]);
+      // The origin ran for the first attempt (its answer withheld) and for the retry that got it.
+      assert.equal(ctx.origin.count('/weather'), hits + 2);
+
+      await page.click('#retry-button');
+      await page.waitForSelector('#status[data-kind="ok"], #status[data-kind="error"]', { timeout: 30_000 });
+      const again = await page.textContent('#status');
+      assert.doesNotMatch(again, NOTHING_CHARGED);
+      assert.match(again, /^Already paid/, again);
+      assert.ok(again.includes(`settled in transaction ${transaction}`), again);
+      assert.match(again, /its response was already delivered to an earlier request/, again);
+      assert.equal(await page.isVisible('#retry-button'), false, 'no retry of a spent authorization');
+      assert.equal(wallet.typedData.length, 1);
+      assert.equal(ctx.origin.count('/weather'), hits + 2, 'a spent authorization never reaches the origin');
+      assert.deepEqual(await balances([ctx.stack.payer]), [before - 10000n], 'charged exactly once');
     } finally {
       ctx.stack.facilitator.setFault(null);
       await close();

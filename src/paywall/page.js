@@ -37,8 +37,9 @@
     { name: 'nonce', type: 'bytes32' },
   ];
   let busy = false;
-  // The signed payment being sent: {header, from, info, authorization}. Kept after an unknown
-  // outcome so that the same payment can be retried (never a second one).
+  // The signed payment being sent: {header, from, info, authorization, maybePaid}. Kept after an
+  // unknown outcome or a paid but undelivered answer so that the same payment can be retried
+  // (never a second one); maybePaid: an answer said it was, or may have been, settled.
   let pending = null;
 
   const el = (tag, className, content) => {
@@ -188,7 +189,9 @@
     }
   }
 
-  // Sends the pending payment and reads the answer.
+  // Sends the pending payment and reads the answer. The page says "nothing was paid" only when
+  // the answer shows that this payment was not sent to settlement (a challenge, a refusal before
+  // settlement, or the paywall saying so); a PAYMENT-RESPONSE with success: true always means paid.
   async function send() {
     const p = pending;
     if (!p) return;
@@ -206,56 +209,117 @@
       json = JSON.parse(body);
     } catch (_) {}
     const error = (json && typeof json.error === 'string' && json.error) || '';
+    const message = (json && typeof json.message === 'string' && json.message) || '';
     const challenge = decode(res.headers.get('payment-required'));
-    const settlement = decode(res.headers.get('payment-response'));
+    const settlement = decode(res.headers.get('payment-response') || res.headers.get('x-payment-response'));
+    const retry = { label: 'Retry the same payment', run: send };
+    const until = `before ${localTime(Number(p.authorization.validBefore))}`;
+    // Settled, but the content did not come with it (a settle-first route whose origin failed,
+    // or a redelivery that failed again): the same authorization retrieves it.
+    if (settlement && settlement.success === true) {
+      p.maybePaid = true;
+      return say('error', 'Paid, but the content did not arrive', [
+        `${p.info.price} paid from ${p.from} on ${p.info.network}${settlement.transaction ? ` (transaction ${settlement.transaction})` : ''}.`,
+        error === 'origin_unavailable' && message ? message : `The service answered ${res.status} after your payment settled.`,
+        error === 'origin_unavailable' ? '' : body.slice(0, 300),
+        `Retry the same payment ${until}: you get the content without paying again. Do not sign a new payment for this page meanwhile.`,
+      ], retry);
+    }
     if (res.status === 402 && challenge) return refused(challenge.error || error, p);
-    if (res.status === 402) return settlementRefused(settlement?.errorReason || error, p);
-    if (error === 'settlement_outcome_unknown') return unknown(p, json.payment, json.message);
+    if (res.status === 402 && settlement) return settlementRefused(settlement.errorReason || error, message, p);
+    if (res.status === 402) {
+      // Neither a challenge nor a settlement answer from the paywall: the service's own 402,
+      // answered before any settlement (the paywall settles only answers below 400).
+      pending = null;
+      return say('error', 'The service answered 402 Payment Required itself', [
+        'Your payment was not settled: the paywall settles only when the service answers successfully, and it did not.',
+        body.slice(0, 300),
+      ]);
+    }
+    if (error === 'settlement_outcome_unknown') return unknown(p, json.payment, message);
     if (error === 'payment_in_flight') {
-      return say('error', 'This payment is already being processed', ['Another request is using this authorization right now. Wait a few seconds, then retry it.'], { label: 'Retry the same payment', run: send });
+      return say('error', 'This payment is already being processed', ['Another request is using this authorization right now. Wait a few seconds, then retry it.'], retry);
     }
-    if (error === 'origin_unavailable' && settlement) {
-      return say('error', 'Paid, but the content did not arrive', [json.message, 'Retry the same payment: you get the content without paying again.'], { label: 'Retry the same payment', run: send });
+    if (error === 'ledger_unavailable') return say('error', 'The paywall is briefly unavailable', [message, 'Retry the same payment in a moment: it is never charged twice.'], retry);
+    if (error === 'payment_for_other_resource') return say('error', 'This payment was for another page', [message]);
+    if (error === 'origin_unavailable') {
+      return say('error', 'The service could not be reached', [message, `Retry the same payment ${until}: it is charged only when the service answers.`], retry);
     }
-    if (error === 'ledger_unavailable') {
-      return say('error', 'The paywall is briefly unavailable', ['Nothing was charged. Retry in a moment.'], { label: 'Retry the same payment', run: send });
+    if (error === 'facilitator_unavailable') {
+      pending = null;
+      return say('error', 'The payment could not be checked', [message, 'Nothing was charged. Press "Pay with wallet" to try again.']);
     }
-    if (error === 'payment_for_other_resource') {
-      return say('error', 'This payment was for another page', [json.message]);
+    if (res.status >= 500) {
+      // Not an answer this page knows (perhaps the platform's own error page): the page cannot
+      // tell whether the payment was sent, and a retry of the same payment is never charged twice.
+      p.maybePaid = true;
+      return say('error', `The service answered ${res.status}`, [
+        'This answer carries no settlement, and a payment settles only when the service answers successfully.',
+        `Retry the same payment ${until}: if it was charged after all, you get the content without paying again.`,
+        body.slice(0, 300),
+      ], retry);
     }
     pending = null;
-    if (error === 'facilitator_unavailable') return say('error', 'The payment could not be checked', [json.message, 'Nothing was charged. Press "Pay with wallet" to try again.']);
-    return say('error', `The service answered ${res.status}`, ['Nothing was charged: a payment settles only when the service answers successfully.', body.slice(0, 300)]);
+    return say('error', `The service answered ${res.status}`, ['Nothing was charged: this answer carries no settlement, and a payment settles only when the service answers successfully.', body.slice(0, 300)]);
   }
 
-  // A 402 with a fresh challenge: refused before settlement.
+  // A 402 with a fresh challenge: refused before settlement, or this authorization was settled
+  // and its response already delivered to an earlier request.
   function refused(reason, p) {
     pending = null;
     const r = String(reason || 'refused');
-    if (/insufficient/i.test(r)) {
-      return say('error', 'Insufficient funds', [`The wallet ${p.from} does not hold ${p.info.price} on ${p.info.network}.`, 'Nothing was paid. Add funds to this wallet or pay from another one.', `(${r})`]);
+    const spent = /already settled \(transaction ([^)]*)\)/.exec(r);
+    if (spent) {
+      return say('error', 'Already paid: the content went to an earlier request', [
+        `This payment of ${p.info.price} from ${p.from} on ${p.info.network} was settled${spent[1] ? ` in transaction ${spent[1]}` : ''}, and its response was already delivered to an earlier request (another tab or client, or an answer that never reached this page).`,
+        'It is not charged again, and it cannot be delivered twice: to see the content here, press "Pay with wallet" to sign a new payment.',
+      ]);
     }
-    if (/nonce/i.test(r)) return say('error', 'This authorization was already used', ['Nothing more was paid. Press "Pay with wallet" to sign a new one.', `(${r})`]);
-    if (/valid_(before|after)/i.test(r)) return say('error', 'The payment’s time window was refused', ['Check this device’s clock, then pay again. Nothing was paid.', `(${r})`]);
-    if (/signature/i.test(r)) return say('error', 'The signature did not verify', ['Your wallet signed for another account, network or token. Nothing was paid.', `(${r})`]);
-    if (/payer_denied/.test(r)) return say('error', 'This wallet is not accepted here', ['Nothing was paid.']);
-    return say('error', 'The payment was refused', [r, 'Nothing was paid.']);
+    if (/already holds this authorization/i.test(r)) {
+      return say('error', 'This authorization was presented with another signature', [
+        'The paywall holds this payment (same payer and nonce) from another request, under a different signature; only that request can receive its content. Check your wallet’s history before paying again.',
+        `(${r})`,
+      ]);
+    }
+    // A retry of a payment that may have been settled (its outcome was unknown, or it was paid
+    // and not delivered) never claims that nothing was paid.
+    const none = p.maybePaid
+      ? `This authorization was sent for settlement earlier; check your wallet’s history for a transfer of ${p.info.price} to ${p.authorization.to} before paying again.`
+      : 'Nothing was paid.';
+    if (/insufficient/i.test(r)) {
+      return say('error', 'Insufficient funds', [`The wallet ${p.from} does not hold ${p.info.price} on ${p.info.network}.`, p.maybePaid ? none : 'Nothing was paid. Add funds to this wallet or pay from another one.', `(${r})`]);
+    }
+    if (/nonce/i.test(r)) return say('error', 'This authorization was already used', [p.maybePaid ? none : 'Nothing more was paid. Press "Pay with wallet" to sign a new one.', `(${r})`]);
+    if (/valid_(before|after)/i.test(r)) return say('error', 'The payment’s time window was refused', [p.maybePaid ? none : 'Check this device’s clock, then pay again. Nothing was paid.', `(${r})`]);
+    if (/signature/i.test(r)) return say('error', 'The signature did not verify', [`Your wallet signed for another account, network or token. ${none}`, `(${r})`]);
+    if (/payer_denied/.test(r)) return say('error', 'This wallet is not accepted here', [none]);
+    return say('error', 'The payment was refused', [r, none]);
   }
 
-  // A 402 with PAYMENT-RESPONSE: the facilitator refused to settle.
-  function settlementRefused(reason, p) {
-    pending = null;
+  // A 402 with a PAYMENT-RESPONSE whose success is false: the nonce was used on chain by a
+  // transaction that did not pay this page (the authorization is spent), or the facilitator
+  // refused to settle. A refusal may follow a broadcast (the paywall then keeps its record), so the
+  // same authorization is kept: retrying it reconciles the payment and never charges twice.
+  function settlementRefused(reason, message, p) {
     const r = String(reason || 'settlement_failed');
+    if (/nonce/i.test(r)) {
+      pending = null;
+      return say('error', 'Settlement refused', [
+        `This authorization was used on chain by a transaction that did not pay for this page (${r}), so it cannot settle here and the content is withheld. Sign a new payment.`,
+        message,
+      ]);
+    }
+    p.maybePaid = true;
     return say('error', 'Settlement refused', [
       /insufficient/i.test(r) ? `The wallet ${p.from} does not hold ${p.info.price} on ${p.info.network}.` : '',
-      /nonce/i.test(r)
-        ? `This authorization was used on chain by a transaction that did not pay for this page (${r}); nothing was paid for it here and the content is withheld. Sign a new payment.`
-        : `The facilitator refused to settle this payment (${r}); the content is withheld.`,
-    ]);
+      `The facilitator refused to settle this payment (${r}); the content is withheld.`,
+      `If the refusal came after its transaction was sent to the chain, retrying the same payment before ${localTime(Number(p.authorization.validBefore))} reconciles it: you get the content if it was paid, and it is never charged twice.`,
+    ], { label: 'Retry the same payment', run: send });
   }
 
   // 502/504 naming the payment, or a broken connection: it may or may not have been settled.
   function unknown(p, payment, message) {
+    p.maybePaid = true;
     const who = payment || { payer: p.from, nonce: p.authorization.nonce, network: PR.accepts[0]?.network, amount: p.authorization.value };
     return say('error', 'The outcome of this payment is unknown', [
       message,
@@ -267,7 +331,7 @@
 
   async function delivered(res, p) {
     pending = null;
-    const settled = decode(res.headers.get('payment-response'));
+    const settled = decode(res.headers.get('payment-response') || res.headers.get('x-payment-response'));
     const passUntil = Number(res.headers.get('x402-pass-expires')) || 0;
     button.hidden = true;
     say('ok', 'Paid', [

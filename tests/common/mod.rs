@@ -318,6 +318,21 @@ pub fn payer(key_byte: u8) -> Address {
 /// `key_byte`, with nonce `[nonce; 32]` and `validBefore` = `NOW + valid_for`.
 pub fn payment_with(cfg: &Config, route: usize, key_byte: u8, nonce: u8, valid_for: u64) -> String {
     let offer = &cfg.routes[route].accepts[0];
+    encode_header(&json!({ "x402Version": 2, "accepted": offer.requirements_json, "payload": exact_payload(cfg, route, key_byte, nonce, valid_for) }))
+}
+
+/// A v1 `X-PAYMENT` (x402 v1 `PaymentPayload`: `scheme` and the offer's v1 network name at the
+/// top level) of the same authorization as [`payment_with`]. Panics if the offer's network has no
+/// v1 name.
+pub fn payment_v1_with(cfg: &Config, route: usize, key_byte: u8, nonce: u8, valid_for: u64) -> String {
+    let offer = &cfg.routes[route].accepts[0];
+    let network = offer.v1_network.expect("the offer's network has a v1 name");
+    encode_header(&json!({ "x402Version": 1, "scheme": "exact", "network": network, "payload": exact_payload(cfg, route, key_byte, nonce, valid_for) }))
+}
+
+/// The `exact` EVM payload (`signature` and EIP-3009 `authorization`) of [`payment_with`].
+fn exact_payload(cfg: &Config, route: usize, key_byte: u8, nonce: u8, valid_for: u64) -> Value {
+    let offer = &cfg.routes[route].accepts[0];
     let key = SigningKey::from_slice(&[key_byte; 32]).unwrap();
     let from = address_of(key.verifying_key());
     let msg = TransferWithAuthorization {
@@ -331,13 +346,9 @@ pub fn payment_with(cfg: &Config, route: usize, key_byte: u8, nonce: u8, valid_f
     let (sig, recid) = key.sign_prehash_recoverable(&msg.digest(&offer.domain_separator));
     let mut bytes = sig.to_bytes().to_vec();
     bytes.push(27 + recid.to_byte());
-    encode_header(&json!({
-        "x402Version": 2,
-        "accepted": offer.requirements_json,
-        "payload": { "signature": hex_0x(&bytes), "authorization": {
-            "from": from.to_checksum(), "to": offer.pay_to.to_checksum(), "value": offer.amount.to_string(),
-            "validAfter": (NOW - 600).to_string(), "validBefore": (NOW + valid_for).to_string(), "nonce": hex_0x(&[nonce; 32]) } }
-    }))
+    json!({ "signature": hex_0x(&bytes), "authorization": {
+        "from": from.to_checksum(), "to": offer.pay_to.to_checksum(), "value": offer.amount.to_string(),
+        "validAfter": (NOW - 600).to_string(), "validBefore": (NOW + valid_for).to_string(), "nonce": hex_0x(&[nonce; 32]) } })
 }
 
 /// [`payment_with`] with nonce = key byte and 120 s of validity.

@@ -339,7 +339,12 @@ export async function startOrigin({ requireHeader } = {}) {
     if (p === '/error') return json(500, { error: 'origin exploded' });
     if (p === '/missing') return json(404, { error: 'no such thing' });
     if (p === '/echo') return json(200, { method: req.method, body, served: ++served });
-    if (p === '/flaky') return json(Number(new URL(req.url, 'http://x').searchParams.get('status') ?? 200), { flaky: true, served: ++served });
+    if (p === '/flaky') {
+      // ?status=: the status it answers; ?ms=: how long it takes first.
+      const q = new URL(req.url, 'http://x').searchParams;
+      await sleep(Number(q.get('ms') ?? 0));
+      return json(Number(q.get('status') ?? 200), { flaky: true, served: ++served });
+    }
     if (p === '/slow') {
       await sleep(Number(new URL(req.url, 'http://x').searchParams.get('ms') ?? 5000));
       return json(200, { slow: true, served: ++served });
