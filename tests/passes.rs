@@ -156,7 +156,20 @@ fn a_group_pass_opens_its_group_and_never_a_dearer_route() {
         { "route": "GET /cheap", "price": "$0.01", "group": "g", "pass": { "ttl": "1h", "scope": "g" } },
         { "route": "GET /dear", "price": "$1.00", "group": "g" }
     ]});
-    assert!(Config::from_vars(v.as_object().unwrap()).unwrap_err().0.contains("costs more"));
+    assert!(Config::from_vars(v.as_object().unwrap()).unwrap_err().0.contains("pays less than it charges"));
+}
+
+#[test]
+fn a_group_pass_paid_to_another_recipient_cannot_open_a_member() {
+    // The seller's only option pays someone the member route does not pay: a pass bought with it
+    // would open /summaries/* without its recipient being paid. Refused at start, so no such
+    // pass is ever sold.
+    let v = json!({ "ORIGIN_URL": "https://o.test", "FACILITATOR_URL": "https://f.test", "PAY_TO": "0x209693Bc6afc0C5328bA36FaF03C514EF312287C", "ROUTES": [
+        { "route": "GET /reports/*", "group": "docs", "pass": { "ttl": "1h", "scope": "docs" }, "accepts": [{ "price": "$1.00", "payTo": "0x90F79bf6EB2c4f870365E785982E1f101E93b906" }] },
+        { "route": "GET /summaries/*", "price": "$0.05", "group": "docs" }
+    ]});
+    let e = Config::from_vars(v.as_object().unwrap()).unwrap_err().0;
+    assert!(e.contains("would open `GET /summaries/*`") && e.contains("0x90F79bf6EB2c4f870365E785982E1f101E93b906"), "{e}");
 }
 
 #[test]
