@@ -5,7 +5,8 @@
 //! Order (x402 v2 reference middleware, made fail-closed and exactly-once):
 //! 1. canonicalise the path (400 if ambiguous). On a path a priced route covers: `_method` in
 //!    the query → 400; `OPTIONS` → answered here (CORS preflight or 204 + `Allow`), never
-//!    forwarded; a method no route lists → 405 + `Allow`, never forwarded. Elsewhere: proxy.
+//!    forwarded; a method no route lists, or one `fetch` cannot send (`CONNECT`, `TRACE`,
+//!    `TRACK`) → 405 + `Allow`, never challenged, charged or forwarded. Elsewhere: proxy.
 //! 2. a live session token for this route → proxy without payment;
 //! 3. no payment header → 402 challenge;
 //! 4. verify locally ([`crate::exact`]), including a `validBefore` that leaves time for the
@@ -120,7 +121,7 @@ const CLIENT_FORWARDING_HEADERS: [&str; 24] = [
 const URL_RESPONSE_HEADERS: [&str; 3] = ["location", "content-location", "link"];
 
 /// Methods the Fetch API refuses to send (`CONNECT`, `TRACE`, `TRACK`): answered 405 here
-/// instead of failing at the origin call.
+/// instead of failing at the origin call; on a priced path before any payment work.
 const UNFORWARDABLE_METHODS: [&str; 3] = ["CONNECT", "TRACE", "TRACK"];
 
 /// What the pipeline needs from its host. Implemented over `worker::*` on the edge and by
@@ -283,7 +284,10 @@ pub async fn handle<P: Platform>(config: &Rc<Config>, p: &Rc<P>, req: Request<P:
             return options::<P>(config, req.headers(), &config.allowed_methods(&segments));
         }
     }
-    match config.route_for(&method, &segments) {
+    // A method fetch cannot send is refused before any payment work: never challenged,
+    // reserved or settled for a request the origin cannot receive.
+    let forwardable = !UNFORWARDABLE_METHODS.iter().any(|m| method.as_str().eq_ignore_ascii_case(m));
+    match config.route_for(&method, &segments).filter(|_| forwardable) {
         Some(route) if !route.is_free() => {
             let allow_origin = allowed_origin(config, req.headers());
             let wants_html = crate::paywall::wants_html(&method, req.headers());
