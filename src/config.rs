@@ -311,7 +311,8 @@ pub enum PassScope {
 
 /// A route's `pass = { ttl, maxRequests, scope }`: one payment buys access within `ttl_seconds`
 /// (at most [`MAX_PASS_TTL_SECONDS`]; [`DEFAULT_COUNTED_PASS_TTL_SECONDS`] when only
-/// `maxRequests` is given), for at most `max_requests` requests when set, to `scope`.
+/// `maxRequests` is given), counted from the paid response, for at most `max_requests` requests
+/// when set (from 2: the paid request is the first of them), to `scope`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PassTerms {
     pub ttl_seconds: u64,
@@ -373,8 +374,8 @@ fn parse_pass(at: &str, v: &Value, route_path: &str) -> Result<PassTerms, Config
     let max_requests = match obj.get("maxRequests") {
         None => None,
         Some(Value::Number(n)) => match n.as_u64() {
-            Some(m @ 1..) if m <= u64::from(MAX_PASS_REQUESTS) => Some(m as u32),
-            _ => return err(format!("{at}: pass maxRequests must be from 1 to {MAX_PASS_REQUESTS}")),
+            Some(m @ 2..) if m <= u64::from(MAX_PASS_REQUESTS) => Some(m as u32),
+            _ => return err(format!("{at}: pass maxRequests must be from 2 to {MAX_PASS_REQUESTS} (the paid request is the first; 1 would be that request alone: drop the pass)")),
         },
         Some(_) => return err(format!("{at}: pass maxRequests must be a number")),
     };
@@ -390,9 +391,7 @@ fn parse_pass(at: &str, v: &Value, route_path: &str) -> Result<PassTerms, Config
         _ => return err(format!("{at}: pass scope must be \"route\", \"path\" or a group name")),
     };
     let what = match (max_requests, obj.contains_key("ttl")) {
-        (Some(1), true) => format!("1 request within {}", duration_words(ttl_seconds)),
         (Some(n), true) => format!("{n} requests within {}", duration_words(ttl_seconds)),
-        (Some(1), false) => "1 request".to_string(),
         (Some(n), false) => format!("{n} requests"),
         (None, _) => format!("unlimited requests for {}", duration_words(ttl_seconds)),
     };

@@ -661,7 +661,7 @@ async fn priced<P: Platform>(
     }
 
     let sells = route.pass.is_some().then_some(route);
-    let pass = sells.and_then(|r| mint_pass(&**p, r));
+    let pass = sells.and_then(|r| mint_pass(config, &**p, r));
     let pending = Pending {
         pass: pass.clone(),
         config: Rc::clone(config),
@@ -1054,7 +1054,9 @@ struct Pending {
     trace: Rc<Trace>,
 }
 
-/// A pass token minted for a payment: token, id (keccak hex) and expiry (Unix seconds).
+/// A pass token minted for a payment: token, id (keccak hex) and `expires_at` (Unix seconds),
+/// the latest the pass can expire, for the payer's index: the pass's own clock starts when it is
+/// sold with the paid response ([`sell_pass`]), at most a reservation's lease after minting.
 #[derive(Debug, Clone)]
 struct MintedPass {
     token: String,
@@ -1063,8 +1065,9 @@ struct MintedPass {
 }
 
 /// Mints the token of the pass `route` sells; `None` (logged) if randomness fails.
-fn mint_pass<P: Platform>(p: &P, route: &Route) -> Option<MintedPass> {
+fn mint_pass<P: Platform>(config: &Config, p: &P, route: &Route) -> Option<MintedPass> {
     let terms = route.pass.as_ref()?;
+    let lease = config.origin_timeout_seconds + 2 * config.facilitator_timeout_seconds + LEASE_MARGIN_SECONDS;
     let random = match p.random32() {
         Ok(r) => r,
         Err(e) => {
@@ -1074,7 +1077,7 @@ fn mint_pass<P: Platform>(p: &P, route: &Route) -> Option<MintedPass> {
     };
     let token = pass::token_from_random(&random);
     let id = pass::pass_id(&token)?;
-    Some(MintedPass { token, id, expires_at: p.now() + terms.ttl_seconds })
+    Some(MintedPass { token, id, expires_at: p.now() + terms.ttl_seconds + lease })
 }
 
 /// How a settlement ended.
@@ -2072,13 +2075,16 @@ async fn sign_in<P: Platform>(config: &Config, p: &P, route: &Route, canonical: 
     SignIn::Refused(format!("siwx_no_pass: {} holds no live pass for this route", address.to_checksum()))
 }
 
-/// Sells the route's pass with a paid response: caches the minted pass's record in this isolate;
+/// Sells the route's pass with a paid response, its clock starting now (the payment settled and
+/// the response leaving), the paid request counted as the first of `maxRequests`: caches the
+/// minted pass's record in this isolate;
 /// after the response (`defer`), so the paid response never waits for them, records the sale in
 /// the pass's ledger shard ([`Op::PassSold`]) and writes the record to KV (the payer's ledger
 /// shard indexed it in the settlement's own write). Sets `X402-Pass`, `X402-Pass-Expires` and the
 /// cookie (its `Path` from [`pass::cookie_path`]: never an attribute injected by the path).
 fn sell_pass<P: Platform>(p: &Rc<P>, route: &Route, minted: &MintedPass, canonical: &str, settled: &SettleResponse, payer: &str, headers: &mut HeaderMap) {
     let Some(terms) = &route.pass else { return };
+    let expires_at = p.now() + terms.ttl_seconds;
     let (scope, scope_value) = PassRecord::scope_fields(&terms.scope, canonical);
     let record = PassRecord {
         payer: payer.to_string(),
@@ -2087,8 +2093,8 @@ fn sell_pass<P: Platform>(p: &Rc<P>, route: &Route, minted: &MintedPass, canonic
         scope_value,
         network: settled.network.clone(),
         transaction: settled.transaction.clone(),
-        expires_at: minted.expires_at,
-        max_requests: terms.max_requests,
+        expires_at,
+        max_requests: terms.max_requests.map(|n| n.saturating_sub(1)),
         revoked: false,
     };
     let Ok(value) = serde_json::to_string(&record) else { return };
@@ -2099,13 +2105,12 @@ fn sell_pass<P: Platform>(p: &Rc<P>, route: &Route, minted: &MintedPass, canonic
         PassScope::Group(_) => "/".to_string(),
     };
     set_header(headers, PASS_HEADER, &minted.token);
-    set_header(headers, PASS_EXPIRES_HEADER, &minted.expires_at.to_string());
+    set_header(headers, PASS_EXPIRES_HEADER, &expires_at.to_string());
     if let Ok(v) = HeaderValue::from_str(&pass::set_cookie(&minted.token, &cookie_path, terms.ttl_seconds)) {
         headers.append(http::header::SET_COOKIE, v);
     }
     let kv_ttl = terms.ttl_seconds.max(60);
     let id = minted.id.clone();
-    let expires_at = minted.expires_at;
     let background = Rc::clone(p);
     p.defer(async move {
         // Its ledger shard learns of the sale first, so that a revocation by token finds it
