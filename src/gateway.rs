@@ -582,7 +582,7 @@ async fn priced<P: Platform>(
             return json_response(StatusCode::CONFLICT, &value, P::body);
         }
         Ok(Reply::Spent { transaction }) => {
-            let reason = format!("invalid_transaction_state: this authorization was already settled (transaction {transaction}) and its response delivered; sign a new one");
+            let reason = format!("invalid_transaction_state: this authorization was already settled (transaction {transaction}) and answered by the origin (delivered, or not idempotent and already run once); sign a new one");
             trace.outcome(DecisionOutcome::Refused, Some(&reason));
             return challenger.respond(&**p, &reason);
         }
@@ -601,7 +601,7 @@ async fn priced<P: Platform>(
             trace.outcome(DecisionOutcome::Refused, Some("payment_for_other_resource"));
             let value = json!({
                 "error": "payment_for_other_resource",
-                "message": format!("this payment was settled for {resource} and its response not yet delivered; retry it on that resource to receive it"),
+                "message": format!("this payment was sent to settlement for {resource} and its response not yet delivered; retry it on that resource to receive it"),
                 "payment": identity,
             });
             return json_response(StatusCode::CONFLICT, &value, P::body);
@@ -616,7 +616,9 @@ async fn priced<P: Platform>(
             p.log(&format!("x402: redelivering {} for {} nonce {}", route.key, identity.payer, identity.nonce));
             trace.outcome(DecisionOutcome::Paid, Some("redelivered"));
             trace.transaction(&settled.transaction);
-            return cold(deliver_settled(config, p, &ticket, req, canonical, payment.version, settled, None, trace)).await;
+            // The payment bought a pass that never reached the payer: it goes with the redelivery.
+            let resell = route.pass.as_ref().and_then(|_| mint_pass(config, &**p, route)).map(|m| (route, m));
+            return cold(deliver_settled(config, p, &ticket, req, canonical, payment.version, settled, resell, trace)).await;
         }
         Ok(other) => return ledger_unavailable::<P>(&**p, &format!("the ledger answered {other:?} to a reservation"), trace),
         Err(e) => return ledger_unavailable::<P>(&**p, &e, trace),
@@ -860,6 +862,7 @@ async fn settle_after<P: Platform>(
     canonical: &str,
     pending: Pending,
 ) -> Response<P::Body> {
+    let rerunnable = is_idempotent(req.method());
     let origin_res = match forward(config, &**p, req, canonical).await {
         Ok(r) => r,
         Err(e) => {
@@ -881,7 +884,7 @@ async fn settle_after<P: Platform>(
     let version = pending.payment.version;
     let identity = pending.identity.clone();
     let pass = pending.pass.clone();
-    let decided = p.run_to_completion(settle(Rc::clone(p), pending, SettleMode::DeliverNow)).await;
+    let decided = p.run_to_completion(settle(Rc::clone(p), pending, SettleMode::DeliverNow { rerunnable })).await;
     match decided {
         Some(Settled::Paid(settled)) => {
             let mut res = origin_res;
@@ -918,7 +921,8 @@ async fn settle_before<P: Platform>(config: &Rc<Config>, p: &Rc<P>, req: Request
 /// redelivery) and reports to the ledger whether the response reached a connected client. An
 /// origin failure leaves the authorization paid and undelivered: retrying the same payment
 /// header before `validBefore` calls the origin again without a second charge. `sells`: the
-/// route whose pass goes with a successful first delivery (never with a redelivery).
+/// route whose pass goes with a successful delivery (a first one, or the redelivery of a payment
+/// whose pass never reached the payer), indexed for the payer with the delivery.
 #[allow(clippy::too_many_arguments)]
 async fn deliver_settled<P: Platform>(
     config: &Rc<Config>,
@@ -931,18 +935,23 @@ async fn deliver_settled<P: Platform>(
     sells: Option<(&Route, MintedPass)>,
     trace: &Trace,
 ) -> Response<P::Body> {
+    let rerunnable = is_idempotent(req.method());
     let mut res = match forward(config, &**p, req, canonical).await {
         Ok(res) => res,
         Err(e) => {
-            finish(&**p, ticket, Outcome::Delivered { delivered: false }).await;
+            finish(&**p, ticket, Outcome::Delivered { delivered: false, pass: None }).await;
             trace.outcome(DecisionOutcome::Paid, Some("origin_unreachable"));
             return origin_failure::<P>(&**p, &e, Some(&settled));
         }
     };
     trace.origin_status(res.status().as_u16());
-    let delivered = res.status().as_u16() < 400 && !p.client_gone();
-    finish(&**p, ticket, Outcome::Delivered { delivered }).await;
-    if let (Some((route, pass)), true) = (sells, res.status().as_u16() < 400) {
+    let ok = res.status().as_u16() < 400;
+    // A client gone after the origin answered: retrievable by running the origin again only when
+    // that is harmless (an idempotent method); otherwise the origin has run once, as paid.
+    let delivered = ok && (!p.client_gone() || !rerunnable);
+    let sold = sells.as_ref().filter(|_| ok).map(|(_, m)| (m.id.clone(), m.expires_at));
+    finish(&**p, ticket, Outcome::Delivered { delivered, pass: sold }).await;
+    if let (Some((route, pass)), true) = (sells, ok) {
         let payer = settled.payer.clone().unwrap_or_default();
         sell_pass(p, route, &pass, canonical, &settled, &payer, res.headers_mut());
     }
@@ -959,7 +968,11 @@ fn unsettled_response<P: Platform>(decided: Option<Settled>, identity: &PaymentI
         Some(Settled::Paid(_)) => unknown_outcome::<P>(StatusCode::BAD_GATEWAY, "internal: a paid settlement reached the unsettled answer", identity),
         Some(Settled::Refused(refused)) => {
             let reason = refused.error_reason.clone().unwrap_or_else(|| "settlement_failed".into());
-            let value = json!({ "error": reason, "message": "the facilitator refused to settle this payment; the content is withheld", "payment": identity });
+            let value = json!({
+                "error": reason,
+                "message": "the facilitator refused to settle this payment; the content is withheld. If the refusal came after its transaction was broadcast, retrying this same payment header reconciles it, never charging twice",
+                "payment": identity,
+            });
             let mut res = json_response(StatusCode::PAYMENT_REQUIRED, &value, P::body);
             set_header(res.headers_mut(), response_header(version), &encode_header(&refused));
             res
@@ -1025,8 +1038,9 @@ fn client_gone<P: Platform>() -> Response<P::Body> {
 /// How a settlement reports delivery to the ledger.
 #[derive(Debug, Clone, Copy)]
 enum SettleMode {
-    /// Origin already answered: delivered unless the client has gone.
-    DeliverNow,
+    /// Origin already answered: delivered unless the client has gone and running the origin
+    /// again is harmless (`rerunnable`: an idempotent method).
+    DeliverNow { rerunnable: bool },
     /// Settle first: not delivered yet; keep the lease this long for the origin call.
     HoldForOrigin(u64),
 }
@@ -1169,7 +1183,16 @@ async fn settle<P: Platform>(p: Rc<P>, s: Pending, mode: SettleMode) -> Settled 
             let detail = format!("the facilitator refused a repeated settlement ({}) after an earlier send whose outcome is unknown", r.error_reason.as_deref().unwrap_or("no reason"));
             ask_chain(Rc::clone(&p), None, Settled::Unknown { timed_out: false, detail }).await
         }
-        SettleOutcome::Refused(r) => Settled::Refused(with_payer(r, &id.payer)),
+        // A first send refused: a refusal may follow a broadcast (a transaction that failed after
+        // it left), so the chain decides where it can be asked; the record is kept (below).
+        SettleOutcome::Refused(r) => {
+            let refused = Settled::Refused(with_payer(r, &id.payer));
+            if s.config.rpc_url.is_some() {
+                ask_chain(Rc::clone(&p), None, refused).await
+            } else {
+                refused
+            }
+        }
         SettleOutcome::Unknown { timed_out, detail, transaction } => {
             named_transaction = transaction.clone();
             ask_chain(Rc::clone(&p), transaction, Settled::Unknown { timed_out, detail }).await
@@ -1178,7 +1201,7 @@ async fn settle<P: Platform>(p: Rc<P>, s: Pending, mode: SettleMode) -> Settled 
     let outcome = match &decided {
         Settled::Paid(r) => {
             let (delivered, hold_seconds) = match mode {
-                SettleMode::DeliverNow => (!p.client_gone(), 0),
+                SettleMode::DeliverNow { rerunnable } => (!p.client_gone() || !rerunnable, 0),
                 SettleMode::HoldForOrigin(hold) => (false, hold),
             };
             Outcome::Settled {
@@ -1189,8 +1212,14 @@ async fn settle<P: Platform>(p: Rc<P>, s: Pending, mode: SettleMode) -> Settled 
                 pass: s.pass.as_ref().map(|m| (m.id.clone(), m.expires_at)),
             }
         }
-        Settled::Refused(_) | Settled::UsedElsewhere(_) => Outcome::Refused,
-        Settled::Unknown { .. } | Settled::Fault(_) | Settled::NotSent(_) => Outcome::Unknown { transaction: named_transaction },
+        // Forgotten only when nothing of this authorization can have moved: "nonce already used"
+        // before any send of ours succeeded (the facilitator checks it before it broadcasts), or
+        // the chain showing the nonce spent by another transaction. Any other refusal after the
+        // send mark keeps the record, so a retry can still reconcile it.
+        Settled::Refused(r) if is_nonce_used(r.error_reason.as_deref()) && s.config.rpc_url.is_none() => Outcome::Refused,
+        Settled::UsedElsewhere(_) => Outcome::Refused,
+        Settled::Refused(_) => Outcome::Unknown { transaction: None, refused: true },
+        Settled::Unknown { .. } | Settled::Fault(_) | Settled::NotSent(_) => Outcome::Unknown { transaction: named_transaction, refused: false },
     };
     match &decided {
         Settled::Paid(r) => {
@@ -2267,6 +2296,12 @@ async fn admin_endpoint<P: Platform>(config: &Config, p: &P, admin: &AdminEndpoi
     p.log(&format!("x402: admin {action}: {revoked} pass(es) revoked, {already} already revoked, {unknown} unknown{who}"));
     let denied = (action == "/deny").then(|| payer.map(|a| a.to_checksum())).flatten();
     json_response(StatusCode::OK, &json!({ "revoked": revoked, "alreadyRevoked": already, "unknown": unknown, "denied": denied }), P::body)
+}
+
+/// Whether running `method` twice has the effect of running it once (RFC 9110 §9.2.2: `GET`,
+/// `HEAD`, `OPTIONS`, `TRACE`, `PUT`, `DELETE`); extension methods are taken as not idempotent.
+pub fn is_idempotent(method: &Method) -> bool {
+    matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE)
 }
 
 /// Whether `method` may carry a body worth streaming (used by the edge glue).

@@ -163,14 +163,28 @@ pub enum Outcome {
     /// transaction that did not pay: the record is deleted and the payer's standing turns bad.
     Refused,
     /// `/settle` was sent and its outcome is unknown: the record stays [`Settlement::Sent`].
-    Unknown { transaction: Option<String> },
+    /// `refused`: the facilitator answered with a refusal, which may follow a broadcast (a
+    /// transaction that failed after it left): the record is kept, since money may have moved,
+    /// and the payer's standing turns bad.
+    #[serde(rename_all = "camelCase")]
+    Unknown {
+        transaction: Option<String>,
+        #[serde(default)]
+        refused: bool,
+    },
     /// This hold never sent it to `/settle` (origin failed, client gone, verify unavailable,
     /// the mark was refused): an unmarked record is deleted and the authorization can be retried;
     /// a marked one (this or an earlier hold sent it) stays [`Settlement::Sent`].
     Release,
     /// A settled authorization's response was (`true`) or was not (`false`) handed over after a
-    /// redelivery or a settle-first origin call.
-    Delivered { delivered: bool },
+    /// redelivery or a settle-first origin call. `pass`: a pass sold with this delivery (id,
+    /// expiry), indexed for the payer in the same write.
+    #[serde(rename_all = "camelCase")]
+    Delivered {
+        delivered: bool,
+        #[serde(default)]
+        pass: Option<(String, u64)>,
+    },
 }
 
 /// A request to the ledger. `Finish` names the `holder` that reserved.
@@ -335,8 +349,17 @@ pub fn apply(store: &mut impl Store, op: Op, now: u64) -> Result<Reply, String> 
                 store.put(&key, &record)?;
                 return Ok(reply);
             }
+            if matches!(record.settlement, Settlement::Sent { .. }) && (record.route != route || record.resource != resource) {
+                // Maybe paid, for that resource: reconciled (and served) only there.
+                return Ok(Reply::Mismatch { resource: Some(format!("{} {}", record.route, record.resource)) });
+            }
             record.lease_until = now.saturating_add(lease_seconds);
             record.holder = holder;
+            // An unsent record is taken over whole by the request that now holds it.
+            if record.settlement == Settlement::Pending {
+                record.route = route;
+                record.resource = resource;
+            }
             // Only the send mark makes a record "maybe on chain"; an unmarked record whose holder
             // died is fresh (and verified again).
             let (prior_sent, prior_transaction, lapsed) = match &record.settlement {
@@ -389,7 +412,10 @@ pub fn apply(store: &mut impl Store, op: Op, now: u64) -> Result<Reply, String> 
                     store.delete(&key)?;
                     Reply::Done
                 }
-                Outcome::Unknown { transaction } => {
+                Outcome::Unknown { transaction, refused } => {
+                    if refused {
+                        standing.last_refused_at = now;
+                    }
                     let known = match &record.settlement {
                         Settlement::Sent { transaction } => transaction.clone(),
                         _ => None,
@@ -407,11 +433,14 @@ pub fn apply(store: &mut impl Store, op: Op, now: u64) -> Result<Reply, String> 
                     }
                     Reply::Done
                 }
-                Outcome::Delivered { delivered } => {
+                Outcome::Delivered { delivered, pass } => {
                     if matches!(record.settlement, Settlement::Settled { .. }) {
                         record.delivered = delivered;
                     }
                     store.put(&key, &record)?;
+                    if let Some((id, expires_at)) = pass {
+                        store.add_payer_pass(&id, expires_at)?;
+                    }
                     Reply::Done
                 }
             };
@@ -662,8 +691,22 @@ mod tests {
         assert_eq!(apply(&mut s, elsewhere, T + 1).unwrap(), Reply::Mismatch { resource: Some("GET /x /x".into()) }, "bound to its resource");
         assert!(matches!(reserve(&mut s, "b", T + 1), Reply::Redeliver { .. }));
         assert_eq!(reserve(&mut s, "c", T + 1), Reply::InFlight, "the redelivery is in flight");
-        finish(&mut s, "b", Outcome::Delivered { delivered: true }, T + 2);
+        finish(&mut s, "b", Outcome::Delivered { delivered: true, pass: None }, T + 2);
         assert!(matches!(reserve(&mut s, "d", T + 3), Reply::Spent { .. }));
+    }
+
+    #[test]
+    fn a_sent_record_is_reconciled_only_for_its_resource_and_an_unsent_one_follows_its_holder() {
+        let mut s = MemoryStore::default();
+        let at = |holder: &str, resource: &str| Op::Reserve { key: "k".into(), holder: holder.into(), route: "GET /x".into(), resource: resource.into(), signature: "s1".into(), valid_before: T + 300, lease_seconds: 40, create: true };
+        apply(&mut s, at("a", "/x"), T).unwrap();
+        // The holder died unsent; a copy for another path takes it over whole.
+        assert!(matches!(apply(&mut s, at("b", "/y"), T + 41).unwrap(), Reply::Reserved { lapsed: true, .. }));
+        assert_eq!(s.records["k"].resource, "/y");
+        mark(&mut s, "b", T + 42);
+        finish(&mut s, "b", Outcome::Unknown { transaction: None, refused: false }, T + 42);
+        assert_eq!(apply(&mut s, at("c", "/x"), T + 43).unwrap(), Reply::Mismatch { resource: Some("GET /x /y".into()) });
+        assert!(matches!(apply(&mut s, at("d", "/y"), T + 43).unwrap(), Reply::Reserved { prior_sent: true, .. }));
     }
 
     #[test]
@@ -680,7 +723,7 @@ mod tests {
         let mut s = MemoryStore::default();
         reserve(&mut s, "a", T);
         mark(&mut s, "a", T);
-        finish(&mut s, "a", Outcome::Unknown { transaction: Some("0x1".into()) }, T);
+        finish(&mut s, "a", Outcome::Unknown { transaction: Some("0x1".into()), refused: false }, T);
         match reserve(&mut s, "b", T + 1) {
             Reply::Reserved { prior_sent, prior_transaction, lapsed, .. } => {
                 assert!(prior_sent && !lapsed);
@@ -746,7 +789,7 @@ mod tests {
         assert_eq!(finish(&mut s, "a", held, T), Reply::Done);
         assert_eq!(reserve(&mut s, "b", T + 1), Reply::InFlight, "the origin call is in flight");
         // The origin failed: the payer keeps a paid, undelivered authorization.
-        assert_eq!(finish(&mut s, "a", Outcome::Delivered { delivered: false }, T + 2), Reply::Done);
+        assert_eq!(finish(&mut s, "a", Outcome::Delivered { delivered: false, pass: None }, T + 2), Reply::Done);
         assert!(matches!(reserve(&mut s, "c", T + 3), Reply::Redeliver { .. }));
     }
 

@@ -705,3 +705,89 @@ fn a_copy_with_another_signature_cannot_take_over_an_undelivered_payment() {
     assert_eq!(paid(&cfg, &p, &h).status(), 200, "the genuine copy still gets it");
     assert_eq!(p.settles(), 1);
 }
+
+// ---- Every payment accounted for (issue 23) -------------------------------------------------
+
+#[test]
+fn a_settle_refusal_that_may_follow_a_broadcast_keeps_the_record_and_the_retry_is_served_once() {
+    // The reference facilitator answers this for any exception of its transaction call, also an
+    // RPC error after the transaction was broadcast (and executed).
+    let cfg = config();
+    let p = Rc::new(fake());
+    let h = payment(&cfg, 0, 80);
+    p.queue_settle(reply(200, r#"{"success":false,"errorReason":"invalid_exact_evm_transaction_failed","transaction":"","network":"eip155:84532"}"#));
+    let first = paid(&cfg, &p, &h);
+    assert_eq!(first.status(), 402);
+    assert!(!String::from_utf8_lossy(first.body()).contains("paid content"));
+    assert!(!String::from_utf8_lossy(first.body()).contains("nothing was charged"));
+    assert_eq!(payment_response(&first)["success"], false);
+    let (shard, key, _) = ledger_key(&h, 80);
+    assert!(matches!(p.ledger.borrow()[&shard].records[&key].settlement, Settlement::Sent { .. }), "kept: money may have moved");
+    assert!(!p.ledger.borrow()[&shard].standing.is_good(NOW, 86_400), "a refusal still turns the standing bad");
+    // It had executed: the retry settles again first, learns "nonce used", and serves once.
+    p.queue_settle(reply(200, NONCE_USED));
+    let retry = paid(&cfg, &p, &h);
+    assert_eq!(retry.status(), 200);
+    assert_eq!((p.settles(), p.origin_hits()), (2, 2));
+    assert_eq!(paid(&cfg, &p, &h).status(), 402, "then spent");
+}
+
+#[test]
+fn a_pass_bought_on_a_settle_first_route_reaches_the_payer_on_the_redelivery() {
+    let cfg = config_with(json!([{ "route": "GET /paid", "price": "$0.01", "settle": "before", "pass": { "ttl": "1h" } }]));
+    let p = Rc::new(fake());
+    let h = payment(&cfg, 0, 81);
+    p.origin_down.set(true);
+    let failed = paid(&cfg, &p, &h);
+    assert_eq!(failed.status(), 504);
+    assert!(failed.headers().get("x402-pass").is_none(), "no pass with a failed delivery");
+    p.origin_down.set(false);
+    let retry = paid(&cfg, &p, &h);
+    assert_eq!(retry.status(), 200);
+    let token = retry.headers().get("x402-pass").expect("the pass comes with the redelivery").to_str().unwrap().to_string();
+    drain(&p);
+    let id = x402_edge_paywall::pass::pass_id(&token).unwrap();
+    assert!(p.ledger.borrow()[&shard_name(&payer(81))].payer_passes.iter().any(|(i, _)| *i == id), "indexed for the payer (sign-in, revocation)");
+    let hits = p.origin_hits();
+    assert_eq!(run(&cfg, &p, request("/paid", &[("x402-pass", &token)])).status(), 200, "and it works");
+    assert_eq!((p.origin_hits(), p.settles()), (hits + 1, 1));
+}
+
+#[test]
+fn a_verify_failover_that_outlasts_the_lease_never_settles_or_serves() {
+    let cfg = config();
+    let p = Rc::new(fake());
+    let h = payment_with(&cfg, 0, 82, 82, 300);
+    // Lease: origin 30 + 2 × facilitator 30 + 10 = 100 s; the verify chain takes 101.
+    p.verify_takes.set(101);
+    let res = paid(&cfg, &p, &h);
+    assert_eq!(res.status(), 503);
+    assert!(!String::from_utf8_lossy(res.body()).contains("paid content"));
+    assert_eq!(p.settles(), 0, "the send mark needs the lease: never sent");
+    p.verify_takes.set(0);
+    assert_eq!(paid(&cfg, &p, &h).status(), 200, "the payment itself still works, once");
+    assert_eq!(paid(&cfg, &p, &h).status(), 402);
+    assert_eq!(p.settles(), 1);
+}
+
+#[test]
+fn a_request_that_is_not_idempotent_is_never_run_twice_when_its_client_left() {
+    let cfg = config_with(json!([{ "route": "POST /paid", "price": "$0.01" }, { "route": "GET /get", "price": "$0.01" }]));
+    let p = Rc::new(fake());
+    let h = payment_with(&cfg, 0, 83, 1, 120);
+    p.gone_during_settle.set(true);
+    run(&cfg, &p, request_with("POST", "/paid", &[("payment-signature", &h)]));
+    p.gone_during_settle.set(false);
+    p.gone.set(false);
+    let retry = run(&cfg, &p, request_with("POST", "/paid", &[("payment-signature", &h)]));
+    assert_eq!(retry.status(), 402, "spent: the origin already ran it once");
+    assert_eq!((p.origin_hits(), p.settles()), (1, 1));
+    // A GET is retrievable by running it again.
+    let g = payment_with(&cfg, 1, 83, 2, 120);
+    p.gone_during_settle.set(true);
+    run(&cfg, &p, request("/get", &[("payment-signature", &g)]));
+    p.gone_during_settle.set(false);
+    p.gone.set(false);
+    assert_eq!(run(&cfg, &p, request("/get", &[("payment-signature", &g)])).status(), 200);
+    assert_eq!((p.origin_hits(), p.settles()), (3, 2));
+}

@@ -65,6 +65,8 @@ pub struct Fake {
     pub ledger_fail_on: RefCell<Vec<&'static str>>,
     /// Every ledger op's kind, in order.
     pub ledger_ops: RefCell<Vec<String>>,
+    /// Seconds the clock advances while each `/verify` call is under way (a slow failover chain).
+    pub verify_takes: Cell<u64>,
     /// Every ledger call in order, reached or not: (shard, op).
     pub ledger_calls: RefCell<Vec<(String, Op)>>,
     /// The client has hung up.
@@ -147,6 +149,7 @@ impl Platform for Fake {
         self.order.borrow_mut().push(endpoint);
         self.facilitator_calls.borrow_mut().push((endpoint.to_string(), serde_json::from_str(&json).unwrap()));
         if endpoint == "verify" {
+            self.now.set(self.now.get() + self.verify_takes.get());
             let mut q = self.verify.borrow_mut();
             return if q.is_empty() { reply(200, r#"{"isValid":true}"#) } else { q.remove(0) };
         }
