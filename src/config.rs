@@ -311,7 +311,8 @@ pub enum PassScope {
 
 /// A route's `pass = { ttl, maxRequests, scope }`: one payment buys access within `ttl_seconds`
 /// (at most [`MAX_PASS_TTL_SECONDS`]; [`DEFAULT_COUNTED_PASS_TTL_SECONDS`] when only
-/// `maxRequests` is given), for at most `max_requests` requests when set, to `scope`.
+/// `maxRequests` is given), counted from the paid response, for at most `max_requests` requests
+/// when set (from 2: the paid request is the first of them), to `scope`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PassTerms {
     pub ttl_seconds: u64,
@@ -373,8 +374,8 @@ fn parse_pass(at: &str, v: &Value, route_path: &str) -> Result<PassTerms, Config
     let max_requests = match obj.get("maxRequests") {
         None => None,
         Some(Value::Number(n)) => match n.as_u64() {
-            Some(m @ 1..) if m <= u64::from(MAX_PASS_REQUESTS) => Some(m as u32),
-            _ => return err(format!("{at}: pass maxRequests must be from 1 to {MAX_PASS_REQUESTS}")),
+            Some(m @ 2..) if m <= u64::from(MAX_PASS_REQUESTS) => Some(m as u32),
+            _ => return err(format!("{at}: pass maxRequests must be from 2 to {MAX_PASS_REQUESTS} (the paid request is the first; 1 would be that request alone: drop the pass)")),
         },
         Some(_) => return err(format!("{at}: pass maxRequests must be a number")),
     };
@@ -390,9 +391,7 @@ fn parse_pass(at: &str, v: &Value, route_path: &str) -> Result<PassTerms, Config
         _ => return err(format!("{at}: pass scope must be \"route\", \"path\" or a group name")),
     };
     let what = match (max_requests, obj.contains_key("ttl")) {
-        (Some(1), true) => format!("1 request within {}", duration_words(ttl_seconds)),
         (Some(n), true) => format!("{n} requests within {}", duration_words(ttl_seconds)),
-        (Some(1), false) => "1 request".to_string(),
         (Some(n), false) => format!("{n} requests"),
         (None, _) => format!("unlimited requests for {}", duration_words(ttl_seconds)),
     };
@@ -739,24 +738,33 @@ fn check_shadowing(routes: &[Route]) -> Result<(), ConfigError> {
     Ok(())
 }
 
-/// A group-scoped pass must be sold by a member of its group, and must not open a dearer route:
-/// every priced member's offers must have a counterpart (same network and asset) in the seller's
-/// offers at an equal or higher amount.
+/// A group-scoped pass must be sold by a member of its group, and may open another member only
+/// if every way to buy it pays that member at least its price: each of the seller's payment
+/// options (what a pass can be bought with) must match one of the member's options in network,
+/// asset **and** `payTo` (else the member's recipient is not paid) at an amount equal or lower
+/// (atomic units). A member's further options, which no pass is bought with, are not compared.
 fn check_pass_groups(routes: &[Route]) -> Result<(), ConfigError> {
     for seller in routes {
         let Some(PassTerms { scope: PassScope::Group(g), .. }) = &seller.pass else { continue };
         if seller.group.as_deref() != Some(g.as_str()) {
             return err(format!("route {}: its pass opens group {} but the route is not in that group (add group = {})", shown(&seller.key), shown(g), shown(g)));
         }
-        for member in routes.iter().filter(|r| r.group.as_deref() == Some(g.as_str())) {
-            for offer in &member.accepts {
-                let covered = seller.accepts.iter().any(|s| s.chain_id == offer.chain_id && s.asset == offer.asset && s.amount >= offer.amount);
+        for member in routes.iter().filter(|r| r.group.as_deref() == Some(g.as_str()) && !r.is_free()) {
+            for (i, offer) in seller.accepts.iter().enumerate() {
+                let same_payment = |m: &&Offer| m.chain_id == offer.chain_id && m.asset == offer.asset && m.pay_to == offer.pay_to;
+                let covered = member.accepts.iter().filter(same_payment).any(|m| m.amount <= offer.amount);
                 if !covered {
+                    let r = &offer.requirements;
+                    let why = if member.accepts.iter().any(|m| same_payment(&m)) { "pays less than it charges" } else { "pays in a network, asset or recipient it does not accept" };
                     return err(format!(
-                        "route {}: its pass (group {}) would open {}, which costs more (or is paid in another asset or network) than the pass",
+                        "route {}: its pass (group {}) would open {}, but its payment option {i} ({} of {} on {} to {}) {why}",
                         shown(&seller.key),
                         shown(g),
-                        shown(&member.key)
+                        shown(&member.key),
+                        r.amount,
+                        r.asset,
+                        r.network,
+                        r.pay_to
                     ));
                 }
             }
@@ -1352,6 +1360,44 @@ mod tests {
             { "route": "GET /docs/premium", "accepts": [{ "price": "$1" }, { "price": "$1", "network": "eip155:8453" }] }
         ]));
         assert!(e.contains("ROUTES[0]") && e.contains("ROUTES[1]"), "{e}");
+    }
+
+    /// A group's seller (`GET /a/*`, selling the group's pass with `seller`'s options) and a
+    /// member (`GET /b/*`, `member`'s options).
+    fn group(seller: Value, member: Value) -> Value {
+        json!([
+            { "route": "GET /a/*", "group": "g", "pass": { "ttl": "1h", "scope": "g" }, "accepts": seller },
+            { "route": "GET /b/*", "group": "g", "accepts": member }
+        ])
+    }
+
+    #[test]
+    fn a_group_pass_opens_a_member_only_if_every_way_to_buy_it_pays_the_member_at_least_its_price() {
+        const OTHER: &str = "0x90F79bf6EB2c4f870365E785982E1f101E93b906";
+        let token = json!({ "amount": "1", "asset": "0x00000000000000000000000000000000000000aa", "name": "T", "version": "1" });
+        // Each refused seller also has an option that pays the member's price: the extra one
+        // is the way in for less, or to someone else.
+        for (case, seller) in [
+            ("other asset", json!([{ "price": "$1" }, token])),
+            ("other network", json!([{ "price": "$1" }, { "price": "$1", "network": "eip155:8453" }])),
+            ("other payTo", json!([{ "price": "$1" }, { "price": "$1", "payTo": OTHER }])),
+            ("cheaper", json!([{ "price": "$0.40" }])),
+        ] {
+            let e = cfg_err(group(seller, json!([{ "price": "$0.50" }])));
+            assert!(e.starts_with("route `GET /a/*`: its pass (group `g`) would open `GET /b/*`") && e.contains("payment option"), "{case}: {e}");
+        }
+        let e = cfg_err(group(json!([{ "price": "$1", "payTo": OTHER }]), json!([{ "price": "$0.50" }])));
+        assert!(e.contains(OTHER), "names the recipient the member does not accept: {e}");
+        for (case, seller, member) in [
+            ("equal", json!([{ "price": "$0.50" }]), json!([{ "price": "$0.50" }])),
+            ("dearer", json!([{ "price": "$1" }]), json!([{ "price": "$0.50" }])),
+            ("every option matched", json!([{ "price": "$1" }, { "price": "$1", "network": "eip155:8453", "payTo": OTHER }]), json!([{ "price": "$1" }, { "price": "$0.10", "network": "eip155:8453", "payTo": OTHER }])),
+            // A member's further way to pay is not one a pass is bought with.
+            ("member has more options", json!([{ "price": "$1" }]), json!([{ "price": "$1" }, { "price": "$5", "network": "eip155:8453" }])),
+        ] {
+            let v = group(seller, member);
+            assert!(Config::from_vars(&vars(v.clone())).is_ok(), "{case}: {v}: {:?}", Config::from_vars(&vars(v.clone())).err());
+        }
     }
 
     #[test]

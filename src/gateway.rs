@@ -5,7 +5,8 @@
 //! Order (x402 v2 reference middleware, made fail-closed and exactly-once):
 //! 1. canonicalise the path (400 if ambiguous). On a path a priced route covers: `_method` in
 //!    the query → 400; `OPTIONS` → answered here (CORS preflight or 204 + `Allow`), never
-//!    forwarded; a method no route lists → 405 + `Allow`, never forwarded. Elsewhere: proxy.
+//!    forwarded; a method no route lists, or one `fetch` cannot send (`CONNECT`, `TRACE`,
+//!    `TRACK`) → 405 + `Allow`, never challenged, charged or forwarded. Elsewhere: proxy.
 //! 2. a live session token for this route → proxy without payment;
 //! 3. no payment header → 402 challenge;
 //! 4. verify locally ([`crate::exact`]), including a `validBefore` that leaves time for the
@@ -120,7 +121,7 @@ const CLIENT_FORWARDING_HEADERS: [&str; 24] = [
 const URL_RESPONSE_HEADERS: [&str; 3] = ["location", "content-location", "link"];
 
 /// Methods the Fetch API refuses to send (`CONNECT`, `TRACE`, `TRACK`): answered 405 here
-/// instead of failing at the origin call.
+/// instead of failing at the origin call; on a priced path before any payment work.
 const UNFORWARDABLE_METHODS: [&str; 3] = ["CONNECT", "TRACE", "TRACK"];
 
 /// What the pipeline needs from its host. Implemented over `worker::*` on the edge and by
@@ -283,7 +284,10 @@ pub async fn handle<P: Platform>(config: &Rc<Config>, p: &Rc<P>, req: Request<P:
             return options::<P>(config, req.headers(), &config.allowed_methods(&segments));
         }
     }
-    match config.route_for(&method, &segments) {
+    // A method fetch cannot send is refused before any payment work: never challenged,
+    // reserved or settled for a request the origin cannot receive.
+    let forwardable = !UNFORWARDABLE_METHODS.iter().any(|m| method.as_str().eq_ignore_ascii_case(m));
+    match config.route_for(&method, &segments).filter(|_| forwardable) {
         Some(route) if !route.is_free() => {
             let allow_origin = allowed_origin(config, req.headers());
             let wants_html = crate::paywall::wants_html(&method, req.headers());
@@ -613,7 +617,7 @@ async fn priced<P: Platform>(
             trace.outcome(DecisionOutcome::Paid, Some("redelivered"));
             trace.transaction(&settled.transaction);
             // The payment bought a pass that never reached the payer: it goes with the redelivery.
-            let resell = route.pass.as_ref().and_then(|_| mint_pass(&**p, route)).map(|m| (route, m));
+            let resell = route.pass.as_ref().and_then(|_| mint_pass(config, &**p, route)).map(|m| (route, m));
             return cold(deliver_settled(config, p, &ticket, req, canonical, payment.version, settled, resell, trace)).await;
         }
         Ok(other) => return ledger_unavailable::<P>(&**p, &format!("the ledger answered {other:?} to a reservation"), trace),
@@ -659,7 +663,7 @@ async fn priced<P: Platform>(
     }
 
     let sells = route.pass.is_some().then_some(route);
-    let pass = sells.and_then(|r| mint_pass(&**p, r));
+    let pass = sells.and_then(|r| mint_pass(config, &**p, r));
     let pending = Pending {
         pass: pass.clone(),
         config: Rc::clone(config),
@@ -1092,7 +1096,9 @@ struct Pending {
     trace: Rc<Trace>,
 }
 
-/// A pass token minted for a payment: token, id (keccak hex) and expiry (Unix seconds).
+/// A pass token minted for a payment: token, id (keccak hex) and `expires_at` (Unix seconds),
+/// the latest the pass can expire, for the payer's index: the pass's own clock starts when it is
+/// sold with the paid response ([`sell_pass`]), at most a reservation's lease after minting.
 #[derive(Debug, Clone)]
 struct MintedPass {
     token: String,
@@ -1101,8 +1107,9 @@ struct MintedPass {
 }
 
 /// Mints the token of the pass `route` sells; `None` (logged) if randomness fails.
-fn mint_pass<P: Platform>(p: &P, route: &Route) -> Option<MintedPass> {
+fn mint_pass<P: Platform>(config: &Config, p: &P, route: &Route) -> Option<MintedPass> {
     let terms = route.pass.as_ref()?;
+    let lease = config.origin_timeout_seconds + 2 * config.facilitator_timeout_seconds + LEASE_MARGIN_SECONDS;
     let random = match p.random32() {
         Ok(r) => r,
         Err(e) => {
@@ -1112,7 +1119,7 @@ fn mint_pass<P: Platform>(p: &P, route: &Route) -> Option<MintedPass> {
     };
     let token = pass::token_from_random(&random);
     let id = pass::pass_id(&token)?;
-    Some(MintedPass { token, id, expires_at: p.now() + terms.ttl_seconds })
+    Some(MintedPass { token, id, expires_at: p.now() + terms.ttl_seconds + lease })
 }
 
 /// How a settlement ended.
@@ -2127,13 +2134,16 @@ async fn sign_in<P: Platform>(config: &Config, p: &P, route: &Route, canonical: 
     SignIn::Refused(format!("siwx_no_pass: {} holds no live pass for this route", address.to_checksum()))
 }
 
-/// Sells the route's pass with a paid response: caches the minted pass's record in this isolate;
+/// Sells the route's pass with a paid response, its clock starting now (the payment settled and
+/// the response leaving), the paid request counted as the first of `maxRequests`: caches the
+/// minted pass's record in this isolate;
 /// after the response (`defer`), so the paid response never waits for them, records the sale in
 /// the pass's ledger shard ([`Op::PassSold`]) and writes the record to KV (the payer's ledger
 /// shard indexed it in the settlement's own write). Sets `X402-Pass`, `X402-Pass-Expires` and the
 /// cookie (its `Path` from [`pass::cookie_path`]: never an attribute injected by the path).
 fn sell_pass<P: Platform>(p: &Rc<P>, route: &Route, minted: &MintedPass, canonical: &str, settled: &SettleResponse, payer: &str, headers: &mut HeaderMap) {
     let Some(terms) = &route.pass else { return };
+    let expires_at = p.now() + terms.ttl_seconds;
     let (scope, scope_value) = PassRecord::scope_fields(&terms.scope, canonical);
     let record = PassRecord {
         payer: payer.to_string(),
@@ -2142,8 +2152,8 @@ fn sell_pass<P: Platform>(p: &Rc<P>, route: &Route, minted: &MintedPass, canonic
         scope_value,
         network: settled.network.clone(),
         transaction: settled.transaction.clone(),
-        expires_at: minted.expires_at,
-        max_requests: terms.max_requests,
+        expires_at,
+        max_requests: terms.max_requests.map(|n| n.saturating_sub(1)),
         revoked: false,
     };
     let Ok(value) = serde_json::to_string(&record) else { return };
@@ -2154,13 +2164,12 @@ fn sell_pass<P: Platform>(p: &Rc<P>, route: &Route, minted: &MintedPass, canonic
         PassScope::Group(_) => "/".to_string(),
     };
     set_header(headers, PASS_HEADER, &minted.token);
-    set_header(headers, PASS_EXPIRES_HEADER, &minted.expires_at.to_string());
+    set_header(headers, PASS_EXPIRES_HEADER, &expires_at.to_string());
     if let Ok(v) = HeaderValue::from_str(&pass::set_cookie(&minted.token, &cookie_path, terms.ttl_seconds)) {
         headers.append(http::header::SET_COOKIE, v);
     }
     let kv_ttl = terms.ttl_seconds.max(60);
     let id = minted.id.clone();
-    let expires_at = minted.expires_at;
     let background = Rc::clone(p);
     p.defer(async move {
         // Its ledger shard learns of the sale first, so that a revocation by token finds it

@@ -153,7 +153,8 @@ pub struct PassRecord {
     pub transaction: String,
     /// Unix seconds after which the pass is dead.
     pub expires_at: u64,
-    /// Requests it sells, counted by its ledger shard; `None`: unlimited until expiry.
+    /// Requests the token admits, counted by its ledger shard: the route's `maxRequests` less
+    /// the paid request that bought it; `None`: unlimited until expiry.
     pub max_requests: Option<u32>,
     /// Revoked by the operator, in records written before revocations became tombstones
     /// ([`tombstone_key`]); still honoured, never written `true` now.

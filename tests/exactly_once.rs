@@ -37,6 +37,29 @@ fn unlisted_and_extension_methods_on_a_priced_path_get_405_and_never_reach_the_o
 }
 
 #[test]
+fn unforwardable_methods_on_a_priced_path_are_refused_before_any_payment_work() {
+    // A route without a method, settling first: TRACE, CONNECT and TRACK with a valid payment
+    // are answered 405 before the challenge, the ledger and the facilitator, never charged.
+    let cfg = config_with(json!([{ "route": "/send/*", "price": "$0.01", "settle": "before" }]));
+    let p = Rc::new(fake());
+    for (i, m) in ["TRACE", "CONNECT", "TRACK", "trace"].into_iter().enumerate() {
+        let h = payment(&cfg, 0, 60 + i as u8);
+        for headers in [vec![("payment-signature", h.as_str())], vec![]] {
+            let res = run(&cfg, &p, request_with(m, "/send/x", &headers));
+            assert_eq!(res.status(), 405, "{m}");
+            assert_eq!(body_json(&res)["error"], "method_not_allowed", "{m}");
+            assert_eq!(res.headers()["allow"], "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS", "{m}");
+            assert!(res.headers().get("payment-required").is_none() && res.headers().get("payment-response").is_none(), "{m}");
+        }
+    }
+    assert_eq!((p.settles(), p.verifies(), p.origin_hits()), (0, 0, 0));
+    assert!(p.ledger_calls.borrow().is_empty(), "nothing reserved");
+    // The same route still sells the methods fetch can send.
+    assert_eq!(run(&cfg, &p, request_with("POST", "/send/x", &[("payment-signature", &payment(&cfg, 0, 70))])).status(), 200);
+    assert_eq!((p.settles(), p.origin_hits()), (1, 1));
+}
+
+#[test]
 fn head_is_priced_as_get_and_options_is_answered_by_the_paywall() {
     let cfg = config();
     let p = Rc::new(fake());

@@ -4,14 +4,42 @@
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 
-import { KEYS, authorizationUsed, balanceOf, rawRequest } from './support/stack.mjs';
+import net from 'node:net';
+
+import { KEYS, ROUTES, authorizationUsed, balanceOf, rawRequest } from './support/stack.mjs';
 import { b64, paymentHeader, unb64 } from './support/pay.mjs';
 import { useStackAndWorker } from './support/suite.mjs';
 
-const ctx = useStackAndWorker({ extraBindings: { FACILITATOR_TIMEOUT_SECONDS: '2', ORIGIN_TIMEOUT_SECONDS: '3' } });
+// `/send/*`: a route without a method that settles before the origin runs.
+const ctx = useStackAndWorker({
+  routes: [...ROUTES, { route: '/send/*', price: '$0.01', description: 'Any method, settled first', settle: 'before' }],
+  extraBindings: { FACILITATOR_TIMEOUT_SECONDS: '2', ORIGIN_TIMEOUT_SECONDS: '3' },
+});
 
 /** Sends `path` byte for byte (no client-side URL normalisation). */
 const raw = (path, opts) => rawRequest(ctx.worker.url, path, opts);
+
+/** One HTTP/1.1 request written on a socket (node's client treats CONNECT as a tunnel): the
+ *  status and the raw header block of the answer, or `closed` if the runtime hung up. */
+function socketRequest(method, path, headers) {
+  const { hostname, port } = new URL(ctx.worker.url);
+  return new Promise((resolve, reject) => {
+    const socket = net.connect(Number(port), hostname);
+    let data = '';
+    socket.setTimeout(5000, () => socket.destroy(new Error(`${method}: no answer in 5 s`)));
+    socket.on('data', (c) => {
+      data += c.toString('latin1');
+      if (data.includes('\r\n\r\n')) socket.end();
+    });
+    socket.on('close', () => {
+      const head = data.split('\r\n\r\n')[0];
+      resolve({ status: Number(head.split(' ')[1]) || 'closed', head: head.toLowerCase() });
+    });
+    socket.on('error', reject);
+    const lines = Object.entries({ host: `${hostname}:${port}`, ...headers, connection: 'close' }).map(([k, v]) => `${k}: ${v}`);
+    socket.write(`${method} ${path} HTTP/1.1\r\n${lines.join('\r\n')}\r\n\r\n`);
+  });
+}
 
 async function requirement(path, method = 'GET') {
   const res = await fetch(`${ctx.worker.url}${path}`, { method });
@@ -33,6 +61,28 @@ describe('fail closed on priced paths', () => {
       assert.doesNotMatch(res.body, /Lisbon/);
     }
     assert.deepEqual(counts(), before, 'origin and facilitator untouched');
+  });
+
+  test('TRACE, TRACK and CONNECT with a payment on a settle-first route without a method: 405 before any payment work, nothing charged', async (t) => {
+    const r = await requirement('/send/x');
+    const payerBefore = await balance();
+    const before = counts();
+    for (const method of ['TRACE', 'TRACK', 'CONNECT']) {
+      const h = await paymentHeader(KEYS.payer, r);
+      const res = await socketRequest(method, '/send/x', { 'payment-signature': h });
+      // workerd delivers TRACE to the Worker (405 here); it refuses TRACK itself (501, a method
+      // its parser does not know) and CONNECT too (500, "Incoming CONNECT on a worker not
+      // supported"), before any Worker code runs (the host test covers them in the pipeline).
+      // Whoever answers, nothing is paid.
+      assert.equal(res.status, { TRACE: 405, TRACK: 501, CONNECT: 500 }[method], method);
+      if (res.status === 405) assert.match(res.head, /\r\nallow: get, head, post, put, patch, delete, options/, method);
+      assert.doesNotMatch(res.head, /\r\n(x-)?payment-(response|required):/, method);
+      t.diagnostic(`${method}: ${res.status}`);
+      const nonce = unb64(h).payload.authorization.nonce;
+      assert.equal(await authorizationUsed(ctx.stack.rpcUrl, ctx.stack.payer, nonce), false, `${method}: the authorization is unused on chain`);
+    }
+    assert.deepEqual(counts(), before, 'origin and facilitator untouched');
+    assert.equal(await balance(), payerBefore, 'nothing charged');
   });
 
   test('the origin receives exactly the method the client sent', async () => {

@@ -116,18 +116,76 @@ fn the_pass_record_is_written_after_the_response_and_read_once_per_isolate_per_c
 
 #[test]
 fn a_counted_pass_serves_exactly_its_requests_under_concurrency() {
+    // 10 requests: the paid one, then 9 on the pass.
     let cfg = config_with_pass(json!({ "maxRequests": 10, "ttl": "1h" }));
     let p = Rc::new(fake());
     let t = token(&buy(&cfg, &p, "/paid", 93, 1));
-    let origin = p.origin_hits();
     let res = run_all(&cfg, &p, (0..100).map(|_| request("/paid", &[("x402-pass", &t)])).collect());
     let served = res.iter().filter(|r| r.status() == 200).count();
-    assert_eq!(served, 10);
-    assert_eq!(res.iter().filter(|r| r.status() == 402).count(), 90);
+    assert_eq!(served, 9);
+    assert_eq!(res.iter().filter(|r| r.status() == 402).count(), 91);
     let refused = res.iter().find(|r| r.status() == 402).unwrap();
     assert!(error_of(refused).starts_with("pass_used_up: this pass has used all the requests it bought"));
-    assert_eq!(p.origin_hits() - origin, 10);
+    assert_eq!(p.origin_hits(), 10, "the paid request and 9 on the pass");
     assert_eq!(p.settles(), 1);
+}
+
+#[test]
+fn a_pass_advertised_for_n_requests_serves_exactly_n_the_paid_one_first() {
+    for n in [2u32, 3, 5] {
+        let cfg = config_with_pass(json!({ "maxRequests": n, "ttl": "1h" }));
+        let p = Rc::new(fake());
+        let challenge = run(&cfg, &p, request("/paid", &[]));
+        let pr = decode_header_json(challenge.headers()["payment-required"].to_str().unwrap()).unwrap();
+        assert_eq!(pr["resource"]["description"], format!("{n} requests within 1 hour to /paid"));
+        let t = token(&buy(&cfg, &p, "/paid", 110, 1));
+        let mut answers = Vec::new();
+        loop {
+            let res = run(&cfg, &p, request("/paid", &[("x402-pass", &t)]));
+            if res.status() != 200 {
+                assert!(error_of(&res).starts_with("pass_used_up"), "{}", error_of(&res));
+                break;
+            }
+            answers.push(res.status());
+            assert!(answers.len() < 100);
+        }
+        assert_eq!(p.origin_hits(), n as usize, "{n} requests advertised, {n} reached the origin");
+        assert_eq!((answers.len(), p.settles()), (n as usize - 1, 1));
+    }
+    // A pass of one request would be the paid request alone.
+    let v = json!({ "ORIGIN_URL": "https://o.test", "FACILITATOR_URL": "https://f.test", "PAY_TO": "0x209693Bc6afc0C5328bA36FaF03C514EF312287C", "ROUTES": [
+        { "route": "GET /x", "price": "$0.01", "pass": { "maxRequests": 1 } }
+    ]});
+    assert!(Config::from_vars(v.as_object().unwrap()).unwrap_err().0.contains("maxRequests must be from 2"));
+}
+
+#[test]
+fn the_pass_clock_starts_when_the_paid_response_is_delivered() {
+    // The origin takes 40 s; settled after it (default) or before it: either way the 10 minutes
+    // bought start when the paid response leaves, not when the payment was reserved.
+    for settle in ["after", "before"] {
+        let cfg = config_with(json!([{ "route": "GET /paid", "price": "$0.01", "settle": settle, "pass": { "ttl": "10m" } }]));
+        let p = Rc::new(fake());
+        p.origin_seconds.set(40);
+        let paid = buy(&cfg, &p, "/paid", 111, 1);
+        assert_eq!(paid.status(), 200, "{settle}");
+        let delivered = NOW + 40;
+        assert_eq!(paid.headers()["x402-pass-expires"], (delivered + 600).to_string().as_str(), "{settle}");
+        let t = token(&paid);
+        p.origin_seconds.set(0);
+        // Another isolate reads the record from KV: the same expiry everywhere.
+        let other = Rc::new(Fake { kv: std::cell::RefCell::new(p.kv.borrow().clone()), ..fake() });
+        for at in [&p, &other] {
+            at.now.set(delivered + 599);
+            assert_eq!(run(&cfg, at, request("/paid", &[("x402-pass", &t)])).status(), 200, "{settle}: a second before it ends");
+            at.now.set(delivered + 600);
+            assert!(error_of(&run(&cfg, at, request("/paid", &[("x402-pass", &t)]))).starts_with("pass_expired"), "{settle}");
+        }
+        // The payer's index (wallet sign-in) keeps it at least as long.
+        let shard = x402_edge_paywall::ledger::shard_name(&payer(111));
+        let indexed = p.ledger.borrow()[&shard].payer_passes.clone();
+        assert!(indexed.len() == 1 && indexed[0].1 >= delivered + 600, "{settle}: {indexed:?}");
+    }
 }
 
 #[test]
@@ -156,7 +214,20 @@ fn a_group_pass_opens_its_group_and_never_a_dearer_route() {
         { "route": "GET /cheap", "price": "$0.01", "group": "g", "pass": { "ttl": "1h", "scope": "g" } },
         { "route": "GET /dear", "price": "$1.00", "group": "g" }
     ]});
-    assert!(Config::from_vars(v.as_object().unwrap()).unwrap_err().0.contains("costs more"));
+    assert!(Config::from_vars(v.as_object().unwrap()).unwrap_err().0.contains("pays less than it charges"));
+}
+
+#[test]
+fn a_group_pass_paid_to_another_recipient_cannot_open_a_member() {
+    // The seller's only option pays someone the member route does not pay: a pass bought with it
+    // would open /summaries/* without its recipient being paid. Refused at start, so no such
+    // pass is ever sold.
+    let v = json!({ "ORIGIN_URL": "https://o.test", "FACILITATOR_URL": "https://f.test", "PAY_TO": "0x209693Bc6afc0C5328bA36FaF03C514EF312287C", "ROUTES": [
+        { "route": "GET /reports/*", "group": "docs", "pass": { "ttl": "1h", "scope": "docs" }, "accepts": [{ "price": "$1.00", "payTo": "0x90F79bf6EB2c4f870365E785982E1f101E93b906" }] },
+        { "route": "GET /summaries/*", "price": "$0.05", "group": "docs" }
+    ]});
+    let e = Config::from_vars(v.as_object().unwrap()).unwrap_err().0;
+    assert!(e.contains("would open `GET /summaries/*`") && e.contains("0x90F79bf6EB2c4f870365E785982E1f101E93b906"), "{e}");
 }
 
 #[test]
@@ -452,7 +523,8 @@ fn a_path_in_the_cookie_never_adds_or_replaces_an_attribute() {
 
 #[test]
 fn a_counted_pass_use_is_given_back_when_the_origin_does_not_serve_it() {
-    let cfg = config_with_pass(json!({ "ttl": "1h", "maxRequests": 2 }));
+    // 3 requests: the paid one, then 2 on the pass.
+    let cfg = config_with_pass(json!({ "ttl": "1h", "maxRequests": 3 }));
     let p = Rc::new(fake());
     let t = token(&buy(&cfg, &p, "/paid", 108, 1));
     let shard = format!("pass:{}", id_of(&t));

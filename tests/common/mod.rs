@@ -45,6 +45,8 @@ fn hex_lower(b: &[u8]) -> String {
 #[derive(Default)]
 pub struct Fake {
     pub origin_status: Cell<u16>,
+    /// Seconds the clock (`now`) moves on while the origin answers.
+    pub origin_seconds: Cell<u64>,
     /// Origin over its time limit.
     pub origin_down: Cell<bool>,
     /// Origin unreachable, with this runtime error text.
@@ -122,6 +124,7 @@ impl Platform for Fake {
     async fn origin(&self, req: Request<Vec<u8>>, t: u64) -> Result<Response<Vec<u8>>, UpstreamError> {
         self.order.borrow_mut().push("origin");
         self.origin_calls.borrow_mut().push(req);
+        self.now.set(self.now.get() + self.origin_seconds.get());
         YieldOnce(false).await;
         if self.origin_down.get() {
             return Err(UpstreamError::Timeout { seconds: t });
