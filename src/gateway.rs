@@ -760,6 +760,15 @@ async fn release_before_settlement<P: Platform>(p: &P, ticket: &Ticket, trace: &
     trace.outcome(outcome, Some(reason));
 }
 
+/// The lease the send mark renews: every facilitator's `/settle` in turn, then the chain evidence
+/// (a receipt, `authorizationState`, the block number, the logs and up to 8 receipts), each within
+/// the facilitator time limit, plus the margin. A holder that reached its mark keeps the
+/// authorization until its settlement is decided, so no second request sends it meanwhile.
+fn settlement_lease_seconds(config: &Config) -> u64 {
+    let calls = config.facilitators.len() as u64 + if config.rpc_url.is_some() { 12 } else { 0 };
+    calls.saturating_mul(config.facilitator_timeout_seconds).saturating_add(LEASE_MARGIN_SECONDS)
+}
+
 /// Seconds past `validBefore` after which a chain that shows an authorization unused is taken as
 /// final (blocks are stamped with their own time, which may trail this clock).
 const EXPIRED_MARGIN_SECONDS: u64 = 30;
@@ -1146,20 +1155,23 @@ enum Settled {
 /// a send mark, a refusal of a repeated send other than "nonce already used" is unknown, never
 /// "nothing was charged".
 async fn settle<P: Platform>(p: Rc<P>, s: Pending, mode: SettleMode) -> Settled {
-    // The send mark, acknowledged before /settle leaves (already there for a repeated send).
-    if !s.prior_sent {
-        let mark = Op::Mark { key: s.ticket.key.clone(), holder: s.ticket.holder.clone() };
-        let refused = match p.ledger(&s.ticket.shard, &mark).await {
-            Ok(Reply::Done) => None,
-            Ok(other) => Some(format!("the ledger answered {other:?} to the send mark")),
-            Err(e) => Some(e),
-        };
-        if let Some(detail) = refused {
-            p.log(&format!("x402: not settling {} nonce {}: {detail}", s.identity.payer, s.identity.nonce));
-            finish(&*p, &s.ticket, Outcome::Release).await;
-            s.trace.outcome(DecisionOutcome::Unavailable, Some("ledger_unavailable"));
-            return Settled::NotSent(detail);
+    // The send mark, acknowledged before /settle leaves; for a repeated send it is there already,
+    // and the call proves this request still holds the authorization and renews its lease.
+    let mark = Op::Mark { key: s.ticket.key.clone(), holder: s.ticket.holder.clone(), lease_seconds: settlement_lease_seconds(&s.config) };
+    let refused = match p.ledger(&s.ticket.shard, &mark).await {
+        Ok(Reply::Done) => None,
+        Ok(other) => Some(format!("the ledger answered {other:?} to the send mark")),
+        Err(e) => Some(e),
+    };
+    if let Some(detail) = refused {
+        p.log(&format!("x402: not settling {} nonce {}: {detail}", s.identity.payer, s.identity.nonce));
+        finish(&*p, &s.ticket, Outcome::Release).await;
+        if s.prior_sent {
+            s.trace.outcome(DecisionOutcome::UnknownOutcome, Some("ledger_unavailable"));
+            return Settled::Unknown { timed_out: false, detail: format!("an earlier settlement of this payment was sent and its outcome is unknown; this retry could not take it over ({detail})") };
         }
+        s.trace.outcome(DecisionOutcome::Unavailable, Some("ledger_unavailable"));
+        return Settled::NotSent(detail);
     }
     let call = call_facilitator(&s.config, &*p, Endpoint::Settle, &s.payment, &s.requirements, classify_settle, |o| {
         matches!(o, SettleOutcome::Unknown { transaction: None, .. })

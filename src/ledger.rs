@@ -199,9 +199,16 @@ pub enum Op {
     #[serde(rename_all = "camelCase")]
     Reserve { key: String, holder: String, route: String, resource: String, signature: String, valid_before: u64, lease_seconds: u64, create: bool },
     /// The send mark, written and acknowledged immediately before `/settle` leaves the Worker:
-    /// from now on the authorization may be on chain. Only the holder may mark.
+    /// from now on the authorization may be on chain. Only the holder may mark, and the mark
+    /// renews its lease to `lease_seconds` from now (at least what is left), covering the
+    /// settlement and its chain evidence however long the holder took to get here.
     #[serde(rename_all = "camelCase")]
-    Mark { key: String, holder: String },
+    Mark {
+        key: String,
+        holder: String,
+        #[serde(default)]
+        lease_seconds: u64,
+    },
     /// Records how the request ended and drops the lease.
     #[serde(rename_all = "camelCase")]
     Finish { key: String, holder: String, outcome: Outcome },
@@ -369,10 +376,14 @@ pub fn apply(store: &mut impl Store, op: Op, now: u64) -> Result<Reply, String> 
             store.put(&key, &record)?;
             Ok(Reply::Reserved { prior_sent, prior_transaction, lapsed, standing: store.standing()?, others_in_flight: store.in_flight(now, &key)? })
         }
-        Op::Mark { key, holder } => {
+        Op::Mark { key, holder, lease_seconds } => {
             let Some(mut record) = held(store, &key, &holder, now)? else { return Ok(Reply::LostLease) };
-            if record.settlement == Settlement::Pending {
-                record.settlement = Settlement::Sent { transaction: None };
+            let renewed = record.lease_until.max(now.saturating_add(lease_seconds));
+            if record.settlement == Settlement::Pending || renewed != record.lease_until {
+                if record.settlement == Settlement::Pending {
+                    record.settlement = Settlement::Sent { transaction: None };
+                }
+                record.lease_until = renewed;
                 store.put(&key, &record)?;
             }
             Ok(Reply::Done)
@@ -632,7 +643,7 @@ mod tests {
         apply(s, reserve_op("k", holder), now).unwrap()
     }
     fn mark(s: &mut MemoryStore, holder: &str, now: u64) -> Reply {
-        apply(s, Op::Mark { key: "k".into(), holder: holder.into() }, now).unwrap()
+        apply(s, Op::Mark { key: "k".into(), holder: holder.into(), lease_seconds: 0 }, now).unwrap()
     }
     fn finish(s: &mut MemoryStore, holder: &str, outcome: Outcome, now: u64) -> Reply {
         apply(s, Op::Finish { key: "k".into(), holder: holder.into(), outcome }, now).unwrap()
@@ -749,6 +760,18 @@ mod tests {
     }
 
     #[test]
+    fn the_send_mark_renews_the_lease_for_the_settlement() {
+        let mut s = MemoryStore::default();
+        reserve(&mut s, "a", T);
+        // The holder reaches its mark late in its lease (a slow verify chain)...
+        assert_eq!(apply(&mut s, Op::Mark { key: "k".into(), holder: "a".into(), lease_seconds: 100 }, T + 39).unwrap(), Reply::Done);
+        // ...and keeps the authorization through its settlement: no second holder can send it.
+        assert_eq!(reserve(&mut s, "b", T + 41), Reply::InFlight);
+        assert_eq!(reserve(&mut s, "b", T + 138), Reply::InFlight);
+        assert_eq!(finish(&mut s, "a", settled(true), T + 139), Reply::Done);
+    }
+
+    #[test]
     fn a_lapsed_hold_after_its_send_mark_reads_as_sent() {
         let mut s = MemoryStore::default();
         reserve(&mut s, "a", T);
@@ -774,7 +797,7 @@ mod tests {
         let mut s = MemoryStore::default();
         paid(&mut s, "a", true, T);
         apply(&mut s, reserve_op("k2", "b"), T).unwrap();
-        apply(&mut s, Op::Mark { key: "k2".into(), holder: "b".into() }, T).unwrap();
+        apply(&mut s, Op::Mark { key: "k2".into(), holder: "b".into(), lease_seconds: 0 }, T).unwrap();
         let dup = apply(&mut s, Op::Finish { key: "k2".into(), holder: "b".into(), outcome: settled(true) }, T).unwrap();
         assert_eq!(dup, Reply::DuplicateTransaction);
         assert!(matches!(s.records["k2"].settlement, Settlement::Sent { .. }));
@@ -858,7 +881,7 @@ mod tests {
         let mut s = MemoryStore::default();
         for (key, pass, exp) in [("k1", "p1", T + 10), ("k2", "old", T - 1)] {
             apply(&mut s, reserve_op(key, "h"), T).unwrap();
-            apply(&mut s, Op::Mark { key: key.into(), holder: "h".into() }, T).unwrap();
+            apply(&mut s, Op::Mark { key: key.into(), holder: "h".into(), lease_seconds: 0 }, T).unwrap();
             let outcome = Outcome::Settled { transaction: format!("0x{key}"), network: "n".into(), delivered: true, hold_seconds: 0, pass: Some((pass.into(), exp)) };
             apply(&mut s, Op::Finish { key: key.into(), holder: "h".into(), outcome }, T).unwrap();
         }
