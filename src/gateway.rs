@@ -404,13 +404,31 @@ impl Ticket {
     }
 }
 
-/// Ends a request's hold without caring for the answer (the lease runs out if this fails).
-async fn finish<P: Platform>(p: &P, ticket: &Ticket, outcome: Outcome) {
+/// Ends a request's hold (the lease runs out if this fails). `true` when the ledger recorded it:
+/// `false` also when the lease had run out and another request may hold the authorization now.
+async fn finish<P: Platform>(p: &P, ticket: &Ticket, outcome: Outcome) -> bool {
     match p.ledger(&ticket.shard, &ticket.finish(outcome)).await {
-        Ok(Reply::Done) => {}
-        Ok(other) => p.log(&format!("x402: ledger finish for {} answered {other:?}", ticket.key)),
-        Err(e) => p.log(&format!("x402: ledger finish for {} failed: {e}; its lease will run out", ticket.key)),
+        Ok(Reply::Done) => true,
+        Ok(other) => {
+            p.log(&format!("x402: ledger finish for {} answered {other:?}", ticket.key));
+            false
+        }
+        Err(e) => {
+            p.log(&format!("x402: ledger finish for {} failed: {e}; its lease will run out", ticket.key));
+            false
+        }
     }
+}
+
+/// 409 for a request that outlasted its lease before it could send the payment: another request
+/// may hold the authorization now, so this one cannot say whether it will be charged.
+fn lease_lost<P: Platform>(identity: &PaymentIdentity) -> Response<P::Body> {
+    let value = json!({
+        "error": "payment_in_flight",
+        "message": "this request took longer than its hold on the authorization, which another request may have taken; wait for that answer, or retry this same payment header, which never charges twice",
+        "payment": identity,
+    });
+    json_response(StatusCode::CONFLICT, &value, P::body)
 }
 
 /// Ends a payment's hold before settlement (nothing charged) and records why in its decision.
@@ -653,9 +671,12 @@ async fn priced<P: Platform>(
                 return challenger.respond(&**p, &reason);
             }
             VerifyOutcome::Unknown { timed_out, detail } => {
-                finish(&**p, &ticket, Outcome::Release).await;
+                let released = finish(&**p, &ticket, Outcome::Release).await;
                 p.log(&format!("x402: verify failed: {detail}"));
                 trace.outcome(DecisionOutcome::FacilitatorError, Some("facilitator_unavailable"));
+                if !released {
+                    return lease_lost::<P>(&identity);
+                }
                 let value = json!({ "error": "facilitator_unavailable", "message": format!("could not verify the payment: {detail}; nothing was charged"), "payment": identity });
                 return json_response(upstream_status(timed_out), &value, P::body);
             }
@@ -1165,10 +1186,15 @@ async fn settle<P: Platform>(p: Rc<P>, s: Pending, mode: SettleMode) -> Settled 
     };
     if let Some(detail) = refused {
         p.log(&format!("x402: not settling {} nonce {}: {detail}", s.identity.payer, s.identity.nonce));
-        finish(&*p, &s.ticket, Outcome::Release).await;
-        if s.prior_sent {
+        let released = finish(&*p, &s.ticket, Outcome::Release).await;
+        if s.prior_sent || !released {
             s.trace.outcome(DecisionOutcome::UnknownOutcome, Some("ledger_unavailable"));
-            return Settled::Unknown { timed_out: false, detail: format!("an earlier settlement of this payment was sent and its outcome is unknown; this retry could not take it over ({detail})") };
+            let why = if s.prior_sent {
+                "an earlier settlement of this payment was sent and its outcome is unknown; this retry could not take it over"
+            } else {
+                "this request took longer than its hold on the authorization, which another request may have taken and settled"
+            };
+            return Settled::Unknown { timed_out: false, detail: format!("{why} ({detail})") };
         }
         s.trace.outcome(DecisionOutcome::Unavailable, Some("ledger_unavailable"));
         return Settled::NotSent(detail);
