@@ -1,13 +1,13 @@
 // The main job, live: starts the local stack (anvil + EIP-3009 USDC + official facilitator logic +
 // an origin), runs the Worker with `wrangler dev` as a user would, and has the official @x402/fetch
 // client pay for a request. Prints each step. Everything binds 127.0.0.1 and is stopped at the end.
-import { spawn } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 
-import { KEYS, ROOT, balanceOf, freePort, startStack } from '../tests/support/stack.mjs';
+import { KEYS, balanceOf, freePort, startStack } from '../tests/support/stack.mjs';
 import { decodePaymentResponseHeader, payingFetch } from '../tests/support/client.mjs';
+import { startWranglerDev } from './wrangler-dev.mjs';
 
 const fmt = (atomic) => `${(Number(atomic) / 1e6).toFixed(6)} USDC (${atomic} atomic)`;
 const step = (n, title) => console.log(`\n\x1b[1m${n}. ${title}\x1b[0m`);
@@ -22,35 +22,28 @@ async function main() {
   show('payer', stack.payer);
   show('payTo', stack.payTo);
 
-  const port = await freePort();
   const persist = mkdtempSync(path.join(tmpdir(), 'x402-demo-'));
-  const wrangler = spawn(
-    path.join(ROOT, 'node_modules/.bin/wrangler'),
-    ['dev', '--ip', '127.0.0.1', '--port', String(port), '--inspector-port', String(await freePort()), '--persist-to', persist,
-      '--var', `ORIGIN_URL:${stack.origin.url}`, '--var', `FACILITATOR_URL:${stack.facilitator.url}`, '--var', `PAY_TO:${stack.payTo}`],
-    { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, WRANGLER_SEND_METRICS: 'false', CLOUDFLARE_CF_FETCH_ENABLED: 'false' } },
-  );
-  let log = '';
-  wrangler.stdout.on('data', (d) => { log += d; });
-  wrangler.stderr.on('data', (d) => { log += d; });
-  const base = `http://127.0.0.1:${port}`;
-  const stop = async () => {
-    wrangler.kill('SIGINT');
-    await new Promise((r) => setTimeout(r, 500));
-    wrangler.kill('SIGKILL');
+  const stopStack = async () => {
     await stack.stop();
     rmSync(persist, { recursive: true, force: true });
   };
+  let wrangler;
   try {
-    const deadline = Date.now() + 180_000;
-    for (;;) {
-      try {
-        await fetch(`${base}/free`);
-        break;
-      } catch {}
-      if (wrangler.exitCode !== null || Date.now() > deadline) throw new Error(`wrangler dev did not start:\n${log}`);
-      await new Promise((r) => setTimeout(r, 250));
-    }
+    wrangler = await startWranglerDev({
+      port: await freePort(),
+      persistTo: persist,
+      vars: { ORIGIN_URL: stack.origin.url, FACILITATOR_URL: stack.facilitator.url, PAY_TO: stack.payTo },
+    });
+  } catch (e) {
+    await stopStack();
+    throw e;
+  }
+  const base = wrangler.url;
+  const stop = async () => {
+    await wrangler.stop();
+    await stopStack();
+  };
+  try {
     show('worker (wrangler dev)', base);
 
     const url = `${base}/weather`;

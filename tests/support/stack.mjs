@@ -60,9 +60,9 @@ export function chainFor(rpcUrl) {
 
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
-/** Starts anvil; resolves once its RPC answers. */
-export async function startAnvil() {
-  const port = await freePort();
+/** Starts anvil (on `port`, default a free one); resolves once its RPC answers. */
+export async function startAnvil({ port } = {}) {
+  port ??= await freePort();
   const bin = path.join(path.dirname(require.resolve('@foundry-rs/anvil-linux-amd64/package.json')), 'bin', 'anvil');
   const proc = spawn(bin, ['--host', '127.0.0.1', '--port', String(port), '--chain-id', String(CHAIN_ID), '--silent'], { stdio: 'ignore' });
   const rpcUrl = `http://127.0.0.1:${port}`;
@@ -163,8 +163,8 @@ function readJson(req, limit = 1 << 20) {
   });
 }
 
-function listen(server) {
-  return new Promise((resolve) => server.listen(0, '127.0.0.1', () => resolve(`http://127.0.0.1:${server.address().port}`)));
+function listen(server, port = 0) {
+  return new Promise((resolve) => server.listen(port, '127.0.0.1', () => resolve(`http://127.0.0.1:${server.address().port}`)));
 }
 
 /**
@@ -225,8 +225,9 @@ export function checkCdpJwt(authorization, key, { host, path: reqPath, seen, now
  * `cdpKey` (from {@link cdpKey}): every call must carry a valid CDP JWT for that key
  * ({@link checkCdpJwt}), else 401; `jwts` lists the decoded ones accepted, `refusals` the rest.
  * `bodies` lists each /verify and /settle call: {path, body, authorization (the header received)}.
+ * `port`: listen there (default a free one).
  */
-export async function startFacilitator({ rpcUrl, privateKey = KEYS.facilitator, fault, cdpKey: requiredKey } = {}) {
+export async function startFacilitator({ rpcUrl, privateKey = KEYS.facilitator, fault, cdpKey: requiredKey, port = 0 } = {}) {
   const account = privateKeyToAccount(privateKey, { nonceManager });
   const client = createWalletClient({ account, chain: chainFor(rpcUrl), transport: viemHttp(rpcUrl) }).extend(publicActions);
   const signer = toFacilitatorEvmSigner(Object.assign(client, { address: account.address }));
@@ -277,7 +278,7 @@ export async function startFacilitator({ rpcUrl, privateKey = KEYS.facilitator, 
       return send(500, { error: String(e?.message ?? e) });
     }
   });
-  const url = await listen(server);
+  const url = await listen(server, port);
   return {
     url,
     calls,
