@@ -29,6 +29,7 @@ pub mod facilitator;
 pub mod gateway;
 pub mod ledger;
 pub mod money;
+pub mod names;
 pub mod pass;
 pub mod paywall;
 pub mod route;
