@@ -40,7 +40,10 @@
 //! (`"$0.01"`, whole tokens, converted with the asset's decimals) or `amount` (atomic units,
 //! decimal string) with an explicit `asset`; optional `asset`, `decimals`, `name`/`version`
 //! (EIP-712 domain of a non-default asset), `network`, `payTo`, `maxTimeoutSeconds`. Unknown keys
-//! are errors, so a typo never silently drops a price. Routes are matched in order, first match
+//! are errors naming the closest known key, so a typo never silently drops a price; so are a
+//! variable whose name is a near miss of one in [`VARS`] ([`misspelt_var`]), a route method not
+//! in [`crate::route::KNOWN_METHODS`], and a price-looking variable with no priced route
+//! ([`price_looking_var`]). Routes are matched in order, first match
 //! wins; an earlier route that takes every request of a later priced one for less (free, or
 //! cheaper) is an error, since the later price would never apply.
 
