@@ -176,8 +176,10 @@ fn check(path: &Path) -> Result<usize, String> {
         }
     }
 
+    let parser_errors = problems.iter().any(|p| p.level == Level::Error);
     if let Some(c) = &parsed {
-        for w in c.warnings(&vars) {
+        // With entries set aside, the table is not the user's: its warnings would mislead.
+        for w in c.warnings(&vars).into_iter().filter(|_| !parser_errors) {
             problems.push(Problem { level: Level::Warning, line: var_line(&text, "PAY_TO"), message: w, help: "price a route in ROUTES, or remove PAY_TO if nothing is for sale".into() });
         }
         bindings(c, &text, &kv, &durable, &sqlite_classes, &ratelimits, &mut problems);
