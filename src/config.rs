@@ -817,7 +817,7 @@ fn u64_var(vars: &Map<String, Value>, name: &str, default: u64) -> Result<u64, C
 /// Parses an absolute `http(s)` URL without query, fragment or userinfo, returning
 /// `scheme://authority[/path]` without a trailing `/`.
 fn http_url(name: &str, s: &str) -> Result<String, ConfigError> {
-    let v = shown(s);
+    let v = shown_url(name, s);
     let u: http::Uri = s.parse().or_else(|e| err(format!("{name} {v} is not a URL: {e}")))?;
     let scheme = u.scheme_str().unwrap_or_default();
     let Some(authority) = u.authority() else { return err(format!("{name} {v} must be an absolute http(s) URL")) };
@@ -847,8 +847,18 @@ fn require_tls(name: &str, url: &str) -> Result<(), ConfigError> {
     }
     err(format!(
         "{name} {} uses http://, which is allowed only for a loopback host (127.0.0.0/8, ::1, localhost): payments and content would cross the network unencrypted; use https://",
-        shown(url)
+        shown_url(name, url)
     ))
+}
+
+/// A URL variable's value for an error: [`shown`], except `ORIGIN_URL`, hidden whole: its host
+/// would tell any client where to reach the API around the paywall.
+fn shown_url(name: &str, url: &str) -> String {
+    if name == "ORIGIN_URL" {
+        format!("`{}`", hidden(url))
+    } else {
+        shown(url)
+    }
 }
 
 /// Refuses a price table in which a route's price can never apply because an earlier route
@@ -1587,7 +1597,7 @@ mod tests {
         v.insert("ORIGIN_URL".into(), json!("https://user:hunter2@api.example/v1"));
         let e = Config::from_vars(&v).unwrap_err();
         assert!(e.to_string().contains("hunter2"), "the log has it all");
-        assert_eq!(e.public(), "invalid configuration: ORIGIN_URL `https://…api.example…` must not have a query or user information (see the log for values)");
+        assert_eq!(e.public(), "invalid configuration: ORIGIN_URL `…` must not have a query or user information (see the log for values)", "the origin's host is not told either");
         assert_eq!(e.to_string(), "invalid configuration: ORIGIN_URL `https://user:hunter2@api.example/v1` must not have a query or user information");
         v.insert("ORIGIN_URL".into(), json!("https://a`b:pw`x@api.example"));
         let e = Config::from_vars(&v).unwrap_err();

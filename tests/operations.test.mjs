@@ -210,7 +210,7 @@ describe('rate limits', () => {
     try {
       const res = await fetch(`${w.url}/weather`);
       assert.equal(res.status, 500);
-      assert.match((await res.json()).message, /rate limit binding … is missing: declare it under \[\[ratelimits\]\]/, 'values are redacted for clients');
+      assert.match((await res.json()).message, /rate limit binding `NOPE` is missing: declare it under \[\[ratelimits\]\]/, 'a binding name is no secret: the 500 names it');
       assert.ok(w.logs.some((l) => l.includes('rate limit binding `NOPE` is missing')), 'the log names the binding');
     } finally {
       await w.stop();

@@ -106,11 +106,11 @@ describe('a misspelling never makes a priced route free', () => {
 });
 
 describe('configuration errors a person can act on', () => {
-  test('the 500 keeps names and patterns and hides a URL\'s credentials and path; the log has the values', async () => {
+  test('the 500 keeps names and hides the origin\'s URL; the log has the values', async () => {
     const w = await startWorker({ originUrl: 'https://user:hunter2@api.example/v1/key123', facilitatorUrl, payTo });
     try {
-      const message = await refuses(w, '/weather', ['ORIGIN_URL `https://…api.example…` must not have a query or user information']);
-      assert.ok(!message.includes('hunter2') && !message.includes('key123'), message);
+      const message = await refuses(w, '/weather', ['ORIGIN_URL `…` must not have a query or user information']);
+      assert.ok(!/hunter2|key123|api\.example/.test(message), message);
       const end = Date.now() + 3000;
       while (!w.logs.some((l) => l.includes('invalid configuration')) && Date.now() < end) await new Promise((r) => setTimeout(r, 20));
       assert.ok(w.logs.some((l) => l.includes('invalid configuration') && l.includes('https://user:hunter2@api.example/v1/key123')), 'the log has the value');
