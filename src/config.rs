@@ -40,7 +40,10 @@
 //! (`"$0.01"`, whole tokens, converted with the asset's decimals) or `amount` (atomic units,
 //! decimal string) with an explicit `asset`; optional `asset`, `decimals`, `name`/`version`
 //! (EIP-712 domain of a non-default asset), `network`, `payTo`, `maxTimeoutSeconds`. Unknown keys
-//! are errors, so a typo never silently drops a price. Routes are matched in order, first match
+//! are errors naming the closest known key, so a typo never silently drops a price; so are a
+//! variable whose name is a near miss of one in [`VARS`] ([`misspelt_var`]), a route method not
+//! in [`crate::route::KNOWN_METHODS`], and a price-looking variable with no priced route
+//! ([`price_looking_var`]). Routes are matched in order, first match
 //! wins; an earlier route that takes every request of a later priced one for less (free, or
 //! cheaper) is an error, since the later price would never apply.
 
@@ -59,35 +62,168 @@ use crate::x402::{Eip712Extra, PaymentRequirements, PaymentRequirementsV1};
 /// A configuration problem, with the variable it concerns and why. Answered as HTTP 500 with
 /// [`ConfigError::public`]; logged in full ([`std::fmt::Display`]).
 ///
-/// Every configured value in the message is quoted by [`shown`] (between backticks, with any
-/// backtick inside it replaced), so the public form can drop the values and keep the rest.
+/// Configured values in the message are quoted by [`shown`]: between backticks, with the parts
+/// that could be secret (a URL's user information, path and query; anything [`hidden`]) wrapped
+/// in the private-use markers [`SECRET_OPEN`] … [`SECRET_CLOSE`], which the log form drops and
+/// the public form replaces by `…`. Key names, route patterns and variable names stay readable in
+/// both.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfigError(pub String);
 
+/// Opens a span of a [`ConfigError`] message that only the log shows (see [`hidden`]).
+pub const SECRET_OPEN: char = '\u{1}';
+/// Closes a span opened by [`SECRET_OPEN`].
+pub const SECRET_CLOSE: char = '\u{2}';
+
 impl std::fmt::Display for ConfigError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "invalid configuration: {}", self.0)
+        write!(f, "invalid configuration: {}", self.0.replace([SECRET_OPEN, SECRET_CLOSE], ""))
     }
 }
 
 impl ConfigError {
-    /// The message without configured values (each quoted span becomes `…`): which variable and
-    /// why, safe to send to any client (an origin URL with user information never leaves).
+    /// The message for any client: keys, route patterns, variable names and plain values kept;
+    /// each part that could be secret ([`hidden`] spans: a URL's user information, path and
+    /// query) replaced by `…`. Ends by pointing at the log, which has the values.
     pub fn public(&self) -> String {
         let mut out = String::from("invalid configuration: ");
-        let mut quoted = false;
-        for part in self.0.split('`') {
-            out.push_str(if quoted { "…" } else { part });
-            quoted = !quoted;
+        let mut secret = false;
+        for c in self.0.chars() {
+            match c {
+                SECRET_OPEN if !secret => {
+                    secret = true;
+                    out.push('…');
+                }
+                SECRET_CLOSE => secret = false,
+                c if !secret => out.push(c),
+                _ => {}
+            }
         }
+        out.push_str(" (see the log for values)");
         out
     }
 }
 
-/// A configured value as error messages show it: between backticks, with backticks inside it
-/// replaced, so that [`ConfigError::public`] always redacts exactly the value.
+/// A configured value as error messages show it: between backticks (a backtick inside it
+/// replaced), with what could be secret in it [`hidden`]: in a URL (`scheme://…`) its user
+/// information, path, query and fragment (the scheme and host stay); a value with an `@` but no
+/// scheme, whole.
 pub fn shown(value: &str) -> String {
-    format!("`{}`", value.replace('`', "'"))
+    let value = value.replace('`', "'").replace([SECRET_OPEN, SECRET_CLOSE], "");
+    let Some(i) = value.find("://") else {
+        return if value.contains('@') { format!("`{}`", hidden(&value)) } else { format!("`{value}`") };
+    };
+    let (scheme, rest) = value.split_at(i + 3);
+    let (authority, tail) = rest.split_at(rest.find(['/', '?', '#']).unwrap_or(rest.len()));
+    let mut out = format!("`{scheme}");
+    match authority.rfind('@') {
+        Some(at) => {
+            out.push_str(&hidden(&authority[..=at]));
+            out.push_str(&authority[at + 1..]);
+        }
+        None => out.push_str(authority),
+    }
+    if tail.is_empty() || tail == "/" {
+        out.push_str(tail);
+    } else {
+        out.push_str(&hidden(tail));
+    }
+    out.push('`');
+    out
+}
+
+/// A value only the log may show (see [`ConfigError`]): wrapped in [`SECRET_OPEN`] …
+/// [`SECRET_CLOSE`] (markers inside it removed).
+pub fn hidden(value: &str) -> String {
+    format!("{SECRET_OPEN}{}{SECRET_CLOSE}", value.replace([SECRET_OPEN, SECRET_CLOSE], ""))
+}
+
+/// Every variable the Worker reads from `env` by name (the glue in `src/edge` and the host check
+/// `x402-check` share this list), besides the per-facilitator `FACILITATOR_AUTH_<NAME>` secrets
+/// ([`is_facilitator_auth_var`]) and the `ORIGIN_SERVICE` service binding.
+pub const VARS: [&str; 24] = [
+    "ORIGIN_URL",
+    "DECISION_LOG",
+    "MODE",
+    "RATE_LIMITS",
+    "FACILITATOR_URL",
+    "FACILITATOR_AUTH",
+    "CDP_API_KEY_ID",
+    "CDP_API_KEY_SECRET",
+    "PAY_TO",
+    "NETWORK",
+    "MAX_TIMEOUT_SECONDS",
+    "SESSION_TTL_SECONDS",
+    "ORIGIN_TIMEOUT_SECONDS",
+    "FACILITATOR_TIMEOUT_SECONDS",
+    "CORS_ALLOWED_ORIGINS",
+    "ROUTES",
+    "VERIFY_GOOD_STANDING_SECONDS",
+    "ORIGIN_HEADERS",
+    "DENYLIST",
+    "ADMIN_PATH",
+    "ADMIN_TOKEN",
+    "PUBLIC_URL",
+    "RPC_URL",
+    "SIGN_IN_SECRET",
+];
+
+/// The variables that hold secrets (set with `wrangler secret put`, never in `[vars]`), besides
+/// `FACILITATOR_AUTH_<NAME>`.
+pub const SECRET_VARS: [&str; 6] = ["ORIGIN_HEADERS", "ADMIN_TOKEN", "SIGN_IN_SECRET", "FACILITATOR_AUTH", "CDP_API_KEY_ID", "CDP_API_KEY_SECRET"];
+
+/// Whether the Worker reads a variable of this name: one of [`VARS`], `ORIGIN_SERVICE`, or a
+/// facilitator's credentials ([`is_facilitator_auth_var`]).
+pub fn is_known_var(name: &str) -> bool {
+    VARS.contains(&name) || name == "ORIGIN_SERVICE" || is_facilitator_auth_var(name)
+}
+
+/// The known variable an unknown name most likely misspells ([`crate::names::closest`]: same
+/// letters in another case, or at most two edits away), e.g. `ROUTS` → `ROUTES`, `PAY_T0` →
+/// `PAY_TO`. `None` for a known name or one near none.
+pub fn misspelt_var(name: &str) -> Option<&'static str> {
+    if is_known_var(name) {
+        return None;
+    }
+    crate::names::closest(name, VARS.iter().copied().chain(["ORIGIN_SERVICE"]))
+}
+
+/// Every variable among `vars` that misspells a known one, with the name it most likely means
+/// (configuration order).
+pub fn misspelt_vars(vars: &Map<String, Value>) -> Vec<(String, &'static str)> {
+    vars.keys().filter_map(|k| misspelt_var(k).map(|m| (k.clone(), m))).collect()
+}
+
+/// The error for a misspelt variable `name` (see [`misspelt_var`]).
+pub fn misspelt_var_error(name: &str, meant: &str) -> ConfigError {
+    ConfigError(format!(
+        "unknown variable {}; did you mean {}? A near miss of a known variable is refused so that nothing it would configure (a price, a recipient) is silently dropped; rename it (or, if it is a variable of your own, give it a name further from the paywall's)",
+        shown(name),
+        shown(meant)
+    ))
+}
+
+/// An unknown variable that looks like a price (its name has `PRICE`, `AMOUNT` or `COST` in it,
+/// or its value reads like `$0.01`): an error when no route is priced, since the paywall reads
+/// prices only from `ROUTES`.
+pub fn price_looking_var(vars: &Map<String, Value>) -> Option<&str> {
+    vars.iter()
+        .find(|(k, v)| {
+            let upper = k.to_ascii_uppercase();
+            !is_known_var(k)
+                && (["PRICE", "AMOUNT", "COST"].iter().any(|w| upper.contains(w))
+                    || v.as_str().is_some_and(|s| s.trim().strip_prefix('$').is_some_and(|n| n.starts_with(|c: char| c.is_ascii_digit()))))
+        })
+        .map(|(k, _)| k.as_str())
+}
+
+/// "unknown key `pirce` in ROUTES[0] (`GET /x`); did you mean `price`?", else the known keys.
+fn unknown_key(key: &str, at: &str, known: &[&[&str]]) -> ConfigError {
+    let all = known.iter().flat_map(|set| set.iter().copied());
+    match crate::names::closest(key, all.clone()) {
+        Some(k) => ConfigError(format!("unknown key {} in {at}; did you mean {}?", shown(key), shown(k))),
+        None => ConfigError(format!("unknown key {} in {at}; known keys: {}", shown(key), all.collect::<Vec<_>>().join(", "))),
+    }
 }
 
 fn err<T>(msg: impl Into<String>) -> Result<T, ConfigError> {
@@ -680,7 +816,7 @@ fn u64_var(vars: &Map<String, Value>, name: &str, default: u64) -> Result<u64, C
 /// Parses an absolute `http(s)` URL without query, fragment or userinfo, returning
 /// `scheme://authority[/path]` without a trailing `/`.
 fn http_url(name: &str, s: &str) -> Result<String, ConfigError> {
-    let v = shown(s);
+    let v = shown_url(name, s);
     let u: http::Uri = s.parse().or_else(|e| err(format!("{name} {v} is not a URL: {e}")))?;
     let scheme = u.scheme_str().unwrap_or_default();
     let Some(authority) = u.authority() else { return err(format!("{name} {v} must be an absolute http(s) URL")) };
@@ -710,8 +846,18 @@ fn require_tls(name: &str, url: &str) -> Result<(), ConfigError> {
     }
     err(format!(
         "{name} {} uses http://, which is allowed only for a loopback host (127.0.0.0/8, ::1, localhost): payments and content would cross the network unencrypted; use https://",
-        shown(url)
+        shown_url(name, url)
     ))
+}
+
+/// A URL variable's value for an error: [`shown`], except `ORIGIN_URL`, hidden whole: its host
+/// would tell any client where to reach the API around the paywall.
+fn shown_url(name: &str, url: &str) -> String {
+    if name == "ORIGIN_URL" {
+        format!("`{}`", hidden(url))
+    } else {
+        shown(url)
+    }
 }
 
 /// Refuses a price table in which a route's price can never apply because an earlier route
@@ -895,9 +1041,15 @@ fn parse_offer(at: &str, r: &RawOffer, d: &Defaults) -> Result<Offer, ConfigErro
 }
 
 fn check_keys(at: &str, obj: &Map<String, Value>, allowed: &[&[&str]]) -> Result<(), ConfigError> {
+    let anywhere: [&[&str]; 3] = [&ROUTE_KEYS, &OFFER_KEYS, &crate::discovery::ROUTE_KEYS];
     for k in obj.keys() {
         if !allowed.iter().any(|set| set.contains(&k.as_str())) {
-            return err(format!("{at}: unknown field `{k}`"));
+            if anywhere.iter().any(|set| set.contains(&k.as_str())) {
+                // A key of another kind of entry (`price` on a free route, a route key in an offer).
+                let list: Vec<&str> = allowed.iter().flat_map(|set| set.iter().copied()).collect();
+                return err(format!("{at}: unknown field {} here; this entry takes: {}", shown(k), list.join(", ")));
+            }
+            return Err(unknown_key(k, at, allowed));
         }
     }
     Ok(())
@@ -921,6 +1073,9 @@ impl Config {
     ///
     /// Errors name the variable (and route) at fault; nothing here panics on any input.
     pub fn from_vars(vars: &Map<String, Value>) -> Result<Config, ConfigError> {
+        if let Some((name, meant)) = misspelt_vars(vars).into_iter().next() {
+            return Err(misspelt_var_error(&name, meant));
+        }
         let origin = match (string_var(vars, "ORIGIN_URL")?, vars.get("ORIGIN_SERVICE")) {
             (Some(_), Some(Value::Bool(true))) => return err("set either ORIGIN_URL or the ORIGIN_SERVICE service binding, not both"),
             (None, Some(Value::Bool(true))) => OriginTarget::Service,
@@ -940,6 +1095,9 @@ impl Config {
             network: string_var(vars, "NETWORK")?.unwrap_or_else(|| "eip155:84532".into()),
             max_timeout_seconds: u64_var(vars, "MAX_TIMEOUT_SECONDS", 300)?,
         };
+        if let Some(p) = defaults.pay_to.as_deref().filter(|p| Address::parse(p).is_none()) {
+            return err(format!("PAY_TO {} is not a 0x-prefixed 20-byte address (40 hex digits)", shown(p)));
+        }
         if vars.get("SESSION_TTL_SECONDS").is_some_and(|v| !v.is_null()) {
             return err(format!("SESSION_TTL_SECONDS is no longer read: {SESSIONS_REMOVED}"));
         }
@@ -977,6 +1135,14 @@ impl Config {
         let mut routes = Vec::with_capacity(entries.len());
         for (i, entry) in entries.iter().enumerate() {
             let Value::Object(obj) = entry else { return err(format!("ROUTES[{i}] must be an object")) };
+            let every_key: [&[&str]; 3] = [&ROUTE_KEYS, &OFFER_KEYS, &crate::discovery::ROUTE_KEYS];
+            if let Some(k) = obj.keys().find(|k| *k != "sessionTtlSeconds" && !every_key.iter().any(|set| set.contains(&k.as_str()))) {
+                let at = match obj.get("route").and_then(Value::as_str) {
+                    Some(route) => format!("ROUTES[{i}] ({})", shown(route)),
+                    None => format!("ROUTES[{i}]"),
+                };
+                return Err(unknown_key(k, &at, &every_key));
+            }
             let r: RawRoute = serde_json::from_value(entry.clone()).or_else(|e| err(format!("ROUTES[{i}]: {e}")))?;
             let at = format!("ROUTES[{i}] ({})", shown(&r.route));
             if obj.contains_key("sessionTtlSeconds") {
@@ -1061,6 +1227,12 @@ impl Config {
         }
         check_pass_groups(&routes)?;
         check_shadowing(&routes)?;
+        if let Some(name) = price_looking_var(vars).filter(|_| routes.iter().all(Route::is_free)) {
+            return err(format!(
+                "{} looks like a price, but no route in ROUTES is priced: the paywall reads prices only from ROUTES (a [[vars.ROUTES]] entry with price = \"$0.01\")",
+                shown(name)
+            ));
+        }
         let good_standing_seconds = u64_var(vars, "VERIFY_GOOD_STANDING_SECONDS", 86_400)?;
         let mut denylist = Vec::new();
         for a in string_var(vars, "DENYLIST")?.unwrap_or_default().split(',').map(str::trim).filter(|a| !a.is_empty()) {
@@ -1169,6 +1341,55 @@ impl Config {
     pub fn route_for(&self, method: &http::Method, segments: &[String]) -> Option<&Route> {
         self.routes.iter().find(|r| r.pattern.matches(method, segments))
     }
+
+    /// What each route charges, one line per route in configuration order, for the start line
+    /// and `x402-check`: `GET /weather: 0.01 USDC (10000 atomic units of 0x036C…) on
+    /// eip155:84532, payTo 0x90F7…` (options joined by ` or `, a pass's terms after ` for `);
+    /// `GET /free: free`.
+    pub fn price_lines(&self) -> Vec<String> {
+        self.routes
+            .iter()
+            .map(|r| {
+                if r.is_free() {
+                    return format!("{}: free", r.key);
+                }
+                let options: Vec<String> = r.accepts.iter().map(Offer::summary).collect();
+                let pass = r.pass.as_ref().map(|p| format!(" for a pass: {}", p.summary)).unwrap_or_default();
+                format!("{}: {}{pass}", r.key, options.join(" or "))
+            })
+            .collect()
+    }
+
+    /// Problems that do not stop the Worker but deserve a loud line at start-up (and a warning
+    /// from `x402-check`): `PAY_TO` set while no route is priced (every request is proxied free).
+    pub fn warnings(&self, vars: &Map<String, Value>) -> Vec<String> {
+        let mut out = Vec::new();
+        if self.routes.iter().all(Route::is_free) && vars.get("PAY_TO").is_some_and(|v| !v.is_null() && v.as_str() != Some("")) {
+            out.push("PAY_TO is set but no route in ROUTES is priced: every request is proxied free".to_string());
+        }
+        out
+    }
+}
+
+impl Offer {
+    /// The option in words: `0.01 USDC (10000 atomic units of 0x036C…) on eip155:84532, payTo
+    /// 0x90F7…` (the whole-token figure only for the network's built-in USDC, whose decimals are
+    /// known).
+    pub fn summary(&self) -> String {
+        let r = &self.requirements;
+        let decimals = network_by_id(&r.network).filter(|n| Address::parse(n.usdc) == Some(self.asset)).map(|n| n.usdc_decimals);
+        let whole = match decimals {
+            Some(d) => {
+                let digits = format!("{:0>width$}", self.amount.to_string(), width = usize::from(d) + 1);
+                let (int, frac) = digits.split_at(digits.len() - usize::from(d));
+                let frac = frac.trim_end_matches('0');
+                format!("{int}{}{frac} {} (", if frac.is_empty() { "" } else { "." }, r.extra.name)
+            }
+            None => String::new(),
+        };
+        let close = if whole.is_empty() { "" } else { ")" };
+        format!("{whole}{} atomic units of {}{close} on {}, payTo {}", r.amount, r.asset, r.network, r.pay_to)
+    }
 }
 
 #[cfg(test)]
@@ -1272,7 +1493,7 @@ mod tests {
         assert!(cfg_err(json!([{ "route": "GET /x", "free": true, "price": "$1" }])).contains("unknown field `price`"));
         assert!(cfg_err(json!([{ "route": "GET /x", "price": "$1", "accepts": [{ "price": "$1" }] }])).contains("unknown field `price`"));
         assert!(cfg_err(json!([{ "route": "GET /x", "accepts": [] }])).contains("is empty"));
-        assert!(cfg_err(json!([{ "route": "GET /x", "accepts": [{ "price": "$1", "colour": 1 }] }])).contains("accepts[0]: unknown field `colour`"));
+        assert!(cfg_err(json!([{ "route": "GET /x", "accepts": [{ "price": "$1", "colour": 1 }] }])).contains("unknown key `colour` in ROUTES[0] (`GET /x`) accepts[0]; known keys: price, amount"));
         assert!(cfg_err(json!([{ "route": "GET /x", "accepts": [{ "price": "$1" }, { "price": "1" }] }])).contains("repeats"));
         assert!(cfg_err(json!([{ "route": "GET /x", "description": "no price" }])).contains("give a `price`"));
         assert!(cfg_err(json!({ "route": "GET /x" })).contains("array"));
@@ -1284,7 +1505,7 @@ mod tests {
         assert!(cfg_err(json!([{ "route": "GET /x", "price": "1", "network": "mars" }])).contains("CAIP-2"));
         assert!(cfg_err(json!([{ "route": "GET /x", "price": "1", "asset": "0x00000000000000000000000000000000000000aa" }])).contains("EIP-712"));
         assert!(cfg_err(json!([{ "route": "GET /x", "price": "1", "sessionTtlSeconds": 600 }])).contains("replaced by passes"));
-        assert!(cfg_err(json!([{ "route": "GET /x", "price": "1", "colour": "red" }])).contains("unknown field"));
+        assert!(cfg_err(json!([{ "route": "GET /x", "price": "1", "colour": "red" }])).starts_with("unknown key `colour` in ROUTES[0] (`GET /x`); known keys: route,"));
         assert!(cfg_err(json!("not json")).contains("not valid JSON"));
         assert!(cfg_err(json!([{ "route": "GET /a/../b", "price": "1" }])).contains("not canonical"));
         let mut v = vars(json!([]));
@@ -1320,7 +1541,7 @@ mod tests {
         v.insert("FACILITATOR_URL".into(), json!("https://a.example, http://b.example"));
         let e = Config::from_vars(&v).unwrap_err();
         assert!(e.0.starts_with("FACILITATOR_URL[1] ") && e.0.contains("loopback"), "{e}");
-        assert_eq!(e.public(), "invalid configuration: FACILITATOR_URL[1] … uses http://, which is allowed only for a loopback host (127.0.0.0/8, ::1, localhost): payments and content would cross the network unencrypted; use https://");
+        assert_eq!(e.public(), "invalid configuration: FACILITATOR_URL[1] `http://b.example` uses http://, which is allowed only for a loopback host (127.0.0.0/8, ::1, localhost): payments and content would cross the network unencrypted; use https:// (see the log for values)");
         v.insert("FACILITATOR_URL".into(), json!([{ "url": "http://facilitator.example", "auth": "none" }]));
         assert!(Config::from_vars(&v).unwrap_err().0.starts_with("FACILITATOR_URL[0] "));
     }
@@ -1422,10 +1643,19 @@ mod tests {
         v.insert("ORIGIN_URL".into(), json!("https://user:hunter2@api.example/v1"));
         let e = Config::from_vars(&v).unwrap_err();
         assert!(e.to_string().contains("hunter2"), "the log has it all");
-        assert_eq!(e.public(), "invalid configuration: ORIGIN_URL … must not have a query or user information");
+        assert_eq!(e.public(), "invalid configuration: ORIGIN_URL `…` must not have a query or user information (see the log for values)", "the origin's host is not told either");
+        assert_eq!(e.to_string(), "invalid configuration: ORIGIN_URL `https://user:hunter2@api.example/v1` must not have a query or user information");
         v.insert("ORIGIN_URL".into(), json!("https://a`b:pw`x@api.example"));
         let e = Config::from_vars(&v).unwrap_err();
         assert!(!e.public().contains("pw"), "a backtick in the value cannot end the redaction: {}", e.public());
+        // A path or query may carry a key (an RPC provider's URL): hidden; the host stays.
+        v.insert("ORIGIN_URL".into(), json!("https://api.example"));
+        v.insert("RPC_URL".into(), json!("http://rpc.example/v2/KEY123"));
+        let e = Config::from_vars(&v).unwrap_err();
+        assert!(e.public().starts_with("invalid configuration: RPC_URL `http://rpc.example…` uses http://"), "{}", e.public());
+        assert!(!e.public().contains("KEY123") && e.to_string().contains("KEY123"));
+        let marker = hidden(&format!("a{SECRET_OPEN}b{SECRET_CLOSE}c"));
+        assert_eq!(ConfigError(marker).public(), "invalid configuration: … (see the log for values)", "markers inside a value cannot end the redaction");
     }
 
     #[test]
@@ -1448,5 +1678,93 @@ mod tests {
             assert!(e.0.contains(want), "{bad}: {e}");
             assert!(!e.public().contains("line") && !e.public().contains("1.2.3.4"), "{}", e.public());
         }
+    }
+
+    #[test]
+    fn public_errors_keep_keys_route_patterns_and_variable_names() {
+        let e = Config::from_vars(&vars(json!([{ "route": "GET /v1/quote", "pirce": "$0.01" }]))).unwrap_err();
+        assert_eq!(e.0, "unknown key `pirce` in ROUTES[0] (`GET /v1/quote`); did you mean `price`?");
+        assert_eq!(e.public(), "invalid configuration: unknown key `pirce` in ROUTES[0] (`GET /v1/quote`); did you mean `price`? (see the log for values)");
+        let e = cfg_err(json!([{ "route": "GET /x", "free": true, "pirce": "$1" }]));
+        assert!(e.contains("did you mean `price`?"), "a free route's typo is named too: {e}");
+        let e = cfg_err(json!([{ "rout": "GET /x", "price": "$1" }]));
+        assert_eq!(e, "unknown key `rout` in ROUTES[0]; did you mean `route`?");
+        let e = cfg_err(json!([{ "route": "GET /x", "accepts": [{ "prce": "$1" }] }]));
+        assert_eq!(e, "unknown key `prce` in ROUTES[0] (`GET /x`) accepts[0]; did you mean `price`?");
+        let e = cfg_err(json!([{ "route": "GET /x", "price": "$1", "pass": { "tll": "1h" } }]));
+        assert!(e.contains("unknown key `tll`") && e.contains("did you mean `ttl`?"), "{e}");
+    }
+
+    #[test]
+    fn misspelt_variables_are_errors_that_name_the_meant_one() {
+        for (typo, meant) in [("ROUTS", "ROUTES"), ("PAY_T0", "PAY_TO"), ("routes", "ROUTES"), ("FACILITATOR_ULR", "FACILITATOR_URL"), ("ORIGN_URL", "ORIGIN_URL")] {
+            let mut v = vars(json!([{ "route": "GET /free", "free": true }]));
+            v.insert(typo.into(), json!([{ "route": "GET /x", "price": "$1" }]));
+            let e = Config::from_vars(&v).unwrap_err();
+            assert!(e.0.starts_with(&format!("unknown variable `{typo}`; did you mean `{meant}`?")), "{e}");
+            assert!(e.public().contains(typo) && e.public().contains(meant), "{}", e.public());
+        }
+        // Variables of the user's own, far from every known name, are left alone.
+        let mut v = vars(json!([{ "route": "GET /x", "price": "$1" }]));
+        for own in ["MY_APP_SETTING", "SENTRY_DSN", "FACILITATOR_AUTH_BACKUP", "ORIGIN_SERVICE_NAME_X"] {
+            v.insert(own.into(), json!("x"));
+        }
+        assert!(Config::from_vars(&v).is_ok(), "{:?}", Config::from_vars(&v).err());
+        assert_eq!(misspelt_var("ORIGIN_SERVICE"), None);
+        assert_eq!(misspelt_var("ORIGIN_SERVIC"), Some("ORIGIN_SERVICE"));
+    }
+
+    #[test]
+    fn a_bad_pay_to_is_blamed_on_the_variable() {
+        let mut v = vars(json!([{ "route": "GET /x", "price": "$1" }]));
+        v.insert("PAY_TO".into(), json!("0x1234"));
+        assert_eq!(Config::from_vars(&v).unwrap_err().0, "PAY_TO `0x1234` is not a 0x-prefixed 20-byte address (40 hex digits)");
+    }
+
+    #[test]
+    fn unknown_methods_in_a_route_pattern_are_errors() {
+        let e = cfg_err(json!([{ "route": "GTE /v1/quote", "price": "$1" }]));
+        assert!(e.starts_with("ROUTES[0] (`GTE /v1/quote`): unknown method `GTE`; did you mean `GET`?"), "{e}");
+        assert!(cfg_err(json!([{ "route": "FROB /x", "price": "$1" }])).contains("known methods: GET, HEAD"));
+        for ok in ["GET /x", "get /x", "PATCH /x", "QUERY /x", "PROPFIND /x", "* /x", "/x"] {
+            assert!(Config::from_vars(&vars(json!([{ "route": ok, "price": "$1" }]))).is_ok(), "{ok}");
+        }
+    }
+
+    #[test]
+    fn a_price_looking_variable_without_a_priced_route_is_an_error() {
+        let mut v = vars(json!([{ "route": "GET /x", "free": true }]));
+        v.insert("PRICE".into(), json!("$0.01"));
+        let e = Config::from_vars(&v).unwrap_err();
+        assert!(e.0.starts_with("`PRICE` looks like a price, but no route in ROUTES is priced"), "{e}");
+        v.remove("PRICE");
+        v.insert("QUOTE_FEE".into(), json!("$0.01"));
+        assert!(Config::from_vars(&v).is_err(), "a value like $0.01");
+        v.insert("ROUTES".into(), json!([{ "route": "GET /x", "price": "$1" }]));
+        assert!(Config::from_vars(&v).is_ok(), "with a priced route, the user's own variables are theirs");
+        v.insert("ROUTES".into(), json!([{ "route": "GET /x", "free": true }]));
+        v.remove("QUOTE_FEE");
+        let c = Config::from_vars(&v).unwrap();
+        assert_eq!(c.warnings(&v), vec!["PAY_TO is set but no route in ROUTES is priced: every request is proxied free".to_string()]);
+    }
+
+    #[test]
+    fn price_lines_say_what_each_route_costs() {
+        let c = Config::from_vars(&vars(json!([
+            { "route": "GET /free", "free": true },
+            { "route": "GET /w", "price": "$0.01" },
+            { "route": "GET /p/*", "price": "$2", "pass": { "ttl": "1h" } },
+            { "route": "POST /t", "amount": "7", "asset": "0x00000000000000000000000000000000000000aa", "name": "T", "version": "1" }
+        ])))
+        .unwrap();
+        assert_eq!(
+            c.price_lines(),
+            vec![
+                "GET /free: free".to_string(),
+                "GET /w: 0.01 USDC (10000 atomic units of 0x036CbD53842c5426634e7929541eC2318f3dCF7e) on eip155:84532, payTo 0x209693Bc6afc0C5328bA36FaF03C514EF312287C".into(),
+                "GET /p/*: 2 USDC (2000000 atomic units of 0x036CbD53842c5426634e7929541eC2318f3dCF7e) on eip155:84532, payTo 0x209693Bc6afc0C5328bA36FaF03C514EF312287C for a pass: unlimited requests for 1 hour to /p/*".into(),
+                "POST /t: 7 atomic units of 0x00000000000000000000000000000000000000AA on eip155:84532, payTo 0x209693Bc6afc0C5328bA36FaF03C514EF312287C".into(),
+            ]
+        );
     }
 }

@@ -5,6 +5,7 @@
 //! | module | job |
 //! |---|---|
 //! | [`config`] | the Worker's vars → validated price table |
+//! | [`names`] | near-miss names ("did you mean `price`?") for configuration errors |
 //! | [`discovery`] | the `/.well-known/x402` document and the x402 `bazaar` extension of each route |
 //! | [`route`] | path canonicalisation and `METHOD /pattern` matching |
 //! | [`money`] | `"$0.01"` → atomic units, exact decimal arithmetic |
@@ -29,6 +30,7 @@ pub mod facilitator;
 pub mod gateway;
 pub mod ledger;
 pub mod money;
+pub mod names;
 pub mod pass;
 pub mod paywall;
 pub mod route;

@@ -166,8 +166,20 @@ pub struct RoutePattern {
     segs: Vec<Seg>,
 }
 
+/// The methods a route key may name (upper case; a lower-case one is taken upper-cased): the
+/// RFC 9110 methods, `PATCH` (RFC 5789), `QUERY` (the IETF safe method with a body), and the
+/// WebDAV family (RFC 4918, RFC 3253 `REPORT`, RFC 5323 `SEARCH`), and `PURGE` (cache
+/// invalidation, as Varnish and Fastly take it). Any other token is refused
+/// with the nearest known one suggested, so a typo (`GTE`) fails at configuration, not as a
+/// route that never matches.
+pub const KNOWN_METHODS: [&str; 20] = [
+    "GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH", "QUERY", "PROPFIND", "PROPPATCH", "MKCOL", "COPY", "MOVE",
+    "LOCK", "UNLOCK", "REPORT", "SEARCH", "PURGE",
+];
+
 impl RoutePattern {
-    /// Parses a route key such as `"GET /weather/:city"` or `"/premium/*"`.
+    /// Parses a route key such as `"GET /weather/:city"` or `"/premium/*"`. The method, if any,
+    /// must be one of [`KNOWN_METHODS`] (or `*`, any method).
     pub fn parse(key: &str) -> Result<RoutePattern, String> {
         let key = key.trim();
         let (method, path) = match key.split_once(' ') {
@@ -176,9 +188,14 @@ impl RoutePattern {
         };
         let method = match method {
             None | Some("*") => None,
-            Some(m) => Some(
-                http::Method::from_bytes(m.to_ascii_uppercase().as_bytes()).map_err(|_| format!("`{m}` is not an HTTP method"))?,
-            ),
+            Some(m) => {
+                let upper = m.to_ascii_uppercase();
+                if !KNOWN_METHODS.contains(&upper.as_str()) {
+                    let hint = crate::names::closest(&upper, KNOWN_METHODS).map(|k| format!("did you mean `{k}`? ")).unwrap_or_default();
+                    return Err(format!("unknown method `{m}`; {hint}known methods: {}, or no method (any)", KNOWN_METHODS.join(", ")));
+                }
+                Some(http::Method::from_bytes(upper.as_bytes()).map_err(|_| format!("`{m}` is not an HTTP method"))?)
+            }
         };
         let canonical = canonicalize(path).map_err(|e| format!("route path `{path}`: {e}"))?;
         if canonical != path && canonical.trim_end_matches('/') != path.trim_end_matches('/') {

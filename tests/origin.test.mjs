@@ -131,7 +131,7 @@ describe('an origin that only the paywall can call', () => {
         assert.equal(res.status, 500);
         const body = JSON.parse(res.body);
         assert.equal(body.error, 'paywall_misconfigured');
-        assert.match(body.message, /ORIGIN_URL … must not have a query or user information/);
+        assert.match(body.message, /ORIGIN_URL `…` must not have a query or user information/);
         assert.ok(!/hunter2|admin|internal\.example/.test(res.body + JSON.stringify(res.headers)), res.body);
       }
     } finally {

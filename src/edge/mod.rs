@@ -47,33 +47,6 @@ pub const METRICS_BINDING: &str = "METRICS";
 /// Time limit for one ledger call, seconds.
 const LEDGER_TIMEOUT_SECONDS: u64 = 10;
 
-/// The variables read from `env` (see [`crate::config`]).
-const VARS: [&str; 24] = [
-    "ORIGIN_URL",
-    "DECISION_LOG",
-    "MODE",
-    "RATE_LIMITS",
-    "FACILITATOR_URL",
-    "FACILITATOR_AUTH",
-    "CDP_API_KEY_ID",
-    "CDP_API_KEY_SECRET",
-    "PAY_TO",
-    "NETWORK",
-    "MAX_TIMEOUT_SECONDS",
-    "SESSION_TTL_SECONDS",
-    "ORIGIN_TIMEOUT_SECONDS",
-    "FACILITATOR_TIMEOUT_SECONDS",
-    "CORS_ALLOWED_ORIGINS",
-    "ROUTES",
-    "VERIFY_GOOD_STANDING_SECONDS",
-    "ORIGIN_HEADERS",
-    "DENYLIST",
-    "ADMIN_PATH",
-    "ADMIN_TOKEN",
-    "PUBLIC_URL",
-    "RPC_URL",
-    "SIGN_IN_SECRET",
-];
 
 /// A body on the edge: a JS stream passed through untouched, bytes we produced, or the body of
 /// the origin's `Response` (kept whole, with its status and header list as it arrived, so that a
@@ -126,16 +99,27 @@ type PassThroughFailed = Closure<dyn Fn(JsValue, f64) -> Result<JsValue, JsValue
 
 fn read_vars(env: &Env) -> Map<String, Value> {
     let mut vars = Map::new();
-    // The fixed names, and each facilitator's own credentials (`FACILITATOR_AUTH_<NAME>`).
+    // The fixed names, each facilitator's own credentials (`FACILITATOR_AUTH_<NAME>`), and every
+    // other variable (not a binding: a string or plain JSON), so that the configuration can refuse
+    // a misspelt one (`ROUTS`) or a price that no route carries (crate::config::misspelt_vars).
     let env_object: &JsValue = env.as_ref();
-    let per_facilitator: Vec<String> = js_sys::Object::keys(env_object.unchecked_ref::<js_sys::Object>())
+    let object_prototype = js_sys::Object::get_prototype_of(&js_sys::Object::new().into());
+    let others: Vec<String> = js_sys::Object::keys(env_object.unchecked_ref::<js_sys::Object>())
         .iter()
         .filter_map(|k| k.as_string())
-        .filter(|k| k.starts_with(crate::config::FACILITATOR_AUTH_PREFIX))
+        .filter(|k| !crate::config::VARS.contains(&k.as_str()) && k != ORIGIN_SERVICE_BINDING)
         .collect();
-    for name in VARS.iter().copied().chain(per_facilitator.iter().map(String::as_str)) {
+    for name in crate::config::VARS.iter().copied().chain(others.iter().map(String::as_str)) {
         let Ok(v) = js_sys::Reflect::get(env.as_ref(), &JsValue::from_str(name)) else { continue };
         if v.is_undefined() || v.is_null() {
+            continue;
+        }
+        let plain = v.is_string()
+            || v.as_f64().is_some()
+            || v.as_bool().is_some()
+            || js_sys::Array::is_array(&v)
+            || (v.is_object() && js_sys::Object::get_prototype_of(&v) == object_prototype);
+        if !crate::config::VARS.contains(&name) && !plain {
             continue;
         }
         let value = match v.as_string() {
@@ -661,7 +645,9 @@ extern "C" {
 /// 1. the Worker's real configuration is parsed and kept (what [`config`] does on a first
 ///    request; an error is kept and reported the same way), read from the module-scope `env`,
 ///    and every priced route's challenge is laid out ([`gateway::prepare`]); unless
-///    `DECISION_LOG = "none"`, one line `{"x402":"start","mode","routes","priced"}` is logged;
+///    `DECISION_LOG = "none"`, one line `{"x402":"start","mode","routes","priced","prices"}` is logged
+///    (`prices`: [`Config::price_lines`], what each route charges), and each of
+///    [`Config::warnings`] as an error line;
 /// 2. a `GET /warm-up` without payment runs through [`pipeline`] under
 ///    [`crate::config::warm_up_vars`], polled once, for its side effect: V8 compiles wasm
 ///    functions when they are first called. It ends without I/O at the `Response`, which the
@@ -674,7 +660,8 @@ extern "C" {
 fn warm_up() {
     let env = MODULE_ENV.with(JsValue::clone);
     if env.is_object() {
-        if let Ok(config) = config(&env.unchecked_into()) {
+        let env: Env = env.unchecked_into();
+        if let Ok(config) = config(&env) {
             gateway::prepare(&config);
             // One line per isolate start, unless decision lines are off: it names what was
             // loaded, and it is the isolate's first `console.log`, which costs the runtime about
@@ -685,7 +672,11 @@ fn warm_up() {
                     crate::config::Mode::Shadow => "shadow",
                 };
                 let priced = config.routes.iter().filter(|r| !r.is_free()).count();
-                console_log!("{}", serde_json::json!({ "x402": "start", "mode": mode, "routes": config.routes.len(), "priced": priced }));
+                let prices = config.price_lines();
+                console_log!("{}", serde_json::json!({ "x402": "start", "mode": mode, "routes": config.routes.len(), "priced": priced, "prices": prices }));
+            }
+            for w in config.warnings(&read_vars(&env)) {
+                console_error!("x402 paywall: warning: {w}");
             }
         }
     }

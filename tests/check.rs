@@ -1,0 +1,173 @@
+//! `x402-check` (src/bin/x402-check.rs), run as a user runs it: on the shipped wrangler.toml
+//! (clean) and on broken fixtures in tests/data/check/, asserting each problem's printed line,
+//! the exit status, and the price table.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+fn data(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data/check").join(name)
+}
+
+/// Runs the check on `path`: (exit status, stdout).
+fn run(path: &std::path::Path) -> (i32, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_x402-check")).arg(path).output().expect("x402-check runs");
+    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// The 1-based line of the first line of fixture `name` containing `needle`.
+fn line_of(name: &str, needle: &str) -> usize {
+    let text = std::fs::read_to_string(data(name)).unwrap();
+    text.lines().position(|l| l.contains(needle)).map(|n| n + 1).unwrap_or_else(|| panic!("{needle} in {name}"))
+}
+
+/// Asserts that the report on fixture `name` has a `LEVEL` at the line holding `needle`, whose
+/// message contains `says`, followed by a `help:` line; returns the report.
+fn reports(name: &str, level: &str, needle: &str, says: &str) -> String {
+    let (_, out) = run(&data(name));
+    let prefix = format!("{}:{}: {level}: ", data(name).display(), line_of(name, needle));
+    let mut lines = out.lines();
+    let found = lines.by_ref().find(|l| l.starts_with(&prefix) && l.contains(says));
+    assert!(found.is_some(), "{prefix}…{says} in:\n{out}");
+    assert!(lines.next().is_some_and(|h| h.starts_with("  help: ")), "a suggestion follows:\n{out}");
+    out
+}
+
+fn errors(out: &str) -> usize {
+    out.lines().filter(|l| l.contains(": error: ")).count()
+}
+
+#[test]
+fn the_shipped_wrangler_toml_is_clean_and_its_routes_are_listed() {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("wrangler.toml");
+    let (code, out) = run(&path);
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(errors(&out), 0, "{out}");
+    // Local-only values are warned about, with their lines.
+    let text = std::fs::read_to_string(&path).unwrap();
+    let line = |p: &str| text.lines().position(|l| l.starts_with(p)).unwrap() + 1;
+    assert!(out.contains(&format!("wrangler.toml:{}: warning: ORIGIN_URL `http://127.0.0.1:8788` is a loopback address", line("ORIGIN_URL ="))), "{out}");
+    assert!(out.contains(&format!("wrangler.toml:{}: warning: FACILITATOR_URL `http://127.0.0.1:4022` is a loopback address", line("FACILITATOR_URL ="))), "{out}");
+    assert!(out.contains(&format!("wrangler.toml:{}: warning: the PASSES KV namespace id `00000000000000000000000000000000` is a placeholder", line("id = \"0000"))), "{out}");
+    assert!(out.contains("  priced GET /weather: 0.01 USDC (10000 atomic units of 0x036CbD53842c5426634e7929541eC2318f3dCF7e) on eip155:84532, payTo 0x90F79bf6EB2c4f870365E785982E1f101E93b906\n"), "{out}");
+    assert!(out.contains("  free   GET /premium/sample: proxied without payment\n"), "{out}");
+    assert!(out.contains("  priced GET /premium/*: 0.05 USDC"), "{out}");
+    assert!(out.ends_with("0 errors, 3 warnings\n"), "{out}");
+}
+
+#[test]
+fn a_clean_fixture_has_no_problem() {
+    let (code, out) = run(&data("clean.toml"));
+    assert_eq!(code, 0, "{out}");
+    assert!(out.ends_with("0 errors, 0 warnings\n"), "{out}");
+}
+
+#[test]
+fn a_misspelt_route_table_is_an_error_at_its_header() {
+    let out = reports("routs.toml", "error", "[[vars.ROUTS]]", "unknown variable `ROUTS`; did you mean `ROUTES`?");
+    assert!(out.contains("  help: rename `ROUTS` to `ROUTES`"), "{out}");
+    assert_eq!(run(&data("routs.toml")).0, 1);
+}
+
+#[test]
+fn a_misspelt_pay_to_is_an_error() {
+    reports("pay_t0.toml", "error", "PAY_T0 =", "unknown variable `PAY_T0`; did you mean `PAY_TO`?");
+}
+
+#[test]
+fn a_variable_in_the_wrong_case_is_an_error() {
+    reports("routes_lower_case.toml", "error", "[[vars.routes]]", "unknown variable `routes`; did you mean `ROUTES`?");
+}
+
+#[test]
+fn a_misspelt_route_key_is_named_with_the_closest_known_one() {
+    let out = reports("pirce.toml", "error", "pirce =", "unknown key `pirce` in ROUTES[0] (`GET /v1/quote`); did you mean `price`?");
+    assert!(out.contains("  help: replace `pirce` with `price`"), "{out}");
+    // The broken route is not listed as free: it is left out of the table.
+    assert!(out.contains("routes (those with errors left out):") && !out.contains("GET /v1/quote: proxied"), "{out}");
+}
+
+#[test]
+fn a_misspelt_payment_option_key_is_named() {
+    reports("offer_key.toml", "error", "prce =", "unknown key `prce` in ROUTES[0] (`GET /v1/quote`) accepts[1]; did you mean `price`?");
+}
+
+#[test]
+fn a_misspelt_method_is_an_error_at_the_route_line() {
+    let out = reports("gte.toml", "error", "route = \"GTE", "unknown method `GTE`; did you mean `GET`?");
+    assert!(out.contains("  help: replace `GTE` with `GET`"), "{out}");
+}
+
+#[test]
+fn a_price_variable_without_a_priced_route_is_an_error() {
+    reports("price_var.toml", "error", "PRICE =", "`PRICE` looks like a price, but no route in ROUTES is priced");
+}
+
+#[test]
+fn a_bad_pay_to_is_blamed_on_pay_to() {
+    let out = reports("bad_pay_to.toml", "error", "PAY_TO =", "PAY_TO `0x90F79bf6EB2c4f870365E785982E1f101E93b9` is not a 0x-prefixed 20-byte address");
+    assert!(!out.contains("ROUTES[0]"), "not blamed on a route: {out}");
+}
+
+#[test]
+fn loopback_urls_are_warnings_not_errors() {
+    reports("loopback.toml", "warning", "ORIGIN_URL =", "ORIGIN_URL `http://127.0.0.1:8788` is a loopback address");
+    reports("loopback.toml", "warning", "FACILITATOR_URL =", "FACILITATOR_URL `http://localhost:4022` is a loopback address");
+    assert_eq!(run(&data("loopback.toml")).0, 0, "fine for local use");
+}
+
+#[test]
+fn the_all_zero_kv_id_is_a_warning() {
+    reports("kv_placeholder.toml", "warning", "id = \"0000", "the PASSES KV namespace id `00000000000000000000000000000000` is a placeholder");
+}
+
+#[test]
+fn missing_bindings_are_errors() {
+    let (code, out) = run(&data("missing_ledger.toml"));
+    assert_eq!(code, 1);
+    assert!(out.contains("missing_ledger.toml: error: priced routes need the payment ledger, but the Durable Object binding LEDGER is missing"), "{out}");
+    reports("missing_rate_limit.toml", "error", "RATE_LIMITS =", "rate limit binding `CHALLENGES` is missing");
+}
+
+#[test]
+fn plain_http_to_a_public_origin_is_an_error() {
+    reports("plain_http_origin.toml", "error", "ORIGIN_URL =", "ORIGIN_URL `http://api.example.com` uses http://");
+}
+
+#[test]
+fn a_free_route_that_shadows_a_priced_one_is_an_error() {
+    reports("shadowed.toml", "error", "[[vars.ROUTES]]", "ROUTES[0] (`GET /v1/*`) matches every request ROUTES[1] (`GET /v1/quote`) matches and is free");
+}
+
+#[test]
+fn every_problem_is_reported_in_one_run() {
+    let out = reports("many.toml", "error", "pirce =", "unknown key `pirce`");
+    reports("many.toml", "error", "route = \"GTE", "unknown method `GTE`");
+    reports("many.toml", "error", "[[vars.ROUTS]]", "unknown variable `ROUTS`");
+    assert_eq!(errors(&out), 3, "{out}");
+    assert!(out.ends_with("3 errors, 0 warnings\n"), "{out}");
+}
+
+#[test]
+fn secrets_are_read_from_dev_vars_and_only_named() {
+    let (code, out) = run(&data("with-secrets/wrangler.toml"));
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("secrets from ") && out.contains(".dev.vars: SIGN_IN_SECRET, ADMIN_TOKEN"), "{out}");
+    assert!(!out.contains("dev-only"), "no secret value is printed: {out}");
+    // Without a .dev.vars, a secret the configuration needs is a reminder, not an error.
+    let (code, out) = run(&data("sign_in_without_secret.toml"));
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains(": warning: SIGN_IN_SECRET is not set") && out.contains("help: make sure the secret is set for the deployment: `wrangler secret put SIGN_IN_SECRET`"), "{out}");
+}
+
+#[test]
+fn an_unreadable_or_invalid_file_exits_2() {
+    assert_eq!(run(&data("no-such-file.toml")).0, 2);
+    let dir = std::env::temp_dir().join(format!("x402-check-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let bad = dir.join("wrangler.toml");
+    std::fs::write(&bad, "[vars]\nPAY_TO = \n").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_x402-check")).arg(&bad).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("line 2: not valid TOML"), "{}", String::from_utf8_lossy(&out.stderr));
+}
