@@ -420,15 +420,15 @@ async fn finish<P: Platform>(p: &P, ticket: &Ticket, outcome: Outcome) -> bool {
     }
 }
 
+/// 409 `payment_in_flight`: another request holds (or may hold) this authorization.
+fn payment_in_flight<P: Platform>(identity: &PaymentIdentity, message: &str) -> Response<P::Body> {
+    json_response(StatusCode::CONFLICT, &json!({ "error": "payment_in_flight", "message": message, "payment": identity }), P::body)
+}
+
 /// 409 for a request that outlasted its lease before it could send the payment: another request
 /// may hold the authorization now, so this one cannot say whether it will be charged.
 fn lease_lost<P: Platform>(identity: &PaymentIdentity) -> Response<P::Body> {
-    let value = json!({
-        "error": "payment_in_flight",
-        "message": "this request took longer than its hold on the authorization, which another request may have taken; wait for that answer, or retry this same payment header, which never charges twice",
-        "payment": identity,
-    });
-    json_response(StatusCode::CONFLICT, &value, P::body)
+    payment_in_flight::<P>(identity, "this request took longer than its hold on the authorization, which another request may have taken; wait for that answer, or retry this same payment header, which never charges twice")
 }
 
 /// Ends a payment's hold before settlement (nothing charged) and records why in its decision.
@@ -551,7 +551,7 @@ async fn priced<P: Platform>(
     // only the ledger's record of it (same signature bytes) can make it servable.
     let verified_remotely = !verified.signature_checked && verified.late.is_none();
     if verified_remotely {
-        if let Some(refused) = cold(verify_remotely(config, p, &payment, &requirements, &identity, &challenger, trace)).await {
+        if let Some(refused) = cold(verify_remotely(config, p, &payment, &requirements, &identity, &challenger, trace, None)).await {
             return refused;
         }
     }
@@ -592,12 +592,7 @@ async fn priced<P: Platform>(
         }
         Ok(Reply::InFlight) => {
             trace.outcome(DecisionOutcome::Refused, Some("payment_in_flight"));
-            let value = json!({
-                "error": "payment_in_flight",
-                "message": "another request is using this authorization right now; wait for its answer, or retry this one when it has ended",
-                "payment": identity,
-            });
-            return json_response(StatusCode::CONFLICT, &value, P::body);
+            return payment_in_flight::<P>(&identity, "another request is using this authorization right now; wait for its answer, or retry this one when it has ended");
         }
         Ok(Reply::Spent { transaction }) => {
             let reason = format!("invalid_transaction_state: this authorization was already settled (transaction {transaction}) and answered by the origin (delivered, or not idempotent and already run once); sign a new one");
@@ -630,7 +625,7 @@ async fn priced<P: Platform>(
             return challenger.respond(&**p, reason);
         }
         Ok(Reply::Redeliver { transaction, network }) => {
-            let settled = SettleResponse { success: true, error_reason: None, payer: Some(identity.payer.clone()), transaction, network };
+            let settled = known_paid(&identity.payer, transaction, network);
             p.log(&format!("x402: redelivering {} for {} nonce {}", route.key, identity.payer, identity.nonce));
             trace.outcome(DecisionOutcome::Paid, Some("redelivered"));
             trace.transaction(&settled.transaction);
@@ -660,26 +655,8 @@ async fn priced<P: Platform>(
                 VerifyPolicy::Auto => !good_standing,
             });
     if needs_verify {
-        let call = cold(call_facilitator(config, &**p, Endpoint::Verify, &payment, &requirements, classify_verify, |o| matches!(o, VerifyOutcome::Unknown { .. }))).await;
-        trace.facilitator_ms(call.millis);
-        match call.outcome {
-            VerifyOutcome::Valid => {}
-            VerifyOutcome::Invalid { reason } => {
-                trace.outcome(DecisionOutcome::Refused, Some(&reason));
-                finish(&**p, &ticket, Outcome::Refused).await;
-                p.log(&format!("x402: verify refused {} nonce {}: {reason}", identity.payer, identity.nonce));
-                return challenger.respond(&**p, &reason);
-            }
-            VerifyOutcome::Unknown { timed_out, detail } => {
-                let released = finish(&**p, &ticket, Outcome::Release).await;
-                p.log(&format!("x402: verify failed: {detail}"));
-                trace.outcome(DecisionOutcome::FacilitatorError, Some("facilitator_unavailable"));
-                if !released {
-                    return lease_lost::<P>(&identity);
-                }
-                let value = json!({ "error": "facilitator_unavailable", "message": format!("could not verify the payment: {detail}; nothing was charged"), "payment": identity });
-                return json_response(upstream_status(timed_out), &value, P::body);
-            }
+        if let Some(refused) = cold(verify_remotely(config, p, &payment, &requirements, &identity, &challenger, trace, Some(&ticket))).await {
+            return refused;
         }
     }
 
@@ -724,13 +701,12 @@ async fn priced<P: Platform>(
                         cold(deliver_settled(config, p, &pending.ticket, req, canonical, version, settled, sells.zip(pass), trace)).await
                     }
                     // Paid on chain, but not recorded: the content waits for a retry that can record it.
-                    Ok(other) => {
-                        p.log(&format!("x402: ledger answered {other:?} to a reconciled settlement of {}", pending.ticket.key));
-                        trace.outcome(DecisionOutcome::UnknownOutcome, Some("ledger_unavailable"));
-                        unknown_outcome::<P>(StatusCode::BAD_GATEWAY, "the chain shows this payment paid, but the payment ledger could not record it", &pending.identity)
-                    }
-                    Err(e) => {
-                        p.log(&format!("x402: ledger failed to record a reconciled settlement of {}: {e}", pending.ticket.key));
+                    other => {
+                        let why = match other {
+                            Ok(reply) => format!("answered {reply:?}"),
+                            Err(e) => format!("failed: {e}"),
+                        };
+                        p.log(&format!("x402: ledger {why} to a reconciled settlement of {}", pending.ticket.key));
                         trace.outcome(DecisionOutcome::UnknownOutcome, Some("ledger_unavailable"));
                         unknown_outcome::<P>(StatusCode::BAD_GATEWAY, "the chain shows this payment paid, but the payment ledger could not record it", &pending.identity)
                     }
@@ -745,9 +721,12 @@ async fn priced<P: Platform>(
     }
 }
 
-/// `/verify` of a payment whose signature could not be checked here, before anything is keyed
-/// by its claimed payer. `None`: valid, go on; otherwise the answer (a refusal counts as a failed
-/// attempt of the client's address, never against the claimed payer).
+/// `/verify` through the facilitators. `None`: valid, go on; otherwise the answer. `held`: the
+/// reservation this request holds, ended as the answer says (a refusal turns the payer's
+/// standing bad; "could not verify" releases it, and says "nothing was charged" only if this
+/// request still held it). Without one (a signature not checkable here, verified before anything
+/// is keyed by its claimed payer) a refusal counts only as a failed attempt of the client.
+#[allow(clippy::too_many_arguments)]
 async fn verify_remotely<P: Platform>(
     config: &Rc<Config>,
     p: &Rc<P>,
@@ -756,6 +735,7 @@ async fn verify_remotely<P: Platform>(
     identity: &PaymentIdentity,
     challenger: &Challenger<'_>,
     trace: &Rc<Trace>,
+    held: Option<&Ticket>,
 ) -> Option<Response<P::Body>> {
     let call = call_facilitator(config, &**p, Endpoint::Verify, payment, requirements, classify_verify, |o| matches!(o, VerifyOutcome::Unknown { .. })).await;
     trace.facilitator_ms(call.millis);
@@ -763,12 +743,23 @@ async fn verify_remotely<P: Platform>(
         VerifyOutcome::Valid => None,
         VerifyOutcome::Invalid { reason } => {
             trace.outcome(DecisionOutcome::Refused, Some(&reason));
-            p.log(&format!("x402: verify refused an unchecked signature claiming {} nonce {}: {reason}", identity.payer, identity.nonce));
+            if let Some(ticket) = held {
+                finish(&**p, ticket, Outcome::Refused).await;
+            }
+            let unchecked = if held.is_none() { " (an unchecked signature; nothing reserved)" } else { "" };
+            p.log(&format!("x402: verify refused {} nonce {}{unchecked}: {reason}", identity.payer, identity.nonce));
             Some(challenger.respond(&**p, &reason))
         }
         VerifyOutcome::Unknown { timed_out, detail } => {
+            let released = match held {
+                Some(ticket) => finish(&**p, ticket, Outcome::Release).await,
+                None => true,
+            };
             p.log(&format!("x402: verify failed: {detail}"));
             trace.outcome(DecisionOutcome::FacilitatorError, Some("facilitator_unavailable"));
+            if !released {
+                return Some(lease_lost::<P>(identity));
+            }
             let value = json!({ "error": "facilitator_unavailable", "message": format!("could not verify the payment: {detail}; nothing was charged"), "payment": identity });
             Some(json_response(upstream_status(timed_out), &value, P::body))
         }
@@ -827,7 +818,7 @@ async fn reconcile_before_origin<P: Platform>(p: &Rc<P>, s: &Pending, late: bool
         Evidence::Paid { transaction } => {
             p.log(&format!("x402: reconciled {} nonce {} from the chain: paid in {transaction}", s.identity.payer, s.identity.nonce));
             let network = s.networks.first().cloned().unwrap_or_default();
-            Reconciled::Paid(SettleResponse { success: true, error_reason: None, payer: Some(s.identity.payer.clone()), transaction, network })
+            Reconciled::Paid(known_paid(&s.identity.payer, transaction, network))
         }
         Evidence::UsedElsewhere { transaction } => {
             finish(&**p, &s.ticket, Outcome::Refused).await;
@@ -1213,10 +1204,7 @@ async fn settle<P: Platform>(p: Rc<P>, s: Pending, mode: SettleMode) -> Settled 
         async move {
             let Some(rpc_url) = s.config.rpc_url.as_deref() else { return otherwise };
             match chain_evidence(&*p, rpc_url, &s.question, transaction.as_deref().or(s.prior_transaction.as_deref()), s.config.facilitator_timeout_seconds).await {
-                Evidence::Paid { transaction } => {
-                    let network = networks_first(&s.networks);
-                    Settled::Paid(SettleResponse { success: true, error_reason: None, payer: Some(s.identity.payer.clone()), transaction, network })
-                }
+                Evidence::Paid { transaction } => Settled::Paid(known_paid(&s.identity.payer, transaction, networks_first(&s.networks))),
                 Evidence::UsedElsewhere { transaction } => Settled::UsedElsewhere(transaction),
                 Evidence::NotUsed | Evidence::Unavailable(_) => otherwise,
             }
@@ -1235,7 +1223,7 @@ async fn settle<P: Platform>(p: Rc<P>, s: Pending, mode: SettleMode) -> Settled 
         // asked; without RPC_URL this is the stated assumption.
         SettleOutcome::Refused(r) if s.prior_sent && is_nonce_used(r.error_reason.as_deref()) => {
             let network = if r.network.is_empty() { networks_first(&s.networks) } else { r.network };
-            let assumed = Settled::Paid(SettleResponse { success: true, error_reason: None, payer: Some(id.payer.clone()), transaction: s.prior_transaction.clone().unwrap_or_default(), network });
+            let assumed = Settled::Paid(known_paid(&id.payer, s.prior_transaction.clone().unwrap_or_default(), network));
             let detail = "the facilitator says the nonce is already used and the chain does not show this payment".to_string();
             let decided = if s.config.rpc_url.is_some() { ask_chain(Rc::clone(&p), None, Settled::Unknown { timed_out: false, detail }).await } else { assumed };
             if matches!(decided, Settled::Paid(_)) {
@@ -1251,14 +1239,7 @@ async fn settle<P: Platform>(p: Rc<P>, s: Pending, mode: SettleMode) -> Settled 
         }
         // A first send refused: a refusal may follow a broadcast (a transaction that failed after
         // it left), so the chain decides where it can be asked; the record is kept (below).
-        SettleOutcome::Refused(r) => {
-            let refused = Settled::Refused(with_payer(r, &id.payer));
-            if s.config.rpc_url.is_some() {
-                ask_chain(Rc::clone(&p), None, refused).await
-            } else {
-                refused
-            }
-        }
+        SettleOutcome::Refused(r) => ask_chain(Rc::clone(&p), None, Settled::Refused(with_payer(r, &id.payer))).await,
         SettleOutcome::Unknown { timed_out, detail, transaction } => {
             named_transaction = transaction.clone();
             ask_chain(Rc::clone(&p), transaction, Settled::Unknown { timed_out, detail }).await
@@ -1323,6 +1304,13 @@ async fn settle<P: Platform>(p: Rc<P>, s: Pending, mode: SettleMode) -> Settled 
             decided
         }
     }
+}
+
+/// The success `PAYMENT-RESPONSE` of a payment this paywall knows to be paid without a fresh
+/// facilitator success: a redelivery, the chain's evidence, or (without `RPC_URL`) "nonce already
+/// used" after its own earlier send.
+fn known_paid(payer: &str, transaction: String, network: String) -> SettleResponse {
+    SettleResponse { success: true, error_reason: None, payer: Some(payer.to_string()), transaction, network }
 }
 
 fn networks_first(networks: &[String]) -> String {

@@ -379,13 +379,13 @@ pub fn apply(store: &mut impl Store, op: Op, now: u64) -> Result<Reply, String> 
         Op::Mark { key, holder, lease_seconds } => {
             let Some(mut record) = held(store, &key, &holder, now)? else { return Ok(Reply::LostLease) };
             let renewed = record.lease_until.max(now.saturating_add(lease_seconds));
-            if record.settlement == Settlement::Pending || renewed != record.lease_until {
-                if record.settlement == Settlement::Pending {
-                    record.settlement = Settlement::Sent { transaction: None };
-                }
-                record.lease_until = renewed;
-                store.put(&key, &record)?;
+            if record.settlement == Settlement::Pending {
+                record.settlement = Settlement::Sent { transaction: None };
+            } else if renewed == record.lease_until {
+                return Ok(Reply::Done);
             }
+            record.lease_until = renewed;
+            store.put(&key, &record)?;
             Ok(Reply::Done)
         }
         Op::Finish { key, holder, outcome } => {
