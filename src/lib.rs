@@ -13,14 +13,13 @@
 //! | [`evm`] | addresses, network table, EIP-712 / EIP-3009 hashing, k256 recovery |
 //! | [`evidence`] | whether a sent settlement paid, read from the chain (`RPC_URL`) |
 //! | [`exact`] | local verification of an `exact` EVM payment |
-//! | [`facilitator`] | `/verify` and `/settle` bodies and reply classification |
+//! | [`facilitator`] | `/verify` and `/settle`: bodies, reply classification, the client (failover, CDP authorization) |
 //! | [`pass`] | pass tokens, records, carriers (header, cookie), the isolate cache |
 //! | [`siwx`] | x402 `sign-in-with-x` for EVM wallets: the declared challenge, EIP-4361 message, EIP-191 recovery |
 //! | [`ledger`] | the state machine of each authorization (reserved → send mark → settled / sent with an unknown outcome), hosted by a Durable Object |
 //! | [`gateway`] | the request pipeline over a [`gateway::Platform`] |
 //! | [`paywall`] | the HTML page a browser navigation gets instead of the JSON 402 (script, style, CSP) |
 
-pub mod cdp;
 pub mod config;
 pub mod discovery;
 pub mod evidence;
@@ -37,6 +36,9 @@ pub mod route;
 pub mod siwx;
 pub mod telemetry;
 pub mod x402;
+
+/// The CDP API key and JWT signing, at its old path (it lives in [`facilitator::cdp`]).
+pub use facilitator::cdp;
 
 #[cfg(all(target_arch = "wasm32", feature = "edge"))]
 mod edge;

@@ -6,6 +6,18 @@
 //! a 5xx without one, an unreachable facilitator or a timeout leaves the outcome unknown. So does
 //! `success: false` that carries a transaction hash or the reason `settlement_pending` (x402 PR
 //! #3083: the transaction was broadcast and its receipt not seen): that is not a refusal.
+//!
+//! | file | owns |
+//! |---|---|
+//! | `mod.rs` | request bodies, reply classification ([`SettleOutcome`], [`VerifyOutcome`]), [`FacilitatorHealth`] |
+//! | `client.rs` | the calls: failover over the configured facilitators, `Authorization`, timing |
+//! | `cdp.rs` | CDP API keys and the JWT a CDP facilitator asks for |
+//!
+//! What it must not touch: the ledger, the origin, or what an outcome means for a payment (the
+//! gateway decides that); it sees the network only through [`crate::gateway::Platform::post_json`].
+
+pub mod cdp;
+pub mod client;
 
 use serde_json::{json, Value};
 

@@ -1,0 +1,81 @@
+//! Every list of header names the paywall owns, in one place: the request headers it reads and
+//! never forwards (payment, pass, sign-in), the ones that could change the path or method the
+//! origin sees, hop-by-hop and client forwarding headers it removes, the response headers whose
+//! URLs it rewrites, and the CORS lists. Names only: no parsing and no policy here (forwarding
+//! and configuration read these lists).
+
+
+
+use crate::pass::PASS_HEADER;
+use crate::siwx::SIGN_IN_WITH_X;
+use crate::x402::{PAYMENT_SIGNATURE, X_PAYMENT};
+
+/// Request headers that belong to the paywall and are never forwarded to the origin.
+pub(crate) const PAYWALL_REQUEST_HEADERS: [&str; 4] = [PAYMENT_SIGNATURE, X_PAYMENT, PASS_HEADER, SIGN_IN_WITH_X];
+
+/// Request headers with which some servers and frameworks (IIS URL Rewrite, Symfony, Spring,
+/// Envoy, …) let the *header* choose the path served. The paywall prices the request line's
+/// path, so these are removed before forwarding, on every path.
+pub const PATH_OVERRIDE_HEADERS: [&str; 9] = [
+    "x-original-url",
+    "x-rewrite-url",
+    "x-original-uri",
+    "x-forwarded-uri",
+    "x-forwarded-path",
+    "x-forwarded-prefix",
+    "x-envoy-original-path",
+    "x-override-url",
+    "x-http-destinationurl",
+];
+
+/// Hop-by-hop request headers (RFC 9110 §7.6.1), removed before forwarding together with those
+/// the request's `Connection` header names.
+pub const HOP_BY_HOP_HEADERS: [&str; 7] = ["connection", "keep-alive", "proxy-connection", "te", "trailer", "transfer-encoding", "upgrade"];
+
+/// Client-supplied forwarding and client-IP headers, which origins and their frameworks read as
+/// the client's address, host or scheme: removed, then `X-Forwarded-For` and `X-Real-IP` (from
+/// `CF-Connecting-IP`, which Cloudflare's edge writes) and `X-Forwarded-Host` / `-Proto` are set
+/// by the paywall from what the runtime knows. A client cannot choose the IP the origin sees.
+pub(crate) const CLIENT_FORWARDING_HEADERS: [&str; 24] = [
+    "x-forwarded-for",
+    "x-forwarded-host",
+    "x-forwarded-proto",
+    "x-forwarded-port",
+    "x-forwarded-server",
+    "x-forwarded-scheme",
+    "x-forwarded-ssl",
+    "x-forwarded",
+    "forwarded-for",
+    "forwarded",
+    "x-real-ip",
+    "true-client-ip",
+    "x-client-ip",
+    "client-ip",
+    "x-cluster-client-ip",
+    "x-originating-ip",
+    "x-remote-ip",
+    "x-remote-addr",
+    "fastly-client-ip",
+    "x-azure-clientip",
+    "x-appengine-user-ip",
+    "x-envoy-external-address",
+    "cf-connecting-ipv6",
+    "x-url-scheme",
+];
+
+/// Response headers whose URLs are rewritten when they point at the origin.
+pub(crate) const URL_RESPONSE_HEADERS: [&str; 3] = ["location", "content-location", "link"];
+
+/// Headers some frameworks read to change the request method. A request carrying one is refused
+/// (400): the paywall prices the method it sees, and must not see a different one than the origin.
+pub const METHOD_OVERRIDE_HEADERS: [&str; 3] = ["x-http-method-override", "x-http-method", "x-method-override"];
+
+/// Query parameter with which some frameworks (Rails, Laravel, Symfony, method-override
+/// middlewares) change the request method; refused (400) on priced paths.
+pub const METHOD_OVERRIDE_PARAM: &str = "_method";
+
+/// Response headers a browser client must be able to read.
+pub(crate) const EXPOSED_HEADERS: &str = "PAYMENT-REQUIRED, PAYMENT-RESPONSE, X-PAYMENT-RESPONSE, X402-Pass, X402-Pass-Expires";
+
+/// Request headers a browser may send to a priced route (the preflight's default answer).
+pub(crate) const ALLOWED_REQUEST_HEADERS: &str = "PAYMENT-SIGNATURE, X-PAYMENT, X402-Pass, SIGN-IN-WITH-X, Content-Type";

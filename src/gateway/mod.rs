@@ -1,0 +1,238 @@
+//! The request pipeline, generic over a [`Platform`] (HTTP client, KV, the payment ledger, clock,
+//! randomness), so the whole flow runs natively in tests and on the edge through the thin `edge`
+//! glue.
+//!
+//! Order (x402 v2 reference middleware, made fail-closed and exactly-once):
+//! 1. canonicalise the path (400 if ambiguous). On a path a priced route covers: `_method` in
+//!    the query → 400; `OPTIONS` → answered here (CORS preflight or 204 + `Allow`), never
+//!    forwarded; a method no route lists, or one `fetch` cannot send (`CONNECT`, `TRACE`,
+//!    `TRACK`) → 405 + `Allow`, never challenged, charged or forwarded. Elsewhere: proxy.
+//! 2. a live session token for this route → proxy without payment;
+//! 3. no payment header → 402 challenge;
+//! 4. verify locally ([`crate::exact`]), including a `validBefore` that leaves time for the
+//!    origin and settlement (else only a record the ledger already holds can serve it); failure
+//!    → 402 with the reason, nothing called; a signature not checkable here (not 65 bytes) is
+//!    `/verify`-ed before anything is keyed by its claimed payer;
+//! 5. reserve the authorization in the ledger ([`crate::ledger`], one call; the second, `finish`,
+//!    records the outcome): in flight elsewhere → 409;
+//!    settled and delivered → 402; settled, not delivered → served again without settling;
+//!    ledger unreachable → 503, nothing forwarded;
+//! 6. facilitator `/verify` when the route's [`VerifyPolicy`] asks (always for smart-wallet
+//!    signatures); invalid → 402;
+//! 7. forward (or, for `settle = "before"`, settle first); origin unreachable → 502/504,
+//!    status >= 400 → passed through, not settled; client gone → released, not settled;
+//! 8. `/settle`, run to completion even if the client leaves, its answer checked before it is
+//!    believed and recorded in the ledger: success → origin response + `PAYMENT-RESPONSE`;
+//!    refusal → 402, content withheld; no usable answer → 502/504 naming the payment, never a
+//!    fresh challenge. `/settle` leaves only after the ledger acknowledged the send mark
+//!    ([`crate::ledger::Op::Mark`]); a retry of a marked authorization whose outcome is unknown is
+//!    reconciled before the origin runs again: from the chain with `RPC_URL`
+//!    ([`crate::evidence`]), else by settling again and taking "nonce already used" as paid,
+//!    because this ledger sent it. A late retry (too close to `validBefore` for a new payment)
+//!    is answered from its ledger record, never with a fresh challenge.
+//!
+//! ## Where things are
+//!
+//! | file | owns |
+//! |---|---|
+//! | `mod.rs` | [`handle`]: the dispatch (method override, canonical path, discovery, admin, priced or not), and small shared helpers (`json_response`, headers) |
+//! | `platform.rs` | the [`Platform`] trait and [`IsolateState`] |
+//! | `headers.rs` | every list of header names the paywall owns |
+//! | `cors.rs` | CORS and `Vary` for priced routes, `OPTIONS` |
+//! | `pay.rs` | the payment flow up to settlement: decode, verify, reserve, `/verify`, reconcile |
+//! | `settle.rs` | the send mark, `/settle`, what its answer means, the origin call around it |
+//! | `challenge.rs` | the 402 challenge and its per-route layouts ([`prepare`]) |
+//! | `forward.rs` | the request sent to the origin and the answers when it fails |
+//! | `rewrite.rs` | the origin's URL headers rewritten to the public URL |
+//! | `passes.rs` | pass checks, serving on a pass, selling a pass, wallet sign-in |
+//! | `limits.rs` | rate limits, the failed-attempt block list, client keys |
+//! | `shadow.rs` | `MODE = "shadow"` |
+//! | `admin.rs` | the admin endpoint |
+//!
+//! The facilitator client (failover, authorization) is [`crate::facilitator::client`].
+//!
+//! ## What the gateway must not touch
+//!
+//! It never parses a wire format itself (headers and bodies are decoded by `crate::x402`,
+//! `crate::pass`, `crate::siwx`; facilitator replies are classified by `crate::facilitator`), never
+//! keeps state of its own beyond [`IsolateState`] (payments live in the ledger, behind
+//! [`Platform::ledger`]), and reaches the network only through [`Platform`].
+
+mod platform;
+pub mod headers;
+mod cors;
+mod pay;
+mod settle;
+mod challenge;
+mod forward;
+mod rewrite;
+mod passes;
+mod limits;
+mod admin;
+mod shadow;
+
+pub use platform::{IsolateState, Platform};
+pub use pay::MAX_UNVERIFIED_IN_FLIGHT;
+pub use challenge::prepare;
+pub use forward::origin_unavailable;
+pub use rewrite::{UrlRewrite, rewrite_url};
+pub use limits::{BlockList, FAILED_BLOCK_SECONDS, RATE_LIMIT_RETRY_SECONDS, client_limit_key};
+pub use headers::{HOP_BY_HOP_HEADERS, METHOD_OVERRIDE_HEADERS, METHOD_OVERRIDE_PARAM, PATH_OVERRIDE_HEADERS};
+
+use std::future::Future;
+use std::rc::Rc;
+
+use http::header::{HeaderName, HeaderValue, CACHE_CONTROL, CONTENT_TYPE};
+use http::{HeaderMap, Method, Request, Response, StatusCode};
+use serde_json::{json, Value};
+
+use crate::config::{Config, Mode, Route};
+use crate::discovery;
+use crate::route::{canonicalize, match_segments};
+use crate::telemetry::{DecisionOutcome, Trace};
+
+use self::admin::admin_endpoint;
+use self::cors::{allowed_origin, decorate, options};
+use self::forward::{UNFORWARDABLE_METHODS, origin_failure, prepare_forward};
+use self::limits::failed_attempt_limit;
+use self::pay::priced;
+use self::shadow::shadow;
+
+/// Answers a configuration failure: 500 with the reason (the caller logs it once).
+pub fn config_error_response<B>(reason: &str, body: impl FnOnce(Vec<u8>) -> B) -> Response<B> {
+    json_response(StatusCode::INTERNAL_SERVER_ERROR, &json!({ "error": "paywall_misconfigured", "message": reason }), body)
+}
+
+fn json_response<B>(status: StatusCode, value: &Value, body: impl FnOnce(Vec<u8>) -> B) -> Response<B> {
+    let mut res = Response::new(body(value.to_string().into_bytes()));
+    *res.status_mut() = status;
+    res.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    res.headers_mut().insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    res
+}
+
+fn header_str<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
+    headers.get(name).and_then(|v| v.to_str().ok())
+}
+
+fn set_header(headers: &mut HeaderMap, name: &'static str, value: &str) {
+    if let Ok(v) = HeaderValue::from_str(value) {
+        headers.insert(HeaderName::from_static(name), v);
+    }
+}
+
+fn bad_request<B>(error: &str, message: &str, body: impl FnOnce(Vec<u8>) -> B) -> Response<B> {
+    json_response(StatusCode::BAD_REQUEST, &json!({ "error": error, "message": message }), body)
+}
+
+/// Whether a query string carries `_method` (any case, percent-encoded or not) as a key.
+fn has_method_override_param(query: Option<&str>) -> bool {
+    query.is_some_and(|q| form_urlencoded::parse(q.as_bytes()).any(|(k, _)| k.trim().eq_ignore_ascii_case(METHOD_OVERRIDE_PARAM)))
+}
+
+/// The first value of query parameter `name`.
+fn query_param(query: Option<&str>, name: &str) -> Option<String> {
+    form_urlencoded::parse(query?.as_bytes()).find(|(k, _)| k == name).map(|(_, v)| v.into_owned())
+}
+
+/// Handles one request.
+pub async fn handle<P: Platform>(config: &Rc<Config>, p: &Rc<P>, req: Request<P::Body>) -> Response<P::Body> {
+    if let Some(h) = METHOD_OVERRIDE_HEADERS.iter().find(|h| req.headers().contains_key(**h)) {
+        return bad_request("method_override_refused", &format!("the `{h}` header is not accepted: send the real method"), P::body);
+    }
+    let canonical = match canonicalize(req.uri().path()) {
+        Ok(c) => c,
+        Err(e) => return bad_request("invalid_path", &e.to_string(), P::body),
+    };
+    // The discovery document is the paywall's own answer, whatever the origin serves there.
+    if canonical == discovery::WELL_KNOWN_PATH {
+        return config.well_known.respond(req.method(), req.headers(), P::body);
+    }
+    if let Some(admin) = &config.admin {
+        let under = canonical.strip_prefix(admin.path.as_str()).is_some_and(|rest| rest.is_empty() || rest.starts_with('/'));
+        if under {
+            return cold(admin_endpoint(config, &**p, admin, req, &canonical)).await;
+        }
+    }
+    let segments = match_segments(&canonical);
+    let method = req.method().clone();
+    let priced_path = config.is_priced_path(&segments);
+
+    if priced_path {
+        if has_method_override_param(req.uri().query()) {
+            return bad_request("method_override_refused", "the `_method` query parameter is not accepted on a priced path: send the real method", P::body);
+        }
+        let explicitly_free = config.route_for(&method, &segments).is_some_and(Route::is_free);
+        if method == Method::OPTIONS && !explicitly_free {
+            return options::<P>(config, req.headers(), &config.allowed_methods(&segments));
+        }
+    }
+    // A method fetch cannot send is refused before any payment work: never challenged,
+    // reserved or settled for a request the origin cannot receive.
+    let forwardable = !UNFORWARDABLE_METHODS.iter().any(|m| method.as_str().eq_ignore_ascii_case(m));
+    match config.route_for(&method, &segments).filter(|_| forwardable) {
+        Some(route) if !route.is_free() => {
+            let allow_origin = allowed_origin(config, req.headers());
+            let wants_html = crate::paywall::wants_html(&method, req.headers());
+            let trace = Rc::new(Trace::new(&route.key));
+            let res = match config.mode {
+                Mode::Enforce => {
+                    // What the client is limited by: its IPv4 address, or its IPv6 /64.
+                    let client_ip = client_limit_key(header_str(req.headers(), "cf-connecting-ip"));
+                    let res = priced(config, p, route, req, &canonical, &client_ip, &trace).await;
+                    failed_attempt_limit(&**p, route, &trace, &client_ip, res).await
+                }
+                Mode::Shadow => cold(shadow(config, &**p, route, req, &canonical, &trace)).await,
+            };
+            // A browser navigation gets the HTML paywall instead of the JSON challenge.
+            let res = if wants_html { crate::paywall::page_for_challenge(res, route, p.now(), P::body) } else { res };
+            let decision = trace.decision();
+            if config.decision_log.includes(decision.outcome) {
+                p.log(&decision.log_line());
+            }
+            p.record(&decision);
+            decorate(res, config, allow_origin)
+        }
+        None if priced_path => {
+            let allow_origin = allowed_origin(config, req.headers());
+            let allow = config.allowed_methods(&segments);
+            let message = format!("{method} is not served on this priced path; allowed: {allow}");
+            let mut res = json_response(StatusCode::METHOD_NOT_ALLOWED, &json!({ "error": "method_not_allowed", "message": message }), P::body);
+            set_header(res.headers_mut(), "allow", &allow);
+            decorate(res, config, allow_origin)
+        }
+        _ => match prepare_forward(config, req, &canonical) {
+            Ok((req, rewrite)) => p.pass_through(req, config.origin_timeout_seconds, rewrite).await,
+            Err(e) => origin_failure::<P>(&**p, &e, None),
+        },
+    }
+}
+
+/// 503 when the ledger cannot be used: nothing forwarded, nothing charged.
+fn ledger_unavailable<P: Platform>(p: &P, detail: &str, trace: &Trace) -> Response<P::Body> {
+    p.log(&format!("x402: ledger unavailable: {detail}"));
+    trace.outcome(DecisionOutcome::Unavailable, Some("ledger_unavailable"));
+    let value = json!({ "error": "ledger_unavailable", "message": format!("the payment ledger is unavailable ({detail}); nothing was forwarded and nothing was charged; retry shortly") });
+    let mut res = json_response(StatusCode::SERVICE_UNAVAILABLE, &value, P::body);
+    set_header(res.headers_mut(), "retry-after", "1");
+    res
+}
+
+/// Awaits `fut` through a box: its state machine becomes a function of its own instead of being
+/// inlined into the caller's. V8 compiles wasm functions on their first call, so a fresh isolate's
+/// first request then compiles only the paths it takes (a 402 challenge never compiles the
+/// settlement path). One allocation per call, on paths that make network calls anyway.
+fn cold<'a, T>(fut: impl Future<Output = T> + 'a) -> std::pin::Pin<Box<dyn Future<Output = T> + 'a>> {
+    Box::pin(fut)
+}
+
+/// Whether running `method` twice has the effect of running it once (RFC 9110 §9.2.2: `GET`,
+/// `HEAD`, `OPTIONS`, `TRACE`, `PUT`, `DELETE`); extension methods are taken as not idempotent.
+pub fn is_idempotent(method: &Method) -> bool {
+    matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE)
+}
+
+/// Whether `method` may carry a body worth streaming (used by the edge glue).
+pub fn method_has_body(method: &Method) -> bool {
+    !matches!(*method, Method::GET | Method::HEAD)
+}

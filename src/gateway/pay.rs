@@ -1,0 +1,501 @@
+//! The payment flow of a priced route ([`priced`]): passes and sign-in first, then the payment
+//! header decoded and verified locally, the payer's rate limit, the reservation in the ledger,
+//! `/verify` when needed, the reconciliation of an earlier send whose outcome is unknown, and the
+//! hand-over to settlement ([`super::settle`]). It decodes headers only through `crate::x402`
+//! and verifies only through `crate::exact` and the facilitator client; it never sends `/settle`
+//! itself.
+
+use std::rc::Rc;
+
+use http::{Request, Response, StatusCode};
+use serde::Serialize;
+use serde_json::{json, Value};
+
+use crate::config::{Config, Route, SettleOrder, VerifyPolicy};
+use crate::evidence::{Evidence, Question};
+use crate::evm::{hex_0x, hex_lower, keccak256};
+use crate::exact::verify_exact;
+use crate::facilitator::client::{Endpoint, call_facilitator, upstream_status};
+use crate::facilitator::{classify_verify, VerifyOutcome};
+use crate::ledger::{shard_name, AuthorizationKey, Op, Outcome, Reply, LEASE_MARGIN_SECONDS};
+use crate::pass;
+use crate::siwx::SIGN_IN_WITH_X;
+use crate::telemetry::{DecisionOutcome, Trace};
+use crate::x402::{decode_payment_signature, decode_x_payment, PaymentPayload, SettleResponse, PAYMENT_SIGNATURE, X402_VERSION, X_PAYMENT};
+
+use super::challenge::Challenger;
+use super::limits::{FAILED_BLOCK_SECONDS, RATE_LIMIT_RETRY_SECONDS, challenge_key, failed_key, rate_limit, too_many_requests};
+use super::passes::{PassCheck, SignIn, check_presented_pass, limited_sign_in, mint_pass, pass_refusal_text, serve_on_pass};
+use super::platform::Platform;
+use super::settle::{Pending, Settled, chain_evidence, deliver_settled, known_paid, settle_after, settle_before, unknown_outcome, unsettled_response};
+use super::{cold, header_str, json_response, ledger_unavailable};
+
+/// Most other authorizations of one payer that may be in flight for the `auto` verify policy to
+/// skip `/verify`. It bounds the origin work a payer in good standing can get for authorizations
+/// that then fail to settle: at most this many concurrent ones before the first refusal turns the
+/// payer's standing bad (after which every request is verified first).
+pub const MAX_UNVERIFIED_IN_FLIGHT: u32 = 16;
+
+/// The identity of a payment, as answers that name it show it.
+#[derive(Debug, Clone, Serialize)]
+pub(super) struct PaymentIdentity {
+    pub(super) payer: String,
+    pub(super) nonce: String,
+    pub(super) network: String,
+    pub(super) asset: String,
+    pub(super) amount: String,
+}
+
+/// A request's hold on one authorization in the ledger.
+#[derive(Debug, Clone)]
+pub(super) struct Ticket {
+    pub(super) shard: String,
+    pub(super) key: String,
+    pub(super) holder: String,
+}
+
+impl Ticket {
+    pub(super) fn finish(&self, outcome: Outcome) -> Op {
+        Op::Finish { key: self.key.clone(), holder: self.holder.clone(), outcome }
+    }
+}
+
+/// Ends a request's hold (the lease runs out if this fails). `true` when the ledger recorded it:
+/// `false` also when the lease had run out and another request may hold the authorization now.
+pub(super) async fn finish<P: Platform>(p: &P, ticket: &Ticket, outcome: Outcome) -> bool {
+    match p.ledger(&ticket.shard, &ticket.finish(outcome)).await {
+        Ok(Reply::Done) => true,
+        Ok(other) => {
+            p.log(&format!("x402: ledger finish for {} answered {other:?}", ticket.key));
+            false
+        }
+        Err(e) => {
+            p.log(&format!("x402: ledger finish for {} failed: {e}; its lease will run out", ticket.key));
+            false
+        }
+    }
+}
+
+/// 409 `payment_in_flight`: another request holds (or may hold) this authorization.
+pub(super) fn payment_in_flight<P: Platform>(identity: &PaymentIdentity, message: &str) -> Response<P::Body> {
+    json_response(StatusCode::CONFLICT, &json!({ "error": "payment_in_flight", "message": message, "payment": identity }), P::body)
+}
+
+/// 409 for a request that outlasted its lease before it could send the payment: another request
+/// may hold the authorization now, so this one cannot say whether it will be charged.
+pub(super) fn lease_lost<P: Platform>(identity: &PaymentIdentity) -> Response<P::Body> {
+    payment_in_flight::<P>(identity, "this request took longer than its hold on the authorization, which another request may have taken; wait for that answer, or retry this same payment header, which never charges twice")
+}
+
+/// Ends a payment's hold before settlement (nothing charged) and records why in its decision.
+pub(super) async fn release<P: Platform>(p: &P, pending: &Pending, outcome: DecisionOutcome, reason: Option<&str>) {
+    finish(p, &pending.ticket, Outcome::Release).await;
+    pending.trace.outcome(outcome, reason);
+}
+
+/// The payment flow of a priced route.
+pub(super) async fn priced<P: Platform>(
+    config: &Rc<Config>,
+    p: &Rc<P>,
+    route: &Route,
+    req: Request<P::Body>,
+    canonical: &str,
+    client_ip: &str,
+    trace: &Rc<Trace>,
+) -> Response<P::Body> {
+    let has_payment = req.headers().contains_key(PAYMENT_SIGNATURE) || req.headers().contains_key(X_PAYMENT);
+    if has_payment && route.rate_limits.failed.is_some() && p.isolate().blocked.is_blocked(&failed_key(route, client_ip), p.now()) {
+        trace.outcome(DecisionOutcome::RateLimited, Some("failed_payments"));
+        return too_many_requests::<P>("too many failed payment attempts from this address", FAILED_BLOCK_SECONDS);
+    }
+    // A live pass for this scope: no payment.
+    let mut pass_refusal: Option<String> = None;
+    if let Some(presented) = pass::token_from_request(req.headers()).map(|t| pass::pass_id(&t)) {
+        let checked = match presented {
+            Some(id) => cold(check_presented_pass(config, &**p, route, canonical, &id, client_ip)).await,
+            None => PassCheck::Refused("pass_unknown"),
+        };
+        match checked {
+            PassCheck::Admitted(record) => {
+                trace.outcome(DecisionOutcome::Pass, None);
+                trace.payer(&record.payer);
+                return cold(serve_on_pass(config, &**p, req, canonical, &record, trace)).await;
+            }
+            PassCheck::Refused(code) => pass_refusal = Some(format!("{code}: {}", pass_refusal_text(code))),
+            PassCheck::Unavailable(e) if !has_payment => return ledger_unavailable::<P>(&**p, &e, trace),
+            PassCheck::Unavailable(e) => p.log(&format!("x402: pass check failed ({e}); taking the payment instead")),
+        }
+    }
+    // Wallet sign-in: the payer who lost the token signs in with the wallet that paid.
+    if let (Some(public), Some(proof)) = (config.public_url.as_deref().filter(|_| route.pass.is_some()), header_str(req.headers(), SIGN_IN_WITH_X)) {
+        match cold(limited_sign_in(config, &**p, route, canonical, public, proof, client_ip)).await {
+            SignIn::Admitted(record) => {
+                trace.outcome(DecisionOutcome::Pass, Some("sign_in"));
+                trace.payer(&record.payer);
+                return cold(serve_on_pass(config, &**p, req, canonical, &record, trace)).await;
+            }
+            SignIn::Refused(reason) => pass_refusal = Some(reason),
+            SignIn::Unavailable(e) if !has_payment => return ledger_unavailable::<P>(&**p, &e, trace),
+            SignIn::Unavailable(e) => p.log(&format!("x402: sign-in check failed ({e}); taking the payment instead")),
+        }
+    }
+
+    let challenger = Challenger { config, route, canonical, method: req.method().clone(), resource_url: req.uri().to_string() };
+    let resource_url = &challenger.resource_url;
+    let (header, version) = match (header_str(req.headers(), PAYMENT_SIGNATURE), header_str(req.headers(), X_PAYMENT)) {
+        (Some(h), _) => (h, X402_VERSION),
+        (None, Some(h)) => (h, 1),
+        (None, None) => {
+            trace.outcome(DecisionOutcome::Challenge, pass_refusal.as_deref().or(Some("no_payment")));
+            if let Some(binding) = &route.rate_limits.challenge {
+                if !rate_limit(&**p, binding, &challenge_key(route, client_ip)).await {
+                    trace.outcome(DecisionOutcome::RateLimited, Some("challenges"));
+                    return too_many_requests::<P>("too many unpaid requests from this address", RATE_LIMIT_RETRY_SECONDS);
+                }
+            }
+            let reason = match pass_refusal {
+                Some(refusal) => format!("{refusal}; PAYMENT-SIGNATURE header is required"),
+                None => "PAYMENT-SIGNATURE header is required".to_string(),
+            };
+            return challenger.respond(&**p, &reason);
+        }
+    };
+    let decoded = if version == 1 { decode_x_payment(header) } else { decode_payment_signature(header) };
+    let payment = match decoded {
+        Ok(pp) => pp,
+        Err(e) => {
+            p.log(&format!("x402: rejected payment header: {e}"));
+            trace.outcome(DecisionOutcome::Refused, Some(e.reason()));
+            return challenger.respond(&**p, &format!("{}: {e}", e.reason()));
+        }
+    };
+    let now = p.now();
+    let verified = match verify_exact(&route.accepts, &payment, now, config.min_validity_seconds()) {
+        Ok(v) => v,
+        Err(inv) => {
+            p.log(&format!("x402: rejected payment: {}: {}", inv.reason, inv.message));
+            trace.outcome(DecisionOutcome::Refused, Some(inv.reason));
+            return challenger.respond(&**p, &format!("{}: {}", inv.reason, inv.message));
+        }
+    };
+    let offer = verified.offer;
+    // The requirement in the payment's own protocol version, for /verify and /settle.
+    let requirements = if version == 1 {
+        let v1 = offer.requirements_v1(resource_url, route.description.as_deref(), route.mime_type.as_deref());
+        serde_json::to_value(v1).unwrap_or(Value::Null)
+    } else {
+        offer.requirements_json.clone()
+    };
+    trace.payer(&verified.payer.to_checksum());
+    trace.price(&offer.requirements.amount, &offer.requirements.asset, &offer.requirements.network);
+    if config.denylist.contains(&verified.payer) {
+        p.log(&format!("x402: denied payer {}", verified.payer.to_checksum()));
+        trace.outcome(DecisionOutcome::Refused, Some(PAYER_DENIED));
+        return challenger.respond(&**p, PAYER_DENIED);
+    }
+    let identity = PaymentIdentity {
+        payer: verified.payer.to_checksum(),
+        nonce: hex_0x(&verified.nonce),
+        network: offer.requirements.network.clone(),
+        asset: offer.requirements.asset.clone(),
+        amount: offer.requirements.amount.clone(),
+    };
+
+    // A signature this paywall could not check (not 65 bytes: a smart wallet's) proves nothing
+    // about `from` yet: the facilitator verifies it before it counts against the claimed payer's
+    // limits, reserves in that payer's shard or changes its standing. A late one cannot be new:
+    // only the ledger's record of it (same signature bytes) can make it servable.
+    let verified_remotely = !verified.signature_checked && verified.late.is_none();
+    if verified_remotely {
+        if let Some(refused) = cold(verify_remotely(config, p, &payment, &requirements, &identity, &challenger, trace, None)).await {
+            return refused;
+        }
+    }
+
+    if let Some(binding) = &route.rate_limits.paid {
+        if !rate_limit(&**p, binding, &format!("paid:{}:{}", route.key, identity.payer)).await {
+            trace.outcome(DecisionOutcome::RateLimited, Some("payer"));
+            return too_many_requests::<P>("too many payment attempts by this payer", RATE_LIMIT_RETRY_SECONDS);
+        }
+    }
+
+    // Reserve the authorization: one request at a time, and never twice once delivered. A late
+    // authorization only looks for its record: the retry of an unknown outcome or of an
+    // undelivered settlement is honoured until the record is pruned, never met with a fresh
+    // challenge.
+    let holder = match p.random32() {
+        Ok(r) => hex_lower(&r[..16]),
+        Err(e) => return ledger_unavailable::<P>(&**p, &format!("no randomness for the ledger lease: {e}"), trace),
+    };
+    let ticket = Ticket {
+        shard: shard_name(&verified.payer),
+        key: AuthorizationKey { network: offer.requirements.network.clone(), asset: offer.asset, payer: verified.payer, nonce: verified.nonce }.id(),
+        holder,
+    };
+    let reserve = Op::Reserve {
+        key: ticket.key.clone(),
+        holder: ticket.holder.clone(),
+        route: route.key.clone(),
+        resource: canonical.to_string(),
+        signature: hex_lower(&keccak256(payment.exact.signature.to_ascii_lowercase().as_bytes())),
+        valid_before: verified.valid_before,
+        lease_seconds: config.origin_timeout_seconds + 2 * config.facilitator_timeout_seconds + LEASE_MARGIN_SECONDS,
+        create: verified.late.is_none(),
+    };
+    let (prior_sent, prior_transaction, lapsed, good_standing) = match p.ledger(&ticket.shard, &reserve).await {
+        Ok(Reply::Reserved { prior_sent, prior_transaction, lapsed, standing, others_in_flight }) => {
+            (prior_sent, prior_transaction, lapsed, standing.is_good(now, config.good_standing_seconds) && others_in_flight < MAX_UNVERIFIED_IN_FLIGHT)
+        }
+        Ok(Reply::InFlight) => {
+            trace.outcome(DecisionOutcome::Refused, Some("payment_in_flight"));
+            return payment_in_flight::<P>(&identity, "another request is using this authorization right now; wait for its answer, or retry this one when it has ended");
+        }
+        Ok(Reply::Spent { transaction }) => {
+            let reason = format!("invalid_transaction_state: this authorization was already settled (transaction {transaction}) and answered by the origin (delivered, or not idempotent and already run once); sign a new one");
+            trace.outcome(DecisionOutcome::Refused, Some(&reason));
+            return challenger.respond(&**p, &reason);
+        }
+        Ok(Reply::Denied) => {
+            p.log(&format!("x402: denied payer {}", identity.payer));
+            trace.outcome(DecisionOutcome::Refused, Some(PAYER_DENIED));
+            return challenger.respond(&**p, PAYER_DENIED);
+        }
+        Ok(Reply::NotFound) => {
+            let late = verified.late.unwrap_or(crate::exact::Invalid { reason: "invalid_exact_evm_payload_authorization_valid_before", message: "authorization expires too soon".into() });
+            p.log(&format!("x402: rejected payment: {}: {}", late.reason, late.message));
+            trace.outcome(DecisionOutcome::Refused, Some(late.reason));
+            return challenger.respond(&**p, &format!("{}: {}", late.reason, late.message));
+        }
+        Ok(Reply::Mismatch { resource: Some(resource) }) => {
+            trace.outcome(DecisionOutcome::Refused, Some("payment_for_other_resource"));
+            let value = json!({
+                "error": "payment_for_other_resource",
+                "message": format!("this payment was sent to settlement for {resource} and its response not yet delivered; retry it on that resource to receive it"),
+                "payment": identity,
+            });
+            return json_response(StatusCode::CONFLICT, &value, P::body);
+        }
+        Ok(Reply::Mismatch { resource: None }) => {
+            let reason = "invalid_exact_evm_payload_signature: this paywall already holds this authorization (payer and nonce) with another signature";
+            trace.outcome(DecisionOutcome::Refused, Some("invalid_exact_evm_payload_signature"));
+            return challenger.respond(&**p, reason);
+        }
+        Ok(Reply::Redeliver { transaction, network }) => {
+            let settled = known_paid(&identity.payer, transaction, network);
+            p.log(&format!("x402: redelivering {} for {} nonce {}", route.key, identity.payer, identity.nonce));
+            trace.outcome(DecisionOutcome::Paid, Some("redelivered"));
+            trace.transaction(&settled.transaction);
+            // The payment bought a pass that never reached the payer: it goes with the redelivery.
+            let resell = route.pass.as_ref().and_then(|_| mint_pass(config, &**p, route)).map(|m| (route, m));
+            return cold(deliver_settled(config, p, &ticket, req, canonical, payment.version, settled, resell, trace)).await;
+        }
+        Ok(other) => return ledger_unavailable::<P>(&**p, &format!("the ledger answered {other:?} to a reservation"), trace),
+        Err(e) => return ledger_unavailable::<P>(&**p, &e, trace),
+    };
+    if let Some(late) = verified.late.as_ref().filter(|_| !prior_sent) {
+        // A record that was never sent (its holder died before settling): nothing was charged,
+        // and it is too late for a new settlement.
+        release_before_settlement(&**p, &ticket, trace, DecisionOutcome::Refused, late.reason).await;
+        return challenger.respond(&**p, &format!("{}: {}", late.reason, late.message));
+    }
+
+    // Assurance before the origin runs. A reservation whose earlier holder died unsent is
+    // verified again: its nonce may have been burned on chain meanwhile.
+    let needs_verify = !prior_sent
+        && !verified_remotely
+        && (!verified.signature_checked
+            || lapsed
+            || match route.verify {
+                VerifyPolicy::Always => true,
+                VerifyPolicy::Local => false,
+                VerifyPolicy::Auto => !good_standing,
+            });
+    if needs_verify {
+        if let Some(refused) = cold(verify_remotely(config, p, &payment, &requirements, &identity, &challenger, trace, Some(&ticket))).await {
+            return refused;
+        }
+    }
+
+    let sells = route.pass.is_some().then_some(route);
+    let pass = sells.and_then(|r| mint_pass(config, &**p, r));
+    let pending = Pending {
+        pass: pass.clone(),
+        config: Rc::clone(config),
+        ticket,
+        payment,
+        requirements,
+        networks: [Some(offer.requirements.network.clone()), offer.v1_network.map(str::to_string)].into_iter().flatten().collect(),
+        question: Question { asset: offer.asset, payer: verified.payer, pay_to: offer.pay_to, amount: offer.amount, nonce: verified.nonce },
+        valid_before: verified.valid_before,
+        identity,
+        prior_sent,
+        prior_transaction,
+        route_key: route.key.clone(),
+        trace: Rc::clone(trace),
+    };
+    // An earlier send whose outcome is unknown: reconcile before the origin runs again, and
+    // settle (again) before calling it, so the origin runs only once the payment is established.
+    // That needs the facilitator's own slack and time limit, not the origin's.
+    if prior_sent {
+        let too_late = verified.valid_before < now.saturating_add(crate::exact::VALID_BEFORE_SLACK_SECONDS + config.facilitator_timeout_seconds);
+        match cold(reconcile_before_origin(p, &pending, too_late)).await {
+            Reconciled::Proceed => {}
+            Reconciled::Paid(settled) => {
+                let version = pending.payment.version;
+                let hold = config.origin_timeout_seconds + LEASE_MARGIN_SECONDS;
+                let outcome = Outcome::Settled {
+                    transaction: settled.transaction.clone(),
+                    network: settled.network.clone(),
+                    delivered: false,
+                    hold_seconds: hold,
+                    pass: pending.pass.as_ref().map(|m| (m.id.clone(), m.expires_at)),
+                };
+                return match p.ledger(&pending.ticket.shard, &pending.ticket.finish(outcome)).await {
+                    Ok(Reply::Done) => {
+                        trace.outcome(DecisionOutcome::Paid, Some("reconciled"));
+                        trace.transaction(&settled.transaction);
+                        cold(deliver_settled(config, p, &pending.ticket, req, canonical, version, settled, sells.zip(pass), trace)).await
+                    }
+                    // Paid on chain, but not recorded: the content waits for a retry that can record it.
+                    other => {
+                        let why = match other {
+                            Ok(reply) => format!("answered {reply:?}"),
+                            Err(e) => format!("failed: {e}"),
+                        };
+                        p.log(&format!("x402: ledger {why} to a reconciled settlement of {}", pending.ticket.key));
+                        trace.outcome(DecisionOutcome::UnknownOutcome, Some("ledger_unavailable"));
+                        unknown_outcome::<P>(StatusCode::BAD_GATEWAY, "the chain shows this payment paid, but the payment ledger could not record it", &pending.identity)
+                    }
+                };
+            }
+            Reconciled::Answer(res) => return res,
+        }
+    }
+    match if prior_sent { SettleOrder::Before } else { route.settle } {
+        SettleOrder::After => cold(settle_after(config, p, route, req, canonical, pending)).await,
+        SettleOrder::Before => cold(settle_before(config, p, req, canonical, pending, sells.zip(pass))).await,
+    }
+}
+
+/// `/verify` through the facilitators. `None`: valid, go on; otherwise the answer. `held`: the
+/// reservation this request holds, ended as the answer says (a refusal turns the payer's
+/// standing bad; "could not verify" releases it, and says "nothing was charged" only if this
+/// request still held it). Without one (a signature not checkable here, verified before anything
+/// is keyed by its claimed payer) a refusal counts only as a failed attempt of the client.
+#[allow(clippy::too_many_arguments)]
+pub(super) async fn verify_remotely<P: Platform>(
+    config: &Rc<Config>,
+    p: &Rc<P>,
+    payment: &PaymentPayload,
+    requirements: &Value,
+    identity: &PaymentIdentity,
+    challenger: &Challenger<'_>,
+    trace: &Rc<Trace>,
+    held: Option<&Ticket>,
+) -> Option<Response<P::Body>> {
+    let call = call_facilitator(config, &**p, Endpoint::Verify, payment, requirements, classify_verify, |o| matches!(o, VerifyOutcome::Unknown { .. })).await;
+    trace.facilitator_ms(call.millis);
+    match call.outcome {
+        VerifyOutcome::Valid => None,
+        VerifyOutcome::Invalid { reason } => {
+            trace.outcome(DecisionOutcome::Refused, Some(&reason));
+            if let Some(ticket) = held {
+                finish(&**p, ticket, Outcome::Refused).await;
+            }
+            let unchecked = if held.is_none() { " (an unchecked signature; nothing reserved)" } else { "" };
+            p.log(&format!("x402: verify refused {} nonce {}{unchecked}: {reason}", identity.payer, identity.nonce));
+            Some(challenger.respond(&**p, &reason))
+        }
+        VerifyOutcome::Unknown { timed_out, detail } => {
+            let released = match held {
+                Some(ticket) => finish(&**p, ticket, Outcome::Release).await,
+                None => true,
+            };
+            p.log(&format!("x402: verify failed: {detail}"));
+            trace.outcome(DecisionOutcome::FacilitatorError, Some("facilitator_unavailable"));
+            if !released {
+                return Some(lease_lost::<P>(identity));
+            }
+            let value = json!({ "error": "facilitator_unavailable", "message": format!("could not verify the payment: {detail}; nothing was charged"), "payment": identity });
+            Some(json_response(upstream_status(timed_out), &value, P::body))
+        }
+    }
+}
+
+/// Ends a hold that never reached `/settle` and records why.
+pub(super) async fn release_before_settlement<P: Platform>(p: &P, ticket: &Ticket, trace: &Trace, outcome: DecisionOutcome, reason: &str) {
+    finish(p, ticket, Outcome::Release).await;
+    trace.outcome(outcome, Some(reason));
+}
+
+/// Seconds past `validBefore` after which a chain that shows an authorization unused is taken as
+/// final (blocks are stamped with their own time, which may trail this clock).
+pub(super) const EXPIRED_MARGIN_SECONDS: u64 = 30;
+
+/// What reconciling an earlier send decided before the origin runs again.
+pub(super) enum Reconciled<B> {
+    /// Nothing known against settling again: go on as for a new payment (settling again is
+    /// safe: the token executes an authorization at most once).
+    Proceed,
+    /// The chain shows the earlier send paid: serve it without settling again.
+    Paid(SettleResponse),
+    /// Answered here (refused with evidence, or still unknown).
+    Answer(Response<B>),
+}
+
+/// Reconciles an authorization this ledger sent to `/settle` before (outcome unknown). With
+/// `RPC_URL`, the chain decides: paid → served; nonce used by another transaction → refused;
+/// unused → settled again, unless it is too late for that. Without it, one too close to its
+/// `validBefore` for the facilitator (`late`) cannot be settled again and stays unknown (no
+/// origin call); otherwise it is settled again and "nonce already used" is taken as this
+/// ledger's own earlier send.
+pub(super) async fn reconcile_before_origin<P: Platform>(p: &Rc<P>, s: &Pending, late: bool) -> Reconciled<P::Body> {
+    let keep = |detail: &str, timed_out: bool| {
+        s.trace.outcome(DecisionOutcome::UnknownOutcome, Some("settlement_outcome_unknown"));
+        unknown_outcome::<P>(upstream_status(timed_out), detail, &s.identity)
+    };
+    let Some(rpc_url) = s.config.rpc_url.as_deref() else {
+        if late {
+            finish(&**p, &s.ticket, Outcome::Release).await;
+            return Reconciled::Answer(keep("an earlier settlement of this payment was sent and its outcome is unknown; it is too close to its validBefore to settle again", false));
+        }
+        return Reconciled::Proceed;
+    };
+    match chain_evidence(&**p, rpc_url, &s.question, s.prior_transaction.as_deref(), s.config.facilitator_timeout_seconds).await {
+        Evidence::Paid { transaction } => {
+            p.log(&format!("x402: reconciled {} nonce {} from the chain: paid in {transaction}", s.identity.payer, s.identity.nonce));
+            let network = s.networks.first().cloned().unwrap_or_default();
+            Reconciled::Paid(known_paid(&s.identity.payer, transaction, network))
+        }
+        Evidence::UsedElsewhere { transaction } => {
+            finish(&**p, &s.ticket, Outcome::Refused).await;
+            s.trace.outcome(DecisionOutcome::Refused, Some("invalid_exact_evm_nonce_already_used"));
+            Reconciled::Answer(unsettled_response::<P>(Some(Settled::UsedElsewhere(transaction)), &s.identity, s.payment.version))
+        }
+        Evidence::NotUsed if !late => Reconciled::Proceed,
+        // Unused well past validBefore: the token will refuse it from now on, so nothing of it
+        // can move any more. Nothing was charged, and that can now be said.
+        Evidence::NotUsed if p.now() > s.valid_before.saturating_add(EXPIRED_MARGIN_SECONDS) => {
+            finish(&**p, &s.ticket, Outcome::Refused).await;
+            s.trace.outcome(DecisionOutcome::Refused, Some("invalid_exact_evm_payload_authorization_valid_before"));
+            let value = json!({
+                "error": "invalid_exact_evm_payload_authorization_valid_before",
+                "message": "an earlier settlement of this payment was sent but never executed on chain, and the authorization has expired: nothing was charged; sign a new one",
+                "payment": s.identity,
+            });
+            Reconciled::Answer(json_response(StatusCode::PAYMENT_REQUIRED, &value, P::body))
+        }
+        Evidence::NotUsed => {
+            finish(&**p, &s.ticket, Outcome::Release).await;
+            Reconciled::Answer(keep("an earlier settlement of this payment was sent and has not executed on chain; it is too close to its validBefore to settle again", false))
+        }
+        Evidence::Unavailable(detail) => {
+            p.log(&format!("x402: chain evidence unavailable for {} nonce {}: {detail}", s.identity.payer, s.identity.nonce));
+            finish(&**p, &s.ticket, Outcome::Release).await;
+            Reconciled::Answer(keep("an earlier settlement of this payment was sent and its outcome could not be read from the chain", true))
+        }
+    }
+}
+
+/// Why a payment is refused for a denied payer.
+pub(super) const PAYER_DENIED: &str = "payer_denied: this payer is not accepted here";

@@ -1,0 +1,464 @@
+//! Settlement: the send mark, `/settle` through the facilitator client, what its answer means
+//! (with the chain's evidence where `RPC_URL` is set), the ledger record of it, the origin call on
+//! either side of it (`settle = "after"` / `"before"`), and the answers for a settlement that did
+//! not pay. Facilitator replies are classified in `crate::facilitator`, never here.
+
+use std::rc::Rc;
+
+use http::header::{HeaderValue, CACHE_CONTROL};
+use http::{Request, Response, StatusCode};
+use serde_json::{json, Value};
+
+use crate::config::{Config, Route};
+use crate::evidence::{self, Evidence, Question};
+use crate::facilitator::client::{Endpoint, call_facilitator, upstream_status, with_payer};
+use crate::facilitator::{check_settled, classify_settle, is_nonce_used, is_transaction_hash, SettleOutcome, UpstreamError};
+use crate::ledger::{Op, Outcome, Reply, LEASE_MARGIN_SECONDS};
+use crate::telemetry::{DecisionOutcome, Trace};
+use crate::x402::{encode_header, PaymentPayload, SettleResponse, PAYMENT_RESPONSE, X_PAYMENT_RESPONSE};
+
+use super::forward::{ForwardError, forward, origin_failure};
+use super::passes::{MintedPass, sell_pass};
+use super::pay::{PaymentIdentity, Ticket, finish, release};
+use super::platform::Platform;
+use super::{cold, is_idempotent, json_response, set_header};
+
+/// The lease the send mark renews: every facilitator's `/settle` in turn, then the chain evidence
+/// (a receipt, `authorizationState`, the block number, the logs and up to 8 receipts), each within
+/// the facilitator time limit, plus the margin. A holder that reached its mark keeps the
+/// authorization until its settlement is decided, so no second request sends it meanwhile.
+pub(super) fn settlement_lease_seconds(config: &Config) -> u64 {
+    let calls = config.facilitators.len() as u64 + if config.rpc_url.is_some() { 12 } else { 0 };
+    calls.saturating_mul(config.facilitator_timeout_seconds).saturating_add(LEASE_MARGIN_SECONDS)
+}
+
+/// Asks the chain ([`crate::evidence`]) whether the authorization in `q` paid.
+pub(super) async fn chain_evidence<P: Platform>(p: &P, rpc_url: &str, q: &Question, transaction: Option<&str>, timeout_seconds: u64) -> Evidence {
+    let call = |body: String| async move {
+        match p.post_json(rpc_url, None, body, timeout_seconds).await {
+            Ok(reply) if (200..300).contains(&reply.status) => evidence::result(&reply.body),
+            Ok(reply) => Err(format!("RPC answered HTTP {}", reply.status)),
+            Err(e) => Err(format!("RPC {e}")),
+        }
+    };
+    if let Some(tx) = transaction.filter(|t| is_transaction_hash(t)) {
+        match call(evidence::receipt_request(tx)).await.map(|r| evidence::receipt_pays(&r, q)) {
+            Ok(Some(true)) => return Evidence::Paid { transaction: tx.to_ascii_lowercase() },
+            Ok(_) => {}
+            Err(e) => return Evidence::Unavailable(e),
+        }
+    }
+    let used = match call(evidence::authorization_state_request(q)).await {
+        Ok(r) => match evidence::authorization_state(&r) {
+            Some(used) => used,
+            None => return Evidence::Unavailable("authorizationState answered something other than a bool".into()),
+        },
+        Err(e) => return Evidence::Unavailable(e),
+    };
+    if !used {
+        return Evidence::NotUsed;
+    }
+    let latest = match call(evidence::block_number_request()).await.map(|r| evidence::block_number(&r)) {
+        Ok(Some(n)) => n,
+        Ok(None) => return Evidence::Unavailable("eth_blockNumber answered something other than a quantity".into()),
+        Err(e) => return Evidence::Unavailable(e),
+    };
+    let transactions = match call(evidence::logs_request(q, latest.saturating_sub(evidence::LOG_LOOKBACK_BLOCKS))).await.map(|r| evidence::log_transactions(&r)) {
+        Ok(Some(t)) => t,
+        Ok(None) => return Evidence::Unavailable("eth_getLogs answered something other than a list".into()),
+        Err(e) => return Evidence::Unavailable(e),
+    };
+    let Some(first) = transactions.first().cloned() else {
+        return Evidence::Unavailable("the nonce is used but no log of its use was found".into());
+    };
+    for tx in transactions {
+        match call(evidence::receipt_request(&tx)).await.map(|r| evidence::receipt_pays(&r, q)) {
+            Ok(Some(true)) => return Evidence::Paid { transaction: tx },
+            Ok(Some(false)) => {}
+            Ok(None) => return Evidence::Unavailable(format!("no receipt for {tx}")),
+            Err(e) => return Evidence::Unavailable(e),
+        }
+    }
+    Evidence::UsedElsewhere { transaction: Some(first) }
+}
+
+/// Origin first, then settlement (the default order).
+pub(super) async fn settle_after<P: Platform>(
+    config: &Rc<Config>,
+    p: &Rc<P>,
+    route: &Route,
+    req: Request<P::Body>,
+    canonical: &str,
+    pending: Pending,
+) -> Response<P::Body> {
+    let rerunnable = is_idempotent(req.method());
+    let origin_res = match forward(config, &**p, req, canonical).await {
+        Ok(r) => r,
+        Err(e) => {
+            let reason = if matches!(e, ForwardError::Upstream(UpstreamError::Timeout { .. })) { "origin_timeout" } else { "origin_unreachable" };
+            release(&**p, &pending, DecisionOutcome::OriginError, Some(reason)).await;
+            return origin_failure::<P>(&**p, &e, None);
+        }
+    };
+    pending.trace.origin_status(origin_res.status().as_u16());
+    if origin_res.status().as_u16() >= 400 {
+        release(&**p, &pending, DecisionOutcome::OriginError, Some("origin_status")).await;
+        return origin_res;
+    }
+    if p.client_gone() {
+        release(&**p, &pending, DecisionOutcome::ClientGone, None).await;
+        p.log(&format!("x402: client gone before settlement; not charged: {} nonce {}", pending.identity.payer, pending.identity.nonce));
+        return client_gone::<P>();
+    }
+    let version = pending.payment.version;
+    let identity = pending.identity.clone();
+    let pass = pending.pass.clone();
+    let decided = p.run_to_completion(settle(Rc::clone(p), pending, SettleMode::DeliverNow { rerunnable })).await;
+    match decided {
+        Some(Settled::Paid(settled)) => {
+            let mut res = origin_res;
+            if let Some(pass) = &pass {
+                sell_pass(p, route, pass, canonical, &settled, &identity.payer, res.headers_mut());
+            }
+            let h = res.headers_mut();
+            set_header(h, response_header(version), &encode_header(&settled));
+            h.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+            res
+        }
+        other => unsettled_response::<P>(other, &identity, version),
+    }
+}
+
+/// Settlement first, then the origin (`settle = "before"`).
+pub(super) async fn settle_before<P: Platform>(config: &Rc<Config>, p: &Rc<P>, req: Request<P::Body>, canonical: &str, pending: Pending, sells: Option<(&Route, MintedPass)>) -> Response<P::Body> {
+    if p.client_gone() {
+        release(&**p, &pending, DecisionOutcome::ClientGone, None).await;
+        return client_gone::<P>();
+    }
+    let trace = Rc::clone(&pending.trace);
+    let version = pending.payment.version;
+    let ticket = pending.ticket.clone();
+    let identity = pending.identity.clone();
+    let hold = config.origin_timeout_seconds + LEASE_MARGIN_SECONDS;
+    match p.run_to_completion(settle(Rc::clone(p), pending, SettleMode::HoldForOrigin(hold))).await {
+        Some(Settled::Paid(settled)) => cold(deliver_settled(config, p, &ticket, req, canonical, version, settled, sells, &trace)).await,
+        other => unsettled_response::<P>(other, &identity, version),
+    }
+}
+
+/// Calls the origin for an authorization that is already settled (a settle-first route, or a
+/// redelivery) and reports to the ledger whether the response reached a connected client. An
+/// origin failure leaves the authorization paid and undelivered: retrying the same payment
+/// header before `validBefore` calls the origin again without a second charge. `sells`: the
+/// route whose pass goes with a successful delivery (a first one, or the redelivery of a payment
+/// whose pass never reached the payer), indexed for the payer with the delivery.
+#[allow(clippy::too_many_arguments)]
+pub(super) async fn deliver_settled<P: Platform>(
+    config: &Rc<Config>,
+    p: &Rc<P>,
+    ticket: &Ticket,
+    req: Request<P::Body>,
+    canonical: &str,
+    version: u64,
+    settled: SettleResponse,
+    sells: Option<(&Route, MintedPass)>,
+    trace: &Trace,
+) -> Response<P::Body> {
+    let rerunnable = is_idempotent(req.method());
+    let mut res = match forward(config, &**p, req, canonical).await {
+        Ok(res) => res,
+        Err(e) => {
+            finish(&**p, ticket, Outcome::Delivered { delivered: false, pass: None }).await;
+            trace.outcome(DecisionOutcome::Paid, Some("origin_unreachable"));
+            return origin_failure::<P>(&**p, &e, Some((&settled, version)));
+        }
+    };
+    trace.origin_status(res.status().as_u16());
+    let ok = res.status().as_u16() < 400;
+    // A client gone after the origin answered: retrievable by running the origin again only when
+    // that is harmless (an idempotent method); otherwise the origin has run once, as paid.
+    let delivered = ok && (!p.client_gone() || !rerunnable);
+    let sold = sells.as_ref().filter(|_| ok).map(|(_, m)| (m.id.clone(), m.expires_at));
+    finish(&**p, ticket, Outcome::Delivered { delivered, pass: sold }).await;
+    if let (Some((route, pass)), true) = (sells, ok) {
+        let payer = settled.payer.clone().unwrap_or_default();
+        sell_pass(p, route, &pass, canonical, &settled, &payer, res.headers_mut());
+    }
+    let h = res.headers_mut();
+    set_header(h, response_header(version), &encode_header(&settled));
+    h.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    res
+}
+
+/// The answer for a settlement that did not end in a payment (refused, unknown, a facilitator
+/// fault), or that the runtime dropped.
+pub(super) fn unsettled_response<P: Platform>(decided: Option<Settled>, identity: &PaymentIdentity, version: u64) -> Response<P::Body> {
+    match decided {
+        Some(Settled::Paid(_)) => unknown_outcome::<P>(StatusCode::BAD_GATEWAY, "internal: a paid settlement reached the unsettled answer", identity),
+        Some(Settled::Refused(refused)) => {
+            let reason = refused.error_reason.clone().unwrap_or_else(|| "settlement_failed".into());
+            let value = json!({
+                "error": reason,
+                "message": "the facilitator refused to settle this payment; the content is withheld. If the refusal came after its transaction was broadcast, retrying this same payment header reconciles it, never charging twice",
+                "payment": identity,
+            });
+            let mut res = json_response(StatusCode::PAYMENT_REQUIRED, &value, P::body);
+            set_header(res.headers_mut(), response_header(version), &encode_header(&refused));
+            res
+        }
+        Some(Settled::UsedElsewhere(transaction)) => {
+            let reason = "invalid_exact_evm_nonce_already_used";
+            let by = transaction.map(|t| format!(" by transaction {t}")).unwrap_or_default();
+            let value = json!({
+                "error": reason,
+                "message": format!("this authorization's nonce was used on chain{by}, which did not pay this resource; this payment cannot settle and the content is withheld; sign a new one"),
+                "payment": identity,
+            });
+            let refused = SettleResponse { success: false, error_reason: Some(reason.into()), payer: Some(identity.payer.clone()), transaction: String::new(), network: identity.network.clone() };
+            let mut res = json_response(StatusCode::PAYMENT_REQUIRED, &value, P::body);
+            set_header(res.headers_mut(), response_header(version), &encode_header(&refused));
+            res
+        }
+        Some(Settled::NotSent(detail)) => {
+            let value = json!({ "error": "ledger_unavailable", "message": format!("the payment ledger could not record the settlement before sending it ({detail}); it was not sent and nothing was charged; retry shortly"), "payment": identity });
+            let mut res = json_response(StatusCode::SERVICE_UNAVAILABLE, &value, P::body);
+            set_header(res.headers_mut(), "retry-after", "1");
+            res
+        }
+        Some(Settled::Unknown { timed_out, detail }) => unknown_outcome::<P>(upstream_status(timed_out), &detail, identity),
+        Some(Settled::Fault(detail)) => unknown_outcome::<P>(StatusCode::BAD_GATEWAY, &detail, identity),
+        None => unknown_outcome::<P>(StatusCode::BAD_GATEWAY, "the settlement task was cancelled", identity),
+    }
+}
+
+pub(super) fn unknown_outcome<P: Platform>(status: StatusCode, detail: &str, identity: &PaymentIdentity) -> Response<P::Body> {
+    let value = json!({
+        "error": "settlement_outcome_unknown",
+        "message": format!("{detail}. The payment may or may not have been executed; the content is withheld. Retry with the same payment header before it expires: if it was settled you get the content without paying twice, if not it is settled then."),
+        "payment": identity,
+    });
+    json_response(status, &value, P::body)
+}
+
+pub(super) fn response_header(version: u64) -> &'static str {
+    if version == 1 {
+        X_PAYMENT_RESPONSE
+    } else {
+        PAYMENT_RESPONSE
+    }
+}
+
+/// The answer to a client that has gone (nobody reads it; 499 in logs, as nginx names it).
+pub(super) fn client_gone<P: Platform>() -> Response<P::Body> {
+    let status = StatusCode::from_u16(499).unwrap_or(StatusCode::BAD_REQUEST);
+    json_response(status, &json!({ "error": "client_closed_request", "message": "the client went away before settlement; nothing was charged" }), P::body)
+}
+
+/// How a settlement reports delivery to the ledger.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum SettleMode {
+    /// Origin already answered: delivered unless the client has gone and running the origin
+    /// again is harmless (`rerunnable`: an idempotent method).
+    DeliverNow { rerunnable: bool },
+    /// Settle first: not delivered yet; keep the lease this long for the origin call.
+    HoldForOrigin(u64),
+}
+
+/// Everything the settlement of one payment needs, owned, so that it can run to completion
+/// after the client has gone.
+pub(super) struct Pending {
+    pub(super) config: Rc<Config>,
+    pub(super) ticket: Ticket,
+    pub(super) payment: PaymentPayload,
+    pub(super) requirements: Value,
+    /// Networks a success answer may name: the offer's CAIP-2 id and its v1 name.
+    pub(super) networks: Vec<String>,
+    /// The authorization, as the chain evidence asks about it.
+    pub(super) question: Question,
+    /// `authorization.validBefore`, Unix seconds.
+    pub(super) valid_before: u64,
+    pub(super) identity: PaymentIdentity,
+    /// This ledger sent the authorization to `/settle` before (send mark), outcome unknown.
+    pub(super) prior_sent: bool,
+    pub(super) prior_transaction: Option<String>,
+    pub(super) route_key: String,
+    /// The pass this payment sells, minted before settlement so that the settlement's ledger
+    /// write also indexes it for the payer.
+    pub(super) pass: Option<MintedPass>,
+    /// The request's decision, which the settlement completes.
+    pub(super) trace: Rc<Trace>,
+}
+
+/// How a settlement ended.
+#[derive(Debug)]
+pub(super) enum Settled {
+    /// On chain (or reconciled: this ledger's earlier attempt had settled it).
+    Paid(SettleResponse),
+    Refused(SettleResponse),
+    Unknown { timed_out: bool, detail: String },
+    /// The facilitator answered something that cannot be true (a transaction hash that settled
+    /// another authorization).
+    Fault(String),
+    /// `/settle` was not sent: the send mark could not be written (nothing charged).
+    NotSent(String),
+    /// The chain shows the nonce used by a transaction that did not pay this requirement.
+    UsedElsewhere(Option<String>),
+}
+
+/// Writes the send mark, sends `/settle`, decides what its answer means (with the chain's
+/// evidence where `RPC_URL` is set), and records that in the ledger.
+///
+/// "Paid" rests on evidence: the facilitator's checked success, the chain, or (without
+/// `RPC_URL`) "nonce already used" for an authorization this ledger marked as sent before. After
+/// a send mark, a refusal of a repeated send other than "nonce already used" is unknown, never
+/// "nothing was charged".
+pub(super) async fn settle<P: Platform>(p: Rc<P>, s: Pending, mode: SettleMode) -> Settled {
+    // The send mark, acknowledged before /settle leaves; for a repeated send it is there already,
+    // and the call proves this request still holds the authorization and renews its lease.
+    let mark = Op::Mark { key: s.ticket.key.clone(), holder: s.ticket.holder.clone(), lease_seconds: settlement_lease_seconds(&s.config) };
+    let refused = match p.ledger(&s.ticket.shard, &mark).await {
+        Ok(Reply::Done) => None,
+        Ok(other) => Some(format!("the ledger answered {other:?} to the send mark")),
+        Err(e) => Some(e),
+    };
+    if let Some(detail) = refused {
+        p.log(&format!("x402: not settling {} nonce {}: {detail}", s.identity.payer, s.identity.nonce));
+        let released = finish(&*p, &s.ticket, Outcome::Release).await;
+        if s.prior_sent || !released {
+            s.trace.outcome(DecisionOutcome::UnknownOutcome, Some("ledger_unavailable"));
+            let why = if s.prior_sent {
+                "an earlier settlement of this payment was sent and its outcome is unknown; this retry could not take it over"
+            } else {
+                "this request took longer than its hold on the authorization, which another request may have taken and settled"
+            };
+            return Settled::Unknown { timed_out: false, detail: format!("{why} ({detail})") };
+        }
+        s.trace.outcome(DecisionOutcome::Unavailable, Some("ledger_unavailable"));
+        return Settled::NotSent(detail);
+    }
+    let call = call_facilitator(&s.config, &*p, Endpoint::Settle, &s.payment, &s.requirements, classify_settle, |o| {
+        matches!(o, SettleOutcome::Unknown { transaction: None, .. })
+    })
+    .await;
+    s.trace.facilitator_ms(call.millis);
+    let networks: Vec<&str> = s.networks.iter().map(String::as_str).collect();
+    let id = &s.identity;
+    let mut named_transaction = None;
+    // An answer that does not settle the question by itself: the chain decides where it can.
+    let ask_chain = |p: Rc<P>, transaction: Option<String>, otherwise: Settled| {
+        let s = &s;
+        async move {
+            let Some(rpc_url) = s.config.rpc_url.as_deref() else { return otherwise };
+            match chain_evidence(&*p, rpc_url, &s.question, transaction.as_deref().or(s.prior_transaction.as_deref()), s.config.facilitator_timeout_seconds).await {
+                Evidence::Paid { transaction } => Settled::Paid(known_paid(&s.identity.payer, transaction, networks_first(&s.networks))),
+                Evidence::UsedElsewhere { transaction } => Settled::UsedElsewhere(transaction),
+                Evidence::NotUsed | Evidence::Unavailable(_) => otherwise,
+            }
+        }
+    };
+    let decided = match call.outcome {
+        SettleOutcome::Settled(r) => match check_settled(&r, &networks, &id.payer) {
+            Ok(()) => Settled::Paid(with_payer(r, &id.payer)),
+            Err(detail) => {
+                named_transaction = is_transaction_hash(&r.transaction).then(|| r.transaction.clone());
+                Settled::Unknown { timed_out: false, detail }
+            }
+        },
+        // This ledger sent the authorization to settlement before and never learned the outcome:
+        // "already used" means that attempt went through, as the chain confirms where it can be
+        // asked; without RPC_URL this is the stated assumption.
+        SettleOutcome::Refused(r) if s.prior_sent && is_nonce_used(r.error_reason.as_deref()) => {
+            let network = if r.network.is_empty() { networks_first(&s.networks) } else { r.network };
+            let assumed = Settled::Paid(known_paid(&id.payer, s.prior_transaction.clone().unwrap_or_default(), network));
+            let detail = "the facilitator says the nonce is already used and the chain does not show this payment".to_string();
+            let decided = if s.config.rpc_url.is_some() { ask_chain(Rc::clone(&p), None, Settled::Unknown { timed_out: false, detail }).await } else { assumed };
+            if matches!(decided, Settled::Paid(_)) {
+                p.log(&format!("x402: reconciled {} nonce {}: settled by an earlier attempt of this ledger", id.payer, id.nonce));
+            }
+            decided
+        }
+        // A repeated send refused for another reason: the earlier send may have paid (and
+        // drained the balance it now lacks): unknown unless the chain says otherwise.
+        SettleOutcome::Refused(r) if s.prior_sent => {
+            let detail = format!("the facilitator refused a repeated settlement ({}) after an earlier send whose outcome is unknown", r.error_reason.as_deref().unwrap_or("no reason"));
+            ask_chain(Rc::clone(&p), None, Settled::Unknown { timed_out: false, detail }).await
+        }
+        // A first send refused: a refusal may follow a broadcast (a transaction that failed after
+        // it left), so the chain decides where it can be asked; the record is kept (below).
+        SettleOutcome::Refused(r) => ask_chain(Rc::clone(&p), None, Settled::Refused(with_payer(r, &id.payer))).await,
+        SettleOutcome::Unknown { timed_out, detail, transaction } => {
+            named_transaction = transaction.clone();
+            ask_chain(Rc::clone(&p), transaction, Settled::Unknown { timed_out, detail }).await
+        }
+    };
+    let outcome = match &decided {
+        Settled::Paid(r) => {
+            let (delivered, hold_seconds) = match mode {
+                SettleMode::DeliverNow { rerunnable } => (!p.client_gone() || !rerunnable, 0),
+                SettleMode::HoldForOrigin(hold) => (false, hold),
+            };
+            Outcome::Settled {
+                transaction: r.transaction.clone(),
+                network: r.network.clone(),
+                delivered,
+                hold_seconds,
+                pass: s.pass.as_ref().map(|m| (m.id.clone(), m.expires_at)),
+            }
+        }
+        // Forgotten only when nothing of this authorization can have moved: "nonce already used"
+        // before any send of ours succeeded (the facilitator checks it before it broadcasts), or
+        // the chain showing the nonce spent by another transaction. Any other refusal after the
+        // send mark keeps the record, so a retry can still reconcile it.
+        Settled::Refused(r) if is_nonce_used(r.error_reason.as_deref()) && s.config.rpc_url.is_none() => Outcome::Refused,
+        Settled::UsedElsewhere(_) => Outcome::Refused,
+        Settled::Refused(_) => Outcome::Unknown { transaction: None, refused: true },
+        Settled::Unknown { .. } | Settled::Fault(_) | Settled::NotSent(_) => Outcome::Unknown { transaction: named_transaction, refused: false },
+    };
+    match &decided {
+        Settled::Paid(r) => {
+            s.trace.outcome(DecisionOutcome::Paid, None);
+            s.trace.transaction(&r.transaction);
+        }
+        Settled::Refused(r) => s.trace.outcome(DecisionOutcome::Refused, Some(r.error_reason.as_deref().unwrap_or("settlement_failed"))),
+        Settled::UsedElsewhere(_) => s.trace.outcome(DecisionOutcome::Refused, Some("invalid_exact_evm_nonce_already_used")),
+        Settled::Unknown { .. } | Settled::Fault(_) | Settled::NotSent(_) => s.trace.outcome(DecisionOutcome::UnknownOutcome, Some("settlement_outcome_unknown")),
+    }
+    match &decided {
+        Settled::Paid(r) => p.log(&format!("x402: settled {} {} from {} tx {}", s.route_key, id.amount, id.payer, r.transaction)),
+        Settled::Refused(r) => p.log(&format!("x402: settlement refused for {} nonce {}: {}", id.payer, id.nonce, r.error_reason.as_deref().unwrap_or("no reason"))),
+        Settled::UsedElsewhere(tx) => p.log(&format!("x402: settlement of {} nonce {}: the chain shows the nonce used by {tx:?}, which did not pay", id.payer, id.nonce)),
+        Settled::Unknown { detail, .. } | Settled::Fault(detail) | Settled::NotSent(detail) => p.log(&format!("x402: settlement outcome unknown for {} nonce {}: {detail}", id.payer, id.nonce)),
+    }
+    match p.ledger(&s.ticket.shard, &s.ticket.finish(outcome)).await {
+        Ok(Reply::Done) => decided,
+        Ok(Reply::DuplicateTransaction) => {
+            s.trace.outcome(DecisionOutcome::UnknownOutcome, Some("duplicate_transaction"));
+            let tx = match &decided {
+                Settled::Paid(r) => r.transaction.clone(),
+                _ => String::new(),
+            };
+            Settled::Fault(format!("the facilitator reported transaction {tx}, which this ledger already holds for another authorization"))
+        }
+        // The settlement itself is done; the record keeps its lease until it runs out and then
+        // reads as unknown, which a retry reconciles.
+        Ok(other) => {
+            p.log(&format!("x402: ledger did not record the settlement of {} ({other:?})", s.ticket.key));
+            decided
+        }
+        Err(e) => {
+            p.log(&format!("x402: ledger did not record the settlement of {}: {e}", s.ticket.key));
+            decided
+        }
+    }
+}
+
+/// The success `PAYMENT-RESPONSE` of a payment this paywall knows to be paid without a fresh
+/// facilitator success: a redelivery, the chain's evidence, or (without `RPC_URL`) "nonce already
+/// used" after its own earlier send.
+pub(super) fn known_paid(payer: &str, transaction: String, network: String) -> SettleResponse {
+    SettleResponse { success: true, error_reason: None, payer: Some(payer.to_string()), transaction, network }
+}
+
+pub(super) fn networks_first(networks: &[String]) -> String {
+    networks.first().cloned().unwrap_or_default()
+}

@@ -1,0 +1,49 @@
+//! `MODE = "shadow"`: forward as if free and record what would have been charged. Nothing is
+//! reserved, verified with a facilitator or settled here.
+
+
+use http::{Request, Response};
+
+use crate::config::{Config, Route};
+use crate::exact::verify_exact;
+use crate::telemetry::{DecisionOutcome, Trace};
+use crate::x402::{decode_payment_signature, decode_x_payment, PAYMENT_SIGNATURE, X_PAYMENT};
+
+use super::forward::{forward, origin_failure};
+use super::header_str;
+use super::platform::Platform;
+
+/// `MODE = "shadow"`: forwards as if free and records what would have been charged: the route's
+/// first payment option, and whether the request carried a payment that verifies locally
+/// (`valid_payment`), one that does not (its reason), or none (`no_payment`). Nothing is reserved,
+/// verified with a facilitator or settled.
+pub(super) async fn shadow<P: Platform>(config: &Config, p: &P, route: &Route, req: Request<P::Body>, canonical: &str, trace: &Trace) -> Response<P::Body> {
+    let decoded = match (header_str(req.headers(), PAYMENT_SIGNATURE), header_str(req.headers(), X_PAYMENT)) {
+        (Some(h), _) => Some(decode_payment_signature(h)),
+        (None, Some(h)) => Some(decode_x_payment(h)),
+        (None, None) => None,
+    };
+    let reason = match decoded {
+        None => "no_payment".to_string(),
+        Some(Err(e)) => e.reason().to_string(),
+        Some(Ok(payment)) => match verify_exact(&route.accepts, &payment, p.now(), config.min_validity_seconds()) {
+            Ok(v) => {
+                trace.payer(&v.payer.to_checksum());
+                v.late.map_or("valid_payment", |late| late.reason).to_string()
+            }
+            Err(inv) => inv.reason.to_string(),
+        },
+    };
+    if let Some(offer) = route.accepts.first() {
+        let r = &offer.requirements;
+        trace.price(&r.amount, &r.asset, &r.network);
+    }
+    trace.outcome(DecisionOutcome::Shadow, Some(&reason));
+    match forward(config, p, req, canonical).await {
+        Ok(res) => {
+            trace.origin_status(res.status().as_u16());
+            res
+        }
+        Err(e) => origin_failure::<P>(p, &e, None),
+    }
+}
