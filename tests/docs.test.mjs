@@ -1,6 +1,7 @@
 // The docs hold together: every relative link in README.md and docs/*.md reaches a file of the
 // repository, and a #fragment into a Markdown file reaches one of its headings (GitHub's anchors);
-// every repository path the pages name in backticks exists; and no page speaks of "this session"
+// every repository path the pages name in backticks exists; every test a page names exists in the
+// file it links to; and no page speaks of "this session"
 // (the docs describe the current build, not how it came to be). Node built-ins only; nothing to
 // build or start.
 import assert from 'node:assert/strict';
@@ -102,6 +103,25 @@ test('every repository path named in backticks exists', () => {
         // Generated, never committed.
         if (name.startsWith('bench/.build')) continue;
         if (!existsSync(path.join(ROOT, name))) missing.push(`${page}:${i + 1}: ${name}`);
+      }
+    });
+  }
+  assert.deepEqual(missing, []);
+});
+
+test('every test a page names exists in the file it links to', () => {
+  // `[`file`](../tests/file) › name, name…; …`: a host test by the start of its function name, a
+  // node test by its title (or the start of it, up to an ellipsis).
+  const missing = [];
+  for (const page of PAGES) {
+    prose(readFileSync(path.join(ROOT, page), 'utf8')).forEach((line, i) => {
+      for (const m of line.matchAll(/\[`[^`]+`\]\((?:\.\.\/)?(tests\/[^)#]+)\) › ([^;|]+)/g)) {
+        const [, file, names] = m;
+        const source = readFileSync(path.join(ROOT, file), 'utf8').replace(/\\'/g, "'");
+        const wanted = file.endsWith('.rs')
+          ? names.split(',').map((n) => n.trim().replace(/_?…$/, '').trim()).filter(Boolean).map((n) => [n, `fn ${n}`])
+          : (names.includes('…') ? names.split(/…,?/) : [names]).map((n) => n.trim().replace(/^,\s*/, '').trim()).filter(Boolean).map((n) => [n, n]);
+        for (const [name, needle] of wanted) if (!source.includes(needle)) missing.push(`${page}:${i + 1}: ${file} › ${name}`);
       }
     });
   }
