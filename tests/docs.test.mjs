@@ -10,6 +10,8 @@ import path from 'node:path';
 import { test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 
+import { benchmarksBlock, headlineBlock, parseReport, parseSize, replaceBlock } from '../scripts/figures.mjs';
+
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const PAGES = ['README.md', ...readdirSync(path.join(ROOT, 'docs')).filter((f) => f.endsWith('.md')).map((f) => `docs/${f}`)];
 
@@ -143,4 +145,20 @@ test('the slugs follow GitHub: punctuation dropped, spaces to hyphens, underscor
   assert.equal(slug('Chain evidence: `RPC_URL`'), 'chain-evidence-rpc_url');
   assert.equal(slug('Wallet sign-in (x402 `sign-in-with-x`)'), 'wallet-sign-in-x402-sign-in-with-x');
   assert.equal(slug('1. A service binding (the origin is a Worker)'), '1-a-service-binding-the-origin-is-a-worker');
+});
+
+test('the figures blocks are the shape scripts/figures.mjs writes, and it reads its own output back', () => {
+  const bench = readFileSync(path.join(ROOT, 'docs/benchmarks.md'), 'utf8');
+  const readme = readFileSync(path.join(ROOT, 'README.md'), 'utf8');
+  const block = bench.slice(bench.indexOf('<!-- figures:begin -->'), bench.indexOf('<!-- figures:end -->'));
+  assert.ok(block.length > 0 && readme.includes('<!-- figures:headline:begin -->') && readme.includes('<!-- figures:headline:end -->'));
+  // The side-by-side table in the block is bench/run.mjs's report: the generator reads it.
+  const start = block.indexOf('Machine:');
+  const report = parseReport(block.slice(start, block.indexOf('### Against the targets')));
+  const size = parseSize('release wasm: raw 1000 bytes (0 KiB), gzip -9 400 bytes (0 KiB)\npaywall page: raw 300 bytes (0 KiB), gzip -9 100 bytes (0 KiB); budget 30 KiB gzip\n');
+  const written = benchmarksBlock({ size, report, commit: 'abc1234' });
+  assert.match(written, /\| release wasm .* \| 1,000 bytes raw, 400 bytes gzip -9 \|/);
+  assert.match(headlineBlock({ size, report }), /the release wasm: 400 bytes gzip -9/);
+  const again = replaceBlock(bench, 'figures', written);
+  assert.equal(replaceBlock(again, 'figures', written), again);
 });
