@@ -43,12 +43,9 @@ pub struct Verified<'a> {
     pub late: Option<Invalid>,
 }
 
-/// A payment the paywall refuses, with its x402 reason code (§9) and a readable message.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Invalid {
-    pub reason: &'static str,
-    pub message: String,
-}
+/// A payment the paywall refuses, with its x402 reason code (§9) and a readable message (the
+/// crate's one refusal reason shape, shared with [`crate::siwx`]).
+pub use crate::refusal::Invalid;
 
 fn invalid<T>(reason: &'static str, message: impl Into<String>) -> Result<T, Invalid> {
     Err(Invalid { reason, message: message.into() })

@@ -17,6 +17,7 @@
 //! | [`pass`] | pass tokens, records, carriers (header, cookie), the isolate cache |
 //! | [`siwx`] | x402 `sign-in-with-x` for EVM wallets: the declared challenge, EIP-4361 message, EIP-191 recovery |
 //! | [`ledger`] | the state machine of each authorization (reserved → send mark → settled / sent with an unknown outcome), hosted by a Durable Object |
+//! | [`refusal`] | the reason shape every refusal shares (code and message), for `exact`, `siwx` and the gateway |
 //! | [`gateway`] | the request pipeline over a [`gateway::Platform`] |
 //! | [`paywall`] | the HTML page a browser navigation gets instead of the JSON 402 (script, style, CSP) |
 
@@ -32,6 +33,7 @@ pub mod money;
 pub mod names;
 pub mod pass;
 pub mod paywall;
+pub mod refusal;
 pub mod route;
 pub mod siwx;
 pub mod telemetry;

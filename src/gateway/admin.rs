@@ -13,7 +13,8 @@ use crate::pass::{self, PassRecord};
 use crate::telemetry::Trace;
 
 use super::platform::Platform;
-use super::{bad_request, header_str, json_response, ledger_unavailable, query_param, set_header};
+use super::refusal::{refuse, Refusal};
+use super::{header_str, json_response, query_param};
 
 /// What revoking one pass did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -85,17 +86,13 @@ pub(super) async fn admin_endpoint<P: Platform>(config: &Config, p: &P, admin: &
     let presented = header_str(req.headers(), "authorization").and_then(|v| v.strip_prefix("Bearer ")).unwrap_or("");
     let authorized: bool = subtle::ConstantTimeEq::ct_eq(presented.as_bytes(), admin.token.as_bytes()).into();
     if !authorized {
-        let mut res = json_response(StatusCode::UNAUTHORIZED, &json!({ "error": "unauthorized", "message": "the admin endpoint needs Authorization: Bearer <ADMIN_TOKEN>" }), P::body);
-        set_header(res.headers_mut(), "www-authenticate", "Bearer");
-        return res;
+        return Refusal::Unauthorized.json(P::body);
     }
     if req.method() != Method::POST {
-        let mut res = json_response(StatusCode::METHOD_NOT_ALLOWED, &json!({ "error": "method_not_allowed", "message": "use POST" }), P::body);
-        set_header(res.headers_mut(), "allow", "POST");
-        return res;
+        return Refusal::AdminMethod.json(P::body);
     }
     let action = canonical[admin.path.len()..].to_string();
-    let bad = |m: &str| bad_request("invalid_admin_request", m, P::body);
+    let bad = |m: &str| Refusal::AdminRequest(m.to_string()).json(P::body);
     let usage = "use POST {ADMIN_PATH}/revoke with {\"pass\": \"<token>\"} or {\"payer\": \"0x…\"}, or /deny with {\"payer\": \"0x…\"}";
     let query = req.uri().query().map(str::to_string);
     if query_param(query.as_deref(), "pass").is_some() {
@@ -133,8 +130,8 @@ pub(super) async fn admin_endpoint<P: Platform>(config: &Config, p: &P, admin: &
             let op = if action == "/deny" { Op::PayerDeny } else { Op::PayerPasses };
             match p.ledger(&shard_name(&addr), &op).await {
                 Ok(Reply::Passes { passes }) => (passes, true),
-                Ok(other) => return ledger_unavailable::<P>(p, &format!("the ledger answered {other:?}"), &Trace::default()),
-                Err(e) => return ledger_unavailable::<P>(p, &e, &Trace::default()),
+                Ok(other) => return refuse(p, &Trace::default(), Refusal::LedgerUnavailable(format!("the ledger answered {other:?}"))),
+                Err(e) => return refuse(p, &Trace::default(), Refusal::LedgerUnavailable(e)),
             }
         }
         _ => return bad(usage),
@@ -148,7 +145,7 @@ pub(super) async fn admin_endpoint<P: Platform>(config: &Config, p: &P, admin: &
             Ok(Revocation::Revoked) => revoked += 1,
             Ok(Revocation::Already) => already += 1,
             Ok(Revocation::Unknown) => unknown += 1,
-            Err(e) => return ledger_unavailable::<P>(p, &format!("revoking pass {id}: {e}; {revoked} revoked before it"), &Trace::default()),
+            Err(e) => return refuse(p, &Trace::default(), Refusal::LedgerUnavailable(format!("revoking pass {id}: {e}; {revoked} revoked before it"))),
         }
     }
     let who = payer.map(|a| format!(" for {}", a.to_checksum())).unwrap_or_default();

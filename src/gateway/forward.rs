@@ -4,20 +4,18 @@
 
 
 use http::header::HeaderValue;
-use http::{Request, Response, StatusCode};
-use serde_json::json;
+use http::{Request, Response};
 
 use crate::config::{Config, OriginTarget};
-use crate::facilitator::client::upstream_status;
 use crate::facilitator::UpstreamError;
 use crate::pass;
-use crate::x402::{encode_header, SettleResponse};
+use crate::x402::SettleResponse;
 
 use super::headers::{CLIENT_FORWARDING_HEADERS, HOP_BY_HOP_HEADERS, PATH_OVERRIDE_HEADERS, PAYWALL_REQUEST_HEADERS};
 use super::platform::Platform;
+use super::refusal::Refusal;
 use super::rewrite::UrlRewrite;
-use super::settle::response_header;
-use super::{json_response, set_header};
+use super::set_header;
 
 /// Methods the Fetch API refuses to send (`CONNECT`, `TRACE`, `TRACK`): answered 405 here
 /// instead of failing at the origin call; on a priced path before any payment work.
@@ -130,8 +128,7 @@ pub(super) fn prepare_forward<B>(config: &Config, req: Request<B>, canonical: &s
 /// payment was taken: 504 for a timeout, else 502, `origin_unavailable`, the cause without the
 /// origin's address.
 pub fn origin_unavailable<B>(e: &UpstreamError, body: impl FnOnce(Vec<u8>) -> B) -> Response<B> {
-    let status = upstream_status(matches!(e, UpstreamError::Timeout { .. }));
-    json_response(status, &json!({ "error": "origin_unavailable", "message": format!("origin {}; no payment was taken", e.public()) }), body)
+    Refusal::Origin { error: &ForwardError::Upstream(e.clone()), settled: None }.json(body)
 }
 
 /// The answer when forwarding failed. `settled`: the payment was already settled (a settle-first
@@ -139,29 +136,8 @@ pub fn origin_unavailable<B>(e: &UpstreamError, body: impl FnOnce(Vec<u8>) -> B)
 /// version's header (`PAYMENT-RESPONSE`, or `X-PAYMENT-RESPONSE` for v1) and says how to get the
 /// content.
 pub(super) fn origin_failure<P: Platform>(p: &P, e: &ForwardError, settled: Option<(&SettleResponse, u64)>) -> Response<P::Body> {
-    match e {
-        ForwardError::Method(m) => {
-            let mut res = json_response(StatusCode::METHOD_NOT_ALLOWED, &json!({ "error": "method_not_allowed", "message": format!("{m} requests are not forwarded") }), P::body);
-            set_header(res.headers_mut(), "allow", "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS");
-            res
-        }
-        ForwardError::Url => json_response(StatusCode::BAD_REQUEST, &json!({ "error": "invalid_url" }), P::body),
-        ForwardError::Upstream(e) => {
-            p.log(&format!("x402: origin {e}"));
-            let status = upstream_status(matches!(e, UpstreamError::Timeout { .. }));
-            let public = e.public();
-            match settled {
-                None => origin_unavailable(e, P::body),
-                Some((s, version)) => {
-                    let message = format!(
-                        "origin {public}. Your payment was settled (transaction {}); retry with the same payment header before it expires to get the response without paying again",
-                        s.transaction
-                    );
-                    let mut res = json_response(status, &json!({ "error": "origin_unavailable", "message": message }), P::body);
-                    set_header(res.headers_mut(), response_header(version), &encode_header(s));
-                    res
-                }
-            }
-        }
+    if let ForwardError::Upstream(e) = e {
+        p.log(&format!("x402: origin {e}"));
     }
+    Refusal::Origin { error: e, settled }.json(P::body)
 }

@@ -2,14 +2,13 @@
 //! `failed`), the isolate's block list of clients over their `failed` limit, and the key a client
 //! is limited under. A limiter that cannot be used never blocks a payment.
 
-use http::{Response, StatusCode};
-use serde_json::json;
+use http::Response;
 
 use crate::config::Route;
 use crate::telemetry::{DecisionOutcome, Trace};
 
 use super::platform::Platform;
-use super::{json_response, set_header};
+use super::refusal::{refuse, Limit, Refusal};
 
 /// Keys blocked until a time (Unix seconds). Bounded: at most [`BlockList::MAX`] keys are kept,
 /// expired ones dropped first.
@@ -97,13 +96,6 @@ pub(super) async fn rate_limit<P: Platform>(p: &P, binding: &str, key: &str) -> 
     }
 }
 
-/// 429 with `Retry-After`.
-pub(super) fn too_many_requests<P: Platform>(message: &str, retry_after: u64) -> Response<P::Body> {
-    let mut res = json_response(StatusCode::TOO_MANY_REQUESTS, &json!({ "error": "rate_limited", "message": message }), P::body);
-    set_header(res.headers_mut(), "retry-after", &retry_after.to_string());
-    res
-}
-
 /// After a refused payment attempt: counts it against the route's `failed` limit for the client;
 /// over the limit, answers 429 and blocks the client's payment attempts on this route in this
 /// isolate for [`FAILED_BLOCK_SECONDS`] (the rate limiting API cannot be asked without counting).
@@ -117,6 +109,5 @@ pub(super) async fn failed_attempt_limit<P: Platform>(p: &P, route: &Route, trac
         return res;
     }
     p.isolate().blocked.block(&key, p.now() + FAILED_BLOCK_SECONDS, p.now());
-    trace.outcome(DecisionOutcome::RateLimited, Some("failed_payments"));
-    too_many_requests::<P>("too many failed payment attempts from this address", FAILED_BLOCK_SECONDS)
+    refuse(p, trace, Refusal::RateLimited(Limit::FailedPayments))
 }

@@ -39,6 +39,7 @@
 //! | `platform.rs` | the [`Platform`] trait and [`IsolateState`] |
 //! | `headers.rs` | every list of header names the paywall owns |
 //! | `cors.rs` | CORS and `Vary` for priced routes, `OPTIONS` |
+//! | `refusal.rs` | `Refusal`: every refusal's status, body, headers and decision, rendered by one function |
 //! | `pay.rs` | the payment flow up to settlement: decode, verify, reserve, `/verify`, reconcile |
 //! | `settle.rs` | the send mark, `/settle`, what its answer means, the origin call around it |
 //! | `challenge.rs` | the 402 challenge and its per-route layouts ([`prepare`]) |
@@ -62,6 +63,7 @@ mod platform;
 pub mod headers;
 mod cors;
 mod pay;
+mod refusal;
 mod settle;
 mod challenge;
 mod forward;
@@ -84,23 +86,24 @@ use std::rc::Rc;
 
 use http::header::{HeaderName, HeaderValue, CACHE_CONTROL, CONTENT_TYPE};
 use http::{HeaderMap, Method, Request, Response, StatusCode};
-use serde_json::{json, Value};
+use serde_json::Value;
 
 use crate::config::{Config, Mode, Route};
 use crate::discovery;
 use crate::route::{canonicalize, match_segments};
-use crate::telemetry::{DecisionOutcome, Trace};
+use crate::telemetry::Trace;
 
 use self::admin::admin_endpoint;
 use self::cors::{allowed_origin, decorate, options};
 use self::forward::{UNFORWARDABLE_METHODS, origin_failure, prepare_forward};
 use self::limits::failed_attempt_limit;
 use self::pay::priced;
+use self::refusal::Refusal;
 use self::shadow::shadow;
 
 /// Answers a configuration failure: 500 with the reason (the caller logs it once).
 pub fn config_error_response<B>(reason: &str, body: impl FnOnce(Vec<u8>) -> B) -> Response<B> {
-    json_response(StatusCode::INTERNAL_SERVER_ERROR, &json!({ "error": "paywall_misconfigured", "message": reason }), body)
+    Refusal::Misconfigured(reason).json(body)
 }
 
 fn json_response<B>(status: StatusCode, value: &Value, body: impl FnOnce(Vec<u8>) -> B) -> Response<B> {
@@ -121,10 +124,6 @@ fn set_header(headers: &mut HeaderMap, name: &'static str, value: &str) {
     }
 }
 
-fn bad_request<B>(error: &str, message: &str, body: impl FnOnce(Vec<u8>) -> B) -> Response<B> {
-    json_response(StatusCode::BAD_REQUEST, &json!({ "error": error, "message": message }), body)
-}
-
 /// Whether a query string carries `_method` (any case, percent-encoded or not) as a key.
 fn has_method_override_param(query: Option<&str>) -> bool {
     query.is_some_and(|q| form_urlencoded::parse(q.as_bytes()).any(|(k, _)| k.trim().eq_ignore_ascii_case(METHOD_OVERRIDE_PARAM)))
@@ -138,11 +137,11 @@ fn query_param(query: Option<&str>, name: &str) -> Option<String> {
 /// Handles one request.
 pub async fn handle<P: Platform>(config: &Rc<Config>, p: &Rc<P>, req: Request<P::Body>) -> Response<P::Body> {
     if let Some(h) = METHOD_OVERRIDE_HEADERS.iter().find(|h| req.headers().contains_key(**h)) {
-        return bad_request("method_override_refused", &format!("the `{h}` header is not accepted: send the real method"), P::body);
+        return Refusal::MethodOverride(format!("the `{h}` header is not accepted: send the real method")).json(P::body);
     }
     let canonical = match canonicalize(req.uri().path()) {
         Ok(c) => c,
-        Err(e) => return bad_request("invalid_path", &e.to_string(), P::body),
+        Err(e) => return Refusal::InvalidPath(e.to_string()).json(P::body),
     };
     // The discovery document is the paywall's own answer, whatever the origin serves there.
     if canonical == discovery::WELL_KNOWN_PATH {
@@ -160,7 +159,7 @@ pub async fn handle<P: Platform>(config: &Rc<Config>, p: &Rc<P>, req: Request<P:
 
     if priced_path {
         if has_method_override_param(req.uri().query()) {
-            return bad_request("method_override_refused", "the `_method` query parameter is not accepted on a priced path: send the real method", P::body);
+            return Refusal::MethodOverride("the `_method` query parameter is not accepted on a priced path: send the real method".into()).json(P::body);
         }
         let explicitly_free = config.route_for(&method, &segments).is_some_and(Route::is_free);
         if method == Method::OPTIONS && !explicitly_free {
@@ -197,25 +196,13 @@ pub async fn handle<P: Platform>(config: &Rc<Config>, p: &Rc<P>, req: Request<P:
             let allow_origin = allowed_origin(config, req.headers());
             let allow = config.allowed_methods(&segments);
             let message = format!("{method} is not served on this priced path; allowed: {allow}");
-            let mut res = json_response(StatusCode::METHOD_NOT_ALLOWED, &json!({ "error": "method_not_allowed", "message": message }), P::body);
-            set_header(res.headers_mut(), "allow", &allow);
-            decorate(res, config, allow_origin)
+            decorate(Refusal::MethodNotAllowed { message, allow }.json(P::body), config, allow_origin)
         }
         _ => match prepare_forward(config, req, &canonical) {
             Ok((req, rewrite)) => p.pass_through(req, config.origin_timeout_seconds, rewrite).await,
             Err(e) => origin_failure::<P>(&**p, &e, None),
         },
     }
-}
-
-/// 503 when the ledger cannot be used: nothing forwarded, nothing charged.
-fn ledger_unavailable<P: Platform>(p: &P, detail: &str, trace: &Trace) -> Response<P::Body> {
-    p.log(&format!("x402: ledger unavailable: {detail}"));
-    trace.outcome(DecisionOutcome::Unavailable, Some("ledger_unavailable"));
-    let value = json!({ "error": "ledger_unavailable", "message": format!("the payment ledger is unavailable ({detail}); nothing was forwarded and nothing was charged; retry shortly") });
-    let mut res = json_response(StatusCode::SERVICE_UNAVAILABLE, &value, P::body);
-    set_header(res.headers_mut(), "retry-after", "1");
-    res
 }
 
 /// Awaits `fut` through a box: its state machine becomes a function of its own instead of being

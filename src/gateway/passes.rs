@@ -12,6 +12,7 @@ use serde_json::{json, Value};
 use crate::config::{Config, PassScope, Route};
 use crate::evm::Address;
 use crate::ledger::{shard_name, Op, Reply, LEASE_MARGIN_SECONDS};
+use crate::refusal::Invalid;
 use crate::pass::{self, PassRecord, PASS_EXPIRES_HEADER, PASS_HEADER};
 use crate::siwx::{self, SIGN_IN_WITH_X};
 use crate::telemetry::{DecisionOutcome, Trace};
@@ -204,8 +205,7 @@ pub(super) async fn refund_pass_use<P: Platform>(p: &P, pass: &AdmittedPass) {
 /// How a wallet sign-in ended.
 pub(super) enum SignIn {
     Admitted(AdmittedPass),
-    /// The refusal, `code: message`.
-    Refused(String),
+    Refused(Invalid),
     Unavailable(String),
 }
 
@@ -238,7 +238,7 @@ pub(super) fn sign_in_extension<P: Platform>(config: &Config, p: &P, route: &Rou
 /// Object; over the limit it is refused (`siwx_rate_limited`) without it.
 pub(super) async fn limited_sign_in<P: Platform>(config: &Config, p: &P, route: &Route, canonical: &str, public: &str, header: &str, client: &str) -> SignIn {
     if !unpaid_work_allowed(p, route, client).await {
-        return SignIn::Refused("siwx_rate_limited: too many unpaid requests from this address; retry shortly".into());
+        return SignIn::Refused(Invalid::new("siwx_rate_limited", "too many unpaid requests from this address; retry shortly"));
     }
     sign_in(config, p, route, canonical, public, header).await
 }
@@ -248,23 +248,22 @@ pub(super) async fn limited_sign_in<P: Platform>(config: &Config, p: &P, route: 
 /// route's chains and a nonce issued here ([`siwx::verify`]), the nonce's single use and the
 /// payer's passes (its ledger shard), then each pass as [`check_pass`] does.
 pub(super) async fn sign_in<P: Platform>(config: &Config, p: &P, route: &Route, canonical: &str, public: &str, header: &str) -> SignIn {
-    let refused = |r: siwx::Refusal| SignIn::Refused(format!("{}: {}", r.reason, r.message));
     let Some(key) = config.sign_in_key.as_ref() else { return SignIn::Unavailable("no SIGN_IN_SECRET".into()) };
     let proof = match siwx::decode(header) {
         Ok(proof) => proof,
-        Err(r) => return refused(r),
+        Err(r) => return SignIn::Refused(r),
     };
     let now = p.now();
     let (uri, chains) = (format!("{public}{canonical}"), sign_in_chains(route));
     let binding = siwx::Binding { public_origin: public, uri: &uri, chains: &chains, key };
     let (address, nonce_expires_at) = match siwx::verify(&proof, &binding, now) {
         Ok(verified) => verified,
-        Err(r) => return refused(r),
+        Err(r) => return SignIn::Refused(r),
     };
     let op = Op::SignIn { nonce: proof.nonce.clone(), expires_at: nonce_expires_at };
     let passes = match p.ledger(&shard_name(&address), &op).await {
         Ok(Reply::Passes { passes }) => passes,
-        Ok(Reply::NonceUsed) => return SignIn::Refused("invalid_siwx_nonce: this sign-in was already used; sign a new challenge".into()),
+        Ok(Reply::NonceUsed) => return SignIn::Refused(Invalid::new("invalid_siwx_nonce", "this sign-in was already used; sign a new challenge")),
         Ok(other) => return SignIn::Unavailable(format!("the ledger answered {other:?} to a sign-in")),
         Err(e) => return SignIn::Unavailable(e),
     };
@@ -278,7 +277,7 @@ pub(super) async fn sign_in<P: Platform>(config: &Config, p: &P, route: &Route, 
             PassCheck::Refused(_) => {}
         }
     }
-    SignIn::Refused(format!("siwx_no_pass: {} holds no live pass for this route", address.to_checksum()))
+    SignIn::Refused(Invalid::new("siwx_no_pass", format!("{} holds no live pass for this route", address.to_checksum())))
 }
 
 /// Sells the route's pass with a paid response, its clock starting now (the payment settled and

@@ -9,7 +9,7 @@ use std::rc::Rc;
 
 use http::{Request, Response, StatusCode};
 use serde::Serialize;
-use serde_json::{json, Value};
+use serde_json::Value;
 
 use crate::config::{Config, Route, SettleOrder, VerifyPolicy};
 use crate::evidence::{Evidence, Question};
@@ -19,16 +19,18 @@ use crate::facilitator::client::{Endpoint, call_facilitator, upstream_status};
 use crate::facilitator::{classify_verify, VerifyOutcome};
 use crate::ledger::{shard_name, AuthorizationKey, Op, Outcome, Reply, LEASE_MARGIN_SECONDS};
 use crate::pass;
+use crate::refusal::Invalid;
 use crate::siwx::SIGN_IN_WITH_X;
 use crate::telemetry::{DecisionOutcome, Trace};
 use crate::x402::{decode_payment_signature, decode_x_payment, PaymentPayload, SettleResponse, PAYMENT_SIGNATURE, X402_VERSION, X_PAYMENT};
 
 use super::challenge::Challenger;
-use super::limits::{FAILED_BLOCK_SECONDS, RATE_LIMIT_RETRY_SECONDS, challenge_key, failed_key, rate_limit, too_many_requests};
+use super::limits::{challenge_key, failed_key, rate_limit};
 use super::passes::{PassCheck, SignIn, check_presented_pass, limited_sign_in, mint_pass, pass_refusal_text, serve_on_pass};
 use super::platform::Platform;
-use super::settle::{Pending, Settled, chain_evidence, deliver_settled, known_paid, settle_after, settle_before, unknown_outcome, unsettled_response};
-use super::{cold, header_str, json_response, ledger_unavailable};
+use super::settle::{Delivery, Pending, chain_evidence, deliver_settled, known_paid, settle_after, settle_before};
+use super::refusal::{refuse, Limit, Refusal};
+use super::{cold, header_str};
 
 /// Most other authorizations of one payer that may be in flight for the `auto` verify policy to
 /// skip `/verify`. It bounds the origin work a payer in good standing can get for authorizations
@@ -76,17 +78,6 @@ pub(super) async fn finish<P: Platform>(p: &P, ticket: &Ticket, outcome: Outcome
     }
 }
 
-/// 409 `payment_in_flight`: another request holds (or may hold) this authorization.
-pub(super) fn payment_in_flight<P: Platform>(identity: &PaymentIdentity, message: &str) -> Response<P::Body> {
-    json_response(StatusCode::CONFLICT, &json!({ "error": "payment_in_flight", "message": message, "payment": identity }), P::body)
-}
-
-/// 409 for a request that outlasted its lease before it could send the payment: another request
-/// may hold the authorization now, so this one cannot say whether it will be charged.
-pub(super) fn lease_lost<P: Platform>(identity: &PaymentIdentity) -> Response<P::Body> {
-    payment_in_flight::<P>(identity, "this request took longer than its hold on the authorization, which another request may have taken; wait for that answer, or retry this same payment header, which never charges twice")
-}
-
 /// Ends a payment's hold before settlement (nothing charged) and records why in its decision.
 pub(super) async fn release<P: Platform>(p: &P, pending: &Pending, outcome: DecisionOutcome, reason: Option<&str>) {
     finish(p, &pending.ticket, Outcome::Release).await;
@@ -105,11 +96,10 @@ pub(super) async fn priced<P: Platform>(
 ) -> Response<P::Body> {
     let has_payment = req.headers().contains_key(PAYMENT_SIGNATURE) || req.headers().contains_key(X_PAYMENT);
     if has_payment && route.rate_limits.failed.is_some() && p.isolate().blocked.is_blocked(&failed_key(route, client_ip), p.now()) {
-        trace.outcome(DecisionOutcome::RateLimited, Some("failed_payments"));
-        return too_many_requests::<P>("too many failed payment attempts from this address", FAILED_BLOCK_SECONDS);
+        return refuse(&**p, trace, Refusal::RateLimited(Limit::FailedPayments));
     }
     // A live pass for this scope: no payment.
-    let mut pass_refusal: Option<String> = None;
+    let mut pass_refusal: Option<Invalid> = None;
     if let Some(presented) = pass::token_from_request(req.headers()).map(|t| pass::pass_id(&t)) {
         let checked = match presented {
             Some(id) => cold(check_presented_pass(config, &**p, route, canonical, &id, client_ip)).await,
@@ -121,8 +111,8 @@ pub(super) async fn priced<P: Platform>(
                 trace.payer(&record.payer);
                 return cold(serve_on_pass(config, &**p, req, canonical, &record, trace)).await;
             }
-            PassCheck::Refused(code) => pass_refusal = Some(format!("{code}: {}", pass_refusal_text(code))),
-            PassCheck::Unavailable(e) if !has_payment => return ledger_unavailable::<P>(&**p, &e, trace),
+            PassCheck::Refused(code) => pass_refusal = Some(Invalid::new(code, pass_refusal_text(code))),
+            PassCheck::Unavailable(e) if !has_payment => return refuse(&**p, trace, Refusal::LedgerUnavailable(e)),
             PassCheck::Unavailable(e) => p.log(&format!("x402: pass check failed ({e}); taking the payment instead")),
         }
     }
@@ -135,7 +125,7 @@ pub(super) async fn priced<P: Platform>(
                 return cold(serve_on_pass(config, &**p, req, canonical, &record, trace)).await;
             }
             SignIn::Refused(reason) => pass_refusal = Some(reason),
-            SignIn::Unavailable(e) if !has_payment => return ledger_unavailable::<P>(&**p, &e, trace),
+            SignIn::Unavailable(e) if !has_payment => return refuse(&**p, trace, Refusal::LedgerUnavailable(e)),
             SignIn::Unavailable(e) => p.log(&format!("x402: sign-in check failed ({e}); taking the payment instead")),
         }
     }
@@ -146,18 +136,12 @@ pub(super) async fn priced<P: Platform>(
         (Some(h), _) => (h, X402_VERSION),
         (None, Some(h)) => (h, 1),
         (None, None) => {
-            trace.outcome(DecisionOutcome::Challenge, pass_refusal.as_deref().or(Some("no_payment")));
             if let Some(binding) = &route.rate_limits.challenge {
                 if !rate_limit(&**p, binding, &challenge_key(route, client_ip)).await {
-                    trace.outcome(DecisionOutcome::RateLimited, Some("challenges"));
-                    return too_many_requests::<P>("too many unpaid requests from this address", RATE_LIMIT_RETRY_SECONDS);
+                    return refuse(&**p, trace, Refusal::RateLimited(Limit::Challenges));
                 }
             }
-            let reason = match pass_refusal {
-                Some(refusal) => format!("{refusal}; PAYMENT-SIGNATURE header is required"),
-                None => "PAYMENT-SIGNATURE header is required".to_string(),
-            };
-            return challenger.respond(&**p, &reason);
+            return refuse(&**p, trace, Refusal::Unpaid { challenger: &challenger, pass: pass_refusal });
         }
     };
     let decoded = if version == 1 { decode_x_payment(header) } else { decode_payment_signature(header) };
@@ -165,17 +149,15 @@ pub(super) async fn priced<P: Platform>(
         Ok(pp) => pp,
         Err(e) => {
             p.log(&format!("x402: rejected payment header: {e}"));
-            trace.outcome(DecisionOutcome::Refused, Some(e.reason()));
-            return challenger.respond(&**p, &format!("{}: {e}", e.reason()));
+            return refuse(&**p, trace, Refusal::Payment { challenger: &challenger, why: Invalid::new(e.reason(), e.to_string()) });
         }
     };
     let now = p.now();
     let verified = match verify_exact(&route.accepts, &payment, now, config.min_validity_seconds()) {
         Ok(v) => v,
         Err(inv) => {
-            p.log(&format!("x402: rejected payment: {}: {}", inv.reason, inv.message));
-            trace.outcome(DecisionOutcome::Refused, Some(inv.reason));
-            return challenger.respond(&**p, &format!("{}: {}", inv.reason, inv.message));
+            p.log(&format!("x402: rejected payment: {inv}"));
+            return refuse(&**p, trace, Refusal::Payment { challenger: &challenger, why: inv });
         }
     };
     let offer = verified.offer;
@@ -190,8 +172,7 @@ pub(super) async fn priced<P: Platform>(
     trace.price(&offer.requirements.amount, &offer.requirements.asset, &offer.requirements.network);
     if config.denylist.contains(&verified.payer) {
         p.log(&format!("x402: denied payer {}", verified.payer.to_checksum()));
-        trace.outcome(DecisionOutcome::Refused, Some(PAYER_DENIED));
-        return challenger.respond(&**p, PAYER_DENIED);
+        return refuse(&**p, trace, Refusal::Payment { challenger: &challenger, why: payer_denied() });
     }
     let identity = PaymentIdentity {
         payer: verified.payer.to_checksum(),
@@ -214,8 +195,7 @@ pub(super) async fn priced<P: Platform>(
 
     if let Some(binding) = &route.rate_limits.paid {
         if !rate_limit(&**p, binding, &format!("paid:{}:{}", route.key, identity.payer)).await {
-            trace.outcome(DecisionOutcome::RateLimited, Some("payer"));
-            return too_many_requests::<P>("too many payment attempts by this payer", RATE_LIMIT_RETRY_SECONDS);
+            return refuse(&**p, trace, Refusal::RateLimited(Limit::Payer));
         }
     }
 
@@ -225,7 +205,7 @@ pub(super) async fn priced<P: Platform>(
     // challenge.
     let holder = match p.random32() {
         Ok(r) => hex_lower(&r[..16]),
-        Err(e) => return ledger_unavailable::<P>(&**p, &format!("no randomness for the ledger lease: {e}"), trace),
+        Err(e) => return refuse(&**p, trace, Refusal::LedgerUnavailable(format!("no randomness for the ledger lease: {e}"))),
     };
     let ticket = Ticket {
         shard: shard_name(&verified.payer),
@@ -246,39 +226,24 @@ pub(super) async fn priced<P: Platform>(
         Ok(Reply::Reserved { prior_sent, prior_transaction, lapsed, standing, others_in_flight }) => {
             (prior_sent, prior_transaction, lapsed, standing.is_good(now, config.good_standing_seconds) && others_in_flight < MAX_UNVERIFIED_IN_FLIGHT)
         }
-        Ok(Reply::InFlight) => {
-            trace.outcome(DecisionOutcome::Refused, Some("payment_in_flight"));
-            return payment_in_flight::<P>(&identity, "another request is using this authorization right now; wait for its answer, or retry this one when it has ended");
-        }
+        Ok(Reply::InFlight) => return refuse(&**p, trace, Refusal::InFlight(&identity)),
         Ok(Reply::Spent { transaction }) => {
-            let reason = format!("invalid_transaction_state: this authorization was already settled (transaction {transaction}) and answered by the origin (delivered, or not idempotent and already run once); sign a new one");
-            trace.outcome(DecisionOutcome::Refused, Some(&reason));
-            return challenger.respond(&**p, &reason);
+            let why = Invalid::new("invalid_transaction_state", format!("this authorization was already settled (transaction {transaction}) and answered by the origin (delivered, or not idempotent and already run once); sign a new one"));
+            return refuse(&**p, trace, Refusal::Payment { challenger: &challenger, why });
         }
         Ok(Reply::Denied) => {
             p.log(&format!("x402: denied payer {}", identity.payer));
-            trace.outcome(DecisionOutcome::Refused, Some(PAYER_DENIED));
-            return challenger.respond(&**p, PAYER_DENIED);
+            return refuse(&**p, trace, Refusal::Payment { challenger: &challenger, why: payer_denied() });
         }
         Ok(Reply::NotFound) => {
-            let late = verified.late.unwrap_or(crate::exact::Invalid { reason: "invalid_exact_evm_payload_authorization_valid_before", message: "authorization expires too soon".into() });
-            p.log(&format!("x402: rejected payment: {}: {}", late.reason, late.message));
-            trace.outcome(DecisionOutcome::Refused, Some(late.reason));
-            return challenger.respond(&**p, &format!("{}: {}", late.reason, late.message));
+            let late = verified.late.unwrap_or(Invalid::new("invalid_exact_evm_payload_authorization_valid_before", "authorization expires too soon"));
+            p.log(&format!("x402: rejected payment: {late}"));
+            return refuse(&**p, trace, Refusal::Payment { challenger: &challenger, why: late });
         }
-        Ok(Reply::Mismatch { resource: Some(resource) }) => {
-            trace.outcome(DecisionOutcome::Refused, Some("payment_for_other_resource"));
-            let value = json!({
-                "error": "payment_for_other_resource",
-                "message": format!("this payment was sent to settlement for {resource} and its response not yet delivered; retry it on that resource to receive it"),
-                "payment": identity,
-            });
-            return json_response(StatusCode::CONFLICT, &value, P::body);
-        }
+        Ok(Reply::Mismatch { resource: Some(resource) }) => return refuse(&**p, trace, Refusal::OtherResource { identity: &identity, resource }),
         Ok(Reply::Mismatch { resource: None }) => {
-            let reason = "invalid_exact_evm_payload_signature: this paywall already holds this authorization (payer and nonce) with another signature";
-            trace.outcome(DecisionOutcome::Refused, Some("invalid_exact_evm_payload_signature"));
-            return challenger.respond(&**p, reason);
+            let why = Invalid::new("invalid_exact_evm_payload_signature", "this paywall already holds this authorization (payer and nonce) with another signature");
+            return refuse(&**p, trace, Refusal::Payment { challenger: &challenger, why });
         }
         Ok(Reply::Redeliver { transaction, network }) => {
             let settled = known_paid(&identity.payer, transaction, network);
@@ -287,16 +252,16 @@ pub(super) async fn priced<P: Platform>(
             trace.transaction(&settled.transaction);
             // The payment bought a pass that never reached the payer: it goes with the redelivery.
             let resell = route.pass.as_ref().and_then(|_| mint_pass(config, &**p, route)).map(|m| (route, m));
-            return cold(deliver_settled(config, p, &ticket, req, canonical, payment.version, settled, resell, trace)).await;
+            return cold(deliver_settled(config, p, req, canonical, Delivery { ticket: &ticket, version: payment.version, settled, sells: resell }, trace)).await;
         }
-        Ok(other) => return ledger_unavailable::<P>(&**p, &format!("the ledger answered {other:?} to a reservation"), trace),
-        Err(e) => return ledger_unavailable::<P>(&**p, &e, trace),
+        Ok(other) => return refuse(&**p, trace, Refusal::LedgerUnavailable(format!("the ledger answered {other:?} to a reservation"))),
+        Err(e) => return refuse(&**p, trace, Refusal::LedgerUnavailable(e)),
     };
-    if let Some(late) = verified.late.as_ref().filter(|_| !prior_sent) {
+    if let Some(late) = verified.late.filter(|_| !prior_sent) {
         // A record that was never sent (its holder died before settling): nothing was charged,
         // and it is too late for a new settlement.
-        release_before_settlement(&**p, &ticket, trace, DecisionOutcome::Refused, late.reason).await;
-        return challenger.respond(&**p, &format!("{}: {}", late.reason, late.message));
+        finish(&**p, &ticket, Outcome::Release).await;
+        return refuse(&**p, trace, Refusal::Payment { challenger: &challenger, why: late });
     }
 
     // Assurance before the origin runs. A reservation whose earlier holder died unsent is
@@ -354,7 +319,7 @@ pub(super) async fn priced<P: Platform>(
                     Ok(Reply::Done) => {
                         trace.outcome(DecisionOutcome::Paid, Some("reconciled"));
                         trace.transaction(&settled.transaction);
-                        cold(deliver_settled(config, p, &pending.ticket, req, canonical, version, settled, sells.zip(pass), trace)).await
+                        cold(deliver_settled(config, p, req, canonical, Delivery { ticket: &pending.ticket, version, settled, sells: sells.zip(pass) }, trace)).await
                     }
                     // Paid on chain, but not recorded: the content waits for a retry that can record it.
                     other => {
@@ -363,8 +328,10 @@ pub(super) async fn priced<P: Platform>(
                             Err(e) => format!("failed: {e}"),
                         };
                         p.log(&format!("x402: ledger {why} to a reconciled settlement of {}", pending.ticket.key));
+                        // Unknown to the client; the decision names the ledger as the cause.
                         trace.outcome(DecisionOutcome::UnknownOutcome, Some("ledger_unavailable"));
-                        unknown_outcome::<P>(StatusCode::BAD_GATEWAY, "the chain shows this payment paid, but the payment ledger could not record it", &pending.identity)
+                        let detail = "the chain shows this payment paid, but the payment ledger could not record it".to_string();
+                        Refusal::UnknownOutcome { identity: &pending.identity, status: StatusCode::BAD_GATEWAY, detail }.render(&**p)
                     }
                 };
             }
@@ -398,13 +365,12 @@ pub(super) async fn verify_remotely<P: Platform>(
     match call.outcome {
         VerifyOutcome::Valid => None,
         VerifyOutcome::Invalid { reason } => {
-            trace.outcome(DecisionOutcome::Refused, Some(&reason));
             if let Some(ticket) = held {
                 finish(&**p, ticket, Outcome::Refused).await;
             }
             let unchecked = if held.is_none() { " (an unchecked signature; nothing reserved)" } else { "" };
             p.log(&format!("x402: verify refused {} nonce {}{unchecked}: {reason}", identity.payer, identity.nonce));
-            Some(challenger.respond(&**p, &reason))
+            Some(refuse(&**p, trace, Refusal::VerifyInvalid { challenger, reason }))
         }
         VerifyOutcome::Unknown { timed_out, detail } => {
             let released = match held {
@@ -412,20 +378,9 @@ pub(super) async fn verify_remotely<P: Platform>(
                 None => true,
             };
             p.log(&format!("x402: verify failed: {detail}"));
-            trace.outcome(DecisionOutcome::FacilitatorError, Some("facilitator_unavailable"));
-            if !released {
-                return Some(lease_lost::<P>(identity));
-            }
-            let value = json!({ "error": "facilitator_unavailable", "message": format!("could not verify the payment: {detail}; nothing was charged"), "payment": identity });
-            Some(json_response(upstream_status(timed_out), &value, P::body))
+            Some(refuse(&**p, trace, Refusal::VerifyUnavailable { identity, timed_out, detail, hold_lost: !released }))
         }
     }
-}
-
-/// Ends a hold that never reached `/settle` and records why.
-pub(super) async fn release_before_settlement<P: Platform>(p: &P, ticket: &Ticket, trace: &Trace, outcome: DecisionOutcome, reason: &str) {
-    finish(p, ticket, Outcome::Release).await;
-    trace.outcome(outcome, Some(reason));
 }
 
 /// Seconds past `validBefore` after which a chain that shows an authorization unused is taken as
@@ -451,8 +406,7 @@ pub(super) enum Reconciled<B> {
 /// ledger's own earlier send.
 pub(super) async fn reconcile_before_origin<P: Platform>(p: &Rc<P>, s: &Pending, late: bool) -> Reconciled<P::Body> {
     let keep = |detail: &str, timed_out: bool| {
-        s.trace.outcome(DecisionOutcome::UnknownOutcome, Some("settlement_outcome_unknown"));
-        unknown_outcome::<P>(upstream_status(timed_out), detail, &s.identity)
+        refuse(&**p, &s.trace, Refusal::UnknownOutcome { identity: &s.identity, status: upstream_status(timed_out), detail: detail.to_string() })
     };
     let Some(rpc_url) = s.config.rpc_url.as_deref() else {
         if late {
@@ -469,21 +423,14 @@ pub(super) async fn reconcile_before_origin<P: Platform>(p: &Rc<P>, s: &Pending,
         }
         Evidence::UsedElsewhere { transaction } => {
             finish(&**p, &s.ticket, Outcome::Refused).await;
-            s.trace.outcome(DecisionOutcome::Refused, Some("invalid_exact_evm_nonce_already_used"));
-            Reconciled::Answer(unsettled_response::<P>(Some(Settled::UsedElsewhere(transaction)), &s.identity, s.payment.version))
+            Reconciled::Answer(refuse(&**p, &s.trace, Refusal::NonceUsedElsewhere { identity: &s.identity, transaction, version: s.payment.version }))
         }
         Evidence::NotUsed if !late => Reconciled::Proceed,
         // Unused well past validBefore: the token will refuse it from now on, so nothing of it
         // can move any more. Nothing was charged, and that can now be said.
         Evidence::NotUsed if p.now() > s.valid_before.saturating_add(EXPIRED_MARGIN_SECONDS) => {
             finish(&**p, &s.ticket, Outcome::Refused).await;
-            s.trace.outcome(DecisionOutcome::Refused, Some("invalid_exact_evm_payload_authorization_valid_before"));
-            let value = json!({
-                "error": "invalid_exact_evm_payload_authorization_valid_before",
-                "message": "an earlier settlement of this payment was sent but never executed on chain, and the authorization has expired: nothing was charged; sign a new one",
-                "payment": s.identity,
-            });
-            Reconciled::Answer(json_response(StatusCode::PAYMENT_REQUIRED, &value, P::body))
+            Reconciled::Answer(refuse(&**p, &s.trace, Refusal::Expired(&s.identity)))
         }
         Evidence::NotUsed => {
             finish(&**p, &s.ticket, Outcome::Release).await;
@@ -498,4 +445,6 @@ pub(super) async fn reconcile_before_origin<P: Platform>(p: &Rc<P>, s: &Pending,
 }
 
 /// Why a payment is refused for a denied payer.
-pub(super) const PAYER_DENIED: &str = "payer_denied: this payer is not accepted here";
+pub(super) fn payer_denied() -> Invalid {
+    Invalid::new("payer_denied", "this payer is not accepted here")
+}

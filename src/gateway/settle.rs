@@ -7,7 +7,7 @@ use std::rc::Rc;
 
 use http::header::{HeaderValue, CACHE_CONTROL};
 use http::{Request, Response, StatusCode};
-use serde_json::{json, Value};
+use serde_json::Value;
 
 use crate::config::{Config, Route};
 use crate::evidence::{self, Evidence, Question};
@@ -21,7 +21,8 @@ use super::forward::{ForwardError, forward, origin_failure};
 use super::passes::{MintedPass, sell_pass};
 use super::pay::{PaymentIdentity, Ticket, finish, release};
 use super::platform::Platform;
-use super::{cold, is_idempotent, json_response, set_header};
+use super::refusal::{refuse, Refusal};
+use super::{cold, is_idempotent, set_header};
 
 /// The lease the send mark renews: every facilitator's `/settle` in turn, then the chain evidence
 /// (a receipt, `authorizationState`, the block number, the logs and up to 8 receipts), each within
@@ -106,9 +107,9 @@ pub(super) async fn settle_after<P: Platform>(
         return origin_res;
     }
     if p.client_gone() {
-        release(&**p, &pending, DecisionOutcome::ClientGone, None).await;
+        finish(&**p, &pending.ticket, Outcome::Release).await;
         p.log(&format!("x402: client gone before settlement; not charged: {} nonce {}", pending.identity.payer, pending.identity.nonce));
-        return client_gone::<P>();
+        return refuse(&**p, &pending.trace, Refusal::ClientGone);
     }
     let version = pending.payment.version;
     let identity = pending.identity.clone();
@@ -132,8 +133,8 @@ pub(super) async fn settle_after<P: Platform>(
 /// Settlement first, then the origin (`settle = "before"`).
 pub(super) async fn settle_before<P: Platform>(config: &Rc<Config>, p: &Rc<P>, req: Request<P::Body>, canonical: &str, pending: Pending, sells: Option<(&Route, MintedPass)>) -> Response<P::Body> {
     if p.client_gone() {
-        release(&**p, &pending, DecisionOutcome::ClientGone, None).await;
-        return client_gone::<P>();
+        finish(&**p, &pending.ticket, Outcome::Release).await;
+        return refuse(&**p, &pending.trace, Refusal::ClientGone);
     }
     let trace = Rc::clone(&pending.trace);
     let version = pending.payment.version;
@@ -141,7 +142,7 @@ pub(super) async fn settle_before<P: Platform>(config: &Rc<Config>, p: &Rc<P>, r
     let identity = pending.identity.clone();
     let hold = config.origin_timeout_seconds + LEASE_MARGIN_SECONDS;
     match p.run_to_completion(settle(Rc::clone(p), pending, SettleMode::HoldForOrigin(hold))).await {
-        Some(Settled::Paid(settled)) => cold(deliver_settled(config, p, &ticket, req, canonical, version, settled, sells, &trace)).await,
+        Some(Settled::Paid(settled)) => cold(deliver_settled(config, p, req, canonical, Delivery { ticket: &ticket, version, settled, sells }, &trace)).await,
         other => unsettled_response::<P>(other, &identity, version),
     }
 }
@@ -152,18 +153,8 @@ pub(super) async fn settle_before<P: Platform>(config: &Rc<Config>, p: &Rc<P>, r
 /// header before `validBefore` calls the origin again without a second charge. `sells`: the
 /// route whose pass goes with a successful delivery (a first one, or the redelivery of a payment
 /// whose pass never reached the payer), indexed for the payer with the delivery.
-#[allow(clippy::too_many_arguments)]
-pub(super) async fn deliver_settled<P: Platform>(
-    config: &Rc<Config>,
-    p: &Rc<P>,
-    ticket: &Ticket,
-    req: Request<P::Body>,
-    canonical: &str,
-    version: u64,
-    settled: SettleResponse,
-    sells: Option<(&Route, MintedPass)>,
-    trace: &Trace,
-) -> Response<P::Body> {
+pub(super) async fn deliver_settled<P: Platform>(config: &Rc<Config>, p: &Rc<P>, req: Request<P::Body>, canonical: &str, delivery: Delivery<'_>, trace: &Trace) -> Response<P::Body> {
+    let Delivery { ticket, version, settled, sells } = delivery;
     let rerunnable = is_idempotent(req.method());
     let mut res = match forward(config, &**p, req, canonical).await {
         Ok(res) => res,
@@ -190,54 +181,30 @@ pub(super) async fn deliver_settled<P: Platform>(
     res
 }
 
-/// The answer for a settlement that did not end in a payment (refused, unknown, a facilitator
-/// fault), or that the runtime dropped.
-pub(super) fn unsettled_response<P: Platform>(decided: Option<Settled>, identity: &PaymentIdentity, version: u64) -> Response<P::Body> {
-    match decided {
-        Some(Settled::Paid(_)) => unknown_outcome::<P>(StatusCode::BAD_GATEWAY, "internal: a paid settlement reached the unsettled answer", identity),
-        Some(Settled::Refused(refused)) => {
-            let reason = refused.error_reason.clone().unwrap_or_else(|| "settlement_failed".into());
-            let value = json!({
-                "error": reason,
-                "message": "the facilitator refused to settle this payment; the content is withheld. If the refusal came after its transaction was broadcast, retrying this same payment header reconciles it, never charging twice",
-                "payment": identity,
-            });
-            let mut res = json_response(StatusCode::PAYMENT_REQUIRED, &value, P::body);
-            set_header(res.headers_mut(), response_header(version), &encode_header(&refused));
-            res
-        }
-        Some(Settled::UsedElsewhere(transaction)) => {
-            let reason = "invalid_exact_evm_nonce_already_used";
-            let by = transaction.map(|t| format!(" by transaction {t}")).unwrap_or_default();
-            let value = json!({
-                "error": reason,
-                "message": format!("this authorization's nonce was used on chain{by}, which did not pay this resource; this payment cannot settle and the content is withheld; sign a new one"),
-                "payment": identity,
-            });
-            let refused = SettleResponse { success: false, error_reason: Some(reason.into()), payer: Some(identity.payer.clone()), transaction: String::new(), network: identity.network.clone() };
-            let mut res = json_response(StatusCode::PAYMENT_REQUIRED, &value, P::body);
-            set_header(res.headers_mut(), response_header(version), &encode_header(&refused));
-            res
-        }
-        Some(Settled::NotSent(detail)) => {
-            let value = json!({ "error": "ledger_unavailable", "message": format!("the payment ledger could not record the settlement before sending it ({detail}); it was not sent and nothing was charged; retry shortly"), "payment": identity });
-            let mut res = json_response(StatusCode::SERVICE_UNAVAILABLE, &value, P::body);
-            set_header(res.headers_mut(), "retry-after", "1");
-            res
-        }
-        Some(Settled::Unknown { timed_out, detail }) => unknown_outcome::<P>(upstream_status(timed_out), &detail, identity),
-        Some(Settled::Fault(detail)) => unknown_outcome::<P>(StatusCode::BAD_GATEWAY, &detail, identity),
-        None => unknown_outcome::<P>(StatusCode::BAD_GATEWAY, "the settlement task was cancelled", identity),
-    }
+/// A settled payment whose response is still to be delivered ([`deliver_settled`]): the hold on
+/// its authorization, its x402 version (which header carries `PAYMENT-RESPONSE`), the
+/// settlement, and the route whose pass goes with a successful delivery.
+pub(super) struct Delivery<'r> {
+    pub(super) ticket: &'r Ticket,
+    pub(super) version: u64,
+    pub(super) settled: SettleResponse,
+    pub(super) sells: Option<(&'r Route, MintedPass)>,
 }
 
-pub(super) fn unknown_outcome<P: Platform>(status: StatusCode, detail: &str, identity: &PaymentIdentity) -> Response<P::Body> {
-    let value = json!({
-        "error": "settlement_outcome_unknown",
-        "message": format!("{detail}. The payment may or may not have been executed; the content is withheld. Retry with the same payment header before it expires: if it was settled you get the content without paying twice, if not it is settled then."),
-        "payment": identity,
-    });
-    json_response(status, &value, P::body)
+/// The answer for a settlement that did not end in a payment (refused, unknown, a facilitator
+/// fault), or that the runtime dropped. Its decision was recorded by [`settle`].
+pub(super) fn unsettled_response<P: Platform>(decided: Option<Settled>, identity: &PaymentIdentity, version: u64) -> Response<P::Body> {
+    let unknown = |status: StatusCode, detail: String| Refusal::UnknownOutcome { identity, status, detail };
+    let refusal = match decided {
+        Some(Settled::Paid(_)) => unknown(StatusCode::BAD_GATEWAY, "internal: a paid settlement reached the unsettled answer".into()),
+        Some(Settled::Refused(refused)) => Refusal::SettlementRefused { identity, refused, version },
+        Some(Settled::UsedElsewhere(transaction)) => Refusal::NonceUsedElsewhere { identity, transaction, version },
+        Some(Settled::NotSent(detail)) => Refusal::NotSent { identity, detail },
+        Some(Settled::Unknown { timed_out, detail }) => unknown(upstream_status(timed_out), detail),
+        Some(Settled::Fault(detail)) => unknown(StatusCode::BAD_GATEWAY, detail),
+        None => unknown(StatusCode::BAD_GATEWAY, "the settlement task was cancelled".into()),
+    };
+    refusal.json(P::body)
 }
 
 pub(super) fn response_header(version: u64) -> &'static str {
@@ -246,12 +213,6 @@ pub(super) fn response_header(version: u64) -> &'static str {
     } else {
         PAYMENT_RESPONSE
     }
-}
-
-/// The answer to a client that has gone (nobody reads it; 499 in logs, as nginx names it).
-pub(super) fn client_gone<P: Platform>() -> Response<P::Body> {
-    let status = StatusCode::from_u16(499).unwrap_or(StatusCode::BAD_REQUEST);
-    json_response(status, &json!({ "error": "client_closed_request", "message": "the client went away before settlement; nothing was charged" }), P::body)
 }
 
 /// How a settlement reports delivery to the ledger.
