@@ -138,7 +138,9 @@ impl Trace {
         Trace(RefCell::new(Decision { route: route.to_string(), ..Decision::default() }))
     }
 
-    /// Sets the outcome and its reason code (the text before the first `:` of `reason`).
+    /// Sets the outcome and its reason code. The gateway passes codes (each refusal knows its
+    /// own); a reason that came from outside (a facilitator's `invalidReason`) may carry text, so
+    /// only what precedes its first `:` is kept: free text never reaches a decision.
     pub fn outcome(&self, outcome: DecisionOutcome, reason: Option<&str>) {
         let mut d = self.0.borrow_mut();
         d.outcome = outcome;

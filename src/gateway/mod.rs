@@ -97,7 +97,7 @@ use self::admin::admin_endpoint;
 use self::cors::{allowed_origin, decorate, options};
 use self::forward::{UNFORWARDABLE_METHODS, origin_failure, prepare_forward};
 use self::limits::failed_attempt_limit;
-use self::pay::priced;
+use self::pay::{priced, Paying};
 use self::refusal::Refusal;
 use self::shadow::shadow;
 
@@ -178,7 +178,7 @@ pub async fn handle<P: Platform>(config: &Rc<Config>, p: &Rc<P>, req: Request<P:
                 Mode::Enforce => {
                     // What the client is limited by: its IPv4 address, or its IPv6 /64.
                     let client_ip = client_limit_key(header_str(req.headers(), "cf-connecting-ip"));
-                    let res = priced(config, p, route, req, &canonical, &client_ip, &trace).await;
+                    let res = priced(Paying { config, p, route, canonical: &canonical, client_ip: &client_ip, trace: &trace }, req).await;
                     failed_attempt_limit(&**p, route, &trace, &client_ip, res).await
                 }
                 Mode::Shadow => cold(shadow(config, &**p, route, req, &canonical, &trace)).await,

@@ -20,7 +20,10 @@ use crate::x402::SettleResponse;
 
 use super::forward::{forward, origin_failure};
 use super::limits::unpaid_work_allowed;
+use super::pay::Paying;
 use super::platform::Platform;
+use super::refusal::{refuse, Refusal};
+use super::{cold, header_str};
 use super::set_header;
 
 /// A pass token minted for a payment: token, id (keccak hex) and `expires_at` (Unix seconds),
@@ -165,6 +168,54 @@ pub(super) async fn check_pass<P: Platform>(config: &Config, p: &P, route: &Rout
         }
     }
     PassCheck::Admitted(AdmittedPass { id, record })
+}
+
+/// How the pass and sign-in checks left a request.
+pub(super) enum Admission<B> {
+    /// Answered: served on a pass, or refused because passes could not be checked and there is
+    /// no payment to take instead.
+    Served(Response<B>),
+    /// Not admitted on a pass: the request goes on to payment; `refusal`: why a presented pass or
+    /// sign-in did not admit it (the 402 names it).
+    NotAdmitted { req: Request<B>, refusal: Option<Invalid> },
+}
+
+/// Admits `req` on a live pass for this scope (no payment): a presented pass token, else a wallet
+/// sign-in (`SIGN-IN-WITH-X`: the payer who lost the token signs in with the wallet that paid).
+/// With `has_payment`, a pass store that cannot be asked is logged and the payment taken instead.
+pub(super) async fn admit_on_pass<P: Platform>(cx: Paying<'_, P>, req: Request<P::Body>, has_payment: bool) -> Admission<P::Body> {
+    let Paying { config, p, route, canonical, client_ip, trace } = cx;
+    let mut pass_refusal: Option<Invalid> = None;
+    if let Some(presented) = pass::token_from_request(req.headers()).map(|t| pass::pass_id(&t)) {
+        let checked = match presented {
+            Some(id) => cold(check_presented_pass(config, &**p, route, canonical, &id, client_ip)).await,
+            None => PassCheck::Refused("pass_unknown"),
+        };
+        match checked {
+            PassCheck::Admitted(record) => {
+                trace.outcome(DecisionOutcome::Pass, None);
+                trace.payer(&record.payer);
+                return Admission::Served(cold(serve_on_pass(config, &**p, req, canonical, &record, trace)).await);
+            }
+            PassCheck::Refused(code) => pass_refusal = Some(Invalid::new(code, pass_refusal_text(code))),
+            PassCheck::Unavailable(e) if !has_payment => return Admission::Served(refuse(&**p, trace, Refusal::LedgerUnavailable(e))),
+            PassCheck::Unavailable(e) => p.log(&format!("x402: pass check failed ({e}); taking the payment instead")),
+        }
+    }
+    if let (Some(public), Some(proof)) = (config.public_url.as_deref().filter(|_| route.pass.is_some()), header_str(req.headers(), SIGN_IN_WITH_X)) {
+        match cold(limited_sign_in(config, &**p, route, canonical, public, proof, client_ip)).await {
+            SignIn::Admitted(record) => {
+                trace.outcome(DecisionOutcome::Pass, Some("sign_in"));
+                trace.payer(&record.payer);
+                return Admission::Served(cold(serve_on_pass(config, &**p, req, canonical, &record, trace)).await);
+            }
+            SignIn::Refused(reason) => pass_refusal = Some(reason),
+            SignIn::Unavailable(e) if !has_payment => return Admission::Served(refuse(&**p, trace, Refusal::LedgerUnavailable(e))),
+            SignIn::Unavailable(e) => p.log(&format!("x402: sign-in check failed ({e}); taking the payment instead")),
+        }
+    }
+
+    Admission::NotAdmitted { req, refusal: pass_refusal }
 }
 
 /// Forwards a request a pass admitted, with the pass's expiry and `Cache-Control: no-store`.

@@ -18,15 +18,13 @@ use crate::exact::verify_exact;
 use crate::facilitator::client::{Endpoint, call_facilitator, upstream_status};
 use crate::facilitator::{classify_verify, VerifyOutcome};
 use crate::ledger::{shard_name, AuthorizationKey, Op, Outcome, Reply, LEASE_MARGIN_SECONDS};
-use crate::pass;
 use crate::refusal::Invalid;
-use crate::siwx::SIGN_IN_WITH_X;
 use crate::telemetry::{DecisionOutcome, Trace};
 use crate::x402::{decode_payment_signature, decode_x_payment, PaymentPayload, SettleResponse, PAYMENT_SIGNATURE, X402_VERSION, X_PAYMENT};
 
 use super::challenge::Challenger;
 use super::limits::{challenge_key, failed_key, rate_limit};
-use super::passes::{PassCheck, SignIn, check_presented_pass, limited_sign_in, mint_pass, pass_refusal_text, serve_on_pass};
+use super::passes::{admit_on_pass, mint_pass, Admission};
 use super::platform::Platform;
 use super::settle::{Delivery, Pending, chain_evidence, deliver_settled, known_paid, settle_after, settle_before};
 use super::refusal::{refuse, Limit, Refusal};
@@ -84,52 +82,47 @@ pub(super) async fn release<P: Platform>(p: &P, pending: &Pending, outcome: Deci
     pending.trace.outcome(outcome, reason);
 }
 
+/// What the payment flow of one priced request works with besides the request itself.
+pub(super) struct Paying<'a, P> {
+    pub(super) config: &'a Rc<Config>,
+    pub(super) p: &'a Rc<P>,
+    pub(super) route: &'a Route,
+    /// The canonical path.
+    pub(super) canonical: &'a str,
+    /// The key the client is limited under ([`super::client_limit_key`]).
+    pub(super) client_ip: &'a str,
+    /// The request's decision.
+    pub(super) trace: &'a Rc<Trace>,
+}
+
+impl<P> Clone for Paying<'_, P> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<P> Copy for Paying<'_, P> {}
+
+/// A payment as `/verify` is asked about it: the payload, the requirement in the payload's own
+/// x402 version, and the identity answers name it by.
+#[derive(Clone, Copy)]
+pub(super) struct Claim<'a> {
+    pub(super) payment: &'a PaymentPayload,
+    pub(super) requirements: &'a Value,
+    pub(super) identity: &'a PaymentIdentity,
+}
+
 /// The payment flow of a priced route.
-pub(super) async fn priced<P: Platform>(
-    config: &Rc<Config>,
-    p: &Rc<P>,
-    route: &Route,
-    req: Request<P::Body>,
-    canonical: &str,
-    client_ip: &str,
-    trace: &Rc<Trace>,
-) -> Response<P::Body> {
+pub(super) async fn priced<P: Platform>(cx: Paying<'_, P>, req: Request<P::Body>) -> Response<P::Body> {
+    let Paying { config, p, route, canonical, client_ip, trace } = cx;
     let has_payment = req.headers().contains_key(PAYMENT_SIGNATURE) || req.headers().contains_key(X_PAYMENT);
     if has_payment && route.rate_limits.failed.is_some() && p.isolate().blocked.is_blocked(&failed_key(route, client_ip), p.now()) {
         return refuse(&**p, trace, Refusal::RateLimited(Limit::FailedPayments));
     }
-    // A live pass for this scope: no payment.
-    let mut pass_refusal: Option<Invalid> = None;
-    if let Some(presented) = pass::token_from_request(req.headers()).map(|t| pass::pass_id(&t)) {
-        let checked = match presented {
-            Some(id) => cold(check_presented_pass(config, &**p, route, canonical, &id, client_ip)).await,
-            None => PassCheck::Refused("pass_unknown"),
-        };
-        match checked {
-            PassCheck::Admitted(record) => {
-                trace.outcome(DecisionOutcome::Pass, None);
-                trace.payer(&record.payer);
-                return cold(serve_on_pass(config, &**p, req, canonical, &record, trace)).await;
-            }
-            PassCheck::Refused(code) => pass_refusal = Some(Invalid::new(code, pass_refusal_text(code))),
-            PassCheck::Unavailable(e) if !has_payment => return refuse(&**p, trace, Refusal::LedgerUnavailable(e)),
-            PassCheck::Unavailable(e) => p.log(&format!("x402: pass check failed ({e}); taking the payment instead")),
-        }
-    }
-    // Wallet sign-in: the payer who lost the token signs in with the wallet that paid.
-    if let (Some(public), Some(proof)) = (config.public_url.as_deref().filter(|_| route.pass.is_some()), header_str(req.headers(), SIGN_IN_WITH_X)) {
-        match cold(limited_sign_in(config, &**p, route, canonical, public, proof, client_ip)).await {
-            SignIn::Admitted(record) => {
-                trace.outcome(DecisionOutcome::Pass, Some("sign_in"));
-                trace.payer(&record.payer);
-                return cold(serve_on_pass(config, &**p, req, canonical, &record, trace)).await;
-            }
-            SignIn::Refused(reason) => pass_refusal = Some(reason),
-            SignIn::Unavailable(e) if !has_payment => return refuse(&**p, trace, Refusal::LedgerUnavailable(e)),
-            SignIn::Unavailable(e) => p.log(&format!("x402: sign-in check failed ({e}); taking the payment instead")),
-        }
-    }
-
+    let (req, pass_refusal) = match admit_on_pass(cx, req, has_payment).await {
+        Admission::Served(res) => return res,
+        Admission::NotAdmitted { req, refusal } => (req, refusal),
+    };
     let challenger = Challenger { config, route, canonical, method: req.method().clone(), resource_url: req.uri().to_string() };
     let resource_url = &challenger.resource_url;
     let (header, version) = match (header_str(req.headers(), PAYMENT_SIGNATURE), header_str(req.headers(), X_PAYMENT)) {
@@ -188,7 +181,7 @@ pub(super) async fn priced<P: Platform>(
     // only the ledger's record of it (same signature bytes) can make it servable.
     let verified_remotely = !verified.signature_checked && verified.late.is_none();
     if verified_remotely {
-        if let Some(refused) = cold(verify_remotely(config, p, &payment, &requirements, &identity, &challenger, trace, None)).await {
+        if let Some(refused) = cold(verify_remotely(cx, Claim { payment: &payment, requirements: &requirements, identity: &identity }, &challenger, None)).await {
             return refused;
         }
     }
@@ -276,7 +269,7 @@ pub(super) async fn priced<P: Platform>(
                 VerifyPolicy::Auto => !good_standing,
             });
     if needs_verify {
-        if let Some(refused) = cold(verify_remotely(config, p, &payment, &requirements, &identity, &challenger, trace, Some(&ticket))).await {
+        if let Some(refused) = cold(verify_remotely(cx, Claim { payment: &payment, requirements: &requirements, identity: &identity }, &challenger, Some(&ticket))).await {
             return refused;
         }
     }
@@ -305,36 +298,7 @@ pub(super) async fn priced<P: Platform>(
         let too_late = verified.valid_before < now.saturating_add(crate::exact::VALID_BEFORE_SLACK_SECONDS + config.facilitator_timeout_seconds);
         match cold(reconcile_before_origin(p, &pending, too_late)).await {
             Reconciled::Proceed => {}
-            Reconciled::Paid(settled) => {
-                let version = pending.payment.version;
-                let hold = config.origin_timeout_seconds + LEASE_MARGIN_SECONDS;
-                let outcome = Outcome::Settled {
-                    transaction: settled.transaction.clone(),
-                    network: settled.network.clone(),
-                    delivered: false,
-                    hold_seconds: hold,
-                    pass: pending.pass.as_ref().map(|m| (m.id.clone(), m.expires_at)),
-                };
-                return match p.ledger(&pending.ticket.shard, &pending.ticket.finish(outcome)).await {
-                    Ok(Reply::Done) => {
-                        trace.outcome(DecisionOutcome::Paid, Some("reconciled"));
-                        trace.transaction(&settled.transaction);
-                        cold(deliver_settled(config, p, req, canonical, Delivery { ticket: &pending.ticket, version, settled, sells: sells.zip(pass) }, trace)).await
-                    }
-                    // Paid on chain, but not recorded: the content waits for a retry that can record it.
-                    other => {
-                        let why = match other {
-                            Ok(reply) => format!("answered {reply:?}"),
-                            Err(e) => format!("failed: {e}"),
-                        };
-                        p.log(&format!("x402: ledger {why} to a reconciled settlement of {}", pending.ticket.key));
-                        // Unknown to the client; the decision names the ledger as the cause.
-                        trace.outcome(DecisionOutcome::UnknownOutcome, Some("ledger_unavailable"));
-                        let detail = "the chain shows this payment paid, but the payment ledger could not record it".to_string();
-                        Refusal::UnknownOutcome { identity: &pending.identity, status: StatusCode::BAD_GATEWAY, detail }.render(&**p)
-                    }
-                };
-            }
+            Reconciled::Paid(settled) => return cold(deliver_reconciled(cx, req, &pending, settled)).await,
             Reconciled::Answer(res) => return res,
         }
     }
@@ -344,22 +308,50 @@ pub(super) async fn priced<P: Platform>(
     }
 }
 
+/// Serves an earlier send the chain shows paid (reconciled before the origin runs again): records
+/// it settled and undelivered, then delivers it ([`deliver_settled`]); a ledger that cannot record
+/// it leaves the outcome unknown to the client, for a retry that can.
+async fn deliver_reconciled<P: Platform>(cx: Paying<'_, P>, req: Request<P::Body>, pending: &Pending, settled: SettleResponse) -> Response<P::Body> {
+    let Paying { config, p, route, canonical, trace, .. } = cx;
+    let sells = route.pass.is_some().then_some(route).zip(pending.pass.clone());
+    let version = pending.payment.version;
+    let hold = config.origin_timeout_seconds + LEASE_MARGIN_SECONDS;
+    let outcome = Outcome::Settled {
+        transaction: settled.transaction.clone(),
+        network: settled.network.clone(),
+        delivered: false,
+        hold_seconds: hold,
+        pass: pending.pass.as_ref().map(|m| (m.id.clone(), m.expires_at)),
+    };
+    match p.ledger(&pending.ticket.shard, &pending.ticket.finish(outcome)).await {
+        Ok(Reply::Done) => {
+            trace.outcome(DecisionOutcome::Paid, Some("reconciled"));
+            trace.transaction(&settled.transaction);
+            cold(deliver_settled(config, p, req, canonical, Delivery { ticket: &pending.ticket, version, settled, sells }, trace)).await
+        }
+        // Paid on chain, but not recorded: the content waits for a retry that can record it.
+        other => {
+            let why = match other {
+                Ok(reply) => format!("answered {reply:?}"),
+                Err(e) => format!("failed: {e}"),
+            };
+            p.log(&format!("x402: ledger {why} to a reconciled settlement of {}", pending.ticket.key));
+            // Unknown to the client; the decision names the ledger as the cause.
+            trace.outcome(DecisionOutcome::UnknownOutcome, Some("ledger_unavailable"));
+            let detail = "the chain shows this payment paid, but the payment ledger could not record it".to_string();
+            Refusal::UnknownOutcome { identity: &pending.identity, status: StatusCode::BAD_GATEWAY, detail }.render(&**p)
+        }
+    }
+}
+
 /// `/verify` through the facilitators. `None`: valid, go on; otherwise the answer. `held`: the
 /// reservation this request holds, ended as the answer says (a refusal turns the payer's
 /// standing bad; "could not verify" releases it, and says "nothing was charged" only if this
 /// request still held it). Without one (a signature not checkable here, verified before anything
 /// is keyed by its claimed payer) a refusal counts only as a failed attempt of the client.
-#[allow(clippy::too_many_arguments)]
-pub(super) async fn verify_remotely<P: Platform>(
-    config: &Rc<Config>,
-    p: &Rc<P>,
-    payment: &PaymentPayload,
-    requirements: &Value,
-    identity: &PaymentIdentity,
-    challenger: &Challenger<'_>,
-    trace: &Rc<Trace>,
-    held: Option<&Ticket>,
-) -> Option<Response<P::Body>> {
+pub(super) async fn verify_remotely<P: Platform>(cx: Paying<'_, P>, claim: Claim<'_>, challenger: &Challenger<'_>, held: Option<&Ticket>) -> Option<Response<P::Body>> {
+    let Paying { config, p, trace, .. } = cx;
+    let Claim { payment, requirements, identity } = claim;
     let call = call_facilitator(config, &**p, Endpoint::Verify, payment, requirements, classify_verify, |o| matches!(o, VerifyOutcome::Unknown { .. })).await;
     trace.facilitator_ms(call.millis);
     match call.outcome {
