@@ -1,0 +1,478 @@
+//! `ROUTES`: the price table's entries, their payment options ([`Offer`]), passes, verify and
+//! settle policies, rate limits, and the checks across routes (shadowing, pass groups).
+
+use ruint::aliases::U256;
+use serde::Deserialize;
+use serde_json::{Map, Value};
+
+use crate::discovery::RouteDiscovery;
+use crate::evm::{caip2_chain_id, network_by_id, Address, Eip712Domain};
+use crate::money::price_to_atomic;
+use crate::route::RoutePattern;
+use crate::x402::{Eip712Extra, PaymentRequirements, PaymentRequirementsV1};
+
+use super::{err, shown, unknown_key, ConfigError};
+
+/// One payment option of a route, ready to serve: the wire requirement, its JSON form (for
+/// deep-equality matching against `accepted`), and the parsed values the local checks need.
+#[derive(Debug, Clone)]
+pub struct Offer {
+    pub requirements: PaymentRequirements,
+    pub requirements_json: Value,
+    /// The v1 name of the network, when legacy v1 clients can pay this offer.
+    pub v1_network: Option<&'static str>,
+    pub amount: U256,
+    pub asset: Address,
+    pub pay_to: Address,
+    pub chain_id: u64,
+    /// EIP-712 domain separator of `asset` on `chain_id` (precomputed).
+    pub domain_separator: [u8; 32],
+}
+
+impl Offer {
+    /// This offer in v1 form for a request to `resource` (v1 requirements carry the resource).
+    /// `None` when the network has no v1 name.
+    pub fn requirements_v1(&self, resource: &str, description: Option<&str>, mime_type: Option<&str>) -> Option<PaymentRequirementsV1> {
+        let r = &self.requirements;
+        Some(PaymentRequirementsV1 {
+            scheme: r.scheme.clone(),
+            network: self.v1_network?.to_string(),
+            max_amount_required: r.amount.clone(),
+            resource: resource.to_string(),
+            description: description.unwrap_or_default().to_string(),
+            mime_type: mime_type.unwrap_or_default().to_string(),
+            pay_to: r.pay_to.clone(),
+            max_timeout_seconds: r.max_timeout_seconds,
+            asset: r.asset.clone(),
+            extra: r.extra.clone(),
+        })
+    }
+}
+
+/// When the facilitator's `/verify` runs before the origin is called (the route's `verify`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VerifyPolicy {
+    /// `"auto"` (default): a payer without a recent successful settlement in the ledger, whose
+    /// last outcome was a refusal, or with [`crate::gateway::MAX_UNVERIFIED_IN_FLIGHT`] other
+    /// authorizations already in flight, is checked with
+    /// `/verify` (funds, nonce state on chain); a payer in good standing only locally.
+    Auto,
+    /// `"always"`: `/verify` before every origin call (one more round trip).
+    Always,
+    /// `"local"`: never; only the local checks. An unfunded or already-used authorization then
+    /// reaches the origin once before its settlement is refused.
+    Local,
+}
+
+/// Whether the origin runs before or after settlement (the route's `settle`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SettleOrder {
+    /// `"after"` (default): origin first, settled only if it answered below 400.
+    After,
+    /// `"before"`: settled first, then the origin is called (for origins with irreversible side
+    /// effects). If the origin then fails, the payer keeps a paid, undelivered authorization:
+    /// retrying the same payment header before `validBefore` calls the origin again without a
+    /// second charge.
+    Before,
+}
+
+/// A route of the price table.
+#[derive(Debug, Clone)]
+pub struct Route {
+    /// The route key as configured, normalised (`"GET /weather"`); also the session scope.
+    pub key: String,
+    pub pattern: RoutePattern,
+    pub description: Option<String>,
+    pub mime_type: Option<String>,
+    /// What one payment buys beyond the request itself; `None`: every request pays.
+    pub pass: Option<PassTerms>,
+    /// The group this route belongs to (for group-scoped passes).
+    pub group: Option<String>,
+    /// The payment options; empty for a free route.
+    pub accepts: Vec<Offer>,
+    pub verify: VerifyPolicy,
+    pub settle: SettleOrder,
+    /// The Workers Rate Limiting bindings that apply (the route's `rateLimit`, else `RATE_LIMITS`).
+    pub rate_limits: RateLimits,
+    /// Discovery declaration and prebuilt `bazaar` extensions ([`crate::discovery`]); the
+    /// default (not discoverable) for a free route.
+    pub discovery: RouteDiscovery,
+    /// Its 402 challenges, laid out on first use per method.
+    pub challenge_layouts: ChallengeLayouts,
+}
+
+/// Workers Rate Limiting bindings (by binding name) applied to a priced route. Each counts within
+/// the route: `challenge` per client IP (`CF-Connecting-IP`) for 402 challenges, `failed` per
+/// client IP for refused payment attempts, `paid` per payer for payment attempts. Over a limit →
+/// 429 with `Retry-After`, the origin and the facilitator untouched.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimits {
+    pub challenge: Option<String>,
+    pub failed: Option<String>,
+    pub paid: Option<String>,
+}
+
+impl RateLimits {
+    /// Every binding named.
+    pub fn bindings(&self) -> impl Iterator<Item = &str> {
+        [&self.challenge, &self.failed, &self.paid].into_iter().flatten().map(String::as_str)
+    }
+
+    pub(super) fn parse(at: &str, v: &Value) -> Result<RateLimits, ConfigError> {
+        let v = match v {
+            Value::String(s) => serde_json::from_str(s).or_else(|e| err(format!("{at} is not valid JSON: {e}")))?,
+            v => v.clone(),
+        };
+        let limits: RateLimits =
+            serde_json::from_value(v).or_else(|e| err(format!("{at}: {e} (expected {{ challenge, failed, paid }} naming rate limiting bindings)")))?;
+        if let Some(b) = limits.bindings().find(|b| b.is_empty() || !b.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')) {
+            return err(format!("{at}: {} is not a binding name", shown(b)));
+        }
+        Ok(limits)
+    }
+}
+
+/// The route's 402 challenges (see [`crate::x402::ChallengeLayout`]), filled in on first use: one
+/// per method with a challenge of its own (`Some(method)`: a method the configuration gives a
+/// discovery extension) and one (`None`) that every other method shares, since their challenges
+/// are the same bytes. So it holds at most the configured methods plus one entry, whatever
+/// methods clients invent.
+#[derive(Debug, Clone, Default)]
+pub struct ChallengeLayouts(std::cell::RefCell<Vec<(Option<http::Method>, std::rc::Rc<crate::x402::ChallengeLayout>)>>);
+
+impl ChallengeLayouts {
+    /// The layout under `key`, built with `build` the first time (`None`: not built, not kept).
+    pub fn get_or_build(&self, key: Option<&http::Method>, build: impl FnOnce() -> Option<crate::x402::ChallengeLayout>) -> Option<std::rc::Rc<crate::x402::ChallengeLayout>> {
+        if let Some((_, l)) = self.0.borrow().iter().find(|(m, _)| m.as_ref() == key) {
+            return Some(std::rc::Rc::clone(l));
+        }
+        let layout = std::rc::Rc::new(build()?);
+        self.0.borrow_mut().push((key.cloned(), std::rc::Rc::clone(&layout)));
+        Some(layout)
+    }
+
+    /// How many layouts are held.
+    pub fn len(&self) -> usize {
+        self.0.borrow().len()
+    }
+
+    /// Whether none is held yet.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl Route {
+    /// A route explicitly configured as free (`free: true`): proxied without payment.
+    pub fn is_free(&self) -> bool {
+        self.accepts.is_empty()
+    }
+}
+
+/// Which requests a pass admits.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PassScope {
+    /// `"route"`: every path of the route that sold it (its pattern).
+    Route,
+    /// `"path"`: exactly the canonical path paid for.
+    Path,
+    /// A group name: every route configured with that `group`.
+    Group(String),
+}
+
+/// A route's `pass = { ttl, maxRequests, scope }`: one payment buys access within `ttl_seconds`
+/// (at most [`MAX_PASS_TTL_SECONDS`]; [`DEFAULT_COUNTED_PASS_TTL_SECONDS`] when only
+/// `maxRequests` is given), counted from the paid response, for at most `max_requests` requests
+/// when set (from 2: the paid request is the first of them), to `scope`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PassTerms {
+    pub ttl_seconds: u64,
+    pub max_requests: Option<u32>,
+    pub scope: PassScope,
+    /// What the payment buys, in words, for the challenge's `description`
+    /// ("10 requests within 1 hour to /reports/*").
+    pub summary: String,
+}
+
+/// Longest pass lifetime, seconds (365 days).
+pub const MAX_PASS_TTL_SECONDS: u64 = 365 * 86_400;
+/// Lifetime of a pass that only sets `maxRequests`, seconds (30 days).
+pub const DEFAULT_COUNTED_PASS_TTL_SECONDS: u64 = 30 * 86_400;
+/// Most requests one pass may sell.
+pub const MAX_PASS_REQUESTS: u32 = 1_000_000;
+
+/// Parses a pass lifetime: whole seconds, or a number with `s`, `m`, `h` or `d`.
+fn parse_ttl(at: &str, v: &Value) -> Result<u64, ConfigError> {
+    let seconds = match v {
+        Value::Number(n) => n.as_u64(),
+        Value::String(s) => {
+            let s = s.trim();
+            let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
+            let mult = match unit.trim() {
+                "" | "s" => Some(1),
+                "m" => Some(60),
+                "h" => Some(3_600),
+                "d" => Some(86_400),
+                _ => None,
+            };
+            num.parse::<u64>().ok().zip(mult).and_then(|(n, m)| n.checked_mul(m))
+        }
+        _ => None,
+    };
+    match seconds {
+        Some(t @ 1..=MAX_PASS_TTL_SECONDS) => Ok(t),
+        _ => err(format!("{at}: pass ttl must be whole seconds or like \"30m\", \"1h\", \"7d\", from 1 s to 365 days")),
+    }
+}
+
+/// "1 hour", "30 minutes", "90 seconds", "7 days".
+fn duration_words(seconds: u64) -> String {
+    let (n, unit) = if seconds % 86_400 == 0 {
+        (seconds / 86_400, "day")
+    } else if seconds % 3_600 == 0 {
+        (seconds / 3_600, "hour")
+    } else if seconds % 60 == 0 {
+        (seconds / 60, "minute")
+    } else {
+        (seconds, "second")
+    };
+    format!("{n} {unit}{}", if n == 1 { "" } else { "s" })
+}
+
+pub(super) fn parse_pass(at: &str, v: &Value, route_path: &str) -> Result<PassTerms, ConfigError> {
+    let Value::Object(obj) = v else { return err(format!("{at}: pass must be a table like {{ ttl = \"1h\" }}")) };
+    check_keys(&format!("{at} pass"), obj, &[&["ttl", "maxRequests", "scope"]])?;
+    let max_requests = match obj.get("maxRequests") {
+        None => None,
+        Some(Value::Number(n)) => match n.as_u64() {
+            Some(m @ 2..) if m <= u64::from(MAX_PASS_REQUESTS) => Some(m as u32),
+            _ => return err(format!("{at}: pass maxRequests must be from 2 to {MAX_PASS_REQUESTS} (the paid request is the first; 1 would be that request alone: drop the pass)")),
+        },
+        Some(_) => return err(format!("{at}: pass maxRequests must be a number")),
+    };
+    let ttl_seconds = match obj.get("ttl") {
+        Some(t) => parse_ttl(at, t)?,
+        None if max_requests.is_some() => DEFAULT_COUNTED_PASS_TTL_SECONDS,
+        None => return err(format!("{at}: a pass needs a ttl, a maxRequests, or both")),
+    };
+    let scope = match obj.get("scope").map(|s| s.as_str()) {
+        None | Some(Some("route")) => PassScope::Route,
+        Some(Some("path")) => PassScope::Path,
+        Some(Some(g)) if !g.trim().is_empty() => PassScope::Group(g.trim().to_string()),
+        _ => return err(format!("{at}: pass scope must be \"route\", \"path\" or a group name")),
+    };
+    let what = match (max_requests, obj.contains_key("ttl")) {
+        (Some(n), true) => format!("{n} requests within {}", duration_words(ttl_seconds)),
+        (Some(n), false) => format!("{n} requests"),
+        (None, _) => format!("unlimited requests for {}", duration_words(ttl_seconds)),
+    };
+    let to = match &scope {
+        PassScope::Route => route_path.to_string(),
+        PassScope::Path => "the path paid for".to_string(),
+        PassScope::Group(g) => format!("the \"{g}\" routes"),
+    };
+    Ok(PassTerms { ttl_seconds, max_requests, scope, summary: format!("{what} to {to}") })
+}
+
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+pub(super) struct RawOffer {
+    pub(super) price: Option<String>,
+    pub(super) amount: Option<String>,
+    pub(super) asset: Option<String>,
+    pub(super) decimals: Option<u8>,
+    pub(super) name: Option<String>,
+    pub(super) version: Option<String>,
+    pub(super) network: Option<String>,
+    pub(super) pay_to: Option<String>,
+    pub(super) max_timeout_seconds: Option<u64>,
+}
+
+pub(super) const OFFER_KEYS: [&str; 9] = ["price", "amount", "asset", "decimals", "name", "version", "network", "payTo", "maxTimeoutSeconds"];
+pub(super) const ROUTE_KEYS: [&str; 10] = ["route", "description", "mimeType", "pass", "group", "free", "accepts", "verify", "settle", "rateLimit"];
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(super) struct RawRoute {
+    pub(super) route: String,
+    pub(super) description: Option<String>,
+    pub(super) mime_type: Option<String>,
+    #[serde(default)]
+    pub(super) pass: Option<Value>,
+    pub(super) group: Option<String>,
+    #[serde(default)]
+    pub(super) free: bool,
+    pub(super) verify: Option<String>,
+    pub(super) settle: Option<String>,
+    pub(super) rate_limit: Option<Value>,
+}
+
+/// Refuses a price table in which a route's price can never apply because an earlier route
+/// takes every request it matches ([`RoutePattern::covers`]; the first matching route wins) and
+/// charges less: it is free, or one of its payment options is below every option of the later
+/// route in the same asset on the same network (an option in another asset or network counts as
+/// cheaper: the two cannot be compared). Only the first earlier route that covers the later one
+/// matters; partial overlaps (a carve-out such as a free `GET /premium/sample` before a priced
+/// `GET /premium/*`) are not shadowing.
+pub(super) fn check_shadowing(routes: &[Route]) -> Result<(), ConfigError> {
+    for (j, later) in routes.iter().enumerate().filter(|(_, r)| !r.is_free()) {
+        let Some((i, earlier)) = routes[..j].iter().enumerate().find(|(_, r)| r.pattern.covers(&later.pattern)) else { continue };
+        let cheaper = earlier.is_free()
+            || earlier.accepts.iter().any(|e| !later.accepts.iter().any(|l| l.chain_id == e.chain_id && l.asset == e.asset && l.amount <= e.amount));
+        if cheaper {
+            return err(format!(
+                "ROUTES[{i}] ({}) matches every request ROUTES[{j}] ({}) matches and {}, so the later price never applies: list the dearer route first, or narrow the earlier pattern",
+                shown(&earlier.key),
+                shown(&later.key),
+                if earlier.is_free() { "is free" } else { "costs less (or is paid in another asset or network)" }
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// A group-scoped pass must be sold by a member of its group, and may open another member only
+/// if every way to buy it pays that member at least its price: each of the seller's payment
+/// options (what a pass can be bought with) must match one of the member's options in network,
+/// asset **and** `payTo` (else the member's recipient is not paid) at an amount equal or lower
+/// (atomic units). A member's further options, which no pass is bought with, are not compared.
+pub(super) fn check_pass_groups(routes: &[Route]) -> Result<(), ConfigError> {
+    for seller in routes {
+        let Some(PassTerms { scope: PassScope::Group(g), .. }) = &seller.pass else { continue };
+        if seller.group.as_deref() != Some(g.as_str()) {
+            return err(format!("route {}: its pass opens group {} but the route is not in that group (add group = {})", shown(&seller.key), shown(g), shown(g)));
+        }
+        for member in routes.iter().filter(|r| r.group.as_deref() == Some(g.as_str()) && !r.is_free()) {
+            for (i, offer) in seller.accepts.iter().enumerate() {
+                let same_payment = |m: &&Offer| m.chain_id == offer.chain_id && m.asset == offer.asset && m.pay_to == offer.pay_to;
+                let covered = member.accepts.iter().filter(same_payment).any(|m| m.amount <= offer.amount);
+                if !covered {
+                    let r = &offer.requirements;
+                    let why = if member.accepts.iter().any(|m| same_payment(&m)) { "pays less than it charges" } else { "pays in a network, asset or recipient it does not accept" };
+                    return err(format!(
+                        "route {}: its pass (group {}) would open {}, but its payment option {i} ({} of {} on {} to {}) {why}",
+                        shown(&seller.key),
+                        shown(g),
+                        shown(&member.key),
+                        r.amount,
+                        r.asset,
+                        r.network,
+                        r.pay_to
+                    ));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Defaults every offer inherits.
+pub(super) struct Defaults {
+    pub(super) pay_to: Option<String>,
+    pub(super) network: String,
+    pub(super) max_timeout_seconds: u64,
+}
+
+pub(super) fn parse_offer(at: &str, r: &RawOffer, d: &Defaults) -> Result<Offer, ConfigError> {
+    let network_id = r.network.clone().unwrap_or_else(|| d.network.clone());
+    let known = network_by_id(&network_id);
+    let caip2 = match known {
+        Some(n) => n.caip2.to_string(),
+        None => network_id.clone(),
+    };
+    let chain_id = caip2_chain_id(&caip2)
+        .ok_or_else(|| ConfigError(format!("{at}: network `{network_id}` is not an eip155:<chainId> CAIP-2 id or a known v1 name")))?;
+    let pay_to_s = r.pay_to.clone().or_else(|| d.pay_to.clone()).ok_or_else(|| ConfigError(format!("{at}: no payTo and PAY_TO is not set")))?;
+    let pay_to = Address::parse(&pay_to_s).ok_or_else(|| ConfigError(format!("{at}: payTo `{pay_to_s}` is not a 0x-prefixed 20-byte address")))?;
+
+    // The asset and its EIP-712 domain: explicit, or the network's default USDC.
+    let (asset, name, version, decimals) = match &r.asset {
+        Some(a) => {
+            let asset = Address::parse(a).ok_or_else(|| ConfigError(format!("{at}: asset `{a}` is not a 0x-prefixed 20-byte address")))?;
+            let default = known.filter(|n| Address::parse(n.usdc) == Some(asset));
+            let name = r.name.clone().or(default.map(|n| n.usdc_name.to_string()));
+            let version = r.version.clone().or(default.map(|n| n.usdc_version.to_string()));
+            let (Some(name), Some(version)) = (name, version) else {
+                return err(format!("{at}: asset {a} is not this network's default USDC, so its EIP-712 `name` and `version` must be given"));
+            };
+            (asset, name, version, r.decimals.or(default.map(|n| n.usdc_decimals)))
+        }
+        None => {
+            let Some(n) = known else {
+                return err(format!("{at}: network `{network_id}` has no built-in USDC; give `asset`, `name`, `version` and `amount` or `decimals`"));
+            };
+            let asset = Address::parse(n.usdc).ok_or_else(|| ConfigError("built-in table".into()))?;
+            (asset, r.name.clone().unwrap_or(n.usdc_name.into()), r.version.clone().unwrap_or(n.usdc_version.into()), Some(n.usdc_decimals))
+        }
+    };
+    let amount = match (&r.price, &r.amount) {
+        (Some(p), None) => {
+            let d = decimals.ok_or_else(|| ConfigError(format!("{at}: `price` needs the asset's `decimals`")))?;
+            price_to_atomic(p, d).or_else(|e| err(format!("{at}: price `{p}`: {e}")))?
+        }
+        (None, Some(a)) => {
+            if r.asset.is_none() {
+                return err(format!("{at}: `amount` is in atomic units and needs an explicit `asset`"));
+            }
+            match crate::evm::parse_uint256(a) {
+                Some(v) if v > U256::ZERO => v,
+                _ => return err(format!("{at}: amount `{a}` must be a positive decimal integer below 2^256")),
+            }
+        }
+        _ => return err(format!("{at}: give exactly one of `price` and `amount`")),
+    };
+    let max_timeout_seconds = r.max_timeout_seconds.unwrap_or(d.max_timeout_seconds);
+    if max_timeout_seconds < 10 {
+        return err(format!("{at}: maxTimeoutSeconds {max_timeout_seconds} is below 10 seconds"));
+    }
+    let requirements = PaymentRequirements {
+        scheme: "exact".into(),
+        network: caip2,
+        amount: amount.to_string(),
+        asset: asset.to_checksum(),
+        pay_to: pay_to.to_checksum(),
+        max_timeout_seconds,
+        extra: Eip712Extra { name: name.clone(), version: version.clone() },
+    };
+    let requirements_json = serde_json::to_value(&requirements).or_else(|e| err(e.to_string()))?;
+    let domain_separator = Eip712Domain { name, version, chain_id, verifying_contract: asset }.separator();
+    let v1_network = known.filter(|n| n.chain_id == chain_id).and_then(|n| n.v1_name);
+    Ok(Offer { requirements, requirements_json, v1_network, amount, asset, pay_to, chain_id, domain_separator })
+}
+
+pub(super) fn check_keys(at: &str, obj: &Map<String, Value>, allowed: &[&[&str]]) -> Result<(), ConfigError> {
+    let anywhere: [&[&str]; 3] = [&ROUTE_KEYS, &OFFER_KEYS, &crate::discovery::ROUTE_KEYS];
+    for k in obj.keys() {
+        if !allowed.iter().any(|set| set.contains(&k.as_str())) {
+            if anywhere.iter().any(|set| set.contains(&k.as_str())) {
+                // A key of another kind of entry (`price` on a free route, a route key in an offer).
+                let list: Vec<&str> = allowed.iter().flat_map(|set| set.iter().copied()).collect();
+                return err(format!("{at}: unknown field {} here; this entry takes: {}", shown(k), list.join(", ")));
+            }
+            return Err(unknown_key(k, at, allowed));
+        }
+    }
+    Ok(())
+}
+
+impl Offer {
+    /// The option in words: `0.01 USDC (10000 atomic units of 0x036C…) on eip155:84532, payTo
+    /// 0x90F7…` (the whole-token figure only for the network's built-in USDC, whose decimals are
+    /// known).
+    pub fn summary(&self) -> String {
+        let r = &self.requirements;
+        let decimals = network_by_id(&r.network).filter(|n| Address::parse(n.usdc) == Some(self.asset)).map(|n| n.usdc_decimals);
+        let whole = match decimals {
+            Some(d) => {
+                let digits = format!("{:0>width$}", self.amount.to_string(), width = usize::from(d) + 1);
+                let (int, frac) = digits.split_at(digits.len() - usize::from(d));
+                let frac = frac.trim_end_matches('0');
+                format!("{int}{}{frac} {} (", if frac.is_empty() { "" } else { "." }, r.extra.name)
+            }
+            None => String::new(),
+        };
+        let close = if whole.is_empty() { "" } else { ")" };
+        format!("{whole}{} atomic units of {}{close} on {}, payTo {}", r.amount, r.asset, r.network, r.pay_to)
+    }
+}
