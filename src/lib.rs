@@ -25,7 +25,6 @@ pub mod config;
 pub mod discovery;
 pub mod evidence;
 pub mod evm;
-pub mod exact;
 pub mod facilitator;
 pub mod gateway;
 pub mod ledger;
@@ -35,12 +34,14 @@ pub mod pass;
 pub mod paywall;
 pub mod refusal;
 pub mod route;
-pub mod siwx;
 pub mod telemetry;
 pub mod x402;
 
 /// The CDP API key and JWT signing, at its old path (it lives in [`facilitator::cdp`]).
 pub use facilitator::cdp;
+
+// Transitional paths (the x402 formats moved under `x402/`).
+pub use x402::{exact, siwx};
 
 #[cfg(all(target_arch = "wasm32", feature = "edge"))]
 mod edge;

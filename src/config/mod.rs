@@ -33,7 +33,7 @@
 //! group-scoped pass opens together); `verify` ([`VerifyPolicy`]: `"auto"`,
 //! `"always"`, `"local"`); `settle` ([`SettleOrder`]: `"after"`, `"before"`); `rateLimit`
 //! ([`RateLimits`]); the discovery keys `discoverable`, `inputSchema`, `inputExample`,
-//! `bodyType`, `outputSchema`, `outputExample` ([`crate::discovery::RouteDiscovery`]); `free:
+//! `bodyType`, `outputSchema`, `outputExample` ([`crate::x402::bazaar::RouteDiscovery`]); `free:
 //! true` for a route proxied without
 //! payment (to carve an exception out of a later wildcard); and its payment options, either as an
 //! `accepts` array or, for a single option, directly in the entry. An option is `price`
@@ -49,17 +49,21 @@
 
 use serde_json::{Map, Value};
 
-use crate::discovery::{RouteDiscovery, WellKnown};
+use crate::discovery::WellKnown;
 use crate::evm::Address;
 use crate::exact::VALID_BEFORE_SLACK_SECONDS;
 use crate::route::RoutePattern;
+use crate::x402::bazaar::RouteDiscovery;
+use crate::x402::offer::Offer;
 
+mod discovery;
 mod error;
 mod facilitators;
 mod origin;
 mod routes;
 mod vars;
 
+pub use discovery::{MAX_DECLARATION_BYTES, MAX_DECLARATION_DEPTH};
 pub use error::*;
 pub use facilitators::*;
 pub use origin::*;
@@ -176,9 +180,6 @@ pub const MIN_SIGN_IN_SECRET_LEN: usize = 32;
 /// top of [`Config::min_validity_seconds`], when checking `maxTimeoutSeconds` at configuration.
 pub const CLIENT_LATENCY_SECONDS: u64 = 10;
 
-/// Clock skew tolerated above `maxTimeoutSeconds` in an authorization's `validBefore`.
-pub const CLOCK_SKEW_SECONDS: u64 = 60;
-
 /// What replaces the removed session lifetimes, for their configuration errors.
 const SESSIONS_REMOVED: &str = "paid sessions were replaced by passes: a price is now per request unless the route sells a pass, e.g. pass = { ttl = \"1h\" } (README, \"Pricing\")";
 
@@ -268,7 +269,7 @@ impl Config {
         let mut routes = Vec::with_capacity(entries.len());
         for (i, entry) in entries.iter().enumerate() {
             let Value::Object(obj) = entry else { return err(format!("ROUTES[{i}] must be an object")) };
-            let every_key: [&[&str]; 3] = [&ROUTE_KEYS, &OFFER_KEYS, &crate::discovery::ROUTE_KEYS];
+            let every_key: [&[&str]; 3] = [&ROUTE_KEYS, &OFFER_KEYS, &discovery::ROUTE_KEYS];
             if let Some(k) = obj.keys().find(|k| *k != "sessionTtlSeconds" && !every_key.iter().any(|set| set.contains(&k.as_str()))) {
                 let at = match obj.get("route").and_then(Value::as_str) {
                     Some(route) => format!("ROUTES[{i}] ({})", shown(route)),
@@ -287,7 +288,7 @@ impl Config {
                 check_keys(&at, obj, &[&["route", "description", "free", "group"]])?;
                 Vec::new()
             } else if let Some(list) = obj.get("accepts") {
-                check_keys(&at, obj, &[&ROUTE_KEYS, &crate::discovery::ROUTE_KEYS])?;
+                check_keys(&at, obj, &[&ROUTE_KEYS, &discovery::ROUTE_KEYS])?;
                 let Value::Array(list) = list else { return err(format!("{at}: `accepts` must be an array")) };
                 if list.is_empty() {
                     return err(format!("{at}: `accepts` is empty (use `free = true` for a free route)"));
@@ -302,7 +303,7 @@ impl Config {
                 }
                 offers
             } else if inline {
-                check_keys(&at, obj, &[&ROUTE_KEYS, &OFFER_KEYS, &crate::discovery::ROUTE_KEYS])?;
+                check_keys(&at, obj, &[&ROUTE_KEYS, &OFFER_KEYS, &discovery::ROUTE_KEYS])?;
                 let raw: RawOffer = serde_json::from_value(entry.clone()).or_else(|e| err(format!("{at}: {e}")))?;
                 vec![parse_offer(&at, &raw, &defaults)?]
             } else {

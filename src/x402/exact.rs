@@ -12,9 +12,12 @@
 
 use ruint::aliases::U256;
 
-use crate::config::{Offer, CLOCK_SKEW_SECONDS};
+use crate::x402::offer::Offer;
 use crate::evm::{decode_hex_0x, parse_bytes32, parse_uint256, recover_signer, Address, SignatureError, TransferWithAuthorization};
 use crate::x402::{PaymentPayload, Selector};
+
+/// Clock skew tolerated above `maxTimeoutSeconds` in an authorization's `validBefore`.
+pub const CLOCK_SKEW_SECONDS: u64 = 60;
 
 /// Seconds an authorization must stay valid beyond now (the reference verifier's block slack).
 pub const VALID_BEFORE_SLACK_SECONDS: u64 = 6;

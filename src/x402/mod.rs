@@ -1,0 +1,20 @@
+//! The x402 protocol's formats: what travels on the wire and what can be checked from it alone.
+//!
+//! | module | owns |
+//! |---|---|
+//! | [`wire`] | v2 (and v1) wire types, the base64 header codecs, challenge layouts |
+//! | [`offer`] | [`offer::Offer`]: one payment option, its wire requirement and parsed values |
+//! | [`exact`] | local verification of an `exact` EVM payment (EIP-3009) |
+//! | [`siwx`] | the `sign-in-with-x` extension for EVM wallets (EIP-4361, EIP-191) |
+//! | [`bazaar`] | the `bazaar` discovery extension of a route's 402 |
+//!
+//! It must not touch HTTP (requests, responses, status codes), I/O or per-request state, and it
+//! does not read the configuration: [`crate::config`] builds on these types, never the reverse.
+
+pub mod bazaar;
+pub mod exact;
+pub mod offer;
+pub mod siwx;
+pub mod wire;
+
+pub use wire::*;
