@@ -88,7 +88,7 @@ fn check(path: &Path) -> Result<usize, String> {
             vars.insert(name, Value::String(value));
         }
     }
-    for name in toml_vars.iter().filter(|n| config::SECRET_VARS.contains(&n.as_str()) || config::is_facilitator_auth_var(n)) {
+    for name in toml_vars.iter().filter(|n| config::entry(n).is_some_and(|v| v.secret)) {
         problems.push(Problem {
             level: Level::Warning,
             line: var_line(&text, name),
@@ -342,10 +342,9 @@ fn locate(text: &str, message: &str) -> (usize, String) {
         let routes = text.lines().enumerate().find(|(_, l)| assigns(l, "route") && l.contains(&format!("\"{key}\""))).map_or(0, |(n, _)| n + 1);
         return (routes, "fix the route's group or its pass scope".into());
     }
-    let name = config::VARS
+    let name = config::KNOWN_NAMES
         .iter()
         .copied()
-        .chain(["ORIGIN_SERVICE"])
         .filter_map(|v| message.find(v).map(|at| (at, v)))
         .min_by_key(|(at, v)| (*at, usize::MAX - v.len()))
         .map(|(_, v)| v);
@@ -403,7 +402,7 @@ fn set_aside(work: &mut Map<String, Value>, message: &str, missing_secret: Optio
             return work.remove(p).is_some();
         }
     }
-    let name = config::VARS.iter().copied().chain(["ORIGIN_SERVICE"]).find(|v| message.starts_with(v));
+    let name = config::KNOWN_NAMES.iter().copied().find(|v| message.starts_with(v));
     let Some(name) = name else { return false };
     let neutral = match name {
         "ORIGIN_URL" | "ORIGIN_SERVICE" => {

@@ -1,32 +1,25 @@
-//! Configuration: the Worker's `[vars]` and secrets, parsed and validated once per isolate.
+//! Configuration: the Worker's `[vars]` and secrets, parsed and validated once per isolate into
+//! [`Config`], plain data.
 //!
-//! | variable | required | meaning |
-//! |---|---|---|
-//! | `ORIGIN_URL` | unless `ORIGIN_SERVICE` | absolute `https` URL of the API being protected (`http` only to a loopback host); a path prefix is kept |
-//! | `ORIGIN_SERVICE` | (binding) | a Workers service binding to the origin Worker; the glue sets this variable to `true` when the binding exists |
-//! | `ORIGIN_HEADERS` | no (secret) | JSON object of header name → value added to every forwarded request (client copies removed first) |
-//! | `FACILITATOR_URL` | yes | `https` base URL of the x402 facilitator (`/verify`, `/settle` are appended; `http` only to a loopback host), or an ordered list of them for failover (comma-separated, or a JSON array of URLs or `{"url", "auth"}`) |
-//! | `PAY_TO` | unless every offer sets `payTo` | default recipient address (`0x…`, 20 bytes) |
-//! | `NETWORK` | no (`eip155:84532`) | default network (CAIP-2, or a v1 name) |
-//! | `MAX_TIMEOUT_SECONDS` | no (`300`) | default `maxTimeoutSeconds` of each requirement |
-//! | `SESSION_TTL_SECONDS` | removed | a configuration error: prices are per request unless a route sells a `pass` |
-//! | `DENYLIST` | no | comma-separated payer addresses refused before the origin and the facilitator |
-//! | `ADMIN_PATH` | no (`/.well-known/x402/admin`) | where the admin endpoint listens (with `ADMIN_TOKEN`) |
-//! | `ADMIN_TOKEN` | no (secret) | bearer token of the admin endpoint; unset = no admin endpoint |
-//! | `PUBLIC_URL` | no | the paywall's public origin; turns on wallet sign-in (`sign-in-with-x`) for routes that sell passes |
-//! | `SIGN_IN_SECRET` | with sign-in (secret) | at least 32 characters: the key of the MAC that makes sign-in nonces server-issued |
-//! | `ORIGIN_TIMEOUT_SECONDS` | no (`30`) | time limit for the origin to start answering |
-//! | `FACILITATOR_TIMEOUT_SECONDS` | no (`30`) | time limit for a facilitator call (`/settle` waits for the receipt) |
-//! | `CORS_ALLOWED_ORIGINS` | no (`*`) | origins allowed to call priced routes from a browser: `*`, a comma-separated list, or `none` |
-//! | `FACILITATOR_AUTH` | no (secret) | the first facilitator's credentials: `cdp`: sign a CDP JWT per call with `CDP_API_KEY_ID` / `CDP_API_KEY_SECRET`; any other value is sent as the `Authorization` header |
-//! | `FACILITATOR_AUTH_<NAME>` | no (secrets) | another facilitator's credentials, named by its `auth` in `FACILITATOR_URL` (same values) |
-//! | `CDP_API_KEY_ID`, `CDP_API_KEY_SECRET` | with `cdp` (secrets) | a CDP API key: its id, and its private key (ECDSA P-256 PEM or Ed25519 base64) |
-//! | `MODE` | no (`enforce`) | `shadow`: forward everything as if free and log/count what would have been charged |
-//! | `DECISION_LOG` | no (`all`) | which priced-request decisions get a JSON log line: `all`, `payments` (not plain challenges), `none` |
-//! | `RATE_LIMITS` | no | default `{ "challenge", "failed", "paid" }` rate limiting binding names for routes without `rateLimit` |
-//! | `ROUTES` | yes | JSON array of routes (a TOML array of tables in `wrangler.toml`, or a JSON string) |
-//! | `RPC_URL` | no | an `https` (`http` only to a loopback host) EVM JSON-RPC endpoint of the offers' chain, read only: decides an unknown settlement outcome from the chain ([`crate::evidence`]) |
-//! | `VERIFY_GOOD_STANDING_SECONDS` | no (`86400`) | how long a payer's last successful settlement lets the `auto` verify policy skip `/verify` |
+//! **Owns**: the variables ([`TABLE`], the one list the parser, the Workers glue,
+//! `x402-check`, the near-miss detection and the docs test read), their parsing and validation,
+//! the validated model ([`Config`], [`Route`], [`Facilitator`], [`OriginTarget`], …) and the
+//! errors a person can act on ([`ConfigError`]).
+//!
+//! **Must not touch**: I/O (no fetch, no KV, no clock: the glue reads `env` and hands over a
+//! map), per-request or per-isolate state (caches built from the configuration, such as the
+//! challenge layouts and the `/.well-known/x402` document, live with the gateway), HTTP
+//! requests and responses. It builds on the wire types of [`crate::x402`]; nothing there
+//! depends on it.
+//!
+//! | file | what |
+//! |---|---|
+//! | `vars.rs` | [`TABLE`]: name, kind, required, secret, one-line doc of every variable; [`VARS`], [`SECRET_VARS`], near misses |
+//! | `routes.rs` | `ROUTES` entries: offers, passes, verify/settle policies, rate limits; checks across routes |
+//! | `discovery.rs` | a route's discovery keys, built into its `bazaar` extensions |
+//! | `facilitators.rs` | `FACILITATOR_URL` and each facilitator's credentials |
+//! | `origin.rs` | `ORIGIN_URL` / `ORIGIN_SERVICE`, `ORIGIN_HEADERS`, the URL checks |
+//! | `error.rs` | [`ConfigError`]: public and log forms, [`shown`] / [`hidden`] values |
 //!
 //! A `ROUTES` entry: `route` (`"METHOD /pattern"`, see [`crate::route::RoutePattern`]);
 //! `description`, `mimeType`, `pass` ([`PassTerms`]), `group` (a name shared by routes that a
@@ -69,7 +62,6 @@ pub use facilitators::*;
 pub use origin::*;
 pub use routes::*;
 pub use vars::*;
-
 
 /// `DECISION_LOG`: which priced-request decisions get a JSON log line (the `METRICS` data point is
 /// written for every decision either way).

@@ -374,3 +374,21 @@ fn price_lines_say_what_each_route_costs() {
         ]
     );
 }
+
+#[test]
+fn the_table_of_variables_gives_the_names_the_edge_reads_the_secrets_and_the_near_misses() {
+    let read = [
+        "ORIGIN_URL", "DECISION_LOG", "MODE", "RATE_LIMITS", "FACILITATOR_URL", "FACILITATOR_AUTH", "CDP_API_KEY_ID", "CDP_API_KEY_SECRET",
+        "PAY_TO", "NETWORK", "MAX_TIMEOUT_SECONDS", "SESSION_TTL_SECONDS", "ORIGIN_TIMEOUT_SECONDS", "FACILITATOR_TIMEOUT_SECONDS",
+        "CORS_ALLOWED_ORIGINS", "ROUTES", "VERIFY_GOOD_STANDING_SECONDS", "ORIGIN_HEADERS", "DENYLIST", "ADMIN_PATH", "ADMIN_TOKEN",
+        "PUBLIC_URL", "RPC_URL", "SIGN_IN_SECRET",
+    ];
+    assert_eq!(VARS, read, "the edge reads every variable by name, bindings and the FACILITATOR_AUTH_<NAME> family aside");
+    assert_eq!(SECRET_VARS, ["FACILITATOR_AUTH", "CDP_API_KEY_ID", "CDP_API_KEY_SECRET", "ORIGIN_HEADERS", "ADMIN_TOKEN", "SIGN_IN_SECRET"]);
+    assert!(is_known_var("ORIGIN_SERVICE") && is_known_var("FACILITATOR_AUTH_BACKUP"));
+    assert!(!is_known_var("FACILITATOR_AUTH_<NAME>"), "the family's placeholder is not a name");
+    assert_eq!(misspelt_var("ORIGIN_SERVICES"), Some("ORIGIN_SERVICE"));
+    assert_eq!(entry("FACILITATOR_AUTH_BACKUP").map(|v| v.name), Some("FACILITATOR_AUTH_<NAME>"));
+    assert_eq!(entry("ROUTES").map(|v| (v.required, v.secret)), Some((Required::Yes, false)));
+    assert!(TABLE.iter().all(|v| !v.doc.is_empty()), "every variable has its line");
+}
