@@ -45,8 +45,6 @@ use serde_json::{Map, Value};
 use crate::discovery::WellKnown;
 use crate::evm::Address;
 use crate::exact::VALID_BEFORE_SLACK_SECONDS;
-use crate::route::RoutePattern;
-use crate::x402::bazaar::RouteDiscovery;
 use crate::x402::offer::Offer;
 
 mod discovery;
@@ -173,7 +171,7 @@ pub const MIN_SIGN_IN_SECRET_LEN: usize = 32;
 pub const CLIENT_LATENCY_SECONDS: u64 = 10;
 
 /// What replaces the removed session lifetimes, for their configuration errors.
-const SESSIONS_REMOVED: &str = "paid sessions were replaced by passes: a price is now per request unless the route sells a pass, e.g. pass = { ttl = \"1h\" } (README, \"Pricing\")";
+pub(super) const SESSIONS_REMOVED: &str = "paid sessions were replaced by passes: a price is now per request unless the route sells a pass, e.g. pass = { ttl = \"1h\" } (README, \"Pricing\")";
 
 fn cors_policy(s: Option<String>) -> Result<CorsPolicy, ConfigError> {
     let Some(s) = s else { return Ok(CorsPolicy::Any) };
@@ -194,165 +192,88 @@ fn cors_policy(s: Option<String>) -> Result<CorsPolicy, ConfigError> {
     }
 }
 
+/// `DECISION_LOG`.
+fn decision_log(vars: &Map<String, Value>) -> Result<DecisionLog, ConfigError> {
+    match string_var(vars, "DECISION_LOG")?.as_deref() {
+        None | Some("all") => Ok(DecisionLog::All),
+        Some("payments") => Ok(DecisionLog::Payments),
+        Some("none") => Ok(DecisionLog::None),
+        Some(m) => err(format!("DECISION_LOG {} must be \"all\", \"payments\" or \"none\"", shown(m))),
+    }
+}
+
+/// `MODE`.
+fn mode(vars: &Map<String, Value>) -> Result<Mode, ConfigError> {
+    match string_var(vars, "MODE")?.as_deref() {
+        None | Some("enforce") => Ok(Mode::Enforce),
+        Some("shadow") => Ok(Mode::Shadow),
+        Some(m) => err(format!("MODE {} must be \"enforce\" or \"shadow\"", shown(m))),
+    }
+}
+
+/// `DENYLIST`: comma-separated payer addresses.
+fn denylist(vars: &Map<String, Value>) -> Result<Vec<Address>, ConfigError> {
+    let mut denylist = Vec::new();
+    for a in string_var(vars, "DENYLIST")?.unwrap_or_default().split(',').map(str::trim).filter(|a| !a.is_empty()) {
+        denylist.push(Address::parse(a).ok_or_else(|| ConfigError(format!("DENYLIST: {} is not a 0x-prefixed 20-byte address", shown(a))))?);
+    }
+    Ok(denylist)
+}
+
+/// `ADMIN_TOKEN` and `ADMIN_PATH`: the admin endpoint, when the token is set.
+fn admin_endpoint(vars: &Map<String, Value>) -> Result<Option<AdminEndpoint>, ConfigError> {
+    match string_var(vars, "ADMIN_TOKEN")? {
+        None => Ok(None),
+        Some(token) if token.len() < MIN_ADMIN_TOKEN_LEN => err(format!("ADMIN_TOKEN is shorter than {MIN_ADMIN_TOKEN_LEN} characters")),
+        Some(token) => {
+            let raw = string_var(vars, "ADMIN_PATH")?.unwrap_or_else(|| "/.well-known/x402/admin".into());
+            let path = crate::route::canonicalize(&raw).ok().filter(|c| c == &raw || c.trim_end_matches('/') == raw.trim_end_matches('/'));
+            let Some(path) = path.map(|p| p.trim_end_matches('/').to_string()).filter(|p| !p.is_empty()) else {
+                return err(format!("ADMIN_PATH {} must be a canonical absolute path other than /", shown(&raw)));
+            };
+            Ok(Some(AdminEndpoint { path, token }))
+        }
+    }
+}
+
+/// `SIGN_IN_SECRET`: the nonce key, required while wallet sign-in is on (`PUBLIC_URL` and a route
+/// that sells a pass).
+fn sign_in_key(vars: &Map<String, Value>, sign_in: bool) -> Result<Option<crate::siwx::NonceKey>, ConfigError> {
+    match string_var(vars, "SIGN_IN_SECRET")? {
+        Some(secret) if secret.len() < MIN_SIGN_IN_SECRET_LEN => err(format!("SIGN_IN_SECRET is shorter than {MIN_SIGN_IN_SECRET_LEN} characters")),
+        Some(secret) => Ok(Some(crate::siwx::NonceKey::new(&secret))),
+        None if sign_in => err(format!(
+            "SIGN_IN_SECRET is not set: with PUBLIC_URL, routes that sell a pass offer wallet sign-in, whose nonces are signed with this secret; set a random value of at least {MIN_SIGN_IN_SECRET_LEN} characters (wrangler secret put SIGN_IN_SECRET)"
+        )),
+        None => Ok(None),
+    }
+}
+
 impl Config {
     /// Builds the configuration from the Worker's variables (name → JSON value).
     ///
-    /// Errors name the variable (and route) at fault; nothing here panics on any input.
+    /// Errors name the variable (and route) at fault; nothing here panics on any input. The
+    /// variables are read in a fixed order and the first error is the one reported.
     pub fn from_vars(vars: &Map<String, Value>) -> Result<Config, ConfigError> {
         if let Some((name, meant)) = misspelt_vars(vars).into_iter().next() {
             return Err(misspelt_var_error(&name, meant));
         }
-        let origin = match (string_var(vars, "ORIGIN_URL")?, vars.get("ORIGIN_SERVICE")) {
-            (Some(_), Some(Value::Bool(true))) => return err("set either ORIGIN_URL or the ORIGIN_SERVICE service binding, not both"),
-            (None, Some(Value::Bool(true))) => OriginTarget::Service,
-            (_, Some(_)) => return err("ORIGIN_SERVICE must be a service binding ([[services]] in wrangler.toml), not a variable"),
-            (Some(url), None) => {
-                let base = http_url("ORIGIN_URL", &url)?;
-                require_tls("ORIGIN_URL", &base)?;
-                let prefix = base.splitn(4, '/').nth(3).map(|p| format!("/{p}")).unwrap_or_default();
-                OriginTarget::Url { base, prefix }
-            }
-            (None, None) => return err("ORIGIN_URL is not set (or bind the origin Worker as ORIGIN_SERVICE)"),
-        };
+        let origin = origin_target(vars)?;
         let origin_headers = origin_headers(string_var(vars, "ORIGIN_HEADERS")?)?;
         let facilitators = facilitators(vars)?;
-        let defaults = Defaults {
-            pay_to: string_var(vars, "PAY_TO")?,
-            network: string_var(vars, "NETWORK")?.unwrap_or_else(|| "eip155:84532".into()),
-            max_timeout_seconds: u64_var(vars, "MAX_TIMEOUT_SECONDS", 300)?,
-        };
-        if let Some(p) = defaults.pay_to.as_deref().filter(|p| Address::parse(p).is_none()) {
-            return err(format!("PAY_TO {} is not a 0x-prefixed 20-byte address (40 hex digits)", shown(p)));
-        }
+        let defaults = Defaults::from_vars(vars)?;
         if vars.get("SESSION_TTL_SECONDS").is_some_and(|v| !v.is_null()) {
             return err(format!("SESSION_TTL_SECONDS is no longer read: {SESSIONS_REMOVED}"));
         }
         let cors = cors_policy(string_var(vars, "CORS_ALLOWED_ORIGINS")?)?;
-        let timeout = |name: &str| -> Result<u64, ConfigError> {
-            match u64_var(vars, name, 30)? {
-                t @ 1..=300 => Ok(t),
-                t => err(format!("{name} is {t}: use 1 to 300 seconds")),
-            }
-        };
-        let origin_timeout_seconds = timeout("ORIGIN_TIMEOUT_SECONDS")?;
-        let facilitator_timeout_seconds = timeout("FACILITATOR_TIMEOUT_SECONDS")?;
-
-        let routes_value = match vars.get("ROUTES") {
-            None | Some(Value::Null) => return err("ROUTES is not set"),
-            Some(Value::String(s)) => serde_json::from_str::<Value>(s).or_else(|e| err(format!("ROUTES is not valid JSON: {e}")))?,
-            Some(v) => v.clone(),
-        };
-        let Value::Array(entries) = routes_value else { return err("ROUTES must be an array of routes") };
-        let default_limits = match vars.get("RATE_LIMITS").filter(|v| !v.is_null()) {
-            Some(v) => RateLimits::parse("RATE_LIMITS", v)?,
-            None => RateLimits::default(),
-        };
-        let decision_log = match string_var(vars, "DECISION_LOG")?.as_deref() {
-            None | Some("all") => DecisionLog::All,
-            Some("payments") => DecisionLog::Payments,
-            Some("none") => DecisionLog::None,
-            Some(m) => return err(format!("DECISION_LOG {} must be \"all\", \"payments\" or \"none\"", shown(m))),
-        };
-        let mode = match string_var(vars, "MODE")?.as_deref() {
-            None | Some("enforce") => Mode::Enforce,
-            Some("shadow") => Mode::Shadow,
-            Some(m) => return err(format!("MODE {} must be \"enforce\" or \"shadow\"", shown(m))),
-        };
-        let mut routes = Vec::with_capacity(entries.len());
-        for (i, entry) in entries.iter().enumerate() {
-            let Value::Object(obj) = entry else { return err(format!("ROUTES[{i}] must be an object")) };
-            let every_key: [&[&str]; 3] = [&ROUTE_KEYS, &OFFER_KEYS, &discovery::ROUTE_KEYS];
-            if let Some(k) = obj.keys().find(|k| *k != "sessionTtlSeconds" && !every_key.iter().any(|set| set.contains(&k.as_str()))) {
-                let at = match obj.get("route").and_then(Value::as_str) {
-                    Some(route) => format!("ROUTES[{i}] ({})", shown(route)),
-                    None => format!("ROUTES[{i}]"),
-                };
-                return Err(unknown_key(k, &at, &every_key));
-            }
-            let r: RawRoute = serde_json::from_value(entry.clone()).or_else(|e| err(format!("ROUTES[{i}]: {e}")))?;
-            let at = format!("ROUTES[{i}] ({})", shown(&r.route));
-            if obj.contains_key("sessionTtlSeconds") {
-                return err(format!("{at}: sessionTtlSeconds is no longer read: {SESSIONS_REMOVED}"));
-            }
-            let pattern = RoutePattern::parse(&r.route).or_else(|e| err(format!("{at}: {e}")))?;
-            let inline = OFFER_KEYS.iter().any(|k| obj.contains_key(*k));
-            let accepts = if r.free {
-                check_keys(&at, obj, &[&["route", "description", "free", "group"]])?;
-                Vec::new()
-            } else if let Some(list) = obj.get("accepts") {
-                check_keys(&at, obj, &[&ROUTE_KEYS, &discovery::ROUTE_KEYS])?;
-                let Value::Array(list) = list else { return err(format!("{at}: `accepts` must be an array")) };
-                if list.is_empty() {
-                    return err(format!("{at}: `accepts` is empty (use `free = true` for a free route)"));
-                }
-                let mut offers = Vec::with_capacity(list.len());
-                for (j, o) in list.iter().enumerate() {
-                    let oat = format!("{at} accepts[{j}]");
-                    let Value::Object(oobj) = o else { return err(format!("{oat} must be an object")) };
-                    check_keys(&oat, oobj, &[&OFFER_KEYS])?;
-                    let raw: RawOffer = serde_json::from_value(o.clone()).or_else(|e| err(format!("{oat}: {e}")))?;
-                    offers.push(parse_offer(&oat, &raw, &defaults)?);
-                }
-                offers
-            } else if inline {
-                check_keys(&at, obj, &[&ROUTE_KEYS, &OFFER_KEYS, &discovery::ROUTE_KEYS])?;
-                let raw: RawOffer = serde_json::from_value(entry.clone()).or_else(|e| err(format!("{at}: {e}")))?;
-                vec![parse_offer(&at, &raw, &defaults)?]
-            } else {
-                return err(format!("{at}: give a `price`, an `amount`, an `accepts` list, or `free = true`"));
-            };
-            for (a, x) in accepts.iter().enumerate() {
-                if accepts[..a].iter().any(|y| y.requirements == x.requirements) {
-                    return err(format!("{at}: payment option {a} repeats an earlier one"));
-                }
-            }
-            let verify = match r.verify.as_deref() {
-                None | Some("auto") => VerifyPolicy::Auto,
-                Some("always") => VerifyPolicy::Always,
-                Some("local") => VerifyPolicy::Local,
-                Some(v) => return err(format!("{at}: verify `{v}` must be \"auto\", \"always\" or \"local\"")),
-            };
-            let settle = match r.settle.as_deref() {
-                None | Some("after") => SettleOrder::After,
-                Some("before") => SettleOrder::Before,
-                Some(v) => return err(format!("{at}: settle `{v}` must be \"after\" or \"before\"")),
-            };
-            let min_window = origin_timeout_seconds + facilitator_timeout_seconds + VALID_BEFORE_SLACK_SECONDS + CLIENT_LATENCY_SECONDS;
-            if let Some(o) = accepts.iter().find(|o| o.requirements.max_timeout_seconds < min_window) {
-                return err(format!(
-                    "{at}: maxTimeoutSeconds {} is too short for ORIGIN_TIMEOUT_SECONDS ({origin_timeout_seconds}) + FACILITATOR_TIMEOUT_SECONDS ({facilitator_timeout_seconds}) + {} s: an authorization signed for it would expire before it could settle; use at least {min_window}",
-                    o.requirements.max_timeout_seconds,
-                    VALID_BEFORE_SLACK_SECONDS + CLIENT_LATENCY_SECONDS
-                ));
-            }
-            let key = r.route.split_whitespace().collect::<Vec<_>>().join(" ");
-            let route_path = key.split_once(' ').map_or(key.as_str(), |(_, p)| p).to_string();
-            let pass = match &r.pass {
-                Some(v) if !r.free => Some(parse_pass(&at, v, &route_path)?),
-                Some(_) => return err(format!("{at}: a free route cannot sell a pass")),
-                None => None,
-            };
-            let discovery = if r.free { RouteDiscovery::default() } else { RouteDiscovery::parse(&at, obj, &key, &pattern)? };
-            routes.push(Route {
-                key,
-                pattern,
-                description: r.description,
-                mime_type: r.mime_type,
-                pass,
-                group: r.group.map(|g| g.trim().to_string()).filter(|g| !g.is_empty()),
-                accepts,
-                verify,
-                settle,
-                rate_limits: match &r.rate_limit {
-                    Some(v) => RateLimits::parse(&format!("{at} rateLimit"), v)?,
-                    None => default_limits.clone(),
-                },
-                discovery,
-                challenge_layouts: ChallengeLayouts::default(),
-            });
-        }
-        check_pass_groups(&routes)?;
-        check_shadowing(&routes)?;
+        let origin_timeout_seconds = timeout_var(vars, "ORIGIN_TIMEOUT_SECONDS")?;
+        let facilitator_timeout_seconds = timeout_var(vars, "FACILITATOR_TIMEOUT_SECONDS")?;
+        let entries = route_entries(vars)?;
+        let default_limits = default_rate_limits(vars)?;
+        let decision_log = decision_log(vars)?;
+        let mode = mode(vars)?;
+        let table = TableDefaults { offer: defaults, rate_limits: default_limits, origin_timeout_seconds, facilitator_timeout_seconds };
+        let routes = parse_routes(&entries, &table)?;
         if let Some(name) = price_looking_var(vars).filter(|_| routes.iter().all(Route::is_free)) {
             return err(format!(
                 "{} looks like a price, but no route in ROUTES is priced: the paywall reads prices only from ROUTES (a [[vars.ROUTES]] entry with price = \"$0.01\")",
@@ -360,51 +281,11 @@ impl Config {
             ));
         }
         let good_standing_seconds = u64_var(vars, "VERIFY_GOOD_STANDING_SECONDS", 86_400)?;
-        let mut denylist = Vec::new();
-        for a in string_var(vars, "DENYLIST")?.unwrap_or_default().split(',').map(str::trim).filter(|a| !a.is_empty()) {
-            denylist.push(Address::parse(a).ok_or_else(|| ConfigError(format!("DENYLIST: {} is not a 0x-prefixed 20-byte address", shown(a))))?);
-        }
-        let admin = match string_var(vars, "ADMIN_TOKEN")? {
-            None => None,
-            Some(token) if token.len() < MIN_ADMIN_TOKEN_LEN => return err(format!("ADMIN_TOKEN is shorter than {MIN_ADMIN_TOKEN_LEN} characters")),
-            Some(token) => {
-                let raw = string_var(vars, "ADMIN_PATH")?.unwrap_or_else(|| "/.well-known/x402/admin".into());
-                let path = crate::route::canonicalize(&raw).ok().filter(|c| c == &raw || c.trim_end_matches('/') == raw.trim_end_matches('/'));
-                let Some(path) = path.map(|p| p.trim_end_matches('/').to_string()).filter(|p| !p.is_empty()) else {
-                    return err(format!("ADMIN_PATH {} must be a canonical absolute path other than /", shown(&raw)));
-                };
-                Some(AdminEndpoint { path, token })
-            }
-        };
-        let public_url = match string_var(vars, "PUBLIC_URL")? {
-            None => None,
-            Some(u) => {
-                let url = http_url("PUBLIC_URL", &u)?;
-                if url.matches('/').count() != 2 {
-                    return err(format!("PUBLIC_URL {} must be a bare origin like https://api.example.com", shown(&u)));
-                }
-                Some(url)
-            }
-        };
-        let rpc_url = match string_var(vars, "RPC_URL")? {
-            None => None,
-            Some(u) => {
-                let url = http_url("RPC_URL", &u)?;
-                require_tls("RPC_URL", &url)?;
-                Some(url)
-            }
-        };
-        // Wallet sign-in is on with PUBLIC_URL on routes that sell a pass; its nonces need a key.
-        let sign_in_key = match string_var(vars, "SIGN_IN_SECRET")? {
-            Some(secret) if secret.len() < MIN_SIGN_IN_SECRET_LEN => return err(format!("SIGN_IN_SECRET is shorter than {MIN_SIGN_IN_SECRET_LEN} characters")),
-            Some(secret) => Some(crate::siwx::NonceKey::new(&secret)),
-            None if public_url.is_some() && routes.iter().any(|r| r.pass.is_some()) => {
-                return err(format!(
-                    "SIGN_IN_SECRET is not set: with PUBLIC_URL, routes that sell a pass offer wallet sign-in, whose nonces are signed with this secret; set a random value of at least {MIN_SIGN_IN_SECRET_LEN} characters (wrangler secret put SIGN_IN_SECRET)"
-                ))
-            }
-            None => None,
-        };
+        let denylist = denylist(vars)?;
+        let admin = admin_endpoint(vars)?;
+        let public_url = public_url(vars)?;
+        let rpc_url = rpc_url(vars)?;
+        let sign_in_key = sign_in_key(vars, public_url.is_some() && routes.iter().any(|r| r.pass.is_some()))?;
         let well_known = WellKnown::build(&routes, public_url.is_some());
         Ok(Config {
             rpc_url,

@@ -1,9 +1,9 @@
 //! Where requests are forwarded (`ORIGIN_URL`, `ORIGIN_SERVICE`), the headers added to them
 //! (`ORIGIN_HEADERS`), and the URL checks every URL variable goes through.
 
-use serde_json::Value;
+use serde_json::{Map, Value};
 
-use super::{err, hidden, shown, ConfigError};
+use super::{err, hidden, shown, string_var, ConfigError};
 
 /// Where forwarded requests go.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -14,6 +14,48 @@ pub enum OriginTarget {
     /// `ORIGIN_SERVICE`: another Worker behind a service binding, with no public route of its
     /// own. Requests keep the public URL's scheme and host.
     Service,
+}
+
+/// `ORIGIN_URL` or the `ORIGIN_SERVICE` binding (exactly one).
+pub(super) fn origin_target(vars: &Map<String, Value>) -> Result<OriginTarget, ConfigError> {
+    Ok(match (string_var(vars, "ORIGIN_URL")?, vars.get("ORIGIN_SERVICE")) {
+        (Some(_), Some(Value::Bool(true))) => return err("set either ORIGIN_URL or the ORIGIN_SERVICE service binding, not both"),
+        (None, Some(Value::Bool(true))) => OriginTarget::Service,
+        (_, Some(_)) => return err("ORIGIN_SERVICE must be a service binding ([[services]] in wrangler.toml), not a variable"),
+        (Some(url), None) => {
+            let base = http_url("ORIGIN_URL", &url)?;
+            require_tls("ORIGIN_URL", &base)?;
+            let prefix = base.splitn(4, '/').nth(3).map(|p| format!("/{p}")).unwrap_or_default();
+            OriginTarget::Url { base, prefix }
+        }
+        (None, None) => return err("ORIGIN_URL is not set (or bind the origin Worker as ORIGIN_SERVICE)"),
+    })
+}
+
+/// `PUBLIC_URL`: a bare origin (`scheme://authority`).
+pub(super) fn public_url(vars: &Map<String, Value>) -> Result<Option<String>, ConfigError> {
+    match string_var(vars, "PUBLIC_URL")? {
+        None => Ok(None),
+        Some(u) => {
+            let url = http_url("PUBLIC_URL", &u)?;
+            if url.matches('/').count() != 2 {
+                return err(format!("PUBLIC_URL {} must be a bare origin like https://api.example.com", shown(&u)));
+            }
+            Ok(Some(url))
+        }
+    }
+}
+
+/// `RPC_URL`: an `https` URL (`http` only to a loopback host).
+pub(super) fn rpc_url(vars: &Map<String, Value>) -> Result<Option<String>, ConfigError> {
+    match string_var(vars, "RPC_URL")? {
+        None => Ok(None),
+        Some(u) => {
+            let url = http_url("RPC_URL", &u)?;
+            require_tls("RPC_URL", &url)?;
+            Ok(Some(url))
+        }
+    }
 }
 
 /// Most `ORIGIN_HEADERS` entries.

@@ -12,7 +12,9 @@ use crate::x402::bazaar::RouteDiscovery;
 use crate::x402::offer::Offer;
 use crate::x402::{Eip712Extra, PaymentRequirements};
 
-use super::{err, shown, unknown_key, ConfigError};
+use crate::x402::exact::VALID_BEFORE_SLACK_SECONDS;
+
+use super::{err, shown, string_var, u64_var, unknown_key, ConfigError, CLIENT_LATENCY_SECONDS, SESSIONS_REMOVED};
 
 /// When the facilitator's `/verify` runs before the origin is called (the route's `verify`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -417,6 +419,169 @@ pub(super) fn check_keys(at: &str, obj: &Map<String, Value>, allowed: &[&[&str]]
             }
             return Err(unknown_key(k, at, allowed));
         }
+    }
+    Ok(())
+}
+
+impl Defaults {
+    /// `PAY_TO`, `NETWORK` and `MAX_TIMEOUT_SECONDS`; a `PAY_TO` that is not an address is an error.
+    pub(super) fn from_vars(vars: &Map<String, Value>) -> Result<Defaults, ConfigError> {
+        let defaults = Defaults {
+            pay_to: string_var(vars, "PAY_TO")?,
+            network: string_var(vars, "NETWORK")?.unwrap_or_else(|| "eip155:84532".into()),
+            max_timeout_seconds: u64_var(vars, "MAX_TIMEOUT_SECONDS", 300)?,
+        };
+        if let Some(p) = defaults.pay_to.as_deref().filter(|p| Address::parse(p).is_none()) {
+            return err(format!("PAY_TO {} is not a 0x-prefixed 20-byte address (40 hex digits)", shown(p)));
+        }
+        Ok(defaults)
+    }
+}
+
+/// What every route of the table starts from: the offers' defaults, `RATE_LIMITS`, and the time
+/// limits an offer's `maxTimeoutSeconds` must leave room for.
+pub(super) struct TableDefaults {
+    pub(super) offer: Defaults,
+    pub(super) rate_limits: RateLimits,
+    pub(super) origin_timeout_seconds: u64,
+    pub(super) facilitator_timeout_seconds: u64,
+}
+
+/// `ROUTES`: its entries (a TOML array of tables, a JSON array, or a JSON string of one).
+pub(super) fn route_entries(vars: &Map<String, Value>) -> Result<Vec<Value>, ConfigError> {
+    let routes_value = match vars.get("ROUTES") {
+        None | Some(Value::Null) => return err("ROUTES is not set"),
+        Some(Value::String(s)) => serde_json::from_str::<Value>(s).or_else(|e| err(format!("ROUTES is not valid JSON: {e}")))?,
+        Some(v) => v.clone(),
+    };
+    let Value::Array(entries) = routes_value else { return err("ROUTES must be an array of routes") };
+    Ok(entries)
+}
+
+/// `RATE_LIMITS`: the rate limits of routes without their own `rateLimit`.
+pub(super) fn default_rate_limits(vars: &Map<String, Value>) -> Result<RateLimits, ConfigError> {
+    match vars.get("RATE_LIMITS").filter(|v| !v.is_null()) {
+        Some(v) => RateLimits::parse("RATE_LIMITS", v),
+        None => Ok(RateLimits::default()),
+    }
+}
+
+/// Every route of the table, in order, then the checks across routes (pass groups, shadowing).
+pub(super) fn parse_routes(entries: &[Value], table: &TableDefaults) -> Result<Vec<Route>, ConfigError> {
+    let mut routes = Vec::with_capacity(entries.len());
+    for (i, entry) in entries.iter().enumerate() {
+        routes.push(parse_route(i, entry, table)?);
+    }
+    check_pass_groups(&routes)?;
+    check_shadowing(&routes)?;
+    Ok(routes)
+}
+
+/// `ROUTES[i]`.
+fn parse_route(i: usize, entry: &Value, table: &TableDefaults) -> Result<Route, ConfigError> {
+    let Value::Object(obj) = entry else { return err(format!("ROUTES[{i}] must be an object")) };
+    let every_key: [&[&str]; 3] = [&ROUTE_KEYS, &OFFER_KEYS, &super::discovery::ROUTE_KEYS];
+    if let Some(k) = obj.keys().find(|k| *k != "sessionTtlSeconds" && !every_key.iter().any(|set| set.contains(&k.as_str()))) {
+        let at = match obj.get("route").and_then(Value::as_str) {
+            Some(route) => format!("ROUTES[{i}] ({})", shown(route)),
+            None => format!("ROUTES[{i}]"),
+        };
+        return Err(unknown_key(k, &at, &every_key));
+    }
+    let r: RawRoute = serde_json::from_value(entry.clone()).or_else(|e| err(format!("ROUTES[{i}]: {e}")))?;
+    let at = format!("ROUTES[{i}] ({})", shown(&r.route));
+    if obj.contains_key("sessionTtlSeconds") {
+        return err(format!("{at}: sessionTtlSeconds is no longer read: {SESSIONS_REMOVED}"));
+    }
+    let pattern = RoutePattern::parse(&r.route).or_else(|e| err(format!("{at}: {e}")))?;
+    let accepts = route_offers(&at, obj, entry, r.free, &table.offer)?;
+    let verify = match r.verify.as_deref() {
+        None | Some("auto") => VerifyPolicy::Auto,
+        Some("always") => VerifyPolicy::Always,
+        Some("local") => VerifyPolicy::Local,
+        Some(v) => return err(format!("{at}: verify `{v}` must be \"auto\", \"always\" or \"local\"")),
+    };
+    let settle = match r.settle.as_deref() {
+        None | Some("after") => SettleOrder::After,
+        Some("before") => SettleOrder::Before,
+        Some(v) => return err(format!("{at}: settle `{v}` must be \"after\" or \"before\"")),
+    };
+    check_time_window(&at, &accepts, table)?;
+    let key = r.route.split_whitespace().collect::<Vec<_>>().join(" ");
+    let route_path = key.split_once(' ').map_or(key.as_str(), |(_, p)| p).to_string();
+    let pass = match &r.pass {
+        Some(v) if !r.free => Some(parse_pass(&at, v, &route_path)?),
+        Some(_) => return err(format!("{at}: a free route cannot sell a pass")),
+        None => None,
+    };
+    let discovery = if r.free { RouteDiscovery::default() } else { RouteDiscovery::parse(&at, obj, &key, &pattern)? };
+    Ok(Route {
+        key,
+        pattern,
+        description: r.description,
+        mime_type: r.mime_type,
+        pass,
+        group: r.group.map(|g| g.trim().to_string()).filter(|g| !g.is_empty()),
+        accepts,
+        verify,
+        settle,
+        rate_limits: match &r.rate_limit {
+            Some(v) => RateLimits::parse(&format!("{at} rateLimit"), v)?,
+            None => table.rate_limits.clone(),
+        },
+        discovery,
+        challenge_layouts: ChallengeLayouts::default(),
+    })
+}
+
+/// A route's payment options: none for a free route, its `accepts` list, or the one option
+/// written in the entry itself; no option may repeat another.
+fn route_offers(at: &str, obj: &Map<String, Value>, entry: &Value, free: bool, defaults: &Defaults) -> Result<Vec<Offer>, ConfigError> {
+    let inline = OFFER_KEYS.iter().any(|k| obj.contains_key(*k));
+    let accepts = if free {
+        check_keys(at, obj, &[&["route", "description", "free", "group"]])?;
+        Vec::new()
+    } else if let Some(list) = obj.get("accepts") {
+        check_keys(at, obj, &[&ROUTE_KEYS, &super::discovery::ROUTE_KEYS])?;
+        let Value::Array(list) = list else { return err(format!("{at}: `accepts` must be an array")) };
+        if list.is_empty() {
+            return err(format!("{at}: `accepts` is empty (use `free = true` for a free route)"));
+        }
+        let mut offers = Vec::with_capacity(list.len());
+        for (j, o) in list.iter().enumerate() {
+            let oat = format!("{at} accepts[{j}]");
+            let Value::Object(oobj) = o else { return err(format!("{oat} must be an object")) };
+            check_keys(&oat, oobj, &[&OFFER_KEYS])?;
+            let raw: RawOffer = serde_json::from_value(o.clone()).or_else(|e| err(format!("{oat}: {e}")))?;
+            offers.push(parse_offer(&oat, &raw, defaults)?);
+        }
+        offers
+    } else if inline {
+        check_keys(at, obj, &[&ROUTE_KEYS, &OFFER_KEYS, &super::discovery::ROUTE_KEYS])?;
+        let raw: RawOffer = serde_json::from_value(entry.clone()).or_else(|e| err(format!("{at}: {e}")))?;
+        vec![parse_offer(at, &raw, defaults)?]
+    } else {
+        return err(format!("{at}: give a `price`, an `amount`, an `accepts` list, or `free = true`"));
+    };
+    for (a, x) in accepts.iter().enumerate() {
+        if accepts[..a].iter().any(|y| y.requirements == x.requirements) {
+            return err(format!("{at}: payment option {a} repeats an earlier one"));
+        }
+    }
+    Ok(accepts)
+}
+
+/// Every option's `maxTimeoutSeconds` leaves room for the origin, the facilitator, the
+/// verifier's block slack and the client's latency.
+fn check_time_window(at: &str, accepts: &[Offer], table: &TableDefaults) -> Result<(), ConfigError> {
+    let (origin_timeout_seconds, facilitator_timeout_seconds) = (table.origin_timeout_seconds, table.facilitator_timeout_seconds);
+    let min_window = origin_timeout_seconds + facilitator_timeout_seconds + VALID_BEFORE_SLACK_SECONDS + CLIENT_LATENCY_SECONDS;
+    if let Some(o) = accepts.iter().find(|o| o.requirements.max_timeout_seconds < min_window) {
+        return err(format!(
+            "{at}: maxTimeoutSeconds {} is too short for ORIGIN_TIMEOUT_SECONDS ({origin_timeout_seconds}) + FACILITATOR_TIMEOUT_SECONDS ({facilitator_timeout_seconds}) + {} s: an authorization signed for it would expire before it could settle; use at least {min_window}",
+            o.requirements.max_timeout_seconds,
+            VALID_BEFORE_SLACK_SECONDS + CLIENT_LATENCY_SECONDS
+        ));
     }
     Ok(())
 }

@@ -236,6 +236,14 @@ pub(super) fn u64_var(vars: &Map<String, Value>, name: &str, default: u64) -> Re
     }
 }
 
+/// A time limit variable: whole seconds from 1 to 300, default 30.
+pub(super) fn timeout_var(vars: &Map<String, Value>, name: &str) -> Result<u64, ConfigError> {
+    match u64_var(vars, name, 30)? {
+        t @ 1..=300 => Ok(t),
+        t => err(format!("{name} is {t}: use 1 to 300 seconds")),
+    }
+}
+
 /// The variables of the start-up warm-up (see `edge::warm_up`): one priced route, `GET /warm-up`
 /// at `$0.01` on the default network, no log lines, addresses that are never contacted (the
 /// warm-up request is answered by a 402 challenge, without I/O).
