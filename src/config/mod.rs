@@ -16,6 +16,7 @@
 //! |---|---|
 //! | `vars.rs` | [`TABLE`]: name, kind, required, secret, one-line doc of every variable; [`VARS`], [`SECRET_VARS`], near misses |
 //! | `routes.rs` | `ROUTES` entries: offers, passes, verify/settle policies, rate limits; checks across routes |
+//! | `pass.rs` | a route's `pass`: lifetime, request count, scope |
 //! | `discovery.rs` | a route's discovery keys, built into its `bazaar` extensions |
 //! | `facilitators.rs` | `FACILITATOR_URL` and each facilitator's credentials |
 //! | `origin.rs` | `ORIGIN_URL` / `ORIGIN_SERVICE`, `ORIGIN_HEADERS`, the URL checks |
@@ -51,6 +52,7 @@ mod discovery;
 mod error;
 mod facilitators;
 mod origin;
+mod pass;
 mod routes;
 mod vars;
 
@@ -58,6 +60,7 @@ pub use discovery::{MAX_DECLARATION_BYTES, MAX_DECLARATION_DEPTH};
 pub use error::*;
 pub use facilitators::*;
 pub use origin::*;
+pub use pass::*;
 pub use routes::*;
 pub use vars::*;
 
