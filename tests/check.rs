@@ -171,3 +171,50 @@ fn an_unreadable_or_invalid_file_exits_2() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("line 2: not valid TOML"), "{}", String::from_utf8_lossy(&out.stderr));
 }
+
+/// Runs the check on `path` for environment `env` (`--env env`): (exit status, stdout, stderr).
+fn run_env(path: &std::path::Path, env: &str) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_x402-check")).args(["--env", env]).arg(path).output().expect("x402-check runs");
+    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+#[test]
+fn an_environment_is_checked_as_wrangler_deploys_it_vars_and_bindings_its_own_migrations_inherited() {
+    let path = data("env.toml");
+    // The top level alone is clean; its environments are not read.
+    let (code, out) = run(&path);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("  priced GET /v1/quote: 0.01 USDC") && !out.contains("/v1/report"), "{out}");
+    assert!(out.ends_with("0 errors, 0 warnings\n"), "{out}");
+
+    // Production: its own route only (vars are not inherited), its LEDGER binding, and the top
+    // level's SQLite migration (migrations are inherited), so no problem.
+    let (code, out, _) = run_env(&path, "production");
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("  priced GET /v1/report: 0.25 USDC"), "{out}");
+    assert!(!out.contains("/v1/quote"), "the top level's route is not inherited: {out}");
+    assert!(out.ends_with("0 errors, 0 warnings\n"), "{out}");
+
+    // Staging: the misspelt variable is named at its line under [env.staging.vars], the route
+    // that lost its payTo at its line under [[env.staging.vars.ROUTES]], and the top level's
+    // Durable Object binding, which staging does not inherit, is warned about.
+    let (code, out, _) = run_env(&path, "staging");
+    assert_eq!(code, 1, "{out}");
+    let file = path.display();
+    let staging_line = |needle: &str| {
+        let text = std::fs::read_to_string(&path).unwrap();
+        let start = text.lines().position(|l| l.starts_with("[env.staging")).unwrap();
+        text.lines().skip(start).position(|l| l.contains(needle)).unwrap() + start + 1
+    };
+    assert!(out.contains(&format!("{file}:{}: error: unknown variable `PAY_T0`; did you mean `PAY_TO`?", staging_line("PAY_T0 ="))), "{out}");
+    assert!(out.contains(&format!("{file}:{}: error: ROUTES[0] (`GET /v1/quote`): no payTo and PAY_TO is not set", staging_line("[[env.staging.vars.ROUTES]]"))), "{out}");
+    assert!(
+        out.contains(&format!("{file}:{}: warning: `durable_objects` is set at the top level but not in [env.staging]", staging_line("[env.staging.vars]"))),
+        "{out}"
+    );
+
+    // An environment the file does not define cannot be checked.
+    let (code, _, err) = run_env(&path, "nope");
+    assert_eq!(code, 2);
+    assert!(err.contains("no [env.nope] table: the environments defined are production, staging"), "{err}");
+}

@@ -1,5 +1,5 @@
-//! `x402-check [wrangler.toml]`: checks the paywall's configuration before deploying, on the
-//! host, with the parser the Worker runs ([`Config::from_vars`]).
+//! `x402-check [--env NAME] [wrangler.toml]`: checks the paywall's configuration before
+//! deploying, on the host, with the parser the Worker runs ([`Config::from_vars`]).
 //!
 //! Reads the file's `[vars]`, the secret names it can see (the keys of a `.dev.vars` beside it;
 //! values are used for the check and never printed), and the bindings (`[[kv_namespaces]]`,
@@ -8,6 +8,13 @@
 //! routes are priced (price, asset, network, payTo) and which are free. Errors are what the
 //! Worker would refuse to start with, plus missing bindings; warnings are fine for local use but
 //! not for a deployment (loopback origin or facilitator URLs, a placeholder KV namespace id).
+//!
+//! With `--env NAME` (`-e NAME`) it checks what `wrangler deploy --env NAME` deploys, as wrangler
+//! builds it: `vars` and the bindings are not inherited from the top level (wrangler's
+//! "non-inheritable keys"), so they come from `[env.NAME]` alone (`[env.NAME.vars]`,
+//! `[[env.NAME.kv_namespaces]]`, …), and a top-level one the environment lacks is warned about;
+//! `migrations` are inheritable: the environment's, else the top level's. Secrets come from
+//! `.dev.vars.NAME` when it exists, else `.dev.vars` (as `wrangler dev --env NAME` reads them).
 //!
 //! Exit status: 0 without errors (warnings allowed), 1 with errors, 2 when the file cannot be
 //! read or parsed.
@@ -38,14 +45,37 @@ struct Problem {
     help: String,
 }
 
+/// The keys of a wrangler environment that are not inherited from the top level and that the
+/// check reads (wrangler's `EnvironmentNonInheritable`: vars and bindings).
+const NOT_INHERITED: [&str; 5] = ["vars", "kv_namespaces", "durable_objects", "services", "ratelimits"];
+
+/// The command line: the file (default `wrangler.toml`) and the environment (`--env NAME`,
+/// `-e NAME`, `--env=NAME`); `None` for a usage error.
+fn parse_args(args: &[String]) -> Option<(PathBuf, Option<String>)> {
+    let (mut path, mut env) = (None, None);
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "-h" | "--help" => return None,
+            "--env" | "-e" => env = Some(it.next()?.clone()),
+            _ if a.starts_with("--env=") => env = Some(a["--env=".len()..].to_string()),
+            _ if a.starts_with('-') || path.is_some() => return None,
+            _ => path = Some(PathBuf::from(a)),
+        }
+    }
+    if env.as_deref().is_some_and(str::is_empty) {
+        return None;
+    }
+    Some((path.unwrap_or_else(|| PathBuf::from("wrangler.toml")), env))
+}
+
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    if args.iter().any(|a| a == "-h" || a == "--help") || args.len() > 1 {
-        eprintln!("usage: x402-check [wrangler.toml]\nChecks the x402 paywall configuration of a wrangler.toml (and the secret names in a .dev.vars beside it) before deploying.");
+    let Some((path, env)) = parse_args(&args) else {
+        eprintln!("usage: x402-check [--env NAME] [wrangler.toml]\nChecks the x402 paywall configuration of a wrangler.toml (and the secret names in a .dev.vars beside it) before deploying; with --env, the configuration of [env.NAME] as wrangler deploys it.");
         return ExitCode::from(2);
-    }
-    let path = PathBuf::from(args.first().map_or("wrangler.toml", String::as_str));
-    match check(&path) {
+    };
+    match check(&path, env.as_deref()) {
         Ok(errors) if errors > 0 => ExitCode::from(1),
         Ok(_) => ExitCode::SUCCESS,
         Err(e) => {
@@ -63,8 +93,43 @@ fn read_bounded(path: &Path) -> Result<String, String> {
     std::fs::read_to_string(path).map_err(|e| e.to_string())
 }
 
-/// Checks `path`, prints the report, and returns how many errors it found.
-fn check(path: &Path) -> Result<usize, String> {
+/// The configuration `wrangler --env NAME` deploys: `[env.NAME]`'s own vars and bindings (not
+/// inherited), its `migrations` or else the top level's (inherited); the whole file without an
+/// environment. Also warns about each top-level key the environment does not inherit and lacks.
+fn environment(doc: &Value, text: &str, env: Option<&str>, problems: &mut Vec<Problem>) -> Result<Value, String> {
+    let Some(name) = env else { return Ok(doc.clone()) };
+    let Some(Value::Object(table)) = doc.get("env").and_then(|e| e.get(name)) else {
+        return Err(format!("no [env.{name}] table: the environments defined are {}", environment_names(doc)));
+    };
+    let mut view = table.clone();
+    if !view.contains_key("migrations") {
+        if let Some(m) = doc.get("migrations") {
+            view.insert("migrations".into(), m.clone());
+        }
+    }
+    let header = text.lines().position(|l| header(l).is_some_and(|h| h == format!("env.{name}") || h.starts_with(&format!("env.{name}.")))).map_or(0, |n| n + 1);
+    for key in NOT_INHERITED.iter().filter(|k| doc.get(**k).is_some() && !table.contains_key(**k)) {
+        problems.push(Problem {
+            level: Level::Warning,
+            line: header,
+            message: format!("`{key}` is set at the top level but not in [env.{name}]: wrangler does not inherit it, so the {name} deployment has none"),
+            help: format!("repeat what the {name} environment needs under [env.{name}] (e.g. [env.{name}.vars], [[env.{name}.kv_namespaces]])"),
+        });
+    }
+    Ok(Value::Object(view))
+}
+
+/// The names of the file's environments, for an error.
+fn environment_names(doc: &Value) -> String {
+    match doc.get("env").and_then(Value::as_object) {
+        Some(envs) if !envs.is_empty() => envs.keys().map(String::as_str).collect::<Vec<_>>().join(", "),
+        _ => "none".into(),
+    }
+}
+
+/// Checks `path` (its `[env.NAME]` with `env`), prints the report, and returns how many errors
+/// it found.
+fn check(path: &Path, env: Option<&str>) -> Result<usize, String> {
     let text = read_bounded(path)?;
     let doc: toml::Table = text.parse().map_err(|e: toml::de::Error| {
         let line = e.span().map_or(0, |s| line_of_offset(&text, s.start));
@@ -73,12 +138,16 @@ fn check(path: &Path) -> Result<usize, String> {
     let doc = serde_json::to_value(&doc).map_err(|e| e.to_string())?;
     let file = path.display().to_string();
     let mut problems = Vec::new();
+    let doc = environment(&doc, &text, env, &mut problems)?;
+    let at = Lines { text: &text, prefix: env.map(|n| format!("env.{n}.")).unwrap_or_default() };
 
     let mut vars: Map<String, Value> = doc.get("vars").and_then(Value::as_object).cloned().unwrap_or_default();
     let toml_vars: Vec<String> = vars.keys().cloned().collect();
 
-    // Secrets: the names in .dev.vars (wrangler dev's secrets file), never their values.
-    let dev_vars_path = path.parent().unwrap_or(Path::new(".")).join(".dev.vars");
+    // Secrets: the names in .dev.vars (wrangler dev's secrets file; `.dev.vars.NAME` for an
+    // environment that has one), never their values.
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let dev_vars_path = env.map(|n| dir.join(format!(".dev.vars.{n}"))).filter(|p| p.is_file()).unwrap_or_else(|| dir.join(".dev.vars"));
     let mut secret_names = Vec::new();
     let dev_vars_seen = dev_vars_path.is_file();
     if dev_vars_seen {
@@ -91,7 +160,7 @@ fn check(path: &Path) -> Result<usize, String> {
     for name in toml_vars.iter().filter(|n| config::entry(n).is_some_and(|v| v.secret)) {
         problems.push(Problem {
             level: Level::Warning,
-            line: var_line(&text, name),
+            line: at.var_line(name),
             message: format!("{name} is a secret but is set in [vars], in plain text in the repository and the dashboard"),
             help: format!("remove it from [vars] and run `wrangler secret put {name}` (for wrangler dev, put it in .dev.vars)"),
         });
@@ -129,7 +198,7 @@ fn check(path: &Path) -> Result<usize, String> {
     for (name, meant) in config::misspelt_vars(&vars) {
         problems.push(Problem {
             level: Level::Error,
-            line: var_line(&text, &name),
+            line: at.var_line(&name),
             message: log_form(&config::misspelt_var_error(&name, meant)),
             help: format!("rename `{name}` to `{meant}`"),
         });
@@ -159,7 +228,7 @@ fn check(path: &Path) -> Result<usize, String> {
                     .iter()
                     .copied()
                     .find(|s| message.contains(s) && !vars.contains_key(*s) && (message.contains("not set") || message.contains("needs the secrets")));
-                let (line, help) = locate(&text, &message);
+                let (line, help) = locate(&at, &message);
                 match missing_secret {
                     Some(s) if !dev_vars_seen => problems.push(Problem {
                         level: Level::Warning,
@@ -180,10 +249,10 @@ fn check(path: &Path) -> Result<usize, String> {
     if let Some(c) = &parsed {
         // With entries set aside, the table is not the user's: its warnings would mislead.
         for w in c.warnings(&vars).into_iter().filter(|_| !parser_errors) {
-            problems.push(Problem { level: Level::Warning, line: var_line(&text, "PAY_TO"), message: w, help: "price a route in ROUTES, or remove PAY_TO if nothing is for sale".into() });
+            problems.push(Problem { level: Level::Warning, line: at.var_line("PAY_TO"), message: w, help: "price a route in ROUTES, or remove PAY_TO if nothing is for sale".into() });
         }
-        bindings(c, &text, &kv, &durable, &sqlite_classes, &ratelimits, &mut problems);
-        loopback(c, &vars, &text, &mut problems);
+        bindings(c, &at, &kv, &durable, &sqlite_classes, &ratelimits, &mut problems);
+        loopback(c, &vars, &at, &mut problems);
     }
 
     problems.sort_by_key(|p| (p.level, p.line));
@@ -260,55 +329,73 @@ fn assigns(line: &str, key: &str) -> bool {
     rest.is_some_and(|r| r.trim_start().starts_with('='))
 }
 
-/// The line of variable `name`: its `NAME = …` under `[vars]`, or a `[vars.NAME]` /
-/// `[[vars.NAME]]` header; 0 if not found.
-fn var_line(text: &str, name: &str) -> usize {
-    let mut in_vars = false;
-    for (i, line) in text.lines().enumerate() {
-        if let Some(h) = header(line) {
-            if h == format!("vars.{name}") {
+/// Where things are in the checked file: the tables of the configuration checked are the top
+/// level's (`prefix` empty) or `[env.NAME]`'s (`prefix` = `env.NAME.`).
+struct Lines<'a> {
+    text: &'a str,
+    prefix: String,
+}
+
+impl Lines<'_> {
+    /// The line of variable `name`: its `NAME = …` under `[vars]`, or a `[vars.NAME]` /
+    /// `[[vars.NAME]]` header (under `[env.NAME.vars]` … for an environment); 0 if not found.
+    fn var_line(&self, name: &str) -> usize {
+        let p = &self.prefix;
+        let mut in_vars = false;
+        for (i, line) in self.text.lines().enumerate() {
+            if let Some(h) = header(line) {
+                if h == format!("{p}vars.{name}") {
+                    return i + 1;
+                }
+                in_vars = h == format!("{p}vars");
+                continue;
+            }
+            if in_vars && assigns(line, name) {
                 return i + 1;
             }
-            in_vars = h == "vars";
-            continue;
         }
-        if in_vars && assigns(line, name) {
-            return i + 1;
-        }
+        0
     }
-    0
-}
 
-/// The lines `[first, end)` of route `i`: its `[[vars.ROUTES]]` block; or the `ROUTES = …` line
-/// when the table is written inline.
-fn route_block(text: &str, i: usize) -> Option<(usize, usize)> {
-    let lines: Vec<&str> = text.lines().collect();
-    let starts: Vec<usize> = lines.iter().enumerate().filter(|(_, l)| header(l) == Some("vars.ROUTES")).map(|(n, _)| n).collect();
-    match starts.get(i) {
-        Some(&s) => {
-            let end = lines.iter().enumerate().skip(s + 1).find(|(_, l)| header(l).is_some_and(|h| !h.starts_with("vars.ROUTES."))).map_or(lines.len(), |(n, _)| n);
-            Some((s + 1, end + 1))
-        }
-        None => {
-            let l = var_line(text, "ROUTES");
-            (l > 0).then_some((l, l + 1))
+    /// The lines `[first, end)` of route `i`: its `[[vars.ROUTES]]` block; or the `ROUTES = …`
+    /// line when the table is written inline.
+    fn route_block(&self, i: usize) -> Option<(usize, usize)> {
+        let routes = format!("{}vars.ROUTES", self.prefix);
+        let lines: Vec<&str> = self.text.lines().collect();
+        let starts: Vec<usize> = lines.iter().enumerate().filter(|(_, l)| header(l) == Some(routes.as_str())).map(|(n, _)| n).collect();
+        match starts.get(i) {
+            Some(&s) => {
+                let inner = format!("{routes}.");
+                let end = lines.iter().enumerate().skip(s + 1).find(|(_, l)| header(l).is_some_and(|h| !h.starts_with(&inner))).map_or(lines.len(), |(n, _)| n);
+                Some((s + 1, end + 1))
+            }
+            None => {
+                let l = self.var_line("ROUTES");
+                (l > 0).then_some((l, l + 1))
+            }
         }
     }
-}
 
-/// The line of `key` inside route `i` (`key = …`, or `key =` inside an inline table), else
-/// the route's first line.
-fn route_key_line(text: &str, i: usize, key: Option<&str>) -> usize {
-    let Some((first, end)) = route_block(text, i) else { return 0 };
-    let Some(key) = key else { return first };
-    let lines: Vec<&str> = text.lines().collect();
-    for n in first..end.min(lines.len() + 1) {
-        let l = lines[n - 1];
-        if assigns(l, key) || l.contains(&format!("{{ {key} =")) || l.contains(&format!(", {key} =")) || l.contains(&format!("\"{key}\"")) {
-            return n;
+    /// The line of `key` inside route `i` (`key = …`, or `key =` inside an inline table), else
+    /// the route's first line.
+    fn route_key_line(&self, i: usize, key: Option<&str>) -> usize {
+        let Some((first, end)) = self.route_block(i) else { return 0 };
+        let Some(key) = key else { return first };
+        let lines: Vec<&str> = self.text.lines().collect();
+        for n in first..end.min(lines.len() + 1) {
+            let l = lines[n - 1];
+            if assigns(l, key) || l.contains(&format!("{{ {key} =")) || l.contains(&format!(", {key} =")) || l.contains(&format!("\"{key}\"")) {
+                return n;
+            }
         }
+        first
     }
-    first
+
+    /// The line of the table header `[h]` / `[[h]]` of the checked configuration; 0 if none.
+    fn header_line(&self, h: &str) -> usize {
+        let h = format!("{}{h}", self.prefix);
+        self.text.lines().position(|l| header(l) == Some(h.as_str())).map_or(0, |n| n + 1)
+    }
 }
 
 /// The first backticked word after `marker` in `message`.
@@ -324,12 +411,13 @@ fn route_indices(message: &str) -> Vec<usize> {
 }
 
 /// Where a parser error points (line) and what to do about it.
-fn locate(text: &str, message: &str) -> (usize, String) {
+fn locate(at: &Lines, message: &str) -> (usize, String) {
+    let text = at.text;
     let meant = quoted_after(message, "did you mean ");
     if let Some(&i) = route_indices(message).first() {
         let key = quoted_after(message, "unknown key ").or_else(|| quoted_after(message, "unknown field "));
         let key = key.or_else(|| message.contains("unknown method").then_some("route"));
-        let line = route_key_line(text, i, key);
+        let line = at.route_key_line(i, key);
         let help = match (quoted_after(message, "unknown key ").or_else(|| quoted_after(message, "unknown method ")), meant) {
             (Some(k), Some(m)) => format!("replace `{k}` with `{m}`"),
             _ if message.contains("matches every request") => "list the dearer route first, or narrow the earlier pattern".into(),
@@ -356,8 +444,8 @@ fn locate(text: &str, message: &str) -> (usize, String) {
         (None, _) => "see README \"Configuration\"".into(),
     };
     let line = match priced_name {
-        Some(p) => var_line(text, p),
-        None => name.map_or(0, |v| var_line(text, v)),
+        Some(p) => at.var_line(p),
+        None => name.map_or(0, |v| at.var_line(v)),
     };
     (line, help)
 }
@@ -428,8 +516,9 @@ fn set_aside(work: &mut Map<String, Value>, message: &str, missing_secret: Optio
 /// The bindings the configuration needs: `PASSES` (KV) while a route sells a pass, with a real
 /// namespace id; `LEDGER` (Durable Object, class `PaymentLedger`, SQLite migration) while a route
 /// is priced; every rate limiting binding a route names.
-fn bindings(c: &Config, text: &str, kv: &[(&str, &str)], durable: &[(&str, &str)], sqlite: &[&str], ratelimits: &[&str], out: &mut Vec<Problem>) {
-    let header_line = |h: &str| text.lines().position(|l| header(l) == Some(h)).map_or(0, |n| n + 1);
+fn bindings(c: &Config, at: &Lines, kv: &[(&str, &str)], durable: &[(&str, &str)], sqlite: &[&str], ratelimits: &[&str], out: &mut Vec<Problem>) {
+    let text = at.text;
+    let header_line = |h: &str| at.header_line(h);
     let key_line = |key: &str, value: &str| text.lines().position(|l| assigns(l, key) && l.contains(&format!("\"{value}\""))).map_or(0, |n| n + 1);
     if c.routes.iter().any(|r| r.pass.is_some()) {
         match kv.iter().find(|(b, _)| *b == "PASSES") {
@@ -498,7 +587,7 @@ fn is_loopback(url: &str) -> bool {
 }
 
 /// Loopback URLs work under `wrangler dev` and nowhere else.
-fn loopback(c: &Config, vars: &Map<String, Value>, text: &str, out: &mut Vec<Problem>) {
+fn loopback(c: &Config, vars: &Map<String, Value>, at: &Lines, out: &mut Vec<Problem>) {
     let mut urls: Vec<(&str, String)> = Vec::new();
     if let config::OriginTarget::Url { base, .. } = &c.origin {
         urls.push(("ORIGIN_URL", base.clone()));
@@ -519,7 +608,7 @@ fn loopback(c: &Config, vars: &Map<String, Value>, text: &str, out: &mut Vec<Pro
         }
         out.push(Problem {
             level: Level::Warning,
-            line: var_line(text, name),
+            line: at.var_line(name),
             message: format!("{name} `{url}` is a loopback address: fine for local use (wrangler dev), not for a deployment: a deployed Worker cannot reach your machine"),
             help: match name {
                 "ORIGIN_URL" => "set the https URL of your API, or bind an origin Worker as ORIGIN_SERVICE".to_string(),
