@@ -140,7 +140,7 @@ fn item(route: &Route, sign_in: bool) -> Value {
         extensions.push(BAZAAR);
     }
     if sign_in && route.pass.is_some() {
-        extensions.push(crate::siwx::SIGN_IN_WITH_X);
+        extensions.push(crate::x402::siwx::SIGN_IN_WITH_X);
     }
     m.insert("extensions".into(), json!(extensions));
     Value::Object(m)

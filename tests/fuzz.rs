@@ -6,7 +6,7 @@
 use proptest::prelude::*;
 use serde_json::{json, Value};
 use x402_edge_paywall::config::Config;
-use x402_edge_paywall::exact::verify_exact;
+use x402_edge_paywall::x402::exact::verify_exact;
 use x402_edge_paywall::money::price_to_atomic;
 use x402_edge_paywall::route::{canonicalize, match_segments};
 use x402_edge_paywall::x402::{decode_payment_signature, decode_x_payment, encode_header, JsonTemplate, TEMPLATE_HOLES};

@@ -12,7 +12,7 @@ use k256::ecdsa::SigningKey;
 use serde_json::{json, Value};
 use x402_edge_paywall::config::Config;
 use x402_edge_paywall::evm::{address_of, hex_0x};
-use x402_edge_paywall::siwx::{eip191_hash, message, Proof, MAX_AGE_SECONDS};
+use x402_edge_paywall::x402::siwx::{eip191_hash, message, Proof, MAX_AGE_SECONDS};
 use x402_edge_paywall::x402::{decode_header_json, encode_header};
 
 const KEY: u8 = 7;
@@ -152,8 +152,8 @@ fn sign_ins_bound_to_anything_else_are_refused_without_touching_the_origin() {
     p.now.set(p.now.get() + MAX_AGE_SECONDS);
     let now = p.now.get();
     let stale = proof_header(&info, KEY, "eip155:84532", |pr| {
-        pr.issued_at = x402_edge_paywall::siwx::iso(now);
-        pr.expiration_time = Some(x402_edge_paywall::siwx::iso(now + 60));
+        pr.issued_at = x402_edge_paywall::x402::siwx::iso(now);
+        pr.expiration_time = Some(x402_edge_paywall::x402::siwx::iso(now + 60));
     });
     assert_eq!(refused("/reports/q3", &stale), "invalid_siwx_nonce_expired");
 

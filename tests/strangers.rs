@@ -17,7 +17,7 @@ use x402_edge_paywall::evm::{address_of, hex_0x};
 use x402_edge_paywall::gateway::client_limit_key;
 use x402_edge_paywall::ledger::Op;
 use x402_edge_paywall::pass::{UNKNOWN_CAPACITY, UNKNOWN_SECONDS};
-use x402_edge_paywall::siwx::{self, Proof};
+use x402_edge_paywall::x402::siwx::{self, Proof};
 use x402_edge_paywall::x402::decode_header_json;
 
 fn required(res: &http::Response<Vec<u8>>) -> Value {

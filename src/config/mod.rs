@@ -45,7 +45,7 @@ use serde_json::{Map, Value};
 
 use crate::discovery::WellKnown;
 use crate::evm::Address;
-use crate::exact::VALID_BEFORE_SLACK_SECONDS;
+use crate::x402::exact::VALID_BEFORE_SLACK_SECONDS;
 use crate::x402::offer::Offer;
 
 mod discovery;
@@ -146,9 +146,9 @@ pub struct Config {
     /// ledger's own send mark is taken as paid (the README states the assumption).
     pub rpc_url: Option<String>,
     /// `SIGN_IN_SECRET`: the key of the MAC that makes sign-in nonces server-issued
-    /// ([`crate::siwx::issue_nonce`]); required while sign-in is on (`PUBLIC_URL` and a route that
+    /// ([`crate::x402::siwx::issue_nonce`]); required while sign-in is on (`PUBLIC_URL` and a route that
     /// sells a pass).
-    pub sign_in_key: Option<crate::siwx::NonceKey>,
+    pub sign_in_key: Option<crate::x402::siwx::NonceKey>,
     /// The `/.well-known/x402` document, built once from the routes ([`crate::discovery`]).
     pub well_known: WellKnown,
 }
@@ -241,10 +241,10 @@ fn admin_endpoint(vars: &Map<String, Value>) -> Result<Option<AdminEndpoint>, Co
 
 /// `SIGN_IN_SECRET`: the nonce key, required while wallet sign-in is on (`PUBLIC_URL` and a route
 /// that sells a pass).
-fn sign_in_key(vars: &Map<String, Value>, sign_in: bool) -> Result<Option<crate::siwx::NonceKey>, ConfigError> {
+fn sign_in_key(vars: &Map<String, Value>, sign_in: bool) -> Result<Option<crate::x402::siwx::NonceKey>, ConfigError> {
     match string_var(vars, "SIGN_IN_SECRET")? {
         Some(secret) if secret.len() < MIN_SIGN_IN_SECRET_LEN => err(format!("SIGN_IN_SECRET is shorter than {MIN_SIGN_IN_SECRET_LEN} characters")),
-        Some(secret) => Ok(Some(crate::siwx::NonceKey::new(&secret))),
+        Some(secret) => Ok(Some(crate::x402::siwx::NonceKey::new(&secret))),
         None if sign_in => err(format!(
             "SIGN_IN_SECRET is not set: with PUBLIC_URL, routes that sell a pass offer wallet sign-in, whose nonces are signed with this secret; set a random value of at least {MIN_SIGN_IN_SECRET_LEN} characters (wrangler secret put SIGN_IN_SECRET)"
         )),

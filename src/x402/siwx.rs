@@ -311,7 +311,7 @@ pub fn verify(p: &Proof, b: &Binding, now: u64) -> Result<(Address, u64), Refusa
         }
     }
     let Some(address) = Address::parse(&p.address) else { return refuse("invalid_siwx_payload", "address is not a 0x-prefixed 20-byte address") };
-    let Some(signature) = decode_hex_0x(&p.signature, crate::exact::MAX_SIGNATURE_BYTES) else {
+    let Some(signature) = decode_hex_0x(&p.signature, crate::x402::exact::MAX_SIGNATURE_BYTES) else {
         return refuse("invalid_siwx_signature", "signature is not 0x hex");
     };
     let digest = eip191_hash(&message(p, &address, chain_id));
