@@ -4,18 +4,16 @@
 //!
 //! | module | job |
 //! |---|---|
-//! | [`config`] | the Worker's vars → validated price table |
+//! | [`config`] | the Worker's vars → validated price table (the one table of variables: [`config::TABLE`]) |
 //! | [`names`] | near-miss names ("did you mean `price`?") for configuration errors |
-//! | [`discovery`] | the `/.well-known/x402` document and the x402 `bazaar` extension of each route |
+//! | [`discovery`] | the `/.well-known/x402` document |
 //! | [`route`] | path canonicalisation and `METHOD /pattern` matching |
 //! | [`money`] | `"$0.01"` → atomic units, exact decimal arithmetic |
-//! | [`x402`] | v2 wire types and base64 header codecs |
+//! | [`x402`] | the protocol's formats: v2 wire types and header codecs, offers, `exact` verification, `sign-in-with-x`, the `bazaar` extension |
 //! | [`evm`] | addresses, network table, EIP-712 / EIP-3009 hashing, k256 recovery |
 //! | [`evidence`] | whether a sent settlement paid, read from the chain (`RPC_URL`) |
-//! | [`exact`] | local verification of an `exact` EVM payment |
 //! | [`facilitator`] | `/verify` and `/settle`: bodies, reply classification, the client (failover, CDP authorization) |
 //! | [`pass`] | pass tokens, records, carriers (header, cookie), the isolate cache |
-//! | [`siwx`] | x402 `sign-in-with-x` for EVM wallets: the declared challenge, EIP-4361 message, EIP-191 recovery |
 //! | [`ledger`] | the state machine of each authorization (reserved → send mark → settled / sent with an unknown outcome), hosted by a Durable Object |
 //! | [`refusal`] | the reason shape every refusal shares (code and message), for `exact`, `siwx` and the gateway |
 //! | [`gateway`] | the request pipeline over a [`gateway::Platform`] |
