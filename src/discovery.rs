@@ -60,7 +60,7 @@ use http::header::{HeaderValue, ACCESS_CONTROL_ALLOW_ORIGIN, ALLOW, CACHE_CONTRO
 use http::{HeaderMap, Method, Response, StatusCode};
 use serde_json::{json, Map, Value};
 
-use crate::config::{PassScope, Route};
+use crate::config::{Config, PassScope, Route};
 use crate::evm::{hex_lower, keccak256};
 use crate::x402::bazaar::{key_path, listed_methods, BAZAAR};
 // Transitional: the gateway's paths until it imports crate::x402::bazaar itself.
@@ -73,7 +73,8 @@ pub const WELL_KNOWN_PATH: &str = "/.well-known/x402";
 pub const WELL_KNOWN_CACHE_CONTROL: &str = "public, max-age=300";
 
 /// The discovery document (module docs: "Which format the document follows") and its strong
-/// `ETag`, built once per isolate from the configuration.
+/// `ETag`, built once per isolate from the configuration (kept in the gateway's per-isolate
+/// state, `gateway::ConfigState`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WellKnown {
     body: Vec<u8>,
@@ -166,6 +167,12 @@ impl WellKnown {
         WellKnown { body, etag }
     }
 
+    /// The document of a configuration: [`WellKnown::build`] from its routes, with sign-in on
+    /// when it sets `PUBLIC_URL`.
+    pub fn for_config(config: &Config) -> WellKnown {
+        WellKnown::build(&config.routes, config.public_url.is_some())
+    }
+
     /// The document, compact JSON.
     pub fn body(&self) -> &[u8] {
         &self.body
@@ -215,7 +222,7 @@ impl WellKnown {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{Config, ConfigError, MAX_DECLARATION_BYTES, MAX_DECLARATION_DEPTH};
+    use crate::config::{ConfigError, MAX_DECLARATION_BYTES, MAX_DECLARATION_DEPTH};
     use crate::x402::bazaar::{route_template, MAX_EXTENSION_BYTES};
 
     fn config(routes: Value, public_url: bool) -> Result<Config, ConfigError> {
@@ -423,7 +430,7 @@ mod tests {
     #[test]
     fn the_document_lists_every_priced_route_with_its_offers_and_pass_terms() {
         let c = config(document_routes(), true).unwrap();
-        let doc: Value = serde_json::from_slice(c.well_known.body()).unwrap();
+        let doc: Value = serde_json::from_slice(WellKnown::for_config(&c).body()).unwrap();
         assert_eq!(doc["x402Version"], 2);
         let items = doc["items"].as_array().unwrap();
         assert_eq!(items.len(), 3, "the free route is not listed");
@@ -464,16 +471,16 @@ mod tests {
 
     #[test]
     fn the_etag_is_the_body_hash_stable_across_builds_and_changes_with_the_configuration() {
-        let a = config(document_routes(), false).unwrap().well_known;
-        let b = config(document_routes(), false).unwrap().well_known;
+        let a = WellKnown::for_config(&config(document_routes(), false).unwrap());
+        let b = WellKnown::for_config(&config(document_routes(), false).unwrap());
         assert_eq!(a, b, "another isolate with the same configuration serves the same bytes and tag");
         assert_eq!(a.etag(), format!("\"{}\"", hex_lower(&keccak256(a.body())[..16])));
         assert!(a.etag().len() == 34 && !a.etag().starts_with("W/"), "strong");
         let mut routes = document_routes();
         routes[1]["accepts"][0]["price"] = json!("$0.11");
-        let c = config(routes, false).unwrap().well_known;
+        let c = WellKnown::for_config(&config(routes, false).unwrap());
         assert_ne!(a.etag(), c.etag(), "a price change is a new tag");
-        let with_sign_in = config(document_routes(), true).unwrap().well_known;
+        let with_sign_in = WellKnown::for_config(&config(document_routes(), true).unwrap());
         assert_ne!(a.etag(), with_sign_in.etag());
     }
 
@@ -487,7 +494,7 @@ mod tests {
 
     #[test]
     fn get_head_conditional_and_other_methods() {
-        let wk = config(document_routes(), false).unwrap().well_known;
+        let wk = WellKnown::for_config(&config(document_routes(), false).unwrap());
         let res = wk.respond(&Method::GET, &HeaderMap::new(), |b| b);
         assert_eq!(res.status(), 200);
         assert_eq!(res.body(), wk.body());

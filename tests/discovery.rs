@@ -6,6 +6,7 @@ mod common;
 
 use common::*;
 use serde_json::{json, Value};
+use x402_edge_paywall::discovery::WellKnown;
 use x402_edge_paywall::x402::decode_header_json;
 
 fn challenge_extensions(res: &http::Response<Vec<u8>>) -> Value {
@@ -25,8 +26,8 @@ fn the_document_is_answered_by_the_paywall_and_never_reaches_the_origin() {
     let p = std::rc::Rc::new(fake());
     let res = run(&cfg, &p, request("/.well-known/x402?x=1", &[]));
     assert_eq!(res.status(), 200);
-    assert_eq!(res.body(), cfg.well_known.body());
-    assert_eq!(res.headers()["etag"], cfg.well_known.etag());
+    assert_eq!(res.body(), WellKnown::for_config(&cfg).body());
+    assert_eq!(res.headers()["etag"], WellKnown::for_config(&cfg).etag());
     let doc = body_json(&res);
     let routes: Vec<&str> = doc["items"].as_array().unwrap().iter().map(|i| i["route"].as_str().unwrap()).collect();
     assert_eq!(routes, ["GET /paid", "GET /.well-known/*"], "priced routes only, in configuration order");
@@ -35,7 +36,7 @@ fn the_document_is_answered_by_the_paywall_and_never_reaches_the_origin() {
     let res = run(&cfg, &p, request("/x/../.well-known/%78402", &[]));
     assert_eq!(res.status(), 200);
 
-    let res = run(&cfg, &p, request("/.well-known/x402", &[("if-none-match", cfg.well_known.etag())]));
+    let res = run(&cfg, &p, request("/.well-known/x402", &[("if-none-match", WellKnown::for_config(&cfg).etag())]));
     assert_eq!(res.status(), 304);
     let res = run(&cfg, &p, request_with("HEAD", "/.well-known/x402", &[]));
     assert_eq!(res.status(), 200);
@@ -59,7 +60,7 @@ fn a_trailing_slash_is_another_resource_and_goes_to_the_origin() {
     let p = std::rc::Rc::new(fake());
     let res = run(&cfg, &p, request("/.well-known/x402/", &[]));
     assert_eq!(res.status(), 200);
-    assert_ne!(res.body(), cfg.well_known.body());
+    assert_ne!(res.body(), WellKnown::for_config(&cfg).body());
     assert_eq!(p.origin_hits(), 1);
 }
 

@@ -124,11 +124,15 @@ fn challenges_laid_out_ahead_by_prepare_are_byte_identical_to_first_use_ones() {
         { "route": "GET /open", "free": true }
     ]);
     let prepared = config_with(routes.clone());
-    x402_edge_paywall::gateway::prepare(&prepared);
-    x402_edge_paywall::gateway::prepare(&prepared); // idempotent
+    // Laid out into the isolate state of the platform that then serves them.
+    let isolate = Rc::new(fake());
+    x402_edge_paywall::gateway::prepare(&prepared, &isolate.isolate);
+    x402_edge_paywall::gateway::prepare(&prepared, &isolate.isolate); // idempotent
+    let held = |i: usize| isolate.isolate.derived.of(&prepared).layouts(i).map_or(0, |l| l.len());
+    assert_eq!((held(0), held(1), held(2), held(3)), (1, 1, 0, 0), "one per priced route (GET for any method), none for U+0000 or a free route");
     let lazy = config_with(routes);
     for (method, path) in [("GET", "/paid?x=1"), ("GET", "/any-method/a"), ("PUT", "/any-method/b"), ("POST", "/nul")] {
-        let a = run(&prepared, &Rc::new(fake()), request_with(method, path, &[]));
+        let a = run(&prepared, &isolate, request_with(method, path, &[]));
         let b = run(&lazy, &Rc::new(fake()), request_with(method, path, &[]));
         assert_eq!(a.status(), 402, "{method} {path}");
         assert_eq!(a.headers()["payment-required"], b.headers()["payment-required"], "{method} {path}");

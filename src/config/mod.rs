@@ -43,7 +43,6 @@
 
 use serde_json::{Map, Value};
 
-use crate::discovery::WellKnown;
 use crate::evm::Address;
 use crate::x402::exact::VALID_BEFORE_SLACK_SECONDS;
 use crate::x402::offer::Offer;
@@ -149,8 +148,6 @@ pub struct Config {
     /// ([`crate::x402::siwx::issue_nonce`]); required while sign-in is on (`PUBLIC_URL` and a route that
     /// sells a pass).
     pub sign_in_key: Option<crate::x402::siwx::NonceKey>,
-    /// The `/.well-known/x402` document, built once from the routes ([`crate::discovery`]).
-    pub well_known: WellKnown,
 }
 
 /// The admin endpoint: `POST {path}/revoke?pass=<token>` or `?payer=<address>`, and
@@ -289,7 +286,6 @@ impl Config {
         let public_url = public_url(vars)?;
         let rpc_url = rpc_url(vars)?;
         let sign_in_key = sign_in_key(vars, public_url.is_some() && routes.iter().any(|r| r.pass.is_some()))?;
-        let well_known = WellKnown::build(&routes, public_url.is_some());
         Ok(Config {
             rpc_url,
             origin,
@@ -306,7 +302,6 @@ impl Config {
             admin,
             public_url,
             sign_in_key,
-            well_known,
         })
     }
 

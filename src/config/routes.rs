@@ -61,11 +61,9 @@ pub struct Route {
     pub settle: SettleOrder,
     /// The Workers Rate Limiting bindings that apply (the route's `rateLimit`, else `RATE_LIMITS`).
     pub rate_limits: RateLimits,
-    /// Discovery declaration and prebuilt `bazaar` extensions ([`crate::discovery`]); the
+    /// Discovery declaration and prebuilt `bazaar` extensions ([`crate::x402::bazaar`]); the
     /// default (not discoverable) for a free route.
     pub discovery: RouteDiscovery,
-    /// Its 402 challenges, laid out on first use per method.
-    pub challenge_layouts: ChallengeLayouts,
 }
 
 /// Workers Rate Limiting bindings (by binding name) applied to a priced route. Each counts within
@@ -97,36 +95,6 @@ impl RateLimits {
             return err(format!("{at}: {} is not a binding name", shown(b)));
         }
         Ok(limits)
-    }
-}
-
-/// The route's 402 challenges (see [`crate::x402::ChallengeLayout`]), filled in on first use: one
-/// per method with a challenge of its own (`Some(method)`: a method the configuration gives a
-/// discovery extension) and one (`None`) that every other method shares, since their challenges
-/// are the same bytes. So it holds at most the configured methods plus one entry, whatever
-/// methods clients invent.
-#[derive(Debug, Clone, Default)]
-pub struct ChallengeLayouts(std::cell::RefCell<Vec<(Option<http::Method>, std::rc::Rc<crate::x402::ChallengeLayout>)>>);
-
-impl ChallengeLayouts {
-    /// The layout under `key`, built with `build` the first time (`None`: not built, not kept).
-    pub fn get_or_build(&self, key: Option<&http::Method>, build: impl FnOnce() -> Option<crate::x402::ChallengeLayout>) -> Option<std::rc::Rc<crate::x402::ChallengeLayout>> {
-        if let Some((_, l)) = self.0.borrow().iter().find(|(m, _)| m.as_ref() == key) {
-            return Some(std::rc::Rc::clone(l));
-        }
-        let layout = std::rc::Rc::new(build()?);
-        self.0.borrow_mut().push((key.cloned(), std::rc::Rc::clone(&layout)));
-        Some(layout)
-    }
-
-    /// How many layouts are held.
-    pub fn len(&self) -> usize {
-        self.0.borrow().len()
-    }
-
-    /// Whether none is held yet.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
     }
 }
 
@@ -425,7 +393,6 @@ fn parse_route(i: usize, entry: &Value, table: &TableDefaults) -> Result<Route, 
             None => table.rate_limits.clone(),
         },
         discovery,
-        challenge_layouts: ChallengeLayouts::default(),
     })
 }
 

@@ -662,7 +662,7 @@ fn warm_up() {
     if env.is_object() {
         let env: Env = env.unchecked_into();
         if let Ok(config) = config(&env) {
-            gateway::prepare(&config);
+            ISOLATE.with(|isolate| gateway::prepare(&config, isolate));
             // One line per isolate start, unless decision lines are off: it names what was
             // loaded, and it is the isolate's first `console.log`, which costs the runtime about
             // 2 ms once (in Miniflare) that a first decision line would otherwise pay.

@@ -3,6 +3,8 @@
 //! here reads a payment.
 
 
+use std::rc::Rc;
+
 use http::header::{HeaderValue, CACHE_CONTROL, CONTENT_TYPE};
 use http::{Method, Response, StatusCode};
 use serde_json::Value;
@@ -12,7 +14,8 @@ use crate::discovery;
 use crate::x402::{encode_header, encode_header_bytes, ChallengeLayout, JsonTemplate, TEMPLATE_HOLES, PaymentRequired, PaymentRequiredV1, ResourceInfo, PAYMENT_REQUIRED, X402_VERSION};
 
 use super::passes::sign_in_extension;
-use super::platform::Platform;
+use super::derived::{ChallengeLayouts, ConfigState};
+use super::platform::{IsolateState, Platform};
 use super::{json_response, set_header};
 
 /// The challenge's description: the route's, followed by what a pass buys when it sells one
@@ -28,6 +31,8 @@ pub(super) fn offer_description(route: &Route) -> Option<String> {
 /// What a 402 challenge for this request needs, so that one is built only when it is sent.
 pub(super) struct Challenger<'a> {
     pub(super) config: &'a Config,
+    /// What this isolate keeps for `config`: the route's challenge layouts.
+    pub(super) state: Rc<ConfigState>,
     pub(super) route: &'a Route,
     pub(super) canonical: &'a str,
     pub(super) method: Method,
@@ -43,7 +48,7 @@ impl Challenger<'_> {
         if let Some(siwx) = sign_in_extension(self.config, p, self.route, self.canonical) {
             return challenge::<P>(self.route, &self.resource_url, error, discovery::merge_extensions(Some(siwx), bazaar).as_ref());
         }
-        let layout = challenge_layout(self.route, &self.method);
+        let layout = self.state.route_layouts(self.config, self.route).and_then(|layouts| challenge_layout(layouts, self.route, &self.method));
         // Serialising our own values does not fail; if it ever did, the whole path still works.
         let Some(layout) = layout else {
             return challenge::<P>(self.route, &self.resource_url, error, discovery::merge_extensions(None, bazaar).as_ref());
@@ -65,9 +70,9 @@ impl Challenger<'_> {
 /// extension-less layout: the layouts held stay bounded by the configuration. `None` for a route
 /// whose configured values hold U+0000, which could pose as a hole: it is serialised whole on each
 /// challenge instead.
-pub(super) fn challenge_layout(route: &Route, method: &Method) -> Option<std::rc::Rc<ChallengeLayout>> {
+pub(super) fn challenge_layout(layouts: &ChallengeLayouts, route: &Route, method: &Method) -> Option<Rc<ChallengeLayout>> {
     let bazaar = route.discovery.bazaar(method);
-    route.challenge_layouts.get_or_build(bazaar.map(|_| method), || {
+    layouts.get_or_build(bazaar.map(|_| method), || {
         let extensions = discovery::merge_extensions(None, bazaar);
         let (plain, _) = challenge_values(route, "", "", extensions.as_ref());
         if serde_json::to_string(&plain).ok()?.contains("\\u0000") {
@@ -80,11 +85,14 @@ pub(super) fn challenge_layout(route: &Route, method: &Method) -> Option<std::rc
 
 /// Lays out every priced route's 402 challenge for the route's method (`GET` for a route of any
 /// method) ahead of the first request: what a first challenge would otherwise build. Called by
-/// the Workers glue when the module starts (`edge::warm_up`); idempotent.
-pub fn prepare(config: &Config) {
-    for route in config.routes.iter().filter(|r| !r.is_free()) {
+/// the Workers glue when the module starts (`edge::warm_up`), into the isolate's state; idempotent.
+pub fn prepare(config: &Rc<Config>, isolate: &IsolateState) {
+    let state = isolate.derived.of(config);
+    for (i, route) in config.routes.iter().enumerate().filter(|(_, r)| !r.is_free()) {
         let method = route.pattern.method().cloned().unwrap_or(Method::GET);
-        let _ = challenge_layout(route, &method);
+        if let Some(layouts) = state.layouts(i) {
+            let _ = challenge_layout(layouts, route, &method);
+        }
     }
 }
 

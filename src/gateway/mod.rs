@@ -66,6 +66,7 @@ mod pay;
 mod refusal;
 mod settle;
 mod challenge;
+mod derived;
 mod forward;
 mod rewrite;
 mod passes;
@@ -76,6 +77,7 @@ mod shadow;
 pub use platform::{IsolateState, Platform};
 pub use pay::MAX_UNVERIFIED_IN_FLIGHT;
 pub use challenge::prepare;
+pub use derived::{ChallengeLayouts, ConfigState, Derived};
 pub use forward::origin_unavailable;
 pub use rewrite::{UrlRewrite, rewrite_url};
 pub use limits::{BlockList, FAILED_BLOCK_SECONDS, RATE_LIMIT_RETRY_SECONDS, client_limit_key};
@@ -145,7 +147,7 @@ pub async fn handle<P: Platform>(config: &Rc<Config>, p: &Rc<P>, req: Request<P:
     };
     // The discovery document is the paywall's own answer, whatever the origin serves there.
     if canonical == discovery::WELL_KNOWN_PATH {
-        return config.well_known.respond(req.method(), req.headers(), P::body);
+        return p.isolate().derived.of(config).well_known(config).respond(req.method(), req.headers(), P::body);
     }
     if let Some(admin) = &config.admin {
         let under = canonical.strip_prefix(admin.path.as_str()).is_some_and(|rest| rest.is_empty() || rest.starts_with('/'));

@@ -123,7 +123,8 @@ pub(super) async fn priced<P: Platform>(cx: Paying<'_, P>, req: Request<P::Body>
         Admission::Served(res) => return res,
         Admission::NotAdmitted { req, refusal } => (req, refusal),
     };
-    let challenger = Challenger { config, route, canonical, method: req.method().clone(), resource_url: req.uri().to_string() };
+    let state = p.isolate().derived.of(config);
+    let challenger = Challenger { config, state, route, canonical, method: req.method().clone(), resource_url: req.uri().to_string() };
     let resource_url = &challenger.resource_url;
     let (header, version) = match (header_str(req.headers(), PAYMENT_SIGNATURE), header_str(req.headers(), X_PAYMENT)) {
         (Some(h), _) => (h, X402_VERSION),

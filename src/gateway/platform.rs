@@ -13,6 +13,7 @@ use crate::pass::PassCache;
 use crate::telemetry::Decision;
 
 use super::forward::{ForwardError, origin_failure};
+use super::derived::Derived;
 use super::limits::BlockList;
 use super::rewrite::UrlRewrite;
 
@@ -100,4 +101,6 @@ pub struct IsolateState {
     pub health: FacilitatorHealth,
     /// Clients over their route's `failed` rate limit.
     pub blocked: BlockList,
+    /// What the isolate built from its configuration: challenge layouts, the discovery document.
+    pub derived: Derived,
 }
