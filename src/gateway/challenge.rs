@@ -85,9 +85,11 @@ pub(super) fn challenge_layout(layouts: &ChallengeLayouts, route: &Route, method
 
 /// Lays out every priced route's 402 challenge for the route's method (`GET` for a route of any
 /// method) ahead of the first request: what a first challenge would otherwise build. Called by
-/// the Workers glue when the module starts (`edge::warm_up`), into the isolate's state; idempotent.
+/// the Workers glue when the module starts (`edge::warm_up`), into the isolate's state, with the
+/// `/.well-known/x402` document; idempotent.
 pub fn prepare(config: &Rc<Config>, isolate: &IsolateState) {
     let state = isolate.derived.of(config);
+    let _ = state.well_known(config);
     for (i, route) in config.routes.iter().enumerate().filter(|(_, r)| !r.is_free()) {
         let method = route.pattern.method().cloned().unwrap_or(Method::GET);
         if let Some(layouts) = state.layouts(i) {
