@@ -16,6 +16,7 @@
 //! | [`pass`] | pass tokens, records, carriers (header, cookie), the isolate cache |
 //! | [`ledger`] | the state machine of each authorization (reserved → send mark → settled / sent with an unknown outcome), hosted by a Durable Object |
 //! | [`refusal`] | the reason shape every refusal shares (code and message), for `exact`, `siwx` and the gateway |
+//! | [`headers`] | every list of header names the paywall owns (read by forwarding and by the configuration) |
 //! | [`gateway`] | the request pipeline over a [`gateway::Platform`] |
 //! | [`paywall`] | the HTML page a browser navigation gets instead of the JSON 402 (script, style, CSP) |
 
@@ -25,6 +26,7 @@ pub mod evidence;
 pub mod evm;
 pub mod facilitator;
 pub mod gateway;
+pub mod headers;
 pub mod ledger;
 pub mod money;
 pub mod names;

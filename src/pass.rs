@@ -25,10 +25,7 @@ use serde::{Deserialize, Serialize};
 use crate::config::{PassScope, Route};
 use crate::evm::{hex_lower, keccak256};
 
-/// Request and response header carrying the pass token.
-pub const PASS_HEADER: &str = "x402-pass";
-/// Response header carrying the pass's expiry, Unix seconds.
-pub const PASS_EXPIRES_HEADER: &str = "x402-pass-expires";
+pub use crate::headers::{PASS_EXPIRES_HEADER, PASS_HEADER};
 /// Cookie carrying the pass token for browsers.
 pub const PASS_COOKIE: &str = "x402_pass";
 /// Length of a token in characters.

@@ -8,7 +8,7 @@ use http::{HeaderMap, Response, StatusCode};
 
 use crate::config::{Config, CorsPolicy};
 
-use super::headers::{ALLOWED_REQUEST_HEADERS, EXPOSED_HEADERS};
+use crate::headers::{ALLOWED_REQUEST_HEADERS, EXPOSED_HEADERS};
 use super::platform::Platform;
 use super::{header_str, set_header};
 

@@ -11,7 +11,7 @@ use crate::facilitator::UpstreamError;
 use crate::pass;
 use crate::x402::SettleResponse;
 
-use super::headers::{CLIENT_FORWARDING_HEADERS, HOP_BY_HOP_HEADERS, PATH_OVERRIDE_HEADERS, PAYWALL_REQUEST_HEADERS};
+use crate::headers::{CLIENT_FORWARDING_HEADERS, HOP_BY_HOP_HEADERS, PATH_OVERRIDE_HEADERS, PAYWALL_REQUEST_HEADERS};
 use super::platform::Platform;
 use super::refusal::Refusal;
 use super::rewrite::UrlRewrite;

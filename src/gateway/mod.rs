@@ -60,7 +60,6 @@
 //! [`Platform::ledger`]), and reaches the network only through [`Platform`].
 
 mod platform;
-pub mod headers;
 mod cors;
 mod pay;
 mod refusal;
@@ -81,7 +80,7 @@ pub use derived::{ChallengeLayouts, ConfigState, Derived};
 pub use forward::origin_unavailable;
 pub use rewrite::{UrlRewrite, rewrite_url};
 pub use limits::{BlockList, FAILED_BLOCK_SECONDS, RATE_LIMIT_RETRY_SECONDS, client_limit_key};
-pub use headers::{HOP_BY_HOP_HEADERS, METHOD_OVERRIDE_HEADERS, METHOD_OVERRIDE_PARAM, PATH_OVERRIDE_HEADERS};
+pub use crate::headers::{HOP_BY_HOP_HEADERS, METHOD_OVERRIDE_HEADERS, METHOD_OVERRIDE_PARAM, PATH_OVERRIDE_HEADERS};
 
 use std::future::Future;
 use std::rc::Rc;

@@ -6,7 +6,7 @@
 use http::header::{HeaderName, HeaderValue};
 use http::HeaderMap;
 
-use super::headers::URL_RESPONSE_HEADERS;
+use crate::headers::URL_RESPONSE_HEADERS;
 
 /// The rewrite of an origin response's URL headers for one request: `Location`,
 /// `Content-Location` and `Link` URLs under `base` (`scheme://authority[prefix]`, the configured

@@ -3,12 +3,16 @@
 //! origin sees, hop-by-hop and client forwarding headers it removes, the response headers whose
 //! URLs it rewrites, and the CORS lists. Names only: no parsing and no policy here (forwarding
 //! and configuration read these lists).
+//!
+//! A leaf below both the gateway and the configuration: it reads only the x402 wire names.
 
-
-
-use crate::pass::PASS_HEADER;
-use crate::siwx::SIGN_IN_WITH_X;
+use crate::x402::siwx::SIGN_IN_WITH_X;
 use crate::x402::{PAYMENT_SIGNATURE, X_PAYMENT};
+
+/// Request and response header carrying the pass token.
+pub const PASS_HEADER: &str = "x402-pass";
+/// Response header carrying the pass's expiry, Unix seconds.
+pub const PASS_EXPIRES_HEADER: &str = "x402-pass-expires";
 
 /// Request headers that belong to the paywall and are never forwarded to the origin.
 pub(crate) const PAYWALL_REQUEST_HEADERS: [&str; 4] = [PAYMENT_SIGNATURE, X_PAYMENT, PASS_HEADER, SIGN_IN_WITH_X];
