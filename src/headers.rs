@@ -67,6 +67,20 @@ pub(crate) const CLIENT_FORWARDING_HEADERS: [&str; 24] = [
     "x-url-scheme",
 ];
 
+/// Request headers the transport writes from the request itself.
+pub const TRANSPORT_REQUEST_HEADERS: [&str; 2] = ["host", "content-length"];
+
+/// Whether a request header (lower-case name) is the paywall's or the transport's, so that
+/// `ORIGIN_HEADERS` may not set it: [`TRANSPORT_REQUEST_HEADERS`], the paywall's own request
+/// headers (payment, pass, sign-in), and every header forwarding removes or writes (hop-by-hop,
+/// client forwarding, path overrides) or refuses (method overrides). The configuration reads
+/// the same lists as forwarding, so the two cannot drift apart.
+pub fn is_owned_request_header(name: &str) -> bool {
+    [&TRANSPORT_REQUEST_HEADERS[..], &PAYWALL_REQUEST_HEADERS, &HOP_BY_HOP_HEADERS, &CLIENT_FORWARDING_HEADERS, &PATH_OVERRIDE_HEADERS, &METHOD_OVERRIDE_HEADERS]
+        .iter()
+        .any(|list| list.contains(&name))
+}
+
 /// Response headers whose URLs are rewritten when they point at the origin.
 pub(crate) const URL_RESPONSE_HEADERS: [&str; 3] = ["location", "content-location", "link"];
 

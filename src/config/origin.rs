@@ -61,28 +61,6 @@ pub(super) fn rpc_url(vars: &Map<String, Value>) -> Result<Option<String>, Confi
 /// Most `ORIGIN_HEADERS` entries.
 pub const MAX_ORIGIN_HEADERS: usize = 16;
 
-/// Header names `ORIGIN_HEADERS` may not set: the transport's, the forwarding headers the
-/// paywall writes itself, and the paywall's own.
-const RESERVED_ORIGIN_HEADERS: [&str; 17] = [
-    "host",
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
-    "content-length",
-    "x-forwarded-for",
-    "x-forwarded-host",
-    "x-forwarded-proto",
-    "forwarded",
-    "x-real-ip",
-    "payment-signature",
-    "x-payment",
-    "x402-session",
-];
-
 /// Parses an absolute `http(s)` URL without query, fragment or userinfo, returning
 /// `scheme://authority[/path]` without a trailing `/`.
 pub(super) fn http_url(name: &str, s: &str) -> Result<String, ConfigError> {
@@ -143,7 +121,7 @@ pub(super) fn origin_headers(raw: Option<String>) -> Result<Vec<(http::HeaderNam
     let mut out = Vec::with_capacity(map.len());
     for (name, value) in map {
         let Ok(header) = http::HeaderName::from_bytes(name.as_bytes()) else { return err(format!("ORIGIN_HEADERS: {} is not a header name", shown(&name))) };
-        if RESERVED_ORIGIN_HEADERS.contains(&header.as_str()) {
+        if crate::headers::is_owned_request_header(header.as_str()) {
             return err(format!("ORIGIN_HEADERS: {} is set by the paywall or the transport and cannot be configured", shown(&name)));
         }
         let Some(Ok(mut v)) = value.as_str().map(http::HeaderValue::from_str) else {

@@ -275,6 +275,11 @@ fn origin_headers_are_validated_and_marked_sensitive() {
     for (bad, want) in [
         (r#"{"Host":"x"}"#, "cannot be configured"),
         (r#"{"X-Forwarded-For":"1.2.3.4"}"#, "cannot be configured"),
+        (r#"{"X402-Pass":"x"}"#, "cannot be configured"),
+        (r#"{"Sign-In-With-X":"x"}"#, "cannot be configured"),
+        (r#"{"True-Client-IP":"1.2.3.4"}"#, "cannot be configured"),
+        (r#"{"X-Original-URL":"/free"}"#, "cannot be configured"),
+        (r#"{"X-HTTP-Method-Override":"GET"}"#, "cannot be configured"),
         (r#"{"Bad Name":"x"}"#, "not a header name"),
         (r#"{"X-A":"line\nbreak"}"#, "visible ASCII"),
         (r#"{"X-A":1}"#, "visible ASCII"),
@@ -391,4 +396,18 @@ fn the_table_of_variables_gives_the_names_the_edge_reads_the_secrets_and_the_nea
     assert_eq!(entry("FACILITATOR_AUTH_BACKUP").map(|v| v.name), Some("FACILITATOR_AUTH_<NAME>"));
     assert_eq!(entry("ROUTES").map(|v| (v.required, v.secret)), Some((Required::Yes, false)));
     assert!(TABLE.iter().all(|v| !v.doc.is_empty()), "every variable has its line");
+}
+
+#[test]
+fn origin_headers_refuse_every_header_forwarding_owns_and_only_those() {
+    use crate::headers::{CLIENT_FORWARDING_HEADERS, HOP_BY_HOP_HEADERS, METHOD_OVERRIDE_HEADERS, PATH_OVERRIDE_HEADERS, TRANSPORT_REQUEST_HEADERS};
+    let mut v = vars(json!([]));
+    let owned = TRANSPORT_REQUEST_HEADERS.iter().chain(&HOP_BY_HOP_HEADERS).chain(&CLIENT_FORWARDING_HEADERS).chain(&PATH_OVERRIDE_HEADERS).chain(&METHOD_OVERRIDE_HEADERS);
+    for name in owned.chain(&["payment-signature", "x-payment", "x402-pass", "sign-in-with-x"]) {
+        v.insert("ORIGIN_HEADERS".into(), json!(format!(r#"{{"{name}":"x"}}"#)));
+        assert!(Config::from_vars(&v).unwrap_err().0.contains("cannot be configured"), "{name}");
+    }
+    // The session header of old releases is no longer the paywall's.
+    v.insert("ORIGIN_HEADERS".into(), json!(r#"{"X402-Session":"x"}"#));
+    assert_eq!(Config::from_vars(&v).unwrap().origin_headers.len(), 1);
 }
