@@ -63,8 +63,6 @@ use serde_json::{json, Map, Value};
 use crate::config::{Config, PassScope, Route};
 use crate::evm::{hex_lower, keccak256};
 use crate::x402::bazaar::{key_path, listed_methods, BAZAAR};
-// Transitional: the gateway's paths until it imports crate::x402::bazaar itself.
-pub use crate::x402::bazaar::merge_extensions;
 
 /// Where the discovery document is served (exact canonical path; RFC 8615 well-known URI).
 pub const WELL_KNOWN_PATH: &str = "/.well-known/x402";
@@ -223,7 +221,7 @@ impl WellKnown {
 mod tests {
     use super::*;
     use crate::config::{ConfigError, MAX_DECLARATION_BYTES, MAX_DECLARATION_DEPTH};
-    use crate::x402::bazaar::{route_template, MAX_EXTENSION_BYTES};
+    use crate::x402::bazaar::{merge_extensions, route_template, MAX_EXTENSION_BYTES};
 
     fn config(routes: Value, public_url: bool) -> Result<Config, ConfigError> {
         let mut v = json!({

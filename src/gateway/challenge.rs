@@ -10,7 +10,7 @@ use http::{Method, Response, StatusCode};
 use serde_json::Value;
 
 use crate::config::{Config, Route};
-use crate::discovery;
+use crate::x402::bazaar::merge_extensions;
 use crate::x402::{encode_header, encode_header_bytes, ChallengeLayout, JsonTemplate, TEMPLATE_HOLES, PaymentRequired, PaymentRequiredV1, ResourceInfo, PAYMENT_REQUIRED, X402_VERSION};
 
 use super::passes::sign_in_extension;
@@ -46,12 +46,12 @@ impl Challenger<'_> {
     pub(super) fn respond<P: Platform>(&self, p: &P, error: &str) -> Response<P::Body> {
         let bazaar = self.route.discovery.bazaar(&self.method);
         if let Some(siwx) = sign_in_extension(self.config, p, self.route, self.canonical) {
-            return challenge::<P>(self.route, &self.resource_url, error, discovery::merge_extensions(Some(siwx), bazaar).as_ref());
+            return challenge::<P>(self.route, &self.resource_url, error, merge_extensions(Some(siwx), bazaar).as_ref());
         }
         let layout = self.state.route_layouts(self.config, self.route).and_then(|layouts| challenge_layout(layouts, self.route, &self.method));
         // Serialising our own values does not fail; if it ever did, the whole path still works.
         let Some(layout) = layout else {
-            return challenge::<P>(self.route, &self.resource_url, error, discovery::merge_extensions(None, bazaar).as_ref());
+            return challenge::<P>(self.route, &self.resource_url, error, merge_extensions(None, bazaar).as_ref());
         };
         let values = [self.resource_url.as_str(), error];
         let mut res = Response::new(P::body(layout.body.render(&values).into_bytes()));
@@ -73,7 +73,7 @@ impl Challenger<'_> {
 pub(super) fn challenge_layout(layouts: &ChallengeLayouts, route: &Route, method: &Method) -> Option<Rc<ChallengeLayout>> {
     let bazaar = route.discovery.bazaar(method);
     layouts.get_or_build(bazaar.map(|_| method), || {
-        let extensions = discovery::merge_extensions(None, bazaar);
+        let extensions = merge_extensions(None, bazaar);
         let (plain, _) = challenge_values(route, "", "", extensions.as_ref());
         if serde_json::to_string(&plain).ok()?.contains("\\u0000") {
             return None;

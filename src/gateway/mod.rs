@@ -9,7 +9,7 @@
 //!    `TRACK`) → 405 + `Allow`, never challenged, charged or forwarded. Elsewhere: proxy.
 //! 2. a live session token for this route → proxy without payment;
 //! 3. no payment header → 402 challenge;
-//! 4. verify locally ([`crate::exact`]), including a `validBefore` that leaves time for the
+//! 4. verify locally ([`crate::x402::exact`]), including a `validBefore` that leaves time for the
 //!    origin and settlement (else only a record the ledger already holds can serve it); failure
 //!    → 402 with the reason, nothing called; a signature not checkable here (not 65 bytes) is
 //!    `/verify`-ed before anything is keyed by its claimed payer;
@@ -55,7 +55,7 @@
 //! ## What the gateway must not touch
 //!
 //! It never parses a wire format itself (headers and bodies are decoded by `crate::x402`,
-//! `crate::pass`, `crate::siwx`; facilitator replies are classified by `crate::facilitator`), never
+//! `crate::pass`, `crate::x402::siwx`; facilitator replies are classified by `crate::facilitator`), never
 //! keeps state of its own beyond [`IsolateState`] (payments live in the ledger, behind
 //! [`Platform::ledger`]), and reaches the network only through [`Platform`].
 

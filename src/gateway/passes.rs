@@ -1,7 +1,7 @@
 //! Passes and wallet sign-in: checking a presented pass (isolate cache, KV, its ledger shard),
 //! serving a request a pass admits (and refunding a counted use the origin did not serve),
 //! minting and selling the pass a payment buys, and `SIGN-IN-WITH-X`. Token formats are
-//! `crate::pass`'s and the sign-in proof is `crate::siwx`'s: nothing is parsed here.
+//! `crate::pass`'s and the sign-in proof is `crate::x402::siwx`'s: nothing is parsed here.
 
 use std::rc::Rc;
 
@@ -14,7 +14,7 @@ use crate::evm::Address;
 use crate::ledger::{shard_name, Op, Reply, LEASE_MARGIN_SECONDS};
 use crate::refusal::Invalid;
 use crate::pass::{self, PassRecord, PASS_EXPIRES_HEADER, PASS_HEADER};
-use crate::siwx::{self, SIGN_IN_WITH_X};
+use crate::x402::siwx::{self, SIGN_IN_WITH_X};
 use crate::telemetry::{DecisionOutcome, Trace};
 use crate::x402::SettleResponse;
 

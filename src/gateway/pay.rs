@@ -2,7 +2,7 @@
 //! header decoded and verified locally, the payer's rate limit, the reservation in the ledger,
 //! `/verify` when needed, the reconciliation of an earlier send whose outcome is unknown, and the
 //! hand-over to settlement ([`super::settle`]). It decodes headers only through `crate::x402`
-//! and verifies only through `crate::exact` and the facilitator client; it never sends `/settle`
+//! and verifies only through `crate::x402::exact` and the facilitator client; it never sends `/settle`
 //! itself.
 
 use std::rc::Rc;
@@ -14,7 +14,7 @@ use serde_json::Value;
 use crate::config::{Config, Route, SettleOrder, VerifyPolicy};
 use crate::evidence::{Evidence, Question};
 use crate::evm::{hex_0x, hex_lower, keccak256};
-use crate::exact::verify_exact;
+use crate::x402::exact::verify_exact;
 use crate::facilitator::client::{Endpoint, call_facilitator, upstream_status};
 use crate::facilitator::{classify_verify, VerifyOutcome};
 use crate::ledger::{shard_name, AuthorizationKey, Op, Outcome, Reply, LEASE_MARGIN_SECONDS};
@@ -296,7 +296,7 @@ pub(super) async fn priced<P: Platform>(cx: Paying<'_, P>, req: Request<P::Body>
     // settle (again) before calling it, so the origin runs only once the payment is established.
     // That needs the facilitator's own slack and time limit, not the origin's.
     if prior_sent {
-        let too_late = verified.valid_before < now.saturating_add(crate::exact::VALID_BEFORE_SLACK_SECONDS + config.facilitator_timeout_seconds);
+        let too_late = verified.valid_before < now.saturating_add(crate::x402::exact::VALID_BEFORE_SLACK_SECONDS + config.facilitator_timeout_seconds);
         match cold(reconcile_before_origin(p, &pending, too_late)).await {
             Reconciled::Proceed => {}
             Reconciled::Paid(settled) => return cold(deliver_reconciled(cx, req, &pending, settled)).await,

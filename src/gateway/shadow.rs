@@ -5,7 +5,7 @@
 use http::{Request, Response};
 
 use crate::config::{Config, Route};
-use crate::exact::verify_exact;
+use crate::x402::exact::verify_exact;
 use crate::telemetry::{DecisionOutcome, Trace};
 use crate::x402::{decode_payment_signature, decode_x_payment, PAYMENT_SIGNATURE, X_PAYMENT};
 
