@@ -1,4 +1,4 @@
-//! `x402-check` (src/bin/x402-check.rs), run as a user runs it: on the shipped wrangler.toml
+//! `x402-check` (src/bin/x402-check/), run as a user runs it: on the shipped wrangler.toml
 //! (clean) and on broken fixtures in tests/data/check/, asserting each problem's printed line,
 //! the exit status, and the price table.
 
