@@ -3,7 +3,7 @@
 //! 1. **`GET /.well-known/x402`** ([`WELL_KNOWN_PATH`], [`WellKnown`]): one JSON document listing
 //!    every priced route with its payment options, answered by the paywall itself (never the
 //!    origin), with a strong `ETag`.
-//! 2. **The x402 `bazaar` extension** in each 402's `extensions` ([`RouteDiscovery`]), so that a
+//! 2. **The x402 `bazaar` extension** in each 402's `extensions` ([`crate::x402::bazaar::RouteDiscovery`]), so that a
 //!    facilitator that catalogs resources (the `bazaar` of x402 `specs/extensions/bazaar.md`) learns
 //!    how to call the route: `info.input` (`type: "http"`, `method`, `queryParams` or
 //!    `bodyType` + `body`), `info.output` (`type`, `example`), `schema` (a JSON Schema draft

@@ -117,7 +117,7 @@ fn check_example(at: &str, name: &str, example: &Value, schema: Option<&Value>) 
 }
 
 impl RouteDiscovery {
-    /// Reads a priced route's discovery keys ([`ROUTE_KEYS`]) from its configuration entry and
+    /// Reads a priced route's discovery keys (`ROUTE_KEYS`) from its configuration entry and
     /// builds its `bazaar` extensions. `at` names the route in errors; `key` is the normalised
     /// route key (`"GET /reports/:id"`).
     pub fn parse(at: &str, obj: &Map<String, Value>, key: &str, pattern: &RoutePattern) -> Result<RouteDiscovery, ConfigError> {

@@ -37,12 +37,12 @@
 //! |---|---|
 //! | `mod.rs` | [`handle`]: the dispatch (method override, canonical path, discovery, admin, priced or not), and small shared helpers (`json_response`, headers) |
 //! | `platform.rs` | the [`Platform`] trait and [`IsolateState`] |
-//! | `headers.rs` | every list of header names the paywall owns |
 //! | `cors.rs` | CORS and `Vary` for priced routes, `OPTIONS` |
 //! | `refusal.rs` | `Refusal`: every refusal's status, body, headers and decision, rendered by one function |
 //! | `pay.rs` | the payment flow up to settlement: decode, verify, reserve, `/verify`, reconcile |
 //! | `settle.rs` | the send mark, `/settle`, what its answer means, the origin call around it |
 //! | `challenge.rs` | the 402 challenge and its per-route layouts ([`prepare`]) |
+//! | `derived.rs` | what the isolate builds from its configuration and keeps ([`Derived`]): challenge layouts, the `/.well-known/x402` document |
 //! | `forward.rs` | the request sent to the origin and the answers when it fails |
 //! | `rewrite.rs` | the origin's URL headers rewritten to the public URL |
 //! | `passes.rs` | pass checks, serving on a pass, selling a pass, wallet sign-in |
@@ -51,6 +51,7 @@
 //! | `admin.rs` | the admin endpoint |
 //!
 //! The facilitator client (failover, authorization) is [`crate::facilitator::client`].
+//! The header lists the paywall owns are [`crate::headers`] (read by the configuration too).
 //!
 //! ## What the gateway must not touch
 //!

@@ -47,8 +47,9 @@ impl BodyType {
     }
 }
 
-/// A priced route's discovery declaration (route keys [`ROUTE_KEYS`]) and the `bazaar`
-/// extension built from it, one per method the route prices that the bazaar knows
+/// A priced route's discovery declaration (the route keys `discoverable`, `inputSchema`,
+/// `inputExample`, `bodyType`, `outputSchema`, `outputExample`, read by `crate::config`) and the
+/// `bazaar` extension built from it, one per method the route prices that the bazaar knows
 /// (`GET`, `HEAD`, `DELETE` with query parameters; `POST`, `PUT`, `PATCH` with a body).
 ///
 /// - `discoverable` (default `true`): `false` publishes no extension and no contract.
