@@ -218,8 +218,10 @@ pub fn price_looking_var(vars: &Map<String, Value>) -> Option<&str> {
         .map(|(k, _)| k.as_str())
 }
 
-/// Reads a variable as a string (vars are strings; TOML numbers arrive as JSON numbers).
+/// Reads a variable as a string (vars are strings; TOML numbers arrive as JSON numbers). `name`
+/// must be in [`TABLE`] (checked in debug builds: the parser reads no variable the table lacks).
 pub(super) fn string_var(vars: &Map<String, Value>, name: &str) -> Result<Option<String>, ConfigError> {
+    debug_assert!(is_known_var(name), "{name} is read but not in config::TABLE");
     match vars.get(name) {
         None | Some(Value::Null) => Ok(None),
         Some(Value::String(s)) if s.trim().is_empty() => Ok(None),

@@ -17,4 +17,5 @@ pub mod offer;
 pub mod siwx;
 pub mod wire;
 
+// The wire types are the module's vocabulary: `crate::x402::PaymentRequirements` and so on.
 pub use wire::*;
