@@ -1,6 +1,6 @@
 //! The shape every refusal reason shares: an x402 reason code and a readable message
-//! ([`Invalid`]). Local payment verification ([`crate::exact`]) and wallet sign-in
-//! ([`crate::siwx`]) return it; the gateway's one refusal type (`gateway::refusal::Refusal`)
+//! ([`Invalid`]). Local payment verification ([`crate::x402::exact`]) and wallet sign-in
+//! ([`crate::x402::siwx`]) return it; the gateway's one refusal type (`gateway::refusal::Refusal`)
 //! carries it into the answer (the 402's `error`, `code: message`) and into the decision (the
 //! code). Data only: it knows no HTTP status and no transport, so it depends on nothing in the
 //! crate.

@@ -5,7 +5,7 @@
 //! then lists each match below that must place it.
 //!
 //! Reasons from local verification and sign-in arrive as [`Invalid`] (`crate::refusal`, the shape
-//! [`crate::exact`] and [`crate::siwx`] share) and leave in the 402's `error` as `code: message`.
+//! [`crate::x402::exact`] and [`crate::x402::siwx`] share) and leave in the 402's `error` as `code: message`.
 //! It owns answers only: no I/O beyond the one log line a variant may carry, and no payment
 //! state (the flows in `pay.rs` and `settle.rs` decide *which* refusal applies).
 

@@ -47,7 +47,7 @@ pub struct Verified<'a> {
 }
 
 /// A payment the paywall refuses, with its x402 reason code (§9) and a readable message (the
-/// crate's one refusal reason shape, shared with [`crate::siwx`]).
+/// crate's one refusal reason shape, shared with [`crate::x402::siwx`]).
 pub use crate::refusal::Invalid;
 
 fn invalid<T>(reason: &'static str, message: impl Into<String>) -> Result<T, Invalid> {

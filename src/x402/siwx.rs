@@ -157,7 +157,7 @@ pub struct Proof {
 
 /// Why a sign-in is refused: a reason code (the official package's names where they exist) and
 /// a readable message; the crate's one refusal reason shape, the same type as
-/// [`crate::exact::Invalid`].
+/// [`crate::refusal::Invalid`].
 pub use crate::refusal::Invalid as Refusal;
 
 fn refuse<T>(reason: &'static str, message: impl Into<String>) -> Result<T, Refusal> {
