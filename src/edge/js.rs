@@ -1,7 +1,8 @@
 //! The JavaScript boundary: the `#[wasm_bindgen(inline_js)]` functions (one crossing each for
 //! a header list, a request head, a `Response`, an origin `fetch` with its timer, a pass-through
-//! continued in JS), the `name\nvalue\n` header-list codec they share, and the module-scope
-//! `env` of `cloudflare:workers`.
+//! continued in JS), the `name\nvalue\n` header-list codec they share, a pipeline answer turned
+//! into the runtime's `Response`, a thrown JS value as text, and the module-scope `env` of
+//! `cloudflare:workers`.
 
 use worker::wasm_bindgen::{JsCast, JsValue};
 use worker::wasm_bindgen::prelude::wasm_bindgen;

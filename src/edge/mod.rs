@@ -1,11 +1,19 @@
-//! The Cloudflare Workers glue (wasm32 only): the `fetch` entry point and [`Platform`] over
-//! `fetch`, Workers KV, the payment ledger's Durable Object, `ctx.waitUntil`, the request's
-//! abort signal, `Date.now` and getrandom. Bodies stay JavaScript `ReadableStream`s end to end,
-//! so origin responses stream through without being copied into wasm memory.
+//! The Cloudflare Workers glue (wasm32 only): the `fetch` entry point and the start-up warm-up
+//! (here), [`gateway::Platform`] over the runtime ([`platform`]), the JavaScript boundary and its
+//! header-list codec ([`js`]), the Worker's variables and bindings read into the configuration
+//! ([`vars`]), the Rate Limiting and Analytics Engine bindings ([`bindings`]), the payment
+//! ledger's Durable Object ([`ledger_object`]), a JS timer ([`timer`]) and Web Crypto signing
+//! ([`webcrypto`]). Bodies stay JavaScript `ReadableStream`s end to end, so origin responses
+//! stream through without being copied into wasm memory.
 //!
-//! Owns: everything that touches `worker::*`. Must not hold decisions: those are in the pure
-//! core (`gateway`, `ledger`), which this module only adapts.
+//! Owns: everything that touches `worker`, `js_sys`, `web_sys` or inline JavaScript; nothing
+//! outside this folder does. Must not touch: decisions. What to charge, whether a payment, pass
+//! or request is accepted, what a refusal answers, what is logged for a decision: all of that is
+//! in the pure core (`gateway`, `ledger`, `config`), which this module only adapts (it turns
+//! JavaScript values into `http` types and back, and runtime failures into errors the core
+//! classifies).
 
+mod bindings;
 mod js;
 mod ledger_object;
 mod platform;
@@ -25,7 +33,7 @@ use crate::config::Config;
 use crate::gateway;
 
 use js::{js_error_text, parse_header_list, to_response, x402_request_head, x402_response, x402_warm_up_context, MODULE_ENV};
-use platform::{Edge, EdgeBody, ISOLATE, PASSES};
+use platform::{Edge, EdgeBody};
 use vars::{config, read_vars};
 
 /// Name of the Workers KV namespace binding that caches pass records.
@@ -119,8 +127,7 @@ fn pipeline(config: Rc<Config>, req: web_sys::Request, env: Env, ctx: Context) -
                 return x402_response(400, "content-type\napplication/json\n", Some(body.as_bytes()), None).map(JsValue::from);
             }
         };
-        let origin_is_service = matches!(config.origin, crate::config::OriginTarget::Service);
-        let platform = Rc::new(Edge { origin_is_service, kv: std::cell::OnceCell::new(), passes: PASSES.with(Rc::clone), isolate: ISOLATE.with(Rc::clone), env, ctx, request: req });
+        let platform = Rc::new(Edge::new(&config, env, ctx, req));
         to_response(gateway::handle(&config, &platform, http_req).await)
     })
 }

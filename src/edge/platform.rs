@@ -13,6 +13,7 @@ use worker::wasm_bindgen::closure::Closure;
 use worker::{console_error, console_log, js_sys, web_sys, AbortController, AbortSignal, Context, Env, Fetch, Headers, KvStore, RequestInit};
 
 use crate::cdp::CdpKey;
+use crate::config::Config;
 use crate::facilitator::{HttpReply, UpstreamError, MAX_REPLY_BYTES};
 use crate::gateway::{self, IsolateState, Platform};
 use crate::telemetry::Decision;
@@ -20,7 +21,7 @@ use crate::ledger::{Op, Reply};
 use crate::pass::PassCache;
 
 use super::js::{header_list, js_error_text, parse_header_list, to_response, x402_origin_fetch, x402_pass_through, x402_response_headers, ORIGIN_TIMEOUT_MARK};
-use super::{timer, webcrypto, LEDGER_BINDING, METRICS_BINDING, ORIGIN_SERVICE_BINDING, PASSES_BINDING};
+use super::{bindings, timer, webcrypto, LEDGER_BINDING, METRICS_BINDING, ORIGIN_SERVICE_BINDING, PASSES_BINDING};
 
 /// Time limit for one ledger call, seconds.
 const LEDGER_TIMEOUT_SECONDS: u64 = 10;
@@ -42,9 +43,9 @@ pub enum EdgeBody {
 
 thread_local! {
     /// Pass records this isolate has seen.
-    pub(super) static PASSES: Rc<PassCache> = Rc::new(PassCache::default());
+    static PASSES: Rc<PassCache> = Rc::new(PassCache::default());
     /// Facilitators seen failing and clients blocked, for this isolate's lifetime.
-    pub(super) static ISOLATE: Rc<IsolateState> = Rc::new(IsolateState::default());
+    static ISOLATE: Rc<IsolateState> = Rc::new(IsolateState::default());
     /// The callbacks of [`x402_pass_through`]: the URL-header rewrite of an origin response, and
     /// the answer when the origin fails. Made once per instance, so a pass-through makes none.
     static PASS_THROUGH: (PassThroughRewrite, PassThroughFailed) = (
@@ -72,21 +73,28 @@ thread_local! {
 type PassThroughRewrite = Closure<dyn Fn(web_sys::Response, String, String, String) -> Result<JsValue, JsValue>>;
 type PassThroughFailed = Closure<dyn Fn(JsValue, f64) -> Result<JsValue, JsValue>>;
 
+/// [`Platform`] for one request.
 pub(super) struct Edge {
     /// Whether the origin is the service binding `ORIGIN_SERVICE` (else `ORIGIN_URL`).
-    pub(super) origin_is_service: bool,
+    origin_is_service: bool,
     /// The `PASSES` namespace, looked up on first use (a `KvStore` costs five property reads).
-    pub(super) kv: std::cell::OnceCell<Option<KvStore>>,
-    pub(super) passes: Rc<PassCache>,
-    pub(super) isolate: Rc<IsolateState>,
-    pub(super) env: Env,
-    pub(super) ctx: Context,
+    kv: std::cell::OnceCell<Option<KvStore>>,
+    passes: Rc<PassCache>,
+    isolate: Rc<IsolateState>,
+    env: Env,
+    ctx: Context,
     /// The incoming request, whose abort signal fires on client disconnect (with the
     /// `enable_request_signal` compatibility flag).
-    pub(super) request: web_sys::Request,
+    request: web_sys::Request,
 }
 
 impl Edge {
+    /// The platform of one request under `config`, with this isolate's caches.
+    pub(super) fn new(config: &Config, env: Env, ctx: Context, request: web_sys::Request) -> Edge {
+        let origin_is_service = matches!(config.origin, crate::config::OriginTarget::Service);
+        Edge { origin_is_service, kv: std::cell::OnceCell::new(), passes: PASSES.with(Rc::clone), isolate: ISOLATE.with(Rc::clone), env, ctx, request }
+    }
+
     /// Starts the origin request (see [`x402_origin_fetch`]): the promise of its `Response`.
     fn send_to_origin(&self, req: http::Request<EdgeBody>, timeout_seconds: u64) -> Result<js_sys::Promise, UpstreamError> {
         let (parts, body) = req.into_parts();
@@ -305,29 +313,13 @@ impl Platform for Edge {
     }
 
     async fn rate_limit(&self, binding: &str, key: &str) -> Result<bool, String> {
-        let limiter = js_sys::Reflect::get(self.env.as_ref(), &JsValue::from_str(binding)).map_err(|e| format!("{e:?}"))?;
-        let limit: js_sys::Function = js_sys::Reflect::get(&limiter, &JsValue::from_str("limit"))
-            .ok()
-            .and_then(|f| f.dyn_into().ok())
-            .ok_or_else(|| format!("{binding} is not a rate limiting binding"))?;
-        let options = js_sys::Object::new();
-        js_sys::Reflect::set(&options, &JsValue::from_str("key"), &JsValue::from_str(key)).map_err(|e| format!("{e:?}"))?;
-        let promise: js_sys::Promise = limit.call1(&limiter, &options).map_err(|e| format!("{e:?}"))?.dyn_into().map_err(|_| "limit() returned no promise".to_string())?;
-        let outcome = worker::wasm_bindgen_futures::JsFuture::from(promise).await.map_err(|e| format!("{e:?}"))?;
-        Ok(js_sys::Reflect::get(&outcome, &JsValue::from_str("success")).ok().and_then(|v| v.as_bool()).unwrap_or(true))
+        bindings::limit(&self.env, binding, key).await
     }
 
     fn record(&self, decision: &Decision) {
-        let Ok(dataset) = js_sys::Reflect::get(self.env.as_ref(), &JsValue::from_str(METRICS_BINDING)) else { return };
-        if dataset.is_undefined() {
-            return;
-        }
-        let write = js_sys::Reflect::get(&dataset, &JsValue::from_str("writeDataPoint")).ok().and_then(|f| f.dyn_into::<js_sys::Function>().ok());
-        let point = serde_json::to_string(&decision.data_point()).ok().and_then(|json| js_sys::JSON::parse(&json).ok());
-        if let (Some(write), Some(point)) = (write, point) {
-            if let Err(e) = write.call1(&dataset, &point) {
-                console_error!("x402: writeDataPoint failed: {e:?}");
-            }
+        let Some(dataset) = bindings::dataset(&self.env, METRICS_BINDING) else { return };
+        if let Err(e) = bindings::write(&dataset, &decision.data_point()) {
+            console_error!("x402: writeDataPoint failed: {e}");
         }
     }
 

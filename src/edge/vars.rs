@@ -12,7 +12,7 @@ use crate::config::{Config, ConfigError};
 use super::{LEDGER_BINDING, ORIGIN_SERVICE_BINDING, PASSES_BINDING};
 
 thread_local! {
-    /// The validated configuration, built when the module starts ([`warm_up`], from the
+    /// The validated configuration, built when the module starts ([`super::warm_up`], from the
     /// module-scope `env`) or else on the isolate's first request.
     static CONFIG: RefCell<Option<Result<Rc<Config>, ConfigError>>> = const { RefCell::new(None) };
 }
@@ -70,8 +70,7 @@ pub(super) fn config(env: &Env) -> Result<Rc<Config>, ConfigError> {
                     return Err(ConfigError(format!("a route sells a pass but the KV namespace binding {PASSES_BINDING} is missing")));
                 }
                 for binding in cfg.routes.iter().flat_map(|r| r.rate_limits.bindings()) {
-                    let limiter = js_sys::Reflect::get(env.as_ref(), &JsValue::from_str(binding)).unwrap_or(JsValue::UNDEFINED);
-                    if !js_sys::Reflect::get(&limiter, &JsValue::from_str("limit")).is_ok_and(|f| f.is_function()) {
+                    if super::bindings::rate_limiter(env, binding).is_none() {
                         return Err(ConfigError(format!("rate limit binding `{binding}` is missing: declare it under [[ratelimits]] in wrangler.toml")));
                     }
                 }
