@@ -11,6 +11,7 @@
 use worker::wasm_bindgen::{JsCast, JsValue};
 use worker::{js_sys, AnalyticsEngineDataPointBuilder, AnalyticsEngineDataset, Env, RateLimiter};
 
+use crate::gateway::PlatformError;
 use crate::telemetry::DataPoint;
 
 /// The Rate Limiting binding named `name` (`[[ratelimits]]` in wrangler.toml), or None when
@@ -26,9 +27,9 @@ pub(super) fn rate_limiter(env: &Env, name: &str) -> Option<RateLimiter> {
 /// Counts one request under `key` with the Rate Limiting binding `name`: Ok(true) within the
 /// limit, Ok(false) over it. Err: no such binding, or the call failed or answered without
 /// `success`.
-pub(super) async fn limit(env: &Env, name: &str, key: &str) -> Result<bool, String> {
-    let limiter = rate_limiter(env, name).ok_or_else(|| format!("{name} is not a rate limiting binding"))?;
-    let outcome = limiter.limit(key.to_string()).await.map_err(|e| e.to_string())?;
+pub(super) async fn limit(env: &Env, name: &str, key: &str) -> Result<bool, PlatformError> {
+    let limiter = rate_limiter(env, name).ok_or_else(|| PlatformError::Unavailable(format!("{name} is not a rate limiting binding")))?;
+    let outcome = limiter.limit(key.to_string()).await.map_err(|e| PlatformError::Failed(e.to_string()))?;
     Ok(outcome.success)
 }
 

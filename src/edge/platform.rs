@@ -1,6 +1,7 @@
-//! [`Platform`] on Cloudflare Workers: the origin over `fetch` (or the `ORIGIN_SERVICE` service
-//! binding), facilitator calls, Workers KV, the payment ledger's Durable Object, `ctx.waitUntil`,
-//! the request's abort signal, `Date.now`, getrandom, rate limiting, Analytics Engine and Web Crypto.
+//! [`gateway::Platform`] on Cloudflare Workers, capability by capability: the origin over
+//! `fetch` (or the `ORIGIN_SERVICE` service binding), facilitator calls, the payment ledger's
+//! Durable Object, Workers KV, rate limiting, Web Crypto, the runtime (`Date.now`, getrandom,
+//! logs, Analytics Engine, `ctx.waitUntil`, the request's abort signal) and this isolate's caches.
 
 use std::pin::pin;
 use std::rc::Rc;
@@ -15,7 +16,7 @@ use worker::{console_error, console_log, js_sys, web_sys, AbortController, Abort
 use crate::cdp::CdpKey;
 use crate::config::Config;
 use crate::facilitator::{HttpReply, UpstreamError, MAX_REPLY_BYTES};
-use crate::gateway::{self, IsolateState, Platform};
+use crate::gateway::{self, FacilitatorTransport, IsolateCaches, IsolateState, Kv, Ledger, Origin, PlatformError, RateLimits, Runtime, Signer};
 use crate::telemetry::Decision;
 use crate::ledger::{Op, Reply};
 use crate::pass::PassCache;
@@ -36,7 +37,7 @@ pub enum EdgeBody {
     Bytes(Vec<u8>),
     Origin { response: web_sys::Response, status: u16, headers: String },
     /// The whole answer to an unpriced pass-through, still on its way: a promise of the
-    /// `Response` ([`Platform::pass_through`] on the edge). The `http::Response` carrying it is a
+    /// `Response` ([`Origin::pass_through`] on the edge). The `http::Response` carrying it is a
     /// placeholder; its status and headers are not used.
     Promise(js_sys::Promise),
 }
@@ -73,7 +74,7 @@ thread_local! {
 type PassThroughRewrite = Closure<dyn Fn(web_sys::Response, String, String, String) -> Result<JsValue, JsValue>>;
 type PassThroughFailed = Closure<dyn Fn(JsValue, f64) -> Result<JsValue, JsValue>>;
 
-/// [`Platform`] for one request.
+/// [`gateway::Platform`] for one request.
 pub(super) struct Edge {
     /// Whether the origin is the service binding `ORIGIN_SERVICE` (else `ORIGIN_URL`).
     origin_is_service: bool,
@@ -115,13 +116,13 @@ impl Edge {
         x402_origin_fetch(service.as_ref(), &parts.uri.to_string(), parts.method.as_str(), &header_list(&parts.headers), body, ms).map_err(|e| UpstreamError::Network(js_error_text(&e)))
     }
 
-    fn kv(&self) -> Result<&KvStore, String> {
-        self.kv.get_or_init(|| self.env.kv(PASSES_BINDING).ok()).as_ref().ok_or_else(|| "no PASSES binding".to_string())
+    fn kv(&self) -> Result<&KvStore, PlatformError> {
+        self.kv.get_or_init(|| self.env.kv(PASSES_BINDING).ok()).as_ref().ok_or_else(|| PlatformError::Unavailable(format!("no {PASSES_BINDING} binding")))
     }
 }
 
 /// An unpriced pass-through's answer when the origin failed, its cause logged as
-/// [`Platform::pass_through`]'s default does.
+/// [`Origin::pass_through`]'s default does.
 fn origin_failed(e: &UpstreamError) -> http::Response<EdgeBody> {
     console_log!("x402: origin {e}");
     gateway::origin_unavailable(e, EdgeBody::Bytes)
@@ -141,7 +142,7 @@ async fn with_timeout<T>(fut: impl std::future::Future<Output = worker::Result<T
     }
 }
 
-impl Platform for Edge {
+impl Origin for Edge {
     type Body = EdgeBody;
 
     fn body(bytes: Vec<u8>) -> EdgeBody {
@@ -182,6 +183,29 @@ impl Platform for Edge {
         std::future::ready(answer)
     }
 
+    /// The request's stream read chunk by chunk, stopped at `max_bytes`.
+    async fn read_body(&self, body: EdgeBody, max_bytes: usize) -> Result<Vec<u8>, PlatformError> {
+        let stream = match body {
+            EdgeBody::Bytes(b) if b.len() <= max_bytes => return Ok(b),
+            EdgeBody::Stream(None) => return Ok(Vec::new()),
+            EdgeBody::Stream(Some(stream)) => stream,
+            _ => return Err(PlatformError::TooLarge(format!("not a request body of at most {max_bytes} bytes"))),
+        };
+        let response = web_sys::Response::new_with_opt_readable_stream(Some(&stream)).map_err(|e| PlatformError::Failed(js_error_text(&e)))?;
+        let mut chunks = worker::Response::from(response).stream().map_err(|e| PlatformError::Failed(e.to_string()))?;
+        let mut out = Vec::new();
+        while let Some(chunk) = chunks.next().await {
+            let chunk = chunk.map_err(|e| PlatformError::Failed(e.to_string()))?;
+            if out.len() + chunk.len() > max_bytes {
+                return Err(PlatformError::TooLarge(format!("body larger than {max_bytes} bytes")));
+            }
+            out.extend_from_slice(&chunk);
+        }
+        Ok(out)
+    }
+}
+
+impl FacilitatorTransport for Edge {
     async fn post_json(&self, url: &str, authorization: Option<&str>, json: String, timeout_seconds: u64) -> Result<HttpReply, UpstreamError> {
         let headers = Headers::new();
         let _ = headers.set("content-type", "application/json");
@@ -225,36 +249,9 @@ impl Platform for Edge {
             Err(e) => Err(UpstreamError::Network(e.to_string())),
         }
     }
+}
 
-    /// The request's stream read chunk by chunk, stopped at `max_bytes`.
-    async fn read_body(&self, body: EdgeBody, max_bytes: usize) -> Result<Vec<u8>, String> {
-        let stream = match body {
-            EdgeBody::Bytes(b) if b.len() <= max_bytes => return Ok(b),
-            EdgeBody::Stream(None) => return Ok(Vec::new()),
-            EdgeBody::Stream(Some(stream)) => stream,
-            _ => return Err(format!("not a request body of at most {max_bytes} bytes")),
-        };
-        let response = web_sys::Response::new_with_opt_readable_stream(Some(&stream)).map_err(|e| js_error_text(&e))?;
-        let mut chunks = worker::Response::from(response).stream().map_err(|e| e.to_string())?;
-        let mut out = Vec::new();
-        while let Some(chunk) = chunks.next().await {
-            let chunk = chunk.map_err(|e| e.to_string())?;
-            if out.len() + chunk.len() > max_bytes {
-                return Err(format!("body larger than {max_bytes} bytes"));
-            }
-            out.extend_from_slice(&chunk);
-        }
-        Ok(out)
-    }
-
-    async fn kv_get(&self, key: &str) -> Result<Option<String>, String> {
-        self.kv()?.get(key).text().await.map_err(|e| e.to_string())
-    }
-
-    async fn kv_put(&self, key: &str, value: String, ttl_seconds: u64) -> Result<(), String> {
-        self.kv()?.put(key, value).map_err(|e| e.to_string())?.expiration_ttl(ttl_seconds).execute().await.map_err(|e| e.to_string())
-    }
-
+impl Ledger for Edge {
     async fn ledger(&self, shard: &str, op: &Op) -> Result<Reply, String> {
         let stub = self.env.durable_object(LEDGER_BINDING).and_then(|ns| ns.get_by_name(shard)).map_err(|e| e.to_string())?;
         let body = serde_json::to_string(op).map_err(|e| e.to_string())?;
@@ -273,7 +270,32 @@ impl Platform for Edge {
         }
         serde_json::from_str(&text).map_err(|e| format!("ledger reply unreadable: {e}"))
     }
+}
 
+impl Kv for Edge {
+    async fn kv_get(&self, key: &str) -> Result<Option<String>, PlatformError> {
+        self.kv()?.get(key).text().await.map_err(|e| PlatformError::Failed(e.to_string()))
+    }
+
+    async fn kv_put(&self, key: &str, value: String, ttl_seconds: u64) -> Result<(), PlatformError> {
+        let failed = |e: worker::kv::KvError| PlatformError::Failed(e.to_string());
+        self.kv()?.put(key, value).map_err(failed)?.expiration_ttl(ttl_seconds).execute().await.map_err(failed)
+    }
+}
+
+impl RateLimits for Edge {
+    async fn rate_limit(&self, binding: &str, key: &str) -> Result<bool, PlatformError> {
+        bindings::limit(&self.env, binding, key).await
+    }
+}
+
+impl Signer for Edge {
+    async fn sign(&self, key: &CdpKey, message: &[u8]) -> Result<Vec<u8>, PlatformError> {
+        webcrypto::sign(key, message).await.map_err(PlatformError::Failed)
+    }
+}
+
+impl Runtime for Edge {
     fn client_gone(&self) -> bool {
         self.request.signal().aborted()
     }
@@ -294,26 +316,18 @@ impl Platform for Edge {
         worker::Date::now().as_millis() / 1000
     }
 
-    fn random32(&self) -> Result<[u8; 32], String> {
+    fn millis(&self) -> u64 {
+        worker::Date::now().as_millis()
+    }
+
+    fn random32(&self) -> Result<[u8; 32], PlatformError> {
         let mut buf = [0u8; 32];
-        getrandom::fill(&mut buf).map_err(|e| e.to_string())?;
+        getrandom::fill(&mut buf).map_err(|e| PlatformError::Failed(e.to_string()))?;
         Ok(buf)
     }
 
     fn log(&self, line: &str) {
         console_log!("{}", line);
-    }
-
-    fn passes(&self) -> &PassCache {
-        &self.passes
-    }
-
-    fn isolate(&self) -> &IsolateState {
-        &self.isolate
-    }
-
-    async fn rate_limit(&self, binding: &str, key: &str) -> Result<bool, String> {
-        bindings::limit(&self.env, binding, key).await
     }
 
     fn record(&self, decision: &Decision) {
@@ -322,12 +336,14 @@ impl Platform for Edge {
             console_error!("x402: writeDataPoint failed: {e}");
         }
     }
+}
 
-    async fn sign(&self, key: &CdpKey, message: &[u8]) -> Result<Vec<u8>, String> {
-        webcrypto::sign(key, message).await
+impl IsolateCaches for Edge {
+    fn passes(&self) -> &PassCache {
+        &self.passes
     }
 
-    fn millis(&self) -> u64 {
-        worker::Date::now().as_millis()
+    fn isolate(&self) -> &IsolateState {
+        &self.isolate
     }
 }
