@@ -331,10 +331,10 @@ fn ledger_key(header: &str, key_byte: u8) -> (String, String, String) {
 fn dead_holder(p: &Fake, header: &str, key_byte: u8, marked: bool) -> (String, String) {
     let (shard, key, signature) = ledger_key(header, key_byte);
     let reserve = Op::Reserve { key: key.clone(), holder: "dead".into(), route: "GET /paid".into(), resource: "/paid".into(), signature, valid_before: NOW + 120, lease_seconds: 10, create: true };
-    pollster::block_on(x402_edge_paywall::gateway::Platform::ledger(p, &shard, &reserve)).unwrap();
+    pollster::block_on(x402_edge_paywall::gateway::Ledger::ledger(p, &shard, &reserve)).unwrap();
     if marked {
         let mark = Op::Mark { key: key.clone(), holder: "dead".into(), lease_seconds: 0 };
-        pollster::block_on(x402_edge_paywall::gateway::Platform::ledger(p, &shard, &mark)).unwrap();
+        pollster::block_on(x402_edge_paywall::gateway::Ledger::ledger(p, &shard, &mark)).unwrap();
     }
     (shard, key)
 }

@@ -85,10 +85,8 @@ mod unpaid {
     use std::future::Future;
 
     use http::{Request, Response};
-    use x402_edge_paywall::cdp::CdpKey;
     use x402_edge_paywall::facilitator::{HttpReply, UpstreamError};
-    use x402_edge_paywall::gateway::{IsolateState, Platform};
-    use x402_edge_paywall::telemetry::Decision;
+    use x402_edge_paywall::gateway::{FacilitatorTransport, IsolateCaches, IsolateState, Kv, Ledger, Origin, PlatformError, RateLimits, Runtime, Signer};
     use x402_edge_paywall::ledger::{Op, Reply};
     use x402_edge_paywall::pass::PassCache;
 
@@ -100,7 +98,7 @@ mod unpaid {
         pub isolate: IsolateState,
     }
 
-    impl Platform for Counting {
+    impl Origin for Counting {
         type Body = Vec<u8>;
         fn body(bytes: Vec<u8>) -> Vec<u8> {
             bytes
@@ -109,48 +107,60 @@ mod unpaid {
             self.origin.set(self.origin.get() + 1);
             Ok(Response::new(Vec::new()))
         }
+    }
+
+    impl FacilitatorTransport for Counting {
         async fn post_json(&self, _u: &str, _a: Option<&str>, _j: String, _t: u64) -> Result<HttpReply, UpstreamError> {
             self.facilitator.set(self.facilitator.get() + 1);
             Err(UpstreamError::Network("none".into()))
         }
-        async fn kv_get(&self, _k: &str) -> Result<Option<String>, String> {
-            Ok(None)
-        }
-        async fn kv_put(&self, _k: &str, _v: String, _t: u64) -> Result<(), String> {
-            Ok(())
-        }
+    }
+
+    impl Ledger for Counting {
         async fn ledger(&self, _s: &str, _op: &Op) -> Result<Reply, String> {
             Err("no ledger".into())
         }
+    }
+
+    impl Kv for Counting {
+        async fn kv_get(&self, _k: &str) -> Result<Option<String>, PlatformError> {
+            Ok(None)
+        }
+        async fn kv_put(&self, _k: &str, _v: String, _t: u64) -> Result<(), PlatformError> {
+            Ok(())
+        }
+    }
+
+    impl RateLimits for Counting {}
+
+    impl Signer for Counting {}
+
+    impl Runtime for Counting {
         fn client_gone(&self) -> bool {
             false
         }
         async fn run_to_completion<T: 'static>(&self, fut: impl Future<Output = T> + 'static) -> Option<T> {
             Some(fut.await)
         }
+        fn defer(&self, _fut: impl Future<Output = ()> + 'static) {}
         fn now(&self) -> u64 {
             1_800_000_000
         }
-        fn random32(&self) -> Result<[u8; 32], String> {
+        fn millis(&self) -> u64 {
+            1_800_000_000_000
+        }
+        fn random32(&self) -> Result<[u8; 32], PlatformError> {
             Ok([1; 32])
         }
         fn log(&self, _line: &str) {}
+    }
+
+    impl IsolateCaches for Counting {
         fn passes(&self) -> &PassCache {
             &self.cache
         }
-        fn defer(&self, _fut: impl Future<Output = ()> + 'static) {}
         fn isolate(&self) -> &IsolateState {
             &self.isolate
-        }
-        async fn rate_limit(&self, _binding: &str, _key: &str) -> Result<bool, String> {
-            Ok(true)
-        }
-        fn record(&self, _decision: &Decision) {}
-        async fn sign(&self, _key: &CdpKey, _message: &[u8]) -> Result<Vec<u8>, String> {
-            Err("no keys here".into())
-        }
-        fn millis(&self) -> u64 {
-            1_800_000_000_000
         }
     }
 }

@@ -8,7 +8,7 @@
 //!   "exp":now+120}` (seconds since the Unix epoch), bound to one endpoint.
 //!
 //! This module only parses keys and lays out the signing input; the signature itself is made by
-//! the runtime's WebCrypto (`crypto.subtle.sign`, see [`crate::gateway::Platform::sign`]), so no
+//! the runtime's WebCrypto (`crypto.subtle.sign`, see [`crate::gateway::Signer::sign`]), so no
 //! P-256 or Ed25519 arithmetic is compiled into the wasm.
 
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};

@@ -14,7 +14,7 @@
 //! | `cdp.rs` | CDP API keys and the JWT a CDP facilitator asks for |
 //!
 //! What it must not touch: the ledger, the origin, or what an outcome means for a payment (the
-//! gateway decides that); it sees the network only through [`crate::gateway::Platform::post_json`].
+//! gateway decides that); it sees the network only through [`crate::gateway::FacilitatorTransport::post_json`].
 
 pub mod cdp;
 pub mod client;

@@ -58,7 +58,7 @@
 //! It never parses a wire format itself (headers and bodies are decoded by `crate::x402`,
 //! `crate::pass`, `crate::x402::siwx`; facilitator replies are classified by `crate::facilitator`), never
 //! keeps state of its own beyond [`IsolateState`] (payments live in the ledger, behind
-//! [`Platform::ledger`]), and reaches the network only through [`Platform`].
+//! [`Ledger::ledger`]), and reaches the network only through [`Platform`].
 
 mod platform;
 mod cors;
@@ -74,7 +74,7 @@ mod limits;
 mod admin;
 mod shadow;
 
-pub use platform::{IsolateState, Platform};
+pub use platform::{FacilitatorTransport, IsolateCaches, IsolateState, Kv, Ledger, Origin, Platform, PlatformError, RateLimits, Runtime, Signer};
 pub use pay::MAX_UNVERIFIED_IN_FLIGHT;
 pub use challenge::prepare;
 pub use derived::{ChallengeLayouts, ConfigState, Derived};

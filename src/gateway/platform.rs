@@ -1,6 +1,7 @@
-//! What the pipeline needs from its host ([`Platform`]) and the state one isolate keeps across
-//! requests ([`IsolateState`]). Declarations only: implementations live in `crate::edge` (the
-//! Worker) and in the tests' fake platform.
+//! What the pipeline needs from its host ([`Platform`]: the sum of one trait per capability,
+//! with [`PlatformError`] as their error) and the state one isolate keeps across requests
+//! ([`IsolateState`]). Declarations only: implementations live in `crate::edge` (the Worker) and
+//! in the tests' fake platforms.
 
 use std::future::Future;
 
@@ -17,10 +18,53 @@ use super::derived::Derived;
 use super::limits::BlockList;
 use super::rewrite::UrlRewrite;
 
-/// What the pipeline needs from its host. Implemented over `worker::*` on the edge and by
-/// in-memory fakes in tests. Every call that leaves the isolate takes a time limit.
+/// What the pipeline needs from its host, as the sum of its capabilities: [`Origin`],
+/// [`FacilitatorTransport`], [`Ledger`], [`Kv`], [`RateLimits`], [`Signer`], [`Runtime`] and
+/// [`IsolateCaches`]. Implemented over `worker::*` on the edge and by in-memory fakes in tests;
+/// any type with every capability is a `Platform` (a blanket implementation). Every call that
+/// leaves the isolate takes a time limit.
+///
+/// The optional capabilities ([`Kv`], [`RateLimits`], [`Signer`], [`Runtime::record`]) have
+/// defaults that answer as the edge does when the binding is missing, so a test fake writes
+/// `impl Kv for Fake {}` for what it does not use.
+pub trait Platform: Origin + FacilitatorTransport + Ledger + Kv + RateLimits + Signer + Runtime + IsolateCaches {}
+
+impl<T: Origin + FacilitatorTransport + Ledger + Kv + RateLimits + Signer + Runtime + IsolateCaches> Platform for T {}
+
+/// What a platform capability failed with (every capability but the upstream calls, which
+/// answer [`UpstreamError`], and [`Ledger::ledger`]). Its `Display` is the message alone, as the
+/// logs and answers carry it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PlatformError {
+    /// The capability is not offered here, or its binding is missing (a KV namespace, a rate
+    /// limiting binding, a signing key store): what is missing.
+    Unavailable(String),
+    /// A body is larger than the caller's limit (bytes, in the message).
+    TooLarge(String),
+    /// The runtime failed the call: its message.
+    Failed(String),
+}
+
+impl std::fmt::Display for PlatformError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PlatformError::Unavailable(m) | PlatformError::TooLarge(m) | PlatformError::Failed(m) => f.write_str(m),
+        }
+    }
+}
+
+impl std::error::Error for PlatformError {}
+
+/// The message, for callers whose own errors are still text.
+impl From<PlatformError> for String {
+    fn from(e: PlatformError) -> String {
+        e.to_string()
+    }
+}
+
+/// The origin: requests to it and its bodies.
 #[allow(async_fn_in_trait)]
-pub trait Platform: 'static {
+pub trait Origin: 'static {
     /// An HTTP body; the origin's bodies pass through opaque (streamed on the edge).
     type Body: 'static;
     /// A body holding `bytes`.
@@ -31,13 +75,13 @@ pub trait Platform: 'static {
 
     /// Sends an unpriced request (already prepared: canonical URL, forwarding headers) to the
     /// origin within `timeout_seconds`, and answers with the origin's response, its URL headers
-    /// rewritten by `rewrite`, or, if the origin fails, with [`origin_unavailable`] (the cause is
-    /// logged). Nothing is paid on this path, so a platform may hand back an answer that is still
-    /// on its way (the edge gives the runtime a promise). This default: [`Platform::origin`],
+    /// rewritten by `rewrite`, or, if the origin fails, with [`super::origin_unavailable`] (the
+    /// cause is logged). Nothing is paid on this path, so a platform may hand back an answer that is still
+    /// on its way (the edge gives the runtime a promise). This default: [`Origin::origin`],
     /// then the rewrite or the failure answer.
     async fn pass_through(&self, req: Request<Self::Body>, timeout_seconds: u64, rewrite: Option<UrlRewrite>) -> Response<Self::Body>
     where
-        Self: Sized,
+        Self: Sized + Platform,
     {
         match self.origin(req, timeout_seconds).await {
             Ok(mut res) => {
@@ -50,18 +94,72 @@ pub trait Platform: 'static {
         }
     }
     /// Reads a request's body (only the admin endpoint reads one): Err when it is longer than
-    /// `max_bytes` or cannot be read. This default refuses every body.
-    async fn read_body(&self, body: Self::Body, max_bytes: usize) -> Result<Vec<u8>, String> {
+    /// `max_bytes` ([`PlatformError::TooLarge`]) or cannot be read. This default refuses every
+    /// body.
+    async fn read_body(&self, body: Self::Body, max_bytes: usize) -> Result<Vec<u8>, PlatformError> {
         let _ = (body, max_bytes);
-        Err("this platform does not read request bodies".into())
+        Err(PlatformError::Unavailable("this platform does not read request bodies".into()))
     }
+}
+
+/// The transport of facilitator calls (`/verify`, `/settle`).
+#[allow(async_fn_in_trait)]
+pub trait FacilitatorTransport: 'static {
     /// `POST url` with a JSON body; reads at most [`crate::facilitator::MAX_REPLY_BYTES`].
     async fn post_json(&self, url: &str, authorization: Option<&str>, json: String, timeout_seconds: u64) -> Result<HttpReply, UpstreamError>;
-    async fn kv_get(&self, key: &str) -> Result<Option<String>, String>;
-    async fn kv_put(&self, key: &str, value: String, ttl_seconds: u64) -> Result<(), String>;
+}
+
+/// The payment ledger.
+#[allow(async_fn_in_trait)]
+pub trait Ledger: 'static {
     /// Applies `op` in the ledger shard named `shard` (one writer per shard; a Durable Object on
     /// the edge). Err: the ledger could not be reached or failed; the caller fails closed.
     async fn ledger(&self, shard: &str, op: &Op) -> Result<Reply, String>;
+}
+
+/// The key-value store of pass records (Workers KV on the edge, the `PASSES` binding). The
+/// defaults answer [`PlatformError::Unavailable`], as the edge does without the binding.
+#[allow(async_fn_in_trait)]
+pub trait Kv: 'static {
+    /// The value under `key`, None when there is none.
+    async fn kv_get(&self, key: &str) -> Result<Option<String>, PlatformError> {
+        let _ = key;
+        Err(PlatformError::Unavailable("no KV namespace".into()))
+    }
+    /// Stores `value` under `key` for `ttl_seconds`.
+    async fn kv_put(&self, key: &str, value: String, ttl_seconds: u64) -> Result<(), PlatformError> {
+        let _ = (key, value, ttl_seconds);
+        Err(PlatformError::Unavailable("no KV namespace".into()))
+    }
+}
+
+/// Rate limiting (the Workers Rate Limiting bindings on the edge).
+#[allow(async_fn_in_trait)]
+pub trait RateLimits: 'static {
+    /// Counts one request under `key` with the Workers Rate Limiting binding named `binding`:
+    /// Ok(true) within the limit, Ok(false) over it. Err: no such binding or the call failed
+    /// (the caller does not limit). This default: no binding ([`PlatformError::Unavailable`]).
+    async fn rate_limit(&self, binding: &str, key: &str) -> Result<bool, PlatformError> {
+        let _ = key;
+        Err(PlatformError::Unavailable(format!("{binding} is not a rate limiting binding")))
+    }
+}
+
+/// Signing with CDP API keys (Web Crypto on the edge).
+#[allow(async_fn_in_trait)]
+pub trait Signer: 'static {
+    /// Signs `message` with a CDP API key (`crypto.subtle.sign` on the edge): the raw 64-byte
+    /// signature (ECDSA P-256 over SHA-256 as r‖s, or Ed25519). Err: the key could not be
+    /// imported or the signature failed. This default: no signing ([`PlatformError::Unavailable`]).
+    async fn sign(&self, key: &CdpKey, message: &[u8]) -> Result<Vec<u8>, PlatformError> {
+        let _ = (key, message);
+        Err(PlatformError::Unavailable("this platform does not sign".into()))
+    }
+}
+
+/// The runtime around one request: clock, randomness, logs, metrics, background work and the
+/// client's connection.
+pub trait Runtime: 'static {
     /// Whether the client has gone away (its request's abort signal fired).
     fn client_gone(&self) -> bool;
     /// Runs `fut` to completion even if the client goes away (`ctx.waitUntil` on the edge) and
@@ -71,27 +169,27 @@ pub trait Platform: 'static {
     fn defer(&self, fut: impl Future<Output = ()> + 'static);
     /// Unix time, seconds.
     fn now(&self) -> u64;
+    /// Milliseconds since the Unix epoch, for latencies (on the edge, `Date.now`, which only
+    /// advances across I/O).
+    fn millis(&self) -> u64;
     /// 32 bytes from a CSPRNG.
-    fn random32(&self) -> Result<[u8; 32], String>;
+    fn random32(&self) -> Result<[u8; 32], PlatformError>;
     /// One log line (Workers logs on the edge).
     fn log(&self, line: &str);
+    /// Records a priced request's decision as a data point in the `METRICS` Analytics Engine
+    /// dataset, when bound (its log line goes through [`Runtime::log`]). This default records
+    /// nothing, as the edge does without the binding.
+    fn record(&self, decision: &Decision) {
+        let _ = decision;
+    }
+}
+
+/// This isolate's caches, kept across its requests.
+pub trait IsolateCaches: 'static {
     /// This isolate's cache of pass records.
     fn passes(&self) -> &PassCache;
     /// This isolate's state: failing facilitators, clients blocked for failed payments.
     fn isolate(&self) -> &IsolateState;
-    /// Counts one request under `key` with the Workers Rate Limiting binding named `binding`:
-    /// Ok(true) within the limit, Ok(false) over it. Err: no such binding or the call failed.
-    async fn rate_limit(&self, binding: &str, key: &str) -> Result<bool, String>;
-    /// Records a priced request's decision as a data point in the `METRICS` Analytics Engine
-    /// dataset, when bound (its log line goes through [`Platform::log`]).
-    fn record(&self, decision: &Decision);
-    /// Signs `message` with a CDP API key (`crypto.subtle.sign` on the edge): the raw 64-byte
-    /// signature (ECDSA P-256 over SHA-256 as r‖s, or Ed25519). Err: the key could not be
-    /// imported or the signature failed.
-    async fn sign(&self, key: &CdpKey, message: &[u8]) -> Result<Vec<u8>, String>;
-    /// Milliseconds since the Unix epoch, for latencies (on the edge, `Date.now`, which only
-    /// advances across I/O).
-    fn millis(&self) -> u64;
 }
 
 /// State an isolate keeps across requests (on the edge, for the isolate's lifetime).

@@ -18,7 +18,7 @@ use x402_edge_paywall::config::Config;
 use x402_edge_paywall::evm::{address_of, hex_0x, parse_uint256, Address, TransferWithAuthorization};
 use x402_edge_paywall::cdp::CdpKey;
 use x402_edge_paywall::facilitator::{HttpReply, UpstreamError};
-use x402_edge_paywall::gateway::{handle, IsolateState, Platform};
+use x402_edge_paywall::gateway::{handle, FacilitatorTransport, IsolateCaches, IsolateState, Kv, Ledger, Origin, PlatformError, RateLimits, Runtime, Signer};
 use x402_edge_paywall::telemetry::Decision;
 use x402_edge_paywall::ledger::{self, MemoryStore, Op, Reply};
 use x402_edge_paywall::pass::PassCache;
@@ -116,7 +116,7 @@ impl Future for YieldOnce {
     }
 }
 
-impl Platform for Fake {
+impl Origin for Fake {
     type Body = Vec<u8>;
     fn body(bytes: Vec<u8>) -> Vec<u8> {
         bytes
@@ -140,6 +140,15 @@ impl Platform for Fake {
         }
         Ok(r)
     }
+    async fn read_body(&self, body: Vec<u8>, max_bytes: usize) -> Result<Vec<u8>, PlatformError> {
+        if body.len() > max_bytes {
+            return Err(PlatformError::TooLarge(format!("body of {} bytes is larger than {max_bytes}", body.len())));
+        }
+        Ok(body)
+    }
+}
+
+impl FacilitatorTransport for Fake {
     async fn post_json(&self, url: &str, authorization: Option<&str>, json: String, _t: u64) -> Result<HttpReply, UpstreamError> {
         self.facilitator_attempts.borrow_mut().push((url.to_string(), authorization.map(str::to_string)));
         if self.facilitators_down.borrow().iter().any(|d| url.starts_with(d.as_str())) {
@@ -165,26 +174,9 @@ impl Platform for Fake {
         }
         q.remove(0)
     }
-    async fn read_body(&self, body: Vec<u8>, max_bytes: usize) -> Result<Vec<u8>, String> {
-        if body.len() > max_bytes {
-            return Err(format!("body of {} bytes is larger than {max_bytes}", body.len()));
-        }
-        Ok(body)
-    }
-    async fn kv_get(&self, key: &str) -> Result<Option<String>, String> {
-        self.kv_gets.set(self.kv_gets.get() + 1);
-        if self.kv_down {
-            return Err("kv down".into());
-        }
-        Ok(self.kv.borrow().get(key).cloned())
-    }
-    async fn kv_put(&self, key: &str, value: String, _ttl: u64) -> Result<(), String> {
-        if self.kv_down {
-            return Err("kv down".into());
-        }
-        self.kv.borrow_mut().insert(key.into(), value);
-        Ok(())
-    }
+}
+
+impl Ledger for Fake {
     async fn ledger(&self, shard: &str, op: &Op) -> Result<Reply, String> {
         self.ledger_calls.borrow_mut().push((shard.to_string(), op.clone()));
         if self.ledger_down.get() {
@@ -201,6 +193,43 @@ impl Platform for Fake {
         let mut shards = self.ledger.borrow_mut();
         ledger::apply(shards.entry(shard.to_string()).or_default(), op, self.now.get())
     }
+}
+
+impl Kv for Fake {
+    async fn kv_get(&self, key: &str) -> Result<Option<String>, PlatformError> {
+        self.kv_gets.set(self.kv_gets.get() + 1);
+        if self.kv_down {
+            return Err(PlatformError::Failed("kv down".into()));
+        }
+        Ok(self.kv.borrow().get(key).cloned())
+    }
+    async fn kv_put(&self, key: &str, value: String, _ttl: u64) -> Result<(), PlatformError> {
+        if self.kv_down {
+            return Err(PlatformError::Failed("kv down".into()));
+        }
+        self.kv.borrow_mut().insert(key.into(), value);
+        Ok(())
+    }
+}
+
+impl RateLimits for Fake {
+    async fn rate_limit(&self, binding: &str, key: &str) -> Result<bool, PlatformError> {
+        let Some(&limit) = self.limits.borrow().get(binding) else { return Err(PlatformError::Unavailable(format!("no binding {binding}"))) };
+        let mut counts = self.limited.borrow_mut();
+        let n = counts.entry((binding.to_string(), key.to_string())).or_default();
+        *n += 1;
+        Ok(*n <= limit)
+    }
+}
+
+impl Signer for Fake {
+    async fn sign(&self, key: &CdpKey, message: &[u8]) -> Result<Vec<u8>, PlatformError> {
+        self.signed.borrow_mut().push((key.id.clone(), String::from_utf8_lossy(message).into_owned()));
+        Ok(vec![0xab; 64])
+    }
+}
+
+impl Runtime for Fake {
     fn client_gone(&self) -> bool {
         self.gone.get()
     }
@@ -213,7 +242,10 @@ impl Platform for Fake {
     fn now(&self) -> u64 {
         self.now.get()
     }
-    fn random32(&self) -> Result<[u8; 32], String> {
+    fn millis(&self) -> u64 {
+        self.now.get() * 1000
+    }
+    fn random32(&self) -> Result<[u8; 32], PlatformError> {
         let n = self.kv.borrow().len() as u8 + self.facilitator_calls.borrow().len() as u8 + self.origin_calls.borrow().len() as u8;
         let mut r = [n.wrapping_add(1); 32];
         r[31] = self.logs.borrow().len() as u8;
@@ -223,28 +255,17 @@ impl Platform for Fake {
     fn log(&self, line: &str) {
         self.logs.borrow_mut().push(line.into());
     }
+    fn record(&self, decision: &Decision) {
+        self.decisions.borrow_mut().push(decision.clone());
+    }
+}
+
+impl IsolateCaches for Fake {
     fn passes(&self) -> &PassCache {
         &self.cache
     }
     fn isolate(&self) -> &IsolateState {
         &self.isolate
-    }
-    async fn rate_limit(&self, binding: &str, key: &str) -> Result<bool, String> {
-        let Some(&limit) = self.limits.borrow().get(binding) else { return Err(format!("no binding {binding}")) };
-        let mut counts = self.limited.borrow_mut();
-        let n = counts.entry((binding.to_string(), key.to_string())).or_default();
-        *n += 1;
-        Ok(*n <= limit)
-    }
-    fn record(&self, decision: &Decision) {
-        self.decisions.borrow_mut().push(decision.clone());
-    }
-    async fn sign(&self, key: &CdpKey, message: &[u8]) -> Result<Vec<u8>, String> {
-        self.signed.borrow_mut().push((key.id.clone(), String::from_utf8_lossy(message).into_owned()));
-        Ok(vec![0xab; 64])
-    }
-    fn millis(&self) -> u64 {
-        self.now.get() * 1000
     }
 }
 
