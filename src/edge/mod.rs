@@ -33,7 +33,7 @@ use crate::config::Config;
 use crate::gateway;
 
 use js::{js_error_text, parse_header_list, to_response, x402_request_head, x402_response, x402_warm_up_context, MODULE_ENV};
-use platform::{Edge, EdgeBody};
+use platform::{Edge, EdgeBody, ISOLATE};
 use vars::{config, read_vars};
 
 /// Name of the Workers KV namespace binding that caches pass records.

@@ -46,7 +46,7 @@ thread_local! {
     /// Pass records this isolate has seen.
     static PASSES: Rc<PassCache> = Rc::new(PassCache::default());
     /// Facilitators seen failing and clients blocked, for this isolate's lifetime.
-    static ISOLATE: Rc<IsolateState> = Rc::new(IsolateState::default());
+    pub(super) static ISOLATE: Rc<IsolateState> = Rc::new(IsolateState::default());
     /// The callbacks of [`x402_pass_through`]: the URL-header rewrite of an origin response, and
     /// the answer when the origin fails. Made once per instance, so a pass-through makes none.
     static PASS_THROUGH: (PassThroughRewrite, PassThroughFailed) = (
