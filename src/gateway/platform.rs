@@ -101,3 +101,10 @@ pub struct IsolateState {
     /// Clients over their route's `failed` rate limit.
     pub blocked: BlockList,
 }
+
+/// The ledger's typed client ([`crate::ledger::Transport::call`]) travels by [`Platform::ledger`].
+impl<P: Platform> crate::ledger::Transport for P {
+    async fn send(&self, shard: &str, op: &Op) -> Result<Reply, String> {
+        self.ledger(shard, op).await
+    }
+}

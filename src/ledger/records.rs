@@ -61,7 +61,7 @@ pub struct Standing {
 pub struct PassUsage {
     pub used: u32,
     pub revoked: bool,
-    /// Unix seconds; the shard forgets the pass after this (plus [`PRUNE_AFTER_SECONDS`]).
+    /// Unix seconds; the shard forgets the pass after this (plus [`super::PRUNE_AFTER_SECONDS`]).
     pub expires_at: u64,
 }
 
