@@ -204,7 +204,7 @@ pub struct PassRevoke {
 }
 
 /// The operations on a payer shard, as they travel.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub enum PayerOp {
     Reserve(Reserve),
@@ -216,7 +216,7 @@ pub enum PayerOp {
 }
 
 /// The operations on a pass shard, as they travel.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub enum PassOp {
     PassUse(PassUse),
@@ -225,13 +225,55 @@ pub enum PassOp {
     PassRevoke(PassRevoke),
 }
 
-/// Any operation, as it travels to a shard (the two kinds' names are distinct, so the JSON alone
-/// says which).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(untagged)]
+/// Any operation, as it travels to a shard: the JSON of its [`PayerOp`] or [`PassOp`] (the two
+/// kinds' names are distinct, so the JSON alone says which).
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Op {
     Payer(PayerOp),
     Pass(PassOp),
+}
+
+impl Serialize for Op {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Op::Payer(op) => op.serialize(serializer),
+            Op::Pass(op) => op.serialize(serializer),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Op {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Op, D::Error> {
+        Ok(match Incoming::deserialize(deserializer)? {
+            Incoming::Reserve(op) => op.into(),
+            Incoming::Mark(op) => op.into(),
+            Incoming::Finish(op) => op.into(),
+            Incoming::PayerPasses => PayerPasses.into(),
+            Incoming::PayerDeny => PayerDeny.into(),
+            Incoming::SignIn(op) => op.into(),
+            Incoming::PassUse(op) => op.into(),
+            Incoming::PassRefund => PassRefund.into(),
+            Incoming::PassSold(op) => op.into(),
+            Incoming::PassRevoke(op) => op.into(),
+        })
+    }
+}
+
+/// An [`Op`] as it is read: one externally tagged enum of every operation, read without
+/// buffering (an untagged `Op` would buffer the JSON to try each kind, and cost wasm size).
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+enum Incoming {
+    Reserve(Reserve),
+    Mark(Mark),
+    Finish(Finish),
+    PayerPasses,
+    PayerDeny,
+    SignIn(SignIn),
+    PassUse(PassUse),
+    PassRefund,
+    PassSold(PassSold),
+    PassRevoke(PassRevoke),
 }
 
 /// Reply to [`Reserve`].
