@@ -8,7 +8,7 @@
 //!   back from either. Neither reaches the origin.
 //! - The pass *id* is keccak256(token), hex: KV holds `pass:<id>` → [`PassRecord`] (the namespace
 //!   never holds a usable token); the ledger Durable Object named `pass:<id>` knows it was sold,
-//!   counts its requests and holds its revocation ([`crate::ledger::Op::PassUse`]).
+//!   counts its requests and holds its revocation ([`crate::ledger::PassUse`]).
 //! - A revocation is a *tombstone*: its own KV key `revoked:<id>` ([`tombstone_key`]), which no
 //!   record write can overwrite, read whenever a record is read from KV, and kept in the revoking
 //!   isolate's [`PassCache`] until the pass expires.
@@ -65,11 +65,6 @@ pub fn kv_key(id: &str) -> String {
 /// record write never touches it.
 pub fn tombstone_key(id: &str) -> String {
     format!("revoked:{id}")
-}
-
-/// The ledger shard (Durable Object name) of a pass id.
-pub fn shard(id: &str) -> String {
-    format!("pass:{id}")
 }
 
 /// The token a request carries: the [`PASS_HEADER`] header, else the [`PASS_COOKIE`] cookie.

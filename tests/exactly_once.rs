@@ -10,7 +10,7 @@ use std::rc::Rc;
 use common::*;
 use serde_json::json;
 use x402_edge_paywall::facilitator::UpstreamError;
-use x402_edge_paywall::ledger::{shard_name, Op, Settlement};
+use x402_edge_paywall::ledger::{shard_name, Mark, Op, Reserve, Settlement};
 use x402_edge_paywall::x402::decode_header_json;
 
 fn paid(cfg: &Rc<x402_edge_paywall::config::Config>, p: &Rc<Fake>, h: &str) -> http::Response<Vec<u8>> {
@@ -330,10 +330,10 @@ fn ledger_key(header: &str, key_byte: u8) -> (String, String, String) {
 /// A worker that reserved `header` (and, with `marked`, wrote the send mark) and then died.
 fn dead_holder(p: &Fake, header: &str, key_byte: u8, marked: bool) -> (String, String) {
     let (shard, key, signature) = ledger_key(header, key_byte);
-    let reserve = Op::Reserve { key: key.clone(), holder: "dead".into(), route: "GET /paid".into(), resource: "/paid".into(), signature, valid_before: NOW + 120, lease_seconds: 10, create: true };
+    let reserve = Op::from(Reserve { key: key.clone(), holder: "dead".into(), route: "GET /paid".into(), resource: "/paid".into(), signature, valid_before: NOW + 120, lease_seconds: 10, create: true });
     pollster::block_on(x402_edge_paywall::gateway::Ledger::ledger(p, &shard, &reserve)).unwrap();
     if marked {
-        let mark = Op::Mark { key: key.clone(), holder: "dead".into(), lease_seconds: 0 };
+        let mark = Op::from(Mark { key: key.clone(), holder: "dead".into(), lease_seconds: 0 });
         pollster::block_on(x402_edge_paywall::gateway::Ledger::ledger(p, &shard, &mark)).unwrap();
     }
     (shard, key)

@@ -86,7 +86,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use stateright::{Checker, Expectation, HasDiscoveries, Model, Property};
-use x402_edge_paywall::ledger::{apply, MemoryStore, Op, Outcome, Record, Reply, Settlement, Standing, Store};
+use x402_edge_paywall::ledger::{apply, Apply, Finish, Finished, Mark, Marked, MemoryStore, Outcome, Record, Reservation, Reserve, Settlement, Standing, Store};
 
 /// The ledger clock's origin (Unix seconds).
 const T0: u64 = 1_800_000_000;
@@ -183,7 +183,7 @@ enum Via {
     Resent,
     /// The chain showed the earlier send paid, before the origin ran (`reconcile_before_origin`).
     Reconciled,
-    /// `Reply::Redeliver`: a settled, undelivered payment served again.
+    /// `Reservation::Redeliver`: a settled, undelivered payment served again.
     Redelivered,
 }
 
@@ -439,7 +439,7 @@ impl LedgerModel {
     }
 
     /// One ledger call: the real `apply` over a store rebuilt from the model's shard.
-    fn ledger(&self, s: &mut State, op: Op) -> Reply {
+    fn ledger<O: Apply>(&self, s: &mut State, op: O) -> O::Output {
         let mut store = MemoryStore::default();
         for (k, r) in &s.shard.records {
             store.put(k, r).expect("memory store");
@@ -451,9 +451,14 @@ impl LedgerModel {
         if s.shard.records.values().any(|r| matches!(r.settlement, Settlement::Sent { .. } | Settlement::Settled { .. })) {
             s.marked_ever = true;
         }
-        match reply {
-            Reply::Reserved { prior_sent: false, lapsed: true, prior_transaction, standing, others_in_flight } if self.broken == Some(Broken::LapsedReadsAsSent) => {
-                Reply::Reserved { prior_sent: true, lapsed: false, prior_transaction, standing, others_in_flight }
+        reply
+    }
+
+    /// A reservation through [`Self::ledger`].
+    fn reserve(&self, s: &mut State, op: Reserve) -> Reservation {
+        match self.ledger(s, op) {
+            Reservation::Reserved { prior_sent: false, lapsed: true, prior_transaction, standing, others_in_flight } if self.broken == Some(Broken::LapsedReadsAsSent) => {
+                Reservation::Reserved { prior_sent: true, lapsed: false, prior_transaction, standing, others_in_flight }
             }
             reply => reply,
         }
@@ -612,7 +617,7 @@ impl LedgerModel {
             Action::Reserve { i, policy_verify } => {
                 let late = s.now >= LATE_AT;
                 let too_late = s.now >= TOO_LATE_AT;
-                let op = Op::Reserve {
+                let op = Reserve {
                     key: KEY.into(),
                     holder: holder(i),
                     route: ROUTE.into(),
@@ -624,8 +629,8 @@ impl LedgerModel {
                 };
                 s.actors[i].late = late;
                 s.actors[i].too_late = too_late;
-                match self.ledger(s, op) {
-                    Reply::Reserved { prior_sent, prior_transaction, lapsed, .. } => {
+                match self.reserve(s, op) {
+                    Reservation::Reserved { prior_sent, prior_transaction, lapsed, .. } => {
                         let a = &mut s.actors[i];
                         a.prior_sent = prior_sent;
                         a.prior_transaction = prior_transaction;
@@ -644,10 +649,10 @@ impl LedgerModel {
                             self.proceed(&a)
                         };
                     }
-                    Reply::InFlight => self.answer(s, i, End::InFlight),
-                    Reply::Spent { .. } => self.answer(s, i, End::Spent),
-                    Reply::NotFound => self.answer(s, i, End::NothingCharged(NothingCharged::NotFound)),
-                    Reply::Redeliver { .. } => s.actors[i].phase = Phase::Deliver(Via::Redelivered),
+                    Reservation::InFlight => self.answer(s, i, End::InFlight),
+                    Reservation::Spent { .. } => self.answer(s, i, End::Spent),
+                    Reservation::NotFound => self.answer(s, i, End::NothingCharged(NothingCharged::NotFound)),
+                    Reservation::Redeliver { .. } => s.actors[i].phase = Phase::Deliver(Via::Redelivered),
                     other => panic!("unexpected reservation reply {other:?}"),
                 }
             }
@@ -701,13 +706,13 @@ impl LedgerModel {
             }
             Action::Mark { i } => {
                 let was_sent = Self::record(s).is_some_and(|r| matches!(r.settlement, Settlement::Sent { .. }));
-                let reply = self.ledger(s, Op::Mark { key: KEY.into(), holder: holder(i), lease_seconds: LEASE });
-                if reply == Reply::Done && !was_sent && s.first_marker.is_none() {
+                let reply = self.ledger(s, Mark { key: KEY.into(), holder: holder(i), lease_seconds: LEASE });
+                if reply == Marked::Done && !was_sent && s.first_marker.is_none() {
                     s.first_marker = Some(i);
                 }
                 let prior_sent = s.actors[i].prior_sent;
                 s.actors[i].phase = match reply {
-                    Reply::Done => Phase::Send,
+                    Marked::Done => Phase::Send,
                     _ if prior_sent => Phase::Finish(Fin::Release, Then::Answer(End::Unknown)),
                     _ => Phase::Finish(Fin::Release, Then::Answer(End::NothingCharged(NothingCharged::NotSent))),
                 };
@@ -760,19 +765,19 @@ impl LedgerModel {
                     },
                     Fin::Delivered { delivered } => Outcome::Delivered { delivered, pass: None },
                 };
-                let reply = self.ledger(s, Op::Finish { key: KEY.into(), holder: holder(i), outcome });
+                let reply = self.ledger(s, Finish { key: KEY.into(), holder: holder(i), outcome });
                 let via = if s.actors[i].prior_sent { Via::Resent } else { Via::First };
                 let before = matches!(then, Then::SettleBefore(_));
                 match then {
                     // "Nothing was charged" only from a request that still held the authorization
                     // when it let go; one whose lease another copy took answers 409.
-                    Then::Answer(End::NothingCharged(NothingCharged::NotSent)) if reply != Reply::Done => self.answer(s, i, End::Unknown),
-                    Then::Answer(End::NothingCharged(_)) if reply != Reply::Done => self.answer(s, i, End::InFlight),
+                    Then::Answer(End::NothingCharged(NothingCharged::NotSent)) if reply != Finished::Done => self.answer(s, i, End::Unknown),
+                    Then::Answer(End::NothingCharged(_)) if reply != Finished::Done => self.answer(s, i, End::InFlight),
                     Then::Answer(end) => self.answer(s, i, end),
                     Then::SettleAfter(decided) | Then::SettleBefore(decided) => {
-                        // `Reply::DuplicateTransaction` (a fault) is unknown; any other reply keeps
+                        // `Finished::DuplicateTransaction` (a fault) is unknown; any other reply keeps
                         // the decision (the lease runs out, a retry reconciles).
-                        let decided = if reply == Reply::DuplicateTransaction { Decided::Unknown } else { decided };
+                        let decided = if reply == Finished::DuplicateTransaction { Decided::Unknown } else { decided };
                         match decided {
                             Decided::Paid { .. } if before => s.actors[i].phase = Phase::Deliver(via),
                             Decided::Paid { .. } => self.answer(s, i, End::Served { via, connected }),
@@ -784,7 +789,7 @@ impl LedgerModel {
                     }
                     // Paid on chain but not recorded: 502 `settlement_outcome_unknown`.
                     Then::Reconciled => match reply {
-                        Reply::Done => s.actors[i].phase = Phase::Deliver(Via::Reconciled),
+                        Finished::Done => s.actors[i].phase = Phase::Deliver(Via::Reconciled),
                         _ => self.answer(s, i, End::Unknown),
                     },
                 }

@@ -15,7 +15,7 @@ use serde_json::{json, Value};
 use x402_edge_paywall::config::Config;
 use x402_edge_paywall::evm::{address_of, hex_0x};
 use x402_edge_paywall::gateway::client_limit_key;
-use x402_edge_paywall::ledger::Op;
+use x402_edge_paywall::ledger::{Op, PayerOp};
 use x402_edge_paywall::pass::{UNKNOWN_CAPACITY, UNKNOWN_SECONDS};
 use x402_edge_paywall::x402::siwx::{self, Proof};
 use x402_edge_paywall::x402::decode_header_json;
@@ -225,7 +225,7 @@ fn sign_ins_are_limited_per_client_before_they_reach_the_ledger() {
     }));
     let p = Rc::new(fake());
     p.limits.borrow_mut().insert("CHALLENGES".into(), 4);
-    let sign_ins = || p.ledger_calls.borrow().iter().filter(|(_, op)| matches!(op, Op::SignIn { .. })).count();
+    let sign_ins = || p.ledger_calls.borrow().iter().filter(|(_, op)| matches!(op, Op::Payer(PayerOp::SignIn(_)))).count();
     // Throwaway keys each sign a fresh challenge (fetched from other addresses).
     let mut statuses = Vec::new();
     for n in 0..20u8 {

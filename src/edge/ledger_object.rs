@@ -1,9 +1,12 @@
 //! `PaymentLedger`: the Durable Object class that hosts [`crate::ledger`], one object per payer
-//! (named by [`crate::ledger::shard_name`]), with SQLite storage.
+//! ([`crate::ledger::PayerShard`]) and one per pass ([`crate::ledger::PassShard`]), with SQLite
+//! storage.
 //!
-//! Protocol: `POST` with a JSON [`Op`] body (at most [`MAX_OP_BYTES`]), answered 200 with a JSON
-//! [`Reply`], or 400 (unreadable op) / 500 (storage failure) with a text reason. Only the
-//! paywall's own Worker can reach it (through the `LEDGER` binding); it has no public route.
+//! Protocol: `POST` with a JSON [`Op`] body (at most [`MAX_OP_BYTES`]), answered 200 with the
+//! JSON of that operation's own reply type ([`crate::ledger::Reply`]), or 400 (unreadable op) /
+//! 500 (storage failure) with a text reason. Only the paywall's own Worker can reach it (through
+//! the `LEDGER` binding); it has no public route. Operations and replies are only sent; what
+//! survives a deploy is the tables below ([`crate::ledger::records`]).
 //!
 //! Atomicity: [`apply`] is synchronous and SQLite calls in a Durable Object do not yield, so
 //! each operation runs alone against the object's state; the runtime's output gate holds the

@@ -8,7 +8,7 @@ use serde_json::json;
 
 use crate::config::{AdminEndpoint, Config};
 use crate::evm::Address;
-use crate::ledger::{shard_name, Op, Reply};
+use crate::ledger::{LivePasses, PassRevocation, PassRevoke, PassShard, PayerDeny, PayerPasses, PayerShard, Transport};
 use crate::pass::{self, PassRecord};
 use crate::telemetry::Trace;
 
@@ -45,12 +45,11 @@ pub(super) async fn revoke_pass<P: Platform>(p: &P, id: &str, known: bool, unkno
         None => p.kv_get(&pass::kv_key(id)).await?.and_then(|raw| serde_json::from_str::<PassRecord>(&raw).ok()),
     };
     let fallback = now.saturating_add(unknown_ttl);
-    let op = Op::PassRevoke { expires_at: record.as_ref().map_or(fallback, |r| r.expires_at), known: known || record.is_some() };
-    let (outcome, shard_expiry) = match p.ledger(&pass::shard(id), &op).await? {
-        Reply::PassRevoked { already: false, expires_at } => (Revocation::Revoked, Some(expires_at)),
-        Reply::PassRevoked { already: true, expires_at } => (Revocation::Already, Some(expires_at)),
-        Reply::PassUnknown => (Revocation::Unknown, None),
-        other => return Err(format!("the pass ledger answered {other:?}")),
+    let op = PassRevoke { expires_at: record.as_ref().map_or(fallback, |r| r.expires_at), known: known || record.is_some() };
+    let (outcome, shard_expiry) = match p.call(&PassShard::of(id), op).await? {
+        PassRevocation::Revoked { already: false, expires_at } => (Revocation::Revoked, Some(expires_at)),
+        PassRevocation::Revoked { already: true, expires_at } => (Revocation::Already, Some(expires_at)),
+        PassRevocation::Unknown => (Revocation::Unknown, None),
     };
     let expires_at = record.map(|r| r.expires_at).or(shard_expiry).unwrap_or(fallback);
     p.passes().revoke(id, expires_at, now);
@@ -127,10 +126,10 @@ pub(super) async fn admin_endpoint<P: Platform>(config: &Config, p: &P, admin: &
             None => return bad("pass must be a pass token (43 characters)"),
         },
         ("/revoke", None, Some(addr)) | ("/deny", None, Some(addr)) => {
-            let op = if action == "/deny" { Op::PayerDeny } else { Op::PayerPasses };
-            match p.ledger(&shard_name(&addr), &op).await {
-                Ok(Reply::Passes { passes }) => (passes, true),
-                Ok(other) => return refuse(p, &Trace::default(), Refusal::LedgerUnavailable(format!("the ledger answered {other:?}"))),
+            let shard = PayerShard::of(&addr);
+            let listed = if action == "/deny" { p.call(&shard, PayerDeny).await } else { p.call(&shard, PayerPasses).await };
+            match listed {
+                Ok(LivePasses::Passes { passes }) => (passes, true),
                 Err(e) => return refuse(p, &Trace::default(), Refusal::LedgerUnavailable(e)),
             }
         }

@@ -25,7 +25,7 @@
 //!    believed and recorded in the ledger: success → origin response + `PAYMENT-RESPONSE`;
 //!    refusal → 402, content withheld; no usable answer → 502/504 naming the payment, never a
 //!    fresh challenge. `/settle` leaves only after the ledger acknowledged the send mark
-//!    ([`crate::ledger::Op::Mark`]); a retry of a marked authorization whose outcome is unknown is
+//!    ([`crate::ledger::Mark`]); a retry of a marked authorization whose outcome is unknown is
 //!    reconciled before the origin runs again: from the chain with `RPC_URL`
 //!    ([`crate::evidence`]), else by settling again and taking "nonce already used" as paid,
 //!    because this ledger sent it. A late retry (too close to `validBefore` for a new payment)

@@ -11,7 +11,7 @@ use serde_json::{json, Value};
 
 use crate::config::{Config, PassScope, Route};
 use crate::evm::Address;
-use crate::ledger::{shard_name, Op, Reply, LEASE_MARGIN_SECONDS};
+use crate::ledger::{self, PassRefund, PassShard, PassSold, PassUse, PayerShard, Recorded, SignIn as SignInOp, SignedIn, Transport, LEASE_MARGIN_SECONDS};
 use crate::refusal::Invalid;
 use crate::pass::{self, PassRecord, PASS_EXPIRES_HEADER, PASS_HEADER};
 use crate::x402::siwx::{self, SIGN_IN_WITH_X};
@@ -153,17 +153,10 @@ pub(super) async fn check_pass<P: Platform>(config: &Config, p: &P, route: &Rout
         return PassCheck::Refused("payer_denied");
     }
     if let Some(max) = record.max_requests {
-        let op = Op::PassUse { max_requests: Some(max), expires_at: record.expires_at };
-        match p.ledger(&pass::shard(&id), &op).await {
-            Ok(Reply::PassAdmitted { .. }) => {}
-            Ok(Reply::PassRefused { reason }) => {
-                return PassCheck::Refused(match reason.as_str() {
-                    "pass_used_up" => "pass_used_up",
-                    "pass_expired" => "pass_expired",
-                    _ => "pass_revoked",
-                })
-            }
-            Ok(other) => return PassCheck::Unavailable(format!("the pass ledger answered {other:?}")),
+        let op = PassUse { max_requests: Some(max), expires_at: record.expires_at };
+        match p.call(&PassShard::of(&id), op).await {
+            Ok(ledger::Admission::Admitted { .. }) => {}
+            Ok(ledger::Admission::Refused { reason }) => return PassCheck::Refused(reason.code()),
             Err(e) => return PassCheck::Unavailable(e),
         }
     }
@@ -220,7 +213,7 @@ pub(super) async fn admit_on_pass<P: Platform>(cx: Paying<'_, P>, req: Request<P
 
 /// Forwards a request a pass admitted, with the pass's expiry and `Cache-Control: no-store`.
 /// When the origin does not serve it (5xx, unreachable, over its time limit), a counted pass gets
-/// the request back ([`Op::PassRefund`]) before the answer leaves.
+/// the request back ([`PassRefund`]) before the answer leaves.
 pub(super) async fn serve_on_pass<P: Platform>(config: &Config, p: &P, req: Request<P::Body>, canonical: &str, pass: &AdmittedPass, trace: &Trace) -> Response<P::Body> {
     match forward(config, p, req, canonical).await {
         Ok(mut res) => {
@@ -246,9 +239,8 @@ pub(super) async fn refund_pass_use<P: Platform>(p: &P, pass: &AdmittedPass) {
     if pass.max_requests.is_none() {
         return;
     }
-    match p.ledger(&pass::shard(&pass.id), &Op::PassRefund).await {
-        Ok(Reply::Done) => {}
-        Ok(other) => p.log(&format!("x402: pass {} refund answered {other:?}; the request stays counted", pass.id)),
+    match p.call(&PassShard::of(&pass.id), PassRefund).await {
+        Ok(Recorded::Done) => {}
         Err(e) => p.log(&format!("x402: pass {} refund failed ({e}); the request stays counted", pass.id)),
     }
 }
@@ -311,11 +303,10 @@ pub(super) async fn sign_in<P: Platform>(config: &Config, p: &P, route: &Route, 
         Ok(verified) => verified,
         Err(r) => return SignIn::Refused(r),
     };
-    let op = Op::SignIn { nonce: proof.nonce.clone(), expires_at: nonce_expires_at };
-    let passes = match p.ledger(&shard_name(&address), &op).await {
-        Ok(Reply::Passes { passes }) => passes,
-        Ok(Reply::NonceUsed) => return SignIn::Refused(Invalid::new("invalid_siwx_nonce", "this sign-in was already used; sign a new challenge")),
-        Ok(other) => return SignIn::Unavailable(format!("the ledger answered {other:?} to a sign-in")),
+    let op = SignInOp { nonce: proof.nonce.clone(), expires_at: nonce_expires_at };
+    let passes = match p.call(&PayerShard::of(&address), op).await {
+        Ok(SignedIn::Passes { passes }) => passes,
+        Ok(SignedIn::NonceUsed) => return SignIn::Refused(Invalid::new("invalid_siwx_nonce", "this sign-in was already used; sign a new challenge")),
         Err(e) => return SignIn::Unavailable(e),
     };
     for id in &passes {
@@ -335,7 +326,7 @@ pub(super) async fn sign_in<P: Platform>(config: &Config, p: &P, route: &Route, 
 /// the response leaving), the paid request counted as the first of `maxRequests`: caches the
 /// minted pass's record in this isolate;
 /// after the response (`defer`), so the paid response never waits for them, records the sale in
-/// the pass's ledger shard ([`Op::PassSold`]) and writes the record to KV (the payer's ledger
+/// the pass's ledger shard ([`PassSold`]) and writes the record to KV (the payer's ledger
 /// shard indexed it in the settlement's own write). Sets `X402-Pass`, `X402-Pass-Expires` and the
 /// cookie (its `Path` from [`pass::cookie_path`]: never an attribute injected by the path).
 pub(super) fn sell_pass<P: Platform>(p: &Rc<P>, route: &Route, minted: &MintedPass, canonical: &str, settled: &SettleResponse, payer: &str, headers: &mut HeaderMap) {
@@ -372,9 +363,8 @@ pub(super) fn sell_pass<P: Platform>(p: &Rc<P>, route: &Route, minted: &MintedPa
         // Its ledger shard learns of the sale first, so that a revocation by token finds it
         // wherever it is made, before the record has reached that location's KV. A revocation
         // that came first stays: the shard keeps it, and the tombstone is a key of its own.
-        match background.ledger(&pass::shard(&id), &Op::PassSold { expires_at }).await {
-            Ok(Reply::Done) => {}
-            Ok(other) => background.log(&format!("x402: pass {id} sale not recorded in its ledger shard (answered {other:?})")),
+        match background.call(&PassShard::of(&id), PassSold { expires_at }).await {
+            Ok(Recorded::Done) => {}
             Err(e) => background.log(&format!("x402: pass {id} sale not recorded in its ledger shard ({e})")),
         }
         if let Err(e) = background.kv_put(&pass::kv_key(&id), value, kv_ttl).await {

@@ -17,7 +17,7 @@ use crate::evm::{hex_0x, hex_lower, keccak256};
 use crate::x402::exact::verify_exact;
 use crate::facilitator::client::{Endpoint, call_facilitator, upstream_status};
 use crate::facilitator::{classify_verify, VerifyOutcome};
-use crate::ledger::{shard_name, AuthorizationKey, Op, Outcome, Reply, LEASE_MARGIN_SECONDS};
+use crate::ledger::{AuthorizationKey, Finish, Finished, Outcome, PayerShard, Reservation, Reserve, Transport, LEASE_MARGIN_SECONDS};
 use crate::refusal::Invalid;
 use crate::telemetry::{DecisionOutcome, Trace};
 use crate::x402::{decode_payment_signature, decode_x_payment, PaymentPayload, SettleResponse, PAYMENT_SIGNATURE, X402_VERSION, X_PAYMENT};
@@ -49,23 +49,23 @@ pub(super) struct PaymentIdentity {
 /// A request's hold on one authorization in the ledger.
 #[derive(Debug, Clone)]
 pub(super) struct Ticket {
-    pub(super) shard: String,
+    pub(super) shard: PayerShard,
     pub(super) key: String,
     pub(super) holder: String,
 }
 
 impl Ticket {
-    pub(super) fn finish(&self, outcome: Outcome) -> Op {
-        Op::Finish { key: self.key.clone(), holder: self.holder.clone(), outcome }
+    pub(super) fn finish(&self, outcome: Outcome) -> Finish {
+        Finish { key: self.key.clone(), holder: self.holder.clone(), outcome }
     }
 }
 
 /// Ends a request's hold (the lease runs out if this fails). `true` when the ledger recorded it:
 /// `false` also when the lease had run out and another request may hold the authorization now.
 pub(super) async fn finish<P: Platform>(p: &P, ticket: &Ticket, outcome: Outcome) -> bool {
-    match p.ledger(&ticket.shard, &ticket.finish(outcome)).await {
-        Ok(Reply::Done) => true,
-        Ok(other) => {
+    match p.call(&ticket.shard, ticket.finish(outcome)).await {
+        Ok(Finished::Done) => true,
+        Ok(other @ (Finished::DuplicateTransaction | Finished::LostLease | Finished::NotMarked)) => {
             p.log(&format!("x402: ledger finish for {} answered {other:?}", ticket.key));
             false
         }
@@ -202,11 +202,11 @@ pub(super) async fn priced<P: Platform>(cx: Paying<'_, P>, req: Request<P::Body>
         Err(e) => return refuse(&**p, trace, Refusal::LedgerUnavailable(format!("no randomness for the ledger lease: {e}"))),
     };
     let ticket = Ticket {
-        shard: shard_name(&verified.payer),
+        shard: PayerShard::of(&verified.payer),
         key: AuthorizationKey { network: offer.requirements.network.clone(), asset: offer.asset, payer: verified.payer, nonce: verified.nonce }.id(),
         holder,
     };
-    let reserve = Op::Reserve {
+    let reserve = Reserve {
         key: ticket.key.clone(),
         holder: ticket.holder.clone(),
         route: route.key.clone(),
@@ -216,30 +216,30 @@ pub(super) async fn priced<P: Platform>(cx: Paying<'_, P>, req: Request<P::Body>
         lease_seconds: config.origin_timeout_seconds + 2 * config.facilitator_timeout_seconds + LEASE_MARGIN_SECONDS,
         create: verified.late.is_none(),
     };
-    let (prior_sent, prior_transaction, lapsed, good_standing) = match p.ledger(&ticket.shard, &reserve).await {
-        Ok(Reply::Reserved { prior_sent, prior_transaction, lapsed, standing, others_in_flight }) => {
+    let (prior_sent, prior_transaction, lapsed, good_standing) = match p.call(&ticket.shard, reserve).await {
+        Ok(Reservation::Reserved { prior_sent, prior_transaction, lapsed, standing, others_in_flight }) => {
             (prior_sent, prior_transaction, lapsed, standing.is_good(now, config.good_standing_seconds) && others_in_flight < MAX_UNVERIFIED_IN_FLIGHT)
         }
-        Ok(Reply::InFlight) => return refuse(&**p, trace, Refusal::InFlight(&identity)),
-        Ok(Reply::Spent { transaction }) => {
+        Ok(Reservation::InFlight) => return refuse(&**p, trace, Refusal::InFlight(&identity)),
+        Ok(Reservation::Spent { transaction }) => {
             let why = Invalid::new("invalid_transaction_state", format!("this authorization was already settled (transaction {transaction}) and answered by the origin (delivered, or not idempotent and already run once); sign a new one"));
             return refuse(&**p, trace, Refusal::Payment { challenger: &challenger, why });
         }
-        Ok(Reply::Denied) => {
+        Ok(Reservation::Denied) => {
             p.log(&format!("x402: denied payer {}", identity.payer));
             return refuse(&**p, trace, Refusal::Payment { challenger: &challenger, why: payer_denied() });
         }
-        Ok(Reply::NotFound) => {
+        Ok(Reservation::NotFound) => {
             let late = verified.late.unwrap_or(Invalid::new("invalid_exact_evm_payload_authorization_valid_before", "authorization expires too soon"));
             p.log(&format!("x402: rejected payment: {late}"));
             return refuse(&**p, trace, Refusal::Payment { challenger: &challenger, why: late });
         }
-        Ok(Reply::Mismatch { resource: Some(resource) }) => return refuse(&**p, trace, Refusal::OtherResource { identity: &identity, resource }),
-        Ok(Reply::Mismatch { resource: None }) => {
+        Ok(Reservation::Mismatch { resource: Some(resource) }) => return refuse(&**p, trace, Refusal::OtherResource { identity: &identity, resource }),
+        Ok(Reservation::Mismatch { resource: None }) => {
             let why = Invalid::new("invalid_exact_evm_payload_signature", "this paywall already holds this authorization (payer and nonce) with another signature");
             return refuse(&**p, trace, Refusal::Payment { challenger: &challenger, why });
         }
-        Ok(Reply::Redeliver { transaction, network }) => {
+        Ok(Reservation::Redeliver { transaction, network }) => {
             let settled = known_paid(&identity.payer, transaction, network);
             p.log(&format!("x402: redelivering {} for {} nonce {}", route.key, identity.payer, identity.nonce));
             trace.outcome(DecisionOutcome::Paid, Some("redelivered"));
@@ -248,7 +248,6 @@ pub(super) async fn priced<P: Platform>(cx: Paying<'_, P>, req: Request<P::Body>
             let resell = route.pass.as_ref().and_then(|_| mint_pass(config, &**p, route)).map(|m| (route, m));
             return cold(deliver_settled(config, p, req, canonical, Delivery { ticket: &ticket, version: payment.version, settled, sells: resell }, trace)).await;
         }
-        Ok(other) => return refuse(&**p, trace, Refusal::LedgerUnavailable(format!("the ledger answered {other:?} to a reservation"))),
         Err(e) => return refuse(&**p, trace, Refusal::LedgerUnavailable(e)),
     };
     if let Some(late) = verified.late.filter(|_| !prior_sent) {
@@ -324,8 +323,8 @@ async fn deliver_reconciled<P: Platform>(cx: Paying<'_, P>, req: Request<P::Body
         hold_seconds: hold,
         pass: pending.pass.as_ref().map(|m| (m.id.clone(), m.expires_at)),
     };
-    match p.ledger(&pending.ticket.shard, &pending.ticket.finish(outcome)).await {
-        Ok(Reply::Done) => {
+    match p.call(&pending.ticket.shard, pending.ticket.finish(outcome)).await {
+        Ok(Finished::Done) => {
             trace.outcome(DecisionOutcome::Paid, Some("reconciled"));
             trace.transaction(&settled.transaction);
             cold(deliver_settled(config, p, req, canonical, Delivery { ticket: &pending.ticket, version, settled, sells }, trace)).await

@@ -202,3 +202,10 @@ pub struct IsolateState {
     /// What the isolate built from its configuration: challenge layouts, the discovery document.
     pub derived: Derived,
 }
+
+/// The ledger's typed client ([`crate::ledger::Transport::call`]) travels by [`Platform::ledger`].
+impl<P: Platform> crate::ledger::Transport for P {
+    async fn send(&self, shard: &str, op: &Op) -> Result<Reply, String> {
+        self.ledger(shard, op).await
+    }
+}

@@ -13,7 +13,7 @@ use crate::config::{Config, Route};
 use crate::evidence::{self, Evidence, Question};
 use crate::facilitator::client::{Endpoint, call_facilitator, upstream_status, with_payer};
 use crate::facilitator::{check_settled, classify_settle, is_nonce_used, is_transaction_hash, SettleOutcome, UpstreamError};
-use crate::ledger::{Op, Outcome, Reply, LEASE_MARGIN_SECONDS};
+use crate::ledger::{Finished, Mark, Marked, Outcome, Transport, LEASE_MARGIN_SECONDS};
 use crate::telemetry::{DecisionOutcome, Trace};
 use crate::x402::{encode_header, PaymentPayload, SettleResponse, PAYMENT_RESPONSE, X_PAYMENT_RESPONSE};
 
@@ -276,10 +276,10 @@ pub(super) enum Settled {
 pub(super) async fn settle<P: Platform>(p: Rc<P>, s: Pending, mode: SettleMode) -> Settled {
     // The send mark, acknowledged before /settle leaves; for a repeated send it is there already,
     // and the call proves this request still holds the authorization and renews its lease.
-    let mark = Op::Mark { key: s.ticket.key.clone(), holder: s.ticket.holder.clone(), lease_seconds: settlement_lease_seconds(&s.config) };
-    let refused = match p.ledger(&s.ticket.shard, &mark).await {
-        Ok(Reply::Done) => None,
-        Ok(other) => Some(format!("the ledger answered {other:?} to the send mark")),
+    let mark = Mark { key: s.ticket.key.clone(), holder: s.ticket.holder.clone(), lease_seconds: settlement_lease_seconds(&s.config) };
+    let refused = match p.call(&s.ticket.shard, mark).await {
+        Ok(Marked::Done) => None,
+        Ok(other @ Marked::LostLease) => Some(format!("the ledger answered {other:?} to the send mark")),
         Err(e) => Some(e),
     };
     if let Some(detail) = refused {
@@ -390,9 +390,9 @@ pub(super) async fn settle<P: Platform>(p: Rc<P>, s: Pending, mode: SettleMode) 
         Settled::UsedElsewhere(tx) => p.log(&format!("x402: settlement of {} nonce {}: the chain shows the nonce used by {tx:?}, which did not pay", id.payer, id.nonce)),
         Settled::Unknown { detail, .. } | Settled::Fault(detail) | Settled::NotSent(detail) => p.log(&format!("x402: settlement outcome unknown for {} nonce {}: {detail}", id.payer, id.nonce)),
     }
-    match p.ledger(&s.ticket.shard, &s.ticket.finish(outcome)).await {
-        Ok(Reply::Done) => decided,
-        Ok(Reply::DuplicateTransaction) => {
+    match p.call(&s.ticket.shard, s.ticket.finish(outcome)).await {
+        Ok(Finished::Done) => decided,
+        Ok(Finished::DuplicateTransaction) => {
             s.trace.outcome(DecisionOutcome::UnknownOutcome, Some("duplicate_transaction"));
             let tx = match &decided {
                 Settled::Paid(r) => r.transaction.clone(),
@@ -402,7 +402,7 @@ pub(super) async fn settle<P: Platform>(p: Rc<P>, s: Pending, mode: SettleMode) 
         }
         // The settlement itself is done; the record keeps its lease until it runs out and then
         // reads as unknown, which a retry reconciles.
-        Ok(other) => {
+        Ok(other @ (Finished::LostLease | Finished::NotMarked)) => {
             p.log(&format!("x402: ledger did not record the settlement of {} ({other:?})", s.ticket.key));
             decided
         }

@@ -16,7 +16,7 @@
 //!   official client does ([`message`]), hashes it per EIP-191 and recovers the signer with k256.
 //!   Smart-wallet (EIP-1271 / ERC-6492) signatures are refused with a reason: checking them needs
 //!   the chain.
-//! - Single use of the nonce is the payer's ledger shard's job (`Op::SignIn`), for as long as the
+//! - Single use of the nonce is the payer's ledger shard's job (`ledger::SignIn`), for as long as the
 //!   nonce is valid.
 
 use std::time::{Duration, UNIX_EPOCH};
