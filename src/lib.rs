@@ -37,11 +37,5 @@ pub mod route;
 pub mod telemetry;
 pub mod x402;
 
-/// The CDP API key and JWT signing, at its old path (it lives in [`facilitator::cdp`]).
-pub use facilitator::cdp;
-
-// Transitional paths (the x402 formats moved under `x402/`).
-pub use x402::{exact, siwx};
-
 #[cfg(all(target_arch = "wasm32", feature = "edge"))]
 mod edge;

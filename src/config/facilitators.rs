@@ -3,7 +3,7 @@
 
 use serde_json::{Map, Value};
 
-use crate::cdp::CdpKey;
+use crate::facilitator::cdp::CdpKey;
 
 use super::{err, http_url, require_tls, shown, string_var, ConfigError};
 
@@ -16,7 +16,7 @@ pub enum FacilitatorAuth {
     /// sent verbatim as the `Authorization` header.
     Header(String),
     /// A fresh CDP JWT per call (`Authorization: Bearer <jwt>`), signed with the CDP API key
-    /// (`CDP_API_KEY_ID`, `CDP_API_KEY_SECRET`); see [`crate::cdp`].
+    /// (`CDP_API_KEY_ID`, `CDP_API_KEY_SECRET`); see [`crate::facilitator::cdp`].
     Cdp(std::rc::Rc<CdpKey>),
 }
 

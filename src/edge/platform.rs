@@ -13,7 +13,7 @@ use worker::wasm_bindgen::{JsCast, JsValue};
 use worker::wasm_bindgen::closure::Closure;
 use worker::{console_error, console_log, js_sys, web_sys, AbortController, AbortSignal, Context, Env, Fetch, Headers, KvStore, RequestInit};
 
-use crate::cdp::CdpKey;
+use crate::facilitator::cdp::CdpKey;
 use crate::config::Config;
 use crate::facilitator::{HttpReply, UpstreamError, MAX_REPLY_BYTES};
 use crate::gateway::{self, FacilitatorTransport, IsolateCaches, IsolateState, Kv, Ledger, Origin, PlatformError, RateLimits, Runtime, Signer};

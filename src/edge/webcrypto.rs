@@ -8,7 +8,7 @@ use worker::js_sys::{self, Array, Function, Object, Reflect, Uint8Array};
 use worker::wasm_bindgen::{JsCast, JsValue};
 use worker::wasm_bindgen_futures::JsFuture;
 
-use crate::cdp::{CdpKey, CdpKeyMaterial};
+use crate::facilitator::cdp::{CdpKey, CdpKeyMaterial};
 
 thread_local! {
     /// Imported `CryptoKey`s by CDP key id.

@@ -7,7 +7,7 @@ use std::future::Future;
 
 use http::{Request, Response};
 
-use crate::cdp::CdpKey;
+use crate::facilitator::cdp::CdpKey;
 use crate::facilitator::{FacilitatorHealth, HttpReply, UpstreamError};
 use crate::ledger::{Op, Reply};
 use crate::pass::PassCache;

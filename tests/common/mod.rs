@@ -16,7 +16,7 @@ use k256::ecdsa::SigningKey;
 use serde_json::{json, Value};
 use x402_edge_paywall::config::Config;
 use x402_edge_paywall::evm::{address_of, hex_0x, parse_uint256, Address, TransferWithAuthorization};
-use x402_edge_paywall::cdp::CdpKey;
+use x402_edge_paywall::facilitator::cdp::CdpKey;
 use x402_edge_paywall::facilitator::{HttpReply, UpstreamError};
 use x402_edge_paywall::gateway::{handle, FacilitatorTransport, IsolateCaches, IsolateState, Kv, Ledger, Origin, PlatformError, RateLimits, Runtime, Signer};
 use x402_edge_paywall::telemetry::Decision;
