@@ -10,14 +10,17 @@
 //! | file | owns |
 //! |---|---|
 //! | `mod.rs` | request bodies, reply classification ([`SettleOutcome`], [`VerifyOutcome`]), [`FacilitatorHealth`] |
-//! | `client.rs` | the calls: failover over the configured facilitators, `Authorization`, timing |
 //! | `cdp.rs` | CDP API keys and the JWT a CDP facilitator asks for |
 //!
-//! What it must not touch: the ledger, the origin, or what an outcome means for a payment (the
-//! gateway decides that); it sees the network only through [`crate::gateway::FacilitatorTransport::post_json`].
+//! The calls themselves (failover over the configured facilitators, `Authorization`, timing) are
+//! the gateway's `facilitator_client.rs`: they need the [`crate::gateway::Platform`] and the
+//! configuration, and this module depends on neither, so `config` (which reads [`cdp`] keys) and
+//! `gateway` can both use it without an import cycle.
+//!
+//! What it must not touch: I/O, the configuration, the ledger, the origin, or what an outcome
+//! means for a payment (the gateway decides that).
 
 pub mod cdp;
-pub mod client;
 
 use serde_json::{json, Value};
 

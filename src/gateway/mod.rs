@@ -49,8 +49,10 @@
 //! | `limits.rs` | rate limits, the failed-attempt block list, client keys |
 //! | `shadow.rs` | `MODE = "shadow"` |
 //! | `admin.rs` | the admin endpoint |
+//! | `facilitator_client.rs` | `/verify` and `/settle` calls: failover, `Authorization`, timing |
 //!
-//! The facilitator client (failover, authorization) is [`crate::facilitator::client`].
+//! The facilitator client (`facilitator_client.rs`: failover, authorization, timing) is here, not in
+//! [`crate::facilitator`], which stays free of I/O and configuration (see docs/architecture.md).
 //! The header lists the paywall owns are [`crate::headers`] (read by the configuration too).
 //!
 //! ## What the gateway must not touch
@@ -64,6 +66,7 @@ mod platform;
 mod cors;
 mod pay;
 mod refusal;
+mod facilitator_client;
 mod settle;
 mod challenge;
 mod derived;

@@ -15,7 +15,7 @@ use crate::config::{Config, Route, SettleOrder, VerifyPolicy};
 use crate::evidence::{Evidence, Question};
 use crate::evm::{hex_0x, hex_lower, keccak256};
 use crate::x402::exact::verify_exact;
-use crate::facilitator::client::{Endpoint, call_facilitator, upstream_status};
+use super::facilitator_client::{Endpoint, call_facilitator, upstream_status};
 use crate::facilitator::{classify_verify, VerifyOutcome};
 use crate::ledger::{AuthorizationKey, Finish, Finished, Outcome, PayerShard, Reservation, Reserve, Transport, LEASE_MARGIN_SECONDS};
 use crate::refusal::Invalid;

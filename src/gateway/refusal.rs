@@ -12,7 +12,7 @@
 use http::{Response, StatusCode};
 use serde_json::json;
 
-use crate::facilitator::client::upstream_status;
+use super::facilitator_client::upstream_status;
 use crate::facilitator::UpstreamError;
 use crate::refusal::Invalid;
 use crate::telemetry::{DecisionOutcome, Trace};

@@ -11,7 +11,7 @@ use serde_json::Value;
 
 use crate::config::{Config, Route};
 use crate::evidence::{self, Evidence, Question};
-use crate::facilitator::client::{Endpoint, call_facilitator, upstream_status, with_payer};
+use super::facilitator_client::{Endpoint, call_facilitator, upstream_status, with_payer};
 use crate::facilitator::{check_settled, classify_settle, is_nonce_used, is_transaction_hash, SettleOutcome, UpstreamError};
 use crate::ledger::{Finished, Mark, Marked, Outcome, Transport, LEASE_MARGIN_SECONDS};
 use crate::telemetry::{DecisionOutcome, Trace};

@@ -1,8 +1,8 @@
 //! The facilitator client: `POST /verify` and `/settle` over the configured facilitators with
 //! failover ([`crate::facilitator::FacilitatorHealth`]), each call's `Authorization` (a configured
-//! header or a CDP JWT, [`super::cdp`]), and the mapping of an upstream failure to 502/504. Its
-//! replies are classified once by [`super`]'s functions. It never touches the ledger: what an
-//! outcome means for a payment is the gateway's.
+//! header or a CDP JWT, [`crate::facilitator::cdp`]), and the mapping of an upstream failure to
+//! 502/504. Its replies are classified once by [`crate::facilitator`]'s functions. It never touches
+//! the ledger: what an outcome means for a payment is decided in `pay.rs` and `settle.rs`.
 
 use http::StatusCode;
 use serde_json::Value;
@@ -10,10 +10,10 @@ use serde_json::Value;
 use crate::config::{Config, Facilitator, FacilitatorAuth};
 use crate::evm::hex_lower;
 use crate::facilitator::{request_body, HttpReply, UpstreamError};
-use crate::gateway::Platform;
+use super::platform::Platform;
 use crate::x402::{PaymentPayload, SettleResponse};
 
-use super::cdp;
+use crate::facilitator::cdp;
 
 /// A facilitator endpoint the paywall calls.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
