@@ -105,9 +105,13 @@ async function main() {
 
   const priced = routes.filter((r) => r && typeof r === 'object' && r.free !== true);
   const shown = (r) => `${r.route}  ${r.free === true ? 'free' : r.price ?? (r.amount !== undefined ? `${r.amount} atomic` : JSON.stringify(r.prices ?? r.price ?? '?'))}${r.pass ? `, sells a pass (${r.pass.ttl})` : ''}`;
-  const example = priced.find((r) => typeof r.route === 'string') ?? { route: 'GET /' };
-  const [method, pattern] = example.route.includes(' ') ? example.route.split(/\s+/, 2) : ['GET', example.route];
-  const payCommand = `scripts/pay.mjs --rpc ${chain.rpcUrl}${method === 'GET' ? '' : ` --method ${method} --data '{}'`} ${wrangler.url}${examplePath(pattern)}`;
+  // One command per priced route (the first six); a route for any method is paid with GET.
+  const examples = priced.filter((r) => typeof r.route === 'string').slice(0, 6);
+  const payCommand = (examples.length > 0 ? examples : [{ route: 'GET /' }]).map((example) => {
+    const [written, pattern] = example.route.trim().includes(' ') ? example.route.trim().split(/\s+/, 2) : ['GET', example.route.trim()];
+    const method = written === '*' ? 'GET' : written.toUpperCase();
+    return `scripts/pay.mjs --rpc ${chain.rpcUrl}${method === 'GET' ? '' : ` --method ${method} --data '{}'`} ${wrangler.url}${examplePath(pattern)}`;
+  }).join('\n  ');
   console.log(`
 The paywall runs locally in front of ${origin}${opts.origin ? ' (--origin)' : ' (ORIGIN_URL, wrangler.toml)'}.
   paywall      ${wrangler.url}   (wrangler dev, wrangler.toml)
@@ -119,7 +123,7 @@ The paywall runs locally in front of ${origin}${opts.origin ? ' (--origin)' : ' 
   local state  ${persist}   (removed on exit)
 Routes${opts.routes !== undefined ? ' (--routes)' : ' (ROUTES, wrangler.toml)'}; every other path is proxied free:
 ${routes.map((r) => `  ${shown(r)}`).join('\n') || '  (none)'}
-Pay a route with the official x402 client (prints the 402, the payment, the response, the balances):
+Pay with the official x402 client (prints the 402, the payment, the response, the balances):
   ${payCommand}
 Ctrl-C stops everything.
 `);

