@@ -21,4 +21,7 @@ for a in "$@"; do
 done
 [ "$file_given" = 1 ] || args+=("$ROOT/wrangler.toml")
 export PATH="$HOME/.cargo/bin:$PATH"
+if [ ! -x "${CARGO_TARGET_DIR:-$ROOT/target}/debug/x402-check" ]; then
+  echo "building the check (first run only, a few minutes)..." >&2
+fi
 exec cargo run --quiet --locked --manifest-path "$ROOT/Cargo.toml" --bin x402-check -- "${args[@]}"
