@@ -17,7 +17,7 @@
 //!    records the outcome): in flight elsewhere → 409;
 //!    settled and delivered → 402; settled, not delivered → served again without settling;
 //!    ledger unreachable → 503, nothing forwarded;
-//! 6. facilitator `/verify` when the route's [`VerifyPolicy`] asks (always for smart-wallet
+//! 6. facilitator `/verify` when the route's [`crate::config::VerifyPolicy`] asks (always for smart-wallet
 //!    signatures); invalid → 402;
 //! 7. forward (or, for `settle = "before"`, settle first); origin unreachable → 502/504,
 //!    status >= 400 → passed through, not settled; client gone → released, not settled;

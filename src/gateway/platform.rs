@@ -203,7 +203,7 @@ pub struct IsolateState {
     pub derived: Derived,
 }
 
-/// The ledger's typed client ([`crate::ledger::Transport::call`]) travels by [`Platform::ledger`].
+/// The ledger's typed client ([`crate::ledger::Transport::call`]) travels by [`Ledger::ledger`].
 impl<P: Platform> crate::ledger::Transport for P {
     async fn send(&self, shard: &str, op: &Op) -> Result<Reply, String> {
         self.ledger(shard, op).await
