@@ -218,3 +218,29 @@ fn an_environment_is_checked_as_wrangler_deploys_it_vars_and_bindings_its_own_mi
     assert_eq!(code, 2);
     assert!(err.contains("no [env.nope] table: the environments defined are production, staging"), "{err}");
 }
+
+/// The `wrangler.toml` examples of README.md and docs/migration.md (each fenced `toml` block
+/// with a `[vars]` table) pass the check once the bindings the page says to add are there and
+/// the placeholder `0xYourAddress` is an address: a user copying them gets no error.
+#[test]
+fn the_configuration_examples_in_the_docs_pass_the_check() {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let bindings = "\n[[durable_objects.bindings]]\nname = \"LEDGER\"\nclass_name = \"PaymentLedger\"\n\n[[migrations]]\ntag = \"v1\"\nnew_sqlite_classes = [\"PaymentLedger\"]\n\n[[kv_namespaces]]\nbinding = \"PASSES\"\nid = \"5d4c1b7e2f9a4c3e8b6d0a1f2e3c4b5a\"\n";
+    let mut checked = 0;
+    for page in ["README.md", "docs/migration.md"] {
+        let text = std::fs::read_to_string(root.join(page)).unwrap();
+        for (i, block) in text.split("```toml\n").skip(1).filter_map(|rest| rest.split("```").next()).enumerate() {
+            if !block.contains("[vars]") {
+                continue;
+            }
+            let file = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("example-{}-{i}.toml", page.replace('/', "-")));
+            let toml = format!("name = \"example\"\nmain = \"build/index.js\"\ncompatibility_date = \"2025-01-01\"\n\n{}{bindings}", block.replace("0xYourAddress", "0x90F79bf6EB2c4f870365E785982E1f101E93b906"));
+            std::fs::write(&file, toml).unwrap();
+            let (code, out) = run(&file);
+            assert_eq!((code, errors(&out)), (0, 0), "{page}, example {i}:\n{out}");
+            assert!(out.contains("priced "), "{page}, example {i} prices a route:\n{out}");
+            checked += 1;
+        }
+    }
+    assert!(checked >= 2, "the README's and the migration page's examples were found ({checked})");
+}
