@@ -46,9 +46,9 @@ pub struct Verified<'a> {
     pub late: Option<Invalid>,
 }
 
-/// A payment the paywall refuses, with its x402 reason code (§9) and a readable message (the
-/// crate's one refusal reason shape, shared with [`crate::x402::siwx`]).
-pub use crate::refusal::Invalid;
+// A payment the paywall refuses: `Invalid`, its x402 reason code (§9) and a readable message
+// (the crate's one refusal reason shape, shared with `siwx`).
+use crate::refusal::Invalid;
 
 fn invalid<T>(reason: &'static str, message: impl Into<String>) -> Result<T, Invalid> {
     Err(Invalid { reason, message: message.into() })

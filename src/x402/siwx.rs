@@ -91,7 +91,7 @@ pub fn issue_nonce(key: &NonceKey, uri: &str, now: u64, random: [u8; 4]) -> Stri
 /// when it expires (Unix seconds): until then its single use must be remembered.
 /// Errors: `invalid_siwx_nonce_unknown` (not issued here, for this resource, or altered),
 /// `invalid_siwx_nonce_expired`.
-pub fn check_nonce(key: &NonceKey, uri: &str, nonce: &str, now: u64) -> Result<u64, Refusal> {
+pub fn check_nonce(key: &NonceKey, uri: &str, nonce: &str, now: u64) -> Result<u64, Invalid> {
     let unknown = || refuse("invalid_siwx_nonce_unknown", "the nonce was not issued by this paywall for this resource; sign the challenge of a fresh 402");
     if nonce.len() != NONCE_HEX_LEN {
         return unknown();
@@ -155,13 +155,12 @@ pub struct Proof {
     pub signature: String,
 }
 
-/// Why a sign-in is refused: a reason code (the official package's names where they exist) and
-/// a readable message; the crate's one refusal reason shape, the same type as
-/// [`crate::refusal::Invalid`].
-pub use crate::refusal::Invalid as Refusal;
+// Why a sign-in is refused: `Invalid`, a reason code (the official package's names where they
+// exist) and a readable message, the crate's one refusal reason shape.
+use crate::refusal::Invalid;
 
-fn refuse<T>(reason: &'static str, message: impl Into<String>) -> Result<T, Refusal> {
-    Err(Refusal { reason, message: message.into() })
+fn refuse<T>(reason: &'static str, message: impl Into<String>) -> Result<T, Invalid> {
+    Err(Invalid { reason, message: message.into() })
 }
 
 /// RFC 3339 with milliseconds and `Z` (what `Date.toISOString` writes).
@@ -214,7 +213,7 @@ fn schema() -> Value {
 }
 
 /// Decodes a `SIGN-IN-WITH-X` header value (standard base64 of JSON).
-pub fn decode(header: &str) -> Result<Proof, Refusal> {
+pub fn decode(header: &str) -> Result<Proof, Invalid> {
     if header.len() > MAX_HEADER_BYTES {
         return refuse("invalid_siwx_payload", format!("SIGN-IN-WITH-X is {} bytes; the limit is {MAX_HEADER_BYTES}", header.len()));
     }
@@ -267,7 +266,7 @@ pub fn eip191_hash(message: &str) -> [u8; 32] {
 
 /// Verifies a proof against its [`Binding`] at Unix time `now`: the signer's address and when the
 /// nonce expires (see [`check_nonce`]) on success.
-pub fn verify(p: &Proof, b: &Binding, now: u64) -> Result<(Address, u64), Refusal> {
+pub fn verify(p: &Proof, b: &Binding, now: u64) -> Result<(Address, u64), Invalid> {
     let public_origin = b.public_origin;
     let domain = public_origin.split_once("://").map_or(public_origin, |(_, a)| a);
     if p.domain != domain {
