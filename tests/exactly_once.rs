@@ -333,7 +333,7 @@ fn dead_holder(p: &Fake, header: &str, key_byte: u8, marked: bool) -> (String, S
     let reserve = Op::from(Reserve { key: key.clone(), holder: "dead".into(), route: "GET /paid".into(), resource: "/paid".into(), signature, valid_before: NOW + 120, lease_seconds: 10, create: true });
     pollster::block_on(x402_edge_paywall::gateway::Ledger::ledger(p, &shard, &reserve)).unwrap();
     if marked {
-        let mark = Op::from(Mark { key: key.clone(), holder: "dead".into(), lease_seconds: 0 });
+        let mark = Op::from(Mark { key: key.clone(), holder: "dead".into(), lease_seconds: 0, amount: None });
         pollster::block_on(x402_edge_paywall::gateway::Ledger::ledger(p, &shard, &mark)).unwrap();
     }
     (shard, key)

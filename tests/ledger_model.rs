@@ -305,8 +305,8 @@ impl Hash for Shard {
         // patterns stop compiling when a field is added.
         self.records.len().hash(h);
         for (key, r) in &self.records {
-            let Record { route, resource, signature, valid_before, settlement, delivered, lease_until, holder } = r;
-            (key, route, resource, signature, valid_before, delivered, lease_until, holder).hash(h);
+            let Record { route, resource, signature, valid_before, settlement, delivered, lease_until, holder, amount } = r;
+            (key, route, resource, signature, valid_before, delivered, lease_until, holder, amount).hash(h);
             match settlement {
                 Settlement::Pending => 0u8.hash(h),
                 Settlement::Sent { transaction } => (1u8, transaction).hash(h),
@@ -457,8 +457,8 @@ impl LedgerModel {
     /// A reservation through [`Self::ledger`].
     fn reserve(&self, s: &mut State, op: Reserve) -> Reservation {
         match self.ledger(s, op) {
-            Reservation::Reserved { prior_sent: false, lapsed: true, prior_transaction, standing, others_in_flight } if self.broken == Some(Broken::LapsedReadsAsSent) => {
-                Reservation::Reserved { prior_sent: true, lapsed: false, prior_transaction, standing, others_in_flight }
+            Reservation::Reserved { prior_sent: false, lapsed: true, prior_transaction, standing, others_in_flight, prior_amount } if self.broken == Some(Broken::LapsedReadsAsSent) => {
+                Reservation::Reserved { prior_sent: true, lapsed: false, prior_transaction, standing, others_in_flight, prior_amount }
             }
             reply => reply,
         }
@@ -706,7 +706,7 @@ impl LedgerModel {
             }
             Action::Mark { i } => {
                 let was_sent = Self::record(s).is_some_and(|r| matches!(r.settlement, Settlement::Sent { .. }));
-                let reply = self.ledger(s, Mark { key: KEY.into(), holder: holder(i), lease_seconds: LEASE });
+                let reply = self.ledger(s, Mark { key: KEY.into(), holder: holder(i), lease_seconds: LEASE, amount: None });
                 if reply == Marked::Done && !was_sent && s.first_marker.is_none() {
                     s.first_marker = Some(i);
                 }

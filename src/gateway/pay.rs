@@ -217,7 +217,7 @@ pub(super) async fn priced<P: Platform>(cx: Paying<'_, P>, req: Request<P::Body>
         create: verified.late.is_none(),
     };
     let (prior_sent, prior_transaction, lapsed, good_standing) = match p.call(&ticket.shard, reserve).await {
-        Ok(Reservation::Reserved { prior_sent, prior_transaction, lapsed, standing, others_in_flight }) => {
+        Ok(Reservation::Reserved { prior_sent, prior_transaction, lapsed, standing, others_in_flight, .. }) => {
             (prior_sent, prior_transaction, lapsed, standing.is_good(now, config.good_standing_seconds) && others_in_flight < MAX_UNVERIFIED_IN_FLIGHT)
         }
         Ok(Reservation::InFlight) => return refuse(&**p, trace, Refusal::InFlight(&identity)),

@@ -276,7 +276,7 @@ pub(super) enum Settled {
 pub(super) async fn settle<P: Platform>(p: Rc<P>, s: Pending, mode: SettleMode) -> Settled {
     // The send mark, acknowledged before /settle leaves; for a repeated send it is there already,
     // and the call proves this request still holds the authorization and renews its lease.
-    let mark = Mark { key: s.ticket.key.clone(), holder: s.ticket.holder.clone(), lease_seconds: settlement_lease_seconds(&s.config) };
+    let mark = Mark { key: s.ticket.key.clone(), holder: s.ticket.holder.clone(), lease_seconds: settlement_lease_seconds(&s.config), amount: None };
     let refused = match p.call(&s.ticket.shard, mark).await {
         Ok(Marked::Done) => None,
         Ok(other @ Marked::LostLease) => Some(format!("the ledger answered {other:?} to the send mark")),

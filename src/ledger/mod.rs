@@ -180,7 +180,7 @@ impl Apply for Reserve {
         let mut record = match existing {
             Some(r) => r,
             None if !create => return Ok(Reservation::NotFound),
-            None => Record { route: route.clone(), resource: resource.clone(), signature, valid_before, settlement: Settlement::Pending, delivered: false, lease_until: 0, holder: String::new() },
+            None => Record { route: route.clone(), resource: resource.clone(), signature, valid_before, settlement: Settlement::Pending, delivered: false, lease_until: 0, holder: String::new(), amount: None },
         };
         if let Settlement::Settled { transaction, network, .. } = &record.settlement {
             if record.delivered {
@@ -212,19 +212,22 @@ impl Apply for Reserve {
             Settlement::Sent { transaction } => (true, transaction.clone(), false),
             _ => (false, None, lapsed),
         };
+        let prior_amount = if prior_sent { record.amount.clone() } else { None };
         store.put(&key, &record)?;
-        Ok(Reservation::Reserved { prior_sent, prior_transaction, lapsed, standing: store.standing()?, others_in_flight: store.in_flight(now, &key)? })
+        Ok(Reservation::Reserved { prior_sent, prior_transaction, lapsed, standing: store.standing()?, others_in_flight: store.in_flight(now, &key)?, prior_amount })
     }
 }
 
 impl Apply for Mark {
     type Output = Marked;
     fn apply(self, store: &mut impl Store, now: u64) -> Result<Marked, String> {
-        let Mark { key, holder, lease_seconds } = self;
+        let Mark { key, holder, lease_seconds, amount } = self;
         let Some(mut record) = held(store, &key, &holder, now)? else { return Ok(Marked::LostLease) };
         let renewed = record.lease_until.max(now.saturating_add(lease_seconds));
         if record.settlement == Settlement::Pending {
             record.settlement = Settlement::Sent { transaction: None };
+            // The first send fixes the amount; a repeated send keeps it.
+            record.amount = amount;
         } else if renewed == record.lease_until {
             return Ok(Marked::Done);
         }

@@ -138,6 +138,11 @@ pub struct Mark {
     pub holder: String,
     #[serde(default)]
     pub lease_seconds: u64,
+    /// `upto` only: the amount (atomic units) this settlement asks for. Recorded by the first mark
+    /// of a record and never changed after it, so a retry of an unknown outcome settles the same
+    /// amount again ([`Reservation::Reserved`]'s `prior_amount`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub amount: Option<String>,
 }
 
 /// Payer shard: records how the request of `holder` (the one that reserved) ended and drops
@@ -284,9 +289,19 @@ pub enum Reservation {
     /// settlement (send mark) and its outcome is unknown. `lapsed`: an earlier hold reserved it,
     /// never sent it and never finished (it died): fresh, but verified again. `standing`: the
     /// payer's history; `others_in_flight`: how many other authorizations of this payer are in
-    /// flight now.
+    /// flight now. `prior_amount`: for a sent `upto` settlement, the amount it asked for (the
+    /// only amount a retry may settle).
     #[serde(rename_all = "camelCase")]
-    Reserved { prior_sent: bool, prior_transaction: Option<String>, #[serde(default)] lapsed: bool, standing: Standing, others_in_flight: u32 },
+    Reserved {
+        prior_sent: bool,
+        prior_transaction: Option<String>,
+        #[serde(default)]
+        lapsed: bool,
+        standing: Standing,
+        others_in_flight: u32,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        prior_amount: Option<String>,
+    },
     /// `create: false` and no record: nothing of this authorization is known.
     NotFound,
     /// A record exists for this payer and nonce with another signature, or (a redelivery) for

@@ -40,6 +40,9 @@ pub struct Record {
     pub lease_until: u64,
     /// The request holding the lease (random, chosen by the worker).
     pub holder: String,
+    /// `upto` only: the amount (atomic units) of the first send mark ([`super::Mark::amount`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub amount: Option<String>,
 }
 
 /// A payer's history, as the `auto` verify policy reads it, and whether the operator denied it.

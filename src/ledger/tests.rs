@@ -9,7 +9,7 @@ fn reserve(s: &mut MemoryStore, holder: &str, now: u64) -> Reservation {
     apply(s, reserve_op("k", holder), now).unwrap()
 }
 fn mark(s: &mut MemoryStore, holder: &str, now: u64) -> Marked {
-    apply(s, Mark { key: "k".into(), holder: holder.into(), lease_seconds: 0 }, now).unwrap()
+    apply(s, Mark { key: "k".into(), holder: holder.into(), lease_seconds: 0, amount: None }, now).unwrap()
 }
 fn finish(s: &mut MemoryStore, holder: &str, outcome: Outcome, now: u64) -> Finished {
     apply(s, Finish { key: "k".into(), holder: holder.into(), outcome }, now).unwrap()
@@ -130,7 +130,7 @@ fn the_send_mark_renews_the_lease_for_the_settlement() {
     let mut s = MemoryStore::default();
     reserve(&mut s, "a", T);
     // The holder reaches its mark late in its lease (a slow verify chain)...
-    assert_eq!(apply(&mut s, Mark { key: "k".into(), holder: "a".into(), lease_seconds: 100 }, T + 39).unwrap(), Marked::Done);
+    assert_eq!(apply(&mut s, Mark { key: "k".into(), holder: "a".into(), lease_seconds: 100, amount: None }, T + 39).unwrap(), Marked::Done);
     // ...and keeps the authorization through its settlement: no second holder can send it.
     assert_eq!(reserve(&mut s, "b", T + 41), Reservation::InFlight);
     assert_eq!(reserve(&mut s, "b", T + 138), Reservation::InFlight);
@@ -163,7 +163,7 @@ fn a_transaction_hash_already_held_for_another_authorization_is_a_facilitator_fa
     let mut s = MemoryStore::default();
     paid(&mut s, "a", true, T);
     apply(&mut s, reserve_op("k2", "b"), T).unwrap();
-    apply(&mut s, Mark { key: "k2".into(), holder: "b".into(), lease_seconds: 0 }, T).unwrap();
+    apply(&mut s, Mark { key: "k2".into(), holder: "b".into(), lease_seconds: 0, amount: None }, T).unwrap();
     let dup = apply(&mut s, Finish { key: "k2".into(), holder: "b".into(), outcome: settled(true) }, T).unwrap();
     assert_eq!(dup, Finished::DuplicateTransaction);
     assert!(matches!(s.records["k2"].settlement, Settlement::Sent { .. }));
@@ -247,7 +247,7 @@ fn a_denied_payer_is_refused_at_reservation_and_its_passes_are_listed() {
     let mut s = MemoryStore::default();
     for (key, pass, exp) in [("k1", "p1", T + 10), ("k2", "old", T - 1)] {
         apply(&mut s, reserve_op(key, "h"), T).unwrap();
-        apply(&mut s, Mark { key: key.into(), holder: "h".into(), lease_seconds: 0 }, T).unwrap();
+        apply(&mut s, Mark { key: key.into(), holder: "h".into(), lease_seconds: 0, amount: None }, T).unwrap();
         let outcome = Outcome::Settled { transaction: format!("0x{key}"), network: "n".into(), delivered: true, hold_seconds: 0, pass: Some((pass.into(), exp)) };
         apply(&mut s, Finish { key: key.into(), holder: "h".into(), outcome }, T).unwrap();
     }
@@ -286,11 +286,33 @@ fn ops_and_replies_round_trip_as_json() {
     let text = serde_json::to_string(&op).unwrap();
     assert!(text.starts_with("{\"finish\":") && text.contains("\"outcome\":{\"settled\":"), "{text}");
     assert_eq!(serde_json::from_str::<Op>(&text).unwrap(), op);
-    let r = Reservation::Reserved { prior_sent: true, prior_transaction: None, lapsed: false, standing: Standing::default(), others_in_flight: 0 };
+    let r = Reservation::Reserved { prior_sent: true, prior_transaction: None, lapsed: false, standing: Standing::default(), others_in_flight: 0, prior_amount: None };
     assert_eq!(serde_json::from_str::<Reservation>(&serde_json::to_string(&r).unwrap()).unwrap(), r);
     // A record stored before the send mark existed ("unknown") reads as sent.
     let old = r#"{"route":"GET /x","validBefore":1,"settlement":{"unknown":{"transaction":null}},"delivered":false,"leaseUntil":0,"holder":""}"#;
     assert!(matches!(serde_json::from_str::<Record>(old).unwrap().settlement, Settlement::Sent { transaction: None }));
+}
+
+#[test]
+fn the_first_send_mark_fixes_an_upto_amount_and_a_retry_is_told_it() {
+    let mut s = MemoryStore::default();
+    reserve(&mut s, "a", T);
+    let mark_with = |s: &mut MemoryStore, holder: &str, amount: &str, now: u64| {
+        apply(s, Mark { key: "k".into(), holder: holder.into(), lease_seconds: 0, amount: Some(amount.into()) }, now).unwrap()
+    };
+    assert_eq!(mark_with(&mut s, "a", "1234", T + 1), Marked::Done);
+    assert_eq!(s.records["k"].amount.as_deref(), Some("1234"));
+    // The holder died after sending; a retry holds it and learns the amount that was sent.
+    match reserve(&mut s, "b", T + 41) {
+        Reservation::Reserved { prior_sent: true, prior_amount, .. } => assert_eq!(prior_amount.as_deref(), Some("1234")),
+        other => panic!("expected a sent reservation, got {other:?}"),
+    }
+    // A repeated send never changes the amount on record.
+    assert_eq!(mark_with(&mut s, "b", "999", T + 42), Marked::Done);
+    assert_eq!(s.records["k"].amount.as_deref(), Some("1234"));
+    // An unsent (exact) record reports no amount.
+    let mut e = MemoryStore::default();
+    assert!(matches!(reserve(&mut e, "a", T), Reservation::Reserved { prior_amount: None, .. }));
 }
 
 #[test]
@@ -299,7 +321,7 @@ fn the_typed_protocol_keeps_the_wire_format_of_the_single_op_and_reply_enums() {
     // Durable Object of either version understand each other during a deploy.
     let ops: [(Op, &str); 10] = [
         (reserve_op("k", "h").into(), r#"{"reserve":{"key":"k","holder":"h","route":"GET /x","resource":"/x","signature":"s1","validBefore":1800000300,"leaseSeconds":40,"create":true}}"#),
-        (Mark { key: "k".into(), holder: "h".into(), lease_seconds: 5 }.into(), r#"{"mark":{"key":"k","holder":"h","leaseSeconds":5}}"#),
+        (Mark { key: "k".into(), holder: "h".into(), lease_seconds: 5, amount: None }.into(), r#"{"mark":{"key":"k","holder":"h","leaseSeconds":5}}"#),
         (Finish { key: "k".into(), holder: "h".into(), outcome: Outcome::Release }.into(), r#"{"finish":{"key":"k","holder":"h","outcome":"release"}}"#),
         (PayerPasses.into(), r#""payerPasses""#),
         (PayerDeny.into(), r#""payerDeny""#),
@@ -313,11 +335,15 @@ fn the_typed_protocol_keeps_the_wire_format_of_the_single_op_and_reply_enums() {
         assert_eq!(serde_json::to_string(&op).unwrap(), wire);
         assert_eq!(serde_json::from_str::<Op>(wire).unwrap(), op, "{wire}");
     }
+    // An `upto` mark carries its amount; an old Durable Object ignores the unknown field.
+    let upto = Mark { key: "k".into(), holder: "h".into(), lease_seconds: 5, amount: Some("1234".into()) };
+    assert_eq!(serde_json::to_string(&Op::from(upto.clone())).unwrap(), r#"{"mark":{"key":"k","holder":"h","leaseSeconds":5,"amount":"1234"}}"#);
+    assert_eq!(serde_json::from_str::<Op>(r#"{"mark":{"key":"k","holder":"h","leaseSeconds":5,"amount":"1234"}}"#).unwrap(), upto.into());
     // A mark from before `leaseSeconds` existed.
-    assert_eq!(serde_json::from_str::<Op>(r#"{"mark":{"key":"k","holder":"h"}}"#).unwrap(), Mark { key: "k".into(), holder: "h".into(), lease_seconds: 0 }.into());
+    assert_eq!(serde_json::from_str::<Op>(r#"{"mark":{"key":"k","holder":"h"}}"#).unwrap(), Mark { key: "k".into(), holder: "h".into(), lease_seconds: 0, amount: None }.into());
     let json = |r: &dyn erased::Json| r.json();
     let replies: [(&dyn erased::Json, &str); 10] = [
-        (&Reservation::Reserved { prior_sent: false, prior_transaction: None, lapsed: true, standing: Standing::default(), others_in_flight: 1 }, r#"{"reserved":{"priorSent":false,"priorTransaction":null,"lapsed":true,"standing":{"lastSettledAt":0,"lastRefusedAt":0,"denied":false},"othersInFlight":1}}"#),
+        (&Reservation::Reserved { prior_sent: false, prior_transaction: None, lapsed: true, standing: Standing::default(), others_in_flight: 1, prior_amount: None }, r#"{"reserved":{"priorSent":false,"priorTransaction":null,"lapsed":true,"standing":{"lastSettledAt":0,"lastRefusedAt":0,"denied":false},"othersInFlight":1}}"#),
         (&Reservation::Mismatch { resource: None }, r#"{"mismatch":{"resource":null}}"#),
         (&Reservation::Redeliver { transaction: "0x1".into(), network: "n".into() }, r#"{"redeliver":{"transaction":"0x1","network":"n"}}"#),
         (&Marked::Done, r#""done""#),
@@ -372,7 +398,7 @@ fn the_client_reads_each_reply_as_its_operations_type_and_refuses_another() {
     let payer = PayerShard::of(&crate::evm::Address([7; 20]));
     let reserved = pollster::block_on(ledger.call(&payer, reserve_op("k", "a"))).unwrap();
     assert!(matches!(reserved, Reservation::Reserved { prior_sent: false, lapsed: false, others_in_flight: 0, .. }));
-    assert_eq!(pollster::block_on(ledger.call(&payer, Mark { key: "k".into(), holder: "a".into(), lease_seconds: 0 })).unwrap(), Marked::Done);
+    assert_eq!(pollster::block_on(ledger.call(&payer, Mark { key: "k".into(), holder: "a".into(), lease_seconds: 0, amount: None })).unwrap(), Marked::Done);
     let pass = PassShard::of("p1");
     assert_eq!(pollster::block_on(ledger.call(&pass, PassUse { max_requests: Some(1), expires_at: T + 1 })).unwrap(), Admission::Admitted { remaining: Some(0) });
     // An answer that is not one of the operation's replies is an error, never a guess.
