@@ -24,7 +24,7 @@
 use ruint::aliases::U256;
 use serde_json::Value;
 
-use crate::money::price_to_atomic;
+use crate::money::{price_to_atomic, PriceError};
 
 /// The response header an origin reports an `upto` amount in (x402 SDK convention); never
 /// forwarded to the client.
@@ -118,6 +118,8 @@ pub fn reported_amount(header: Option<&str>, maximum: U256, decimals: Option<u8>
         let Some(decimals) = decimals else { return malformed("a $ amount needs the asset's decimals, which are not configured") };
         match price_to_atomic(&format!("${dollars}"), decimals) {
             Ok(v) => v,
+            // A zero price is refused in configuration, but is a valid report.
+            Err(PriceError::Zero) => U256::ZERO,
             Err(e) => return malformed(&format!("{amount}: {e}")),
         }
     } else {
