@@ -106,7 +106,7 @@ for (const o of offered) {
     globalThis.crypto.getRandomValues = realRandom;
   }
   const td = typedData(Number(o.network.split(':')[1]), payload.payload.permit2Authorization);
-  payments.push({ id: o.id, now: o.now, signer: account.address, requirements, paymentPayload: payload, typedData: jsonable(td), ...hashes(td) });
+  payments.push({ id: o.id, now: o.now, signer: account.address, requirements, requirementsText: JSON.stringify(requirements), paymentPayload: payload, typedData: jsonable(td), ...hashes(td) });
 }
 
 const out = {
