@@ -52,7 +52,7 @@ impl Address {
     }
 
     /// The address left-padded to a 32-byte ABI word.
-    fn abi_word(&self) -> [u8; 32] {
+    pub(crate) fn abi_word(&self) -> [u8; 32] {
         let mut w = [0u8; 32];
         w[12..].copy_from_slice(&self.0);
         w

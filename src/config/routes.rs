@@ -263,7 +263,7 @@ pub(super) fn parse_offer(at: &str, r: &RawOffer, d: &Defaults) -> Result<Offer,
         asset: asset.to_checksum(),
         pay_to: pay_to.to_checksum(),
         max_timeout_seconds,
-        extra: Eip712Extra { name: name.clone(), version: version.clone() },
+        extra: Eip712Extra::exact(name.clone(), version.clone()),
     };
     let requirements_json = serde_json::to_value(&requirements).or_else(|e| err(e.to_string()))?;
     let domain_separator = Eip712Domain { name, version, chain_id, verifying_contract: asset }.separator();

@@ -34,7 +34,7 @@ fn dollar_price_on_default_network_uses_its_usdc() {
     assert_eq!(o.requirements.amount, "10000");
     assert_eq!(o.requirements.network, "eip155:84532");
     assert_eq!(o.requirements.asset, "0x036CbD53842c5426634e7929541eC2318f3dCF7e");
-    assert_eq!(o.requirements.extra, Eip712Extra { name: "USDC".into(), version: "2".into() });
+    assert_eq!(o.requirements.extra, Eip712Extra::exact("USDC", "2"));
     assert_eq!(o.requirements.max_timeout_seconds, 300);
     assert_eq!(crate::evm::hex_0x(&o.domain_separator), "0x71f17a3b2ff373b803d70a5a07c046c1a2bc8e89c09ef722fcb047abe94c9818");
     assert_eq!(c.routes[0].pass, None, "per request unless a pass is sold");

@@ -211,7 +211,7 @@ pub(super) async fn priced<P: Platform>(cx: Paying<'_, P>, req: Request<P::Body>
         holder: ticket.holder.clone(),
         route: route.key.clone(),
         resource: canonical.to_string(),
-        signature: hex_lower(&keccak256(payment.exact.signature.to_ascii_lowercase().as_bytes())),
+        signature: hex_lower(&keccak256(payment.payload.signature().to_ascii_lowercase().as_bytes())),
         valid_before: verified.valid_before,
         lease_seconds: config.origin_timeout_seconds + 2 * config.facilitator_timeout_seconds + LEASE_MARGIN_SECONDS,
         create: verified.late.is_none(),

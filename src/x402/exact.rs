@@ -91,7 +91,10 @@ pub fn verify_exact<'a>(offers: &'a [Offer], payment: &PaymentPayload, now: u64,
 }
 
 fn verify_offer<'a>(offer: &'a Offer, payment: &PaymentPayload, now: u64, min_validity: u64) -> Result<Verified<'a>, Invalid> {
-    let a = &payment.exact.authorization;
+    let Some(exact) = payment.exact().filter(|_| offer.requirements.scheme == "exact") else {
+        return invalid("unsupported_scheme", format!("scheme `{}` is not verified as `exact` (EIP-3009); upto payments are checked by `x402::upto::verify_upto`", offer.requirements.scheme));
+    };
+    let a = &exact.authorization;
     let from = Address::parse(&a.from).ok_or_else(|| Invalid { reason: "invalid_payload", message: "authorization.from is not an address".into() })?;
     let to = Address::parse(&a.to).ok_or_else(|| Invalid { reason: "invalid_payload", message: "authorization.to is not an address".into() })?;
     let uint = |name: &str, s: &str| {
@@ -101,7 +104,7 @@ fn verify_offer<'a>(offer: &'a Offer, payment: &PaymentPayload, now: u64, min_va
     let valid_after = uint("validAfter", &a.valid_after)?;
     let valid_before = uint("validBefore", &a.valid_before)?;
     let nonce = parse_bytes32(&a.nonce).ok_or_else(|| Invalid { reason: "invalid_payload", message: "authorization.nonce is not 32 bytes of 0x hex".into() })?;
-    let signature = decode_hex_0x(&payment.exact.signature, MAX_SIGNATURE_BYTES)
+    let signature = decode_hex_0x(&exact.signature, MAX_SIGNATURE_BYTES)
         .ok_or_else(|| Invalid { reason: "invalid_exact_evm_payload_signature", message: "signature is not 0x-prefixed hex of at most 4096 bytes".into() })?;
 
     if to != offer.pay_to {

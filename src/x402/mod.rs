@@ -5,6 +5,8 @@
 //! | [`wire`] | v2 (and v1) wire types, the base64 header codecs, challenge layouts |
 //! | [`offer`] | [`offer::Offer`]: one payment option, its wire requirement and parsed values |
 //! | [`exact`] | local verification of an `exact` EVM payment (EIP-3009) |
+//! | [`permit2`] | EIP-712 hashing of the Permit2 message an `upto` payment signs |
+//! | [`upto`] | local verification of an `upto` EVM payment (Permit2, x402 upto proxy) |
 //! | [`siwx`] | the `sign-in-with-x` extension for EVM wallets (EIP-4361, EIP-191) |
 //! | [`bazaar`] | the `bazaar` discovery extension of a route's 402 |
 //!
@@ -14,7 +16,9 @@
 pub mod bazaar;
 pub mod exact;
 pub mod offer;
+pub mod permit2;
 pub mod siwx;
+pub mod upto;
 pub mod wire;
 
 // The wire types are the module's vocabulary: `crate::x402::PaymentRequirements` and so on.

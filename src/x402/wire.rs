@@ -42,11 +42,32 @@ pub fn encode_header<T: Serialize>(value: &T) -> String {
     B64.encode(serde_json::to_vec(value).unwrap_or_default())
 }
 
-/// `extra` of an EVM `exact` requirement: the token's EIP-712 domain `name` and `version`.
+/// `extra` of an EVM requirement: the token's EIP-712 domain `name` and `version` (`exact`
+/// signs under it), and for `upto` what the official server (`@x402/evm` `upto/server`) adds:
+/// `assetTransferMethod` (`"permit2"`) and the facilitator's `facilitatorAddress` (from its
+/// `/supported` `extra`), which the payer's Permit2 witness must name.
+///
+/// The optional fields are left out of the JSON when `None`, so an `exact` requirement
+/// serialises as `{"name","version"}` exactly (clients echo it back in `accepted`, which is
+/// matched by JSON deep equality).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct Eip712Extra {
     pub name: String,
     pub version: String,
+    /// `"permit2"` on `upto` requirements (`exact`: EIP-3009, the field left out).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub asset_transfer_method: Option<String>,
+    /// `upto`: the address of the facilitator that may settle (EIP-55 `0x…`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub facilitator_address: Option<String>,
+}
+
+impl Eip712Extra {
+    /// The `exact` form: `{"name": name, "version": version}`.
+    pub fn exact(name: impl Into<String>, version: impl Into<String>) -> Eip712Extra {
+        Eip712Extra { name: name.into(), version: version.into(), asset_transfer_method: None, facilitator_address: None }
+    }
 }
 
 /// One way to pay (`accepts[]` entry), v2 §5.1. `amount` is in atomic units of `asset`;
@@ -161,6 +182,64 @@ pub struct ExactEvmPayload {
     pub authorization: AuthorizationWire,
 }
 
+/// `payload.permit2Authorization.permitted` of an `upto` payment: the token and the maximum
+/// amount (atomic units, decimal string).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TokenPermissionsWire {
+    pub token: String,
+    pub amount: String,
+}
+
+/// `payload.permit2Authorization.witness` of an `upto` payment: recipient, the facilitator
+/// allowed to settle, and `validAfter` (Unix seconds, decimal string).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct UptoWitnessWire {
+    pub to: String,
+    pub facilitator: String,
+    pub valid_after: String,
+}
+
+/// The Permit2 `permitWitnessTransferFrom` authorization of an `upto` payment as it travels in
+/// JSON (x402 `specs/schemes/upto/scheme_upto_evm.md`): `from` is the owner (payer), `spender`
+/// the x402 upto proxy, `nonce` a uint256 decimal string, `deadline` Unix seconds (decimal).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Permit2AuthorizationWire {
+    pub from: String,
+    pub permitted: TokenPermissionsWire,
+    pub spender: String,
+    pub nonce: String,
+    pub deadline: String,
+    pub witness: UptoWitnessWire,
+}
+
+/// `payload` of an EVM `upto` payment: the EIP-712 signature (hex) over the Permit2 message.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct UptoPermit2Payload {
+    pub signature: String,
+    pub permit2_authorization: Permit2AuthorizationWire,
+}
+
+/// The parsed `payload` of a payment, by the scheme it pays.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SchemePayload {
+    /// `exact` (and every v1 payment): an EIP-3009 `transferWithAuthorization`.
+    Eip3009(ExactEvmPayload),
+    /// `upto`: a Permit2 `permitWitnessTransferFrom` to the x402 upto proxy.
+    UptoPermit2(UptoPermit2Payload),
+}
+
+impl SchemePayload {
+    /// The signature as sent (`0x…` hex, unchecked).
+    pub fn signature(&self) -> &str {
+        match self {
+            SchemePayload::Eip3009(p) => &p.signature,
+            SchemePayload::UptoPermit2(p) => &p.signature,
+        }
+    }
+}
+
 /// How a payment names the requirement it pays.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Selector {
@@ -180,8 +259,27 @@ pub struct PaymentPayload {
     pub raw: Value,
     /// Which requirement it pays.
     pub selector: Selector,
-    /// `payload`, parsed as EIP-3009.
-    pub exact: ExactEvmPayload,
+    /// `payload`, parsed by the selected scheme: [`SchemePayload::UptoPermit2`] when v2
+    /// `accepted.scheme` is `upto` and the payload has that shape, else EIP-3009.
+    pub payload: SchemePayload,
+}
+
+impl PaymentPayload {
+    /// The EIP-3009 authorization, for `exact` payments.
+    pub fn exact(&self) -> Option<&ExactEvmPayload> {
+        match &self.payload {
+            SchemePayload::Eip3009(p) => Some(p),
+            SchemePayload::UptoPermit2(_) => None,
+        }
+    }
+
+    /// The Permit2 authorization, for `upto` payments.
+    pub fn upto(&self) -> Option<&UptoPermit2Payload> {
+        match &self.payload {
+            SchemePayload::UptoPermit2(p) => Some(p),
+            SchemePayload::Eip3009(_) => None,
+        }
+    }
 }
 
 /// Why a `PAYMENT-SIGNATURE` header could not be decoded. Each maps to an x402 reason code.
@@ -193,7 +291,11 @@ pub enum DecodeError {
     Version(Option<u64>),
     MissingAccepted,
     MissingSchemeNetwork,
+    /// A v1 payment for a scheme v1 does not have (`upto`).
+    UnsupportedScheme(String),
     Payload(String),
+    /// `accepted.scheme` is `upto` but `payload` is neither a Permit2 nor an EIP-3009 authorization.
+    UptoPayload(String),
 }
 
 impl DecodeError {
@@ -201,6 +303,7 @@ impl DecodeError {
     pub fn reason(&self) -> &'static str {
         match self {
             DecodeError::Version(_) => "invalid_x402_version",
+            DecodeError::UnsupportedScheme(_) => "unsupported_scheme",
             _ => "invalid_payload",
         }
     }
@@ -216,19 +319,24 @@ impl std::fmt::Display for DecodeError {
             DecodeError::Version(None) => f.write_str("x402Version is missing"),
             DecodeError::MissingAccepted => f.write_str("payment payload has no `accepted` requirement"),
             DecodeError::MissingSchemeNetwork => f.write_str("v1 payment payload needs string `scheme` and `network`"),
+            DecodeError::UnsupportedScheme(s) => write!(f, "x402 v1 has no `{s}` scheme; pay it with v2 (PAYMENT-SIGNATURE)"),
             DecodeError::Payload(e) => write!(f, "payment `payload` is not an EIP-3009 authorization: {e}"),
+            DecodeError::UptoPayload(e) => write!(f, "payment `payload` is not an upto Permit2 authorization: {e}"),
         }
     }
 }
 
 /// Decodes a v2 `PAYMENT-SIGNATURE` header value: size cap, base64, JSON object, `x402Version`
-/// 2, `accepted` present, `payload` shaped as [`ExactEvmPayload`].
+/// 2, `accepted` present, `payload` shaped as the scheme of `accepted` wants: an
+/// [`UptoPermit2Payload`] for `upto` (one shaped as [`ExactEvmPayload`] is kept as such, so the
+/// offer match refuses it as for any other mismatch), else an [`ExactEvmPayload`].
 pub fn decode_payment_signature(header: &str) -> Result<PaymentPayload, DecodeError> {
     decode_payment(header, X402_VERSION)
 }
 
 /// Decodes a v1 `X-PAYMENT` header value: as [`decode_payment_signature`], but `x402Version` 1
-/// with top-level `scheme` and `network` instead of `accepted`.
+/// with top-level `scheme` and `network` instead of `accepted`, and never `upto` (v1 has only
+/// `exact`; refused as [`DecodeError::UnsupportedScheme`]).
 pub fn decode_x_payment(header: &str) -> Result<PaymentPayload, DecodeError> {
     decode_payment(header, 1)
 }
@@ -246,6 +354,7 @@ fn decode_payment(header: &str, version: u64) -> Result<PaymentPayload, DecodeEr
     }
     let selector = if version == 1 {
         match (obj.get("scheme").and_then(Value::as_str), obj.get("network").and_then(Value::as_str)) {
+            (Some("upto"), Some(_)) => return Err(DecodeError::UnsupportedScheme("upto".into())),
             (Some(scheme), Some(network)) => Selector::SchemeNetwork { scheme: scheme.into(), network: network.into() },
             _ => return Err(DecodeError::MissingSchemeNetwork),
         }
@@ -253,8 +362,16 @@ fn decode_payment(header: &str, version: u64) -> Result<PaymentPayload, DecodeEr
         Selector::Accepted(obj.get("accepted").filter(|v| v.is_object()).cloned().ok_or(DecodeError::MissingAccepted)?)
     };
     let payload = obj.get("payload").cloned().ok_or_else(|| DecodeError::Payload("missing".into()))?;
-    let exact: ExactEvmPayload = serde_json::from_value(payload).map_err(|e| DecodeError::Payload(e.to_string()))?;
-    Ok(PaymentPayload { version, raw, selector, exact })
+    let upto = matches!(&selector, Selector::Accepted(a) if a.get("scheme").and_then(Value::as_str) == Some("upto"));
+    let payload = if upto {
+        match serde_json::from_value::<UptoPermit2Payload>(payload.clone()) {
+            Ok(p) => SchemePayload::UptoPermit2(p),
+            Err(e) => SchemePayload::Eip3009(serde_json::from_value(payload).map_err(|_| DecodeError::UptoPayload(e.to_string()))?),
+        }
+    } else {
+        SchemePayload::Eip3009(serde_json::from_value(payload).map_err(|e| DecodeError::Payload(e.to_string()))?)
+    };
+    Ok(PaymentPayload { version, raw, selector, payload })
 }
 
 /// Decodes any base64 JSON header (used by tests and for diagnostics), bounded like
@@ -299,7 +416,7 @@ mod tests {
     fn decodes_padded_and_unpadded_base64() {
         let h = encode_header(&payload_json());
         let p = decode_payment_signature(&h).unwrap();
-        assert_eq!(p.exact.authorization.value, "10000");
+        assert_eq!(p.exact().unwrap().authorization.value, "10000");
         let unpadded = h.trim_end_matches('=');
         assert_eq!(decode_payment_signature(unpadded).unwrap(), p);
     }
@@ -326,8 +443,46 @@ mod tests {
         let mut bad = payload_json();
         bad["payload"]["authorization"]["value"] = 10000.into();
         assert!(matches!(decode_payment_signature(&encode_header(&bad)), Err(DecodeError::Payload(_))));
+        let mut v1_upto = v1.clone();
+        v1_upto["scheme"] = "upto".into();
+        assert_eq!(decode_x_payment(&encode_header(&v1_upto)).map_err(|e| e.reason()), Err("unsupported_scheme"));
         let big = "A".repeat(MAX_PAYMENT_HEADER_BYTES + 1);
         assert_eq!(decode_payment_signature(&big), Err(DecodeError::TooLarge { len: big.len() }));
+    }
+
+    #[test]
+    fn the_payload_shape_follows_the_accepted_scheme() {
+        let permit2 = serde_json::json!({"signature": "0x00", "permit2Authorization": {
+            "from": "0x857b06519E91e3A54538791bDbb0E22373e36b66",
+            "permitted": {"token": "0x036CbD53842c5426634e7929541eC2318f3dCF7e", "amount": "10000"},
+            "spender": "0x4020A4f3b7b90ccA423B9fabCc0CE57C6C240002", "nonce": "7", "deadline": "2",
+            "witness": {"to": "0x209693Bc6afc0C5328bA36FaF03C514EF312287C", "facilitator": "0x90F79bf6EB2c4f870365E785982E1f101E93b906", "validAfter": "0"}}});
+        let mut upto = payload_json();
+        upto["accepted"]["scheme"] = "upto".into();
+        upto["payload"] = permit2.clone();
+        let p = decode_payment_signature(&encode_header(&upto)).unwrap();
+        assert_eq!(p.upto().unwrap().permit2_authorization.nonce, "7");
+        assert!(p.exact().is_none());
+        assert_eq!(p.payload.signature(), "0x00");
+        // An EIP-3009 payload under `upto` stays EIP-3009 (the offer match refuses it).
+        let mut upto_exact = payload_json();
+        upto_exact["accepted"]["scheme"] = "upto".into();
+        assert!(decode_payment_signature(&encode_header(&upto_exact)).unwrap().exact().is_some());
+        // Neither shape: an upto payload error; a Permit2 payload under `exact`: the EIP-3009 error.
+        upto["payload"]["permit2Authorization"]["nonce"] = 7.into();
+        assert!(matches!(decode_payment_signature(&encode_header(&upto)), Err(DecodeError::UptoPayload(_))));
+        let mut exact_permit2 = payload_json();
+        exact_permit2["payload"] = permit2;
+        assert!(matches!(decode_payment_signature(&encode_header(&exact_permit2)), Err(DecodeError::Payload(_))));
+    }
+
+    #[test]
+    fn an_exact_extra_serialises_without_the_upto_fields() {
+        assert_eq!(serde_json::to_string(&Eip712Extra::exact("USDC", "2")).unwrap(), r#"{"name":"USDC","version":"2"}"#);
+        let upto = Eip712Extra { asset_transfer_method: Some("permit2".into()), facilitator_address: Some("0x90F79bf6EB2c4f870365E785982E1f101E93b906".into()), ..Eip712Extra::exact("USDC", "2") };
+        let json = r#"{"name":"USDC","version":"2","assetTransferMethod":"permit2","facilitatorAddress":"0x90F79bf6EB2c4f870365E785982E1f101E93b906"}"#;
+        assert_eq!(serde_json::to_string(&upto).unwrap(), json);
+        assert_eq!(serde_json::from_str::<Eip712Extra>(json).unwrap(), upto);
     }
 }
 
