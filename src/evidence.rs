@@ -55,8 +55,12 @@ pub struct Question {
     pub pay_to: Address,
     /// The price in atomic units.
     pub amount: U256,
-    /// `authorization.nonce`.
+    /// `authorization.nonce` (a Permit2 nonce, big-endian, when `permit2`).
     pub nonce: [u8; 32],
+    /// A Permit2 (`upto`) authorization: the questions here (EIP-3009 `authorizationState` and
+    /// its events) do not apply, so the gateway does not ask the chain about it and follows the
+    /// rules for a paywall without `RPC_URL`.
+    pub permit2: bool,
 }
 
 /// `keccak256("Transfer(address,address,uint256)")`.
@@ -187,6 +191,7 @@ mod tests {
 
     fn q() -> Question {
         Question {
+            permit2: false,
             asset: Address([0x11; 20]),
             payer: Address([0x22; 20]),
             pay_to: Address([0x33; 20]),

@@ -82,6 +82,8 @@ pub enum MeterFault {
     NotFound(String),
     /// The body is longer than [`MAX_METERED_BODY_BYTES`].
     TooLarge,
+    /// The body could not be read to its end (the origin's stream failed): why.
+    Unreadable(String),
 }
 
 impl std::fmt::Display for MeterFault {
@@ -91,6 +93,7 @@ impl std::fmt::Display for MeterFault {
             MeterFault::AboveMaximum { reported, maximum } => write!(f, "the origin reported {reported} atomic units, above the authorized maximum {maximum}"),
             MeterFault::NotFound(path) => write!(f, "the response has no non-negative integer at {path}"),
             MeterFault::TooLarge => write!(f, "the metered response is longer than {MAX_METERED_BODY_BYTES} bytes"),
+            MeterFault::Unreadable(why) => write!(f, "the metered response could not be read: {why}"),
         }
     }
 }

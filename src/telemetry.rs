@@ -74,9 +74,13 @@ pub struct Decision {
     /// The payer's checksummed address, once the payment's signature was checked.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub payer: Option<String>,
-    /// The price in atomic units of `asset` (decimal string).
+    /// The price in atomic units of `asset` (decimal string); for a metered (`upto`) payment,
+    /// once measured, the amount settled.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub amount: Option<String>,
+    /// A metered (`upto`) payment's authorized maximum, atomic units (decimal string).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub maximum: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub asset: Option<String>,
     /// CAIP-2 network.
@@ -153,6 +157,16 @@ impl Trace {
         d.amount = Some(amount.into());
         d.asset = Some(asset.into());
         d.network = Some(network.into());
+    }
+
+    /// Records a metered payment's measured amount (atomic units): `amount` becomes it, and the
+    /// price recorded before becomes `maximum`.
+    pub fn settled_amount(&self, amount: &str) {
+        let mut d = self.0.borrow_mut();
+        if d.maximum.is_none() {
+            d.maximum = d.amount.take();
+        }
+        d.amount = Some(amount.into());
     }
 
     /// Adds facilitator time, milliseconds.

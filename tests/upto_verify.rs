@@ -31,6 +31,8 @@ fn offer(requirements: &Value) -> Offer {
         pay_to: Address::parse(&r.pay_to).unwrap(),
         chain_id,
         domain_separator,
+        meter: (r.scheme == "upto").then_some(x402_edge_paywall::meter::Meter::Origin),
+        decimals: None,
         requirements: r,
     }
 }

@@ -6,6 +6,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 
 use crate::evm::{caip2_chain_id, network_by_id, Address, Eip712Domain};
+use crate::meter::{parse_path, Meter};
 use crate::money::price_to_atomic;
 use crate::route::RoutePattern;
 use crate::x402::bazaar::RouteDiscovery;
@@ -117,9 +118,13 @@ pub(super) struct RawOffer {
     pub(super) network: Option<String>,
     pub(super) pay_to: Option<String>,
     pub(super) max_timeout_seconds: Option<u64>,
+    pub(super) scheme: Option<String>,
+    pub(super) meter: Option<Value>,
+    pub(super) facilitator_address: Option<String>,
 }
 
-pub(super) const OFFER_KEYS: [&str; 9] = ["price", "amount", "asset", "decimals", "name", "version", "network", "payTo", "maxTimeoutSeconds"];
+pub(super) const OFFER_KEYS: [&str; 12] =
+    ["price", "amount", "asset", "decimals", "name", "version", "network", "payTo", "maxTimeoutSeconds", "scheme", "meter", "facilitatorAddress"];
 pub(super) const ROUTE_KEYS: [&str; 10] = ["route", "description", "mimeType", "pass", "group", "free", "accepts", "verify", "settle", "rateLimit"];
 
 #[derive(Deserialize)]
@@ -200,6 +205,8 @@ pub(super) fn check_pass_groups(routes: &[Route]) -> Result<(), ConfigError> {
 /// Defaults every offer inherits.
 pub(super) struct Defaults {
     pub(super) pay_to: Option<String>,
+    /// `FACILITATOR_ADDRESS`: what `upto` offers name as `extra.facilitatorAddress`.
+    pub(super) facilitator_address: Option<String>,
     pub(super) network: String,
     pub(super) max_timeout_seconds: u64,
 }
@@ -256,19 +263,72 @@ pub(super) fn parse_offer(at: &str, r: &RawOffer, d: &Defaults) -> Result<Offer,
     if max_timeout_seconds < 10 {
         return err(format!("{at}: maxTimeoutSeconds {max_timeout_seconds} is below 10 seconds"));
     }
+    let (scheme, meter, extra) = match r.scheme.as_deref().unwrap_or("exact") {
+        "exact" => {
+            if let Some(k) = [("meter", r.meter.is_some()), ("facilitatorAddress", r.facilitator_address.is_some())].iter().find(|(_, set)| *set).map(|(k, _)| k) {
+                return err(format!("{at}: `{k}` is for metered options (scheme = \"upto\")"));
+            }
+            ("exact", None, Eip712Extra::exact(name.clone(), version.clone()))
+        }
+        "upto" => {
+            let Some(f) = r.facilitator_address.clone().or_else(|| d.facilitator_address.clone()) else {
+                return err(format!("{at}: scheme \"upto\" needs the facilitator's address (FACILITATOR_ADDRESS, or `facilitatorAddress` here): the one its /supported announces as extra.facilitatorAddress, which the payer's Permit2 witness names"));
+            };
+            let facilitator = Address::parse(&f).ok_or_else(|| ConfigError(format!("{at}: facilitatorAddress {} is not a 0x-prefixed 20-byte address", shown(&f))))?;
+            let meter = parse_meter(at, r.meter.as_ref(), decimals)?;
+            let extra = Eip712Extra {
+                asset_transfer_method: Some("permit2".into()),
+                facilitator_address: Some(facilitator.to_checksum()),
+                ..Eip712Extra::exact(name.clone(), version.clone())
+            };
+            ("upto", Some(meter), extra)
+        }
+        other => return err(format!("{at}: scheme {} is not offered here; use \"exact\" (the default) or \"upto\" (a metered price)", shown(other))),
+    };
     let requirements = PaymentRequirements {
-        scheme: "exact".into(),
+        scheme: scheme.into(),
         network: caip2,
         amount: amount.to_string(),
         asset: asset.to_checksum(),
         pay_to: pay_to.to_checksum(),
         max_timeout_seconds,
-        extra: Eip712Extra::exact(name.clone(), version.clone()),
+        extra,
     };
     let requirements_json = serde_json::to_value(&requirements).or_else(|e| err(e.to_string()))?;
     let domain_separator = Eip712Domain { name, version, chain_id, verifying_contract: asset }.separator();
-    let v1_network = known.filter(|n| n.chain_id == chain_id).and_then(|n| n.v1_name);
-    Ok(Offer { requirements, requirements_json, v1_network, amount, asset, pay_to, chain_id, domain_separator })
+    // x402 v1 has only `exact`.
+    let v1_network = known.filter(|n| n.chain_id == chain_id && meter.is_none()).and_then(|n| n.v1_name);
+    Ok(Offer { requirements, requirements_json, v1_network, amount, asset, pay_to, chain_id, domain_separator, meter, decimals })
+}
+
+/// An `upto` option's `meter`: absent or `"origin"` (the origin's `Settlement-Overrides`),
+/// `{ bytes = "<price per byte>" }`, or `{ json = "<path>", unit = "<price per unit>" }`; prices
+/// as `price` (whole tokens, the asset's decimals) or, with `amount` in place of the price,
+/// atomic units.
+fn parse_meter(at: &str, meter: Option<&Value>, decimals: Option<u8>) -> Result<Meter, ConfigError> {
+    let unit = |key: &str, v: Option<&Value>| -> Result<U256, ConfigError> {
+        let Some(Value::String(p)) = v else { return err(format!("{at}: meter needs `{key}` as a string price (\"$0.000001\")")) };
+        let d = decimals.ok_or_else(|| ConfigError(format!("{at}: the meter's `{key}` price needs the asset's `decimals`")))?;
+        price_to_atomic(p, d).or_else(|e| err(format!("{at}: meter `{key}` {}: {e}", shown(p))))
+    };
+    match meter {
+        None => Ok(Meter::Origin),
+        Some(Value::String(s)) if s == "origin" => Ok(Meter::Origin),
+        Some(Value::Object(m)) => {
+            if let Some(k) = m.keys().find(|k| !["bytes", "json", "unit"].contains(&k.as_str())) {
+                return Err(unknown_key(k, &format!("{at} meter"), &[&["bytes", "json", "unit"]]));
+            }
+            match (m.get("bytes"), m.get("json")) {
+                (Some(b), None) if !m.contains_key("unit") => Ok(Meter::Bytes { unit: unit("bytes", Some(b))? }),
+                (None, Some(Value::String(path))) => {
+                    let path = parse_path(path).or_else(|e| err(format!("{at}: meter json {e}")))?;
+                    Ok(Meter::Json { path, unit: unit("unit", m.get("unit"))? })
+                }
+                _ => err(format!("{at}: meter must be \"origin\", {{ bytes = \"<price per byte>\" }} or {{ json = \"<path>\", unit = \"<price per unit>\" }}")),
+            }
+        }
+        Some(_) => err(format!("{at}: meter must be \"origin\", {{ bytes = \"<price per byte>\" }} or {{ json = \"<path>\", unit = \"<price per unit>\" }}")),
+    }
 }
 
 pub(super) fn check_keys(at: &str, obj: &Map<String, Value>, allowed: &[&[&str]]) -> Result<(), ConfigError> {
@@ -291,11 +351,15 @@ impl Defaults {
     pub(super) fn from_vars(vars: &Map<String, Value>) -> Result<Defaults, ConfigError> {
         let defaults = Defaults {
             pay_to: string_var(vars, "PAY_TO")?,
+            facilitator_address: string_var(vars, "FACILITATOR_ADDRESS")?,
             network: string_var(vars, "NETWORK")?.unwrap_or_else(|| "eip155:84532".into()),
             max_timeout_seconds: u64_var(vars, "MAX_TIMEOUT_SECONDS", 300)?,
         };
         if let Some(p) = defaults.pay_to.as_deref().filter(|p| Address::parse(p).is_none()) {
             return err(format!("PAY_TO {} is not a 0x-prefixed 20-byte address (40 hex digits)", shown(p)));
+        }
+        if let Some(p) = defaults.facilitator_address.as_deref().filter(|p| Address::parse(p).is_none()) {
+            return err(format!("FACILITATOR_ADDRESS {} is not a 0x-prefixed 20-byte address (40 hex digits)", shown(p)));
         }
         Ok(defaults)
     }
@@ -377,6 +441,14 @@ fn parse_route(i: usize, entry: &Value, table: &TableDefaults) -> Result<Route, 
         Some(_) => return err(format!("{at}: a free route cannot sell a pass")),
         None => None,
     };
+    if accepts.iter().any(|o| o.meter.is_some()) {
+        if pass.is_some() {
+            return err(format!("{at}: a metered route (scheme = \"upto\") cannot sell a pass: what a pass covers has no one amount"));
+        }
+        if settle == SettleOrder::Before {
+            return err(format!("{at}: a metered route (scheme = \"upto\") settles after the origin answers (its amount comes from the answer): remove settle = \"before\""));
+        }
+    }
     let discovery = if r.free { RouteDiscovery::default() } else { RouteDiscovery::parse(&at, obj, &key, &pattern)? };
     Ok(Route {
         key,

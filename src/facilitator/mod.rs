@@ -256,6 +256,7 @@ mod tests {
             payer: payer.map(str::to_string),
             transaction: tx.into(),
             network: net.into(),
+            amount: None,
         };
         let tx = format!("0x{}", "ab".repeat(32));
         let nets = ["eip155:84532", "base-sepolia"];

@@ -14,7 +14,8 @@ use serde_json::Value;
 use crate::config::{Config, Route, SettleOrder, VerifyPolicy};
 use crate::evidence::{Evidence, Question};
 use crate::evm::{hex_0x, hex_lower, keccak256};
-use crate::x402::exact::verify_exact;
+use crate::x402::exact::{verify_exact, Verified};
+use crate::x402::upto::verify_upto;
 use super::facilitator_client::{Endpoint, call_facilitator, upstream_status};
 use crate::facilitator::{classify_verify, VerifyOutcome};
 use crate::ledger::{AuthorizationKey, Finish, Finished, Outcome, PayerShard, Reservation, Reserve, Transport, LEASE_MARGIN_SECONDS};
@@ -147,7 +148,21 @@ pub(super) async fn priced<P: Platform>(cx: Paying<'_, P>, req: Request<P::Body>
         }
     };
     let now = p.now();
-    let verified = match verify_exact(&route.accepts, &payment, now, config.min_validity_seconds()) {
+    // An `upto` payment (a Permit2 authorization of a maximum) is timed and keyed as an `exact`
+    // one: its deadline is its validBefore, its Permit2 nonce its nonce.
+    let checked = if payment.upto().is_some() {
+        verify_upto(&route.accepts, &payment, now, config.min_validity_seconds()).map(|v| Verified {
+            offer: v.offer,
+            payer: v.payer,
+            nonce: v.nonce32,
+            valid_before: v.deadline,
+            signature_checked: v.signature_checked,
+            late: v.late,
+        })
+    } else {
+        verify_exact(&route.accepts, &payment, now, config.min_validity_seconds())
+    };
+    let verified = match checked {
         Ok(v) => v,
         Err(inv) => {
             p.log(&format!("x402: rejected payment: {inv}"));
@@ -155,6 +170,7 @@ pub(super) async fn priced<P: Platform>(cx: Paying<'_, P>, req: Request<P::Body>
         }
     };
     let offer = verified.offer;
+    let upto = offer.meter.as_ref().map(|meter| Upto { meter: meter.clone(), maximum: offer.amount, decimals: offer.decimals, amount: None });
     // The requirement in the payment's own protocol version, for /verify and /settle.
     let requirements = if version == 1 {
         let v1 = offer.requirements_v1(resource_url, route.description.as_deref(), route.mime_type.as_deref());
@@ -203,7 +219,7 @@ pub(super) async fn priced<P: Platform>(cx: Paying<'_, P>, req: Request<P::Body>
     };
     let ticket = Ticket {
         shard: PayerShard::of(&verified.payer),
-        key: AuthorizationKey { network: offer.requirements.network.clone(), asset: offer.asset, payer: verified.payer, nonce: verified.nonce }.id(),
+        key: authorization_key(offer, &verified),
         holder,
     };
     let reserve = Reserve {
@@ -216,9 +232,9 @@ pub(super) async fn priced<P: Platform>(cx: Paying<'_, P>, req: Request<P::Body>
         lease_seconds: config.origin_timeout_seconds + 2 * config.facilitator_timeout_seconds + LEASE_MARGIN_SECONDS,
         create: verified.late.is_none(),
     };
-    let (prior_sent, prior_transaction, lapsed, good_standing) = match p.call(&ticket.shard, reserve).await {
-        Ok(Reservation::Reserved { prior_sent, prior_transaction, lapsed, standing, others_in_flight, .. }) => {
-            (prior_sent, prior_transaction, lapsed, standing.is_good(now, config.good_standing_seconds) && others_in_flight < MAX_UNVERIFIED_IN_FLIGHT)
+    let (prior_sent, prior_transaction, prior_amount, lapsed, good_standing) = match p.call(&ticket.shard, reserve).await {
+        Ok(Reservation::Reserved { prior_sent, prior_transaction, lapsed, standing, others_in_flight, prior_amount }) => {
+            (prior_sent, prior_transaction, prior_amount, lapsed, standing.is_good(now, config.good_standing_seconds) && others_in_flight < MAX_UNVERIFIED_IN_FLIGHT)
         }
         Ok(Reservation::InFlight) => return refuse(&**p, trace, Refusal::InFlight(&identity)),
         Ok(Reservation::Spent { transaction }) => {
@@ -274,6 +290,19 @@ pub(super) async fn priced<P: Platform>(cx: Paying<'_, P>, req: Request<P::Body>
         }
     }
 
+    // A repeated `upto` settlement asks for the amount of the first send, whatever the origin
+    // answers this time.
+    let mut requirements = requirements;
+    let mut upto = upto;
+    if let (true, Some(u)) = (prior_sent, upto.as_mut()) {
+        let Some(amount) = prior_amount.as_deref().and_then(crate::evm::parse_uint256) else {
+            finish(&**p, &ticket, Outcome::Release).await;
+            let detail = "an earlier settlement of this metered payment was sent, but its amount is not on record".to_string();
+            return refuse(&**p, trace, Refusal::UnknownOutcome { identity: &identity, status: StatusCode::BAD_GATEWAY, detail });
+        };
+        u.amount = Some(amount);
+        requirements["amount"] = Value::String(amount.to_string());
+    }
     let sells = route.pass.is_some().then_some(route);
     let pass = sells.and_then(|r| mint_pass(config, &**p, r));
     let pending = Pending {
@@ -283,7 +312,8 @@ pub(super) async fn priced<P: Platform>(cx: Paying<'_, P>, req: Request<P::Body>
         payment,
         requirements,
         networks: [Some(offer.requirements.network.clone()), offer.v1_network.map(str::to_string)].into_iter().flatten().collect(),
-        question: Question { asset: offer.asset, payer: verified.payer, pay_to: offer.pay_to, amount: offer.amount, nonce: verified.nonce },
+        question: Question { asset: offer.asset, payer: verified.payer, pay_to: offer.pay_to, amount: offer.amount, nonce: verified.nonce, permit2: upto.is_some() },
+        upto,
         valid_before: verified.valid_before,
         identity,
         prior_sent,
@@ -400,7 +430,7 @@ pub(super) async fn reconcile_before_origin<P: Platform>(p: &Rc<P>, s: &Pending,
     let keep = |detail: &str, timed_out: bool| {
         refuse(&**p, &s.trace, Refusal::UnknownOutcome { identity: &s.identity, status: upstream_status(timed_out), detail: detail.to_string() })
     };
-    let Some(rpc_url) = s.config.rpc_url.as_deref() else {
+    let Some(rpc_url) = super::settle::rpc_url_for(s) else {
         if late {
             finish(&**p, &s.ticket, Outcome::Release).await;
             return Reconciled::Answer(keep("an earlier settlement of this payment was sent and its outcome is unknown; it is too close to its validBefore to settle again", false));
@@ -434,6 +464,28 @@ pub(super) async fn reconcile_before_origin<P: Platform>(p: &Rc<P>, s: &Pending,
             Reconciled::Answer(keep("an earlier settlement of this payment was sent and its outcome could not be read from the chain", true))
         }
     }
+}
+
+/// The ledger key of a payment: [`AuthorizationKey::id`]; a Permit2 (`upto`) nonce lives in
+/// another namespace than the token's EIP-3009 nonces, so its key ends in `/permit2`.
+fn authorization_key(offer: &crate::x402::offer::Offer, verified: &Verified<'_>) -> String {
+    let id = AuthorizationKey { network: offer.requirements.network.clone(), asset: offer.asset, payer: verified.payer, nonce: verified.nonce }.id();
+    if offer.meter.is_some() {
+        format!("{id}/permit2")
+    } else {
+        id
+    }
+}
+
+/// A metered (`upto`) payment's terms, carried to its settlement: how the amount is measured, the
+/// authorized maximum (atomic units), the asset's decimals (for a `$` report), and, once known,
+/// the amount to settle.
+#[derive(Debug, Clone)]
+pub(super) struct Upto {
+    pub(super) meter: crate::meter::Meter,
+    pub(super) maximum: ruint::aliases::U256,
+    pub(super) decimals: Option<u8>,
+    pub(super) amount: Option<ruint::aliases::U256>,
 }
 
 /// Why a payment is refused for a denied payer.

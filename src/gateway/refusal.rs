@@ -96,6 +96,9 @@ pub(super) enum Refusal<'a> {
     /// `origin_unavailable`; `settled`: the payment was settled already (its `PAYMENT-RESPONSE`
     /// goes with the answer).
     Origin { error: &'a ForwardError, settled: Option<(&'a SettleResponse, u64)> },
+    /// 502 `origin_metering_failed`: a metered (`upto`) answer whose amount could not be
+    /// established ([`crate::meter::MeterFault`]); withheld, nothing charged.
+    Metering { identity: &'a PaymentIdentity, fault: String },
     /// 401 `unauthorized` + `WWW-Authenticate: Bearer` (admin endpoint).
     Unauthorized,
     /// 405 `method_not_allowed` + `Allow: POST` (admin endpoint).
@@ -103,6 +106,10 @@ pub(super) enum Refusal<'a> {
     /// 400 `invalid_admin_request`.
     AdminRequest(String),
 }
+
+/// The facilitator's reason for a Permit2 payer without an allowance for the token (x402
+/// `upto`, and `exact` over Permit2): answered 412.
+pub(super) const PERMIT2_ALLOWANCE_REQUIRED: &str = "permit2_allowance_required";
 
 /// The 409 message for a request that outlasted its hold before it could send the payment.
 const HOLD_LOST: &str = "this request took longer than its hold on the authorization, which another request may have taken; wait for that answer, or retry this same payment header, which never charges twice";
@@ -114,6 +121,9 @@ impl Refusal<'_> {
             Refusal::MethodOverride(_) | Refusal::InvalidPath(_) | Refusal::AdminRequest(_) => StatusCode::BAD_REQUEST,
             Refusal::MethodNotAllowed { .. } | Refusal::AdminMethod => StatusCode::METHOD_NOT_ALLOWED,
             Refusal::Misconfigured(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            // x402 `upto`/Permit2: a payer without a Permit2 allowance is told 412 (the official
+            // resource server's status for this reason).
+            Refusal::VerifyInvalid { reason, .. } if reason == PERMIT2_ALLOWANCE_REQUIRED => StatusCode::PRECONDITION_FAILED,
             Refusal::Unpaid { .. } | Refusal::Payment { .. } | Refusal::VerifyInvalid { .. } | Refusal::Expired(_) => StatusCode::PAYMENT_REQUIRED,
             Refusal::SettlementRefused { .. } | Refusal::NonceUsedElsewhere { .. } => StatusCode::PAYMENT_REQUIRED,
             Refusal::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
@@ -123,6 +133,7 @@ impl Refusal<'_> {
             Refusal::LedgerUnavailable(_) | Refusal::NotSent { .. } => StatusCode::SERVICE_UNAVAILABLE,
             Refusal::UnknownOutcome { status, .. } => *status,
             Refusal::ClientGone => StatusCode::from_u16(499).unwrap_or(StatusCode::BAD_REQUEST),
+            Refusal::Metering { .. } => StatusCode::BAD_GATEWAY,
             Refusal::Origin { error: ForwardError::Method(_), .. } => StatusCode::METHOD_NOT_ALLOWED,
             Refusal::Origin { error: ForwardError::Url, .. } => StatusCode::BAD_REQUEST,
             Refusal::Origin { error: ForwardError::Upstream(e), .. } => upstream_status(matches!(e, UpstreamError::Timeout { .. })),
@@ -154,6 +165,7 @@ impl Refusal<'_> {
             | Refusal::MethodNotAllowed { .. }
             | Refusal::Misconfigured(_)
             | Refusal::Origin { .. }
+            | Refusal::Metering { .. }
             | Refusal::Unauthorized
             | Refusal::AdminMethod
             | Refusal::AdminRequest(_) => return None,
@@ -176,7 +188,11 @@ impl Refusal<'_> {
             Refusal::Unpaid { challenger, pass: Some(why) } => challenger.respond(p, &format!("{why}; PAYMENT-SIGNATURE header is required")),
             Refusal::Unpaid { challenger, pass: None } => challenger.respond(p, "PAYMENT-SIGNATURE header is required"),
             Refusal::Payment { challenger, why } => challenger.respond(p, &why.to_string()),
-            Refusal::VerifyInvalid { challenger, reason } => challenger.respond(p, reason),
+            Refusal::VerifyInvalid { challenger, reason } => {
+                let mut res = challenger.respond(p, reason);
+                *res.status_mut() = self.status();
+                res
+            }
             _ => self.json(P::body),
         }
     }
@@ -252,7 +268,7 @@ impl Refusal<'_> {
             Refusal::NonceUsedElsewhere { identity, transaction, version } => {
                 let reason = "invalid_exact_evm_nonce_already_used";
                 let by = transaction.as_ref().map(|t| format!(" by transaction {t}")).unwrap_or_default();
-                let refused = SettleResponse { success: false, error_reason: Some(reason.into()), payer: Some(identity.payer.clone()), transaction: String::new(), network: identity.network.clone() };
+                let refused = SettleResponse { success: false, error_reason: Some(reason.into()), payer: Some(identity.payer.clone()), transaction: String::new(), network: identity.network.clone(), amount: None };
                 headers.push((response_header(*version), encode_header(&refused)));
                 json!({
                     "error": reason,
@@ -278,6 +294,11 @@ impl Refusal<'_> {
                 headers.push((response_header(*version), encode_header(*s)));
                 json!({ "error": "origin_unavailable", "message": message })
             }
+            Refusal::Metering { identity, fault } => json!({
+                "error": "origin_metering_failed",
+                "message": format!("{fault}; the response is withheld and nothing was charged"),
+                "payment": identity,
+            }),
             Refusal::Unauthorized => {
                 headers.push(("www-authenticate", "Bearer".into()));
                 json!({ "error": "unauthorized", "message": "the admin endpoint needs Authorization: Bearer <ADMIN_TOKEN>" })

@@ -5,7 +5,8 @@
 
 use std::rc::Rc;
 
-use http::header::{HeaderValue, CACHE_CONTROL};
+use http::header::{HeaderValue, CACHE_CONTROL, CONTENT_LENGTH, CONTENT_TYPE};
+use ruint::aliases::U256;
 use http::{Request, Response, StatusCode};
 use serde_json::Value;
 
@@ -19,8 +20,9 @@ use crate::x402::{encode_header, PaymentPayload, SettleResponse, PAYMENT_RESPONS
 
 use super::forward::{ForwardError, forward, origin_failure};
 use super::passes::{MintedPass, sell_pass};
-use super::pay::{PaymentIdentity, Ticket, finish, release};
-use super::platform::Platform;
+use super::pay::{PaymentIdentity, Ticket, Upto, finish, release};
+use super::platform::{Platform, PlatformError};
+use crate::meter::{capped, json_count, reported_amount, Meter, MeterFault, MAX_METERED_BODY_BYTES, SETTLEMENT_OVERRIDES};
 use super::refusal::{refuse, Refusal};
 use super::{cold, is_idempotent, set_header};
 
@@ -106,6 +108,10 @@ pub(super) async fn settle_after<P: Platform>(
         release(&**p, &pending, DecisionOutcome::OriginError, Some("origin_status")).await;
         return origin_res;
     }
+    let (origin_res, pending) = match metered(p, pending, origin_res).await {
+        Ok(measured) => measured,
+        Err(withheld) => return withheld,
+    };
     if p.client_gone() {
         finish(&**p, &pending.ticket, Outcome::Release).await;
         p.log(&format!("x402: client gone before settlement; not charged: {} nonce {}", pending.identity.payer, pending.identity.nonce));
@@ -127,6 +133,60 @@ pub(super) async fn settle_after<P: Platform>(
             res
         }
         other => unsettled_response::<P>(other, &identity, version),
+    }
+}
+
+/// A metered (`upto`) answer: its amount ([`crate::meter`]) into the settlement's requirement,
+/// and `Settlement-Overrides` out of the response. A fault releases the payment (nothing charged)
+/// and withholds the response (502). Not metered: unchanged.
+async fn metered<P: Platform>(p: &Rc<P>, mut pending: Pending, res: Response<P::Body>) -> Result<(Response<P::Body>, Pending), Response<P::Body>> {
+    let (mut parts, body) = res.into_parts();
+    let report = parts.headers.remove(SETTLEMENT_OVERRIDES);
+    let Some(upto) = pending.upto.as_mut() else { return Ok((Response::from_parts(parts, body), pending)) };
+    let maximum = upto.maximum;
+    let read = |body| async move {
+        match p.read_body(body, MAX_METERED_BODY_BYTES).await {
+            Ok(bytes) => Ok(bytes),
+            Err(PlatformError::TooLarge(_)) => Err(MeterFault::TooLarge),
+            Err(e) => Err(MeterFault::Unreadable(e.to_string())),
+        }
+    };
+    let measured = match &upto.meter {
+        Meter::Origin => {
+            let report = report.map(|v| v.to_str().map(str::to_string));
+            match report {
+                Some(Err(_)) => Err(MeterFault::Malformed("not visible ASCII".into())),
+                Some(Ok(h)) => reported_amount(Some(&h), maximum, upto.decimals).map(|a| (a, body)),
+                None => Ok((maximum, body)),
+            }
+        }
+        Meter::Bytes { unit } => {
+            let length = parts.headers.get(CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
+            match length {
+                Some(n) => Ok((capped(U256::from(n), *unit, maximum), body)),
+                None => read(body).await.map(|b| (capped(U256::from(b.len()), *unit, maximum), P::body(b))),
+            }
+        }
+        Meter::Json { path, unit } => {
+            let stream = parts.headers.get(CONTENT_TYPE).and_then(|v| v.to_str().ok()).is_some_and(|t| t.trim_start().to_ascii_lowercase().starts_with("text/event-stream"));
+            match read(body).await {
+                Ok(b) => json_count(&b, path, stream).map(|n| (capped(n, *unit, maximum), P::body(b))),
+                Err(e) => Err(e),
+            }
+        }
+    };
+    match measured {
+        Ok((amount, body)) => {
+            upto.amount = Some(amount);
+            pending.requirements["amount"] = Value::String(amount.to_string());
+            pending.trace.settled_amount(&amount.to_string());
+            Ok((Response::from_parts(parts, body), pending))
+        }
+        Err(fault) => {
+            p.log(&format!("x402: {} for {} nonce {}: not settled, response withheld", fault, pending.identity.payer, pending.identity.nonce));
+            release(&**p, &pending, DecisionOutcome::OriginError, Some("origin_metering_failed")).await;
+            Err(Refusal::Metering { identity: &pending.identity, fault: fault.to_string() }.json(P::body))
+        }
     }
 }
 
@@ -165,6 +225,7 @@ pub(super) async fn deliver_settled<P: Platform>(config: &Rc<Config>, p: &Rc<P>,
         }
     };
     trace.origin_status(res.status().as_u16());
+    res.headers_mut().remove(SETTLEMENT_OVERRIDES);
     let ok = res.status().as_u16() < 400;
     // A client gone after the origin answered: retrievable by running the origin again only when
     // that is harmless (an idempotent method); otherwise the origin has run once, as paid.
@@ -248,6 +309,8 @@ pub(super) struct Pending {
     pub(super) pass: Option<MintedPass>,
     /// The request's decision, which the settlement completes.
     pub(super) trace: Rc<Trace>,
+    /// A metered (`upto`) payment's terms and, once measured, its amount.
+    pub(super) upto: Option<Upto>,
 }
 
 /// How a settlement ended.
@@ -276,7 +339,7 @@ pub(super) enum Settled {
 pub(super) async fn settle<P: Platform>(p: Rc<P>, s: Pending, mode: SettleMode) -> Settled {
     // The send mark, acknowledged before /settle leaves; for a repeated send it is there already,
     // and the call proves this request still holds the authorization and renews its lease.
-    let mark = Mark { key: s.ticket.key.clone(), holder: s.ticket.holder.clone(), lease_seconds: settlement_lease_seconds(&s.config), amount: None };
+    let mark = Mark { key: s.ticket.key.clone(), holder: s.ticket.holder.clone(), lease_seconds: settlement_lease_seconds(&s.config), amount: upto_amount(&s).map(|a| a.to_string()) };
     let refused = match p.call(&s.ticket.shard, mark).await {
         Ok(Marked::Done) => None,
         Ok(other @ Marked::LostLease) => Some(format!("the ledger answered {other:?} to the send mark")),
@@ -297,19 +360,28 @@ pub(super) async fn settle<P: Platform>(p: Rc<P>, s: Pending, mode: SettleMode) 
         s.trace.outcome(DecisionOutcome::Unavailable, Some("ledger_unavailable"));
         return Settled::NotSent(detail);
     }
-    let call = call_facilitator(&s.config, &*p, Endpoint::Settle, &s.payment, &s.requirements, classify_settle, |o| {
-        matches!(o, SettleOutcome::Unknown { transaction: None, .. })
-    })
-    .await;
-    s.trace.facilitator_ms(call.millis);
     let networks: Vec<&str> = s.networks.iter().map(String::as_str).collect();
     let id = &s.identity;
     let mut named_transaction = None;
+    // A metered answer that costs nothing moves nothing: no transaction, the permit unused (and
+    // kept in the ledger, so it never buys a second answer).
+    let outcome = if upto_amount(&s) == Some(U256::ZERO) {
+        let mut zero = known_paid(&id.payer, String::new(), networks_first(&s.networks));
+        zero.amount = Some("0".into());
+        SettleOutcome::Settled(zero)
+    } else {
+        let call = call_facilitator(&s.config, &*p, Endpoint::Settle, &s.payment, &s.requirements, classify_settle, |o| {
+            matches!(o, SettleOutcome::Unknown { transaction: None, .. })
+        })
+        .await;
+        s.trace.facilitator_ms(call.millis);
+        call.outcome
+    };
     // An answer that does not settle the question by itself: the chain decides where it can.
     let ask_chain = |p: Rc<P>, transaction: Option<String>, otherwise: Settled| {
         let s = &s;
         async move {
-            let Some(rpc_url) = s.config.rpc_url.as_deref() else { return otherwise };
+            let Some(rpc_url) = rpc_url_for(s) else { return otherwise };
             match chain_evidence(&*p, rpc_url, &s.question, transaction.as_deref().or(s.prior_transaction.as_deref()), s.config.facilitator_timeout_seconds).await {
                 Evidence::Paid { transaction } => Settled::Paid(known_paid(&s.identity.payer, transaction, networks_first(&s.networks))),
                 Evidence::UsedElsewhere { transaction } => Settled::UsedElsewhere(transaction),
@@ -317,9 +389,10 @@ pub(super) async fn settle<P: Platform>(p: Rc<P>, s: Pending, mode: SettleMode) 
             }
         }
     };
-    let decided = match call.outcome {
+    let decided = match outcome {
+        SettleOutcome::Settled(r) if r.transaction.is_empty() && upto_amount(&s) == Some(U256::ZERO) => Settled::Paid(r),
         SettleOutcome::Settled(r) => match check_settled(&r, &networks, &id.payer) {
-            Ok(()) => Settled::Paid(with_payer(r, &id.payer)),
+            Ok(()) => Settled::Paid(with_amount(with_payer(r, &id.payer), upto_amount(&s))),
             Err(detail) => {
                 named_transaction = is_transaction_hash(&r.transaction).then(|| r.transaction.clone());
                 Settled::Unknown { timed_out: false, detail }
@@ -332,7 +405,7 @@ pub(super) async fn settle<P: Platform>(p: Rc<P>, s: Pending, mode: SettleMode) 
             let network = if r.network.is_empty() { networks_first(&s.networks) } else { r.network };
             let assumed = Settled::Paid(known_paid(&id.payer, s.prior_transaction.clone().unwrap_or_default(), network));
             let detail = "the facilitator says the nonce is already used and the chain does not show this payment".to_string();
-            let decided = if s.config.rpc_url.is_some() { ask_chain(Rc::clone(&p), None, Settled::Unknown { timed_out: false, detail }).await } else { assumed };
+            let decided = if rpc_url_for(&s).is_some() { ask_chain(Rc::clone(&p), None, Settled::Unknown { timed_out: false, detail }).await } else { assumed };
             if matches!(decided, Settled::Paid(_)) {
                 p.log(&format!("x402: reconciled {} nonce {}: settled by an earlier attempt of this ledger", id.payer, id.nonce));
             }
@@ -370,7 +443,7 @@ pub(super) async fn settle<P: Platform>(p: Rc<P>, s: Pending, mode: SettleMode) 
         // before any send of ours succeeded (the facilitator checks it before it broadcasts), or
         // the chain showing the nonce spent by another transaction. Any other refusal after the
         // send mark keeps the record, so a retry can still reconcile it.
-        Settled::Refused(r) if is_nonce_used(r.error_reason.as_deref()) && s.config.rpc_url.is_none() => Outcome::Refused,
+        Settled::Refused(r) if is_nonce_used(r.error_reason.as_deref()) && rpc_url_for(&s).is_none() => Outcome::Refused,
         Settled::UsedElsewhere(_) => Outcome::Refused,
         Settled::Refused(_) => Outcome::Unknown { transaction: None, refused: true },
         Settled::Unknown { .. } | Settled::Fault(_) | Settled::NotSent(_) => Outcome::Unknown { transaction: named_transaction, refused: false },
@@ -417,7 +490,26 @@ pub(super) async fn settle<P: Platform>(p: Rc<P>, s: Pending, mode: SettleMode) 
 /// facilitator success: a redelivery, the chain's evidence, or (without `RPC_URL`) "nonce already
 /// used" after its own earlier send.
 pub(super) fn known_paid(payer: &str, transaction: String, network: String) -> SettleResponse {
-    SettleResponse { success: true, error_reason: None, payer: Some(payer.to_string()), transaction, network }
+    SettleResponse { success: true, error_reason: None, payer: Some(payer.to_string()), transaction, network, amount: None }
+}
+
+/// The amount a metered (`upto`) settlement asks for, once measured.
+fn upto_amount(s: &Pending) -> Option<U256> {
+    s.upto.as_ref().and_then(|u| u.amount)
+}
+
+/// A metered settlement's answer names the amount settled (x402 `SettleResponse.amount`).
+fn with_amount(mut r: SettleResponse, amount: Option<U256>) -> SettleResponse {
+    if let (None, Some(a)) = (&r.amount, amount) {
+        r.amount = Some(a.to_string());
+    }
+    r
+}
+
+/// `RPC_URL` where the chain can be asked about this payment: not for a Permit2 (`upto`) one
+/// ([`Question::permit2`]), which follows the rules without it.
+pub(super) fn rpc_url_for(s: &Pending) -> Option<&str> {
+    s.config.rpc_url.as_deref().filter(|_| !s.question.permit2)
 }
 
 pub(super) fn networks_first(networks: &[String]) -> String {

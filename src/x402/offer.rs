@@ -21,6 +21,11 @@ pub struct Offer {
     pub chain_id: u64,
     /// EIP-712 domain separator of `asset` on `chain_id` (precomputed).
     pub domain_separator: [u8; 32],
+    /// `upto` offers: how the amount settled (at most `amount`, the maximum) is measured;
+    /// `None` for `exact`.
+    pub meter: Option<crate::meter::Meter>,
+    /// The asset's decimals when known (a `$` amount reported by the origin needs them).
+    pub decimals: Option<u8>,
 }
 
 impl Offer {

@@ -149,6 +149,9 @@ pub struct SettleResponse {
     pub transaction: String,
     #[serde(default)]
     pub network: String,
+    /// `upto`: the amount actually settled, atomic units (decimal string); may be `"0"`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub amount: Option<String>,
 }
 
 /// The facilitator's `POST /verify` answer, v2 §5.2.

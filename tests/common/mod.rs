@@ -53,6 +53,8 @@ pub struct Fake {
     pub origin_error: RefCell<Option<String>>,
     /// Headers the origin answers with.
     pub origin_response_headers: RefCell<Vec<(&'static str, String)>>,
+    /// The origin's body (default `{"data":"paid content"}`).
+    pub origin_body: RefCell<Option<Vec<u8>>>,
     /// Canned `/settle` replies, used in order; when empty: success with a fresh transaction.
     pub settle: RefCell<Vec<Canned>>,
     /// Canned `/verify` replies, used in order; when empty: valid.
@@ -132,7 +134,8 @@ impl Origin for Fake {
         if let Some(e) = self.origin_error.borrow().clone() {
             return Err(UpstreamError::Network(e));
         }
-        let mut r = Response::new(b"{\"data\":\"paid content\"}".to_vec());
+        let body = self.origin_body.borrow().clone().unwrap_or_else(|| b"{\"data\":\"paid content\"}".to_vec());
+        let mut r = Response::new(body);
         *r.status_mut() = StatusCode::from_u16(self.origin_status.get()).unwrap();
         r.headers_mut().insert("cache-control", "public, max-age=600".parse().unwrap());
         for (name, value) in self.origin_response_headers.borrow().iter() {
