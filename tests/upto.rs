@@ -1,0 +1,293 @@
+//! Metered prices (x402 `upto`, Permit2) through the pipeline on the host: the amount from the
+//! origin's `Settlement-Overrides` or measured from the body, settled once and never above the
+//! authorized maximum; faults withhold the answer and charge nothing; replays and retries keep the
+//! amount of the first send. Counts origin runs and facilitator calls. The real path (the
+//! official upto client, facilitator and Permit2 on a local chain) is `tests/upto.test.mjs`.
+
+mod common;
+
+use std::rc::Rc;
+
+use common::*;
+use k256::ecdsa::SigningKey;
+use ruint::aliases::U256;
+use serde_json::{json, Value};
+use x402_edge_paywall::config::Config;
+use x402_edge_paywall::evm::{address_of, hex_0x, Address};
+use x402_edge_paywall::facilitator::UpstreamError;
+use x402_edge_paywall::x402::permit2::{UptoPermitWitnessTransferFrom, UPTO_PROXY_ADDRESS};
+use x402_edge_paywall::x402::{decode_header_json, encode_header};
+
+const FACILITATOR: &str = "0x90F79bf6EB2c4f870365E785982E1f101E93b906";
+
+/// One metered route, `GET /metered`, at most $0.50 (500000 atomic units of 6-decimal USDC),
+/// with `meter` (absent: the origin reports).
+fn metered(meter: Option<Value>) -> Rc<Config> {
+    let mut route = json!({ "route": "GET /metered", "scheme": "upto", "price": "$0.50", "verify": "local" });
+    if let Some(m) = meter {
+        route["meter"] = m;
+    }
+    config_vars(json!({ "FACILITATOR_ADDRESS": FACILITATOR, "ROUTES": [route, { "route": "GET /paid", "price": "$0.01" }] }))
+}
+
+/// A v2 `PAYMENT-SIGNATURE` paying the metered route's offer with a Permit2 witness transfer
+/// signed by the key made of `key_byte`, Permit2 nonce `nonce`, deadline `NOW + 120`.
+fn upto_payment(cfg: &Config, key_byte: u8, nonce: u64) -> String {
+    let offer = &cfg.routes[0].accepts[0];
+    let key = SigningKey::from_slice(&[key_byte; 32]).unwrap();
+    let from = address_of(key.verifying_key());
+    let facilitator = Address::parse(FACILITATOR).unwrap();
+    let msg = UptoPermitWitnessTransferFrom {
+        token: offer.asset,
+        amount: offer.amount,
+        spender: UPTO_PROXY_ADDRESS,
+        nonce: U256::from(nonce),
+        deadline: U256::from(NOW + 120),
+        to: offer.pay_to,
+        facilitator,
+        valid_after: U256::from(NOW - 600),
+    };
+    let (sig, recid) = key.sign_prehash_recoverable(&msg.digest(offer.chain_id));
+    let mut bytes = sig.to_bytes().to_vec();
+    bytes.push(27 + recid.to_byte());
+    encode_header(&json!({ "x402Version": 2, "accepted": offer.requirements_json, "payload": {
+        "signature": hex_0x(&bytes),
+        "permit2Authorization": {
+            "from": from.to_checksum(),
+            "permitted": { "token": offer.asset.to_checksum(), "amount": offer.amount.to_string() },
+            "spender": UPTO_PROXY_ADDRESS.to_checksum(),
+            "nonce": nonce.to_string(),
+            "deadline": (NOW + 120).to_string(),
+            "witness": { "to": offer.pay_to.to_checksum(), "facilitator": facilitator.to_checksum(), "validAfter": (NOW - 600).to_string() },
+        },
+    } }))
+}
+
+fn get(cfg: &Rc<Config>, p: &Rc<Fake>, header: &str) -> http::Response<Vec<u8>> {
+    run(cfg, p, request("/metered", &[("payment-signature", header)]))
+}
+
+/// The amounts `/settle` was asked for, in order.
+fn settled_amounts(p: &Fake) -> Vec<String> {
+    p.facilitator_calls.borrow().iter().filter(|(e, _)| e == "settle").map(|(_, b)| b["paymentRequirements"]["amount"].as_str().unwrap().to_string()).collect()
+}
+
+fn payment_response(res: &http::Response<Vec<u8>>) -> Value {
+    decode_header_json(res.headers()["payment-response"].to_str().unwrap()).unwrap()
+}
+
+#[test]
+fn the_402_offers_upto_with_the_maximum_and_the_facilitator_the_witness_names() {
+    let cfg = metered(None);
+    let p = Rc::new(fake());
+    let res = run(&cfg, &p, request("/metered", &[]));
+    assert_eq!(res.status(), 402);
+    let required = decode_header_json(res.headers()["payment-required"].to_str().unwrap()).unwrap();
+    let offer = &required["accepts"][0];
+    assert_eq!(offer["scheme"], "upto");
+    assert_eq!(offer["amount"], "500000", "the maximum, in atomic units");
+    assert_eq!(offer["extra"]["assetTransferMethod"], "permit2");
+    assert_eq!(offer["extra"]["facilitatorAddress"], FACILITATOR);
+    assert_eq!(p.origin_hits(), 0);
+}
+
+#[test]
+fn the_amount_the_origin_reports_is_settled_and_its_header_never_reaches_the_client() {
+    let cfg = metered(None);
+    let p = Rc::new(fake());
+    p.origin_response_headers.borrow_mut().push(("settlement-overrides", r#"{"amount":"1234"}"#.into()));
+    let res = get(&cfg, &p, &upto_payment(&cfg, 7, 1));
+    assert_eq!(res.status(), 200);
+    assert_eq!(res.body(), b"{\"data\":\"paid content\"}");
+    assert!(res.headers().get("settlement-overrides").is_none());
+    assert_eq!(settled_amounts(&p), ["1234"]);
+    let settle = &p.facilitator_calls.borrow()[0].1;
+    assert_eq!(settle["paymentRequirements"]["scheme"], "upto");
+    assert_eq!(settle["paymentRequirements"]["extra"], cfg.routes[0].accepts[0].requirements_json["extra"]);
+    let pr = payment_response(&res);
+    assert_eq!(pr["success"], true);
+    assert_eq!(pr["amount"], "1234");
+    assert_eq!(p.origin_hits(), 1);
+    let decision = p.decisions.borrow().last().cloned().unwrap();
+    assert_eq!(decision.amount.as_deref(), Some("1234"), "the decision carries the settled amount");
+    assert_eq!(decision.maximum.as_deref(), Some("500000"));
+}
+
+#[test]
+fn the_sdk_forms_and_no_report_settle_as_the_official_middleware_does() {
+    for (header, expected) in [(None, "500000"), (Some(r#"{"amount":"$0.25"}"#), "250000"), (Some(r#"{"amount":"10%"}"#), "50000")] {
+        let cfg = metered(None);
+        let p = Rc::new(fake());
+        if let Some(h) = header {
+            p.origin_response_headers.borrow_mut().push(("settlement-overrides", h.into()));
+        }
+        assert_eq!(get(&cfg, &p, &upto_payment(&cfg, 7, 1)).status(), 200);
+        assert_eq!(settled_amounts(&p), [expected], "{header:?}");
+    }
+}
+
+#[test]
+fn a_malformed_or_excessive_report_withholds_the_answer_and_charges_nothing() {
+    for h in [r#"{"amount":"500001"}"#, r#"{"amount":"lots"}"#, "not json", r#"{"amount":1234}"#] {
+        let cfg = metered(None);
+        let p = Rc::new(fake());
+        p.origin_response_headers.borrow_mut().push(("settlement-overrides", h.into()));
+        let header = upto_payment(&cfg, 7, 1);
+        let res = get(&cfg, &p, &header);
+        assert_eq!(res.status(), 502, "{h}");
+        let body = body_json(&res);
+        assert_eq!(body["error"], "origin_metering_failed");
+        assert!(!String::from_utf8_lossy(res.body()).contains("paid content"));
+        assert!(res.headers().get("settlement-overrides").is_none());
+        assert!(settled_amounts(&p).is_empty(), "nothing settled for {h}");
+        // Released: the payer may retry the same authorization once the origin is fixed.
+        p.origin_response_headers.borrow_mut().clear();
+        assert_eq!(get(&cfg, &p, &header).status(), 200);
+        assert_eq!(settled_amounts(&p), ["500000"]);
+    }
+}
+
+#[test]
+fn a_zero_amount_moves_nothing_and_the_permit_buys_nothing_more() {
+    let cfg = metered(None);
+    let p = Rc::new(fake());
+    p.origin_response_headers.borrow_mut().push(("settlement-overrides", r#"{"amount":"0"}"#.into()));
+    let header = upto_payment(&cfg, 7, 1);
+    let res = get(&cfg, &p, &header);
+    assert_eq!(res.status(), 200);
+    assert!(p.facilitator_calls.borrow().iter().all(|(e, _)| e != "settle"), "no /settle for zero");
+    let pr = payment_response(&res);
+    assert_eq!(pr["success"], true);
+    assert_eq!(pr["amount"], "0");
+    assert_eq!(pr["transaction"], "");
+    // The same permit again: refused, the origin not run again.
+    let again = get(&cfg, &p, &header);
+    assert_eq!(again.status(), 402);
+    assert_eq!(p.origin_hits(), 1);
+}
+
+#[test]
+fn replays_and_concurrent_copies_of_one_permit_run_the_origin_once() {
+    let cfg = metered(None);
+    let p = Rc::new(fake());
+    p.origin_response_headers.borrow_mut().push(("settlement-overrides", r#"{"amount":"77"}"#.into()));
+    let header = upto_payment(&cfg, 9, 5);
+    let reqs = (0..4).map(|_| request("/metered", &[("payment-signature", &header)])).collect();
+    let statuses: Vec<u16> = run_all(&cfg, &p, reqs).iter().map(|r| r.status().as_u16()).collect();
+    assert_eq!(statuses.iter().filter(|s| **s == 200).count(), 1, "{statuses:?}");
+    assert!(statuses.iter().all(|s| [200, 409].contains(s)), "{statuses:?}");
+    assert_eq!(get(&cfg, &p, &header).status(), 402, "a replay after delivery");
+    assert_eq!(p.origin_hits(), 1);
+    assert_eq!(settled_amounts(&p), ["77"]);
+}
+
+#[test]
+fn a_retry_of_an_unknown_outcome_settles_the_amount_first_sent() {
+    let cfg = metered(None);
+    let p = Rc::new(fake());
+    p.origin_response_headers.borrow_mut().push(("settlement-overrides", r#"{"amount":"321"}"#.into()));
+    p.queue_settle(Err(UpstreamError::Timeout { seconds: 30 }));
+    let header = upto_payment(&cfg, 7, 3);
+    assert_eq!(get(&cfg, &p, &header).status(), 504);
+    // The origin now reports another amount: the retry settles the one on record, before the
+    // origin runs again, and strips the new report.
+    p.origin_response_headers.borrow_mut()[0].1 = r#"{"amount":"999"}"#.into();
+    let res = get(&cfg, &p, &header);
+    assert_eq!(res.status(), 200);
+    assert_eq!(settled_amounts(&p), ["321", "321"]);
+    assert!(res.headers().get("settlement-overrides").is_none());
+    assert_eq!(payment_response(&res)["amount"], "321");
+}
+
+#[test]
+fn body_meters_measure_bytes_json_paths_and_the_last_event_of_a_stream() {
+    // 3 atomic units per byte.
+    let cfg = metered(Some(json!({ "bytes": "$0.000003" })));
+    let p = Rc::new(fake());
+    *p.origin_body.borrow_mut() = Some(vec![b'x'; 1000]);
+    assert_eq!(get(&cfg, &p, &upto_payment(&cfg, 7, 1)).body().len(), 1000);
+    assert_eq!(settled_amounts(&p), ["3000"]);
+
+    // Capped at the maximum.
+    let p = Rc::new(fake());
+    *p.origin_body.borrow_mut() = Some(vec![b'x'; 400_000]);
+    assert_eq!(get(&cfg, &p, &upto_payment(&cfg, 7, 1)).status(), 200);
+    assert_eq!(settled_amounts(&p), ["500000"]);
+
+    // 2 atomic units per token.
+    let cfg = metered(Some(json!({ "json": "usage.total_tokens", "unit": "$0.000002" })));
+    let p = Rc::new(fake());
+    *p.origin_body.borrow_mut() = Some(br#"{"text":"hi","usage":{"total_tokens":42}}"#.to_vec());
+    let res = get(&cfg, &p, &upto_payment(&cfg, 7, 1));
+    assert_eq!(res.body(), br#"{"text":"hi","usage":{"total_tokens":42}}"#, "the body reaches the client unchanged");
+    assert_eq!(settled_amounts(&p), ["84"]);
+
+    let p = Rc::new(fake());
+    p.origin_response_headers.borrow_mut().push(("content-type", "text/event-stream".into()));
+    let stream = b"data: {\"delta\":\"a\"}\n\ndata: {\"usage\":{\"total_tokens\":10}}\n\ndata: [DONE]\n\n".to_vec();
+    *p.origin_body.borrow_mut() = Some(stream.clone());
+    let res = get(&cfg, &p, &upto_payment(&cfg, 7, 1));
+    assert_eq!(res.body(), &stream);
+    assert_eq!(settled_amounts(&p), ["20"]);
+
+    // No usage in the answer: withheld, nothing charged.
+    let p = Rc::new(fake());
+    *p.origin_body.borrow_mut() = Some(br#"{"text":"hi"}"#.to_vec());
+    let res = get(&cfg, &p, &upto_payment(&cfg, 7, 1));
+    assert_eq!(res.status(), 502);
+    assert_eq!(body_json(&res)["error"], "origin_metering_failed");
+    assert!(settled_amounts(&p).is_empty());
+}
+
+#[test]
+fn a_payer_without_a_permit2_allowance_gets_412() {
+    let cfg = config_vars(json!({ "FACILITATOR_ADDRESS": FACILITATOR, "ROUTES": [{ "route": "GET /metered", "scheme": "upto", "price": "$0.50", "verify": "always" }] }));
+    let p = Rc::new(fake());
+    p.queue_verify(reply(200, r#"{"isValid":false,"invalidReason":"permit2_allowance_required"}"#));
+    let res = get(&cfg, &p, &upto_payment(&cfg, 7, 1));
+    assert_eq!(res.status(), 412);
+    assert!(res.headers().get("payment-required").is_some(), "the challenge goes with it");
+    assert_eq!(p.origin_hits(), 0);
+}
+
+#[test]
+fn a_payment_of_the_wrong_scheme_is_refused_before_the_origin() {
+    let cfg = metered(None);
+    let p = Rc::new(fake());
+    // An EIP-3009 authorization naming the upto offer.
+    let exact_cfg = config();
+    let mut exact = decode_header_json(&payment(&exact_cfg, 0, 7)).unwrap();
+    exact["accepted"] = cfg.routes[0].accepts[0].requirements_json.clone();
+    assert_eq!(get(&cfg, &p, &encode_header(&exact)).status(), 402);
+    // A Permit2 authorization naming the exact offer.
+    let mut upto = decode_header_json(&upto_payment(&cfg, 7, 1)).unwrap();
+    upto["accepted"] = cfg.routes[1].accepts[0].requirements_json.clone();
+    assert_eq!(run(&cfg, &p, request("/paid", &[("payment-signature", &encode_header(&upto))])).status(), 402);
+    // A permit signed for another facilitator.
+    let mut other = decode_header_json(&upto_payment(&cfg, 7, 2)).unwrap();
+    other["payload"]["permit2Authorization"]["witness"]["facilitator"] = json!("0x0000000000000000000000000000000000000001");
+    assert_eq!(get(&cfg, &p, &encode_header(&other)).status(), 402);
+    assert_eq!(p.origin_hits(), 0);
+    assert!(p.facilitator_calls.borrow().is_empty());
+}
+
+#[test]
+fn metered_routes_are_configured_or_refused_with_a_clear_error() {
+    let err = |route: Value, vars: Value| {
+        let mut v = json!({ "ORIGIN_URL": "https://origin.test", "FACILITATOR_URL": "https://facilitator.test", "PAY_TO": "0x209693Bc6afc0C5328bA36FaF03C514EF312287C", "ROUTES": [route] });
+        for (k, val) in vars.as_object().unwrap() {
+            v[k] = val.clone();
+        }
+        Config::from_vars(v.as_object().unwrap()).err().map(|e| e.to_string()).unwrap_or_default()
+    };
+    let fa = json!({ "FACILITATOR_ADDRESS": FACILITATOR });
+    assert!(err(json!({ "route": "GET /m", "scheme": "upto", "price": "$1" }), json!({})).contains("FACILITATOR_ADDRESS"));
+    assert!(err(json!({ "route": "GET /m", "scheme": "upto", "price": "$1", "pass": { "ttl": "1h" } }), fa.clone()).contains("cannot sell a pass"));
+    assert!(err(json!({ "route": "GET /m", "scheme": "upto", "price": "$1", "settle": "before" }), fa.clone()).contains("settles after"));
+    assert!(err(json!({ "route": "GET /m", "price": "$1", "meter": "origin" }), fa.clone()).contains("`meter` is for metered options"));
+    assert!(err(json!({ "route": "GET /m", "scheme": "uptoo", "price": "$1" }), fa.clone()).contains("scheme"));
+    assert!(err(json!({ "route": "GET /m", "scheme": "upto", "price": "$1", "meter": { "jsn": "a" } }), fa.clone()).contains("did you mean `json`"));
+    assert!(err(json!({ "route": "GET /m", "scheme": "upto", "price": "$1", "meter": { "json": "a..b", "unit": "$0.01" } }), fa.clone()).contains("path"));
+    assert!(err(json!({ "route": "GET /m", "scheme": "upto", "price": "$1" }), json!({ "FACILITATOR_ADDRESS": "0x12" })).contains("FACILITATOR_ADDRESS"));
+    assert_eq!(err(json!({ "route": "GET /m", "scheme": "upto", "price": "$1", "meter": { "json": "usage.total_tokens", "unit": "$0.000002" } }), fa), "");
+}
