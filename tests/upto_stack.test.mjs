@@ -182,3 +182,63 @@ test('the facilitator refuses a payment whose witness names another facilitator,
   assert.equal(mismatch.isValid, false);
   assert.equal(mismatch.invalidReason, 'permit2_amount_mismatch', 'verify wants the requirements amount = the permitted max');
 });
+
+test('reference: the official Hono middleware prices a route with upto, the official fetch client pays it, and a Settlement-Overrides {amount} from the handler settles exactly that', async () => {
+  const { Hono } = await import('hono');
+  const { paymentMiddleware, setSettlementOverrides } = await import('@x402/hono');
+  const { x402ResourceServer, HTTPFacilitatorClient } = await import('@x402/core/server');
+  const { decodePaymentRequiredHeader, decodePaymentResponseHeader } = await import('@x402/core/http');
+  const { payingFetch } = await import('./support/client.mjs');
+  const http = await import('node:http');
+
+  const used = 2_500n;
+  const resourceServer = new x402ResourceServer(new HTTPFacilitatorClient({ url: stack.facilitator.url })).register(NETWORK, new ServerUptoEvm());
+  const app = new Hono();
+  app.use(paymentMiddleware({ 'GET /metered': { accepts: { scheme: 'upto', price: '$0.05', network: NETWORK, payTo: stack.payTo }, description: 'metered' } }, resourceServer));
+  app.get('/metered', (c) => {
+    setSettlementOverrides(c, { amount: String(used) });
+    return c.json({ used: String(used) });
+  });
+  const server = http.createServer(async (req, res) => {
+    const headers = new Headers();
+    for (const [k, v] of Object.entries(req.headers)) headers.set(k, String(v));
+    const r = await app.fetch(new Request(`http://127.0.0.1${req.url}`, { method: req.method, headers }));
+    res.writeHead(r.status, Object.fromEntries(r.headers));
+    res.end(Buffer.from(await r.arrayBuffer()));
+  });
+  await new Promise((r) => server.listen(0, '127.0.0.1', r));
+  const url = `http://127.0.0.1:${server.address().port}/metered`;
+  try {
+    const challenge = await fetch(url);
+    assert.equal(challenge.status, 402);
+    const required = decodePaymentRequiredHeader(challenge.headers.get('payment-required'));
+    assert.equal(required.accepts.length, 1);
+    const offer = required.accepts[0];
+    assert.deepEqual(offer, {
+      scheme: 'upto', network: NETWORK, amount: '50000', asset: USDC, payTo: stack.payTo, maxTimeoutSeconds: offer.maxTimeoutSeconds,
+      extra: { name: 'USDC', version: '2', assetTransferMethod: 'permit2', facilitatorAddress: stack.facilitator.address },
+    });
+
+    const start = await balances();
+    const calls = { ...stack.facilitator.calls };
+    const bodies = stack.facilitator.bodies.length;
+    const res = await payingFetch(KEYS.payer, { upto: true })(url);
+    assert.equal(res.status, 200);
+    assert.deepEqual(await res.json(), { used: String(used) });
+    assert.equal(res.headers.get('settlement-overrides'), null, 'the middleware strips the override header');
+    const settled = decodePaymentResponseHeader(res.headers.get('payment-response'));
+    assert.equal(settled.success, true);
+    assert.equal(settled.amount, String(used));
+    const end = await balances();
+    assert.equal(end.payTo - start.payTo, used, 'payTo gains exactly the overridden amount');
+    assert.equal(stack.facilitator.calls.verify, calls.verify + 1);
+    assert.equal(stack.facilitator.calls.settle, calls.settle + 1);
+    const [verifyCall, settleCall] = stack.facilitator.bodies.slice(bodies);
+    assert.equal(verifyCall.body.paymentRequirements.amount, '50000', 'verify is asked for the max');
+    assert.equal(settleCall.body.paymentRequirements.amount, String(used), 'settle is asked for the used amount');
+    assert.deepEqual({ ...settleCall.body.paymentRequirements, amount: '50000' }, verifyCall.body.paymentRequirements, 'and nothing else differs');
+    assert.equal(settleCall.body.paymentPayload.accepted.amount, '50000', 'the payload still carries the offered max');
+  } finally {
+    await new Promise((r) => server.close(r));
+  }
+});
