@@ -4,7 +4,8 @@ pragma solidity ^0.8.20;
 /// A minimal EIP-3009 token for local tests: 6 decimals, EIP-712 domain name "USDC" version "2"
 /// (as Base Sepolia USDC). Name, version and minter live in code (constants / immutable) and the
 /// domain separator is computed from address(this), so the runtime code can be copied to another
-/// address with anvil_setCode and still work there.
+/// address with anvil_setCode and still work there. ERC-20 `approve` / `transferFrom` are there for
+/// Permit2 (the x402 `upto` scheme moves the payer's tokens through Permit2's allowance).
 contract TestUSDC {
     string public constant name = "USDC";
     string public constant symbol = "USDC";
@@ -21,9 +22,11 @@ contract TestUSDC {
     uint256 public totalSupply;
     mapping(address => uint256) public balanceOf;
     mapping(address => mapping(bytes32 => bool)) public authorizationState;
+    mapping(address => mapping(address => uint256)) public allowance;
 
     event Transfer(address indexed from, address indexed to, uint256 value);
     event AuthorizationUsed(address indexed authorizer, bytes32 indexed nonce);
+    event Approval(address indexed owner, address indexed spender, uint256 value);
 
     constructor() {
         minter = msg.sender;
@@ -42,6 +45,23 @@ contract TestUSDC {
 
     function transfer(address to, uint256 value) external returns (bool) {
         _transfer(msg.sender, to, value);
+        return true;
+    }
+
+    function approve(address spender, uint256 value) external returns (bool) {
+        allowance[msg.sender][spender] = value;
+        emit Approval(msg.sender, spender, value);
+        return true;
+    }
+
+    /// Spends `value` of `from`'s allowance to the caller (an unlimited allowance, 2^256-1, is kept).
+    function transferFrom(address from, address to, uint256 value) external returns (bool) {
+        uint256 allowed = allowance[from][msg.sender];
+        if (allowed != type(uint256).max) {
+            require(allowed >= value, "ERC20: transfer amount exceeds allowance");
+            allowance[from][msg.sender] = allowed - value;
+        }
+        _transfer(from, to, value);
         return true;
     }
 

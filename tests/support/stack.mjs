@@ -4,20 +4,24 @@
 // origin API, and the built Worker under Miniflare.
 import { spawn } from 'node:child_process';
 import crypto from 'node:crypto';
-import { readFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import http from 'node:http';
 import net from 'node:net';
 import { createRequire } from 'node:module';
+import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
-import solc from 'solc';
-import { createPublicClient, createWalletClient, defineChain, http as viemHttp, publicActions } from 'viem';
+import { createPublicClient, createWalletClient, defineChain, maxUint256, parseAbi, http as viemHttp, publicActions } from 'viem';
 import { nonceManager, privateKeyToAccount } from 'viem/accounts';
+import { x402Client } from '@x402/core/client';
 import { x402Facilitator } from '@x402/core/facilitator';
+import { encodePaymentSignatureHeader } from '@x402/core/http';
 import { ExactEvmScheme as FacilitatorExactEvm } from '@x402/evm/exact/facilitator';
 import { ExactEvmSchemeV1 as FacilitatorExactEvmV1 } from '@x402/evm/exact/v1/facilitator';
-import { toFacilitatorEvmSigner } from '@x402/evm';
+import { UptoEvmScheme as FacilitatorUptoEvm } from '@x402/evm/upto/facilitator';
+import { UptoEvmScheme as ClientUptoEvm } from '@x402/evm/upto/client';
+import { toClientEvmSigner, toFacilitatorEvmSigner } from '@x402/evm';
 
 const require = createRequire(import.meta.url);
 export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
@@ -78,8 +82,35 @@ export async function startAnvil({ port } = {}) {
   return { rpcUrl, stop: () => proc.kill() };
 }
 
+/**
+ * Runs solc-js on a standard-JSON `input` and returns its output, failing on any error. The output
+ * is cached on disk under the OS temp dir, keyed by the SHA-256 of the solc version and the input,
+ * so only the first test process on a machine pays for the compile (seconds under viaIR).
+ */
+function solcCompile(input) {
+  const json = JSON.stringify(input);
+  // Keyed by the solc package's version, so a cache hit does not even load the compiler.
+  const version = require('solc/package.json').version;
+  const key = crypto.createHash('sha256').update(version).update('\0').update(json).digest('hex');
+  const dir = path.join(os.tmpdir(), 'x402-paywall-solc-cache');
+  const file = path.join(dir, `${key}.json`);
+  try {
+    return JSON.parse(readFileSync(file, 'utf8'));
+  } catch {}
+  const out = JSON.parse(require('solc').compile(json));
+  const errors = (out.errors || []).filter((e) => e.severity === 'error');
+  if (errors.length) throw new Error(errors.map((e) => e.formattedMessage).join('\n'));
+  try {
+    mkdirSync(dir, { recursive: true });
+    const tmp = `${file}.${process.pid}.tmp`;
+    writeFileSync(tmp, JSON.stringify(out));
+    renameSync(tmp, file); // atomic: concurrent test processes never read half a file
+  } catch {}
+  return out;
+}
+
 const compiledContracts = new Map();
-/** Compiles the contract `name` of tests/support/`name`.sol with solc-js (cached per process). */
+/** Compiles the contract `name` of tests/support/`name`.sol with solc-js (cached per process and on disk). */
 export function compileContract(name) {
   if (compiledContracts.has(name)) return compiledContracts.get(name);
   const file = `${name}.sol`;
@@ -88,9 +119,7 @@ export function compileContract(name) {
     sources: { [file]: { content: readFileSync(path.join(ROOT, 'tests/support', file), 'utf8') } },
     settings: { optimizer: { enabled: true, runs: 200 }, viaIR: true, outputSelection: { '*': { '*': ['abi', 'evm.bytecode.object'] } } },
   };
-  const out = JSON.parse(solc.compile(JSON.stringify(input)));
-  const errors = (out.errors || []).filter((e) => e.severity === 'error');
-  if (errors.length) throw new Error(errors.map((e) => e.formattedMessage).join('\n'));
+  const out = solcCompile(input);
   const c = out.contracts[file][name];
   const compiled = { abi: c.abi, bytecode: `0x${c.evm.bytecode.object}` };
   compiledContracts.set(name, compiled);
@@ -141,6 +170,134 @@ export async function authorizationUsed(rpcUrl, from, nonce) {
   const { abi } = compileToken();
   const client = createPublicClient({ chain: chainFor(rpcUrl), transport: viemHttp(rpcUrl) });
   return client.readContract({ address: USDC, abi, functionName: 'authorizationState', args: [from, nonce] });
+}
+
+// ---- x402 `upto` (EVM, Permit2) ----------------------------------------------------------------
+
+/** Uniswap Permit2's canonical address (the same on every EVM chain; CREATE2). */
+export const PERMIT2 = '0x000000000022D473030F116dDEE9F6B43aC78BA3';
+/** The x402 upto Permit2 proxy's canonical address (CREATE2 vanity; `x402UptoPermit2ProxyAddress` in @x402/evm). */
+export const UPTO_PROXY = '0x4020A4f3b7b90ccA423B9fabCc0CE57C6C240002';
+
+/** The Permit2 functions the tests read (Uniswap/permit2 src/EIP712.sol, src/SignatureTransfer.sol). */
+export const PERMIT2_ABI = parseAbi([
+  'function DOMAIN_SEPARATOR() view returns (bytes32)',
+  'function nonceBitmap(address owner, uint256 wordPos) view returns (uint256)',
+]);
+
+/**
+ * Permit2's runtime code as Uniswap publishes it for tests: the hex literal of
+ * tests/support/contracts/permit2/DeployPermit2.sol (Uniswap/permit2 test/utils/DeployPermit2.sol,
+ * which `vm.etch`es it at the canonical address). It is not compiled here: Permit2 pins
+ * `pragma solidity 0.8.17` and the project's solc-js is newer. Its immutables cache the chain id
+ * and domain separator of the chain it was built on; on any other chain id (84532 here)
+ * `DOMAIN_SEPARATOR()` rebuilds the separator from `block.chainid` and `address(this)`
+ * (src/EIP712.sol), so at the canonical address it is the right one (tests/upto_stack.test.mjs
+ * checks it against viem).
+ */
+export function permit2RuntimeCode() {
+  const source = readFileSync(path.join(ROOT, 'tests/support/contracts/permit2/DeployPermit2.sol'), 'utf8');
+  const m = /hex"([0-9a-f]+)"/.exec(source);
+  if (!m) throw new Error('no bytecode in DeployPermit2.sol');
+  return `0x${m[1]}`;
+}
+
+let uptoProxyCompiled;
+/**
+ * Compiles the x402 upto Permit2 proxy (tests/support/contracts/x402/, verbatim from coinbase/x402
+ * contracts/evm/src, with its OpenZeppelin imports) with the repository's foundry.toml settings
+ * (optimizer 200 runs, no viaIR, no CBOR metadata) and returns {abi, runtime}: the runtime code
+ * with its one immutable, `PERMIT2`, filled with {@link PERMIT2} as its constructor would
+ * (`x402BasePermit2Proxy(_permit2)`), found through solc's `immutableReferences`.
+ * Cached per process and on disk.
+ */
+export function compileUptoProxy() {
+  if (uptoProxyCompiled) return uptoProxyCompiled;
+  const dir = path.join(ROOT, 'tests/support/contracts');
+  // Import paths as the proxy's sources write them (remappings.txt: @openzeppelin/contracts/ → OZ's contracts/).
+  const files = {
+    'x402UptoPermit2Proxy.sol': 'x402/x402UptoPermit2Proxy.sol',
+    'x402BasePermit2Proxy.sol': 'x402/x402BasePermit2Proxy.sol',
+    'interfaces/ISignatureTransfer.sol': 'x402/interfaces/ISignatureTransfer.sol',
+    '@openzeppelin/contracts/utils/ReentrancyGuard.sol': 'openzeppelin/utils/ReentrancyGuard.sol',
+    '@openzeppelin/contracts/utils/StorageSlot.sol': 'openzeppelin/utils/StorageSlot.sol',
+    '@openzeppelin/contracts/token/ERC20/extensions/IERC20Permit.sol': 'openzeppelin/token/ERC20/extensions/IERC20Permit.sol',
+  };
+  const input = {
+    language: 'Solidity',
+    sources: Object.fromEntries(Object.entries(files).map(([name, file]) => [name, { content: readFileSync(path.join(dir, file), 'utf8') }])),
+    settings: {
+      optimizer: { enabled: true, runs: 200 },
+      metadata: { appendCBOR: false, bytecodeHash: 'none' },
+      outputSelection: { 'x402UptoPermit2Proxy.sol': { x402UptoPermit2Proxy: ['abi', 'evm.deployedBytecode.object', 'evm.deployedBytecode.immutableReferences'] } },
+    },
+  };
+  const c = solcCompile(input).contracts['x402UptoPermit2Proxy.sol'].x402UptoPermit2Proxy;
+  const refs = Object.values(c.evm.deployedBytecode.immutableReferences);
+  if (refs.length !== 1) throw new Error(`expected one immutable (PERMIT2), found ${refs.length}`);
+  const code = Buffer.from(c.evm.deployedBytecode.object, 'hex');
+  const word = Buffer.from(PERMIT2.slice(2).toLowerCase().padStart(64, '0'), 'hex');
+  for (const { start, length } of refs[0]) {
+    if (length !== 32) throw new Error(`immutable of ${length} bytes`);
+    word.copy(code, start);
+  }
+  uptoProxyCompiled = { abi: c.abi, runtime: `0x${code.toString('hex')}` };
+  return uptoProxyCompiled;
+}
+
+/** OpenZeppelin ReentrancyGuard's ERC-7201 slot and NOT_ENTERED, which the proxy's constructor stores. */
+const REENTRANCY_GUARD_SLOT = '0x9b779b17422d0df92223018b32b4d1fa46e071723d6817e2486d003becc55f00';
+
+/**
+ * Places Permit2 ({@link permit2RuntimeCode}) and the x402 upto proxy ({@link compileUptoProxy})
+ * at their canonical addresses with `anvil_setCode`, plus the one storage word the proxy's
+ * constructor writes (its reentrancy guard, NOT_ENTERED = 1). No transactions.
+ */
+export async function deployUptoContracts(rpcUrl) {
+  const client = createPublicClient({ chain: chainFor(rpcUrl), transport: viemHttp(rpcUrl) });
+  await client.request({ method: 'anvil_setCode', params: [PERMIT2, permit2RuntimeCode()] });
+  await client.request({ method: 'anvil_setCode', params: [UPTO_PROXY, compileUptoProxy().runtime] });
+  await client.request({ method: 'anvil_setStorageAt', params: [UPTO_PROXY, REENTRANCY_GUARD_SLOT, `0x${'1'.padStart(64, '0')}`] });
+}
+
+/**
+ * The payer `key` approves Permit2 to move `amount` (atomic units, default unlimited) of the test
+ * token: the one-time on-chain step every `upto` payer needs (without it the facilitator answers
+ * `permit2_allowance_required`). Returns the transaction hash.
+ */
+export async function approvePermit2(rpcUrl, key, amount = maxUint256) {
+  const { abi } = compileToken();
+  const wallet = createWalletClient({ account: privateKeyToAccount(key), chain: chainFor(rpcUrl), transport: viemHttp(rpcUrl) }).extend(publicActions);
+  const hash = await wallet.writeContract({ address: USDC, abi, functionName: 'approve', args: [PERMIT2, amount] });
+  await wallet.waitForTransactionReceipt({ hash });
+  return hash;
+}
+
+/** The test token's allowance from `owner` to Permit2 (atomic units). */
+export async function permit2Allowance(rpcUrl, owner) {
+  const { abi } = compileToken();
+  const client = createPublicClient({ chain: chainFor(rpcUrl), transport: viemHttp(rpcUrl) });
+  return client.readContract({ address: USDC, abi, functionName: 'allowance', args: [owner, PERMIT2] });
+}
+
+/** Whether Permit2 has used `owner`'s unordered nonce `nonce` (its nonceBitmap bit; src/SignatureTransfer.sol). */
+export async function permit2NonceUsed(rpcUrl, owner, nonce) {
+  const n = BigInt(nonce);
+  const client = createPublicClient({ chain: chainFor(rpcUrl), transport: viemHttp(rpcUrl) });
+  const word = await client.readContract({ address: PERMIT2, abi: PERMIT2_ABI, functionName: 'nonceBitmap', args: [owner, n >> 8n] });
+  return ((word >> (n & 0xffn)) & 1n) === 1n;
+}
+
+/**
+ * The payment payload the official upto client (@x402/evm/upto/client `UptoEvmScheme` in a
+ * @x402/core `x402Client`) makes with `key` for `requirements` (v2 PaymentRequirements with
+ * scheme "upto"; `extra.facilitatorAddress` is required), as {payload, header}: the
+ * PaymentPayload object and its PAYMENT-SIGNATURE header value. `resource`: the 402's resource.
+ */
+export async function uptoPayment(key, requirements, { resource = { url: 'http://127.0.0.1/metered' } } = {}) {
+  const client = new x402Client().register(NETWORK, new ClientUptoEvm(toClientEvmSigner(privateKeyToAccount(key))));
+  const payload = await client.createPaymentPayload({ x402Version: 2, resource, accepts: [requirements] });
+  return { payload, header: encodePaymentSignatureHeader(payload) };
 }
 
 function readJson(req, limit = 1 << 20) {
@@ -220,7 +377,8 @@ export function checkCdpJwt(authorization, key, { host, path: reqPath, seen, now
 
 /**
  * A facilitator HTTP server (POST /verify, POST /settle, GET /supported) over the official
- * x402Facilitator + ExactEvmScheme, signing with an anvil account.
+ * x402Facilitator with the EVM `exact` (v2 and v1) and `upto` schemes, signing with an anvil
+ * account (`address`; /supported announces it as the upto kind's `extra.facilitatorAddress`).
  * `fault(path, body)` may return {status, body, delayMs} to inject a failure instead of answering.
  * `cdpKey` (from {@link cdpKey}): every call must carry a valid CDP JWT for that key
  * ({@link checkCdpJwt}), else 401; `jwts` lists the decoded ones accepted, `refusals` the rest.
@@ -233,6 +391,7 @@ export async function startFacilitator({ rpcUrl, privateKey = KEYS.facilitator, 
   const signer = toFacilitatorEvmSigner(Object.assign(client, { address: account.address }));
   const facilitator = new x402Facilitator()
     .register(NETWORK, new FacilitatorExactEvm(signer))
+    .register(NETWORK, new FacilitatorUptoEvm(signer))
     .registerV1('base-sepolia', new FacilitatorExactEvmV1(signer));
   const calls = { verify: 0, settle: 0, supported: 0 };
   const bodies = [];
@@ -450,12 +609,19 @@ export async function startWorker({ originUrl, facilitatorUrl, payTo, routes = R
  * Starts chain, token (funded payer), facilitator and origin. `cdp` ('ed25519' | 'ec'): the
  * facilitator requires CDP JWTs signed with a fresh key of that kind (`stack.cdp`), and
  * `stack.workerBindings` configures the Worker to sign them.
+ * For the `upto` scheme the chain also holds Permit2 and the x402 upto proxy at their canonical
+ * addresses ({@link deployUptoContracts}), and the keys in `permit2Payers` (default: KEYS.payer
+ * only; KEYS.payer2 is funded but has no Permit2 allowance) approve Permit2 for the token without
+ * limit. `stack.approvePermit2(key, amount?)` approves later; `stack.facilitator.address` is the
+ * `extra.facilitatorAddress` the facilitator announces for upto.
  */
-export async function startStack({ payerFunds = 10_000_000n, cdp } = {}) {
+export async function startStack({ payerFunds = 10_000_000n, cdp, permit2Payers = [KEYS.payer] } = {}) {
   const chain = await startAnvil();
   const payer = address(KEYS.payer);
   const payTo = address(KEYS.payTo);
   await deployUsdc(chain.rpcUrl, { [payer]: payerFunds, [address(KEYS.payer2)]: payerFunds });
+  await deployUptoContracts(chain.rpcUrl);
+  for (const k of permit2Payers) await approvePermit2(chain.rpcUrl, k);
   const key = cdp ? cdpKey(cdp) : undefined;
   const facilitator = await startFacilitator({ rpcUrl: chain.rpcUrl, cdpKey: key });
   const origin = await startOrigin();
@@ -467,6 +633,7 @@ export async function startStack({ payerFunds = 10_000_000n, cdp } = {}) {
     payTo,
     facilitator,
     origin,
+    approvePermit2: (k, amount) => approvePermit2(chain.rpcUrl, k, amount),
     stop: async () => {
       await facilitator.stop();
       await origin.stop();
