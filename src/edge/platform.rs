@@ -187,10 +187,13 @@ impl Origin for Edge {
     async fn read_body(&self, body: EdgeBody, max_bytes: usize) -> Result<Vec<u8>, PlatformError> {
         let stream = match body {
             EdgeBody::Bytes(b) if b.len() <= max_bytes => return Ok(b),
-            EdgeBody::Stream(None) => return Ok(Vec::new()),
-            EdgeBody::Stream(Some(stream)) => stream,
-            _ => return Err(PlatformError::TooLarge(format!("not a request body of at most {max_bytes} bytes"))),
+            EdgeBody::Bytes(_) => return Err(PlatformError::TooLarge(format!("body larger than {max_bytes} bytes"))),
+            EdgeBody::Stream(stream) => stream,
+            // A metered origin answer (`upto` body meters).
+            EdgeBody::Origin { response, .. } => response.body(),
+            EdgeBody::Promise(_) => return Err(PlatformError::Unavailable("a pass-through answer is not read".into())),
         };
+        let Some(stream) = stream else { return Ok(Vec::new()) };
         let response = web_sys::Response::new_with_opt_readable_stream(Some(&stream)).map_err(|e| PlatformError::Failed(js_error_text(&e)))?;
         let mut chunks = worker::Response::from(response).stream().map_err(|e| PlatformError::Failed(e.to_string()))?;
         let mut out = Vec::new();

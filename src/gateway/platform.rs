@@ -93,7 +93,8 @@ pub trait Origin: 'static {
             Err(e) => origin_failure(self, &ForwardError::Upstream(e), None),
         }
     }
-    /// Reads a request's body (only the admin endpoint reads one): Err when it is longer than
+    /// Reads a body to its end: a request's (only the admin endpoint reads one) or a metered
+    /// origin answer's (`upto` body meters). Err when it is longer than
     /// `max_bytes` ([`PlatformError::TooLarge`]) or cannot be read. This default refuses every
     /// body.
     async fn read_body(&self, body: Self::Body, max_bytes: usize) -> Result<Vec<u8>, PlatformError> {
