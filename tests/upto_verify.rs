@@ -159,6 +159,22 @@ fn the_nonce32_form_is_big_endian() {
 }
 
 #[test]
+fn a_hex_nonce_as_in_the_spec_example_is_the_same_nonce() {
+    let (o, mut payload, now) = official();
+    let offers = [o];
+    let decimal = verify(&offers, &payload, now).unwrap().nonce32;
+    let n = parse_uint256(payload["payload"]["permit2Authorization"]["nonce"].as_str().unwrap()).unwrap();
+    payload["payload"]["permit2Authorization"]["nonce"] = format!("{n:#x}").into();
+    let v = verify(&offers, &payload, now).unwrap();
+    assert!(v.signature_checked, "the signed number is unchanged");
+    assert_eq!(v.nonce32, decimal);
+    for bad in ["0x", &format!("0x1{}", "0".repeat(64)), "0xg1", "0X1"] {
+        payload["payload"]["permit2Authorization"]["nonce"] = bad.into();
+        assert_eq!(verify(&offers, &payload, now).map(|_| ()), Err("invalid_payload"), "{bad}");
+    }
+}
+
+#[test]
 fn the_exact_path_refuses_an_upto_payment_with_a_typed_reason() {
     let (o, payload, now) = official();
     let offers = [o];
@@ -289,8 +305,8 @@ fn malformed_numbers_and_addresses_are_invalid_payload() {
     for path in fields {
         for j in junk {
             let is_uint = matches!(path.last(), Some(&"nonce" | &"deadline" | &"amount" | &"validAfter"));
-            if is_uint && j == "0" {
-                continue; // a well-formed uint256
+            if (is_uint && j == "0") || (path == ["nonce"] && matches!(j, "0x10" | "0x123")) {
+                continue; // a well-formed uint256 (the nonce may be 0x hex)
             }
             let mut p = payload.clone();
             let mut at = &mut p["payload"]["permit2Authorization"];

@@ -56,6 +56,16 @@ pub struct VerifiedUpto<'a> {
     pub late: Option<Invalid>,
 }
 
+/// `0x` followed by 1 to 64 hex digits, as a uint256: the form of the Permit2 `nonce` in the
+/// spec's example payload (the official client sends decimal; its facilitator's `BigInt` takes both).
+fn parse_hex_uint256(s: &str) -> Option<U256> {
+    let hex = s.strip_prefix("0x")?;
+    if hex.is_empty() || hex.len() > 64 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
+    U256::from_str_radix(hex, 16).ok()
+}
+
 fn invalid<T>(reason: &'static str, message: impl Into<String>) -> Result<T, Invalid> {
     Err(Invalid { reason, message: message.into() })
 }
@@ -92,7 +102,10 @@ pub fn verify_upto<'a>(offers: &'a [Offer], payment: &PaymentPayload, now: u64, 
     let to = address("witness.to", &a.witness.to)?;
     let facilitator = address("witness.facilitator", &a.witness.facilitator)?;
     let amount = uint("permitted.amount", &a.permitted.amount)?;
-    let nonce = uint("nonce", &a.nonce)?;
+    let nonce = parse_uint256(&a.nonce).or_else(|| parse_hex_uint256(&a.nonce)).ok_or_else(|| Invalid {
+        reason: "invalid_payload",
+        message: "permit2Authorization.nonce is not a uint256 (decimal, or 0x and at most 64 hex digits)".into(),
+    })?;
     let deadline = uint("deadline", &a.deadline)?;
     let valid_after = uint("witness.validAfter", &a.witness.valid_after)?;
     let signature = decode_hex_0x(&p.signature, MAX_SIGNATURE_BYTES)

@@ -205,7 +205,8 @@ pub struct UptoWitnessWire {
 
 /// The Permit2 `permitWitnessTransferFrom` authorization of an `upto` payment as it travels in
 /// JSON (x402 `specs/schemes/upto/scheme_upto_evm.md`): `from` is the owner (payer), `spender`
-/// the x402 upto proxy, `nonce` a uint256 decimal string, `deadline` Unix seconds (decimal).
+/// the x402 upto proxy, `nonce` a uint256 string (decimal as the official client sends it; the
+/// spec's example writes it as 0x hex), `deadline` Unix seconds (decimal).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Permit2AuthorizationWire {
     pub from: String,
