@@ -291,3 +291,18 @@ fn metered_routes_are_configured_or_refused_with_a_clear_error() {
     assert!(err(json!({ "route": "GET /m", "scheme": "upto", "price": "$1" }), json!({ "FACILITATOR_ADDRESS": "0x12" })).contains("FACILITATOR_ADDRESS"));
     assert_eq!(err(json!({ "route": "GET /m", "scheme": "upto", "price": "$1", "meter": { "json": "usage.total_tokens", "unit": "$0.000002" } }), fa), "");
 }
+
+#[test]
+fn shadow_mode_records_what_the_meter_would_have_charged_and_charges_nothing() {
+    let cfg = config_vars(json!({ "MODE": "shadow", "FACILITATOR_ADDRESS": FACILITATOR, "ROUTES": [{ "route": "GET /metered", "scheme": "upto", "price": "$0.50" }] }));
+    let p = Rc::new(fake());
+    p.origin_response_headers.borrow_mut().push(("settlement-overrides", r#"{"amount":"1234"}"#.into()));
+    let res = get(&cfg, &p, &upto_payment(&cfg, 7, 1));
+    assert_eq!(res.status(), 200);
+    assert!(res.headers().get("settlement-overrides").is_none());
+    assert!(p.facilitator_calls.borrow().is_empty());
+    let decision = p.decisions.borrow().last().cloned().unwrap();
+    assert_eq!(decision.reason.as_deref(), Some("valid_payment"));
+    assert_eq!(decision.amount.as_deref(), Some("1234"));
+    assert_eq!(decision.maximum.as_deref(), Some("500000"));
+}

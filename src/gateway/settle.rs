@@ -140,9 +140,28 @@ pub(super) async fn settle_after<P: Platform>(
 /// and `Settlement-Overrides` out of the response. A fault releases the payment (nothing charged)
 /// and withholds the response (502). Not metered: unchanged.
 async fn metered<P: Platform>(p: &Rc<P>, mut pending: Pending, res: Response<P::Body>) -> Result<(Response<P::Body>, Pending), Response<P::Body>> {
+    let Some(upto) = pending.upto.as_mut() else { return Ok((res, pending)) };
+    let (res, measured) = measure(&**p, upto, res).await;
+    match measured {
+        Ok(amount) => {
+            upto.amount = Some(amount);
+            pending.requirements["amount"] = Value::String(amount.to_string());
+            pending.trace.settled_amount(&amount.to_string());
+            Ok((res, pending))
+        }
+        Err(fault) => {
+            p.log(&format!("x402: {} for {} nonce {}: not settled, response withheld", fault, pending.identity.payer, pending.identity.nonce));
+            release(&**p, &pending, DecisionOutcome::OriginError, Some("origin_metering_failed")).await;
+            Err(Refusal::Metering { identity: &pending.identity, fault: fault.to_string() }.json(P::body))
+        }
+    }
+}
+
+/// The amount a metered answer costs under `upto`'s meter, at most its maximum, and the answer
+/// without `Settlement-Overrides` (a body meter reads the body, bounded, and puts it back).
+pub(super) async fn measure<P: Platform>(p: &P, upto: &Upto, res: Response<P::Body>) -> (Response<P::Body>, Result<U256, MeterFault>) {
     let (mut parts, body) = res.into_parts();
     let report = parts.headers.remove(SETTLEMENT_OVERRIDES);
-    let Some(upto) = pending.upto.as_mut() else { return Ok((Response::from_parts(parts, body), pending)) };
     let maximum = upto.maximum;
     let read = |body| async move {
         match p.read_body(body, MAX_METERED_BODY_BYTES).await {
@@ -151,43 +170,40 @@ async fn metered<P: Platform>(p: &Rc<P>, mut pending: Pending, res: Response<P::
             Err(e) => Err(MeterFault::Unreadable(e.to_string())),
         }
     };
-    let measured = match &upto.meter {
+    let (body, measured) = match &upto.meter {
         Meter::Origin => {
-            let report = report.map(|v| v.to_str().map(str::to_string));
-            match report {
+            let amount = match report.map(|v| v.to_str().map(str::to_string)) {
                 Some(Err(_)) => Err(MeterFault::Malformed("not visible ASCII".into())),
-                Some(Ok(h)) => reported_amount(Some(&h), maximum, upto.decimals).map(|a| (a, body)),
-                None => Ok((maximum, body)),
-            }
+                Some(Ok(h)) => reported_amount(Some(&h), maximum, upto.decimals),
+                None => Ok(maximum),
+            };
+            (body, amount)
         }
         Meter::Bytes { unit } => {
             let length = parts.headers.get(CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
             match length {
-                Some(n) => Ok((capped(U256::from(n), *unit, maximum), body)),
-                None => read(body).await.map(|b| (capped(U256::from(b.len()), *unit, maximum), P::body(b))),
+                Some(n) => (body, Ok(capped(U256::from(n), *unit, maximum))),
+                None => match read(body).await {
+                    Ok(b) => {
+                        let n = b.len();
+                        (P::body(b), Ok(capped(U256::from(n), *unit, maximum)))
+                    }
+                    Err(e) => (P::body(Vec::new()), Err(e)),
+                },
             }
         }
         Meter::Json { path, unit } => {
             let stream = parts.headers.get(CONTENT_TYPE).and_then(|v| v.to_str().ok()).is_some_and(|t| t.trim_start().to_ascii_lowercase().starts_with("text/event-stream"));
             match read(body).await {
-                Ok(b) => json_count(&b, path, stream).map(|n| (capped(n, *unit, maximum), P::body(b))),
-                Err(e) => Err(e),
+                Ok(b) => {
+                    let amount = json_count(&b, path, stream).map(|n| capped(n, *unit, maximum));
+                    (P::body(b), amount)
+                }
+                Err(e) => (P::body(Vec::new()), Err(e)),
             }
         }
     };
-    match measured {
-        Ok((amount, body)) => {
-            upto.amount = Some(amount);
-            pending.requirements["amount"] = Value::String(amount.to_string());
-            pending.trace.settled_amount(&amount.to_string());
-            Ok((Response::from_parts(parts, body), pending))
-        }
-        Err(fault) => {
-            p.log(&format!("x402: {} for {} nonce {}: not settled, response withheld", fault, pending.identity.payer, pending.identity.nonce));
-            release(&**p, &pending, DecisionOutcome::OriginError, Some("origin_metering_failed")).await;
-            Err(Refusal::Metering { identity: &pending.identity, fault: fault.to_string() }.json(P::body))
-        }
-    }
+    (Response::from_parts(parts, body), measured)
 }
 
 /// Settlement first, then the origin (`settle = "before"`).
