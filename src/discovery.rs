@@ -97,6 +97,10 @@ fn item(route: &Route, sign_in: bool) -> Value {
         m.insert("mimeType".into(), json!(mime));
     }
     m.insert("accepts".into(), Value::Array(route.accepts.iter().map(|o| o.requirements_json.clone()).collect()));
+    // Metered (`upto`) options: `amount` is the maximum; how the charge is measured.
+    if let Some(meter) = route.accepts.iter().find_map(|o| o.meter.as_ref()) {
+        m.insert("meter".into(), json!(meter.describe()));
+    }
     if let Some(pass) = &route.pass {
         let mut p = Map::new();
         p.insert("ttlSeconds".into(), json!(pass.ttl_seconds));

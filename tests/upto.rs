@@ -306,3 +306,21 @@ fn shadow_mode_records_what_the_meter_would_have_charged_and_charges_nothing() {
     assert_eq!(decision.amount.as_deref(), Some("1234"));
     assert_eq!(decision.maximum.as_deref(), Some("500000"));
 }
+
+#[test]
+fn discovery_and_the_browser_page_say_the_maximum_and_the_meter() {
+    let cfg = metered(Some(json!({ "json": "usage.total_tokens", "unit": "$0.000002" })));
+    let p = Rc::new(fake());
+    let doc = run(&cfg, &p, request("/.well-known/x402", &[]));
+    let items = body_json(&doc)["items"].clone();
+    let item = items.as_array().unwrap().iter().find(|i| i["route"] == "GET /metered").unwrap().clone();
+    assert_eq!(item["accepts"][0]["scheme"], "upto");
+    assert_eq!(item["accepts"][0]["amount"], "500000");
+    assert_eq!(item["meter"], "2 atomic units per usage.total_tokens");
+    let page = run(&cfg, &p, request("/metered", &[("accept", "text/html"), ("sec-fetch-mode", "navigate")]));
+    assert_eq!(page.status(), 402);
+    let html = String::from_utf8_lossy(page.body()).to_string();
+    assert!(html.contains("up to $0.50 USDC (metered: 2 atomic units per usage.total_tokens)"), "{}", &html[..html.len().min(3000)]);
+    assert!(html.contains("new UptoEvmScheme(signer)"), "the code sample pays with the upto client");
+    assert_eq!(p.origin_hits(), 0);
+}

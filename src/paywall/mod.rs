@@ -259,7 +259,13 @@ pub fn script_json(value: &Value) -> String {
 /// `{now, paymentRequired, offers: [{chainId, network, price, addChain}], pass, walletLink}`.
 pub fn render(required: &Value, route: &Route, now: u64) -> String {
     let accepts: Vec<&PaymentRequirements> = route.accepts.iter().map(|o| &o.requirements).collect();
-    let views: Vec<OfferView> = accepts.iter().map(|r| offer_view(r)).collect();
+    let mut views: Vec<OfferView> = accepts.iter().map(|r| offer_view(r)).collect();
+    // A metered option says its price is a maximum and how it is measured.
+    for (v, o) in views.iter_mut().zip(&route.accepts) {
+        if let Some(meter) = &o.meter {
+            v.price = format!("up to {} (metered: {})", v.price, meter.describe());
+        }
+    }
     let url = required["resource"]["url"].as_str().unwrap_or_default();
     let error = required["error"].as_str().unwrap_or_default();
     let description = route.description.as_deref().filter(|d| !d.trim().is_empty());
@@ -327,14 +333,17 @@ pub fn render(required: &Value, route: &Route, now: u64) -> String {
     h.push_str("</section>\n<section id=\"result\" class=\"result\" hidden></section>\n");
     h.push_str("<noscript><p class=\"notice\">JavaScript is off, so this page cannot ask a wallet to pay. Open it in a phone wallet with the links above, or pay from code as explained below.</p></noscript>\n");
     let first = accepts.first();
-    h.push_str("<details class=\"code\">\n<summary>Paying from code (x402)</summary>\n<p>This answer is an x402 v2 challenge (HTTP 402): its <code>PAYMENT-REQUIRED</code> header carries the payment requirements as base64 JSON. An x402 client pays by signing an EIP-3009 <code>TransferWithAuthorization</code>");
+    h.push_str("<details class=\"code\">\n<summary>Paying from code (x402)</summary>\n<p>This answer is an x402 v2 challenge (HTTP 402): its <code>PAYMENT-REQUIRED</code> header carries the payment requirements as base64 JSON. An x402 client pays by signing ");
+    let upto = first.is_some_and(|r| r.scheme == "upto");
+    h.push_str(if upto { "a Permit2 <code>PermitWitnessTransferFrom</code> (x402 <code>upto</code>: a maximum, of which the amount used is charged)" } else { "an EIP-3009 <code>TransferWithAuthorization</code>" });
     if let (Some(r), Some(v)) = (first, views.first()) {
         h.push_str(&format!(" of {} atomic units of <code>{}</code> to <code>{}</code> on <code>{}</code> ({})", text(&r.amount), text(&r.asset), text(&r.pay_to), text(&r.network), text(&v.network_name)));
     }
     h.push_str(" and sending the same request again with a <code>PAYMENT-SIGNATURE</code> header. With <code>@x402/fetch</code>:</p>\n<pre>");
     let network = first.map_or("eip155:84532", |r| r.network.as_str());
+    let (class, module) = if upto { ("UptoEvmScheme", "upto") } else { ("ExactEvmScheme", "exact") };
     h.push_str(&text(&format!(
-        "import {{ wrapFetchWithPayment, x402Client }} from \"@x402/fetch\";\nimport {{ ExactEvmScheme }} from \"@x402/evm/exact/client\";\nimport {{ toClientEvmSigner }} from \"@x402/evm\";\nimport {{ privateKeyToAccount }} from \"viem/accounts\";\n\nconst signer = toClientEvmSigner(privateKeyToAccount(process.env.KEY));\nconst client = new x402Client().register(\"{network}\", new ExactEvmScheme(signer));\nconst res = await wrapFetchWithPayment(fetch, client)(\"{url}\");"
+        "import {{ wrapFetchWithPayment, x402Client }} from \"@x402/fetch\";\nimport {{ {class} }} from \"@x402/evm/{module}/client\";\nimport {{ toClientEvmSigner }} from \"@x402/evm\";\nimport {{ privateKeyToAccount }} from \"viem/accounts\";\n\nconst signer = toClientEvmSigner(privateKeyToAccount(process.env.KEY));\nconst client = new x402Client().register(\"{network}\", new {class}(signer));\nconst res = await wrapFetchWithPayment(fetch, client)(\"{url}\");"
     )));
     h.push_str("</pre>\n</details>\n</main>\n");
     let offers: Vec<Value> = views.iter().map(|v| json!({ "chainId": v.chain_id, "network": v.network_name, "price": v.price, "addChain": v.add_chain })).collect();

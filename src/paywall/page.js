@@ -133,6 +133,7 @@
     if (!eth) return noWallet();
     const { req, info } = chosen();
     if (!info.chainId) return say('error', 'This page cannot pay on this network', [`${req.network} is not an EVM network. Pay from code as explained below.`]);
+    if (req.scheme !== 'exact') return say('error', 'This price is metered', [`It is paid with a Permit2 authorization of at most ${info.price} (x402 "${req.scheme}"), which this page does not sign. Pay from code as explained below.`]);
     busy = true;
     button.disabled = true;
     result.hidden = true;
