@@ -1,5 +1,6 @@
-//! CDP JWT signatures with the runtime's WebCrypto (`crypto.subtle`), so no P-256 or Ed25519
-//! arithmetic is compiled into the wasm. A key is imported once per isolate and cached.
+//! CDP JWT and payment context signatures with the runtime's WebCrypto (`crypto.subtle`), so no
+//! P-256 or Ed25519 arithmetic is compiled into the wasm. A key is imported once per isolate and
+//! cached.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -11,7 +12,7 @@ use worker::wasm_bindgen_futures::JsFuture;
 use crate::facilitator::cdp::{CdpKey, CdpKeyMaterial};
 
 thread_local! {
-    /// Imported `CryptoKey`s by CDP key id.
+    /// Imported `CryptoKey`s by key id (a CDP key's id, or `payment-context/<kid>`).
     static KEYS: RefCell<HashMap<String, JsValue>> = RefCell::new(HashMap::new());
 }
 
@@ -66,7 +67,7 @@ async fn import(key: &CdpKey) -> Result<JsValue, String> {
             object(&[("kty", "OKP".into()), ("crv", "Ed25519".into()), ("d", d.as_str().into()), ("x", x.as_str().into())])?.into(),
         ),
     };
-    subtle_call("importKey", &[format.into(), data, params.into(), JsValue::FALSE, usages]).await.map_err(|e| format!("importing the CDP key failed: {e}"))
+    subtle_call("importKey", &[format.into(), data, params.into(), JsValue::FALSE, usages]).await.map_err(|e| format!("importing the key {} failed: {e}", key.id))
 }
 
 /// Signs `message` with `key`: the raw signature bytes (64 for both ES256 and EdDSA).
@@ -81,6 +82,6 @@ pub async fn sign(key: &CdpKey, message: &[u8]) -> Result<Vec<u8>, String> {
         }
     };
     let (_, params) = algorithm(key)?;
-    let signature = subtle_call("sign", &[params.into(), crypto_key, Uint8Array::from(message).into()]).await.map_err(|e| format!("signing the CDP JWT failed: {e}"))?;
+    let signature = subtle_call("sign", &[params.into(), crypto_key, Uint8Array::from(message).into()]).await.map_err(|e| format!("signing with the key {} failed: {e}", key.id))?;
     Ok(Uint8Array::new(&signature).to_vec())
 }
