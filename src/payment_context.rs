@@ -89,9 +89,9 @@ impl ContextKey {
     /// `generateKeyPairSync("ed25519").privateKey.export({format:"jwk"})` prints it. Err starts
     /// with the variable's name and says what is wrong without quoting the secret.
     ///
-    /// That `x` is the public key of `d` cannot be checked here (that takes Ed25519 arithmetic,
-    /// which the Worker leaves to WebCrypto): a mismatched pair signs contexts that fail
-    /// verification against the published key.
+    /// That `x` is the public key of `d` is not checked here (that takes Ed25519 arithmetic, which
+    /// the Worker leaves to WebCrypto): the edge checks it when it first imports the key, and
+    /// signs nothing with a pair whose halves disagree.
     pub fn parse(secret: &str) -> Result<ContextKey, String> {
         if secret.len() > MAX_KEY_BYTES {
             return Err(format!("{KEY_VAR} is longer than {MAX_KEY_BYTES} bytes; it is an Ed25519 private JWK"));

@@ -4,7 +4,7 @@
 // paid request's context verifies and says who paid what for which route; a tampered, re-signed
 // or expired one is refused by that same example; a client's copy never reaches the origin; free
 // paths and pass hits carry none.
-import { after, before, test } from 'node:test';
+import { after, test } from 'node:test';
 import assert from 'node:assert/strict';
 import crypto from 'node:crypto';
 import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
@@ -53,9 +53,9 @@ after(() => new Promise((r) => { server.closeAllConnections?.(); server.close(()
 
 const key = crypto.generateKeyPairSync('ed25519').privateKey.export({ format: 'jwk' });
 const ctx = useStackAndWorker({ originUrl, extraBindings: { PAYMENT_CONTEXT_KEY: JSON.stringify(key), ORIGIN_TIMEOUT_SECONDS: String(ORIGIN_TIMEOUT_SECONDS) } });
-before(() => {
-  verify = paymentContextVerifier(ctx.worker.url, originUrl);
-});
+// Made on first use: the Worker's URL (the issuer, and where the key set is) is known by then.
+let verifier;
+verify = (headers) => (verifier ??= paymentContextVerifier(ctx.worker.url, originUrl))(headers);
 
 /** A hand-signed payment for the route at `url` (its first offer), with its PAYMENT-SIGNATURE. */
 async function pay(url, init = {}, payer = KEYS.payer) {
@@ -208,5 +208,24 @@ test('a request served on a pass carries none; without PAYMENT_CONTEXT_KEY nothi
     assert.equal(seen.at(-1).context, null);
   } finally {
     await plain.stop();
+  }
+});
+
+test("a key whose x is not d's public key is refused when first used: paid requests fail before the origin, nothing is charged", async () => {
+  const other = crypto.generateKeyPairSync('ed25519').privateKey.export({ format: 'jwk' });
+  const bindings = { ...ctx.stack.workerBindings, PAYMENT_CONTEXT_KEY: JSON.stringify({ ...key, x: other.x }) };
+  const broken = await startWorker({ originUrl, facilitatorUrl: ctx.stack.facilitator.url, payTo: ctx.stack.payTo, extraBindings: bindings });
+  try {
+    const { header } = await pay(`${broken.url}/weather`);
+    const settles = ctx.stack.facilitator.calls.settle;
+    const n = seen.length;
+    const res = await fetch(`${broken.url}/weather`, { headers: { 'payment-signature': header } });
+    assert.equal(res.status, 502);
+    assert.equal((await res.json()).error, 'origin_unavailable');
+    assert.equal(seen.length, n, 'the origin was not called');
+    assert.equal(ctx.stack.facilitator.calls.settle, settles, 'nothing was settled');
+    assert.ok(broken.logs.some((l) => l.includes('payment context could not be signed') && l.includes('is not the public key of its "d"')), 'the log says why');
+  } finally {
+    await broken.stop();
   }
 });
