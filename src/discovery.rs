@@ -75,6 +75,8 @@ pub const WELL_KNOWN_CACHE_CONTROL: &str = "public, max-age=300";
 /// state, `gateway::ConfigState`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WellKnown {
+    /// Where it is served.
+    path: &'static str,
     body: Vec<u8>,
     etag: String,
 }
@@ -165,8 +167,15 @@ impl WellKnown {
         let doc = json!({ "x402Version": crate::x402::X402_VERSION, "items": items });
         // Serialising a `Value` cannot fail.
         let body = serde_json::to_vec(&doc).unwrap_or_default();
+        WellKnown::document(WELL_KNOWN_PATH, body)
+    }
+
+    /// Another JSON document the paywall serves under `/.well-known/` the same way (the payment
+    /// context's JWK Set, [`crate::payment_context::JWKS_PATH`]): `body` served at `path`, with
+    /// its strong `ETag`.
+    pub fn document(path: &'static str, body: Vec<u8>) -> WellKnown {
         let etag = format!("\"{}\"", hex_lower(&keccak256(&body)[..16]));
-        WellKnown { body, etag }
+        WellKnown { path, body, etag }
     }
 
     /// The document of a configuration: [`WellKnown::build`] from its routes, with sign-in on
@@ -185,12 +194,12 @@ impl WellKnown {
         &self.etag
     }
 
-    /// Answers a request for [`WELL_KNOWN_PATH`]: `GET` → 200 with the document (`HEAD`: the
+    /// Answers a request for its path ([`WELL_KNOWN_PATH`] for the discovery document): `GET` → 200 with the document (`HEAD`: the
     /// same headers, no body), or 304 when `If-None-Match` matches the `ETag`; any other method
     /// → 405 with `Allow: GET, HEAD`. The origin is never asked.
     pub fn respond<B>(&self, method: &Method, headers: &HeaderMap, body: impl FnOnce(Vec<u8>) -> B) -> Response<B> {
         if *method != Method::GET && *method != Method::HEAD {
-            let value = json!({ "error": "method_not_allowed", "message": format!("{method} is not served on {WELL_KNOWN_PATH}; allowed: GET, HEAD") });
+            let value = json!({ "error": "method_not_allowed", "message": format!("{method} is not served on {}; allowed: GET, HEAD", self.path) });
             let mut res = Response::new(body(value.to_string().into_bytes()));
             *res.status_mut() = StatusCode::METHOD_NOT_ALLOWED;
             let h = res.headers_mut();

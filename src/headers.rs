@@ -14,8 +14,14 @@ pub const PASS_HEADER: &str = "x402-pass";
 /// Response header carrying the pass's expiry, Unix seconds.
 pub const PASS_EXPIRES_HEADER: &str = "x402-pass-expires";
 
-/// Request headers that belong to the paywall and are never forwarded to the origin.
-pub(crate) const PAYWALL_REQUEST_HEADERS: [&str; 4] = [PAYMENT_SIGNATURE, X_PAYMENT, PASS_HEADER, SIGN_IN_WITH_X];
+/// Request header carrying the signed payment context to the origin
+/// ([`crate::payment_context`]). Only the paywall writes it: a client's copy is removed on every
+/// path.
+pub const PAYMENT_CONTEXT_HEADER: &str = "x402-payment-context";
+
+/// Request headers that belong to the paywall and are never forwarded to the origin as the client
+/// sent them (the payment context is written by the paywall alone).
+pub(crate) const PAYWALL_REQUEST_HEADERS: [&str; 5] = [PAYMENT_SIGNATURE, X_PAYMENT, PASS_HEADER, SIGN_IN_WITH_X, PAYMENT_CONTEXT_HEADER];
 
 /// Request headers with which some servers and frameworks (IIS URL Rewrite, Symfony, Spring,
 /// Envoy, …) let the *header* choose the path served. The paywall prices the request line's
@@ -72,7 +78,7 @@ pub const TRANSPORT_REQUEST_HEADERS: [&str; 2] = ["host", "content-length"];
 
 /// Whether a request header (lower-case name) is the paywall's or the transport's, so that
 /// `ORIGIN_HEADERS` may not set it: [`TRANSPORT_REQUEST_HEADERS`], the paywall's own request
-/// headers (payment, pass, sign-in), and every header forwarding removes or writes (hop-by-hop,
+/// headers (payment, pass, sign-in, payment context), and every header forwarding removes or writes (hop-by-hop,
 /// client forwarding, path overrides) or refuses (method overrides). The configuration reads
 /// the same lists as forwarding, so the two cannot drift apart.
 pub fn is_owned_request_header(name: &str) -> bool {

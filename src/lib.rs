@@ -17,6 +17,7 @@
 //! | [`ledger`] | the state machine of each authorization (reserved → send mark → settled / sent with an unknown outcome), hosted by a Durable Object |
 //! | [`refusal`] | the reason shape every refusal shares (code and message), for `exact`, `siwx` and the gateway |
 //! | [`headers`] | every list of header names the paywall owns (read by forwarding and by the configuration) |
+//! | [`payment_context`] | the signed payment context (a JWS) forwarded to the origin with each paid request, and its JWK Set |
 //! | [`gateway`] | the request pipeline over a [`gateway::Platform`] |
 //! | [`paywall`] | the HTML page a browser navigation gets instead of the JSON 402 (script, style, CSP) |
 
@@ -32,6 +33,7 @@ pub mod meter;
 pub mod money;
 pub mod names;
 pub mod pass;
+pub mod payment_context;
 pub mod paywall;
 pub mod refusal;
 pub mod route;

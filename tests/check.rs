@@ -161,6 +161,17 @@ fn secrets_are_read_from_dev_vars_and_only_named() {
 }
 
 #[test]
+fn the_payment_context_key_is_checked_and_its_id_named() {
+    let (code, out) = run(&data("context-key/wrangler.toml"));
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("payment context: paid requests carry X402-Payment-Context signed with key kPrK_qmxVWaYVA9wwBF6Iuo3vVzz7TxHCTwXBygrS4k; public key at /.well-known/x402/jwks.json"), "{out}");
+    let (code, out) = run(&data("context-key-bad/wrangler.toml"));
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains(": error: PAYMENT_CONTEXT_KEY's \"d\" decodes to 16 bytes; an Ed25519 key's is 32"), "{out}");
+    assert!(!out.contains("c2VjcmV0"), "the key is never printed: {out}");
+}
+
+#[test]
 fn an_unreadable_or_invalid_file_exits_2() {
     assert_eq!(run(&data("no-such-file.toml")).0, 2);
     let dir = std::env::temp_dir().join(format!("x402-check-{}", std::process::id()));

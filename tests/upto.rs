@@ -324,3 +324,23 @@ fn discovery_and_the_browser_page_say_the_maximum_and_the_meter() {
     assert!(html.contains("new UptoEvmScheme(signer)"), "the code sample pays with the upto client");
     assert_eq!(p.origin_hits(), 0);
 }
+
+#[test]
+fn a_metered_payment_context_carries_the_maximum() {
+    let cfg = config_vars(json!({
+        "FACILITATOR_ADDRESS": FACILITATOR,
+        "PAYMENT_CONTEXT_KEY": CONTEXT_KEY,
+        "ROUTES": [{ "route": "GET /metered", "scheme": "upto", "price": "$0.50" }],
+    }));
+    let p = Rc::new(fake());
+    assert_eq!(get(&cfg, &p, &upto_payment(&cfg, 7, 1)).status(), 200);
+    let calls = p.origin_calls.borrow();
+    let jws = calls[0].headers()["x402-payment-context"].to_str().unwrap().to_string();
+    let claims = decode_header_json(&jws.split('.').nth(1).unwrap().replace('-', "+").replace('_', "/")).unwrap();
+    assert_eq!(claims["x402"]["scheme"], "upto");
+    assert_eq!(claims["x402"]["maxAmount"], "500000");
+    assert!(claims["x402"].get("amount").is_none());
+}
+
+/// An Ed25519 JWK (RFC 8037's example key) for the payment context.
+const CONTEXT_KEY: &str = r#"{"kty":"OKP","crv":"Ed25519","d":"nWGxne_9WmC6hEr0kuwsxERJxWl7MmkZcDusAxyuf2A","x":"11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo"}"#;

@@ -148,6 +148,10 @@ pub struct Config {
     /// ([`crate::x402::siwx::issue_nonce`]); required while sign-in is on (`PUBLIC_URL` and a route that
     /// sells a pass).
     pub sign_in_key: Option<crate::x402::siwx::NonceKey>,
+    /// `PAYMENT_CONTEXT_KEY`: the key that signs the payment context forwarded with each paid
+    /// request and published at `/.well-known/x402/jwks.json` ([`crate::payment_context`]);
+    /// `None`: no context, no JWK Set.
+    pub payment_context: Option<crate::payment_context::ContextKey>,
 }
 
 /// The admin endpoint: `POST {path}/revoke?pass=<token>` or `?payer=<address>`, and
@@ -286,6 +290,10 @@ impl Config {
         let public_url = public_url(vars)?;
         let rpc_url = rpc_url(vars)?;
         let sign_in_key = sign_in_key(vars, public_url.is_some() && routes.iter().any(|r| r.pass.is_some()))?;
+        let payment_context = match string_var(vars, crate::payment_context::KEY_VAR)? {
+            Some(secret) => Some(crate::payment_context::ContextKey::parse(&secret).map_err(ConfigError)?),
+            None => None,
+        };
         Ok(Config {
             rpc_url,
             origin,
@@ -302,6 +310,7 @@ impl Config {
             admin,
             public_url,
             sign_in_key,
+            payment_context,
         })
     }
 

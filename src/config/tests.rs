@@ -386,10 +386,10 @@ fn the_table_of_variables_gives_the_names_the_edge_reads_the_secrets_and_the_nea
         "ORIGIN_URL", "DECISION_LOG", "MODE", "RATE_LIMITS", "FACILITATOR_URL", "FACILITATOR_AUTH", "CDP_API_KEY_ID", "CDP_API_KEY_SECRET",
         "PAY_TO", "FACILITATOR_ADDRESS", "NETWORK", "MAX_TIMEOUT_SECONDS", "SESSION_TTL_SECONDS", "ORIGIN_TIMEOUT_SECONDS", "FACILITATOR_TIMEOUT_SECONDS",
         "CORS_ALLOWED_ORIGINS", "ROUTES", "VERIFY_GOOD_STANDING_SECONDS", "ORIGIN_HEADERS", "DENYLIST", "ADMIN_PATH", "ADMIN_TOKEN",
-        "PUBLIC_URL", "RPC_URL", "SIGN_IN_SECRET",
+        "PUBLIC_URL", "RPC_URL", "SIGN_IN_SECRET", "PAYMENT_CONTEXT_KEY",
     ];
     assert_eq!(VARS, read, "the edge reads every variable by name, bindings and the FACILITATOR_AUTH_<NAME> family aside");
-    assert_eq!(SECRET_VARS, ["FACILITATOR_AUTH", "CDP_API_KEY_ID", "CDP_API_KEY_SECRET", "ORIGIN_HEADERS", "ADMIN_TOKEN", "SIGN_IN_SECRET"]);
+    assert_eq!(SECRET_VARS, ["FACILITATOR_AUTH", "CDP_API_KEY_ID", "CDP_API_KEY_SECRET", "ORIGIN_HEADERS", "ADMIN_TOKEN", "SIGN_IN_SECRET", "PAYMENT_CONTEXT_KEY"]);
     assert!(is_known_var("ORIGIN_SERVICE") && is_known_var("FACILITATOR_AUTH_BACKUP"));
     assert!(!is_known_var("FACILITATOR_AUTH_<NAME>"), "the family's placeholder is not a name");
     assert_eq!(misspelt_var("ORIGIN_SERVICES"), Some("ORIGIN_SERVICE"));
@@ -403,7 +403,7 @@ fn origin_headers_refuse_every_header_forwarding_owns_and_only_those() {
     use crate::headers::{CLIENT_FORWARDING_HEADERS, HOP_BY_HOP_HEADERS, METHOD_OVERRIDE_HEADERS, PATH_OVERRIDE_HEADERS, TRANSPORT_REQUEST_HEADERS};
     let mut v = vars(json!([]));
     let owned = TRANSPORT_REQUEST_HEADERS.iter().chain(&HOP_BY_HOP_HEADERS).chain(&CLIENT_FORWARDING_HEADERS).chain(&PATH_OVERRIDE_HEADERS).chain(&METHOD_OVERRIDE_HEADERS);
-    for name in owned.chain(&["payment-signature", "x-payment", "x402-pass", "sign-in-with-x"]) {
+    for name in owned.chain(&["payment-signature", "x-payment", "x402-pass", "sign-in-with-x", "x402-payment-context"]) {
         v.insert("ORIGIN_HEADERS".into(), json!(format!(r#"{{"{name}":"x"}}"#)));
         assert!(Config::from_vars(&v).unwrap_err().0.contains("cannot be configured"), "{name}");
     }

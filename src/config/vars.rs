@@ -77,7 +77,7 @@ const fn row(name: &'static str, kind: Kind, required: Required, secret: bool, d
 /// The one table of variables: the parser reads these names, the Workers glue (`src/edge`) reads
 /// [`VARS`] from `env`, `x402-check` knows secrets and bindings from it, near misses are found
 /// among its names ([`misspelt_var`]), and a test checks the documentation lists every one.
-pub const TABLE: [Var; 27] = [
+pub const TABLE: [Var; 28] = [
     row("ORIGIN_URL", Kind::Url, Required::When("unless ORIGIN_SERVICE"), false, "absolute https URL of the API being protected; a path prefix is kept"),
     row("DECISION_LOG", Kind::Choice(&["all", "payments", "none"]), Required::No, false, "which priced-request decisions get a JSON log line (default all)"),
     row("MODE", Kind::Choice(&["enforce", "shadow"]), Required::No, false, "shadow: forward everything as if free and log what would have been charged (default enforce)"),
@@ -103,6 +103,7 @@ pub const TABLE: [Var; 27] = [
     row("PUBLIC_URL", Kind::Url, Required::No, false, "the paywall's public origin; turns on wallet sign-in for routes that sell passes"),
     row("RPC_URL", Kind::Url, Required::No, false, "EVM JSON-RPC endpoint (read only) that decides an unknown settlement outcome from the chain"),
     row("SIGN_IN_SECRET", Kind::Text, Required::When("with sign-in"), true, "at least 32 characters: the key of the MAC that makes sign-in nonces server-issued"),
+    row("PAYMENT_CONTEXT_KEY", Kind::Text, Required::No, true, "Ed25519 private JWK that signs the X402-Payment-Context header of paid requests (public key at /.well-known/x402/jwks.json); unset: no context"),
     row("ORIGIN_SERVICE", Kind::Binding, Required::When("unless ORIGIN_URL"), false, "a service binding to the origin Worker, instead of ORIGIN_URL"),
     row("FACILITATOR_AUTH_<NAME>", Kind::Text, Required::No, true, "another facilitator's credentials, named by its auth in FACILITATOR_URL"),
 ];

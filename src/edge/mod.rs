@@ -138,8 +138,9 @@ fn pipeline(config: Rc<Config>, req: web_sys::Request, env: Env, ctx: Context) -
 /// 1. the Worker's real configuration is parsed and kept (what [`config`] does on a first
 ///    request; an error is kept and reported the same way), read from the module-scope `env`,
 ///    and every priced route's challenge is laid out ([`gateway::prepare`]); unless
-///    `DECISION_LOG = "none"`, one line `{"x402":"start","mode","routes","priced","prices"}` is logged
-///    (`prices`: [`Config::price_lines`], what each route charges), and each of
+///    `DECISION_LOG = "none"`, one line `{"x402":"start","mode","routes","priced","prices"}` is
+///    logged (`prices`: [`Config::price_lines`], what each route charges; with
+///    `PAYMENT_CONTEXT_KEY`, also `paymentContext: {kid, jwks}`), and each of
 ///    [`Config::warnings`] as an error line;
 /// 2. a `GET /warm-up` without payment runs through [`pipeline`] under
 ///    [`crate::config::warm_up_vars`], polled once, for its side effect: V8 compiles wasm
@@ -166,7 +167,12 @@ fn warm_up() {
                 };
                 let priced = config.routes.iter().filter(|r| !r.is_free()).count();
                 let prices = config.price_lines();
-                console_log!("{}", serde_json::json!({ "x402": "start", "mode": mode, "routes": config.routes.len(), "priced": priced, "prices": prices }));
+                let mut line = serde_json::json!({ "x402": "start", "mode": mode, "routes": config.routes.len(), "priced": priced, "prices": prices });
+                // The payment context's key id, when contexts are signed.
+                if let Some(key) = &config.payment_context {
+                    line["paymentContext"] = serde_json::json!({ "kid": key.kid(), "jwks": crate::payment_context::JWKS_PATH });
+                }
+                console_log!("{line}");
             }
             for w in config.warnings(&read_vars(&env)) {
                 console_error!("x402 paywall: warning: {w}");

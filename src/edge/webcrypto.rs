@@ -1,5 +1,6 @@
-//! CDP JWT signatures with the runtime's WebCrypto (`crypto.subtle`), so no P-256 or Ed25519
-//! arithmetic is compiled into the wasm. A key is imported once per isolate and cached.
+//! CDP JWT and payment context signatures with the runtime's WebCrypto (`crypto.subtle`), so no
+//! P-256 or Ed25519 arithmetic is compiled into the wasm. A key is imported once per isolate and
+//! cached.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -11,7 +12,7 @@ use worker::wasm_bindgen_futures::JsFuture;
 use crate::facilitator::cdp::{CdpKey, CdpKeyMaterial};
 
 thread_local! {
-    /// Imported `CryptoKey`s by CDP key id.
+    /// Imported `CryptoKey`s by key id (a CDP key's id, or `payment-context/<kid>`).
     static KEYS: RefCell<HashMap<String, JsValue>> = RefCell::new(HashMap::new());
 }
 
@@ -66,7 +67,28 @@ async fn import(key: &CdpKey) -> Result<JsValue, String> {
             object(&[("kty", "OKP".into()), ("crv", "Ed25519".into()), ("d", d.as_str().into()), ("x", x.as_str().into())])?.into(),
         ),
     };
-    subtle_call("importKey", &[format.into(), data, params.into(), JsValue::FALSE, usages]).await.map_err(|e| format!("importing the CDP key failed: {e}"))
+    let private = subtle_call("importKey", &[format.into(), data, params.into(), JsValue::FALSE, usages]).await.map_err(|e| format!("importing the key {} failed: {e}", key.id))?;
+    if let CdpKeyMaterial::Ed25519 { x, .. } = &key.material {
+        check_pair(key, &private, x).await?;
+    }
+    Ok(private)
+}
+
+/// Whether an imported Ed25519 private key signs what its stated public key `x` verifies: the
+/// runtime imports a JWK whose `x` is not `d`'s public key without a word, and then signs with `d`
+/// what nobody holding `x` (the payment context's key set) can verify. Err names the key.
+async fn check_pair(key: &CdpKey, private: &JsValue, x: &str) -> Result<(), String> {
+    let params: JsValue = object(&[("name", "Ed25519".into())])?.into();
+    let jwk = object(&[("kty", "OKP".into()), ("crv", "Ed25519".into()), ("x", x.into())])?;
+    let usages: JsValue = Array::of1(&"verify".into()).into();
+    let public = subtle_call("importKey", &["jwk".into(), jwk.into(), params.clone(), JsValue::FALSE, usages]).await.map_err(|e| format!("importing the public key of {} failed: {e}", key.id))?;
+    let probe: JsValue = Uint8Array::from(&b"x402 key pair check"[..]).into();
+    let signature = subtle_call("sign", &[params.clone(), private.clone(), probe.clone()]).await.map_err(|e| format!("signing with the key {} failed: {e}", key.id))?;
+    let verified = subtle_call("verify", &[params, public, signature, probe]).await.map_err(|e| format!("checking the key {} failed: {e}", key.id))?;
+    if verified.as_bool() != Some(true) {
+        return Err(format!("the key {} is not a key pair: its \"x\" is not the public key of its \"d\"", key.id));
+    }
+    Ok(())
 }
 
 /// Signs `message` with `key`: the raw signature bytes (64 for both ES256 and EdDSA).
@@ -81,6 +103,6 @@ pub async fn sign(key: &CdpKey, message: &[u8]) -> Result<Vec<u8>, String> {
         }
     };
     let (_, params) = algorithm(key)?;
-    let signature = subtle_call("sign", &[params.into(), crypto_key, Uint8Array::from(message).into()]).await.map_err(|e| format!("signing the CDP JWT failed: {e}"))?;
+    let signature = subtle_call("sign", &[params.into(), crypto_key, Uint8Array::from(message).into()]).await.map_err(|e| format!("signing with the key {} failed: {e}", key.id))?;
     Ok(Uint8Array::new(&signature).to_vec())
 }

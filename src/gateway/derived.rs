@@ -1,6 +1,6 @@
-//! What an isolate derives from its configuration and keeps: each route's 402 challenge layouts
-//! and the `/.well-known/x402` document. The configuration is data ([`crate::config`]); these are
-//! HTTP artifacts built from it on first use, so they live in the isolate's state
+//! What an isolate derives from its configuration and keeps: each route's 402 challenge layouts,
+//! the `/.well-known/x402` document and the payment context's JWK Set. The configuration is data
+//! ([`crate::config`]); these are HTTP artifacts built from it on first use, so they live in the isolate's state
 //! ([`IsolateState::derived`](super::IsolateState)), each set tied to the configuration it was
 //! built from.
 
@@ -47,11 +47,13 @@ pub struct ConfigState {
     layouts: Vec<ChallengeLayouts>,
     /// The discovery document, built on its first request.
     well_known: OnceCell<WellKnown>,
+    /// The payment context's JWK Set, built on its first request (`None` without a key).
+    jwks: OnceCell<Option<WellKnown>>,
 }
 
 impl ConfigState {
     fn new(config: &Config) -> ConfigState {
-        ConfigState { layouts: config.routes.iter().map(|_| ChallengeLayouts::default()).collect(), well_known: OnceCell::new() }
+        ConfigState { layouts: config.routes.iter().map(|_| ChallengeLayouts::default()).collect(), well_known: OnceCell::new(), jwks: OnceCell::new() }
     }
 
     /// The challenge layouts of `config.routes[index]`.
@@ -68,6 +70,12 @@ impl ConfigState {
     /// from), built on first use.
     pub fn well_known(&self, config: &Config) -> &WellKnown {
         self.well_known.get_or_init(|| WellKnown::for_config(config))
+    }
+
+    /// The JWK Set with the public key of `config`'s `PAYMENT_CONTEXT_KEY`, served at
+    /// [`crate::payment_context::JWKS_PATH`] like the discovery document; `None` without a key.
+    pub fn jwks(&self, config: &Config) -> Option<&WellKnown> {
+        self.jwks.get_or_init(|| config.payment_context.as_ref().map(|k| WellKnown::document(crate::payment_context::JWKS_PATH, k.jwks()))).as_ref()
     }
 }
 

@@ -11,7 +11,9 @@ use crate::facilitator::UpstreamError;
 use crate::pass;
 use crate::x402::SettleResponse;
 
-use crate::headers::{CLIENT_FORWARDING_HEADERS, HOP_BY_HOP_HEADERS, PATH_OVERRIDE_HEADERS, PAYWALL_REQUEST_HEADERS};
+use crate::headers::{CLIENT_FORWARDING_HEADERS, HOP_BY_HOP_HEADERS, PATH_OVERRIDE_HEADERS, PAYMENT_CONTEXT_HEADER, PAYWALL_REQUEST_HEADERS};
+use crate::payment_context::PaymentContext;
+use super::context::signed_header;
 use super::platform::Platform;
 use super::refusal::Refusal;
 use super::rewrite::UrlRewrite;
@@ -62,10 +64,18 @@ pub(super) fn public_base(uri: &http::Uri) -> String {
 /// the paywall's own headers, path-override headers, hop-by-hop headers (and those `Connection`
 /// names), client copies of the forwarding and client-IP headers and of the `ORIGIN_HEADERS`
 /// names. Set: `X-Forwarded-For` and `X-Real-IP` (from `CF-Connecting-IP`), `X-Forwarded-Host`,
-/// `X-Forwarded-Proto`, and the `ORIGIN_HEADERS`. The response's `Location`, `Content-Location` and `Link` URLs that
-/// point at the origin are rewritten to the public URL.
-pub(super) async fn forward<P: Platform>(config: &Config, p: &P, req: Request<P::Body>, canonical: &str) -> Result<Response<P::Body>, ForwardError> {
-    let (req, rewrite) = prepare_forward(config, req, canonical)?;
+/// `X-Forwarded-Proto`, and the `ORIGIN_HEADERS`; for a paid request (one carrying a
+/// [`PaymentContext`] in its extensions, [`super::context::attach`]), `X402-Payment-Context`,
+/// signed now. The response's `Location`, `Content-Location` and `Link` URLs that point at the
+/// origin are rewritten to the public URL.
+pub(super) async fn forward<P: Platform>(config: &Config, p: &P, mut req: Request<P::Body>, canonical: &str) -> Result<Response<P::Body>, ForwardError> {
+    let context = req.extensions_mut().remove::<PaymentContext>();
+    let (mut req, rewrite) = prepare_forward(config, req, canonical)?;
+    if let Some(context) = context {
+        if let Some(value) = signed_header(config, p, &context).await.map_err(ForwardError::Upstream)? {
+            req.headers_mut().insert(PAYMENT_CONTEXT_HEADER, value);
+        }
+    }
     let mut res = p.origin(req, config.origin_timeout_seconds).await.map_err(ForwardError::Upstream)?;
     if let Some(r) = &rewrite {
         r.apply(res.headers_mut());

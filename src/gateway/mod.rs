@@ -44,6 +44,7 @@
 //! | `challenge.rs` | the 402 challenge and its per-route layouts ([`prepare`]) |
 //! | `derived.rs` | what the isolate builds from its configuration and keeps ([`Derived`]): challenge layouts, the `/.well-known/x402` document |
 //! | `forward.rs` | the request sent to the origin and the answers when it fails |
+//! | `context.rs` | the signed payment context a paid request carries to the origin |
 //! | `rewrite.rs` | the origin's URL headers rewritten to the public URL |
 //! | `passes.rs` | pass checks, serving on a pass, selling a pass, wallet sign-in |
 //! | `limits.rs` | rate limits, the failed-attempt block list, client keys |
@@ -71,6 +72,7 @@ mod settle;
 mod challenge;
 mod derived;
 mod forward;
+mod context;
 mod rewrite;
 mod passes;
 mod limits;
@@ -151,6 +153,16 @@ pub async fn handle<P: Platform>(config: &Rc<Config>, p: &Rc<P>, req: Request<P:
     // The discovery document is the paywall's own answer, whatever the origin serves there.
     if canonical == discovery::WELL_KNOWN_PATH {
         return p.isolate().derived.of(config).well_known(config).respond(req.method(), req.headers(), P::body);
+    }
+    // So is the payment context's key set; without PAYMENT_CONTEXT_KEY there is none (404).
+    if canonical == crate::payment_context::JWKS_PATH {
+        return match p.isolate().derived.of(config).jwks(config) {
+            Some(jwks) => jwks.respond(req.method(), req.headers(), P::body),
+            None => {
+                let message = "this paywall signs no payment context (PAYMENT_CONTEXT_KEY is not set)";
+                json_response(StatusCode::NOT_FOUND, &serde_json::json!({ "error": "not_found", "message": message }), P::body)
+            }
+        };
     }
     if let Some(admin) = &config.admin {
         let under = canonical.strip_prefix(admin.path.as_str()).is_some_and(|rest| rest.is_empty() || rest.starts_with('/'));

@@ -24,6 +24,7 @@ use crate::telemetry::{DecisionOutcome, Trace};
 use crate::x402::{decode_payment_signature, decode_x_payment, PaymentPayload, SettleResponse, PAYMENT_SIGNATURE, X402_VERSION, X_PAYMENT};
 
 use super::challenge::Challenger;
+use super::context::{attach, Paid};
 use super::limits::{challenge_key, failed_key, rate_limit};
 use super::passes::{admit_on_pass, mint_pass, Admission};
 use super::platform::Platform;
@@ -222,6 +223,10 @@ pub(super) async fn priced<P: Platform>(cx: Paying<'_, P>, req: Request<P::Body>
         key: authorization_key(offer, &verified),
         holder,
     };
+    // Every path below that forwards this request does so for this payment.
+    let mut req = req;
+    let paid = Paid { payer: &identity.payer, authorization: &ticket.key, requirements: &offer.requirements, version: payment.version };
+    attach(config, &mut req, route, canonical, paid);
     let reserve = Reserve {
         key: ticket.key.clone(),
         holder: ticket.holder.clone(),

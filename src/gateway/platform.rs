@@ -146,10 +146,12 @@ pub trait RateLimits: 'static {
     }
 }
 
-/// Signing with CDP API keys (Web Crypto on the edge).
+/// Signing with CDP API keys and the payment context's key (Web Crypto on the edge).
 #[allow(async_fn_in_trait)]
 pub trait Signer: 'static {
-    /// Signs `message` with a CDP API key (`crypto.subtle.sign` on the edge): the raw 64-byte
+    /// Signs `message` with a CDP API key, or with the payment context's key (which travels in
+    /// the same form, [`crate::payment_context::ContextKey::signing_key`], under the id
+    /// `payment-context/<kid>`) (`crypto.subtle.sign` on the edge): the raw 64-byte
     /// signature (ECDSA P-256 over SHA-256 as r‖s, or Ed25519). Err: the key could not be
     /// imported or the signature failed. This default: no signing ([`PlatformError::Unavailable`]).
     async fn sign(&self, key: &CdpKey, message: &[u8]) -> Result<Vec<u8>, PlatformError> {

@@ -98,8 +98,10 @@ pub struct Fake {
     pub facilitators_down: RefCell<Vec<String>>,
     /// Every facilitator call attempted, reached or not: (URL, Authorization header).
     pub facilitator_attempts: RefCell<Vec<(String, Option<String>)>>,
-    /// Messages signed with a CDP key: (key id, message).
+    /// Messages signed (with a CDP key or the payment context's key): (key id, message).
     pub signed: RefCell<Vec<(String, String)>>,
+    /// Signing fails (a key the runtime's WebCrypto refuses).
+    pub sign_fails: Cell<bool>,
 }
 
 /// A future that is pending once, so that concurrent requests interleave at the origin call.
@@ -227,6 +229,9 @@ impl RateLimits for Fake {
 
 impl Signer for Fake {
     async fn sign(&self, key: &CdpKey, message: &[u8]) -> Result<Vec<u8>, PlatformError> {
+        if self.sign_fails.get() {
+            return Err(PlatformError::Failed("the key could not be imported".into()));
+        }
         self.signed.borrow_mut().push((key.id.clone(), String::from_utf8_lossy(message).into_owned()));
         Ok(vec![0xab; 64])
     }

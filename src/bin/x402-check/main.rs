@@ -289,6 +289,9 @@ fn check(path: &Path, env: Option<&str>) -> Result<usize, String> {
             println!("  {label} {key}: {what}");
         }
         println!("  free   every other request: proxied without payment");
+        if let Some(key) = &c.payment_context {
+            println!("payment context: paid requests carry X402-Payment-Context signed with key {}; public key at {}", key.kid(), x402_edge_paywall::payment_context::JWKS_PATH);
+        }
     }
     println!("{errors} error{}, {warnings} warning{}", if errors == 1 { "" } else { "s" }, if warnings == 1 { "" } else { "s" });
     Ok(errors)
