@@ -59,7 +59,7 @@ test('Permit2 and the x402 upto proxy sit at the canonical addresses @x402/evm u
   const separator = await client.readContract({ address: PERMIT2, abi: PERMIT2_ABI, functionName: 'DOMAIN_SEPARATOR' });
   assert.equal(separator, hashDomain({ domain: { name: 'Permit2', chainId: CHAIN_ID, verifyingContract: PERMIT2 }, types: { EIP712Domain: [{ name: 'name', type: 'string' }, { name: 'chainId', type: 'uint256' }, { name: 'verifyingContract', type: 'address' }] } }));
   const { abi } = compileUptoProxy();
-  assert.equal(await client.readContract({ address: UPTO_PROXY, abi, functionName: 'PERMIT2' }), PERMIT2, "the proxy's PERMIT2 immutable");
+  assert.equal(await client.readContract({ address: UPTO_PROXY, abi, functionName: 'PERMIT2' }), PERMIT2, "the proxy's PERMIT2 address");
   assert.equal(await permit2Allowance(stack.rpcUrl, stack.payer), 2n ** 256n - 1n, 'the payer approved Permit2 at start');
   assert.equal(await permit2Allowance(stack.rpcUrl, address(KEYS.payer2)), 0n, 'payer2 did not');
 });

@@ -179,85 +179,53 @@ export const PERMIT2 = '0x000000000022D473030F116dDEE9F6B43aC78BA3';
 /** The x402 upto Permit2 proxy's canonical address (CREATE2 vanity; `x402UptoPermit2ProxyAddress` in @x402/evm). */
 export const UPTO_PROXY = '0x4020A4f3b7b90ccA423B9fabCc0CE57C6C240002';
 
-/** The Permit2 functions the tests read (Uniswap/permit2 src/EIP712.sol, src/SignatureTransfer.sol). */
+/** The Permit2 functions the tests read (Permit2's EIP-712 domain and SignatureTransfer nonce bitmap). */
 export const PERMIT2_ABI = parseAbi([
   'function DOMAIN_SEPARATOR() view returns (bytes32)',
   'function nonceBitmap(address owner, uint256 wordPos) view returns (uint256)',
 ]);
 
+let uptoCompiled;
 /**
- * Permit2's runtime code as Uniswap publishes it for tests: the hex literal of
- * tests/support/contracts/permit2/DeployPermit2.sol (Uniswap/permit2 test/utils/DeployPermit2.sol,
- * which `vm.etch`es it at the canonical address). It is not compiled here: Permit2 pins
- * `pragma solidity 0.8.17` and the project's solc-js is newer. Its immutables cache the chain id
- * and domain separator of the chain it was built on; on any other chain id (84532 here)
- * `DOMAIN_SEPARATOR()` rebuilds the separator from `block.chainid` and `address(this)`
- * (src/EIP712.sol), so at the canonical address it is the right one (tests/upto_stack.test.mjs
- * checks it against viem).
+ * Compiles this project's Permit2 subset (tests/support/Permit2.sol) and x402 upto proxy
+ * (tests/support/UptoPermit2Proxy.sol) — written for these tests to Permit2's SignatureTransfer
+ * interface and the x402 upto scheme's proxy interface, not copies of the published sources
+ * (see each file's header) — with the project's solc-js, and returns {permit2: {abi, runtime},
+ * proxy: {abi, runtime}}. Neither has immutables or a constructor, so the runtime code is placed
+ * as compiled. Cached per process and on disk.
  */
-export function permit2RuntimeCode() {
-  const source = readFileSync(path.join(ROOT, 'tests/support/contracts/permit2/DeployPermit2.sol'), 'utf8');
-  const m = /hex"([0-9a-f]+)"/.exec(source);
-  if (!m) throw new Error('no bytecode in DeployPermit2.sol');
-  return `0x${m[1]}`;
-}
-
-let uptoProxyCompiled;
-/**
- * Compiles the x402 upto Permit2 proxy (tests/support/contracts/x402/, verbatim from coinbase/x402
- * contracts/evm/src, with its OpenZeppelin imports) with the repository's foundry.toml settings
- * (optimizer 200 runs, no viaIR, no CBOR metadata) and returns {abi, runtime}: the runtime code
- * with its one immutable, `PERMIT2`, filled with {@link PERMIT2} as its constructor would
- * (`x402BasePermit2Proxy(_permit2)`), found through solc's `immutableReferences`.
- * Cached per process and on disk.
- */
-export function compileUptoProxy() {
-  if (uptoProxyCompiled) return uptoProxyCompiled;
-  const dir = path.join(ROOT, 'tests/support/contracts');
-  // Import paths as the proxy's sources write them (remappings.txt: @openzeppelin/contracts/ → OZ's contracts/).
-  const files = {
-    'x402UptoPermit2Proxy.sol': 'x402/x402UptoPermit2Proxy.sol',
-    'x402BasePermit2Proxy.sol': 'x402/x402BasePermit2Proxy.sol',
-    'interfaces/ISignatureTransfer.sol': 'x402/interfaces/ISignatureTransfer.sol',
-    '@openzeppelin/contracts/utils/ReentrancyGuard.sol': 'openzeppelin/utils/ReentrancyGuard.sol',
-    '@openzeppelin/contracts/utils/StorageSlot.sol': 'openzeppelin/utils/StorageSlot.sol',
-    '@openzeppelin/contracts/token/ERC20/extensions/IERC20Permit.sol': 'openzeppelin/token/ERC20/extensions/IERC20Permit.sol',
-  };
+function compileUpto() {
+  if (uptoCompiled) return uptoCompiled;
+  const files = ['Permit2.sol', 'UptoPermit2Proxy.sol'];
   const input = {
     language: 'Solidity',
-    sources: Object.fromEntries(Object.entries(files).map(([name, file]) => [name, { content: readFileSync(path.join(dir, file), 'utf8') }])),
+    sources: Object.fromEntries(files.map((f) => [f, { content: readFileSync(path.join(ROOT, 'tests/support', f), 'utf8') }])),
     settings: {
       optimizer: { enabled: true, runs: 200 },
-      metadata: { appendCBOR: false, bytecodeHash: 'none' },
-      outputSelection: { 'x402UptoPermit2Proxy.sol': { x402UptoPermit2Proxy: ['abi', 'evm.deployedBytecode.object', 'evm.deployedBytecode.immutableReferences'] } },
+      viaIR: true,
+      outputSelection: { 'Permit2.sol': { Permit2: ['abi', 'evm.deployedBytecode.object'] }, 'UptoPermit2Proxy.sol': { UptoPermit2Proxy: ['abi', 'evm.deployedBytecode.object'] } },
     },
   };
-  const c = solcCompile(input).contracts['x402UptoPermit2Proxy.sol'].x402UptoPermit2Proxy;
-  const refs = Object.values(c.evm.deployedBytecode.immutableReferences);
-  if (refs.length !== 1) throw new Error(`expected one immutable (PERMIT2), found ${refs.length}`);
-  const code = Buffer.from(c.evm.deployedBytecode.object, 'hex');
-  const word = Buffer.from(PERMIT2.slice(2).toLowerCase().padStart(64, '0'), 'hex');
-  for (const { start, length } of refs[0]) {
-    if (length !== 32) throw new Error(`immutable of ${length} bytes`);
-    word.copy(code, start);
-  }
-  uptoProxyCompiled = { abi: c.abi, runtime: `0x${code.toString('hex')}` };
-  return uptoProxyCompiled;
+  const out = solcCompile(input).contracts;
+  const pick = (c) => ({ abi: c.abi, runtime: `0x${c.evm.deployedBytecode.object}` });
+  uptoCompiled = { permit2: pick(out['Permit2.sol'].Permit2), proxy: pick(out['UptoPermit2Proxy.sol'].UptoPermit2Proxy) };
+  return uptoCompiled;
 }
 
-/** OpenZeppelin ReentrancyGuard's ERC-7201 slot and NOT_ENTERED, which the proxy's constructor stores. */
-const REENTRANCY_GUARD_SLOT = '0x9b779b17422d0df92223018b32b4d1fa46e071723d6817e2486d003becc55f00';
+/** The compiled Permit2 subset, {abi, runtime} ({@link compileUpto}). */
+export const compilePermit2 = () => compileUpto().permit2;
+/** The compiled x402 upto proxy, {abi, runtime} ({@link compileUpto}). */
+export const compileUptoProxy = () => compileUpto().proxy;
 
 /**
- * Places Permit2 ({@link permit2RuntimeCode}) and the x402 upto proxy ({@link compileUptoProxy})
- * at their canonical addresses with `anvil_setCode`, plus the one storage word the proxy's
- * constructor writes (its reentrancy guard, NOT_ENTERED = 1). No transactions.
+ * Places the Permit2 subset and the x402 upto proxy ({@link compileUpto}) at their canonical
+ * addresses with `anvil_setCode`. No transactions; no storage to seed (Permit2's nonce bitmap and
+ * the proxy's reentrancy flag start at zero).
  */
 export async function deployUptoContracts(rpcUrl) {
   const client = createPublicClient({ chain: chainFor(rpcUrl), transport: viemHttp(rpcUrl) });
-  await client.request({ method: 'anvil_setCode', params: [PERMIT2, permit2RuntimeCode()] });
+  await client.request({ method: 'anvil_setCode', params: [PERMIT2, compilePermit2().runtime] });
   await client.request({ method: 'anvil_setCode', params: [UPTO_PROXY, compileUptoProxy().runtime] });
-  await client.request({ method: 'anvil_setStorageAt', params: [UPTO_PROXY, REENTRANCY_GUARD_SLOT, `0x${'1'.padStart(64, '0')}`] });
 }
 
 /**
@@ -280,7 +248,7 @@ export async function permit2Allowance(rpcUrl, owner) {
   return client.readContract({ address: USDC, abi, functionName: 'allowance', args: [owner, PERMIT2] });
 }
 
-/** Whether Permit2 has used `owner`'s unordered nonce `nonce` (its nonceBitmap bit; src/SignatureTransfer.sol). */
+/** Whether Permit2 has used `owner`'s unordered nonce `nonce` (bit nonce & 0xff of nonceBitmap(owner, nonce >> 8)). */
 export async function permit2NonceUsed(rpcUrl, owner, nonce) {
   const n = BigInt(nonce);
   const client = createPublicClient({ chain: chainFor(rpcUrl), transport: viemHttp(rpcUrl) });
