@@ -14,7 +14,7 @@ import { fileURLToPath } from 'node:url';
 
 import { createPublicClient, createWalletClient, defineChain, maxUint256, parseAbi, http as viemHttp, publicActions } from 'viem';
 import { nonceManager, privateKeyToAccount } from 'viem/accounts';
-import { x402Client } from '@x402/core/client';
+import { x402Client, x402HTTPClient } from '@x402/core/client';
 import { x402Facilitator } from '@x402/core/facilitator';
 import { encodePaymentSignatureHeader } from '@x402/core/http';
 import { ExactEvmScheme as FacilitatorExactEvm } from '@x402/evm/exact/facilitator';
@@ -400,8 +400,9 @@ export const channelIdOf = (config) => computeChannelId(config, NETWORK);
  * (depositPolicy, salt, ...). Returns {client, scheme, pay(requirements, resource?)} where
  * `pay` resolves to {payload, header}: the PaymentPayload (a `deposit` payload with its first
  * voucher when the channel has no deposit yet, else a `voucher` payload) and its
- * PAYMENT-SIGNATURE header value. After a paid response the client must see the server's
- * PAYMENT-RESPONSE to track the channel (`client.handlePaymentResponse` / @x402/fetch does it).
+ * PAYMENT-SIGNATURE header value. After each answer the client must see the server's
+ * PAYMENT-RESPONSE (or corrective 402) to track the channel: `settled(payload, response)` feeds it a
+ * fetch Response (as @x402/fetch does; `wrapFetchWithPayment(fetch, client)` does all of it).
  */
 export function batchClient(key, options = {}) {
   const signer = toClientEvmSigner(privateKeyToAccount(key));
@@ -411,7 +412,9 @@ export function batchClient(key, options = {}) {
     const payload = await client.createPaymentPayload({ x402Version: 2, resource, accepts: [requirements] });
     return { payload, header: encodePaymentSignatureHeader(payload) };
   };
-  return { client, scheme, signer, pay };
+  const http = new x402HTTPClient(client);
+  const settled = (payload, response) => http.processPaymentResult(payload, (name) => response.headers.get(name), response.status);
+  return { client, scheme, signer, pay, settled };
 }
 
 function readJson(req, limit = 1 << 20) {
