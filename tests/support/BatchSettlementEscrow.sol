@@ -16,6 +16,12 @@ pragma solidity ^0.8.20;
 /// - `refund` / `refundWithSignature` return unclaimed escrow to the payer (capped to
 ///   balance - totalClaimed) and advance the channel's refund nonce;
 /// - `initiateWithdraw` / `finalizeWithdraw`: the payer's timed withdrawal after `withdrawDelay`.
+/// Why not the published source, as was done for the upto proxy: this workplace's rules keep code
+/// fetched from public repositories out of commits (and the published contract, contracts/evm/src/
+/// x402BatchSettlement.sol of the x402 repository, MIT, pragma ^0.8.20, would also need
+/// OpenZeppelin's ECDSA, EIP712, Multicall, ReentrancyGuardTransient, SafeERC20 and
+/// SignatureChecker). The tests hold this contract to the official client's channel id and
+/// voucher digest (tests/batch_stack.test.mjs).
 /// No immutables and no constructor state: its runtime code works wherever anvil_setCode puts it
 /// (the domain separator is computed from block.chainid and address(this) on each use).
 contract BatchSettlementEscrow {
