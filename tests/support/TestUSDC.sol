@@ -6,6 +6,8 @@ pragma solidity ^0.8.20;
 /// domain separator is computed from address(this), so the runtime code can be copied to another
 /// address with anvil_setCode and still work there. ERC-20 `approve` / `transferFrom` are there for
 /// Permit2 (the x402 `upto` scheme moves the payer's tokens through Permit2's allowance).
+/// `receiveWithAuthorization` (EIP-3009: the payee must be the caller) is there for the x402
+/// `batch-settlement` scheme's ERC-3009 deposit collector.
 contract TestUSDC {
     string public constant name = "USDC";
     string public constant symbol = "USDC";
@@ -14,6 +16,8 @@ contract TestUSDC {
 
     bytes32 public constant TRANSFER_WITH_AUTHORIZATION_TYPEHASH =
         keccak256("TransferWithAuthorization(address from,address to,uint256 value,uint256 validAfter,uint256 validBefore,bytes32 nonce)");
+    bytes32 public constant RECEIVE_WITH_AUTHORIZATION_TYPEHASH =
+        keccak256("ReceiveWithAuthorization(address from,address to,uint256 value,uint256 validAfter,uint256 validBefore,bytes32 nonce)");
     bytes32 private constant DOMAIN_TYPEHASH =
         keccak256("EIP712Domain(string name,string version,uint256 chainId,address verifyingContract)");
     uint256 private constant HALF_ORDER = 0x7FFFFFFFFFFFFFFFFFFFFFFFFFFFFFFF5D576E7357A4501DDFE92F46681B20A0;
@@ -90,14 +94,41 @@ contract TestUSDC {
         _transfer(from, to, value);
     }
 
+    /// EIP-3009 `receiveWithAuthorization` (65-byte signature form, as FiatTokenV2_2): as
+    /// `transferWithAuthorization` over the ReceiveWithAuthorization type, callable only by `to`.
+    function receiveWithAuthorization(
+        address from, address to, uint256 value, uint256 validAfter, uint256 validBefore, bytes32 nonce,
+        bytes memory signature
+    ) external {
+        require(to == msg.sender, "FiatTokenV2: caller must be the payee");
+        require(signature.length == 65, "FiatTokenV2: invalid signature");
+        bytes32 r;
+        bytes32 s;
+        uint8 v;
+        assembly {
+            r := mload(add(signature, 32))
+            s := mload(add(signature, 64))
+            v := byte(0, mload(add(signature, 96)))
+        }
+        _useAuthorizationOfType(RECEIVE_WITH_AUTHORIZATION_TYPEHASH, from, to, value, validAfter, validBefore, nonce, v, r, s);
+        _transfer(from, to, value);
+    }
+
     function _useAuthorization(
         address from, address to, uint256 value, uint256 validAfter, uint256 validBefore, bytes32 nonce,
+        uint8 v, bytes32 r, bytes32 s
+    ) internal {
+        _useAuthorizationOfType(TRANSFER_WITH_AUTHORIZATION_TYPEHASH, from, to, value, validAfter, validBefore, nonce, v, r, s);
+    }
+
+    function _useAuthorizationOfType(
+        bytes32 typehash, address from, address to, uint256 value, uint256 validAfter, uint256 validBefore, bytes32 nonce,
         uint8 v, bytes32 r, bytes32 s
     ) internal {
         require(block.timestamp > validAfter, "FiatTokenV2: authorization is not yet valid");
         require(block.timestamp < validBefore, "FiatTokenV2: authorization is expired");
         require(!authorizationState[from][nonce], "FiatTokenV2: authorization is used or canceled");
-        bytes32 structHash = keccak256(abi.encode(TRANSFER_WITH_AUTHORIZATION_TYPEHASH, from, to, value, validAfter, validBefore, nonce));
+        bytes32 structHash = keccak256(abi.encode(typehash, from, to, value, validAfter, validBefore, nonce));
         bytes32 digest = keccak256(abi.encodePacked("\x19\x01", DOMAIN_SEPARATOR(), structHash));
         require(uint256(s) <= HALF_ORDER, "FiatTokenV2: invalid signature");
         address signer = ecrecover(digest, v, r, s);

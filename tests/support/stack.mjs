@@ -14,13 +14,15 @@ import { fileURLToPath } from 'node:url';
 
 import { createPublicClient, createWalletClient, defineChain, maxUint256, parseAbi, http as viemHttp, publicActions } from 'viem';
 import { nonceManager, privateKeyToAccount } from 'viem/accounts';
-import { x402Client } from '@x402/core/client';
+import { x402Client, x402HTTPClient } from '@x402/core/client';
 import { x402Facilitator } from '@x402/core/facilitator';
 import { encodePaymentSignatureHeader } from '@x402/core/http';
 import { ExactEvmScheme as FacilitatorExactEvm } from '@x402/evm/exact/facilitator';
 import { ExactEvmSchemeV1 as FacilitatorExactEvmV1 } from '@x402/evm/exact/v1/facilitator';
 import { UptoEvmScheme as FacilitatorUptoEvm } from '@x402/evm/upto/facilitator';
 import { UptoEvmScheme as ClientUptoEvm } from '@x402/evm/upto/client';
+import { BatchSettlementEvmScheme as FacilitatorBatchEvm } from '@x402/evm/batch-settlement/facilitator';
+import { BatchSettlementEvmScheme as ClientBatchEvm, computeChannelId } from '@x402/evm/batch-settlement/client';
 import { toClientEvmSigner, toFacilitatorEvmSigner } from '@x402/evm';
 
 const require = createRequire(import.meta.url);
@@ -33,6 +35,8 @@ export const KEYS = {
   payer: '0x5de4111afa1a4b94908f83103eb1f1706367c2e68ca870fc3fb9a804cdab365a',
   payTo: '0x7c852118294e51e653712a81e05800f419141751be58f605c371e15141b007a6',
   payer2: '0x47e179ec197488593b187f80a00eb0da91f1b9d0b13f8733639f19c30a34926a',
+  /** Anvil account 5: the facilitator's batch-settlement `receiverAuthorizer` (signs claims and refunds). */
+  receiverAuthorizer: '0x8b3a350cf5c34c9194ca85829a2df0ec3153be0318b5e2d3348e872092edffba',
 };
 export const address = (key) => privateKeyToAccount(key).address;
 
@@ -268,6 +272,119 @@ export async function uptoPayment(key, requirements, { resource = { url: 'http:/
   return { payload, header: encodePaymentSignatureHeader(payload) };
 }
 
+// ---- x402 `batch-settlement` (EVM escrow channels) ---------------------------------------------
+
+/** The x402 batch-settlement escrow's canonical address (`BATCH_SETTLEMENT_ADDRESS` in @x402/evm). */
+export const BATCH_ESCROW = '0x4020074e9dF2ce1deE5A9C1b5c3f541D02a10003';
+/** The ERC-3009 deposit collector's canonical address (`ERC3009_DEPOSIT_COLLECTOR_ADDRESS` in @x402/evm). */
+export const BATCH_ERC3009_COLLECTOR = '0x4020806089470a89826cB9fB1f4059150b550004';
+
+/** The escrow functions the tests read (the names and shapes of @x402/evm's `batchSettlementABI`). */
+export const BATCH_ESCROW_ABI = parseAbi([
+  'function channels(bytes32 channelId) view returns (uint128 balance, uint128 totalClaimed)',
+  'function pendingWithdrawals(bytes32 channelId) view returns (uint128 amount, uint40 initiatedAt)',
+  'function refundNonce(bytes32 channelId) view returns (uint256)',
+  'function receivers(address receiver, address token) view returns (uint128 totalClaimed, uint128 totalSettled)',
+  'function getVoucherDigest(bytes32 channelId, uint128 maxClaimableAmount) view returns (bytes32)',
+  'function domainSeparator() view returns (bytes32)',
+  'function eip712Domain() view returns (bytes1 fields, string name, string version, uint256 chainId, address verifyingContract, bytes32 salt, uint256[] extensions)',
+  'function MIN_WITHDRAW_DELAY() view returns (uint40)',
+  'function MAX_WITHDRAW_DELAY() view returns (uint40)',
+  'function getChannelId((address payer, address payerAuthorizer, address receiver, address receiverAuthorizer, address token, uint40 withdrawDelay, bytes32 salt) config) view returns (bytes32)',
+  'function initiateWithdraw((address payer, address payerAuthorizer, address receiver, address receiverAuthorizer, address token, uint40 withdrawDelay, bytes32 salt) config, uint128 amount)',
+  'function finalizeWithdraw((address payer, address payerAuthorizer, address receiver, address receiverAuthorizer, address token, uint40 withdrawDelay, bytes32 salt) config)',
+]);
+
+let batchCompiled;
+/**
+ * Compiles tests/support/BatchSettlementEscrow.sol (this project's implementation of the escrow
+ * interface the official @x402/evm batch-settlement code uses, and its ERC-3009 deposit
+ * collector; see the file's header for why it is not the published contract) with the project's
+ * solc-js, and returns {escrow: {abi, runtime}, collector: {abi, runtime}}. Neither has
+ * immutables, so the runtime code is placed as compiled. Cached per process and on disk.
+ */
+export function compileBatchSettlement() {
+  if (batchCompiled) return batchCompiled;
+  const file = 'BatchSettlementEscrow.sol';
+  const input = {
+    language: 'Solidity',
+    sources: { [file]: { content: readFileSync(path.join(ROOT, 'tests/support', file), 'utf8') } },
+    settings: {
+      optimizer: { enabled: true, runs: 200 },
+      viaIR: true,
+      outputSelection: { [file]: { BatchSettlementEscrow: ['abi', 'evm.deployedBytecode.object'], Erc3009DepositCollector: ['abi', 'evm.deployedBytecode.object'] } },
+    },
+  };
+  const out = solcCompile(input).contracts[file];
+  const pick = (c) => ({ abi: c.abi, runtime: `0x${c.evm.deployedBytecode.object}` });
+  batchCompiled = { escrow: pick(out.BatchSettlementEscrow), collector: pick(out.Erc3009DepositCollector) };
+  return batchCompiled;
+}
+
+/**
+ * Places the batch-settlement escrow and its ERC-3009 deposit collector at their canonical
+ * addresses with `anvil_setCode` ({@link compileBatchSettlement}). No transactions; no storage
+ * to seed (the escrow's reentrancy flag starts at zero = not entered).
+ */
+export async function deployBatchSettlementContracts(rpcUrl) {
+  const { escrow, collector } = compileBatchSettlement();
+  const client = createPublicClient({ chain: chainFor(rpcUrl), transport: viemHttp(rpcUrl) });
+  await client.request({ method: 'anvil_setCode', params: [BATCH_ESCROW, escrow.runtime] });
+  await client.request({ method: 'anvil_setCode', params: [BATCH_ERC3009_COLLECTOR, collector.runtime] });
+}
+
+/**
+ * A channel's on-chain state (atomic units; `withdrawInitiatedAt` in unix seconds, 0 when none):
+ * {balance, totalClaimed, refundNonce, withdrawAmount, withdrawInitiatedAt}.
+ */
+export async function readChannel(rpcUrl, channelId) {
+  const client = createPublicClient({ chain: chainFor(rpcUrl), transport: viemHttp(rpcUrl) });
+  const read = (functionName, args) => client.readContract({ address: BATCH_ESCROW, abi: BATCH_ESCROW_ABI, functionName, args });
+  const [[balance, totalClaimed], nonce, [withdrawAmount, withdrawInitiatedAt]] = await Promise.all([
+    read('channels', [channelId]),
+    read('refundNonce', [channelId]),
+    read('pendingWithdrawals', [channelId]),
+  ]);
+  return { balance, totalClaimed, refundNonce: nonce, withdrawAmount, withdrawInitiatedAt: Number(withdrawInitiatedAt) };
+}
+
+/** A receiver's escrow totals for the test token (atomic units): {totalClaimed, totalSettled}. */
+export async function readReceiver(rpcUrl, receiver) {
+  const client = createPublicClient({ chain: chainFor(rpcUrl), transport: viemHttp(rpcUrl) });
+  const [totalClaimed, totalSettled] = await client.readContract({ address: BATCH_ESCROW, abi: BATCH_ESCROW_ABI, functionName: 'receivers', args: [receiver, USDC] });
+  return { totalClaimed, totalSettled };
+}
+
+/**
+ * The channel id of a ChannelConfig (the official `computeChannelId`: the EIP-712 hash of the
+ * config in the domain {"x402 Batch Settlement", "1", chainId 84532, the escrow}).
+ */
+export const channelIdOf = (config) => computeChannelId(config, NETWORK);
+
+/**
+ * The official batch-settlement client (@x402/evm/batch-settlement/client `BatchSettlementEvmScheme`
+ * in a @x402/core `x402Client`) for `key`. It keeps its channels in memory (per instance), so
+ * reuse one for a sequence of payments on one channel. `options`: the scheme's options
+ * (depositPolicy, salt, ...). Returns {client, scheme, pay(requirements, resource?)} where
+ * `pay` resolves to {payload, header}: the PaymentPayload (a `deposit` payload with its first
+ * voucher when the channel has no deposit yet, else a `voucher` payload) and its
+ * PAYMENT-SIGNATURE header value. After each answer the client must see the server's
+ * PAYMENT-RESPONSE (or corrective 402) to track the channel: `settled(payload, response)` feeds it a
+ * fetch Response (as @x402/fetch does; `wrapFetchWithPayment(fetch, client)` does all of it).
+ */
+export function batchClient(key, options = {}) {
+  const signer = toClientEvmSigner(privateKeyToAccount(key));
+  const scheme = new ClientBatchEvm(signer, options);
+  const client = new x402Client().register(NETWORK, scheme);
+  const pay = async (requirements, { resource = { url: 'http://127.0.0.1/channel' } } = {}) => {
+    const payload = await client.createPaymentPayload({ x402Version: 2, resource, accepts: [requirements] });
+    return { payload, header: encodePaymentSignatureHeader(payload) };
+  };
+  const http = new x402HTTPClient(client);
+  const settled = (payload, response) => http.processPaymentResult(payload, (name) => response.headers.get(name), response.status);
+  return { client, scheme, signer, pay, settled };
+}
+
 function readJson(req, limit = 1 << 20) {
   return new Promise((resolve, reject) => {
     let size = 0;
@@ -352,14 +469,25 @@ export function checkCdpJwt(authorization, key, { host, path: reqPath, seen, now
  * ({@link checkCdpJwt}), else 401; `jwts` lists the decoded ones accepted, `refusals` the rest.
  * `bodies` lists each /verify and /settle call: {path, body, authorization (the header received)}.
  * `port`: listen there (default a free one).
+ * It also runs the official `batch-settlement` facilitator scheme (@x402/evm/batch-settlement/facilitator)
+ * with `receiverAuthorizerKey` (default KEYS.receiverAuthorizer; null: none) as its authorizer:
+ * /supported then announces `extra.receiverAuthorizer` (that key's address) for the kind, and
+ * /settle signs the `claim` batches and `refund`s a server sends without an authorizer signature.
+ * Its /verify takes `deposit`, `voucher` and `refund` payloads; its /settle takes `deposit`
+ * (the on-chain deposit), `claim` (claimWithSignature of a batch of vouchers), `settle`
+ * (escrow → receiver transfer of everything claimed) and enriched `refund` payloads.
  */
-export async function startFacilitator({ rpcUrl, privateKey = KEYS.facilitator, fault, cdpKey: requiredKey, port = 0 } = {}) {
+export async function startFacilitator({ rpcUrl, privateKey = KEYS.facilitator, fault, cdpKey: requiredKey, port = 0, receiverAuthorizerKey = KEYS.receiverAuthorizer } = {}) {
   const account = privateKeyToAccount(privateKey, { nonceManager });
   const client = createWalletClient({ account, chain: chainFor(rpcUrl), transport: viemHttp(rpcUrl) }).extend(publicActions);
   const signer = toFacilitatorEvmSigner(Object.assign(client, { address: account.address }));
+  // batch-settlement: with an authorizer key the facilitator announces its address as
+  // `extra.receiverAuthorizer` and signs the claim batches and refunds servers send unsigned.
+  const authorizer = receiverAuthorizerKey ? privateKeyToAccount(receiverAuthorizerKey) : undefined;
   const facilitator = new x402Facilitator()
     .register(NETWORK, new FacilitatorExactEvm(signer))
     .register(NETWORK, new FacilitatorUptoEvm(signer))
+    .register(NETWORK, new FacilitatorBatchEvm(signer, authorizer))
     .registerV1('base-sepolia', new FacilitatorExactEvmV1(signer));
   const calls = { verify: 0, settle: 0, supported: 0 };
   const bodies = [];
@@ -582,6 +710,9 @@ export async function startWorker({ originUrl, facilitatorUrl, payTo, routes = R
  * only; KEYS.payer2 is funded but has no Permit2 allowance) approve Permit2 for the token without
  * limit. `stack.approvePermit2(key, amount?)` approves later; `stack.facilitator.address` is the
  * `extra.facilitatorAddress` the facilitator announces for upto.
+ * For `batch-settlement` the chain holds the escrow and its ERC-3009 deposit collector at their
+ * canonical addresses ({@link deployBatchSettlementContracts}); `stack.receiverAuthorizer` is the
+ * `extra.receiverAuthorizer` the facilitator announces.
  */
 export async function startStack({ payerFunds = 10_000_000n, cdp, permit2Payers = [KEYS.payer] } = {}) {
   const chain = await startAnvil();
@@ -589,6 +720,7 @@ export async function startStack({ payerFunds = 10_000_000n, cdp, permit2Payers 
   const payTo = address(KEYS.payTo);
   await deployUsdc(chain.rpcUrl, { [payer]: payerFunds, [address(KEYS.payer2)]: payerFunds });
   await deployUptoContracts(chain.rpcUrl);
+  await deployBatchSettlementContracts(chain.rpcUrl);
   for (const k of permit2Payers) await approvePermit2(chain.rpcUrl, k);
   const key = cdp ? cdpKey(cdp) : undefined;
   const facilitator = await startFacilitator({ rpcUrl: chain.rpcUrl, cdpKey: key });
@@ -601,6 +733,7 @@ export async function startStack({ payerFunds = 10_000_000n, cdp, permit2Payers 
     payTo,
     facilitator,
     origin,
+    receiverAuthorizer: address(KEYS.receiverAuthorizer),
     approvePermit2: (k, amount) => approvePermit2(chain.rpcUrl, k, amount),
     stop: async () => {
       await facilitator.stop();
