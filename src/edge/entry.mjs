@@ -101,8 +101,15 @@ function durableObject(Inner) {
 }
 
 export default {
+  // What `guarded` does, written out: this runs on every request.
   fetch(request, env, ctx) {
-    return guarded(() => wasm.fetch(request, env, ctx));
+    recoverIfBroken();
+    try {
+      return wasm.fetch(request, env, ctx);
+    } catch (error) {
+      noteTrap(error);
+      throw error;
+    }
   },
 };
 
