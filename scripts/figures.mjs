@@ -107,7 +107,7 @@ export function benchmarksBlock({ size, report, timings = {}, commit }) {
   l.push('');
   l.push('| what | figure | command |');
   l.push('|---|---|---|');
-  l.push(`| release wasm (worker-build, wasm-opt, no name section, \`opt-level = "s"\` outside the crypto crates) | ${fmt(size.wasmRaw)} bytes raw, ${fmt(size.wasmGzip)} bytes gzip -9 | \`bash scripts/build.sh && bash scripts/size.sh\` |`);
+  l.push(`| release wasm (cargo, wasm-bindgen, \`wasm-opt -O\`, no name section, \`opt-level = "s"\` outside the crypto crates) | ${fmt(size.wasmRaw)} bytes raw, ${fmt(size.wasmGzip)} bytes gzip -9 | \`bash scripts/build.sh && bash scripts/size.sh\` |`);
   l.push(`| browser paywall page (HTML with its script, QR code generator and style) | ${fmt(size.pageRaw)} bytes raw, ${fmt(size.pageGzip)} bytes gzip -9 (budget 30 KB) | \`bash scripts/size.sh\` |`);
   const t = (s) => (s === undefined ? 'not measured by this run' : `${Math.floor(s / 60) ? `${Math.floor(s / 60)} min ` : ''}${Math.round(s % 60)} s wall`);
   l.push(`| demo, tools installed | ${t(timings.demoSeconds)} | \`time bash scripts/demo.sh\` |`);

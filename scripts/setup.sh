@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs everything the build, demo and tests need, at pinned versions. Idempotent: a tool
-# already installed at the pinned version is left as it is. The Rust tools and the Node that runs
-# npm go to $X402_TOOLS_ROOT (default: .tools/ in this clone, see env.sh), never over a global
+# already installed at the pinned version is left as it is. wasm-bindgen-cli and the Node that
+# runs npm go to $X402_TOOLS_ROOT (default: .tools/ in this clone, see env.sh), never over a global
 # install. Prints one line per step; the full output is in $X402_LOG (default .logs/setup.log).
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
@@ -10,9 +10,8 @@ source scripts/steps.sh
 : > "$X402_LOG"
 have() { "$1" --version 2>/dev/null | grep -q "$2"; }
 step "Rust target wasm32-unknown-unknown" rustup target add wasm32-unknown-unknown
-have "$X402_TOOLS_ROOT/bin/worker-build" "0.8.7" \
-  || step "worker-build 0.8.7 (cargo install, first run only, several minutes; progress in .logs/setup.log)" cargo install --root "$X402_TOOLS_ROOT" worker-build --version 0.8.7 --locked
-# wasm-bindgen-cli must equal the wasm-bindgen crate version in Cargo.lock. --locked is left off
+# wasm-bindgen-cli (scripts/build.sh writes the Worker's JS bindings with it; the only Rust tool
+# the build needs) must equal the wasm-bindgen crate version in Cargo.lock. --locked is left off
 # on purpose: tried again (issue 17), `cargo install wasm-bindgen-cli --version 0.2.130 --locked`
 # fails because its lock file pins webpki-roots 1.0.11, which the registry here lacks (1.0.10 is
 # its newest). The version itself is pinned either way.

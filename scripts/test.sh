@@ -15,8 +15,7 @@ bash scripts/check.sh wrangler.toml
 wrangler deploy --dry-run --outdir "$(mktemp -d)" > /dev/null
 echo "wrangler deploy --dry-run: ok"
 # A second build that panics on demand, for tests/panic.test.mjs (never deployed).
-worker-build --release --out-dir build-panic -- --features panic-test > /dev/null
-node scripts/lean-entry.mjs build-panic
+bash scripts/build.sh --out-dir build-panic --features panic-test
 # The soak (tests/soak.test.mjs) keeps going until at least 1,000 authorizations were made and
 # reconciled against the chain (issue: "every payment accounted for").
 SOAK_AUTHORIZATIONS="${SOAK_AUTHORIZATIONS:-1000}" node --test --test-concurrency=1 tests/*.test.mjs

@@ -1,7 +1,8 @@
 // A panic in one request never breaks the next: the Worker built with `--features panic-test`
-// (build-panic/, made by scripts/test.sh) panics on demand, before any I/O and after some; the
-// requests after it are served by a fresh wasm instance, challenges and paid requests alike,
-// with the ledger's exactly-once record intact.
+// (build-panic/, made by scripts/test.sh: `bash scripts/build.sh --out-dir build-panic --features
+// panic-test`) panics on demand, before any I/O and after some; the requests after it are
+// served by a fresh wasm instance, challenges and paid requests alike, with the ledger's
+// exactly-once record intact.
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { existsSync, readFileSync } from 'node:fs';
@@ -14,7 +15,8 @@ let stack;
 let worker;
 before(async () => {
   assert.ok(existsSync(path.join(ROOT, 'build-panic/index.js')), 'build-panic/ is missing: run scripts/test.sh (it builds it)');
-  assert.ok(readFileSync(path.join(ROOT, 'build-panic/index.js'), 'utf8').includes('x402LeanEntry as default'), 'the panic build has the lean entry the release build ships (scripts/lean-entry.mjs)');
+  const bundle = readFileSync(path.join(ROOT, 'build-panic/index.js'), 'utf8');
+  assert.ok(bundle.includes('Reinitializing Wasm application') && !bundle.includes('WorkerEntrypoint'), 'the panic build has the entry the release build ships (src/edge/entry.mjs, bundled by scripts/build.sh)');
   stack = await startStack();
   worker = await startWorker({ originUrl: stack.origin.url, facilitatorUrl: stack.facilitator.url, payTo: stack.payTo, buildDir: 'build-panic' });
 });

@@ -49,7 +49,7 @@ pub const ORIGIN_SERVICE_BINDING: &str = "ORIGIN_SERVICE";
 /// priced request decision.
 pub const METRICS_BINDING: &str = "METRICS";
 
-/// The `fetch` entry point (worker-build's shim calls it with the request, `env` and `ctx`).
+/// The `fetch` entry point (`src/edge/entry.mjs` calls it with the request, `env` and `ctx`).
 ///
 /// It polls the pipeline once right here: a request answered without I/O (a 402 challenge, a
 /// 405, a pass from the isolate cache...) gets its `Response` back synchronously, without the
