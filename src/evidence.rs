@@ -1,9 +1,13 @@
-//! Evidence from the chain: whether an EIP-3009 authorization whose settlement this paywall sent
-//! actually paid, read from an EVM JSON-RPC endpoint (`RPC_URL`, read-only calls only).
+//! Evidence from the chain: whether an authorization whose settlement this paywall sent actually
+//! paid, read from an EVM JSON-RPC endpoint (`RPC_URL`, read-only calls only). Two kinds of
+//! authorization: EIP-3009 (`exact`) and Permit2 witness transfers (`upto`, through the x402
+//! `upto` proxy).
 //!
 //! The ledger never takes "paid" on faith: a settlement whose outcome is unknown (a lost answer,
 //! a time-out, a reverted or pending transaction, a refusal after an earlier send) is decided
 //! here when an RPC endpoint is configured. The questions asked (Ethereum JSON-RPC, EIP-1474):
+//!
+//! **EIP-3009**
 //!
 //! 1. The receipt of the transaction the facilitator named, if any (`eth_getTransactionReceipt`).
 //! 2. `authorizationState(authorizer, nonce)` on the token (EIP-3009 §"authorizationState"),
@@ -16,18 +20,56 @@
 //! holds both `AuthorizationUsed(payer, nonce)` and `Transfer(payer, payTo, amount)`. A nonce used
 //! or canceled by a transaction without that transfer (the payer burned it, for example with a
 //! zero-value authorization of their own) is [`Evidence::UsedElsewhere`]: this authorization can
-//! never move money any more. Anything the endpoint does not answer clearly is
-//! [`Evidence::Unavailable`], which the paywall reports as an unknown outcome, never as paid or
-//! as not charged.
+//! never move money any more.
+//!
+//! **Permit2** (Uniswap `SignatureTransfer`: unordered nonces, one bit each in
+//! `nonceBitmap(owner, nonce >> 8)`, bit `nonce & 0xff`; x402 `x402UptoPermit2Proxy`). Permit2
+//! emits no event when a transfer uses a nonce, so the transaction is recognised by its calldata:
+//!
+//! 1. The transaction the facilitator named, if any: its receipt succeeded and holds the token's
+//!    `Transfer(payer, payTo, amount)`, and the transaction (`eth_getTransactionByHash`) was sent
+//!    to [`UPTO_PROXY_ADDRESS`] with `settle` or `settleWithPermit` calldata for this permit
+//!    ([`SettleCall::pays`]: token, owner, nonce, `witness.to` and the recorded amount) →
+//!    paid. Only a successful call of the proxy uses the permit's nonce and moves its amount.
+//! 2. Otherwise `nonceBitmap(payer, nonce >> 8)` on [`PERMIT2_ADDRESS`] at `latest`: bit clear →
+//!    [`Evidence::NotUsed`].
+//! 3. Bit set: the token's `Transfer(payer, payTo)` logs (both addresses are indexed topics) in
+//!    the last [`LOG_LOOKBACK_BLOCKS`] blocks, those of the recorded amount first, newest first,
+//!    at most [`MAX_CANDIDATES`] transactions. A successful transaction whose calldata uses this
+//!    nonce (owner and nonce) decides: it pays (rule 1) → paid; it does not (another amount,
+//!    token or recipient) → unavailable (money may have moved under this nonce: never "nothing
+//!    was charged", never "paid").
+//! 4. None of them settles this permit, every `Transfer(payer, payTo)` in the window was looked at,
+//!    and Permit2 logged `UnorderedNonceInvalidation(payer, nonce >> 8, mask)` with the nonce's
+//!    bit in `mask` → [`Evidence::UsedElsewhere`]: the payer invalidated the nonce and no settle of
+//!    this permit (which always moves money to `witness.to` = payTo) ran in the window.
+//!    Otherwise unavailable: a bare set bit is never "paid" (the payer may have invalidated the
+//!    nonce) and never "nothing was charged".
+//!
+//! Anything the endpoint does not answer clearly is [`Evidence::Unavailable`], which the paywall
+//! reports as an unknown outcome, never as paid or as not charged.
 
 use ruint::aliases::U256;
 use serde_json::{json, Value};
 
-use crate::evm::{hex_0x, hex_lower, keccak256, Address};
+use crate::evm::{decode_hex_0x, hex_0x, hex_lower, keccak256, Address};
+use crate::x402::permit2::{PERMIT2_ADDRESS, UPTO_PROXY_ADDRESS};
 
 /// Blocks searched back from the latest for the authorization's logs (about 5.5 hours of 2 s
 /// blocks: longer than any record lives, `maxTimeoutSeconds` + a few minutes).
 pub const LOG_LOOKBACK_BLOCKS: u64 = 10_000;
+
+/// Transactions looked at, at most, among the logs of one question.
+pub const MAX_CANDIDATES: usize = 8;
+
+/// RPC calls one EIP-3009 question makes at most: a receipt, `authorizationState`, the block
+/// number, the logs and [`MAX_CANDIDATES`] receipts.
+pub const EIP3009_MAX_CALLS: u64 = 4 + MAX_CANDIDATES as u64;
+
+/// RPC calls one Permit2 question makes at most: the named transaction's receipt and calldata,
+/// `nonceBitmap`, the block number, the transfer logs, [`MAX_CANDIDATES`] transactions, one
+/// receipt and the invalidation logs.
+pub const PERMIT2_MAX_CALLS: u64 = 7 + MAX_CANDIDATES as u64;
 
 /// What the chain says about one authorization.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -53,13 +95,12 @@ pub struct Question {
     pub payer: Address,
     /// `payTo`.
     pub pay_to: Address,
-    /// The price in atomic units.
+    /// The amount that pays, in atomic units: the price (`exact`), or the amount the settlement
+    /// asked for (`upto`: the one recorded with the first send mark).
     pub amount: U256,
-    /// `authorization.nonce` (a Permit2 nonce, big-endian, when `permit2`).
+    /// `authorization.nonce` (a Permit2 nonce, a big-endian uint256, when `permit2`).
     pub nonce: [u8; 32],
-    /// A Permit2 (`upto`) authorization: the questions here (EIP-3009 `authorizationState` and
-    /// its events) do not apply, so the gateway does not ask the chain about it and follows the
-    /// rules for a paywall without `RPC_URL`.
+    /// A Permit2 (`upto`) authorization: asked about with the Permit2 questions (module doc).
     pub permit2: bool,
 }
 
@@ -183,6 +224,250 @@ pub fn receipt_pays(result: &Value, q: &Question) -> Option<bool> {
         }
     }
     Some(paid && used_here)
+}
+
+/// `keccak256("UnorderedNonceInvalidation(address,uint256,uint256)")` (Permit2
+/// `invalidateUnorderedNonces`: `owner` indexed; `word`, `mask` in the data).
+pub fn unordered_nonce_invalidation_topic() -> String {
+    hex_0x(&keccak256(b"UnorderedNonceInvalidation(address,uint256,uint256)"))
+}
+
+/// The proxy's `settle(PermitTransferFrom permit, uint256 amount, address owner, Witness witness,
+/// bytes signature)`, as the ABI names it.
+pub const SETTLE_SIGNATURE: &str = "settle(((address,uint256),uint256,uint256),uint256,address,(address,address,uint256),bytes)";
+
+/// The proxy's `settleWithPermit(EIP2612Permit permit2612, PermitTransferFrom permit, uint256
+/// amount, address owner, Witness witness, bytes signature)`.
+pub const SETTLE_WITH_PERMIT_SIGNATURE: &str =
+    "settleWithPermit((uint256,uint256,bytes32,bytes32,uint8),((address,uint256),uint256,uint256),uint256,address,(address,address,uint256),bytes)";
+
+fn selector(signature: &str) -> [u8; 4] {
+    let h = keccak256(signature.as_bytes());
+    [h[0], h[1], h[2], h[3]]
+}
+
+/// `nonce >> 8`, the Permit2 bitmap word a nonce lives in, as an ABI word.
+fn word_pos(nonce: &[u8; 32]) -> [u8; 32] {
+    let mut w = [0u8; 32];
+    w[1..].copy_from_slice(&nonce[..31]);
+    w
+}
+
+/// `eth_call` of Permit2 `nonceBitmap(payer, nonce >> 8)` at `latest`.
+pub fn nonce_bitmap_request(q: &Question) -> String {
+    let selector = selector("nonceBitmap(address,uint256)");
+    let data = format!("0x{}{}{}", hex_lower(&selector), &word(&q.payer)[2..], hex_lower(&word_pos(&q.nonce)));
+    rpc(5, "eth_call", json!([{ "to": hex_0x(&PERMIT2_ADDRESS.0), "data": data }, "latest"]))
+}
+
+/// Parses the `nonceBitmap` result (one 32-byte word): whether the nonce's bit (`nonce & 0xff`)
+/// is set.
+pub fn nonce_bit_set(result: &Value, q: &Question) -> Option<bool> {
+    let bitmap = decode_hex_0x(result.as_str()?, 32).filter(|b| b.len() == 32)?;
+    let bit = q.nonce[31];
+    Some(bitmap[31 - usize::from(bit / 8)] & (1 << (bit % 8)) != 0)
+}
+
+/// `eth_getLogs` of the token's `Transfer(payer, payTo)` from block `from_block` to `latest`.
+pub fn transfer_logs_request(q: &Question, from_block: u64) -> String {
+    let topics = json!([transfer_topic(), word(&q.payer), word(&q.pay_to)]);
+    rpc(6, "eth_getLogs", json!([{ "address": hex_0x(&q.asset.0), "topics": topics, "fromBlock": format!("0x{from_block:x}"), "toBlock": "latest" }]))
+}
+
+/// `eth_getLogs` of Permit2's `UnorderedNonceInvalidation(payer)` from block `from_block` to
+/// `latest`.
+pub fn invalidation_logs_request(q: &Question, from_block: u64) -> String {
+    let topics = json!([unordered_nonce_invalidation_topic(), word(&q.payer)]);
+    rpc(7, "eth_getLogs", json!([{ "address": hex_0x(&PERMIT2_ADDRESS.0), "topics": topics, "fromBlock": format!("0x{from_block:x}"), "toBlock": "latest" }]))
+}
+
+/// `eth_getTransactionByHash` of `transaction`.
+pub fn transaction_request(transaction: &str) -> String {
+    rpc(8, "eth_getTransactionByHash", json!([transaction]))
+}
+
+fn block_of(log: &Value) -> u64 {
+    log.get("blockNumber").and_then(quantity).unwrap_or(0)
+}
+
+/// The transactions of a `Transfer(payer, payTo)` `eth_getLogs` result worth looking at, in
+/// order: those that moved `q.amount` from the token, newest first, then the others, newest
+/// first; at most [`MAX_CANDIDATES`]. `complete`: every transfer log was taken (nothing left
+/// out). `None`: not a list.
+pub fn transfer_candidates(result: &Value, q: &Question) -> Option<(Vec<String>, bool)> {
+    let logs = result.as_array()?;
+    let asset = hex_0x(&q.asset.0);
+    let amount = format!("0x{}", hex_lower(&q.amount.to_be_bytes::<32>()));
+    let mut found: Vec<(bool, u64, String)> = logs
+        .iter()
+        .filter(|l| same_hex(l.get("address"), &asset) && l.get("removed") != Some(&Value::Bool(true)))
+        .filter_map(|l| {
+            let tx = l.get("transactionHash")?.as_str().filter(|t| crate::facilitator::is_transaction_hash(t))?;
+            Some((same_hex(l.get("data"), &amount), block_of(l), tx.to_ascii_lowercase()))
+        })
+        .collect();
+    let parsed = found.len();
+    found.sort_by(|a, b| b.0.cmp(&a.0).then(b.1.cmp(&a.1)));
+    let mut out: Vec<String> = Vec::new();
+    for (_, _, tx) in found {
+        if !out.contains(&tx) {
+            out.push(tx);
+        }
+    }
+    let live = logs.iter().filter(|l| l.get("removed") != Some(&Value::Bool(true))).count();
+    // Every live log read (an unreadable one may be the transaction in question), and no more
+    // transactions than are looked at.
+    let complete = live == parsed && out.len() <= MAX_CANDIDATES;
+    out.truncate(MAX_CANDIDATES);
+    Some((out, complete))
+}
+
+/// The transaction of an `UnorderedNonceInvalidation(payer, word, mask)` log (Permit2) whose
+/// `word` is `nonce >> 8` and whose `mask` has the nonce's bit: `Some(Some(tx))`; `Some(None)`:
+/// none in the result; `None`: not a list.
+pub fn invalidation(result: &Value, q: &Question) -> Option<Option<String>> {
+    let logs = result.as_array()?;
+    let permit2 = hex_0x(&PERMIT2_ADDRESS.0);
+    let (topic, owner, pos, bit) = (unordered_nonce_invalidation_topic(), word(&q.payer), word_pos(&q.nonce), q.nonce[31]);
+    Some(logs.iter().find_map(|l| {
+        let topics = l.get("topics")?.as_array()?;
+        if !same_hex(l.get("address"), &permit2) || l.get("removed") == Some(&Value::Bool(true)) || topics.len() != 2 || !same_hex(topics.first(), &topic) || !same_hex(topics.get(1), &owner) {
+            return None;
+        }
+        let data = decode_hex_0x(l.get("data")?.as_str()?, 64).filter(|d| d.len() == 64)?;
+        let has_bit = data[..32] == pos && data[32 + 31 - usize::from(bit / 8)] & (1 << (bit % 8)) != 0;
+        let tx = l.get("transactionHash")?.as_str().filter(|t| crate::facilitator::is_transaction_hash(t))?;
+        has_bit.then(|| tx.to_ascii_lowercase())
+    }))
+}
+
+/// The parts of an x402 `upto` proxy `settle` / `settleWithPermit` call that say which permit it
+/// executes and what it moves. Static tuples are inlined in the ABI encoding, so each sits at a
+/// fixed word after the selector: `settle`: token 0, permitted amount 1, nonce 2, deadline 3,
+/// amount 4, owner 5, `witness.to` 6, `witness.facilitator` 7, `witness.validAfter` 8;
+/// `settleWithPermit`: the same 5 words later (its EIP-2612 permit comes first).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SettleCall {
+    pub token: Address,
+    /// `permit.permitted.amount`, the signed maximum (atomic units).
+    pub permitted: U256,
+    /// `permit.nonce`, big-endian.
+    pub nonce: [u8; 32],
+    /// `permit.deadline`, Unix seconds.
+    pub deadline: U256,
+    /// The amount settled (atomic units).
+    pub amount: U256,
+    pub owner: Address,
+    pub to: Address,
+    pub facilitator: Address,
+}
+
+impl SettleCall {
+    /// Decodes transaction input (`0x` hex): `None` when it is not a well-formed `settle` or
+    /// `settleWithPermit` call (another selector, too short, an address word with high bytes).
+    /// Reads only the fixed head (at most 484 bytes), whatever the input's length.
+    pub fn decode(input: &str) -> Option<SettleCall> {
+        let hex = input.strip_prefix("0x")?;
+        let head = hex.get(..hex.len().min(2 * (4 + 15 * 32)))?;
+        let bytes = decode_hex_0x(&format!("0x{head}"), 4 + 15 * 32)?;
+        let (sel, body) = (bytes.get(..4)?, bytes.get(4..)?);
+        let first = if sel == selector(SETTLE_SIGNATURE) {
+            0
+        } else if sel == selector(SETTLE_WITH_PERMIT_SIGNATURE) {
+            5
+        } else {
+            return None;
+        };
+        // The head, up to and with the signature's offset word.
+        if body.len() < (first + 10) * 32 {
+            return None;
+        }
+        let w = |i: usize| -> [u8; 32] {
+            let mut out = [0u8; 32];
+            out.copy_from_slice(&body[(first + i) * 32..(first + i + 1) * 32]);
+            out
+        };
+        let address = |i: usize| -> Option<Address> {
+            let x = w(i);
+            if x[..12].iter().any(|b| *b != 0) {
+                return None;
+            }
+            let mut a = [0u8; 20];
+            a.copy_from_slice(&x[12..]);
+            Some(Address(a))
+        };
+        Some(SettleCall {
+            token: address(0)?,
+            permitted: U256::from_be_bytes(w(1)),
+            nonce: w(2),
+            deadline: U256::from_be_bytes(w(3)),
+            amount: U256::from_be_bytes(w(4)),
+            owner: address(5)?,
+            to: address(6)?,
+            facilitator: address(7)?,
+        })
+    }
+
+    /// Whether this call uses the nonce in `q`: owner = payer and the same nonce (Permit2 nonces
+    /// are per owner, whatever the token).
+    pub fn uses_nonce(&self, q: &Question) -> bool {
+        self.owner == q.payer && self.nonce == q.nonce
+    }
+
+    /// Whether this call executes the permit in `q` for what the ledger recorded: it uses the
+    /// nonce, token = asset, `witness.to` = payTo, amount = the recorded amount.
+    pub fn pays(&self, q: &Question) -> bool {
+        self.uses_nonce(q) && self.token == q.asset && self.to == q.pay_to && self.amount == q.amount
+    }
+}
+
+/// A receipt's `status`: `Some(true)` succeeded, `Some(false)` reverted, `None` no receipt (unknown
+/// or pending) or unreadable.
+pub fn receipt_succeeded(result: &Value) -> Option<bool> {
+    if result.is_null() {
+        return None;
+    }
+    Some(quantity(result.get("status")?)? == 1)
+}
+
+/// What an `eth_getTransactionByHash` result shows: `Some(Some(call))` a call of the `upto`
+/// proxy's `settle` / `settleWithPermit` ([`SettleCall`]), `Some(None)` a transaction that is
+/// not one, `None` no transaction or an unreadable one.
+pub fn proxy_settle_call(result: &Value) -> Option<Option<SettleCall>> {
+    if result.is_null() {
+        return None;
+    }
+    let to = result.get("to")?;
+    if !same_hex(Some(to), &hex_0x(&UPTO_PROXY_ADDRESS.0)) {
+        return Some(None);
+    }
+    let input = result.get("input").or_else(|| result.get("data"))?.as_str()?;
+    Some(SettleCall::decode(input))
+}
+
+/// Whether a receipt holds the question's `Transfer(payer, payTo, amount)` from the token in a
+/// successful transaction: `Some(true)`; `Some(false)` reverted or no such transfer; `None` no
+/// receipt (unknown or pending) or unreadable.
+pub fn receipt_transfers(result: &Value, q: &Question) -> Option<bool> {
+    if result.is_null() {
+        return None;
+    }
+    if quantity(result.get("status")?)? != 1 {
+        return Some(false);
+    }
+    let logs = result.get("logs")?.as_array()?;
+    Some(logs.iter().any(|l| is_transfer(l, q)))
+}
+
+fn is_transfer(log: &Value, q: &Question) -> bool {
+    let amount = format!("0x{}", hex_lower(&q.amount.to_be_bytes::<32>()));
+    let Some(topics) = log.get("topics").and_then(Value::as_array) else { return false };
+    same_hex(log.get("address"), &hex_0x(&q.asset.0))
+        && topics.len() == 3
+        && same_hex(topics.first(), &transfer_topic())
+        && same_hex(topics.get(1), &word(&q.payer))
+        && same_hex(topics.get(2), &word(&q.pay_to))
+        && same_hex(log.get("data"), &amount)
 }
 
 #[cfg(test)]

@@ -312,7 +312,9 @@ pub(super) async fn priced<P: Platform>(cx: Paying<'_, P>, req: Request<P::Body>
         payment,
         requirements,
         networks: [Some(offer.requirements.network.clone()), offer.v1_network.map(str::to_string)].into_iter().flatten().collect(),
-        question: Question { asset: offer.asset, payer: verified.payer, pay_to: offer.pay_to, amount: offer.amount, nonce: verified.nonce, permit2: upto.is_some() },
+        // A metered payment pays the amount its settlement asks for: the one on record for a
+        // retry, or the measured one (set by the settlement once known).
+        question: Question { asset: offer.asset, payer: verified.payer, pay_to: offer.pay_to, amount: upto.as_ref().and_then(|u| u.amount).unwrap_or(offer.amount), nonce: verified.nonce, permit2: upto.is_some() },
         upto,
         valid_before: verified.valid_before,
         identity,

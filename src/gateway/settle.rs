@@ -27,23 +27,32 @@ use super::refusal::{refuse, Refusal};
 use super::{cold, is_idempotent, set_header};
 
 /// The lease the send mark renews: every facilitator's `/settle` in turn, then the chain evidence
-/// (a receipt, `authorizationState`, the block number, the logs and up to 8 receipts), each within
-/// the facilitator time limit, plus the margin. A holder that reached its mark keeps the
-/// authorization until its settlement is decided, so no second request sends it meanwhile.
-pub(super) fn settlement_lease_seconds(config: &Config) -> u64 {
-    let calls = config.facilitators.len() as u64 + if config.rpc_url.is_some() { 12 } else { 0 };
+/// (at most [`evidence::EIP3009_MAX_CALLS`] RPC calls, or [`evidence::PERMIT2_MAX_CALLS`] for a
+/// Permit2 payment), each within the facilitator time limit, plus the margin. A holder that
+/// reached its mark keeps the authorization until its settlement is decided, so no second
+/// request sends it meanwhile.
+pub(super) fn settlement_lease_seconds(config: &Config, permit2: bool) -> u64 {
+    let evidence_calls = if permit2 { evidence::PERMIT2_MAX_CALLS } else { evidence::EIP3009_MAX_CALLS };
+    let calls = config.facilitators.len() as u64 + if config.rpc_url.is_some() { evidence_calls } else { 0 };
     calls.saturating_mul(config.facilitator_timeout_seconds).saturating_add(LEASE_MARGIN_SECONDS)
 }
 
-/// Asks the chain ([`crate::evidence`]) whether the authorization in `q` paid.
+/// One JSON-RPC call to `rpc_url`: its `result`, or why there is none.
+async fn rpc_call<P: Platform>(p: &P, rpc_url: &str, body: String, timeout_seconds: u64) -> Result<Value, String> {
+    match p.post_json(rpc_url, None, body, timeout_seconds).await {
+        Ok(reply) if (200..300).contains(&reply.status) => evidence::result(&reply.body),
+        Ok(reply) => Err(format!("RPC answered HTTP {}", reply.status)),
+        Err(e) => Err(format!("RPC {e}")),
+    }
+}
+
+/// Asks the chain ([`crate::evidence`]) whether the authorization in `q` paid; `transaction`:
+/// the one the facilitator (or the ledger's record) named, if any.
 pub(super) async fn chain_evidence<P: Platform>(p: &P, rpc_url: &str, q: &Question, transaction: Option<&str>, timeout_seconds: u64) -> Evidence {
-    let call = |body: String| async move {
-        match p.post_json(rpc_url, None, body, timeout_seconds).await {
-            Ok(reply) if (200..300).contains(&reply.status) => evidence::result(&reply.body),
-            Ok(reply) => Err(format!("RPC answered HTTP {}", reply.status)),
-            Err(e) => Err(format!("RPC {e}")),
-        }
-    };
+    if q.permit2 {
+        return permit2_evidence(p, rpc_url, q, transaction, timeout_seconds).await;
+    }
+    let call = |body: String| rpc_call(p, rpc_url, body, timeout_seconds);
     if let Some(tx) = transaction.filter(|t| is_transaction_hash(t)) {
         match call(evidence::receipt_request(tx)).await.map(|r| evidence::receipt_pays(&r, q)) {
             Ok(Some(true)) => return Evidence::Paid { transaction: tx.to_ascii_lowercase() },
@@ -83,6 +92,87 @@ pub(super) async fn chain_evidence<P: Platform>(p: &P, rpc_url: &str, q: &Questi
         }
     }
     Evidence::UsedElsewhere { transaction: Some(first) }
+}
+
+/// The Permit2 (`upto`) questions ([`crate::evidence`] module doc, "Permit2"): the named
+/// transaction; then `nonceBitmap`; when the bit is set, the token's `Transfer(payer, payTo)`
+/// transactions whose calldata settles this permit; then Permit2's invalidation logs.
+async fn permit2_evidence<P: Platform>(p: &P, rpc_url: &str, q: &Question, transaction: Option<&str>, timeout_seconds: u64) -> Evidence {
+    let call = |body: String| rpc_call(p, rpc_url, body, timeout_seconds);
+    // What `tx` did with this nonce (its calldata, then its receipt).
+    let settles = |tx: String| async move {
+        let call_data = match evidence::proxy_settle_call(&call(evidence::transaction_request(&tx)).await?) {
+            Some(Some(c)) if c.uses_nonce(q) => c,
+            Some(_) => return Ok(NonceUse::Other),
+            None => return Err(format!("no readable transaction {tx}")),
+        };
+        let receipt = call(evidence::receipt_request(&tx)).await?;
+        Ok(match evidence::receipt_succeeded(&receipt) {
+            Some(true) if call_data.pays(q) && evidence::receipt_transfers(&receipt, q) == Some(true) => NonceUse::Paid,
+            Some(true) => NonceUse::Unpaid,
+            Some(false) | None => NonceUse::NotExecuted,
+        })
+    };
+    if let Some(tx) = transaction.filter(|t| is_transaction_hash(t)).map(str::to_ascii_lowercase) {
+        // A pending or reverted transaction, or one that is not this permit's: ask on.
+        match settles(tx.clone()).await {
+            Ok(NonceUse::Paid) => return Evidence::Paid { transaction: tx },
+            Ok(NonceUse::Unpaid) => return Evidence::Unavailable(format!("{tx} used this nonce without the recorded transfer")),
+            Ok(NonceUse::Other | NonceUse::NotExecuted) => {}
+            Err(e) => return Evidence::Unavailable(e),
+        }
+    }
+    let used = match call(evidence::nonce_bitmap_request(q)).await.map(|r| evidence::nonce_bit_set(&r, q)) {
+        Ok(Some(used)) => used,
+        Ok(None) => return Evidence::Unavailable("nonceBitmap answered something other than a word".into()),
+        Err(e) => return Evidence::Unavailable(e),
+    };
+    if !used {
+        return Evidence::NotUsed;
+    }
+    let from = match call(evidence::block_number_request()).await.map(|r| evidence::block_number(&r)) {
+        Ok(Some(n)) => n.saturating_sub(evidence::LOG_LOOKBACK_BLOCKS),
+        Ok(None) => return Evidence::Unavailable("eth_blockNumber answered something other than a quantity".into()),
+        Err(e) => return Evidence::Unavailable(e),
+    };
+    let (candidates, complete) = match call(evidence::transfer_logs_request(q, from)).await.map(|r| evidence::transfer_candidates(&r, q)) {
+        Ok(Some(c)) => c,
+        Ok(None) => return Evidence::Unavailable("eth_getLogs answered something other than a list".into()),
+        Err(e) => return Evidence::Unavailable(e),
+    };
+    for tx in candidates {
+        match settles(tx.clone()).await {
+            Ok(NonceUse::Paid) => return Evidence::Paid { transaction: tx },
+            // The nonce was used here, but not for what is on record: money may have moved.
+            Ok(NonceUse::Unpaid) => return Evidence::Unavailable(format!("{tx} used this nonce without the recorded transfer")),
+            // A logged transfer is from a successful transaction: a receipt that says otherwise
+            // is not an answer.
+            Ok(NonceUse::NotExecuted) => return Evidence::Unavailable(format!("no successful receipt for {tx}, which logged a transfer")),
+            Ok(NonceUse::Other) => {}
+            Err(e) => return Evidence::Unavailable(e),
+        }
+    }
+    if !complete {
+        return Evidence::Unavailable("the nonce is used and more transfers to payTo were logged than were looked at".into());
+    }
+    match call(evidence::invalidation_logs_request(q, from)).await.map(|r| evidence::invalidation(&r, q)) {
+        Ok(Some(Some(tx))) => Evidence::UsedElsewhere { transaction: Some(tx) },
+        Ok(Some(None)) => Evidence::Unavailable("the nonce is used but neither a settlement of this permit nor an invalidation of it was found".into()),
+        Ok(None) => Evidence::Unavailable("eth_getLogs answered something other than a list".into()),
+        Err(e) => Evidence::Unavailable(e),
+    }
+}
+
+/// What one transaction did with a Permit2 nonce ([`permit2_evidence`]).
+enum NonceUse {
+    /// Not a call of the `upto` proxy's settle with this owner and nonce.
+    Other,
+    /// Such a call, without a successful receipt (pending, unknown or reverted).
+    NotExecuted,
+    /// Such a call, successful, paying what the ledger recorded.
+    Paid,
+    /// Such a call, successful, without the recorded transfer.
+    Unpaid,
 }
 
 /// Origin first, then settlement (the default order).
@@ -145,6 +235,7 @@ async fn metered<P: Platform>(p: &Rc<P>, mut pending: Pending, res: Response<P::
     match measured {
         Ok(amount) => {
             upto.amount = Some(amount);
+            pending.question.amount = amount;
             pending.requirements["amount"] = Value::String(amount.to_string());
             pending.trace.settled_amount(&amount.to_string());
             Ok((res, pending))
@@ -355,7 +446,7 @@ pub(super) enum Settled {
 pub(super) async fn settle<P: Platform>(p: Rc<P>, s: Pending, mode: SettleMode) -> Settled {
     // The send mark, acknowledged before /settle leaves; for a repeated send it is there already,
     // and the call proves this request still holds the authorization and renews its lease.
-    let mark = Mark { key: s.ticket.key.clone(), holder: s.ticket.holder.clone(), lease_seconds: settlement_lease_seconds(&s.config), amount: upto_amount(&s).map(|a| a.to_string()) };
+    let mark = Mark { key: s.ticket.key.clone(), holder: s.ticket.holder.clone(), lease_seconds: settlement_lease_seconds(&s.config, s.question.permit2), amount: upto_amount(&s).map(|a| a.to_string()) };
     let refused = match p.call(&s.ticket.shard, mark).await {
         Ok(Marked::Done) => None,
         Ok(other @ Marked::LostLease) => Some(format!("the ledger answered {other:?} to the send mark")),
@@ -522,10 +613,10 @@ fn with_amount(mut r: SettleResponse, amount: Option<U256>) -> SettleResponse {
     r
 }
 
-/// `RPC_URL` where the chain can be asked about this payment: not for a Permit2 (`upto`) one
-/// ([`Question::permit2`]), which follows the rules without it.
+/// `RPC_URL` where the chain can be asked about this payment (an EIP-3009 or a Permit2
+/// authorization alike: [`crate::evidence`]).
 pub(super) fn rpc_url_for(s: &Pending) -> Option<&str> {
-    s.config.rpc_url.as_deref().filter(|_| !s.question.permit2)
+    s.config.rpc_url.as_deref()
 }
 
 pub(super) fn networks_first(networks: &[String]) -> String {
