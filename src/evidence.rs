@@ -531,4 +531,150 @@ mod tests {
         let tx = format!("0x{}", "ab".repeat(32));
         assert_eq!(log_transactions(&json!([{ "transactionHash": tx }, { "transactionHash": "0x12" }])), Some(vec![tx.clone()]));
     }
+
+    // Encoded by viem from the proxy's ABI: `node tests/support/permit2-settle-calldata.mjs`.
+    const SETTLE_CALLDATA: &str = "0xff11e7b40000000000000000000000001111111111111111111111111111111111111111000000000000000000000000000000000000000000000000000000000007a1201234567890abcdef0000000000000000000000000000000000000000000002a5000000000000000000000000000000000000000000000000000000006b49d27800000000000000000000000000000000000000000000000000000000000001410000000000000000000000002222222222222222222222222222222222222222000000000000000000000000333333333333333333333333333333333333333300000000000000000000000090f79bf6eb2c4f870365e785982e1f101e93b906000000000000000000000000000000000000000000000000000000006b49cfa800000000000000000000000000000000000000000000000000000000000001400000000000000000000000000000000000000000000000000000000000000041ababababababababababababababababababababababababababababababababababababababababababababababababababababababababababababababababab00000000000000000000000000000000000000000000000000000000000000";
+    const SETTLE_WITH_PERMIT_CALLDATA: &str = "0x016c1748000000000000000000000000000000000000000000000000000000000007a120000000000000000000000000000000000000000000000000000000006b49d278cdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdefefefefefefefefefefefefefefefefefefefefefefefefefefefefefefefef000000000000000000000000000000000000000000000000000000000000001b0000000000000000000000001111111111111111111111111111111111111111000000000000000000000000000000000000000000000000000000000007a1201234567890abcdef0000000000000000000000000000000000000000000002a5000000000000000000000000000000000000000000000000000000006b49d27800000000000000000000000000000000000000000000000000000000000001410000000000000000000000002222222222222222222222222222222222222222000000000000000000000000333333333333333333333333333333333333333300000000000000000000000090f79bf6eb2c4f870365e785982e1f101e93b906000000000000000000000000000000000000000000000000000000006b49cfa800000000000000000000000000000000000000000000000000000000000001e00000000000000000000000000000000000000000000000000000000000000041ababababababababababababababababababababababababababababababababababababababababababababababababababababababababababababababababab00000000000000000000000000000000000000000000000000000000000000";
+    const NONCE_BITMAP_CALLDATA: &str = "0x4fe02b440000000000000000000000002222222222222222222222222222222222222222001234567890abcdef0000000000000000000000000000000000000000000002";
+    const VECTOR_NONCE: &str = "0x1234567890abcdef0000000000000000000000000000000000000000000002a5";
+
+    /// The question the vectors answer: asset 0x11…, payer 0x22…, payTo 0x33…, 321 recorded.
+    fn p2() -> Question {
+        let nonce = crate::evm::parse_bytes32(VECTOR_NONCE).unwrap();
+        Question { permit2: true, amount: U256::from(321u64), nonce, ..q() }
+    }
+
+    fn params(request: &str) -> Value {
+        serde_json::from_str::<Value>(request).unwrap()["params"].clone()
+    }
+
+    #[test]
+    fn the_proxy_selectors_and_the_permit2_call_are_the_abi_ones() {
+        assert_eq!(hex_lower(&selector(SETTLE_SIGNATURE)), "ff11e7b4");
+        assert_eq!(hex_lower(&selector(SETTLE_WITH_PERMIT_SIGNATURE)), "016c1748");
+        let call = params(&nonce_bitmap_request(&p2()));
+        assert_eq!(call[0]["to"], "0x000000000022d473030f116ddee9f6b43ac78ba3");
+        assert_eq!(call[0]["data"], NONCE_BITMAP_CALLDATA, "nonceBitmap(payer, nonce >> 8)");
+        assert_eq!(call[1], "latest");
+        assert_eq!(unordered_nonce_invalidation_topic(), hex_0x(&keccak256(b"UnorderedNonceInvalidation(address,uint256,uint256)")));
+    }
+
+    #[test]
+    fn the_log_filters_name_both_indexed_addresses_and_the_window() {
+        let q = p2();
+        let transfers = params(&transfer_logs_request(&q, 0x100));
+        assert_eq!(transfers[0]["address"], hex_0x(&q.asset.0));
+        assert_eq!(transfers[0]["topics"], json!([transfer_topic(), word(&q.payer), word(&q.pay_to)]));
+        assert_eq!((transfers[0]["fromBlock"].as_str(), transfers[0]["toBlock"].as_str()), (Some("0x100"), Some("latest")));
+        let invalidations = params(&invalidation_logs_request(&q, 0x100));
+        assert_eq!(invalidations[0]["address"], "0x000000000022d473030f116ddee9f6b43ac78ba3");
+        assert_eq!(invalidations[0]["topics"], json!([unordered_nonce_invalidation_topic(), word(&q.payer)]));
+        assert_eq!(params(&transaction_request(&tx(1))), json!([tx(1)]));
+    }
+
+    #[test]
+    fn settle_calldata_decodes_at_its_fixed_words_for_both_entry_points() {
+        let q = p2();
+        for input in [SETTLE_CALLDATA, SETTLE_WITH_PERMIT_CALLDATA] {
+            let c = SettleCall::decode(input).unwrap();
+            assert_eq!(c.token, q.asset);
+            assert_eq!(c.permitted, U256::from(500_000u64));
+            assert_eq!(c.nonce, q.nonce);
+            assert_eq!(c.deadline, U256::from(1_800_000_120u64));
+            assert_eq!(c.amount, U256::from(321u64));
+            assert_eq!(c.owner, q.payer);
+            assert_eq!(c.to, q.pay_to);
+            assert_eq!(c.facilitator.to_checksum(), "0x90F79bf6EB2c4f870365E785982E1f101E93b906");
+            assert!(c.pays(&q) && c.uses_nonce(&q));
+            assert!(!c.pays(&Question { amount: U256::from(322u64), ..p2() }) && c.uses_nonce(&Question { amount: U256::from(322u64), ..p2() }), "another amount uses the nonce but does not pay");
+            assert!(!c.uses_nonce(&Question { payer: Address([0x55; 20]), ..p2() }), "nonces are per owner");
+        }
+        // Only the fixed head is read: a short input, another selector, or a dirty address word is refused.
+        assert!(SettleCall::decode(&SETTLE_CALLDATA[..2 + 8 + 64 * 9]).is_none(), "no signature offset");
+        assert!(SettleCall::decode(&SETTLE_CALLDATA[..2 + 8 + 64 * 10]).is_some());
+        assert!(SettleCall::decode(&SETTLE_CALLDATA.replacen("ff11e7b4", "ff11e7b5", 1)).is_none());
+        let dirty = format!("{}01{}", &SETTLE_CALLDATA[..10], &SETTLE_CALLDATA[12..]);
+        assert!(SettleCall::decode(&dirty).is_none(), "token word with a high byte");
+        assert!(SettleCall::decode("0xzz").is_none() && SettleCall::decode("ff11e7b4").is_none() && SettleCall::decode("0x").is_none());
+        let huge = format!("{SETTLE_CALLDATA}{}", "00".repeat(1 << 20));
+        assert_eq!(SettleCall::decode(&huge), SettleCall::decode(SETTLE_CALLDATA), "a long tail is not read");
+    }
+
+    fn tx(byte: u8) -> String {
+        format!("0x{}", hex_lower(&[byte; 32]))
+    }
+
+    #[test]
+    fn a_transaction_is_a_proxy_settle_only_when_sent_to_the_proxy() {
+        let proxy = hex_0x(&UPTO_PROXY_ADDRESS.0);
+        let c = proxy_settle_call(&json!({ "to": proxy, "input": SETTLE_CALLDATA })).unwrap().unwrap();
+        assert!(c.pays(&p2()));
+        assert_eq!(proxy_settle_call(&json!({ "to": hex_0x(&[0x11; 20]), "input": SETTLE_CALLDATA })), Some(None), "the same calldata to another contract");
+        assert_eq!(proxy_settle_call(&json!({ "to": proxy, "input": "0xa9059cbb" })), Some(None), "another function of the proxy");
+        assert_eq!(proxy_settle_call(&Value::Null), None, "no transaction");
+        assert_eq!(proxy_settle_call(&json!({ "to": null, "input": SETTLE_CALLDATA })), Some(None), "a contract creation");
+    }
+
+    #[test]
+    fn the_nonce_bit_is_bit_nonce_and_0xff_of_its_word() {
+        let q = p2(); // nonce & 0xff = 0xa5 = 165: byte 31 - 20 = 11 of the word, bit 5
+        let mut word = [0u8; 32];
+        word[11] = 1 << 5;
+        assert_eq!(nonce_bit_set(&json!(hex_0x(&word)), &q), Some(true));
+        word[11] = !(1 << 5);
+        assert_eq!(nonce_bit_set(&json!(hex_0x(&word)), &q), Some(false), "every other bit set");
+        assert_eq!(nonce_bit_set(&json!("0x01"), &q), None);
+        assert_eq!(nonce_bit_set(&json!(1), &q), None);
+        assert_eq!(hex_lower(&word_pos(&q.nonce)), &NONCE_BITMAP_CALLDATA[2 + 8 + 64..]);
+    }
+
+    fn transfer_log(q: &Question, amount: u64, block: u64, tx_byte: u8) -> Value {
+        json!({ "address": hex_0x(&q.asset.0), "topics": [transfer_topic(), word(&q.payer), word(&q.pay_to)], "data": format!("0x{amount:064x}"), "blockNumber": format!("0x{block:x}"), "transactionHash": tx(tx_byte) })
+    }
+
+    #[test]
+    fn transfer_candidates_put_the_recorded_amount_first_newest_first_and_say_when_some_were_left() {
+        let q = p2();
+        let logs = json!([transfer_log(&q, 999, 9, 1), transfer_log(&q, 321, 5, 2), transfer_log(&q, 321, 7, 3), transfer_log(&q, 321, 7, 3)]);
+        assert_eq!(transfer_candidates(&logs, &q), Some((vec![tx(3), tx(2), tx(1)], true)));
+        let many = Value::Array((0..9).map(|i| transfer_log(&q, 1, i, i as u8 + 1)).collect());
+        let (taken, complete) = transfer_candidates(&many, &q).unwrap();
+        assert_eq!((taken.len(), complete), (MAX_CANDIDATES, false));
+        let unreadable = json!([transfer_log(&q, 321, 5, 2), { "address": hex_0x(&q.asset.0), "transactionHash": "0x12" }]);
+        assert_eq!(transfer_candidates(&unreadable, &q), Some((vec![tx(2)], false)), "an unreadable log may be the one");
+        let removed = json!([transfer_log(&q, 321, 5, 2), { "removed": true, "transactionHash": tx(4) }]);
+        assert_eq!(transfer_candidates(&removed, &q), Some((vec![tx(2)], true)));
+        assert_eq!(transfer_candidates(&json!({}), &q), None);
+    }
+
+    #[test]
+    fn an_invalidation_counts_only_for_this_owner_word_and_bit() {
+        let q = p2();
+        let pos = hex_lower(&word_pos(&q.nonce));
+        let log = |owner: &Address, pos: &str, mask: [u8; 32]| json!({ "address": hex_0x(&PERMIT2_ADDRESS.0), "topics": [unordered_nonce_invalidation_topic(), word(owner)], "data": format!("0x{pos}{}", hex_lower(&mask)), "transactionHash": tx(7) });
+        let mut bit = [0u8; 32];
+        bit[11] = 1 << 5;
+        assert_eq!(invalidation(&json!([log(&q.payer, &pos, bit)]), &q), Some(Some(tx(7))));
+        assert_eq!(invalidation(&json!([log(&q.payer, &pos, [0xff; 32].map(|b| b & !bit[11]))]), &q), Some(None), "the mask misses the bit");
+        let other_word = format!("{:064x}", 1);
+        assert_eq!(invalidation(&json!([log(&q.payer, &other_word, bit)]), &q), Some(None), "another word");
+        assert_eq!(invalidation(&json!([log(&Address([0x55; 20]), &pos, bit)]), &q), Some(None), "another owner");
+        let mut elsewhere = log(&q.payer, &pos, bit);
+        elsewhere["address"] = json!(hex_0x(&[0x66; 20]));
+        assert_eq!(invalidation(&json!([elsewhere]), &q), Some(None), "not Permit2's log");
+        assert_eq!(invalidation(&json!("0x"), &q), None);
+    }
+
+    #[test]
+    fn a_permit2_receipt_transfers_only_the_recorded_amount_to_pay_to() {
+        let q = p2();
+        let r = |status: &str, amount: u64| json!({ "status": status, "logs": [transfer_log(&q, amount, 1, 1)] });
+        assert_eq!(receipt_transfers(&r("0x1", 321), &q), Some(true));
+        assert_eq!(receipt_transfers(&r("0x1", 320), &q), Some(false));
+        assert_eq!(receipt_transfers(&r("0x0", 321), &q), Some(false));
+        assert_eq!(receipt_succeeded(&r("0x0", 321)), Some(false));
+        assert_eq!(receipt_succeeded(&r("0x1", 321)), Some(true));
+        assert_eq!(receipt_succeeded(&Value::Null), None);
+        assert_eq!(receipt_transfers(&Value::Null, &q), None);
+    }
 }
