@@ -27,7 +27,7 @@ use super::challenge::Challenger;
 use super::limits::{challenge_key, failed_key, rate_limit};
 use super::passes::{admit_on_pass, mint_pass, Admission};
 use super::platform::Platform;
-use super::settle::{Delivery, Pending, chain_evidence, deliver_settled, known_paid, settle_after, settle_before};
+use super::settle::{Delivery, Pending, chain_evidence, deliver_settled, known_paid, settle_after, settle_before, upto_amount, with_amount};
 use super::refusal::{refuse, Limit, Refusal};
 use super::{cold, header_str};
 
@@ -443,7 +443,7 @@ pub(super) async fn reconcile_before_origin<P: Platform>(p: &Rc<P>, s: &Pending,
         Evidence::Paid { transaction } => {
             p.log(&format!("x402: reconciled {} nonce {} from the chain: paid in {transaction}", s.identity.payer, s.identity.nonce));
             let network = s.networks.first().cloned().unwrap_or_default();
-            Reconciled::Paid(known_paid(&s.identity.payer, transaction, network))
+            Reconciled::Paid(with_amount(known_paid(&s.identity.payer, transaction, network), upto_amount(s)))
         }
         Evidence::UsedElsewhere { transaction } => {
             finish(&**p, &s.ticket, Outcome::Refused).await;

@@ -490,7 +490,7 @@ pub(super) async fn settle<P: Platform>(p: Rc<P>, s: Pending, mode: SettleMode) 
         async move {
             let Some(rpc_url) = rpc_url_for(s) else { return otherwise };
             match chain_evidence(&*p, rpc_url, &s.question, transaction.as_deref().or(s.prior_transaction.as_deref()), s.config.facilitator_timeout_seconds).await {
-                Evidence::Paid { transaction } => Settled::Paid(known_paid(&s.identity.payer, transaction, networks_first(&s.networks))),
+                Evidence::Paid { transaction } => Settled::Paid(with_amount(known_paid(&s.identity.payer, transaction, networks_first(&s.networks)), upto_amount(s))),
                 Evidence::UsedElsewhere { transaction } => Settled::UsedElsewhere(transaction),
                 Evidence::NotUsed | Evidence::Unavailable(_) => otherwise,
             }
@@ -601,12 +601,12 @@ pub(super) fn known_paid(payer: &str, transaction: String, network: String) -> S
 }
 
 /// The amount a metered (`upto`) settlement asks for, once measured.
-fn upto_amount(s: &Pending) -> Option<U256> {
+pub(super) fn upto_amount(s: &Pending) -> Option<U256> {
     s.upto.as_ref().and_then(|u| u.amount)
 }
 
 /// A metered settlement's answer names the amount settled (x402 `SettleResponse.amount`).
-fn with_amount(mut r: SettleResponse, amount: Option<U256>) -> SettleResponse {
+pub(super) fn with_amount(mut r: SettleResponse, amount: Option<U256>) -> SettleResponse {
     if let (None, Some(a)) = (&r.amount, amount) {
         r.amount = Some(a.to_string());
     }
