@@ -1,7 +1,7 @@
 //! Chain evidence for metered (`upto`, Permit2) payments through the pipeline on the host, with
 //! `RPC_URL` set to a fake chain ([`Chain`]): an unknown settlement outcome is decided from
 //! Permit2's `nonceBitmap`, the token's `Transfer(payer, payTo)` logs, the x402 `upto` proxy's
-//! `settle` calldata and Permit2's `UnorderedNonceInvalidation` logs (`src/evidence.rs`). Paid
+//! `settle` calldata and Permit2's `UnorderedNonceInvalidation` logs (`src/evidence/`). Paid
 //! on chain → served without a second charge; a nonce the payer invalidated → never served;
 //! anything less than evidence → unknown. Counts origin runs, facilitator calls and RPC calls.
 //! The real path (a settle that executes and then answers 500) is `tests/upto.test.mjs`.
@@ -17,7 +17,8 @@ use k256::ecdsa::SigningKey;
 use ruint::aliases::U256;
 use serde_json::{json, Value};
 use x402_edge_paywall::config::Config;
-use x402_edge_paywall::evidence::{transfer_topic, unordered_nonce_invalidation_topic, SETTLE_SIGNATURE};
+use x402_edge_paywall::evidence::permit2::{unordered_nonce_invalidation_topic, SETTLE_SIGNATURE};
+use x402_edge_paywall::evidence::transfer_topic;
 use x402_edge_paywall::evm::{address_of, hex_0x, keccak256, Address};
 use x402_edge_paywall::facilitator::UpstreamError;
 use x402_edge_paywall::x402::permit2::{UptoPermitWitnessTransferFrom, PERMIT2_ADDRESS, UPTO_PROXY_ADDRESS};

@@ -27,7 +27,8 @@ use super::challenge::Challenger;
 use super::limits::{challenge_key, failed_key, rate_limit};
 use super::passes::{admit_on_pass, mint_pass, Admission};
 use super::platform::Platform;
-use super::settle::{Delivery, Pending, chain_evidence, deliver_settled, known_paid, settle_after, settle_before, upto_amount, with_amount};
+use super::chain::chain_evidence;
+use super::settle::{Delivery, Pending, deliver_settled, known_paid, settle_after, settle_before, upto_amount, with_amount};
 use super::refusal::{refuse, Limit, Refusal};
 use super::{cold, header_str};
 

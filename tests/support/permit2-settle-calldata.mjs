@@ -1,4 +1,4 @@
-// Prints the fixed vectors `src/evidence.rs` pins for the x402 `upto` proxy's calldata and the
+// Prints the fixed vectors `src/evidence/permit2.rs` pins for the x402 `upto` proxy's calldata and the
 // Permit2 `nonceBitmap` call, encoded by viem from the contract ABI
 // (tests/support/contracts/x402/x402UptoPermit2Proxy.sol). Run: node tests/support/permit2-settle-calldata.mjs
 import { encodeFunctionData, parseAbi, toFunctionSelector } from 'viem';
