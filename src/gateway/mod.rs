@@ -41,6 +41,7 @@
 //! | `refusal.rs` | `Refusal`: every refusal's status, body, headers and decision, rendered by one function |
 //! | `pay.rs` | the payment flow up to settlement: decode, verify, reserve, `/verify`, reconcile |
 //! | `settle.rs` | the send mark, `/settle`, what its answer means, the origin call around it |
+//! | `chain.rs` | chain evidence (`RPC_URL`): the questions asked for an unknown outcome, in order |
 //! | `challenge.rs` | the 402 challenge and its per-route layouts ([`prepare`]) |
 //! | `derived.rs` | what the isolate builds from its configuration and keeps ([`Derived`]): challenge layouts, the `/.well-known/x402` document |
 //! | `forward.rs` | the request sent to the origin and the answers when it fails |
@@ -69,6 +70,7 @@ mod pay;
 mod refusal;
 mod facilitator_client;
 mod settle;
+mod chain;
 mod challenge;
 mod derived;
 mod forward;

@@ -28,7 +28,8 @@ use super::context::{attach, Paid};
 use super::limits::{challenge_key, failed_key, rate_limit};
 use super::passes::{admit_on_pass, mint_pass, Admission};
 use super::platform::Platform;
-use super::settle::{Delivery, Pending, chain_evidence, deliver_settled, known_paid, settle_after, settle_before};
+use super::chain::chain_evidence;
+use super::settle::{Delivery, Pending, deliver_settled, known_paid, settle_after, settle_before, upto_amount, with_amount};
 use super::refusal::{refuse, Limit, Refusal};
 use super::{cold, header_str};
 
@@ -317,7 +318,9 @@ pub(super) async fn priced<P: Platform>(cx: Paying<'_, P>, req: Request<P::Body>
         payment,
         requirements,
         networks: [Some(offer.requirements.network.clone()), offer.v1_network.map(str::to_string)].into_iter().flatten().collect(),
-        question: Question { asset: offer.asset, payer: verified.payer, pay_to: offer.pay_to, amount: offer.amount, nonce: verified.nonce, permit2: upto.is_some() },
+        // A metered payment pays the amount its settlement asks for: the one on record for a
+        // retry, or the measured one (set by the settlement once known).
+        question: Question { asset: offer.asset, payer: verified.payer, pay_to: offer.pay_to, amount: upto.as_ref().and_then(|u| u.amount).unwrap_or(offer.amount), nonce: verified.nonce, permit2: upto.is_some() },
         upto,
         valid_before: verified.valid_before,
         identity,
@@ -446,7 +449,7 @@ pub(super) async fn reconcile_before_origin<P: Platform>(p: &Rc<P>, s: &Pending,
         Evidence::Paid { transaction } => {
             p.log(&format!("x402: reconciled {} nonce {} from the chain: paid in {transaction}", s.identity.payer, s.identity.nonce));
             let network = s.networks.first().cloned().unwrap_or_default();
-            Reconciled::Paid(known_paid(&s.identity.payer, transaction, network))
+            Reconciled::Paid(with_amount(known_paid(&s.identity.payer, transaction, network), upto_amount(s)))
         }
         Evidence::UsedElsewhere { transaction } => {
             finish(&**p, &s.ticket, Outcome::Refused).await;

@@ -12,6 +12,7 @@ use serde_json::Value;
 
 use crate::config::{Config, Route};
 use crate::evidence::{self, Evidence, Question};
+use super::chain::chain_evidence;
 use super::facilitator_client::{Endpoint, call_facilitator, upstream_status, with_payer};
 use crate::facilitator::{check_settled, classify_settle, is_nonce_used, is_transaction_hash, SettleOutcome, UpstreamError};
 use crate::ledger::{Finished, Mark, Marked, Outcome, Transport, LEASE_MARGIN_SECONDS};
@@ -27,62 +28,14 @@ use super::refusal::{refuse, Refusal};
 use super::{cold, is_idempotent, set_header};
 
 /// The lease the send mark renews: every facilitator's `/settle` in turn, then the chain evidence
-/// (a receipt, `authorizationState`, the block number, the logs and up to 8 receipts), each within
-/// the facilitator time limit, plus the margin. A holder that reached its mark keeps the
-/// authorization until its settlement is decided, so no second request sends it meanwhile.
-pub(super) fn settlement_lease_seconds(config: &Config) -> u64 {
-    let calls = config.facilitators.len() as u64 + if config.rpc_url.is_some() { 12 } else { 0 };
+/// (at most [`evidence::EIP3009_MAX_CALLS`] RPC calls, or [`evidence::PERMIT2_MAX_CALLS`] for a
+/// Permit2 payment), each within the facilitator time limit, plus the margin. A holder that
+/// reached its mark keeps the authorization until its settlement is decided, so no second
+/// request sends it meanwhile.
+pub(super) fn settlement_lease_seconds(config: &Config, permit2: bool) -> u64 {
+    let evidence_calls = if permit2 { evidence::PERMIT2_MAX_CALLS } else { evidence::EIP3009_MAX_CALLS };
+    let calls = config.facilitators.len() as u64 + if config.rpc_url.is_some() { evidence_calls } else { 0 };
     calls.saturating_mul(config.facilitator_timeout_seconds).saturating_add(LEASE_MARGIN_SECONDS)
-}
-
-/// Asks the chain ([`crate::evidence`]) whether the authorization in `q` paid.
-pub(super) async fn chain_evidence<P: Platform>(p: &P, rpc_url: &str, q: &Question, transaction: Option<&str>, timeout_seconds: u64) -> Evidence {
-    let call = |body: String| async move {
-        match p.post_json(rpc_url, None, body, timeout_seconds).await {
-            Ok(reply) if (200..300).contains(&reply.status) => evidence::result(&reply.body),
-            Ok(reply) => Err(format!("RPC answered HTTP {}", reply.status)),
-            Err(e) => Err(format!("RPC {e}")),
-        }
-    };
-    if let Some(tx) = transaction.filter(|t| is_transaction_hash(t)) {
-        match call(evidence::receipt_request(tx)).await.map(|r| evidence::receipt_pays(&r, q)) {
-            Ok(Some(true)) => return Evidence::Paid { transaction: tx.to_ascii_lowercase() },
-            Ok(_) => {}
-            Err(e) => return Evidence::Unavailable(e),
-        }
-    }
-    let used = match call(evidence::authorization_state_request(q)).await {
-        Ok(r) => match evidence::authorization_state(&r) {
-            Some(used) => used,
-            None => return Evidence::Unavailable("authorizationState answered something other than a bool".into()),
-        },
-        Err(e) => return Evidence::Unavailable(e),
-    };
-    if !used {
-        return Evidence::NotUsed;
-    }
-    let latest = match call(evidence::block_number_request()).await.map(|r| evidence::block_number(&r)) {
-        Ok(Some(n)) => n,
-        Ok(None) => return Evidence::Unavailable("eth_blockNumber answered something other than a quantity".into()),
-        Err(e) => return Evidence::Unavailable(e),
-    };
-    let transactions = match call(evidence::logs_request(q, latest.saturating_sub(evidence::LOG_LOOKBACK_BLOCKS))).await.map(|r| evidence::log_transactions(&r)) {
-        Ok(Some(t)) => t,
-        Ok(None) => return Evidence::Unavailable("eth_getLogs answered something other than a list".into()),
-        Err(e) => return Evidence::Unavailable(e),
-    };
-    let Some(first) = transactions.first().cloned() else {
-        return Evidence::Unavailable("the nonce is used but no log of its use was found".into());
-    };
-    for tx in transactions {
-        match call(evidence::receipt_request(&tx)).await.map(|r| evidence::receipt_pays(&r, q)) {
-            Ok(Some(true)) => return Evidence::Paid { transaction: tx },
-            Ok(Some(false)) => {}
-            Ok(None) => return Evidence::Unavailable(format!("no receipt for {tx}")),
-            Err(e) => return Evidence::Unavailable(e),
-        }
-    }
-    Evidence::UsedElsewhere { transaction: Some(first) }
 }
 
 /// Origin first, then settlement (the default order).
@@ -145,6 +98,7 @@ async fn metered<P: Platform>(p: &Rc<P>, mut pending: Pending, res: Response<P::
     match measured {
         Ok(amount) => {
             upto.amount = Some(amount);
+            pending.question.amount = amount;
             pending.requirements["amount"] = Value::String(amount.to_string());
             pending.trace.settled_amount(&amount.to_string());
             Ok((res, pending))
@@ -355,7 +309,7 @@ pub(super) enum Settled {
 pub(super) async fn settle<P: Platform>(p: Rc<P>, s: Pending, mode: SettleMode) -> Settled {
     // The send mark, acknowledged before /settle leaves; for a repeated send it is there already,
     // and the call proves this request still holds the authorization and renews its lease.
-    let mark = Mark { key: s.ticket.key.clone(), holder: s.ticket.holder.clone(), lease_seconds: settlement_lease_seconds(&s.config), amount: upto_amount(&s).map(|a| a.to_string()) };
+    let mark = Mark { key: s.ticket.key.clone(), holder: s.ticket.holder.clone(), lease_seconds: settlement_lease_seconds(&s.config, s.question.permit2), amount: upto_amount(&s).map(|a| a.to_string()) };
     let refused = match p.call(&s.ticket.shard, mark).await {
         Ok(Marked::Done) => None,
         Ok(other @ Marked::LostLease) => Some(format!("the ledger answered {other:?} to the send mark")),
@@ -399,7 +353,7 @@ pub(super) async fn settle<P: Platform>(p: Rc<P>, s: Pending, mode: SettleMode) 
         async move {
             let Some(rpc_url) = rpc_url_for(s) else { return otherwise };
             match chain_evidence(&*p, rpc_url, &s.question, transaction.as_deref().or(s.prior_transaction.as_deref()), s.config.facilitator_timeout_seconds).await {
-                Evidence::Paid { transaction } => Settled::Paid(known_paid(&s.identity.payer, transaction, networks_first(&s.networks))),
+                Evidence::Paid { transaction } => Settled::Paid(with_amount(known_paid(&s.identity.payer, transaction, networks_first(&s.networks)), upto_amount(s))),
                 Evidence::UsedElsewhere { transaction } => Settled::UsedElsewhere(transaction),
                 Evidence::NotUsed | Evidence::Unavailable(_) => otherwise,
             }
@@ -510,22 +464,22 @@ pub(super) fn known_paid(payer: &str, transaction: String, network: String) -> S
 }
 
 /// The amount a metered (`upto`) settlement asks for, once measured.
-fn upto_amount(s: &Pending) -> Option<U256> {
+pub(super) fn upto_amount(s: &Pending) -> Option<U256> {
     s.upto.as_ref().and_then(|u| u.amount)
 }
 
 /// A metered settlement's answer names the amount settled (x402 `SettleResponse.amount`).
-fn with_amount(mut r: SettleResponse, amount: Option<U256>) -> SettleResponse {
+pub(super) fn with_amount(mut r: SettleResponse, amount: Option<U256>) -> SettleResponse {
     if let (None, Some(a)) = (&r.amount, amount) {
         r.amount = Some(a.to_string());
     }
     r
 }
 
-/// `RPC_URL` where the chain can be asked about this payment: not for a Permit2 (`upto`) one
-/// ([`Question::permit2`]), which follows the rules without it.
+/// `RPC_URL` where the chain can be asked about this payment (an EIP-3009 or a Permit2
+/// authorization alike: [`crate::evidence`]).
 pub(super) fn rpc_url_for(s: &Pending) -> Option<&str> {
-    s.config.rpc_url.as_deref().filter(|_| !s.question.permit2)
+    s.config.rpc_url.as_deref()
 }
 
 pub(super) fn networks_first(networks: &[String]) -> String {

@@ -26,6 +26,9 @@ use x402_edge_paywall::x402::encode_header;
 
 pub const NOW: u64 = 1_800_000_000;
 
+/// The JSON-RPC endpoint [`Fake::rpc`] answers (a loopback `http` URL, as `RPC_URL` allows).
+pub const FAKE_RPC_URL: &str = "http://127.0.0.1:8545";
+
 /// A reply the fake facilitator gives to one call.
 pub type Canned = Result<HttpReply, UpstreamError>;
 
@@ -77,6 +80,12 @@ pub struct Fake {
     pub gone_during_settle: Cell<bool>,
     pub now: Cell<u64>,
     pub origin_calls: RefCell<Vec<Request<Vec<u8>>>>,
+    /// The chain behind [`FAKE_RPC_URL`] (configure `RPC_URL` with it): answers a JSON-RPC
+    /// call (method, params) with its `result`; `None` answers HTTP 500. Unset: every call 500.
+    #[allow(clippy::type_complexity)]
+    pub rpc: RefCell<Option<Box<dyn Fn(&str, &Value) -> Option<Value>>>>,
+    /// JSON-RPC methods called on [`FAKE_RPC_URL`], in order.
+    pub rpc_calls: RefCell<Vec<String>>,
     /// Facilitator calls in order: (endpoint: "verify" | "settle", body).
     pub facilitator_calls: RefCell<Vec<(String, Value)>>,
     /// Every call in order: "origin", "verify", "settle".
@@ -155,6 +164,16 @@ impl Origin for Fake {
 
 impl FacilitatorTransport for Fake {
     async fn post_json(&self, url: &str, authorization: Option<&str>, json: String, _t: u64) -> Result<HttpReply, UpstreamError> {
+        if url == FAKE_RPC_URL {
+            let call: Value = serde_json::from_str(&json).unwrap();
+            let method = call["method"].as_str().unwrap_or_default().to_string();
+            self.rpc_calls.borrow_mut().push(method.clone());
+            let answer = self.rpc.borrow().as_ref().and_then(|chain| chain(&method, &call["params"]));
+            return match answer {
+                Some(result) => reply(200, &json!({ "jsonrpc": "2.0", "id": call["id"], "result": result }).to_string()),
+                None => reply(500, "rpc down"),
+            };
+        }
         self.facilitator_attempts.borrow_mut().push((url.to_string(), authorization.map(str::to_string)));
         if self.facilitators_down.borrow().iter().any(|d| url.starts_with(d.as_str())) {
             return Err(UpstreamError::Network("Network connection lost.".into()));

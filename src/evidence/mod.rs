@@ -1,9 +1,13 @@
-//! Evidence from the chain: whether an EIP-3009 authorization whose settlement this paywall sent
-//! actually paid, read from an EVM JSON-RPC endpoint (`RPC_URL`, read-only calls only).
+//! Evidence from the chain: whether an authorization whose settlement this paywall sent actually
+//! paid, read from an EVM JSON-RPC endpoint (`RPC_URL`, read-only calls only). Two kinds of
+//! authorization: EIP-3009 (`exact`) and Permit2 witness transfers (`upto`, through the x402
+//! `upto` proxy).
 //!
 //! The ledger never takes "paid" on faith: a settlement whose outcome is unknown (a lost answer,
 //! a time-out, a reverted or pending transaction, a refusal after an earlier send) is decided
 //! here when an RPC endpoint is configured. The questions asked (Ethereum JSON-RPC, EIP-1474):
+//!
+//! **EIP-3009**
 //!
 //! 1. The receipt of the transaction the facilitator named, if any (`eth_getTransactionReceipt`).
 //! 2. `authorizationState(authorizer, nonce)` on the token (EIP-3009 §"authorizationState"),
@@ -16,18 +20,59 @@
 //! holds both `AuthorizationUsed(payer, nonce)` and `Transfer(payer, payTo, amount)`. A nonce used
 //! or canceled by a transaction without that transfer (the payer burned it, for example with a
 //! zero-value authorization of their own) is [`Evidence::UsedElsewhere`]: this authorization can
-//! never move money any more. Anything the endpoint does not answer clearly is
-//! [`Evidence::Unavailable`], which the paywall reports as an unknown outcome, never as paid or
-//! as not charged.
+//! never move money any more.
+//!
+//! **Permit2** (Uniswap `SignatureTransfer`: unordered nonces, one bit each in
+//! `nonceBitmap(owner, nonce >> 8)`, bit `nonce & 0xff`; x402 `x402UptoPermit2Proxy`). Permit2
+//! emits no event when a transfer uses a nonce, so the transaction is recognised by its calldata:
+//!
+//! 1. The transaction the facilitator named, if any: its receipt succeeded and holds the token's
+//!    `Transfer(payer, payTo, amount)`, and the transaction (`eth_getTransactionByHash`) was sent
+//!    to the `upto` proxy ([`UPTO_PROXY_ADDRESS`](crate::x402::permit2::UPTO_PROXY_ADDRESS))
+//!    with `settle` or `settleWithPermit` calldata for this permit ([`permit2::SettleCall::pays`]:
+//!    token, owner, nonce, `witness.to` and the recorded amount) → paid. Only a successful call
+//!    of the proxy uses the permit's nonce and moves its amount.
+//! 2. Otherwise `nonceBitmap(payer, nonce >> 8)` on Permit2
+//!    ([`PERMIT2_ADDRESS`](crate::x402::permit2::PERMIT2_ADDRESS)) at `latest`: bit clear →
+//!    [`Evidence::NotUsed`].
+//! 3. Bit set: the token's `Transfer(payer, payTo)` logs (both addresses are indexed topics) in
+//!    the last [`LOG_LOOKBACK_BLOCKS`] blocks, those of the recorded amount first, newest first,
+//!    at most [`MAX_CANDIDATES`] transactions. A successful transaction whose calldata uses this
+//!    nonce (owner and nonce) decides: it pays (rule 1) → paid; it does not (another amount,
+//!    token or recipient) → unavailable (money may have moved under this nonce: never "nothing
+//!    was charged", never "paid").
+//! 4. None of them settles this permit, every `Transfer(payer, payTo)` in the window was looked at,
+//!    and Permit2 logged `UnorderedNonceInvalidation(payer, nonce >> 8, mask)` with the nonce's
+//!    bit in `mask` → [`Evidence::UsedElsewhere`]: the payer invalidated the nonce and no settle of
+//!    this permit (which always moves money to `witness.to` = payTo) ran in the window.
+//!    Otherwise unavailable: a bare set bit is never "paid" (the payer may have invalidated the
+//!    nonce) and never "nothing was charged".
+//!
+//! Anything the endpoint does not answer clearly is [`Evidence::Unavailable`], which the paywall
+//! reports as an unknown outcome, never as paid or as not charged.
 
 use ruint::aliases::U256;
 use serde_json::{json, Value};
 
 use crate::evm::{hex_0x, hex_lower, keccak256, Address};
 
+pub mod permit2;
+
 /// Blocks searched back from the latest for the authorization's logs (about 5.5 hours of 2 s
 /// blocks: longer than any record lives, `maxTimeoutSeconds` + a few minutes).
 pub const LOG_LOOKBACK_BLOCKS: u64 = 10_000;
+
+/// Transactions looked at, at most, among the logs of one question.
+pub const MAX_CANDIDATES: usize = 8;
+
+/// RPC calls one EIP-3009 question makes at most: a receipt, `authorizationState`, the block
+/// number, the logs and [`MAX_CANDIDATES`] receipts.
+pub const EIP3009_MAX_CALLS: u64 = 4 + MAX_CANDIDATES as u64;
+
+/// RPC calls one Permit2 question makes at most: the named transaction's receipt and calldata,
+/// `nonceBitmap`, the block number, the transfer logs, [`MAX_CANDIDATES`] transactions, one
+/// receipt and the invalidation logs.
+pub const PERMIT2_MAX_CALLS: u64 = 7 + MAX_CANDIDATES as u64;
 
 /// What the chain says about one authorization.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -53,13 +98,12 @@ pub struct Question {
     pub payer: Address,
     /// `payTo`.
     pub pay_to: Address,
-    /// The price in atomic units.
+    /// The amount that pays, in atomic units: the price (`exact`), or the amount the settlement
+    /// asked for (`upto`: the one recorded with the first send mark).
     pub amount: U256,
-    /// `authorization.nonce` (a Permit2 nonce, big-endian, when `permit2`).
+    /// `authorization.nonce` (a Permit2 nonce, a big-endian uint256, when `permit2`).
     pub nonce: [u8; 32],
-    /// A Permit2 (`upto`) authorization: the questions here (EIP-3009 `authorizationState` and
-    /// its events) do not apply, so the gateway does not ask the chain about it and follows the
-    /// rules for a paywall without `RPC_URL`.
+    /// A Permit2 (`upto`) authorization: asked about with the Permit2 questions (module doc).
     pub permit2: bool,
 }
 
@@ -79,11 +123,11 @@ pub fn authorization_canceled_topic() -> String {
 }
 
 /// An address as a 32-byte log topic / ABI word.
-fn word(a: &Address) -> String {
+pub(crate) fn word(a: &Address) -> String {
     format!("0x{}{}", "0".repeat(24), hex_lower(&a.0))
 }
 
-fn rpc(id: u64, method: &str, params: Value) -> String {
+pub(crate) fn rpc(id: u64, method: &str, params: Value) -> String {
     json!({ "jsonrpc": "2.0", "id": id, "method": method, "params": params }).to_string()
 }
 
@@ -120,7 +164,7 @@ pub fn result(body: &[u8]) -> Result<Value, String> {
     v.get("result").cloned().ok_or_else(|| "RPC reply has no result".to_string())
 }
 
-fn quantity(v: &Value) -> Option<u64> {
+pub(crate) fn quantity(v: &Value) -> Option<u64> {
     let s = v.as_str()?.strip_prefix("0x")?;
     if s.is_empty() || s.len() > 16 {
         return None;
@@ -152,7 +196,7 @@ pub fn log_transactions(result: &Value) -> Option<Vec<String>> {
     Some(logs.iter().filter_map(|l| l.get("transactionHash")?.as_str()).filter(|t| crate::facilitator::is_transaction_hash(t)).map(str::to_ascii_lowercase).take(8).collect())
 }
 
-fn same_hex(a: Option<&Value>, b: &str) -> bool {
+pub(crate) fn same_hex(a: Option<&Value>, b: &str) -> bool {
     a.and_then(Value::as_str).is_some_and(|s| s.eq_ignore_ascii_case(b))
 }
 
