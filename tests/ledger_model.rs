@@ -9,6 +9,13 @@
 //! `settle_after`, `settle_before`, `deliver_settled`): a change there must be mirrored in
 //! [`LedgerModel::step`].
 //!
+//! A metered (`upto`, Permit2) authorization follows the same rules and the same ledger
+//! operations; what differs is data the model abstracts: the amount its first send mark records
+//! (a retry settles that amount again), and the chain questions behind the evidence (Permit2's
+//! nonce bitmap, the upto proxy's calldata and `Transfer` logs, `src/evidence/permit2.rs`), which
+//! answer with the same four outcomes as the oracle here (paid, used elsewhere, unused,
+//! unavailable) and turn anything less certain into unavailable.
+//!
 //! # What is explored (bounds)
 //!
 //! - **Requests**: [`COPIES`] (3) copies of the same payment header, each a request that runs

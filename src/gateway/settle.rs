@@ -428,7 +428,10 @@ pub(super) async fn settle<P: Platform>(p: Rc<P>, s: Pending, mode: SettleMode) 
         Settled::Unknown { .. } | Settled::Fault(_) | Settled::NotSent(_) => s.trace.outcome(DecisionOutcome::UnknownOutcome, Some("settlement_outcome_unknown")),
     }
     match &decided {
-        Settled::Paid(r) => p.log(&format!("x402: settled {} {} from {} tx {}", s.route_key, id.amount, id.payer, r.transaction)),
+        Settled::Paid(r) => {
+            let amount = upto_amount(&s).map_or_else(|| id.amount.clone(), |a| a.to_string());
+            p.log(&format!("x402: settled {} {amount} from {} tx {}", s.route_key, id.payer, r.transaction))
+        }
         Settled::Refused(r) => p.log(&format!("x402: settlement refused for {} nonce {}: {}", id.payer, id.nonce, r.error_reason.as_deref().unwrap_or("no reason"))),
         Settled::UsedElsewhere(tx) => p.log(&format!("x402: settlement of {} nonce {}: the chain shows the nonce used by {tx:?}, which did not pay", id.payer, id.nonce)),
         Settled::Unknown { detail, .. } | Settled::Fault(detail) | Settled::NotSent(detail) => p.log(&format!("x402: settlement outcome unknown for {} nonce {}: {detail}", id.payer, id.nonce)),
