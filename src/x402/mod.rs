@@ -8,12 +8,14 @@
 //! | [`permit2`] | EIP-712 hashing of the Permit2 message an `upto` payment signs |
 //! | [`upto`] | local verification of an `upto` EVM payment (Permit2, x402 upto proxy) |
 //! | [`siwx`] | the `sign-in-with-x` extension for EVM wallets (EIP-4361, EIP-191) |
+//! | [`channel`] | the `batch-settlement` scheme (payment channels): wire types, EIP-712 channel id and voucher, [`channel::verify_voucher`] |
 //! | [`bazaar`] | the `bazaar` discovery extension of a route's 402 |
 //!
 //! It must not touch HTTP (requests, responses, status codes), I/O or per-request state, and it
 //! does not read the configuration: [`crate::config`] builds on these types, never the reverse.
 
 pub mod bazaar;
+pub mod channel;
 pub mod exact;
 pub mod offer;
 pub mod permit2;
