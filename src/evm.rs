@@ -217,10 +217,16 @@ pub const EIP712_DOMAIN_TYPEHASH: [u8; 32] = hex32("8b73c3c69bb8fe3d512ecc4cf759
 pub const TRANSFER_WITH_AUTHORIZATION_TYPEHASH: [u8; 32] = hex32("7c7c6cdb67a18743f49ec6fa9b35f50d52ed05cbed4cc592e13b44501c1a2267");
 
 const fn hex32(s: &str) -> [u8; 32] {
+    hex_const::<32>(s)
+}
+
+/// `N` bytes from `2N` lower-case hex digits, for constants (evaluated at compile time; any other
+/// input fails the build).
+pub(crate) const fn hex_const<const N: usize>(s: &str) -> [u8; N] {
     let b = s.as_bytes();
-    let mut out = [0u8; 32];
+    let mut out = [0u8; N];
     let mut i = 0;
-    while i < 32 {
+    while i < N {
         out[i] = (nib(b[2 * i]) << 4) | nib(b[2 * i + 1]);
         i += 1;
     }

@@ -9,13 +9,9 @@ mod common;
 use std::rc::Rc;
 
 use common::*;
-use k256::ecdsa::SigningKey;
-use ruint::aliases::U256;
 use serde_json::{json, Value};
 use x402_edge_paywall::config::Config;
-use x402_edge_paywall::evm::{address_of, hex_0x, Address};
 use x402_edge_paywall::facilitator::UpstreamError;
-use x402_edge_paywall::x402::permit2::{UptoPermitWitnessTransferFrom, UPTO_PROXY_ADDRESS};
 use x402_edge_paywall::x402::{decode_header_json, encode_header};
 
 const FACILITATOR: &str = "0x90F79bf6EB2c4f870365E785982E1f101E93b906";
@@ -30,37 +26,9 @@ fn metered(meter: Option<Value>) -> Rc<Config> {
     config_vars(json!({ "FACILITATOR_ADDRESS": FACILITATOR, "ROUTES": [route, { "route": "GET /paid", "price": "$0.01" }] }))
 }
 
-/// A v2 `PAYMENT-SIGNATURE` paying the metered route's offer with a Permit2 witness transfer
-/// signed by the key made of `key_byte`, Permit2 nonce `nonce`, deadline `NOW + 120`.
+/// [`upto_payment_with`] for the metered route, naming [`FACILITATOR`].
 fn upto_payment(cfg: &Config, key_byte: u8, nonce: u64) -> String {
-    let offer = &cfg.routes[0].accepts[0];
-    let key = SigningKey::from_slice(&[key_byte; 32]).unwrap();
-    let from = address_of(key.verifying_key());
-    let facilitator = Address::parse(FACILITATOR).unwrap();
-    let msg = UptoPermitWitnessTransferFrom {
-        token: offer.asset,
-        amount: offer.amount,
-        spender: UPTO_PROXY_ADDRESS,
-        nonce: U256::from(nonce),
-        deadline: U256::from(NOW + 120),
-        to: offer.pay_to,
-        facilitator,
-        valid_after: U256::from(NOW - 600),
-    };
-    let (sig, recid) = key.sign_prehash_recoverable(&msg.digest(offer.chain_id));
-    let mut bytes = sig.to_bytes().to_vec();
-    bytes.push(27 + recid.to_byte());
-    encode_header(&json!({ "x402Version": 2, "accepted": offer.requirements_json, "payload": {
-        "signature": hex_0x(&bytes),
-        "permit2Authorization": {
-            "from": from.to_checksum(),
-            "permitted": { "token": offer.asset.to_checksum(), "amount": offer.amount.to_string() },
-            "spender": UPTO_PROXY_ADDRESS.to_checksum(),
-            "nonce": nonce.to_string(),
-            "deadline": (NOW + 120).to_string(),
-            "witness": { "to": offer.pay_to.to_checksum(), "facilitator": facilitator.to_checksum(), "validAfter": (NOW - 600).to_string() },
-        },
-    } }))
+    upto_payment_with(cfg, 0, key_byte, nonce, FACILITATOR)
 }
 
 fn get(cfg: &Rc<Config>, p: &Rc<Fake>, header: &str) -> http::Response<Vec<u8>> {

@@ -8,14 +8,14 @@
 
 use ruint::aliases::U256;
 
-use crate::evm::{keccak256, Address};
+use crate::evm::{hex_const, keccak256, Address};
 
 /// The canonical Permit2 contract (same address on every chain), the domain's `verifyingContract`.
-pub const PERMIT2_ADDRESS: Address = Address(hex20("000000000022d473030f116ddee9f6b43ac78ba3"));
+pub const PERMIT2_ADDRESS: Address = Address(hex_const::<20>("000000000022d473030f116ddee9f6b43ac78ba3"));
 
 /// The x402 `upto` Permit2 proxy (`x402UptoPermit2Proxy`, CREATE2, same address on every chain):
 /// the only `spender` an `upto` payment may name.
-pub const UPTO_PROXY_ADDRESS: Address = Address(hex20("4020a4f3b7b90cca423b9fabcc0ce57c6c240002"));
+pub const UPTO_PROXY_ADDRESS: Address = Address(hex_const::<20>("4020a4f3b7b90cca423b9fabcc0ce57c6c240002"));
 
 /// Permit2's EIP-712 domain type: `name` and `chainId` and `verifyingContract`, no `version`.
 pub const PERMIT2_DOMAIN_TYPE: &str = "EIP712Domain(string name,uint256 chainId,address verifyingContract)";
@@ -30,24 +30,6 @@ pub const UPTO_WITNESS_TYPE: &str = "Witness(address to,address facilitator,uint
 /// referenced types sorted by name).
 pub const UPTO_PERMIT_WITNESS_TRANSFER_FROM_TYPE: &str = "PermitWitnessTransferFrom(TokenPermissions permitted,address spender,uint256 nonce,uint256 deadline,Witness witness)TokenPermissions(address token,uint256 amount)Witness(address to,address facilitator,uint256 validAfter)";
 
-const fn hex20(s: &str) -> [u8; 20] {
-    let b = s.as_bytes();
-    let mut out = [0u8; 20];
-    let mut i = 0;
-    while i < 20 {
-        out[i] = (nib(b[2 * i]) << 4) | nib(b[2 * i + 1]);
-        i += 1;
-    }
-    out
-}
-
-const fn nib(c: u8) -> u8 {
-    match c {
-        b'0'..=b'9' => c - b'0',
-        b'a'..=b'f' => c - b'a' + 10,
-        _ => panic!("not lower-case hex"),
-    }
-}
 
 /// The Permit2 domain separator on `chain_id`:
 /// `keccak256(typehash ‖ keccak("Permit2") ‖ chainId ‖ PERMIT2_ADDRESS)`.

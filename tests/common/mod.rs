@@ -402,6 +402,43 @@ fn exact_payload(cfg: &Config, route: usize, key_byte: u8, nonce: u8, valid_for:
         "validAfter": (NOW - 600).to_string(), "validBefore": (NOW + valid_for).to_string(), "nonce": hex_0x(&[nonce; 32]) } })
 }
 
+/// A v2 `PAYMENT-SIGNATURE` for `cfg.routes[route]`'s first offer (an `upto` one): a Permit2
+/// witness transfer of the offer's maximum to the upto proxy, signed by the key made of
+/// `key_byte`, Permit2 nonce `nonce`, naming `facilitator`, valid from `NOW - 600` until
+/// `NOW + 120`.
+pub fn upto_payment_with(cfg: &Config, route: usize, key_byte: u8, nonce: u64, facilitator: &str) -> String {
+    use ruint::aliases::U256;
+    use x402_edge_paywall::x402::permit2::{UptoPermitWitnessTransferFrom, UPTO_PROXY_ADDRESS};
+    let offer = &cfg.routes[route].accepts[0];
+    let key = SigningKey::from_slice(&[key_byte; 32]).unwrap();
+    let from = address_of(key.verifying_key());
+    let facilitator = Address::parse(facilitator).unwrap();
+    let msg = UptoPermitWitnessTransferFrom {
+        token: offer.asset,
+        amount: offer.amount,
+        spender: UPTO_PROXY_ADDRESS,
+        nonce: U256::from(nonce),
+        deadline: U256::from(NOW + 120),
+        to: offer.pay_to,
+        facilitator,
+        valid_after: U256::from(NOW - 600),
+    };
+    let (sig, recid) = key.sign_prehash_recoverable(&msg.digest(offer.chain_id));
+    let mut bytes = sig.to_bytes().to_vec();
+    bytes.push(27 + recid.to_byte());
+    encode_header(&json!({ "x402Version": 2, "accepted": offer.requirements_json, "payload": {
+        "signature": hex_0x(&bytes),
+        "permit2Authorization": {
+            "from": from.to_checksum(),
+            "permitted": { "token": offer.asset.to_checksum(), "amount": offer.amount.to_string() },
+            "spender": UPTO_PROXY_ADDRESS.to_checksum(),
+            "nonce": nonce.to_string(),
+            "deadline": (NOW + 120).to_string(),
+            "witness": { "to": offer.pay_to.to_checksum(), "facilitator": facilitator.to_checksum(), "validAfter": (NOW - 600).to_string() },
+        },
+    } }))
+}
+
 /// [`payment_with`] with nonce = key byte and 120 s of validity.
 pub fn payment(cfg: &Config, route: usize, key_byte: u8) -> String {
     payment_with(cfg, route, key_byte, key_byte, 120)

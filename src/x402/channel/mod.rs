@@ -20,7 +20,7 @@
 //! wire); times are Unix seconds. Nothing here touches HTTP, I/O or per-request state.
 
 use ruint::aliases::U256;
-use crate::evm::{decode_hex_0x, keccak256, parse_bytes32, parse_uint256, recover_signer, Address, Eip712Domain};
+use crate::evm::{decode_hex_0x, hex_const, keccak256, parse_bytes32, parse_uint256, recover_signer, Address, Eip712Domain};
 use crate::refusal::Invalid;
 use crate::x402::exact::MAX_SIGNATURE_BYTES;
 
@@ -32,11 +32,11 @@ pub const SCHEME: &str = "batch-settlement";
 
 /// The canonical `x402BatchSettlement` escrow (CREATE2, same address on every chain): the
 /// `verifyingContract` of the scheme's EIP-712 domain.
-pub const BATCH_SETTLEMENT_ADDRESS: Address = Address(hex20("4020074e9df2ce1dee5a9c1b5c3f541d02a10003"));
+pub const BATCH_SETTLEMENT_ADDRESS: Address = Address(hex_const::<20>("4020074e9df2ce1dee5a9c1b5c3f541d02a10003"));
 /// The canonical `ERC3009DepositCollector`: the `to` of a deposit's `receiveWithAuthorization`.
-pub const ERC3009_DEPOSIT_COLLECTOR_ADDRESS: Address = Address(hex20("4020806089470a89826cb9fb1f4059150b550004"));
+pub const ERC3009_DEPOSIT_COLLECTOR_ADDRESS: Address = Address(hex_const::<20>("4020806089470a89826cb9fb1f4059150b550004"));
 /// The canonical `Permit2DepositCollector`: the `spender` of a deposit's Permit2 authorization.
-pub const PERMIT2_DEPOSIT_COLLECTOR_ADDRESS: Address = Address(hex20("4020425faf3b746c082c2f942b4e5159887b0005"));
+pub const PERMIT2_DEPOSIT_COLLECTOR_ADDRESS: Address = Address(hex_const::<20>("4020425faf3b746c082c2f942b4e5159887b0005"));
 
 /// The scheme's EIP-712 domain `name` (with `version` [`DOMAIN_VERSION`], the chain id and
 /// [`BATCH_SETTLEMENT_ADDRESS`]).
@@ -118,24 +118,6 @@ pub mod reason {
     pub const WITHDRAWAL_CLOSES_CLAIM_WINDOW: &str = "invalid_batch_settlement_evm_withdrawal_pending";
 }
 
-const fn hex20(s: &str) -> [u8; 20] {
-    let b = s.as_bytes();
-    let mut out = [0u8; 20];
-    let mut i = 0;
-    while i < 20 {
-        out[i] = (nib(b[2 * i]) << 4) | nib(b[2 * i + 1]);
-        i += 1;
-    }
-    out
-}
-
-const fn nib(c: u8) -> u8 {
-    match c {
-        b'0'..=b'9' => c - b'0',
-        b'a'..=b'f' => c - b'a' + 10,
-        _ => panic!("not lower-case hex"),
-    }
-}
 
 fn u128_word(v: u128) -> [u8; 32] {
     U256::from(v).to_be_bytes::<32>()
