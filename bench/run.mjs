@@ -12,7 +12,8 @@
 // ours at 0 ms facilitator delay, one run, printed as JSON (a quick check while optimising;
 // `node bench/run.mjs` after `bash scripts/build.sh`).
 // BENCH_ONLY=upto: only the metered (`upto`, Permit2) paid request, ours and the peer's, at 0 and
-// 50 ms facilitator delay, BENCH_ROUNDS interleaved rounds, medians: the report's rows and JSON.
+// 50 ms facilitator delay, next to the exact paid request in the same rounds (for reference),
+// BENCH_ROUNDS interleaved rounds, medians: the report's rows (stderr) and JSON (stdout).
 import { execFileSync, spawn } from 'node:child_process';
 import { mkdirSync, readFileSync, writeFileSync, statSync } from 'node:fs';
 import { createRequire } from 'node:module';
@@ -109,10 +110,12 @@ async function startServer(kind, originUrl, facilitatorUrl) {
   return { mf, url, pid };
 }
 
+/** This process's child processes named `name` (only its own: other workerd processes on a shared
+ * machine must not be mistaken for the server just started). */
 function childPids(name) {
   try {
     return execFileSync('ps', ['-eo', 'pid,ppid,comm', '--no-headers']).toString().trim().split('\n')
-      .map((l) => l.trim().split(/\s+/)).filter(([, , comm]) => comm === name).map(([pid]) => Number(pid));
+      .map((l) => l.trim().split(/\s+/)).filter(([, ppid, comm]) => comm === name && Number(ppid) === process.pid).map(([pid]) => Number(pid));
   } catch {
     return [];
   }
@@ -562,12 +565,14 @@ async function sameRequirements(origin, routePath) {
   }
 }
 
-/** BENCH_ONLY=upto: the metered paid request, ours and the peer's, interleaved rounds, medians. */
+/** BENCH_ONLY=upto: the metered paid request, ours and the peer's, next to the exact one,
+ * interleaved rounds, medians. */
 async function onlyUpto() {
   buildPeer();
   const origin = await startBenchOrigin();
   const rounds = { ours: [], peer: [] };
   try {
+    const exact = await sameRequirements(origin, '/weather');
     const accepted = await sameRequirements(origin, '/metered');
     for (let round = 0; round < ROUNDS; round++) {
       for (const kind of ['ours', 'peer']) {
@@ -578,6 +583,8 @@ async function onlyUpto() {
           const out = {};
           out.upto0 = await paidRun(server, standin, kind, 'upto0', round, accepted, '/metered', 0, 1500);
           out.upto50 = await paidRun(server, standin, kind, 'upto50', round, accepted, '/metered', 50, 400);
+          out.paid0 = await paidRun(server, standin, kind, 'paid0', round, exact, '/weather', 0, 1500);
+          out.paid50 = await paidRun(server, standin, kind, 'paid50', round, exact, '/weather', 50, 400);
           rounds[kind].push(out);
         } finally {
           await server.mf.dispose();
@@ -592,8 +599,13 @@ async function onlyUpto() {
   const peer = medians(rounds.peer);
   console.error(`wrk 1 thread, ${CONNECTIONS} connections, ${SECONDS} s per run; medians of ${ROUNDS} interleaved rounds; load ${os.loadavg().map((x) => x.toFixed(2)).join(' ')}`);
   console.error(uptoRows(ours, peer).join('\n'));
+  for (const d of [0, 50]) {
+    console.error(row(`(b) exact paid request, facilitator ${d} ms, throughput`, ours[`paid${d}`].rps, peer[`paid${d}`].rps, 'req/s'));
+    console.error(row(`(b) exact paid request, facilitator ${d} ms, p50`, ours[`paid${d}`].p50, peer[`paid${d}`].p50, 'ms', 'lower', 2));
+  }
   const pick = (r) => ({ rps: Math.round(r.rps), p50: r.p50, p99: r.p99, workerdCpuMs: r.workerdCpuMs, roundTrips: r.roundTrips, verifyCalls: r.verifyCalls, settleCalls: r.settleCalls });
-  console.log(JSON.stringify({ ours: { upto0: pick(ours.upto0), upto50: pick(ours.upto50) }, peer: { upto0: pick(peer.upto0), upto50: pick(peer.upto50) } }));
+  const picks = (m) => Object.fromEntries(['upto0', 'upto50', 'paid0', 'paid50'].map((k) => [k, pick(m[k])]));
+  console.log(JSON.stringify({ ours: picks(ours), peer: picks(peer), loadavg: os.loadavg() }));
 }
 
 async function main() {
