@@ -11,6 +11,9 @@
 // BENCH_ONLY=paid0 (or minted0, a paid request that also sells a pass): only that scenario of
 // ours at 0 ms facilitator delay, one run, printed as JSON (a quick check while optimising;
 // `node bench/run.mjs` after `bash scripts/build.sh`).
+// BENCH_ONLY=upto: only the metered (`upto`, Permit2) paid request, ours and the peer's, at 0 and
+// 50 ms facilitator delay, next to the exact paid request in the same rounds (for reference),
+// BENCH_ROUNDS interleaved rounds, medians: the report's rows (stderr) and JSON (stdout).
 import { execFileSync, spawn } from 'node:child_process';
 import { mkdirSync, readFileSync, writeFileSync, statSync } from 'node:fs';
 import { createRequire } from 'node:module';
@@ -21,7 +24,7 @@ import { gzipSync } from 'node:zlib';
 import { Miniflare } from 'miniflare';
 import { verifyTypedData } from 'viem';
 
-import { startBenchOrigin, startStandin } from './standin.mjs';
+import { FACILITATOR_ADDRESS, METERED_AMOUNT, startBenchOrigin, startStandin } from './standin.mjs';
 
 const ROOT = path.resolve(path.dirname(new URL(import.meta.url).pathname), '..');
 const BUILD = path.join(ROOT, 'bench/.build');
@@ -45,9 +48,11 @@ function buildPeer() {
   ], { cwd: ROOT, stdio: 'inherit' });
 }
 
-// /weather does what the peer does (per request); /minted also sells a pass (record to KV after the response).
+// /weather does what the peer does (per request); /minted also sells a pass (record to KV after the
+// response); /metered is metered (`upto`, at most the same price; the origin reports the amount).
 const OUR_ROUTES = [
   { route: 'GET /weather', price: '$0.01', maxTimeoutSeconds: 300, description: 'Current weather', mimeType: 'application/json' },
+  { route: 'GET /metered', scheme: 'upto', price: '$0.01', maxTimeoutSeconds: 300, description: 'Current weather, metered', mimeType: 'application/json' },
   { route: 'GET /minted', price: '$0.01', maxTimeoutSeconds: 300, description: 'Current weather, with a pass', mimeType: 'application/json', pass: { ttl: '1h' } },
   { route: 'GET /big', price: '$0.01', maxTimeoutSeconds: 300, description: 'Large body', mimeType: 'application/octet-stream' },
 ];
@@ -83,7 +88,7 @@ function miniflareOptions(kind, originUrl, facilitatorUrl) {
       compatibilityFlags: ['enable_request_signal'],
       kvNamespaces: ['PASSES'],
       durableObjects: { LEDGER: { className: 'PaymentLedger', useSQLite: true } },
-      bindings: { ORIGIN_URL: originUrl, FACILITATOR_URL: facilitatorUrl, PAY_TO, ROUTES: OUR_ROUTES, ...cdp, ...(process.env.BENCH_DECISION_LOG ? { DECISION_LOG: process.env.BENCH_DECISION_LOG } : {}) },
+      bindings: { ORIGIN_URL: originUrl, FACILITATOR_URL: facilitatorUrl, FACILITATOR_ADDRESS, PAY_TO, ROUTES: OUR_ROUTES, ...cdp, ...(process.env.BENCH_DECISION_LOG ? { DECISION_LOG: process.env.BENCH_DECISION_LOG } : {}) },
     };
   }
   if (kind === 'floor') return { ...common, scriptPath: path.join(BUILD, 'floor.js') };
@@ -105,10 +110,12 @@ async function startServer(kind, originUrl, facilitatorUrl) {
   return { mf, url, pid };
 }
 
+/** This process's child processes named `name` (only its own: other workerd processes on a shared
+ * machine must not be mistaken for the server just started). */
 function childPids(name) {
   try {
     return execFileSync('ps', ['-eo', 'pid,ppid,comm', '--no-headers']).toString().trim().split('\n')
-      .map((l) => l.trim().split(/\s+/)).filter(([, , comm]) => comm === name).map(([pid]) => Number(pid));
+      .map((l) => l.trim().split(/\s+/)).filter(([, ppid, comm]) => comm === name && Number(ppid) === process.pid).map(([pid]) => Number(pid));
   } catch {
     return [];
   }
@@ -199,8 +206,8 @@ function runWrk(url, opts, pid) {
 
 // ---- scenarios -----------------------------------------------------------------------------
 
-async function challengeOf(url) {
-  const r = await fetch(`${url}/weather`);
+async function challengeOf(url, routePath = '/weather') {
+  const r = await fetch(`${url}${routePath}`);
   await r.arrayBuffer();
   return JSON.parse(Buffer.from(r.headers.get('payment-required'), 'base64').toString()).accepts[0];
 }
@@ -211,22 +218,36 @@ function paymentsFor(accepted, perSecond, tag) {
   return { file: presign(accepted, n, tag), n };
 }
 
-/** One round of every load scenario on one server kind; the facilitator stand-in counts calls. */
-async function loadRound(kind, origin, accepted, round) {
+/** A paid load run of `kind` on `path` with fresh payments for `accepted` (exact or upto), the
+ * stand-in answering after `delay` ms; fails on any non-2xx answer, on running out of payments,
+ * and for upto on any settlement of another amount than the origin reported. */
+async function paidRun(server, standin, kind, name, round, accepted, path, delay, perSecond) {
+  standin.setDelay(delay);
+  standin.reset();
+  const { file, n } = paymentsFor(accepted, perSecond, `${kind}-${name}-${round}`);
+  log(`round ${round + 1}: ${kind} ${name}`);
+  const r = await runWrk(server.url, { header: 'payment-signature', file, path }, server.pid);
+  if (r.non2xx > 0 || r.requests > n) throw new Error(`${kind} ${name}: ${r.non2xx} non-2xx of ${r.requests} (pre-signed ${n})`);
+  if (accepted.scheme === 'upto') {
+    const amounts = standin.calls.settledAmounts;
+    if (Object.keys(amounts).join() !== METERED_AMOUNT || standin.calls.settle < r.requests) {
+      throw new Error(`${kind} ${name}: settled ${JSON.stringify(amounts)} for ${r.requests} answers, not ${METERED_AMOUNT} each`);
+    }
+  }
+  r.roundTrips = (standin.calls.verify + standin.calls.settle) / r.requests;
+  r.verifyCalls = standin.calls.verify;
+  r.settleCalls = standin.calls.settle;
+  return r;
+}
+
+/** One round of every load scenario on one server kind; the facilitator stand-in counts calls.
+ * `accepted`: the exact requirement of /weather; `uptoAccepted`: the upto one of /metered. */
+async function loadRound(kind, origin, accepted, uptoAccepted, round) {
   const out = {};
   const standin = await startStandin({ delayMs: 0 });
   const server = await startServer(kind, origin.url, standin.url);
-  const paid = async (name, path, delay, perSecond) => {
-    standin.setDelay(delay);
-    standin.reset();
-    const { file, n } = paymentsFor(accepted, perSecond, `${kind}-${name}-${round}`);
-    log(`round ${round + 1}: ${kind} ${name}`);
-    const r = await runWrk(server.url, { header: 'payment-signature', file, path }, server.pid);
-    if (r.non2xx > 0 || r.requests > n) throw new Error(`${kind} ${name}: ${r.non2xx} non-2xx of ${r.requests} (pre-signed ${n})`);
-    r.roundTrips = (standin.calls.verify + standin.calls.settle) / r.requests;
-    r.verifyCalls = standin.calls.verify;
-    r.settleCalls = standin.calls.settle;
-    out[name] = r;
+  const paid = async (name, path, delay, perSecond, offer = accepted) => {
+    out[name] = await paidRun(server, standin, kind, name, round, offer, path, delay, perSecond);
   };
   try {
     for (let i = 0; i < 50; i++) await (await fetch(`${server.url}/weather`)).arrayBuffer(); // warm up
@@ -234,6 +255,8 @@ async function loadRound(kind, origin, accepted, round) {
     out.challenge = await runWrk(server.url, {}, server.pid);
     await paid('paid0', '/weather', 0, 1500);
     await paid('paid50', '/weather', 50, 400);
+    await paid('upto0', '/metered', 0, 1500, uptoAccepted);
+    await paid('upto50', '/metered', 50, 400, uptoAccepted);
     if (kind === 'ours') {
       await paid('minted0', '/minted', 0, 1500);
       const { file } = paymentsFor(accepted, 1, `session-${round}`);
@@ -357,7 +380,7 @@ async function micro() {
   if (wasm.verify(3) !== 3) throw new Error('wasm verify is wrong');
   const wasmUs = median([0, 1, 2].map(() => time((n) => wasm.verify(n), 2000)));
   // What a fresh isolate's first request does once: parse and validate the variables.
-  const vars = JSON.stringify({ ORIGIN_URL: 'http://127.0.0.1:8788', FACILITATOR_URL: 'http://127.0.0.1:4022', PAY_TO, ROUTES: OUR_ROUTES });
+  const vars = JSON.stringify({ ORIGIN_URL: 'http://127.0.0.1:8788', FACILITATOR_URL: 'http://127.0.0.1:4022', FACILITATOR_ADDRESS, PAY_TO, ROUTES: OUR_ROUTES });
   if (wasm.config_parse(vars, 2) !== 2) throw new Error('config_parse failed');
   const configUs = median([0, 1, 2].map(() => time((n) => wasm.config_parse(vars, n), 200)));
   // Compiling the Worker's wasm in this V8 (workerd does it when the script loads).
@@ -504,7 +527,89 @@ async function onlyFree() {
   console.log(JSON.stringify(out));
 }
 
+/** The report's rows for the metered (`upto`) paid request, from per-scenario medians. */
+function uptoRows(ours, peer) {
+  const lines = [];
+  for (const d of [0, 50]) {
+    const o = ours[`upto${d}`];
+    const p = peer[`upto${d}`];
+    lines.push(row(`(m) metered paid request (upto, Permit2), facilitator ${d} ms, throughput`, o.rps, p.rps, 'req/s'));
+    lines.push(row(`(m) metered paid request (upto, Permit2), facilitator ${d} ms, p50`, o.p50, p.p50, 'ms', 'lower', 2));
+    lines.push(row(`(m) metered paid request (upto, Permit2), facilitator ${d} ms, p99`, o.p99, p.p99, 'ms', 'lower', 2));
+    lines.push(row(`(m) metered paid request (upto, Permit2), facilitator ${d} ms, workerd CPU per request`, o.workerdCpuMs, p.workerdCpuMs, 'ms', 'lower', 3));
+    lines.push(`| (m) facilitator round trips per metered paid request, ${d} ms | ${fmt(o.roundTrips, 2)} (verify ${o.verifyCalls}, settle ${o.settleCalls}) | ${fmt(p.roundTrips, 2)} (verify ${p.verifyCalls}, settle ${p.settleCalls}) | |`);
+  }
+  return lines;
+}
+
+/** A markdown row: ours, the peer's, and ours relative to the peer (`better`: which is better). */
+function row(name, o, p, unit, better = 'higher', d = 0) {
+  const ratio = better === 'higher' ? o / p : p / o;
+  return `| ${name} | ${fmt(o, d)} ${unit} | ${fmt(p, d)} ${unit} | ${fmt(ratio, 2)}× |`;
+}
+
+/** Both servers' requirement for `routePath`; they must be identical, so one set of payments fits both. */
+async function sameRequirements(origin, routePath) {
+  const probe = await startStandin();
+  const ours = await startServer('ours', origin.url, probe.url);
+  const peer = await startServer('peer', origin.url, probe.url);
+  try {
+    const acceptedOurs = await challengeOf(ours.url, routePath);
+    const acceptedPeer = await challengeOf(peer.url, routePath);
+    if (JSON.stringify(acceptedOurs) !== JSON.stringify(acceptedPeer)) throw new Error(`requirements of ${routePath} differ:\n${JSON.stringify(acceptedOurs)}\n${JSON.stringify(acceptedPeer)}`);
+    return acceptedOurs;
+  } finally {
+    await ours.mf.dispose();
+    await peer.mf.dispose();
+    await probe.stop();
+  }
+}
+
+/** BENCH_ONLY=upto: the metered paid request, ours and the peer's, next to the exact one,
+ * interleaved rounds, medians. */
+async function onlyUpto() {
+  buildPeer();
+  const origin = await startBenchOrigin();
+  const rounds = { ours: [], peer: [] };
+  try {
+    const exact = await sameRequirements(origin, '/weather');
+    const accepted = await sameRequirements(origin, '/metered');
+    for (let round = 0; round < ROUNDS; round++) {
+      for (const kind of ['ours', 'peer']) {
+        const standin = await startStandin({ delayMs: 0 });
+        const server = await startServer(kind, origin.url, standin.url);
+        try {
+          for (let i = 0; i < 50; i++) await (await fetch(`${server.url}/weather`)).arrayBuffer();
+          const out = {};
+          out.upto0 = await paidRun(server, standin, kind, 'upto0', round, accepted, '/metered', 0, 1500);
+          out.upto50 = await paidRun(server, standin, kind, 'upto50', round, accepted, '/metered', 50, 400);
+          out.paid0 = await paidRun(server, standin, kind, 'paid0', round, exact, '/weather', 0, 1500);
+          out.paid50 = await paidRun(server, standin, kind, 'paid50', round, exact, '/weather', 50, 400);
+          rounds[kind].push(out);
+        } finally {
+          await server.mf.dispose();
+          await standin.stop();
+        }
+      }
+    }
+  } finally {
+    await origin.stop();
+  }
+  const ours = medians(rounds.ours);
+  const peer = medians(rounds.peer);
+  console.error(`wrk 1 thread, ${CONNECTIONS} connections, ${SECONDS} s per run; medians of ${ROUNDS} interleaved rounds; load ${os.loadavg().map((x) => x.toFixed(2)).join(' ')}`);
+  console.error(uptoRows(ours, peer).join('\n'));
+  for (const d of [0, 50]) {
+    console.error(row(`(b) exact paid request, facilitator ${d} ms, throughput`, ours[`paid${d}`].rps, peer[`paid${d}`].rps, 'req/s'));
+    console.error(row(`(b) exact paid request, facilitator ${d} ms, p50`, ours[`paid${d}`].p50, peer[`paid${d}`].p50, 'ms', 'lower', 2));
+  }
+  const pick = (r) => ({ rps: Math.round(r.rps), p50: r.p50, p99: r.p99, workerdCpuMs: r.workerdCpuMs, roundTrips: r.roundTrips, verifyCalls: r.verifyCalls, settleCalls: r.settleCalls });
+  const picks = (m) => Object.fromEntries(['upto0', 'upto50', 'paid0', 'paid50'].map((k) => [k, pick(m[k])]));
+  console.log(JSON.stringify({ ours: picks(ours), peer: picks(peer), loadavg: os.loadavg() }));
+}
+
 async function main() {
+  if (process.env.BENCH_ONLY === 'upto') return onlyUpto();
   if (process.env.BENCH_ONLY === 'free') return onlyFree();
   if (process.env.BENCH_ONLY === 'startup') {
     const origin = await startBenchOrigin();
@@ -521,22 +626,15 @@ async function main() {
   const cpus = os.cpus();
 
   // Requirements of both servers must be identical so one set of payments fits both.
-  const probe = await startStandin();
-  const ours0 = await startServer('ours', origin.url, probe.url);
-  const peer0 = await startServer('peer', origin.url, probe.url);
-  const acceptedOurs = await challengeOf(ours0.url);
-  const acceptedPeer = await challengeOf(peer0.url);
-  await ours0.mf.dispose();
-  await peer0.mf.dispose();
-  await probe.stop();
-  if (JSON.stringify(acceptedOurs) !== JSON.stringify(acceptedPeer)) throw new Error(`requirements differ:\n${JSON.stringify(acceptedOurs)}\n${JSON.stringify(acceptedPeer)}`);
+  const acceptedOurs = await sameRequirements(origin, '/weather');
+  const acceptedUpto = await sameRequirements(origin, '/metered');
   // Interleaved rounds (floor, ours, peer) so that drift on a shared machine hits all alike.
   const rounds = { floor: [], ours: [], peer: [] };
   for (let round = 0; round < ROUNDS; round++) {
     log(`round ${round + 1}: floor`);
     rounds.floor.push({ challenge: await floorChallenge(origin), challengeLog: await floorChallenge(origin, 'floor-log'), proxy: await passThrough('proxy', origin) });
-    rounds.ours.push({ ...(await loadRound('ours', origin, acceptedOurs, round)), ...(await cdpRound(origin, acceptedOurs, round)), free: await passThrough('ours', origin), quiet: await quietChallenge(origin) });
-    rounds.peer.push(await loadRound('peer', origin, acceptedOurs, round));
+    rounds.ours.push({ ...(await loadRound('ours', origin, acceptedOurs, acceptedUpto, round)), ...(await cdpRound(origin, acceptedOurs, round)), free: await passThrough('ours', origin), quiet: await quietChallenge(origin) });
+    rounds.peer.push(await loadRound('peer', origin, acceptedOurs, acceptedUpto, round));
   }
   const floors = medians(rounds.floor);
   const floor = floors.challenge;
@@ -560,10 +658,6 @@ async function main() {
   const peerRaw = statSync(path.join(BUILD, 'peer.js')).size;
   const peerGz = gzipSync(readFileSync(path.join(BUILD, 'peer.js')), { level: 9 }).length;
 
-  const row = (name, o, p, unit, better = 'higher', d = 0) => {
-    const ratio = better === 'higher' ? o / p : p / o;
-    return `| ${name} | ${fmt(o, d)} ${unit} | ${fmt(p, d)} ${unit} | ${fmt(ratio, 2)}× |`;
-  };
   const lines = [];
   lines.push(`Machine: ${cpus.length} × ${cpus[0].model}; Node ${process.version}; wrk 1 thread, ${CONNECTIONS} connections, ${SECONDS} s per run; medians of ${ROUNDS} interleaved rounds; both servers in Miniflare ${require('miniflare/package.json').version} (one workerd each).`);
   lines.push('');
@@ -588,6 +682,7 @@ async function main() {
     lines.push(row(`(b) paid request, facilitator ${d} ms, workerd CPU per request`, o.workerdCpuMs, p.workerdCpuMs, 'ms', 'lower', 3));
     lines.push(`| (b) facilitator round trips per paid request, ${d} ms | ${fmt(o.roundTrips, 2)} (verify ${o.verifyCalls}, settle ${o.settleCalls}) | ${fmt(p.roundTrips, 2)} (verify ${p.verifyCalls}, settle ${p.settleCalls}) | |`);
   }
+  lines.push(...uptoRows(ours, peer));
   const fp = floors.proxy;
   lines.push(`| unpriced pass-through (GET /free → origin), throughput | ${fmt(ours.free.rps)} req/s, ${fmt(ours.free.workerdCpuMs, 3)} ms CPU/req | floor: a plain JS fetch proxy Worker, ${fmt(fp.rps)} req/s, ${fmt(fp.workerdCpuMs, 3)} ms CPU/req | ${fmt(ours.free.rps / fp.rps, 2)}× the floor |`);
   const cd = ours.paid0cdp;

@@ -1,9 +1,19 @@
 // The facilitator stand-in for benchmarks: answers /verify (valid) and /settle (success) after a
-// configurable delay, without a chain, and counts the round trips it served.
+// configurable delay, without a chain, and counts the round trips it served. It supports `exact`
+// (EIP-3009) and `upto` (Permit2; `/supported` announces FACILITATOR_ADDRESS as the upto kind's
+// `extra.facilitatorAddress`, and `/settle` answers with the amount it was asked to settle, as the
+// official upto facilitator does).
 import http from 'node:http';
 
+/** The address the stand-in announces for `upto`: the one a payer's Permit2 witness must name. */
+export const FACILITATOR_ADDRESS = '0x70997970C51812dc3A010C7d01b50e0d17dc79C8';
+
+/** The amount, in atomic units, the bench origin reports for `GET /metered` (of a $0.01 maximum). */
+export const METERED_AMOUNT = '4321';
+
 export async function startStandin({ delayMs = 0 } = {}) {
-  const calls = { verify: 0, settle: 0, supported: 0, bearer: 0 };
+  // `upto`: the calls for upto requirements; `settledAmounts`: upto /settle calls by amount.
+  const calls = { verify: 0, settle: 0, supported: 0, bearer: 0, upto: 0, settledAmounts: {} };
   let tx = 0;
   const server = http.createServer((req, res) => {
     const chunks = [];
@@ -19,25 +29,36 @@ export async function startStandin({ delayMs = 0 } = {}) {
       if (req.url === '/supported') {
         calls.supported++;
         return send({
-          kinds: [{ x402Version: 2, scheme: 'exact', network: 'eip155:84532' }, { x402Version: 1, scheme: 'exact', network: 'base-sepolia' }],
+          kinds: [
+            { x402Version: 2, scheme: 'exact', network: 'eip155:84532' },
+            { x402Version: 2, scheme: 'upto', network: 'eip155:84532', extra: { facilitatorAddress: FACILITATOR_ADDRESS } },
+            { x402Version: 1, scheme: 'exact', network: 'base-sepolia' },
+          ],
           extensions: [],
-          signers: { 'eip155:*': ['0x70997970C51812dc3A010C7d01b50e0d17dc79C8'] },
+          signers: { 'eip155:*': [FACILITATOR_ADDRESS] },
         });
       }
       let body = {};
       try { body = JSON.parse(Buffer.concat(chunks).toString('utf8')); } catch {}
-      const payer = body?.paymentPayload?.payload?.authorization?.from;
+      const payload = body?.paymentPayload?.payload;
+      const payer = payload?.authorization?.from ?? payload?.permit2Authorization?.from;
+      const upto = body?.paymentRequirements?.scheme === 'upto';
       // Calls that carried a JWT bearer token (the CDP-authenticated run); not verified here.
       if (/^Bearer ey[\w-]+\.ey[\w-]+\.[\w-]+$/.test(req.headers.authorization ?? '')) calls.bearer++;
       const network = body?.paymentRequirements?.network ?? 'eip155:84532';
       if (req.url === '/verify') {
         calls.verify++;
+        if (upto) calls.upto++;
         return send({ isValid: true, payer });
       }
       if (req.url === '/settle') {
         calls.settle++;
         tx++;
-        return send({ success: true, transaction: `0x${tx.toString(16).padStart(64, '0')}`, network, payer });
+        const transaction = `0x${tx.toString(16).padStart(64, '0')}`;
+        if (!upto) return send({ success: true, transaction, network, payer });
+        calls.upto++;
+        calls.settledAmounts[body.paymentRequirements.amount] = (calls.settledAmounts[body.paymentRequirements.amount] ?? 0) + 1;
+        return send({ success: true, transaction, network, payer, amount: body.paymentRequirements.amount });
       }
       res.writeHead(404);
       res.end();
@@ -48,13 +69,14 @@ export async function startStandin({ delayMs = 0 } = {}) {
   return {
     url: `http://127.0.0.1:${server.address().port}`,
     calls,
-    reset() { calls.verify = 0; calls.settle = 0; calls.bearer = 0; },
+    reset() { calls.verify = 0; calls.settle = 0; calls.bearer = 0; calls.upto = 0; calls.settledAmounts = {}; },
     setDelay(ms) { delayMs = ms; },
     stop: () => new Promise((r) => { server.closeAllConnections(); server.close(() => r()); }),
   };
 }
 
-/** A minimal origin: small JSON for /weather, N MiB streamed for /big?mb=N. */
+/** A minimal origin: small JSON for /weather, N MiB streamed for /big?mb=N; /metered is the
+ * /weather answer plus `Settlement-Overrides: {"amount":"4321"}` (what a metered origin reports). */
 export async function startBenchOrigin() {
   const chunk = Buffer.alloc(64 * 1024, 0x61);
   const server = http.createServer((req, res) => {
@@ -73,7 +95,8 @@ export async function startBenchOrigin() {
       return pump();
     }
     const body = JSON.stringify({ city: 'Lisbon', forecast: 'sunny', tempC: 21 });
-    res.writeHead(200, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) });
+    const metered = url.pathname === '/metered' ? { 'settlement-overrides': JSON.stringify({ amount: METERED_AMOUNT }) } : {};
+    res.writeHead(200, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body), ...metered });
     res.end(body);
   });
   server.keepAliveTimeout = 60_000;

@@ -76,6 +76,18 @@ export function targets(size, rows) {
     const [o50, p50] = row(rows, `(b) paid request, facilitator ${d} ms, p50`).map((c) => numbers(c)[0]);
     out.push([`paid requests ahead of the peer at ${d} ms facilitator delay`, `${verdict(numbers(ratio)[0] >= 1)}: ${o} against ${p} (${ratio}); p50 ${fmt(o50, 1)} against ${fmt(p50, 1)} ms`]);
   }
+  {
+    // Reports from before the metered rows (m) existed lack them.
+    const m = '(m) metered paid request (upto, Permit2), facilitator 50 ms';
+    const metered = '`@x402/hono` with `upto`: metered paid requests at least the peer\'s throughput at 50 ms facilitator delay';
+    if ([...rows.keys()].some((k) => k.startsWith(`${m}, throughput`))) {
+      const [o, p, ratio] = row(rows, `${m}, throughput`);
+      const [o50, p50] = row(rows, `${m}, p50`).map((c) => numbers(c)[0]);
+      out.push([metered, `${verdict(numbers(ratio)[0] >= 1)}: ${o} against ${p} (${ratio}); p50 ${fmt(o50, 1)} against ${fmt(p50, 1)} ms`]);
+    } else {
+      out.push([metered, 'not in this report (it predates the metered rows)']);
+    }
+  }
   const [qo, qp, qr] = row(rows, '(a) 402 challenge with DECISION_LOG = "payments", throughput');
   const [co, cp, cr] = row(rows, '(a) 402 challenge, throughput');
   out.push(['402 challenge throughput at least the peer\'s', `with \`DECISION_LOG = "payments"\`: ${verdict(numbers(qr)[0] >= 1)} (${qo} against ${qp}, ${qr}); with the default \`all\`: ${verdict(numbers(cr)[0] >= 1)} (${co} against ${cp}, ${cr})`]);
