@@ -50,6 +50,7 @@ use crate::x402::offer::Offer;
 mod discovery;
 mod error;
 mod facilitators;
+mod mcp;
 mod origin;
 mod pass;
 mod routes;
@@ -58,6 +59,7 @@ mod vars;
 pub use discovery::{MAX_DECLARATION_BYTES, MAX_DECLARATION_DEPTH};
 pub use error::*;
 pub use facilitators::*;
+pub use mcp::{McpServer, ToolPrice};
 pub use origin::*;
 pub use pass::*;
 pub use routes::*;
@@ -148,6 +150,8 @@ pub struct Config {
     /// ([`crate::x402::siwx::issue_nonce`]); required while sign-in is on (`PUBLIC_URL` and a route that
     /// sells a pass).
     pub sign_in_key: Option<crate::x402::siwx::NonceKey>,
+    /// `MCP`: MCP servers whose tools are priced per call (docs/mcp.md).
+    pub mcp: Vec<McpServer>,
 }
 
 /// The admin endpoint: `POST {path}/revoke?pass=<token>` or `?payer=<address>`, and
@@ -274,7 +278,8 @@ impl Config {
         let mode = mode(vars)?;
         let table = TableDefaults { offer: defaults, rate_limits: default_limits, origin_timeout_seconds, facilitator_timeout_seconds };
         let routes = parse_routes(&entries, &table)?;
-        if let Some(name) = price_looking_var(vars).filter(|_| routes.iter().all(Route::is_free)) {
+        let mcp = mcp::parse_mcp(vars, &table, &routes)?;
+        if let Some(name) = price_looking_var(vars).filter(|_| routes.iter().all(Route::is_free) && !mcp.iter().any(McpServer::is_priced)) {
             return err(format!(
                 "{} looks like a price, but no route in ROUTES is priced: the paywall reads prices only from ROUTES (a [[vars.ROUTES]] entry with price = \"$0.01\")",
                 shown(name)
@@ -302,6 +307,7 @@ impl Config {
             admin,
             public_url,
             sign_in_key,
+            mcp,
         })
     }
 

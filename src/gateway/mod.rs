@@ -49,6 +49,7 @@
 //! | `limits.rs` | rate limits, the failed-attempt block list, client keys |
 //! | `shadow.rs` | `MODE = "shadow"` |
 //! | `admin.rs` | the admin endpoint |
+//! | `mcp.rs`, `mcp_origin.rs` | an MCP server's endpoint: `tools/call` priced through `pay.rs` over a platform that judges the tool's answer (docs/mcp.md) |
 //! | `facilitator_client.rs` | `/verify` and `/settle` calls: failover, `Authorization`, timing |
 //!
 //! The facilitator client (`facilitator_client.rs`: failover, authorization, timing) is here, not in
@@ -76,6 +77,8 @@ mod passes;
 mod limits;
 mod admin;
 mod shadow;
+mod mcp;
+mod mcp_origin;
 
 pub use platform::{FacilitatorTransport, IsolateCaches, IsolateState, Kv, Ledger, Origin, Platform, PlatformError, RateLimits, Runtime, Signer};
 pub use pay::MAX_UNVERIFIED_IN_FLIGHT;
@@ -157,6 +160,9 @@ pub async fn handle<P: Platform>(config: &Rc<Config>, p: &Rc<P>, req: Request<P:
         if under {
             return cold(admin_endpoint(config, &**p, admin, req, &canonical)).await;
         }
+    }
+    if let Some(server) = config.mcp.iter().find(|s| s.path == canonical) {
+        return cold(mcp::serve(config, p, server, req, &canonical)).await;
     }
     let segments = match_segments(&canonical);
     let method = req.method().clone();
