@@ -385,7 +385,7 @@ fn the_table_of_variables_gives_the_names_the_edge_reads_the_secrets_and_the_nea
     let read = [
         "ORIGIN_URL", "DECISION_LOG", "MODE", "RATE_LIMITS", "FACILITATOR_URL", "FACILITATOR_AUTH", "CDP_API_KEY_ID", "CDP_API_KEY_SECRET",
         "PAY_TO", "FACILITATOR_ADDRESS", "NETWORK", "MAX_TIMEOUT_SECONDS", "SESSION_TTL_SECONDS", "ORIGIN_TIMEOUT_SECONDS", "FACILITATOR_TIMEOUT_SECONDS",
-        "CORS_ALLOWED_ORIGINS", "ROUTES", "VERIFY_GOOD_STANDING_SECONDS", "ORIGIN_HEADERS", "DENYLIST", "ADMIN_PATH", "ADMIN_TOKEN",
+        "CORS_ALLOWED_ORIGINS", "ROUTES", "MCP", "VERIFY_GOOD_STANDING_SECONDS", "ORIGIN_HEADERS", "DENYLIST", "ADMIN_PATH", "ADMIN_TOKEN",
         "PUBLIC_URL", "RPC_URL", "SIGN_IN_SECRET",
     ];
     assert_eq!(VARS, read, "the edge reads every variable by name, bindings and the FACILITATOR_AUTH_<NAME> family aside");

@@ -359,7 +359,12 @@ pub fn payment_v1_with(cfg: &Config, route: usize, key_byte: u8, nonce: u8, vali
 
 /// The `exact` EVM payload (`signature` and EIP-3009 `authorization`) of [`payment_with`].
 fn exact_payload(cfg: &Config, route: usize, key_byte: u8, nonce: u8, valid_for: u64) -> Value {
-    let offer = &cfg.routes[route].accepts[0];
+    exact_payload_for(&cfg.routes[route].accepts[0], key_byte, nonce, valid_for)
+}
+
+/// The `exact` EVM payload (`signature` and EIP-3009 `authorization`) paying `offer`, signed by
+/// the key made of `key_byte`, with nonce `[nonce; 32]` and `validBefore` = `NOW + valid_for`.
+pub fn exact_payload_for(offer: &x402_edge_paywall::x402::offer::Offer, key_byte: u8, nonce: u8, valid_for: u64) -> Value {
     let key = SigningKey::from_slice(&[key_byte; 32]).unwrap();
     let from = address_of(key.verifying_key());
     let msg = TransferWithAuthorization {
