@@ -368,3 +368,15 @@ fn mcp_configuration_errors_name_the_entry() {
     assert!(vars(json!({ "path": "/mcp", "tools": { "s": { "price": "$0.01", "settle": "before" } } })).contains("settles after"));
     assert_eq!(vars(json!({ "path": "/mcp", "tools": { "s": "$0.01" }, "default": "deny" })), "");
 }
+
+#[test]
+fn the_well_known_document_lists_the_priced_tools() {
+    let (cfg, p) = (cfg(), Rc::new(fake()));
+    let res = run(&cfg, &p, request("/.well-known/x402", &[]));
+    let items = body_json(&res)["items"].as_array().unwrap().clone();
+    let tools: Vec<(String, String)> = items.iter().filter(|i| i["type"] == "mcp").map(|i| (i["tool"].as_str().unwrap().to_string(), i["accepts"][0]["amount"].as_str().unwrap().to_string())).collect();
+    assert_eq!(tools, [("search".to_string(), "10000".to_string()), ("summarize".into(), "50000".into())], "free and denied tools are not listed");
+    let search = items.iter().find(|i| i["tool"] == "search").unwrap();
+    assert_eq!((search["path"].as_str(), search["resource"].as_str()), (Some("/mcp"), Some("mcp://tool/search")));
+    assert_eq!(p.origin_hits(), 0);
+}
