@@ -40,9 +40,13 @@ fn payment(cfg: &Config, tool: &str, key: u8, nonce: u8) -> Value {
 }
 
 fn post(body: &[u8]) -> Request<Vec<u8>> {
+    post_to("/mcp", body)
+}
+
+fn post_to(path: &str, body: &[u8]) -> Request<Vec<u8>> {
     Request::builder()
         .method("POST")
-        .uri("https://paywall.test/mcp")
+        .uri(format!("https://paywall.test{path}"))
         .header("content-type", "application/json")
         .header("accept", "application/json, text/event-stream")
         .header("mcp-session-id", "session-1")
@@ -378,5 +382,28 @@ fn the_well_known_document_lists_the_priced_tools() {
     assert_eq!(tools, [("search".to_string(), "10000".to_string()), ("summarize".into(), "50000".into())], "free and denied tools are not listed");
     let search = items.iter().find(|i| i["tool"] == "search").unwrap();
     assert_eq!((search["path"].as_str(), search["resource"].as_str()), (Some("/mcp"), Some("mcp://tool/search")));
+    assert_eq!(p.origin_hits(), 0);
+}
+
+#[test]
+fn every_spelling_of_the_path_a_route_would_match_is_the_mcp_server() {
+    let (cfg, p) = (cfg(), Rc::new(fake()));
+    for path in ["/MCP", "/mcp/", "/mcp;x=1", "/%6dcp", "//mcp", "/a/../mcp"] {
+        let res = run(&cfg, &p, post_to(path, &call(json!(1), "search", None)));
+        assert_eq!(body_json(&res)["result"]["isError"], true, "{path}");
+        assert!(body_json(&res)["result"]["structuredContent"]["accepts"].is_array(), "{path}");
+    }
+    assert_eq!(p.origin_hits(), 0);
+}
+
+#[test]
+fn a_call_sent_with_another_method_than_post_is_still_read() {
+    let (cfg, p) = (cfg(), Rc::new(fake()));
+    for method in ["PUT", "PATCH", "post"] {
+        let mut req = post(&call(json!(1), "search", None));
+        *req.method_mut() = http::Method::from_bytes(method.as_bytes()).unwrap();
+        let res = run(&cfg, &p, req);
+        assert_eq!(body_json(&res)["result"]["isError"], true, "{method}");
+    }
     assert_eq!(p.origin_hits(), 0);
 }

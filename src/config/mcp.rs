@@ -86,7 +86,7 @@ pub(super) fn parse_mcp(vars: &Map<String, Value>, table: &TableDefaults, routes
     let mut servers: Vec<McpServer> = Vec::with_capacity(entries.len());
     for (i, entry) in entries.iter().enumerate() {
         let server = parse_server(i, entry, table)?;
-        if servers.iter().any(|s| s.path == server.path) {
+        if servers.iter().any(|s| match_segments(&s.path) == match_segments(&server.path)) {
             return err(format!("MCP[{i}]: path {} is already an MCP server", shown(&server.path)));
         }
         let segments = match_segments(&server.path);

@@ -1,10 +1,10 @@
 //! An MCP server's endpoint ([`serve`]): Streamable HTTP (MCP 2025-06-18) proxied to the origin,
 //! with `tools/call` priced by x402's MCP transport (docs/mcp.md).
 //!
-//! - Not a POST (`GET` for the server's stream, `DELETE`, …), or a server with nothing priced or
+//! - `GET` (the server's stream), `HEAD`, `DELETE`, `OPTIONS`, or a server with nothing priced or
 //!   denied: forwarded untouched and streamed (the unpriced pass-through), `Mcp-Session-Id` and
 //!   `MCP-Protocol-Version` with it.
-//! - A POST: its body read (at most [`MAX_MESSAGE_BYTES`]) and classified
+//! - A POST (or any other method, which might carry a message too): its body read (at most [`MAX_MESSAGE_BYTES`]) and classified
 //!   ([`crate::mcp::classify`]); what is refused gets a JSON-RPC error and never reaches the
 //!   origin. Messages other than `tools/call` and `tools/list` are forwarded untouched.
 //! - `tools/call` of a free tool: untouched; of a denied one: a JSON-RPC error; of a priced one:
@@ -45,7 +45,9 @@ use super::{cold, header_str, json_response};
 
 /// Answers one request to the MCP server `server` (its path is `canonical`).
 pub(super) async fn serve<P: Platform>(config: &Rc<Config>, p: &Rc<P>, server: &McpServer, req: Request<P::Body>, canonical: &str) -> Response<P::Body> {
-    if req.method() != Method::POST || !server.is_priced() || config.mode == Mode::Shadow {
+    // Whatever may carry a message in its body is read: not only an exact `POST`.
+    let bodiless = matches!(*req.method(), Method::GET | Method::HEAD | Method::DELETE | Method::OPTIONS);
+    if bodiless || !server.is_priced() || config.mode == Mode::Shadow {
         return untouched(config, p, req, canonical).await;
     }
     let (parts, body) = req.into_parts();

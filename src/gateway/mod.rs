@@ -161,10 +161,11 @@ pub async fn handle<P: Platform>(config: &Rc<Config>, p: &Rc<P>, req: Request<P:
             return cold(admin_endpoint(config, &**p, admin, req, &canonical)).await;
         }
     }
-    if let Some(server) = config.mcp.iter().find(|s| s.path == canonical) {
+    let segments = match_segments(&canonical);
+    // An MCP server's path in any spelling a route would match (case, trailing `/`, `;`, escapes).
+    if let Some(server) = config.mcp.iter().find(|s| match_segments(&s.path) == segments) {
         return cold(mcp::serve(config, p, server, req, &canonical)).await;
     }
-    let segments = match_segments(&canonical);
     let method = req.method().clone();
     let priced_path = config.is_priced_path(&segments);
 
