@@ -93,6 +93,7 @@ fn an_unpaid_priced_call_gets_the_payment_required_tool_result_and_never_reaches
     assert_eq!(pr["accepts"][0]["amount"], "10000");
     let text: Value = serde_json::from_str(result["content"][0]["text"].as_str().unwrap()).unwrap();
     assert_eq!(&text, pr, "content[0].text is the same PaymentRequired");
+    assert_eq!(&result["_meta"]["x402/error"], pr, "where Cloudflare's agents client reads it");
     assert_eq!((p.origin_hits(), p.settles(), p.verifies()), (0, 0, 0));
 }
 
@@ -336,6 +337,7 @@ fn tools_list_carries_each_priced_tool_s_payment_required_and_leaves_out_denied_
     assert_eq!(pr["resource"]["url"], "mcp://tool/search");
     assert_eq!(pr["extensions"]["bazaar"]["info"]["input"], json!({ "type": "mcp", "tool": "search", "transport": "streamable-http", "description": "Search", "inputSchema": { "type": "object" } }));
     assert!(listed[1].get("_meta").is_none(), "a free tool is left as it is");
+    assert_eq!((&listed[0]["_meta"]["agents-x402/paymentRequired"], &listed[0]["_meta"]["agents-x402/priceUSD"]), (&json!(true), &json!(0.01)));
     assert_eq!((p.origin_hits(), p.settles()), (1, 0));
 }
 

@@ -15,7 +15,7 @@
 //!   result; any other refusal (in flight, ledger or facilitator unavailable, unknown outcome) →
 //!   a JSON-RPC error whose `data` is the HTTP answer's JSON.
 //! - `tools/list`: the origin's result with each priced tool's `PaymentRequired` in its `_meta`
-//!   and denied tools left out.
+//!   (and the `agents-x402/…` keys Cloudflare's `agents` client reads) and denied tools left out.
 //!
 //! An SSE answer to a paid call is read whole before settlement and then sent at once
 //! (progress notifications arrive with the result, not before it).
@@ -26,11 +26,11 @@ use base64::Engine;
 use http::header::{HeaderValue, CACHE_CONTROL, CONTENT_LENGTH, CONTENT_TYPE, COOKIE};
 use http::request::Parts;
 use http::{Method, Request, Response, StatusCode};
-use serde_json::{json, Value};
+use serde_json::{json, Map, Value};
 
 use crate::config::{Config, McpServer, Mode, Route, ToolPrice};
 use crate::mcp::answer::{find, price_tools, replace, with_payment_response};
-use crate::mcp::{classify, code, error_response, payment_required_result, without_payment, Message, ToolCall, MAX_ANSWER_BYTES, MAX_MESSAGE_BYTES, TOOL_RESOURCE_PREFIX};
+use crate::mcp::{classify, code, error_response, payment_required_result, without_payment, Message, ToolCall, AGENTS_PAID_META, AGENTS_PRICE_META, MAX_ANSWER_BYTES, MAX_MESSAGE_BYTES, PRICE_META, TOOL_RESOURCE_PREFIX};
 use crate::telemetry::Trace;
 use crate::x402::siwx::SIGN_IN_WITH_X;
 use crate::x402::{PAYMENT_REQUIRED, PAYMENT_RESPONSE, PAYMENT_SIGNATURE, X_PAYMENT, X_PAYMENT_RESPONSE};
@@ -215,6 +215,15 @@ pub(super) fn listed_price(route: &Route, name: &str, tool: &Value) -> Value {
     serde_json::to_value(pr).unwrap_or(Value::Null)
 }
 
+/// The route's first price in US dollars, when it is paid in its network's built-in USDC.
+fn usd_price(route: &Route) -> Option<f64> {
+    let offer = route.accepts.first()?;
+    let network = crate::evm::network_by_id(&offer.requirements.network)?;
+    let usdc = crate::evm::Address::parse(network.usdc)?;
+    let decimals = i32::from(offer.decimals?);
+    (usdc == offer.asset).then(|| offer.amount.to_string().parse::<f64>().ok().map(|a| a / 10f64.powi(decimals))).flatten()
+}
+
 /// `tools/list`: forwarded, its result given the prices ([`listed_price`]); an answer that holds
 /// no result for the request passes unchanged.
 async fn list_tools<P: Platform>(config: &Rc<Config>, p: &Rc<P>, server: &McpServer, req: Request<P::Body>, canonical: &str, id: Value) -> Response<P::Body> {
@@ -235,7 +244,16 @@ async fn list_tools<P: Platform>(config: &Rc<Config>, p: &Rc<P>, server: &McpSer
     let priced = price_tools(&answer.message, |name, tool| match server.tool(name) {
         ToolPrice::Free => Some(None),
         ToolPrice::Deny => None,
-        ToolPrice::Priced(route) => Some(Some(listed_price(route, name, tool))),
+        ToolPrice::Priced(route) => {
+            let mut entries = Map::new();
+            entries.insert(PRICE_META.into(), listed_price(route, name, tool));
+            // How Cloudflare's `agents` servers announce a paid tool (its client reads these).
+            entries.insert(AGENTS_PAID_META.into(), Value::Bool(true));
+            if let Some(usd) = usd_price(route) {
+                entries.insert(AGENTS_PRICE_META.into(), json!(usd));
+            }
+            Some(Some(entries))
+        }
     });
     parts.headers.remove(CONTENT_LENGTH);
     Response::from_parts(parts, P::body(replace(&bytes, answer.format, &priced)))

@@ -5,9 +5,9 @@
 //! [`with_payment_response`] gives a paid result its `_meta["x402/payment-response"]`;
 //! [`price_tools`] adds the prices to a `tools/list` result.
 
-use serde_json::Value;
+use serde_json::{Map, Value};
 
-use super::{PAYMENT_RESPONSE_META, PRICE_META};
+use super::PAYMENT_RESPONSE_META;
 
 /// How the answer was carried.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -147,18 +147,22 @@ pub fn with_payment_response(answer: &Answer, settled: &Value) -> Value {
 }
 
 /// A `tools/list` response with prices: each tool for which `price(name, tool)` answers
-/// `Some(Some(payment_required))` gets it in `_meta["x402/payment-required"]`; one it answers
-/// `None` for (a denied tool) is removed; `Some(None)`: left as it is.
-pub fn price_tools(message: &Value, price: impl Fn(&str, &Value) -> Option<Option<Value>>) -> Value {
+/// `Some(Some(entries))` gets those entries in its `_meta` (the caller's: the tool's
+/// `PaymentRequired` under `x402/payment-required`, …); one it answers `None` for (a denied tool)
+/// is removed; `Some(None)`: left as it is.
+pub fn price_tools(message: &Value, price: impl Fn(&str, &Value) -> Option<Option<Map<String, Value>>>) -> Value {
     let mut message = message.clone();
     if let Some(Value::Array(tools)) = message.pointer_mut("/result/tools") {
         tools.retain(|t| t.get("name").and_then(Value::as_str).is_none_or(|n| price(n, t).is_some()));
         for tool in tools.iter_mut() {
             let Some(name) = tool.get("name").and_then(Value::as_str).map(str::to_string) else { continue };
-            if let (Some(Some(pr)), Value::Object(t)) = (price(&name, tool), &mut *tool) {
+            if let (Some(Some(entries)), Value::Object(t)) = (price(&name, tool), &mut *tool) {
                 let meta = t.entry("_meta").or_insert_with(|| Value::Object(Default::default()));
+                if !meta.is_object() {
+                    *meta = Value::Object(Default::default());
+                }
                 if let Value::Object(m) = meta {
-                    m.insert(PRICE_META.into(), pr);
+                    m.extend(entries);
                 }
             }
         }

@@ -35,6 +35,12 @@ pub const PAYMENT_META: &str = "x402/payment";
 pub const PAYMENT_RESPONSE_META: &str = "x402/payment-response";
 /// `_meta` key under which a `tools/list` result carries a priced tool's `PaymentRequired`.
 pub const PRICE_META: &str = "x402/payment-required";
+/// `_meta` key under which Cloudflare's `agents` x402 MCP client reads the `PaymentRequired` of a
+/// tool result (`packages/agents/src/mcp/x402.ts`); the paywall sets it next to `structuredContent`.
+pub const AGENTS_ERROR_META: &str = "x402/error";
+/// `_meta` keys with which `agents` servers announce a paid tool in `tools/list`.
+pub const AGENTS_PAID_META: &str = "agents-x402/paymentRequired";
+pub const AGENTS_PRICE_META: &str = "agents-x402/priceUSD";
 /// The resource URL of a tool in its `PaymentRequired` (`mcp://tool/{name}`, as `@x402/mcp`).
 pub const TOOL_RESOURCE_PREFIX: &str = "mcp://tool/";
 
@@ -130,16 +136,18 @@ pub fn error_response(id: &Value, code: i64, message: &str, data: Option<Value>)
 }
 
 /// The tool result of x402's MCP transport for a call that needs (another) payment:
-/// `isError: true`, `structuredContent` = the `PaymentRequired`, `content[0].text` = its JSON;
+/// `isError: true`, `structuredContent` = the `PaymentRequired`, `content[0].text` = its JSON, and
+/// the same object in `_meta["x402/error"]`, where Cloudflare's `agents` client reads it;
 /// `settled`: a failed settlement's response, in `_meta["x402/payment-response"]`.
 pub fn payment_required_result(id: &Value, payment_required: &Value, settled: Option<&Value>) -> Value {
     let mut result = json!({
         "content": [{ "type": "text", "text": payment_required.to_string() }],
         "structuredContent": payment_required,
         "isError": true,
+        "_meta": { AGENTS_ERROR_META: payment_required },
     });
     if let Some(s) = settled {
-        result["_meta"] = json!({ PAYMENT_RESPONSE_META: s });
+        result["_meta"][PAYMENT_RESPONSE_META] = s.clone();
     }
     json!({ "jsonrpc": "2.0", "id": id, "result": result })
 }
