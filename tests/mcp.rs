@@ -409,3 +409,43 @@ fn a_call_sent_with_another_method_than_post_is_still_read() {
     }
     assert_eq!(p.origin_hits(), 0);
 }
+
+#[test]
+fn concurrent_copies_of_one_payment_run_the_tool_once() {
+    let (cfg, p) = (cfg(), Rc::new(fake()));
+    origin_answers(&p, tool_result(12, false));
+    let body = call(json!(12), "search", Some(json!({ "x402/payment": payment(&cfg, "search", 12, 12) })));
+    let answers = run_all(&cfg, &p, vec![post(&body), post(&body)]);
+    let paid = answers.iter().filter(|r| body_json(r)["result"]["_meta"]["x402/payment-response"]["success"] == true).count();
+    let in_flight = answers.iter().filter(|r| body_json(r)["error"]["data"]["error"] == "payment_in_flight").count();
+    assert_eq!((paid, in_flight), (1, 1), "{:?}", answers.iter().map(body_json).collect::<Vec<_>>());
+    assert_eq!((p.origin_hits(), p.settles()), (1, 1));
+}
+
+#[test]
+fn a_ledger_outage_forwards_nothing_and_says_nothing_was_charged() {
+    let (cfg, p) = (cfg(), Rc::new(fake()));
+    p.ledger_down.set(true);
+    let res = run(&cfg, &p, post(&call(json!(13), "search", Some(json!({ "x402/payment": payment(&cfg, "search", 13, 13) })))));
+    let v = body_json(&res);
+    assert_eq!((v["error"]["code"].as_i64(), v["error"]["data"]["httpStatus"].as_u64()), (Some(-32000), Some(503)));
+    assert!(v["error"]["message"].as_str().unwrap().contains("nothing was charged"), "{v}");
+    assert_eq!((p.origin_hits(), p.settles()), (0, 0));
+}
+
+#[test]
+fn a_paid_call_forwards_no_payment_pass_or_sign_in_carrier() {
+    let (cfg, p) = (cfg(), Rc::new(fake()));
+    origin_answers(&p, tool_result(14, false));
+    let mut req = post(&call(json!(14), "search", Some(json!({ "x402/payment": payment(&cfg, "search", 14, 14) }))));
+    for (k, v) in [("x402-pass", "p"), ("cookie", "x402_pass=p; keep=1"), ("x-payment", "x"), ("sign-in-with-x", "s")] {
+        req.headers_mut().insert(k, v.parse().unwrap());
+    }
+    let res = run(&cfg, &p, req);
+    assert_eq!(body_json(&res)["result"]["_meta"]["x402/payment-response"]["success"], true);
+    let calls = p.origin_calls.borrow();
+    let h = calls[0].headers();
+    assert!(["x402-pass", "x-payment", "sign-in-with-x", "payment-signature"].iter().all(|n| h.get(*n).is_none()));
+    assert_eq!(h["cookie"], "keep=1");
+    assert_eq!(p.kv_gets.get(), 0, "no pass was looked up");
+}
