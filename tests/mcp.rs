@@ -449,3 +449,47 @@ fn a_paid_call_forwards_no_payment_pass_or_sign_in_carrier() {
     assert_eq!(h["cookie"], "keep=1");
     assert_eq!(p.kv_gets.get(), 0, "no pass was looked up");
 }
+
+/// Where the platform relays a body (the edge), an SSE answer's other events go to the client
+/// first and the held response, given its settlement, is the last event.
+#[test]
+fn a_relayed_sse_answer_sends_progress_first_and_the_settled_response_last() {
+    let (cfg, p) = (cfg(), Rc::new(fake()));
+    p.relay_on.set(true);
+    let progress = json!({ "jsonrpc": "2.0", "method": "notifications/progress", "params": { "progressToken": "tok", "progress": 1 } });
+    let sse = format!("event: message\ndata: {progress}\n\nevent: message\nid: e2\ndata: {}\n\n", String::from_utf8(tool_result(15, false)).unwrap());
+    *p.origin_body.borrow_mut() = Some(sse.into_bytes());
+    p.origin_response_headers.borrow_mut().push(("content-type", "text/event-stream".into()));
+    let res = run(&cfg, &p, post(&call(json!(15), "search", Some(json!({ "x402/payment": payment(&cfg, "search", 15, 15) })))));
+    assert_eq!(res.headers()["content-type"], "text/event-stream");
+    assert!(res.body().is_empty(), "the body is the relay");
+    let text = String::from_utf8(p.relayed.borrow().clone()).unwrap();
+    let events = x402_edge_paywall::mcp::answer::events(&text);
+    assert_eq!(events.len(), 2, "{text}");
+    assert_eq!(serde_json::from_str::<Value>(&events[0].data).unwrap(), progress);
+    assert!(events[1].lines.contains(&"id: e2".to_string()));
+    let answer: Value = serde_json::from_str(&events[1].data).unwrap();
+    assert_eq!(answer["result"]["_meta"]["x402/payment-response"]["success"], true);
+    assert!(p.relay_closed.get());
+    assert_eq!((p.origin_hits(), p.settles()), (1, 1));
+}
+
+#[test]
+fn a_relayed_answer_whose_settlement_is_refused_ends_with_the_payment_error_only() {
+    let (cfg, p) = (cfg(), Rc::new(fake()));
+    p.relay_on.set(true);
+    p.queue_settle(reply(200, r#"{"success":false,"errorReason":"insufficient_funds","transaction":"","network":"eip155:84532"}"#));
+    let sse = format!("event: message\ndata: {}\n\n", String::from_utf8(tool_result(16, false)).unwrap());
+    *p.origin_body.borrow_mut() = Some(sse.into_bytes());
+    p.origin_response_headers.borrow_mut().push(("content-type", "text/event-stream".into()));
+    let res = run(&cfg, &p, post(&call(json!(16), "search", Some(json!({ "x402/payment": payment(&cfg, "search", 16, 16) })))));
+    assert_eq!(res.headers()["content-type"], "text/event-stream");
+    let text = String::from_utf8(p.relayed.borrow().clone()).unwrap();
+    assert!(!text.contains("found it"), "the held result is withheld: {text}");
+    let events = x402_edge_paywall::mcp::answer::events(&text);
+    assert_eq!(events.len(), 1);
+    let last: Value = serde_json::from_str(&events[0].data).unwrap();
+    assert_eq!((last["id"].as_u64(), last["result"]["isError"].as_bool()), (Some(16), Some(true)));
+    assert_eq!(last["result"]["_meta"]["x402/payment-response"]["success"], false);
+    assert!(p.relay_closed.get());
+}

@@ -17,10 +17,15 @@
 //! - `tools/list`: the origin's result with each priced tool's `PaymentRequired` in its `_meta`
 //!   (and the `agents-x402/…` keys Cloudflare's `agents` client reads) and denied tools left out.
 //!
-//! An SSE answer to a paid call is read whole before settlement and then sent at once
-//! (progress notifications arrive with the result, not before it).
+//! An SSE answer to a paid call is relayed where the platform can ([`super::Origin::relay`], the
+//! edge): its other events (progress notifications) reach the client as they come, and the
+//! response to the call is held until settlement decides what the last event says. Elsewhere (the
+//! host fakes' default) it is read whole and sent at once.
 
+use std::cell::RefCell;
+use std::future::Future;
 use std::rc::Rc;
+use std::task::Poll;
 
 use base64::Engine;
 use http::header::{HeaderValue, CACHE_CONTROL, CONTENT_LENGTH, CONTENT_TYPE, COOKIE};
@@ -29,7 +34,7 @@ use http::{Method, Request, Response, StatusCode};
 use serde_json::{json, Map, Value};
 
 use crate::config::{Config, McpServer, Mode, Route, ToolPrice};
-use crate::mcp::answer::{find, price_tools, replace, with_payment_response};
+use crate::mcp::answer::{events, find, is_event_stream, price_tools, replace, with_payment_response, Format};
 use crate::mcp::{classify, code, error_response, payment_required_result, without_payment, Message, ToolCall, AGENTS_PAID_META, AGENTS_PRICE_META, MAX_ANSWER_BYTES, MAX_MESSAGE_BYTES, PRICE_META, TOOL_RESOURCE_PREFIX};
 use crate::telemetry::Trace;
 use crate::x402::siwx::SIGN_IN_WITH_X;
@@ -38,7 +43,7 @@ use crate::x402::{PAYMENT_REQUIRED, PAYMENT_RESPONSE, PAYMENT_SIGNATURE, X_PAYME
 use super::challenge::challenge_values;
 use super::forward::{forward, origin_failure, prepare_forward};
 use super::limits::{client_limit_key, failed_attempt_limit};
-use super::mcp_origin::{ToolOrigin, ToolVerdict};
+use super::mcp_origin::{Slot, ToolOrigin, ToolVerdict};
 use super::pay::{priced, Paying};
 use super::platform::{Platform, PlatformError};
 use super::{cold, header_str, json_response};
@@ -125,22 +130,56 @@ fn payment_request<B>(mut parts: Parts, call: &ToolCall, bytes: Vec<u8>, body: i
 }
 
 /// A priced tool's call: the route's payment flow over [`ToolOrigin`], its answer translated back.
+/// The flow runs to completion even if the client leaves; when the origin's SSE answer is relayed,
+/// the client's response (its head and the events so far) is returned as soon as it starts, and
+/// the flow ends it with the call's response (or what became of the payment) as the last event.
 async fn paid_call<P: Platform>(config: &Rc<Config>, p: &Rc<P>, route: &Route, call: ToolCall, parts: Parts, bytes: Vec<u8>, canonical: &str) -> Response<P::Body> {
     let req = match payment_request(parts, &call, bytes, P::body) {
         Ok(r) => r,
         Err(why) => return rpc::<P>(StatusCode::OK, &error_response(&call.id, code::INVALID_PARAMS, why, None)),
     };
-    let client_ip = client_limit_key(header_str(req.headers(), "cf-connecting-ip"));
-    let trace = Rc::new(Trace::new(&route.key));
-    let tool_p = Rc::new(ToolOrigin { inner: Rc::clone(p), id: call.id.clone() });
-    let res = priced(Paying { config, p: &tool_p, route, canonical, client_ip: &client_ip, trace: &trace }, req).await;
-    let res = failed_attempt_limit(&**p, route, &trace, &client_ip, res).await;
-    let decision = trace.decision();
-    if config.decision_log.includes(decision.outcome) {
-        p.log(&decision.log_line());
-    }
-    p.record(&decision);
-    translate(p, route, &call, res).await
+    let id = call.id.clone();
+    let head = Rc::new(Slot::default());
+    let tool_p = Rc::new(ToolOrigin { inner: Rc::clone(p), id: call.id.clone(), head: Rc::clone(&head), relay: RefCell::new(None) });
+    let (config, route, canonical) = (Rc::clone(config), route.clone(), canonical.to_string());
+    let flow = async move {
+        let p = &tool_p.inner;
+        let client_ip = client_limit_key(header_str(req.headers(), "cf-connecting-ip"));
+        let trace = Rc::new(Trace::new(&route.key));
+        let res = priced(Paying { config: &config, p: &tool_p, route: &route, canonical: &canonical, client_ip: &client_ip, trace: &trace }, req).await;
+        let res = failed_attempt_limit(&**p, &route, &trace, &client_ip, res).await;
+        let decision = trace.decision();
+        if config.decision_log.includes(decision.outcome) {
+            p.log(&decision.log_line());
+        }
+        p.record(&decision);
+        let relayed = tool_p.relay.borrow_mut().take();
+        let res = translate(p, &route, &call, res, relayed.is_some()).await;
+        let Some(writer) = relayed else { return Some(res) };
+        // The client has the head and the events so far: the answer is the last event.
+        let sse = is_event_stream(res.headers().get(CONTENT_TYPE).and_then(|v| v.to_str().ok()));
+        let bytes = p.read_body(res.into_body(), MAX_ANSWER_BYTES).await.unwrap_or_default();
+        if sse {
+            writer.write(&bytes);
+        } else {
+            writer.write(format!("event: message\ndata: {}\n\n", String::from_utf8_lossy(&bytes)).as_bytes());
+        }
+        writer.close();
+        None
+    };
+    let mut done = std::pin::pin!(p.run_to_completion(flow));
+    let answer = std::future::poll_fn(|cx| {
+        if let Poll::Ready(res) = head.poll_take(cx) {
+            return Poll::Ready(Some(res));
+        }
+        match done.as_mut().poll(cx) {
+            Poll::Ready(Some(Some(res))) => Poll::Ready(Some(res)),
+            Poll::Ready(_) => Poll::Ready(head.take()),
+            Poll::Pending => Poll::Pending,
+        }
+    })
+    .await;
+    answer.unwrap_or_else(|| rpc::<P>(StatusCode::OK, &error_response(&id, code::PAYMENT, "the payment flow of this call was cancelled by the runtime", None)))
 }
 
 /// A header's base64 JSON.
@@ -151,7 +190,9 @@ fn header_json(parts: &http::response::Parts, name: &str) -> Option<Value> {
 }
 
 /// The payment flow's answer to a tool call, as MCP says it (see the module doc).
-async fn translate<P: Platform>(p: &Rc<P>, route: &Route, call: &ToolCall, res: Response<P::Body>) -> Response<P::Body> {
+/// `relayed`: the answer's other events went to the client already: a found response is sent
+/// alone, as its own event.
+async fn translate<P: Platform>(p: &Rc<P>, route: &Route, call: &ToolCall, res: Response<P::Body>, relayed: bool) -> Response<P::Body> {
     let (mut parts, body) = res.into_parts();
     let settled = header_json(&parts, PAYMENT_RESPONSE).or_else(|| header_json(&parts, X_PAYMENT_RESPONSE));
     let required = header_json(&parts, PAYMENT_REQUIRED);
@@ -167,7 +208,14 @@ async fn translate<P: Platform>(p: &Rc<P>, route: &Route, call: &ToolCall, res: 
             };
             parts.status = status;
             parts.headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
-            Response::from_parts(parts, P::body(replace(&bytes, answer.format, &message)))
+            let out = match answer.format {
+                Format::Sse(index) if relayed => {
+                    let event = events(&String::from_utf8_lossy(&bytes)).into_iter().nth(index).map(|e| e.lines.join("\n") + "\n\n").unwrap_or_default();
+                    replace(event.as_bytes(), Format::Sse(0), &message)
+                }
+                format => replace(&bytes, format, &message),
+            };
+            Response::from_parts(parts, P::body(out))
         }
         Some(ToolVerdict::Unanswered(why)) => {
             let charged = if settled.is_some() { "the payment was settled: retry the call with the same payment to run it again without a second charge" } else { "nothing was charged" };

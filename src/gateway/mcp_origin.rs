@@ -6,24 +6,27 @@
 //! payment is released and nothing is charged, exactly as for an HTTP origin's status >= 400; the
 //! answer itself travels in the response's extensions ([`ToolVerdict`]) for `gateway/mcp.rs` to
 //! translate back. Everything else is delegated unchanged, so `pay.rs` and `settle.rs` run as they
-//! do for a route.
+//! do for a route. Where the platform can relay a body ([`Origin::relay`]), an SSE answer's events
+//! other than the call's response reach the client as they arrive ([`ToolOrigin`]).
 
+use std::cell::RefCell;
 use std::future::Future;
 use std::rc::Rc;
+use std::task::{Context, Poll, Waker};
 
-use http::header::{CONTENT_LENGTH, CONTENT_TYPE};
+use http::header::{HeaderValue, CACHE_CONTROL, CONTENT_LENGTH, CONTENT_TYPE};
 use http::{Request, Response, StatusCode};
 use serde_json::Value;
 
 use crate::facilitator::cdp::CdpKey;
 use crate::facilitator::{HttpReply, UpstreamError};
 use crate::ledger::{Op, Reply};
-use crate::mcp::answer::{find, Answer};
+use crate::mcp::answer::{find, is_event_stream, is_response_event, Answer, EventSplitter};
 use crate::mcp::MAX_ANSWER_BYTES;
 use crate::pass::PassCache;
 use crate::telemetry::Decision;
 
-use super::platform::{FacilitatorTransport, IsolateCaches, IsolateState, Kv, Ledger, Origin, Platform, PlatformError, RateLimits, Runtime, Signer};
+use super::platform::{FacilitatorTransport, IsolateCaches, IsolateState, Kv, Ledger, Origin, Platform, PlatformError, RateLimits, RelayWriter, Runtime, Signer};
 
 /// What the origin answered to a paid tool call, carried in the response's extensions.
 #[derive(Debug, Clone)]
@@ -38,11 +41,76 @@ pub(super) enum ToolVerdict {
     Status,
 }
 
-/// The request's platform `P` with the origin's answer read and judged for the call `id`.
-pub(super) struct ToolOrigin<P> {
+/// A value handed from one task to another once (the head of a relayed answer), waking the
+/// task that waits for it.
+pub(super) struct Slot<T>(RefCell<(Option<T>, Option<Waker>)>);
+
+impl<T> Default for Slot<T> {
+    fn default() -> Self {
+        Slot(RefCell::new((None, None)))
+    }
+}
+
+impl<T> Slot<T> {
+    fn put(&self, value: T) {
+        let waker = {
+            let mut s = self.0.borrow_mut();
+            s.0 = Some(value);
+            s.1.take()
+        };
+        if let Some(w) = waker {
+            w.wake();
+        }
+    }
+    /// The value, if it was put.
+    pub(super) fn take(&self) -> Option<T> {
+        self.0.borrow_mut().0.take()
+    }
+    /// The value once it is put.
+    pub(super) fn poll_take(&self, cx: &mut Context<'_>) -> Poll<T> {
+        let mut s = self.0.borrow_mut();
+        match s.0.take() {
+            Some(v) => Poll::Ready(v),
+            None => {
+                s.1 = Some(cx.waker().clone());
+                Poll::Pending
+            }
+        }
+    }
+}
+
+/// The request's platform `P` with the origin's answer read and judged for the call `id`. An SSE
+/// answer is relayed where the platform can ([`Origin::relay`]): its head goes to `head` at once
+/// (the client's response), and every complete event but the response to the call is written to
+/// the relay as it arrives; the response is held for `gateway/mcp.rs` to send after settlement.
+pub(super) struct ToolOrigin<P: Platform> {
     pub(super) inner: Rc<P>,
     /// The JSON-RPC id of the call.
     pub(super) id: Value,
+    /// Where the head of a relayed answer goes.
+    pub(super) head: Rc<Slot<Response<P::Body>>>,
+    /// The relay's writer, once an answer is relayed.
+    pub(super) relay: RefCell<Option<Rc<dyn RelayWriter>>>,
+}
+
+impl<P: Platform> ToolOrigin<P> {
+    /// Starts relaying an SSE answer with these `parts` when the platform can: the client's
+    /// response head goes to [`ToolOrigin::head`]. The writer, or `None`.
+    fn start_relay(&self, parts: &http::response::Parts) -> Option<Rc<dyn RelayWriter>> {
+        if self.relay.borrow().is_some() {
+            return None;
+        }
+        let (writer, body) = self.inner.relay()?;
+        let writer: Rc<dyn RelayWriter> = Rc::from(writer);
+        let mut head = Response::new(body);
+        *head.status_mut() = parts.status;
+        *head.headers_mut() = parts.headers.clone();
+        head.headers_mut().remove(CONTENT_LENGTH);
+        head.headers_mut().insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        *self.relay.borrow_mut() = Some(Rc::clone(&writer));
+        self.head.put(head);
+        Some(writer)
+    }
 }
 
 impl<P: Platform> Origin for ToolOrigin<P> {
@@ -58,7 +126,23 @@ impl<P: Platform> Origin for ToolOrigin<P> {
             return Ok(Response::from_parts(parts, body));
         }
         let content_type = parts.headers.get(CONTENT_TYPE).and_then(|v| v.to_str().ok()).map(str::to_string);
-        let verdict = match self.inner.read_body(body, MAX_ANSWER_BYTES).await {
+        let relay = if is_event_stream(content_type.as_deref()) { self.start_relay(&parts) } else { None };
+        let read = match relay {
+            Some(writer) => {
+                let mut splitter = EventSplitter::default();
+                let id = &self.id;
+                let mut relay_events = |chunk: &[u8]| {
+                    for block in splitter.push(chunk) {
+                        if !is_response_event(&block, id) {
+                            writer.write(format!("{block}\n\n").as_bytes());
+                        }
+                    }
+                };
+                self.inner.read_body_with(body, MAX_ANSWER_BYTES, &mut relay_events).await
+            }
+            None => self.inner.read_body(body, MAX_ANSWER_BYTES).await,
+        };
+        let verdict = match read {
             Ok(bytes) => match find(content_type.as_deref(), &bytes, &self.id) {
                 Ok(answer) => {
                     let status = parts.status;
@@ -81,6 +165,9 @@ impl<P: Platform> Origin for ToolOrigin<P> {
     }
     async fn read_body(&self, body: P::Body, max_bytes: usize) -> Result<Vec<u8>, PlatformError> {
         self.inner.read_body(body, max_bytes).await
+    }
+    async fn read_body_with(&self, body: P::Body, max_bytes: usize, on_chunk: &mut dyn FnMut(&[u8])) -> Result<Vec<u8>, PlatformError> {
+        self.inner.read_body_with(body, max_bytes, on_chunk).await
     }
 }
 

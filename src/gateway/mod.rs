@@ -80,7 +80,7 @@ mod shadow;
 mod mcp;
 mod mcp_origin;
 
-pub use platform::{FacilitatorTransport, IsolateCaches, IsolateState, Kv, Ledger, Origin, Platform, PlatformError, RateLimits, Runtime, Signer};
+pub use platform::{FacilitatorTransport, IsolateCaches, IsolateState, Kv, Ledger, Origin, Platform, PlatformError, RateLimits, RelayWriter, Runtime, Signer};
 pub use pay::MAX_UNVERIFIED_IN_FLIGHT;
 pub use challenge::prepare;
 pub use derived::{ChallengeLayouts, ConfigState, Derived};

@@ -72,6 +72,47 @@ pub fn events(text: &str) -> Vec<Event> {
     out
 }
 
+/// Splits an SSE stream into its events as its chunks arrive (line ends normalised to `\n`, a
+/// CR LF split across chunks included), so that each can be relayed when it is complete.
+#[derive(Debug, Default)]
+pub struct EventSplitter {
+    pending: Vec<u8>,
+    after_cr: bool,
+}
+
+impl EventSplitter {
+    /// Feeds a chunk; answers the events it completed, each as its lines joined by `\n`
+    /// (without the blank line that ends it).
+    pub fn push(&mut self, chunk: &[u8]) -> Vec<String> {
+        for &b in chunk {
+            if std::mem::take(&mut self.after_cr) && b == b'\n' {
+                continue;
+            }
+            if b == b'\r' {
+                self.pending.push(b'\n');
+                self.after_cr = true;
+            } else {
+                self.pending.push(b);
+            }
+        }
+        let mut out = Vec::new();
+        while let Some(i) = self.pending.windows(2).position(|w| w == b"\n\n") {
+            let block: Vec<u8> = self.pending.drain(..i + 2).collect();
+            let text = String::from_utf8_lossy(&block[..i]).trim_start_matches('\n').to_string();
+            if !text.is_empty() {
+                out.push(text);
+            }
+        }
+        out
+    }
+}
+
+/// Whether the SSE event `block` ([`EventSplitter::push`]) carries the JSON-RPC response to
+/// request `id`.
+pub fn is_response_event(block: &str, id: &Value) -> bool {
+    events(block).first().and_then(|e| serde_json::from_str::<Value>(&e.data).ok()).is_some_and(|v| answers(&v, id))
+}
+
 /// Whether `v` is the JSON-RPC response to request `id` (same id, exactly one of result and error).
 fn answers(v: &Value, id: &Value) -> bool {
     v.get("id") == Some(id) && v.get("method").is_none() && (v.get("result").is_some() != v.get("error").is_some())

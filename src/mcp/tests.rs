@@ -39,3 +39,14 @@ fn a_payment_in_either_form_becomes_the_same_header() {
     let encoded = Payment::Encoded(object.header_value());
     assert_eq!(object.header_value(), encoded.header_value());
 }
+
+#[test]
+fn the_splitter_finds_events_across_chunks_and_line_ends() {
+    let mut s = super::answer::EventSplitter::default();
+    assert!(s.push(b"data: a\r").is_empty());
+    assert_eq!(s.push(b"\n\r"), vec!["data: a".to_string()], "CR LF split across chunks, then a CR: a blank line");
+    assert_eq!(s.push(b"\ndata: b\n"), Vec::<String>::new());
+    assert_eq!(s.push(b"\n\n\ndata: c\n\n"), vec!["data: b".to_string(), "data: c".to_string()]);
+    assert!(super::answer::is_response_event("event: message\ndata: {\"jsonrpc\":\"2.0\",\"id\":3,\"result\":{}}", &json!(3)));
+    assert!(!super::answer::is_response_event("data: {\"jsonrpc\":\"2.0\",\"method\":\"n\",\"id\":3}", &json!(3)));
+}
