@@ -4,6 +4,8 @@
 // /mcp-sse), called by @modelcontextprotocol/sdk's Client + StreamableHTTPClientTransport whose
 // tool calls carry a payment the official @x402/core + @x402/evm client made from the
 // PaymentRequired tool result, put in params._meta["x402/payment"] as x402's MCP transport says.
+// In SSE mode the tool's progress notifications reach the client while it runs; the result waits
+// for settlement.
 // The local chain and the official facilitator logic settle it: balances move once per paid call.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
@@ -32,8 +34,10 @@ function mcpServer() {
     runs.search += 1;
     const token = extra._meta?.progressToken;
     if (token !== undefined) {
+      // Progress, then work: a relayed answer shows it to the client while the tool still runs.
       for (let i = 1; i <= 2; i++) {
         await extra.sendNotification({ method: 'notifications/progress', params: { progressToken: token, progress: i, total: 2 } });
+        await new Promise((r) => setTimeout(r, 400));
       }
     }
     return { content: [{ type: 'text', text: `results #${runs.search}` }] };
@@ -144,14 +148,24 @@ for (const path of ['/mcp', '/mcp-sse']) {
 
       const payment = await ctx.x402.createPaymentPayload(required);
       const progress = [];
-      const paid = await client.callTool({ name: 'search', arguments: {}, _meta: { 'x402/payment': payment } }, undefined, { onprogress: (p) => progress.push(p.progress) });
+      const progressAt = [];
+      const paid = await client.callTool({ name: 'search', arguments: {}, _meta: { 'x402/payment': payment } }, undefined, {
+        onprogress: (p) => { progress.push(p.progress); progressAt.push(Date.now()); },
+      });
+      const resultAt = Date.now();
       assert.equal(paid.isError, undefined);
       assert.match(paid.content[0].text, /^results #/);
       const settled = paid._meta['x402/payment-response'];
       assert.equal(settled.success, true);
       assert.equal(settled.payer, ctx.stack.payer);
       assert.match(settled.transaction, /^0x[0-9a-f]{64}$/);
-      if (path === '/mcp-sse') assert.deepEqual(progress, [1, 2], 'the progress notifications arrive, before the result');
+      if (path === '/mcp-sse') {
+        assert.deepEqual(progress, [1, 2], 'the progress notifications arrive');
+        // The tool works 800 ms after its first progress: relayed, it reaches the client then,
+        // not with the result (measured: about 1.1 s before it).
+        assert.ok(resultAt - progressAt[0] >= 600, `the first progress came ${resultAt - progressAt[0]} ms before the result`);
+        assert.ok(progressAt[1] - progressAt[0] >= 300, 'and the second one 400 ms after it');
+      }
       assert.equal(runs.search, ran + 1);
       assert.equal(seen.at(-1).meta?.['x402/payment'], undefined, 'the payment did not reach the origin');
       const after = await balances();
