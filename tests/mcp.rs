@@ -493,3 +493,51 @@ fn a_relayed_answer_whose_settlement_is_refused_ends_with_the_payment_error_only
     assert_eq!(last["result"]["_meta"]["x402/payment-response"]["success"], false);
     assert!(p.relay_closed.get());
 }
+
+#[test]
+fn a_name_written_with_escapes_is_the_same_tool() {
+    let (cfg, p) = (cfg(), Rc::new(fake()));
+    let res = run(&cfg, &p, post(br#"{"jsonrpc":"2.0","id":1,"method":"tools\/call","params":{"name":"\u0073earch"}}"#));
+    assert_eq!(body_json(&res)["result"]["structuredContent"]["resource"]["url"], "mcp://tool/search");
+    assert_eq!(p.origin_hits(), 0);
+}
+
+mod never_panics {
+    use proptest::prelude::*;
+    use serde_json::json;
+    use x402_edge_paywall::mcp::answer::{events, find, EventSplitter};
+    use x402_edge_paywall::mcp::{classify, without_payment};
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 256, failure_persistence: None, ..ProptestConfig::default() })]
+
+        /// Whatever a client POSTs, classifying it answers (a message or a refusal), never panics.
+        #[test]
+        fn classify_answers_any_bytes(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+            let _ = classify(&bytes);
+            let _ = without_payment(&bytes);
+        }
+
+        /// Messages close to a tools/call, with arbitrary names, ids and metas.
+        #[test]
+        fn classify_answers_near_calls(name in any::<String>(), id in any::<i64>(), meta in any::<String>(), method in "tools/[a-zA-Z ]{0,6}") {
+            let body = json!({ "jsonrpc": "2.0", "id": id, "method": method, "params": { "name": name, "_meta": { "x402/payment": meta } } }).to_string();
+            if let Ok(x402_edge_paywall::mcp::Message::ToolCall(call)) = classify(body.as_bytes()) {
+                prop_assert_eq!(call.name, name);
+                prop_assert!(without_payment(body.as_bytes()).is_ok());
+            }
+        }
+
+        /// Whatever an origin answers, finding the response and splitting events never panics.
+        #[test]
+        fn answers_are_read_without_panicking(bytes in proptest::collection::vec(any::<u8>(), 0..512), cut in 0usize..512) {
+            let _ = find(Some("text/event-stream"), &bytes, &json!(1));
+            let _ = find(Some("application/json"), &bytes, &json!(1));
+            let _ = events(&String::from_utf8_lossy(&bytes));
+            let mut s = EventSplitter::default();
+            let cut = cut.min(bytes.len());
+            let _ = s.push(&bytes[..cut]);
+            let _ = s.push(&bytes[cut..]);
+        }
+    }
+}
