@@ -541,3 +541,14 @@ mod never_panics {
         }
     }
 }
+
+#[test]
+fn the_price_lines_name_each_tool() {
+    let lines = cfg().price_lines();
+    let tools: Vec<&String> = lines.iter().filter(|l| l.starts_with("POST /mcp tool:")).collect();
+    assert_eq!(tools.len(), 5, "{lines:?}");
+    assert!(tools.iter().any(|l| l.as_str() == "POST /mcp tool:echo: free"));
+    assert!(tools.iter().any(|l| l.starts_with("POST /mcp tool:search: 0.01 USDC")));
+    assert!(tools.iter().any(|l| l.as_str() == "POST /mcp tool:wipe: denied"));
+    assert!(tools.iter().any(|l| l.as_str() == "POST /mcp tool:*: denied"));
+}

@@ -49,7 +49,7 @@ impl ToolPrice {
 pub struct McpServer {
     /// Canonical path of the server's Streamable HTTP endpoint (`/mcp`).
     pub path: String,
-    /// Tools priced by name, in configuration order.
+    /// Tools priced by name, in name order (a TOML table has no order).
     pub tools: Vec<(String, ToolPrice)>,
     /// What a tool not named in `tools` costs (`default`, "free" when unset).
     pub default: ToolPrice,

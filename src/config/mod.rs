@@ -356,9 +356,11 @@ impl Config {
     /// What each route charges, one line per route in configuration order, for the start line
     /// and `x402-check`: `GET /weather: 0.01 USDC (10000 atomic units of 0x036C…) on
     /// eip155:84532, payTo 0x90F7…` (options joined by ` or `, a pass's terms after ` for `);
-    /// `GET /free: free`.
+    /// `GET /free: free`; then each MCP server's tools (`POST /mcp tool:search: 0.01 USDC …`,
+    /// `… tool:wipe: denied`, `… tool:*: …` for the default).
     pub fn price_lines(&self) -> Vec<String> {
-        self.routes
+        let mut lines: Vec<String> = self
+            .routes
             .iter()
             .map(|r| {
                 if r.is_free() {
@@ -368,14 +370,23 @@ impl Config {
                 let pass = r.pass.as_ref().map(|p| format!(" for a pass: {}", p.summary)).unwrap_or_default();
                 format!("{}: {}{pass}", r.key, options.join(" or "))
             })
-            .collect()
+            .collect();
+        for server in &self.mcp {
+            let tools = server.tools.iter().map(|(n, t)| (n.as_str(), t)).chain(std::iter::once(("*", &server.default)));
+            lines.extend(tools.map(|(name, price)| match price {
+                ToolPrice::Free => format!("POST {} tool:{name}: free", server.path),
+                ToolPrice::Deny => format!("POST {} tool:{name}: denied", server.path),
+                ToolPrice::Priced(r) => format!("{}: {}", r.key, r.accepts.iter().map(Offer::summary).collect::<Vec<_>>().join(" or ")),
+            }));
+        }
+        lines
     }
 
     /// Problems that do not stop the Worker but deserve a loud line at start-up (and a warning
     /// from `x402-check`): `PAY_TO` set while no route is priced (every request is proxied free).
     pub fn warnings(&self, vars: &Map<String, Value>) -> Vec<String> {
         let mut out = Vec::new();
-        if self.routes.iter().all(Route::is_free) && vars.get("PAY_TO").is_some_and(|v| !v.is_null() && v.as_str() != Some("")) {
+        if self.routes.iter().all(Route::is_free) && !self.mcp.iter().any(McpServer::is_priced) && vars.get("PAY_TO").is_some_and(|v| !v.is_null() && v.as_str() != Some("")) {
             out.push("PAY_TO is set but no route in ROUTES is priced: every request is proxied free".to_string());
         }
         out
