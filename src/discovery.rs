@@ -1,7 +1,7 @@
 //! Discovery: what the paywall sells, published two ways, both built once from the configuration.
 //!
 //! 1. **`GET /.well-known/x402`** ([`WELL_KNOWN_PATH`], [`WellKnown`]): one JSON document listing
-//!    every priced route with its payment options, answered by the paywall itself (never the
+//!    every priced route (and MCP tool, `type: "mcp"`) with its payment options, answered by the paywall itself (never the
 //!    origin), with a strong `ETag`.
 //! 2. **The x402 `bazaar` extension** in each 402's `extensions` ([`crate::x402::bazaar::RouteDiscovery`]), so that a
 //!    facilitator that catalogs resources (the `bazaar` of x402 `specs/extensions/bazaar.md`) learns
@@ -60,7 +60,7 @@ use http::header::{HeaderValue, ACCESS_CONTROL_ALLOW_ORIGIN, ALLOW, CACHE_CONTRO
 use http::{HeaderMap, Method, Response, StatusCode};
 use serde_json::{json, Map, Value};
 
-use crate::config::{Config, PassScope, Route};
+use crate::config::{Config, McpServer, PassScope, Route, ToolPrice};
 use crate::evm::{hex_lower, keccak256};
 use crate::x402::bazaar::{key_path, listed_methods, BAZAAR};
 
@@ -151,6 +151,33 @@ fn item(route: &Route, sign_in: bool) -> Value {
     Value::Object(m)
 }
 
+/// An MCP server's priced tools as the document lists them (docs/mcp.md): `type: "mcp"`, the
+/// server's `path`, the `tool` name (`"*"` for the server's default price, which every tool not
+/// named pays), `transport: "streamable-http"`, the tool's `resource` (`mcp://tool/{name}`, as its
+/// `PaymentRequired` names it), `description` and `accepts`. Free and denied tools are not listed.
+fn mcp_items(server: &McpServer) -> Vec<Value> {
+    let named = server.tools.iter().map(|(n, t)| (n.as_str(), t));
+    named
+        .chain(std::iter::once(("*", &server.default)))
+        .filter_map(|(name, price)| {
+            let ToolPrice::Priced(route) = price else { return None };
+            let mut m = Map::new();
+            m.insert("type".into(), json!("mcp"));
+            m.insert("path".into(), json!(server.path));
+            m.insert("tool".into(), json!(name));
+            m.insert("transport".into(), json!("streamable-http"));
+            if name != "*" {
+                m.insert("resource".into(), json!(format!("mcp://tool/{name}")));
+            }
+            if let Some(desc) = &route.description {
+                m.insert("description".into(), json!(desc));
+            }
+            m.insert("accepts".into(), Value::Array(route.accepts.iter().map(|o| o.requirements_json.clone()).collect()));
+            Some(Value::Object(m))
+        })
+        .collect()
+}
+
 /// Whether an `If-None-Match` value (a list of entity tags, or `*`) matches `etag`, by the weak
 /// comparison RFC 9110 §13.1.2 prescribes for this header.
 fn none_match(header: &str, etag: &str) -> bool {
@@ -163,7 +190,13 @@ impl WellKnown {
     /// order (free routes are not listed). `sign_in`: whether wallet sign-in is on
     /// (`PUBLIC_URL` set), so that routes selling a pass list `sign-in-with-x`.
     pub fn build(routes: &[Route], sign_in: bool) -> WellKnown {
-        let items: Vec<Value> = routes.iter().filter(|r| !r.is_free()).map(|r| item(r, sign_in)).collect();
+        WellKnown::build_with(routes, &[], sign_in)
+    }
+
+    /// [`WellKnown::build`], followed by each MCP server's priced tools ([`mcp_items`]).
+    pub fn build_with(routes: &[Route], mcp: &[McpServer], sign_in: bool) -> WellKnown {
+        let mut items: Vec<Value> = routes.iter().filter(|r| !r.is_free()).map(|r| item(r, sign_in)).collect();
+        items.extend(mcp.iter().flat_map(mcp_items));
         let doc = json!({ "x402Version": crate::x402::X402_VERSION, "items": items });
         // Serialising a `Value` cannot fail.
         let body = serde_json::to_vec(&doc).unwrap_or_default();
@@ -181,7 +214,7 @@ impl WellKnown {
     /// The document of a configuration: [`WellKnown::build`] from its routes, with sign-in on
     /// when it sets `PUBLIC_URL`.
     pub fn for_config(config: &Config) -> WellKnown {
-        WellKnown::build(&config.routes, config.public_url.is_some())
+        WellKnown::build_with(&config.routes, &config.mcp, config.public_url.is_some())
     }
 
     /// The document, compact JSON.

@@ -29,6 +29,7 @@ pub mod facilitator;
 pub mod gateway;
 pub mod headers;
 pub mod ledger;
+pub mod mcp;
 pub mod meter;
 pub mod money;
 pub mod names;

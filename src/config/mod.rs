@@ -50,6 +50,7 @@ use crate::x402::offer::Offer;
 mod discovery;
 mod error;
 mod facilitators;
+mod mcp;
 mod origin;
 mod pass;
 mod routes;
@@ -58,6 +59,7 @@ mod vars;
 pub use discovery::{MAX_DECLARATION_BYTES, MAX_DECLARATION_DEPTH};
 pub use error::*;
 pub use facilitators::*;
+pub use mcp::{McpServer, ToolPrice};
 pub use origin::*;
 pub use pass::*;
 pub use routes::*;
@@ -152,6 +154,8 @@ pub struct Config {
     /// request and published at `/.well-known/x402/jwks.json` ([`crate::payment_context`]);
     /// `None`: no context, no JWK Set.
     pub payment_context: Option<crate::payment_context::ContextKey>,
+    /// `MCP`: MCP servers whose tools are priced per call (docs/mcp.md).
+    pub mcp: Vec<McpServer>,
 }
 
 /// The admin endpoint: `POST {path}/revoke?pass=<token>` or `?payer=<address>`, and
@@ -278,7 +282,8 @@ impl Config {
         let mode = mode(vars)?;
         let table = TableDefaults { offer: defaults, rate_limits: default_limits, origin_timeout_seconds, facilitator_timeout_seconds };
         let routes = parse_routes(&entries, &table)?;
-        if let Some(name) = price_looking_var(vars).filter(|_| routes.iter().all(Route::is_free)) {
+        let mcp = mcp::parse_mcp(vars, &table, &routes)?;
+        if let Some(name) = price_looking_var(vars).filter(|_| routes.iter().all(Route::is_free) && !mcp.iter().any(McpServer::is_priced)) {
             return err(format!(
                 "{} looks like a price, but no route in ROUTES is priced: the paywall reads prices only from ROUTES (a [[vars.ROUTES]] entry with price = \"$0.01\")",
                 shown(name)
@@ -311,6 +316,7 @@ impl Config {
             public_url,
             sign_in_key,
             payment_context,
+            mcp,
         })
     }
 
@@ -359,9 +365,11 @@ impl Config {
     /// What each route charges, one line per route in configuration order, for the start line
     /// and `x402-check`: `GET /weather: 0.01 USDC (10000 atomic units of 0x036C…) on
     /// eip155:84532, payTo 0x90F7…` (options joined by ` or `, a pass's terms after ` for `);
-    /// `GET /free: free`.
+    /// `GET /free: free`; then each MCP server's tools (`POST /mcp tool:search: 0.01 USDC …`,
+    /// `… tool:wipe: denied`, `… tool:*: …` for the default).
     pub fn price_lines(&self) -> Vec<String> {
-        self.routes
+        let mut lines: Vec<String> = self
+            .routes
             .iter()
             .map(|r| {
                 if r.is_free() {
@@ -371,14 +379,23 @@ impl Config {
                 let pass = r.pass.as_ref().map(|p| format!(" for a pass: {}", p.summary)).unwrap_or_default();
                 format!("{}: {}{pass}", r.key, options.join(" or "))
             })
-            .collect()
+            .collect();
+        for server in &self.mcp {
+            let tools = server.tools.iter().map(|(n, t)| (n.as_str(), t)).chain(std::iter::once(("*", &server.default)));
+            lines.extend(tools.map(|(name, price)| match price {
+                ToolPrice::Free => format!("POST {} tool:{name}: free", server.path),
+                ToolPrice::Deny => format!("POST {} tool:{name}: denied", server.path),
+                ToolPrice::Priced(r) => format!("{}: {}", r.key, r.accepts.iter().map(Offer::summary).collect::<Vec<_>>().join(" or ")),
+            }));
+        }
+        lines
     }
 
     /// Problems that do not stop the Worker but deserve a loud line at start-up (and a warning
     /// from `x402-check`): `PAY_TO` set while no route is priced (every request is proxied free).
     pub fn warnings(&self, vars: &Map<String, Value>) -> Vec<String> {
         let mut out = Vec::new();
-        if self.routes.iter().all(Route::is_free) && vars.get("PAY_TO").is_some_and(|v| !v.is_null() && v.as_str() != Some("")) {
+        if self.routes.iter().all(Route::is_free) && !self.mcp.iter().any(McpServer::is_priced) && vars.get("PAY_TO").is_some_and(|v| !v.is_null() && v.as_str() != Some("")) {
             out.push("PAY_TO is set but no route in ROUTES is priced: every request is proxied free".to_string());
         }
         out

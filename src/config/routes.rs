@@ -405,7 +405,7 @@ pub(super) fn parse_routes(entries: &[Value], table: &TableDefaults) -> Result<V
 }
 
 /// `ROUTES[i]`.
-fn parse_route(i: usize, entry: &Value, table: &TableDefaults) -> Result<Route, ConfigError> {
+pub(super) fn parse_route(i: usize, entry: &Value, table: &TableDefaults) -> Result<Route, ConfigError> {
     let Value::Object(obj) = entry else { return err(format!("ROUTES[{i}] must be an object")) };
     let every_key: [&[&str]; 3] = [&ROUTE_KEYS, &OFFER_KEYS, &super::discovery::ROUTE_KEYS];
     if let Some(k) = obj.keys().find(|k| *k != "sessionTtlSeconds" && !every_key.iter().any(|set| set.contains(&k.as_str()))) {

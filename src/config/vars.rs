@@ -77,7 +77,7 @@ const fn row(name: &'static str, kind: Kind, required: Required, secret: bool, d
 /// The one table of variables: the parser reads these names, the Workers glue (`src/edge`) reads
 /// [`VARS`] from `env`, `x402-check` knows secrets and bindings from it, near misses are found
 /// among its names ([`misspelt_var`]), and a test checks the documentation lists every one.
-pub const TABLE: [Var; 28] = [
+pub const TABLE: [Var; 29] = [
     row("ORIGIN_URL", Kind::Url, Required::When("unless ORIGIN_SERVICE"), false, "absolute https URL of the API being protected; a path prefix is kept"),
     row("DECISION_LOG", Kind::Choice(&["all", "payments", "none"]), Required::No, false, "which priced-request decisions get a JSON log line (default all)"),
     row("MODE", Kind::Choice(&["enforce", "shadow"]), Required::No, false, "shadow: forward everything as if free and log what would have been charged (default enforce)"),
@@ -95,6 +95,7 @@ pub const TABLE: [Var; 28] = [
     row("FACILITATOR_TIMEOUT_SECONDS", Kind::Seconds, Required::No, false, "time limit for a facilitator call (default 30)"),
     row("CORS_ALLOWED_ORIGINS", Kind::Origins, Required::No, false, "origins allowed to call priced routes from a browser: *, a list, or none (default *)"),
     row("ROUTES", Kind::Json, Required::Yes, false, "the price table: an array of routes"),
+    row("MCP", Kind::Json, Required::No, false, "MCP servers whose tools are priced per call: an array of { path, tools, default }"),
     row("VERIFY_GOOD_STANDING_SECONDS", Kind::Seconds, Required::No, false, "how long a payer's last successful settlement lets the auto verify policy skip /verify (default 86400)"),
     row("ORIGIN_HEADERS", Kind::Json, Required::No, true, "JSON object of header name to value added to every forwarded request"),
     row("DENYLIST", Kind::Addresses, Required::No, false, "payer addresses refused before the origin and the facilitator"),

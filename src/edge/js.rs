@@ -31,6 +31,9 @@ export function x402_response(status, list, bytes, stream) {
   const body = nullBody ? null : bytes !== undefined ? bytes.slice() : stream ?? null;
   return new Response(body, { status, headers: x402_headers_from(list) });
 }
+export function x402_relay() { const t = new TransformStream(); return [t.readable, t.writable.getWriter()]; }
+export function x402_relay_write(w, bytes) { w.write(bytes.slice()).catch(() => {}); }
+export function x402_relay_close(w) { w.close().catch(() => {}); }
 export function x402_pass_through(sent, base, prefix, pub, seconds, rewrite, failed) {
   return sent.then(
     (r) => base !== undefined && (r.headers.has('location') || r.headers.has('content-location') || r.headers.has('link')) ? rewrite(r, base, prefix, pub) : r,
@@ -61,6 +64,12 @@ extern "C" {
     /// `Link`: the gateway's `URL_RESPONSE_HEADERS`): then `rewrite(response, base, prefix,
     /// public)`; if it fails, `failed(error, seconds)`. Both callbacks are made once per instance
     /// ([`PASS_THROUGH`]).
+    /// A `TransformStream`'s `[readable, writer]`: a body written while it is sent.
+    pub(super) fn x402_relay() -> js_sys::Array;
+    /// `writer.write(copy of bytes)`; a rejection (the client gone) is dropped.
+    pub(super) fn x402_relay_write(writer: &JsValue, bytes: &[u8]);
+    /// `writer.close()`; a rejection is dropped.
+    pub(super) fn x402_relay_close(writer: &JsValue);
     pub(super) fn x402_pass_through(sent: &js_sys::Promise, base: Option<&str>, prefix: &str, public: &str, seconds: f64, rewrite: &JsValue, failed: &JsValue) -> js_sys::Promise;
     /// `fetch(url, {method, headers, body, redirect: 'manual'})` (through `service` when it is a
     /// service binding), rejected with the string `x402-origin-timeout` (and the request aborted)

@@ -21,7 +21,7 @@ use crate::telemetry::Decision;
 use crate::ledger::{Op, Reply};
 use crate::pass::PassCache;
 
-use super::js::{header_list, js_error_text, parse_header_list, to_response, x402_origin_fetch, x402_pass_through, x402_response_headers, ORIGIN_TIMEOUT_MARK};
+use super::js::{header_list, js_error_text, parse_header_list, to_response, x402_origin_fetch, x402_pass_through, x402_relay, x402_relay_close, x402_relay_write, x402_response_headers, ORIGIN_TIMEOUT_MARK};
 use super::{bindings, timer, webcrypto, LEDGER_BINDING, METRICS_BINDING, ORIGIN_SERVICE_BINDING, PASSES_BINDING};
 
 /// Time limit for one ledger call, seconds.
@@ -183,10 +183,25 @@ impl Origin for Edge {
         std::future::ready(answer)
     }
 
+    /// A `TransformStream`: its readable side is the body, its writer the [`gateway::RelayWriter`].
+    fn relay(&self) -> Option<(Box<dyn gateway::RelayWriter>, EdgeBody)> {
+        let pair = x402_relay();
+        let readable: web_sys::ReadableStream = pair.get(0).dyn_into().ok()?;
+        Some((Box::new(EdgeRelay(pair.get(1))), EdgeBody::Stream(Some(readable))))
+    }
+
     /// The request's stream read chunk by chunk, stopped at `max_bytes`.
     async fn read_body(&self, body: EdgeBody, max_bytes: usize) -> Result<Vec<u8>, PlatformError> {
+        self.read_body_with(body, max_bytes, &mut |_| {}).await
+    }
+
+    /// [`Origin::read_body`], each chunk handed to `on_chunk` as it arrives.
+    async fn read_body_with(&self, body: EdgeBody, max_bytes: usize, on_chunk: &mut dyn FnMut(&[u8])) -> Result<Vec<u8>, PlatformError> {
         let stream = match body {
-            EdgeBody::Bytes(b) if b.len() <= max_bytes => return Ok(b),
+            EdgeBody::Bytes(b) if b.len() <= max_bytes => {
+                on_chunk(&b);
+                return Ok(b);
+            }
             EdgeBody::Bytes(_) => return Err(PlatformError::TooLarge(format!("body larger than {max_bytes} bytes"))),
             EdgeBody::Stream(stream) => stream,
             // A metered origin answer (`upto` body meters).
@@ -202,9 +217,22 @@ impl Origin for Edge {
             if out.len() + chunk.len() > max_bytes {
                 return Err(PlatformError::TooLarge(format!("body larger than {max_bytes} bytes")));
             }
+            on_chunk(&chunk);
             out.extend_from_slice(&chunk);
         }
         Ok(out)
+    }
+}
+
+/// The writer of an [`Origin::relay`] body: a `WritableStreamDefaultWriter`.
+struct EdgeRelay(JsValue);
+
+impl gateway::RelayWriter for EdgeRelay {
+    fn write(&self, bytes: &[u8]) {
+        x402_relay_write(&self.0, bytes);
+    }
+    fn close(&self) {
+        x402_relay_close(&self.0);
     }
 }
 

@@ -51,6 +51,7 @@
 //! | `limits.rs` | rate limits, the failed-attempt block list, client keys |
 //! | `shadow.rs` | `MODE = "shadow"` |
 //! | `admin.rs` | the admin endpoint |
+//! | `mcp.rs`, `mcp_origin.rs` | an MCP server's endpoint: `tools/call` priced through `pay.rs` over a platform that judges the tool's answer (docs/mcp.md) |
 //! | `facilitator_client.rs` | `/verify` and `/settle` calls: failover, `Authorization`, timing |
 //!
 //! The facilitator client (`facilitator_client.rs`: failover, authorization, timing) is here, not in
@@ -80,8 +81,10 @@ mod passes;
 mod limits;
 mod admin;
 mod shadow;
+mod mcp;
+mod mcp_origin;
 
-pub use platform::{FacilitatorTransport, IsolateCaches, IsolateState, Kv, Ledger, Origin, Platform, PlatformError, RateLimits, Runtime, Signer};
+pub use platform::{FacilitatorTransport, IsolateCaches, IsolateState, Kv, Ledger, Origin, Platform, PlatformError, RateLimits, RelayWriter, Runtime, Signer};
 pub use pay::MAX_UNVERIFIED_IN_FLIGHT;
 pub use challenge::prepare;
 pub use derived::{ChallengeLayouts, ConfigState, Derived};
@@ -173,6 +176,10 @@ pub async fn handle<P: Platform>(config: &Rc<Config>, p: &Rc<P>, req: Request<P:
         }
     }
     let segments = match_segments(&canonical);
+    // An MCP server's path in any spelling a route would match (case, trailing `/`, `;`, escapes).
+    if let Some(server) = config.mcp.iter().find(|s| match_segments(&s.path) == segments) {
+        return cold(mcp::serve(config, p, server, req, &canonical)).await;
+    }
     let method = req.method().clone();
     let priced_path = config.is_priced_path(&segments);
 

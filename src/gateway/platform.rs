@@ -93,6 +93,19 @@ pub trait Origin: 'static {
             Err(e) => origin_failure(self, &ForwardError::Upstream(e), None),
         }
     }
+    /// A response body the caller writes while it is being sent (an MCP tool's SSE answer
+    /// relayed event by event, `gateway/mcp.rs`): the writer and the body. This default: `None`,
+    /// not offered; the caller then sends the answer whole.
+    fn relay(&self) -> Option<(Box<dyn RelayWriter>, Self::Body)> {
+        None
+    }
+    /// [`Origin::read_body`], handing each chunk to `on_chunk` as it arrives. This default reads
+    /// the whole body, then hands it over as one chunk.
+    async fn read_body_with(&self, body: Self::Body, max_bytes: usize, on_chunk: &mut dyn FnMut(&[u8])) -> Result<Vec<u8>, PlatformError> {
+        let bytes = self.read_body(body, max_bytes).await?;
+        on_chunk(&bytes);
+        Ok(bytes)
+    }
     /// Reads a body to its end: a request's (only the admin endpoint reads one) or a metered
     /// origin answer's (`upto` body meters). Err when it is longer than
     /// `max_bytes` ([`PlatformError::TooLarge`]) or cannot be read. This default refuses every
@@ -101,6 +114,14 @@ pub trait Origin: 'static {
         let _ = (body, max_bytes);
         Err(PlatformError::Unavailable("this platform does not read request bodies".into()))
     }
+}
+
+/// The writing end of an [`Origin::relay`] body. Writes after the client has gone are dropped.
+pub trait RelayWriter {
+    /// Sends `bytes` next.
+    fn write(&self, bytes: &[u8]);
+    /// Ends the body.
+    fn close(&self);
 }
 
 /// The transport of facilitator calls (`/verify`, `/settle`).

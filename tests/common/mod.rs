@@ -18,7 +18,7 @@ use x402_edge_paywall::config::Config;
 use x402_edge_paywall::evm::{address_of, hex_0x, parse_uint256, Address, TransferWithAuthorization};
 use x402_edge_paywall::facilitator::cdp::CdpKey;
 use x402_edge_paywall::facilitator::{HttpReply, UpstreamError};
-use x402_edge_paywall::gateway::{handle, FacilitatorTransport, IsolateCaches, IsolateState, Kv, Ledger, Origin, PlatformError, RateLimits, Runtime, Signer};
+use x402_edge_paywall::gateway::{handle, FacilitatorTransport, IsolateCaches, IsolateState, Kv, Ledger, Origin, PlatformError, RateLimits, RelayWriter, Runtime, Signer};
 use x402_edge_paywall::telemetry::Decision;
 use x402_edge_paywall::ledger::{self, MemoryStore, Op, Reply};
 use x402_edge_paywall::pass::PassCache;
@@ -111,6 +111,24 @@ pub struct Fake {
     pub signed: RefCell<Vec<(String, String)>>,
     /// Signing fails (a key the runtime's WebCrypto refuses).
     pub sign_fails: Cell<bool>,
+    /// Whether `relay` is offered (an MCP tool's SSE answer relayed as it comes).
+    pub relay_on: Cell<bool>,
+    /// What was written to relayed bodies, and whether each was closed.
+    pub relayed: Rc<RefCell<Vec<u8>>>,
+    pub relay_closed: Rc<Cell<bool>>,
+}
+
+/// The fake relay: writes land in [`Fake::relayed`].
+struct FakeRelay(Rc<RefCell<Vec<u8>>>, Rc<Cell<bool>>);
+
+impl RelayWriter for FakeRelay {
+    fn write(&self, bytes: &[u8]) {
+        assert!(!self.1.get(), "written after close");
+        self.0.borrow_mut().extend_from_slice(bytes);
+    }
+    fn close(&self) {
+        self.1.set(true);
+    }
 }
 
 /// A future that is pending once, so that concurrent requests interleave at the origin call.
@@ -153,6 +171,9 @@ impl Origin for Fake {
             r.headers_mut().append(*name, value.parse().unwrap());
         }
         Ok(r)
+    }
+    fn relay(&self) -> Option<(Box<dyn RelayWriter>, Vec<u8>)> {
+        self.relay_on.get().then(|| (Box::new(FakeRelay(Rc::clone(&self.relayed), Rc::clone(&self.relay_closed))) as Box<dyn RelayWriter>, Vec::new()))
     }
     async fn read_body(&self, body: Vec<u8>, max_bytes: usize) -> Result<Vec<u8>, PlatformError> {
         if body.len() > max_bytes {
@@ -383,7 +404,12 @@ pub fn payment_v1_with(cfg: &Config, route: usize, key_byte: u8, nonce: u8, vali
 
 /// The `exact` EVM payload (`signature` and EIP-3009 `authorization`) of [`payment_with`].
 fn exact_payload(cfg: &Config, route: usize, key_byte: u8, nonce: u8, valid_for: u64) -> Value {
-    let offer = &cfg.routes[route].accepts[0];
+    exact_payload_for(&cfg.routes[route].accepts[0], key_byte, nonce, valid_for)
+}
+
+/// The `exact` EVM payload (`signature` and EIP-3009 `authorization`) paying `offer`, signed by
+/// the key made of `key_byte`, with nonce `[nonce; 32]` and `validBefore` = `NOW + valid_for`.
+pub fn exact_payload_for(offer: &x402_edge_paywall::x402::offer::Offer, key_byte: u8, nonce: u8, valid_for: u64) -> Value {
     let key = SigningKey::from_slice(&[key_byte; 32]).unwrap();
     let from = address_of(key.verifying_key());
     let msg = TransferWithAuthorization {

@@ -284,8 +284,16 @@ fn check(path: &Path, env: Option<&str>) -> Result<usize, String> {
                 continue;
             }
             let (key, what) = line.split_once(": ").unwrap_or((line.as_str(), ""));
-            let label = if what == "free" { "free  " } else { "priced" };
-            let what = if what == "free" { "proxied without payment" } else { what };
+            let label = match what {
+                "free" => "free  ",
+                "denied" => "denied",
+                _ => "priced",
+            };
+            let what = match what {
+                "free" => "proxied without payment",
+                "denied" => "refused, never forwarded",
+                _ => what,
+            };
             println!("  {label} {key}: {what}");
         }
         println!("  free   every other request: proxied without payment");

@@ -1,0 +1,308 @@
+//! An MCP server's endpoint ([`serve`]): Streamable HTTP (MCP 2025-06-18) proxied to the origin,
+//! with `tools/call` priced by x402's MCP transport (docs/mcp.md).
+//!
+//! - `GET` (the server's stream), `HEAD`, `DELETE`, `OPTIONS`, or a server with nothing priced or
+//!   denied: forwarded untouched and streamed (the unpriced pass-through), `Mcp-Session-Id` and
+//!   `MCP-Protocol-Version` with it.
+//! - A POST (or any other method, which might carry a message too): its body read (at most [`MAX_MESSAGE_BYTES`]) and classified
+//!   ([`crate::mcp::classify`]); what is refused gets a JSON-RPC error and never reaches the
+//!   origin. Messages other than `tools/call` and `tools/list` are forwarded untouched.
+//! - `tools/call` of a free tool: untouched; of a denied one: a JSON-RPC error; of a priced one:
+//!   the HTTP payment flow of a route ([`super::pay::priced`]) with the payment from
+//!   `_meta["x402/payment"]` as its `PAYMENT-SIGNATURE` and the call without it as the request,
+//!   over [`ToolOrigin`] (a tool error is not charged); its answers translated back: settled → the
+//!   tool's response with `_meta["x402/payment-response"]`; a 402 → the `PaymentRequired` tool
+//!   result; any other refusal (in flight, ledger or facilitator unavailable, unknown outcome) →
+//!   a JSON-RPC error whose `data` is the HTTP answer's JSON.
+//! - `tools/list`: the origin's result with each priced tool's `PaymentRequired` in its `_meta`
+//!   (and the `agents-x402/…` keys Cloudflare's `agents` client reads) and denied tools left out.
+//!
+//! An SSE answer to a paid call is relayed where the platform can ([`super::Origin::relay`], the
+//! edge): its other events (progress notifications) reach the client as they come, and the
+//! response to the call is held until settlement decides what the last event says. Elsewhere (the
+//! host fakes' default) it is read whole and sent at once.
+
+use std::cell::RefCell;
+use std::future::Future;
+use std::rc::Rc;
+use std::task::Poll;
+
+use base64::Engine;
+use http::header::{HeaderValue, CACHE_CONTROL, CONTENT_LENGTH, CONTENT_TYPE, COOKIE};
+use http::request::Parts;
+use http::{Method, Request, Response, StatusCode};
+use serde_json::{json, Map, Value};
+
+use crate::config::{Config, McpServer, Mode, Route, ToolPrice};
+use crate::mcp::answer::{events, find, is_event_stream, price_tools, replace, with_payment_response, Format};
+use crate::mcp::{classify, code, error_response, payment_required_result, without_payment, Message, ToolCall, AGENTS_PAID_META, AGENTS_PRICE_META, MAX_ANSWER_BYTES, MAX_MESSAGE_BYTES, PRICE_META, TOOL_RESOURCE_PREFIX};
+use crate::telemetry::Trace;
+use crate::x402::siwx::SIGN_IN_WITH_X;
+use crate::x402::{PAYMENT_REQUIRED, PAYMENT_RESPONSE, PAYMENT_SIGNATURE, X_PAYMENT, X_PAYMENT_RESPONSE};
+
+use super::challenge::challenge_values;
+use super::forward::{forward, origin_failure, prepare_forward};
+use super::limits::{client_limit_key, failed_attempt_limit};
+use super::mcp_origin::{Slot, ToolOrigin, ToolVerdict};
+use super::pay::{priced, Paying};
+use super::platform::{Platform, PlatformError};
+use super::{cold, header_str, json_response};
+
+/// Answers one request to the MCP server `server` (its path is `canonical`).
+pub(super) async fn serve<P: Platform>(config: &Rc<Config>, p: &Rc<P>, server: &McpServer, req: Request<P::Body>, canonical: &str) -> Response<P::Body> {
+    // Whatever may carry a message in its body is read: not only an exact `POST`.
+    let bodiless = matches!(*req.method(), Method::GET | Method::HEAD | Method::DELETE | Method::OPTIONS);
+    if bodiless || !server.is_priced() || config.mode == Mode::Shadow {
+        return untouched(config, p, req, canonical).await;
+    }
+    let (parts, body) = req.into_parts();
+    let bytes = match p.read_body(body, MAX_MESSAGE_BYTES).await {
+        Ok(b) => b,
+        Err(PlatformError::TooLarge(_)) => {
+            let message = format!("the message is larger than {MAX_MESSAGE_BYTES} bytes");
+            return rpc::<P>(StatusCode::PAYLOAD_TOO_LARGE, &error_response(&Value::Null, code::INVALID_REQUEST, &message, None));
+        }
+        Err(e) => return rpc::<P>(StatusCode::BAD_REQUEST, &error_response(&Value::Null, code::INVALID_REQUEST, &format!("the message could not be read: {e}"), None)),
+    };
+    let message = match classify(&bytes) {
+        Ok(m) => m,
+        Err(refused) => {
+            p.log(&format!("x402: mcp message refused: {}", refused.message));
+            let status = if refused.id.is_null() { StatusCode::BAD_REQUEST } else { StatusCode::OK };
+            return rpc::<P>(status, &refused.to_json());
+        }
+    };
+    match message {
+        Message::Other => untouched(config, p, Request::from_parts(parts, P::body(bytes)), canonical).await,
+        Message::ToolsList { id } => cold(list_tools(config, p, server, Request::from_parts(parts, P::body(bytes)), canonical, id)).await,
+        Message::ToolCall(call) => match server.tool(&call.name) {
+            ToolPrice::Free => untouched(config, p, Request::from_parts(parts, P::body(bytes)), canonical).await,
+            ToolPrice::Deny => {
+                p.log(&format!("x402: mcp tool {:?} denied", call.name));
+                rpc::<P>(StatusCode::OK, &error_response(&call.id, code::TOOL_DENIED, &format!("tool {:?} is not offered here", call.name), None))
+            }
+            ToolPrice::Priced(_) if call.task => {
+                let message = "a task-augmented call (params.task) of a priced tool is not accepted: call it without task";
+                rpc::<P>(StatusCode::OK, &error_response(&call.id, code::INVALID_PARAMS, message, None))
+            }
+            ToolPrice::Priced(route) => cold(paid_call(config, p, route, call, parts, bytes, canonical)).await,
+        },
+    }
+}
+
+/// Forwards as is (the unpriced pass-through: streamed).
+async fn untouched<P: Platform>(config: &Rc<Config>, p: &Rc<P>, req: Request<P::Body>, canonical: &str) -> Response<P::Body> {
+    match prepare_forward(config, req, canonical) {
+        Ok((req, rewrite)) => p.pass_through(req, config.origin_timeout_seconds, rewrite).await,
+        Err(e) => origin_failure::<P>(&**p, &e, None),
+    }
+}
+
+/// A JSON-RPC message as the answer.
+fn rpc<P: Platform>(status: StatusCode, message: &Value) -> Response<P::Body> {
+    json_response(status, message, P::body)
+}
+
+/// The request the payment flow sees: the call without its payment, the payment as
+/// `PAYMENT-SIGNATURE`, and no other payment, pass or sign-in carrier (a tool is paid per call).
+fn payment_request<B>(mut parts: Parts, call: &ToolCall, bytes: Vec<u8>, body: impl FnOnce(Vec<u8>) -> B) -> Result<Request<B>, &'static str> {
+    let forwarded = match &call.payment {
+        Some(_) => without_payment(&bytes).map_err(|_| "the tools/call message could not be re-encoded")?,
+        None => bytes,
+    };
+    let h = &mut parts.headers;
+    for name in [PAYMENT_SIGNATURE, X_PAYMENT, SIGN_IN_WITH_X, crate::headers::PASS_HEADER] {
+        h.remove(name);
+    }
+    let cookies: Vec<String> = h.get_all(COOKIE).iter().filter_map(|v| v.to_str().ok()).filter_map(crate::pass::strip_cookie).collect();
+    h.remove(COOKIE);
+    for c in cookies {
+        if let Ok(v) = HeaderValue::from_str(&c) {
+            h.append(COOKIE, v);
+        }
+    }
+    if let Some(payment) = &call.payment {
+        let v = HeaderValue::from_str(&payment.header_value()).map_err(|_| "_meta[\"x402/payment\"] is not a base64 string")?;
+        h.insert(PAYMENT_SIGNATURE, v);
+    }
+    h.insert(CONTENT_LENGTH, HeaderValue::from(forwarded.len()));
+    Ok(Request::from_parts(parts, body(forwarded)))
+}
+
+/// A priced tool's call: the route's payment flow over [`ToolOrigin`], its answer translated back.
+/// The flow runs to completion even if the client leaves; when the origin's SSE answer is relayed,
+/// the client's response (its head and the events so far) is returned as soon as it starts, and
+/// the flow ends it with the call's response (or what became of the payment) as the last event.
+async fn paid_call<P: Platform>(config: &Rc<Config>, p: &Rc<P>, route: &Route, call: ToolCall, parts: Parts, bytes: Vec<u8>, canonical: &str) -> Response<P::Body> {
+    let req = match payment_request(parts, &call, bytes, P::body) {
+        Ok(r) => r,
+        Err(why) => return rpc::<P>(StatusCode::OK, &error_response(&call.id, code::INVALID_PARAMS, why, None)),
+    };
+    let id = call.id.clone();
+    let head = Rc::new(Slot::default());
+    let tool_p = Rc::new(ToolOrigin { inner: Rc::clone(p), id: call.id.clone(), head: Rc::clone(&head), relay: RefCell::new(None) });
+    let (config, route, canonical) = (Rc::clone(config), route.clone(), canonical.to_string());
+    let flow = async move {
+        let p = &tool_p.inner;
+        let client_ip = client_limit_key(header_str(req.headers(), "cf-connecting-ip"));
+        let trace = Rc::new(Trace::new(&route.key));
+        let res = priced(Paying { config: &config, p: &tool_p, route: &route, canonical: &canonical, client_ip: &client_ip, trace: &trace }, req).await;
+        let res = failed_attempt_limit(&**p, &route, &trace, &client_ip, res).await;
+        let decision = trace.decision();
+        if config.decision_log.includes(decision.outcome) {
+            p.log(&decision.log_line());
+        }
+        p.record(&decision);
+        let relayed = tool_p.relay.borrow_mut().take();
+        let res = translate(p, &route, &call, res, relayed.is_some()).await;
+        let Some(writer) = relayed else { return Some(res) };
+        // The client has the head and the events so far: the answer is the last event.
+        let sse = is_event_stream(res.headers().get(CONTENT_TYPE).and_then(|v| v.to_str().ok()));
+        let bytes = p.read_body(res.into_body(), MAX_ANSWER_BYTES).await.unwrap_or_default();
+        if sse {
+            writer.write(&bytes);
+        } else {
+            writer.write(format!("event: message\ndata: {}\n\n", String::from_utf8_lossy(&bytes)).as_bytes());
+        }
+        writer.close();
+        None
+    };
+    let mut done = std::pin::pin!(p.run_to_completion(flow));
+    let answer = std::future::poll_fn(|cx| {
+        if let Poll::Ready(res) = head.poll_take(cx) {
+            return Poll::Ready(Some(res));
+        }
+        match done.as_mut().poll(cx) {
+            Poll::Ready(Some(Some(res))) => Poll::Ready(Some(res)),
+            Poll::Ready(_) => Poll::Ready(head.take()),
+            Poll::Pending => Poll::Pending,
+        }
+    })
+    .await;
+    answer.unwrap_or_else(|| rpc::<P>(StatusCode::OK, &error_response(&id, code::PAYMENT, "the payment flow of this call was cancelled by the runtime", None)))
+}
+
+/// A header's base64 JSON.
+fn header_json(parts: &http::response::Parts, name: &str) -> Option<Value> {
+    let v = parts.headers.get(name)?.to_str().ok()?;
+    let bytes = base64::engine::general_purpose::STANDARD.decode(v.trim()).ok()?;
+    serde_json::from_slice(&bytes).ok()
+}
+
+/// The payment flow's answer to a tool call, as MCP says it (see the module doc).
+/// `relayed`: the answer's other events went to the client already: a found response is sent
+/// alone, as its own event.
+async fn translate<P: Platform>(p: &Rc<P>, route: &Route, call: &ToolCall, res: Response<P::Body>, relayed: bool) -> Response<P::Body> {
+    let (mut parts, body) = res.into_parts();
+    let settled = header_json(&parts, PAYMENT_RESPONSE).or_else(|| header_json(&parts, X_PAYMENT_RESPONSE));
+    let required = header_json(&parts, PAYMENT_REQUIRED);
+    for name in [PAYMENT_RESPONSE, X_PAYMENT_RESPONSE, PAYMENT_REQUIRED] {
+        parts.headers.remove(name);
+    }
+    let verdict = parts.extensions.remove::<ToolVerdict>();
+    match verdict {
+        Some(ToolVerdict::Answered { bytes, status, answer }) => {
+            let message = match &settled {
+                Some(s) => with_payment_response(&answer, s),
+                None => answer.message.clone(),
+            };
+            parts.status = status;
+            parts.headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+            let out = match answer.format {
+                Format::Sse(index) if relayed => {
+                    let event = events(&String::from_utf8_lossy(&bytes)).into_iter().nth(index).map(|e| e.lines.join("\n") + "\n\n").unwrap_or_default();
+                    replace(event.as_bytes(), Format::Sse(0), &message)
+                }
+                format => replace(&bytes, format, &message),
+            };
+            Response::from_parts(parts, P::body(out))
+        }
+        Some(ToolVerdict::Unanswered(why)) => {
+            let charged = if settled.is_some() { "the payment was settled: retry the call with the same payment to run it again without a second charge" } else { "nothing was charged" };
+            let data = settled.map(|s| json!({ crate::mcp::PAYMENT_RESPONSE_META: s }));
+            rpc::<P>(StatusCode::OK, &error_response(&call.id, code::PAYMENT, &format!("the origin's answer to this tool call holds no result ({why}); {charged}"), data))
+        }
+        Some(ToolVerdict::Status) => Response::from_parts(parts, body),
+        None => {
+            let status = parts.status;
+            let body = p.read_body(body, MAX_ANSWER_BYTES).await.ok().and_then(|b| serde_json::from_slice::<Value>(&b).ok()).unwrap_or(Value::Null);
+            let text = |key: &str| body.get(key).and_then(Value::as_str).map(str::to_string);
+            if status == StatusCode::PAYMENT_REQUIRED {
+                let error = required.as_ref().and_then(|r| r.get("error")).and_then(Value::as_str).map(str::to_string).or_else(|| text("error")).unwrap_or_else(|| "payment required".into());
+                let error = match text("message") {
+                    Some(m) if required.is_none() => format!("{error}: {m}"),
+                    _ => error,
+                };
+                let (pr, _) = challenge_values(route, &format!("{TOOL_RESOURCE_PREFIX}{}", call.name), &error, None);
+                let pr = serde_json::to_value(pr).unwrap_or(Value::Null);
+                return rpc::<P>(StatusCode::OK, &payment_required_result(&call.id, &pr, settled.as_ref()));
+            }
+            let message = text("message").or_else(|| text("error")).unwrap_or_else(|| format!("the paywall answered HTTP {status}"));
+            let mut data = json!({ "httpStatus": status.as_u16() });
+            if let (Value::Object(d), Value::Object(b)) = (&mut data, body) {
+                d.extend(b);
+            }
+            rpc::<P>(StatusCode::OK, &error_response(&call.id, code::PAYMENT, &message, Some(data)))
+        }
+    }
+}
+
+/// What a `tools/list` shows for a priced tool: its `PaymentRequired` (resource
+/// `mcp://tool/{name}`, no error) with the `bazaar` extension describing the tool as x402's
+/// bazaar describes MCP tools (`info.input`: `type: "mcp"`, `tool`, `inputSchema`,
+/// `description`, `transport: "streamable-http"`).
+pub(super) fn listed_price(route: &Route, name: &str, tool: &Value) -> Value {
+    let mut input = json!({ "type": "mcp", "tool": name, "transport": "streamable-http" });
+    for key in ["inputSchema", "description"] {
+        if let Some(v) = tool.get(key) {
+            input[key] = v.clone();
+        }
+    }
+    let extensions = json!({ "bazaar": { "info": { "input": input } } });
+    let (pr, _) = challenge_values(route, &format!("{TOOL_RESOURCE_PREFIX}{name}"), "", Some(&extensions));
+    serde_json::to_value(pr).unwrap_or(Value::Null)
+}
+
+/// The route's first price in US dollars, when it is paid in its network's built-in USDC.
+fn usd_price(route: &Route) -> Option<f64> {
+    let offer = route.accepts.first()?;
+    let network = crate::evm::network_by_id(&offer.requirements.network)?;
+    let usdc = crate::evm::Address::parse(network.usdc)?;
+    let decimals = i32::from(offer.decimals?);
+    (usdc == offer.asset).then(|| offer.amount.to_string().parse::<f64>().ok().map(|a| a / 10f64.powi(decimals))).flatten()
+}
+
+/// `tools/list`: forwarded, its result given the prices ([`listed_price`]); an answer that holds
+/// no result for the request passes unchanged.
+async fn list_tools<P: Platform>(config: &Rc<Config>, p: &Rc<P>, server: &McpServer, req: Request<P::Body>, canonical: &str, id: Value) -> Response<P::Body> {
+    let res = match forward(config, &**p, req, canonical).await {
+        Ok(r) => r,
+        Err(e) => return origin_failure::<P>(&**p, &e, None),
+    };
+    if res.status().as_u16() >= 400 {
+        return res;
+    }
+    let (mut parts, body) = res.into_parts();
+    let bytes = match p.read_body(body, MAX_ANSWER_BYTES).await {
+        Ok(b) => b,
+        Err(e) => return rpc::<P>(StatusCode::BAD_GATEWAY, &error_response(&id, code::PAYMENT, &format!("the tools/list answer could not be read: {e}"), None)),
+    };
+    let content_type = parts.headers.get(CONTENT_TYPE).and_then(|v| v.to_str().ok()).map(str::to_string);
+    let Ok(answer) = find(content_type.as_deref(), &bytes, &id) else { return Response::from_parts(parts, P::body(bytes)) };
+    let priced = price_tools(&answer.message, |name, tool| match server.tool(name) {
+        ToolPrice::Free => Some(None),
+        ToolPrice::Deny => None,
+        ToolPrice::Priced(route) => {
+            let mut entries = Map::new();
+            entries.insert(PRICE_META.into(), listed_price(route, name, tool));
+            // How Cloudflare's `agents` servers announce a paid tool (its client reads these).
+            entries.insert(AGENTS_PAID_META.into(), Value::Bool(true));
+            if let Some(usd) = usd_price(route) {
+                entries.insert(AGENTS_PRICE_META.into(), json!(usd));
+            }
+            Some(Some(entries))
+        }
+    });
+    parts.headers.remove(CONTENT_LENGTH);
+    Response::from_parts(parts, P::body(replace(&bytes, answer.format, &priced)))
+}

@@ -1,0 +1,554 @@
+//! MCP tools priced at the edge (docs/mcp.md), on the host fakes: x402's MCP transport
+//! (`PaymentRequired` tool result, `_meta["x402/payment"]` in object and base64 form,
+//! `_meta["x402/payment-response"]`), settlement only for a tool result that is not an error,
+//! answers in JSON and SSE, and every fail-closed rule, each counting origin tool runs and
+//! facilitator calls.
+
+mod common;
+
+use std::rc::Rc;
+
+use base64::Engine;
+use common::*;
+use http::Request;
+use serde_json::{json, Value};
+use x402_edge_paywall::config::{Config, ToolPrice};
+
+fn cfg_with(server: Value) -> Rc<Config> {
+    config_vars(json!({ "MCP": [server] }))
+}
+
+fn cfg() -> Rc<Config> {
+    cfg_with(json!({
+        "path": "/mcp",
+        "tools": { "search": "$0.01", "summarize": { "price": "$0.05", "description": "Summaries" }, "wipe": "deny", "echo": "free" },
+        "default": "deny",
+    }))
+}
+
+fn offer(cfg: &Config, tool: &str) -> x402_edge_paywall::x402::offer::Offer {
+    match cfg.mcp[0].tool(tool) {
+        ToolPrice::Priced(r) => r.accepts[0].clone(),
+        _ => panic!("{tool} is not priced"),
+    }
+}
+
+/// A `PaymentPayload` object for `tool`'s first offer.
+fn payment(cfg: &Config, tool: &str, key: u8, nonce: u8) -> Value {
+    let o = offer(cfg, tool);
+    json!({ "x402Version": 2, "accepted": o.requirements_json, "payload": exact_payload_for(&o, key, nonce, 120) })
+}
+
+fn post(body: &[u8]) -> Request<Vec<u8>> {
+    post_to("/mcp", body)
+}
+
+fn post_to(path: &str, body: &[u8]) -> Request<Vec<u8>> {
+    Request::builder()
+        .method("POST")
+        .uri(format!("https://paywall.test{path}"))
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream")
+        .header("mcp-session-id", "session-1")
+        .header("mcp-protocol-version", "2025-06-18")
+        .body(body.to_vec())
+        .unwrap()
+}
+
+fn call(id: Value, name: &str, meta: Option<Value>) -> Vec<u8> {
+    let mut params = json!({ "name": name, "arguments": { "q": "rust", "big": "BIG" } });
+    if let Some(m) = meta {
+        params["_meta"] = m;
+    }
+    // A number no f64 holds exactly: it must reach the tool as written.
+    json!({ "jsonrpc": "2.0", "id": id, "method": "tools/call", "params": params }).to_string().replace("\"BIG\"", "12345678901234567890123.50").into_bytes()
+}
+
+fn tool_result(id: u64, is_error: bool) -> Vec<u8> {
+    json!({ "jsonrpc": "2.0", "id": id, "result": { "content": [{ "type": "text", "text": "found it" }], "isError": is_error } }).to_string().into_bytes()
+}
+
+fn origin_answers(p: &Fake, body: Vec<u8>) {
+    *p.origin_body.borrow_mut() = Some(body);
+    p.origin_response_headers.borrow_mut().push(("content-type", "application/json".into()));
+}
+
+fn refused(res: &http::Response<Vec<u8>>) -> (u16, i64, String) {
+    let v = body_json(res);
+    (res.status().as_u16(), v["error"]["code"].as_i64().unwrap_or(0), v["error"]["message"].as_str().unwrap_or("").to_string())
+}
+
+#[test]
+fn an_unpaid_priced_call_gets_the_payment_required_tool_result_and_never_reaches_the_origin() {
+    let (cfg, p) = (cfg(), Rc::new(fake()));
+    let res = run(&cfg, &p, post(&call(json!(1), "search", None)));
+    assert_eq!(res.status(), 200);
+    let v = body_json(&res);
+    assert_eq!(v["id"], 1);
+    let result = &v["result"];
+    assert_eq!(result["isError"], true);
+    let pr = &result["structuredContent"];
+    assert_eq!(pr["x402Version"], 2);
+    assert_eq!(pr["resource"]["url"], "mcp://tool/search");
+    assert_eq!(pr["accepts"][0]["amount"], "10000");
+    let text: Value = serde_json::from_str(result["content"][0]["text"].as_str().unwrap()).unwrap();
+    assert_eq!(&text, pr, "content[0].text is the same PaymentRequired");
+    assert_eq!(&result["_meta"]["x402/error"], pr, "where Cloudflare's agents client reads it");
+    assert_eq!((p.origin_hits(), p.settles(), p.verifies()), (0, 0, 0));
+}
+
+#[test]
+fn a_paid_call_runs_the_tool_once_without_the_payment_and_settles_once() {
+    let (cfg, p) = (cfg(), Rc::new(fake()));
+    origin_answers(&p, tool_result(7, false));
+    let meta = json!({ "progressToken": "tok", "x402/payment": payment(&cfg, "search", 1, 1) });
+    let res = run(&cfg, &p, post(&call(json!(7), "search", Some(meta))));
+    assert_eq!(res.status(), 200);
+    let v = body_json(&res);
+    assert_eq!(v["result"]["content"][0]["text"], "found it");
+    let settled = &v["result"]["_meta"]["x402/payment-response"];
+    assert_eq!(settled["success"], true);
+    assert_eq!(settled["transaction"], tx(1));
+    assert_eq!((p.origin_hits(), p.settles()), (1, 1));
+    let calls = p.origin_calls.borrow();
+    let sent: Value = serde_json::from_slice(calls[0].body()).unwrap();
+    assert!(sent["params"]["_meta"].get("x402/payment").is_none(), "the payment is not forwarded");
+    assert_eq!(sent["params"]["_meta"]["progressToken"], "tok", "the rest of _meta is kept");
+    assert!(String::from_utf8_lossy(calls[0].body()).contains("12345678901234567890123.50"), "arguments are forwarded as written");
+    assert!(calls[0].headers().get("payment-signature").is_none());
+    assert_eq!(calls[0].headers()["mcp-session-id"], "session-1");
+    assert!(res.headers().get("payment-response").is_none(), "the settlement travels in _meta");
+}
+
+#[test]
+fn the_base64_string_form_of_the_payment_is_accepted() {
+    let (cfg, p) = (cfg(), Rc::new(fake()));
+    origin_answers(&p, tool_result(2, false));
+    let encoded = base64::engine::general_purpose::STANDARD.encode(payment(&cfg, "summarize", 2, 2).to_string());
+    let res = run(&cfg, &p, post(&call(json!(2), "summarize", Some(json!({ "x402/payment": encoded })))));
+    assert_eq!(body_json(&res)["result"]["_meta"]["x402/payment-response"]["success"], true);
+    assert_eq!((p.origin_hits(), p.settles()), (1, 1));
+    let sent: Value = serde_json::from_slice(p.origin_calls.borrow()[0].body()).unwrap();
+    assert!(sent["params"].get("_meta").is_none(), "an emptied _meta is removed");
+}
+
+#[test]
+fn a_tool_error_or_a_json_rpc_error_is_not_charged_and_the_payment_can_be_used_again() {
+    let (cfg, p) = (cfg(), Rc::new(fake()));
+    origin_answers(&p, tool_result(3, true));
+    let pay = json!({ "x402/payment": payment(&cfg, "search", 3, 3) });
+    let res = run(&cfg, &p, post(&call(json!(3), "search", Some(pay.clone()))));
+    assert_eq!(res.status(), 200);
+    let v = body_json(&res);
+    assert_eq!(v["result"]["isError"], true);
+    assert_eq!(v["result"]["content"][0]["text"], "found it", "the tool's own error is passed on");
+    assert!(v["result"].get("_meta").is_none());
+    assert_eq!((p.origin_hits(), p.settles()), (1, 0));
+
+    *p.origin_body.borrow_mut() = Some(json!({ "jsonrpc": "2.0", "id": 3, "error": { "code": -32603, "message": "boom" } }).to_string().into_bytes());
+    let res = run(&cfg, &p, post(&call(json!(3), "search", Some(pay.clone()))));
+    assert_eq!(body_json(&res)["error"]["message"], "boom");
+    assert_eq!((p.origin_hits(), p.settles()), (2, 0), "released: the same payment runs the tool again");
+
+    origin_answers(&p, tool_result(3, false));
+    let res = run(&cfg, &p, post(&call(json!(3), "search", Some(pay))));
+    assert_eq!(body_json(&res)["result"]["_meta"]["x402/payment-response"]["success"], true);
+    assert_eq!((p.origin_hits(), p.settles()), (3, 1));
+}
+
+#[test]
+fn a_replayed_payment_runs_the_tool_once() {
+    let (cfg, p) = (cfg(), Rc::new(fake()));
+    origin_answers(&p, tool_result(4, false));
+    let pay = json!({ "x402/payment": payment(&cfg, "search", 4, 4) });
+    let first = run(&cfg, &p, post(&call(json!(4), "search", Some(pay.clone()))));
+    assert_eq!(body_json(&first)["result"]["_meta"]["x402/payment-response"]["success"], true);
+    let again = run(&cfg, &p, post(&call(json!(4), "search", Some(pay))));
+    let v = body_json(&again);
+    assert_eq!(v["result"]["isError"], true);
+    assert!(v["result"]["structuredContent"]["error"].as_str().unwrap().contains("invalid_transaction_state"), "{v}");
+    assert_eq!((p.origin_hits(), p.settles()), (1, 1));
+}
+
+#[test]
+fn a_payment_for_too_little_is_refused_with_the_payment_required_result() {
+    let (cfg, p) = (cfg(), Rc::new(fake()));
+    // A $0.01 payment (search) for a $0.05 tool (summarize).
+    let res = run(&cfg, &p, post(&call(json!(5), "summarize", Some(json!({ "x402/payment": payment(&cfg, "search", 5, 5) })))));
+    let v = body_json(&res);
+    assert_eq!(v["result"]["isError"], true);
+    assert_eq!(v["result"]["structuredContent"]["accepts"][0]["amount"], "50000");
+    assert!(!v["result"]["structuredContent"]["error"].as_str().unwrap().is_empty());
+    assert_eq!((p.origin_hits(), p.settles(), p.verifies()), (0, 0, 0));
+}
+
+#[test]
+fn a_refused_settlement_returns_the_payment_error_only() {
+    let (cfg, p) = (cfg(), Rc::new(fake()));
+    origin_answers(&p, tool_result(6, false));
+    p.queue_settle(reply(200, r#"{"success":false,"errorReason":"insufficient_funds","transaction":"","network":"eip155:84532"}"#));
+    let res = run(&cfg, &p, post(&call(json!(6), "search", Some(json!({ "x402/payment": payment(&cfg, "search", 6, 6) })))));
+    let v = body_json(&res);
+    assert_eq!(v["result"]["isError"], true);
+    assert!(v["result"]["structuredContent"]["accepts"].is_array());
+    assert_eq!(v["result"]["_meta"]["x402/payment-response"]["success"], false);
+    assert!(!v.to_string().contains("found it"), "the tool's output is withheld: {v}");
+    assert_eq!((p.origin_hits(), p.settles()), (1, 1));
+}
+
+#[test]
+fn an_unknown_settlement_outcome_is_said_as_such() {
+    let (cfg, p) = (cfg(), Rc::new(fake()));
+    origin_answers(&p, tool_result(8, false));
+    p.queue_settle(reply(500, "internal"));
+    let res = run(&cfg, &p, post(&call(json!(8), "search", Some(json!({ "x402/payment": payment(&cfg, "search", 8, 8) })))));
+    let v = body_json(&res);
+    assert_eq!(v["error"]["code"], -32000);
+    assert_eq!(v["error"]["data"]["error"], "settlement_outcome_unknown", "{v}");
+    assert!(v["error"]["data"]["httpStatus"].as_u64().unwrap() >= 500);
+    assert!(!v.to_string().contains("found it"));
+}
+
+#[test]
+fn an_sse_answer_is_settled_and_its_other_events_kept() {
+    let (cfg, p) = (cfg(), Rc::new(fake()));
+    let progress = json!({ "jsonrpc": "2.0", "method": "notifications/progress", "params": { "progressToken": "tok", "progress": 1 } });
+    let sse = format!("event: message\ndata: {progress}\n\nevent: message\nid: e2\ndata: {}\n\n", String::from_utf8(tool_result(9, false)).unwrap());
+    *p.origin_body.borrow_mut() = Some(sse.into_bytes());
+    p.origin_response_headers.borrow_mut().push(("content-type", "text/event-stream".into()));
+    let res = run(&cfg, &p, post(&call(json!(9), "search", Some(json!({ "x402/payment": payment(&cfg, "search", 9, 9) })))));
+    assert_eq!(res.headers()["content-type"], "text/event-stream");
+    let text = String::from_utf8(res.body().clone()).unwrap();
+    let events = x402_edge_paywall::mcp::answer::events(&text);
+    assert_eq!(events.len(), 2);
+    assert_eq!(serde_json::from_str::<Value>(&events[0].data).unwrap(), progress);
+    assert!(events[1].lines.contains(&"id: e2".to_string()));
+    let answer: Value = serde_json::from_str(&events[1].data).unwrap();
+    assert_eq!(answer["result"]["_meta"]["x402/payment-response"]["success"], true);
+    assert_eq!((p.origin_hits(), p.settles()), (1, 1));
+}
+
+#[test]
+fn an_answer_without_the_response_to_the_call_is_not_charged() {
+    let (cfg, p) = (cfg(), Rc::new(fake()));
+    for (body, ct) in [
+        (b"event: message\ndata: {\"jsonrpc\":\"2.0\",\"id\":99,\"result\":{}}\n\n".to_vec(), "text/event-stream"),
+        (tool_result(99, false), "application/json"),
+        (b"<html>oops</html>".to_vec(), "text/html"),
+    ] {
+        *p.origin_body.borrow_mut() = Some(body);
+        *p.origin_response_headers.borrow_mut() = vec![("content-type", ct.into())];
+        let res = run(&cfg, &p, post(&call(json!(10), "search", Some(json!({ "x402/payment": payment(&cfg, "search", 10, 10) })))));
+        let (status, code, message) = refused(&res);
+        assert_eq!((status, code), (200, -32000));
+        assert!(message.contains("nothing was charged"), "{message}");
+    }
+    assert_eq!((p.origin_hits(), p.settles()), (3, 0));
+}
+
+/// Every hostile message: refused with a JSON-RPC error, the origin never called.
+#[test]
+fn hostile_messages_are_refused_before_the_origin() {
+    let (cfg, p) = (cfg(), Rc::new(fake()));
+    let pay = payment(&cfg, "search", 11, 11);
+    let cases: Vec<(&str, Vec<u8>, u16, i64)> = vec![
+        ("batch", format!("[{}]", String::from_utf8(call(json!(1), "search", None)).unwrap()).into_bytes(), 400, -32600),
+        ("batch with a free call", format!("[{}]", String::from_utf8(call(json!(1), "echo", None)).unwrap()).into_bytes(), 400, -32600),
+        ("duplicate method", br#"{"jsonrpc":"2.0","id":1,"method":"ping","method":"tools/call","params":{"name":"search"}}"#.to_vec(), 400, -32600),
+        ("duplicate name", br#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo","name":"search"}}"#.to_vec(), 400, -32600),
+        ("duplicate id", br#"{"jsonrpc":"2.0","id":1,"id":2,"method":"tools/call","params":{"name":"echo"}}"#.to_vec(), 400, -32600),
+        ("duplicate payment", format!(r#"{{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{{"name":"search","_meta":{{"x402/payment":{pay},"x402/payment":{{}}}}}}}}"#).into_bytes(), 400, -32600),
+        ("a tools/call notification", br#"{"jsonrpc":"2.0","method":"tools/call","params":{"name":"search"}}"#.to_vec(), 400, -32600),
+        ("a free tools/call notification", br#"{"jsonrpc":"2.0","method":"tools/call","params":{"name":"echo"}}"#.to_vec(), 400, -32600),
+        ("another case", br#"{"jsonrpc":"2.0","id":1,"method":"Tools/Call","params":{"name":"search"}}"#.to_vec(), 200, -32601),
+        ("a padded method", br#"{"jsonrpc":"2.0","id":1,"method":"tools/call ","params":{"name":"search"}}"#.to_vec(), 200, -32601),
+        ("another tools method", br#"{"jsonrpc":"2.0","id":1,"method":"tools/run","params":{"name":"search"}}"#.to_vec(), 200, -32601),
+        ("not JSON", b"{\"jsonrpc\":".to_vec(), 400, -32700),
+        ("trailing bytes", format!("{} x", String::from_utf8(call(json!(1), "search", None)).unwrap()).into_bytes(), 400, -32700),
+        ("a string", b"\"tools/call\"".to_vec(), 400, -32600),
+        ("no jsonrpc", br#"{"id":1,"method":"tools/call","params":{"name":"search"}}"#.to_vec(), 200, -32600),
+        ("a null id", br#"{"jsonrpc":"2.0","id":null,"method":"tools/call","params":{"name":"search"}}"#.to_vec(), 400, -32600),
+        ("a float id", br#"{"jsonrpc":"2.0","id":1.5,"method":"tools/call","params":{"name":"search"}}"#.to_vec(), 400, -32600),
+        ("method and result", br#"{"jsonrpc":"2.0","id":1,"method":"tools/call","result":{},"params":{"name":"search"}}"#.to_vec(), 200, -32600),
+        ("no params", br#"{"jsonrpc":"2.0","id":1,"method":"tools/call"}"#.to_vec(), 200, -32602),
+        ("a numeric name", br#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":1}}"#.to_vec(), 200, -32602),
+        ("a numeric payment", br#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"search","_meta":{"x402/payment":1}}}"#.to_vec(), 200, -32602),
+        ("a task-augmented call", br#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"search","task":{}}}"#.to_vec(), 200, -32602),
+        ("a denied tool", call(json!(1), "wipe", None), 200, -32001),
+        ("another spelling (the default denies)", call(json!(1), "Search", None), 200, -32001),
+        ("a trailing space (the default denies)", call(json!(1), "search ", None), 200, -32001),
+        ("oversized", { let mut b = call(json!(1), "echo", None); b.extend(std::iter::repeat_n(b' ', 1 << 20)); b }, 413, -32600),
+    ];
+    for (what, body, status, code) in cases {
+        let res = run(&cfg, &p, post(&body));
+        let (s, c, message) = refused(&res);
+        assert_eq!((s, c), (status, code), "{what}: {message}");
+        assert!(!message.is_empty(), "{what}");
+    }
+    assert_eq!((p.origin_hits(), p.settles(), p.verifies()), (0, 0, 0));
+}
+
+#[test]
+fn free_tools_initialize_notifications_and_other_methods_pass_untouched() {
+    let (cfg, p) = (cfg(), Rc::new(fake()));
+    origin_answers(&p, tool_result(1, false));
+    let bodies: Vec<Vec<u8>> = vec![
+        call(json!(1), "echo", Some(json!({ "x402/payment": "ignored" }))),
+        br#"{"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"t","version":"1"}}}"#.to_vec(),
+        br#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#.to_vec(),
+        br#"{"jsonrpc":"2.0","id":"p","method":"ping"}"#.to_vec(),
+        br#"{"jsonrpc":"2.0","id":5,"result":{"action":"accept"}}"#.to_vec(),
+        br#"{"jsonrpc":"2.0","id":6,"method":"resources/read","params":{"uri":"file:///x"}}"#.to_vec(),
+    ];
+    for (i, body) in bodies.iter().enumerate() {
+        let res = run(&cfg, &p, post(body));
+        assert_eq!(res.status(), 200);
+        assert_eq!(res.body(), &tool_result(1, false), "passed back as the origin sent it");
+        let calls = p.origin_calls.borrow();
+        assert_eq!(calls[i].body(), body, "forwarded byte for byte");
+        assert_eq!(calls[i].headers()["mcp-session-id"], "session-1");
+        assert_eq!(calls[i].headers()["mcp-protocol-version"], "2025-06-18");
+    }
+    for method in ["GET", "DELETE"] {
+        let res = run(&cfg, &p, request_with(method, "/mcp", &[("mcp-session-id", "session-1")]));
+        assert_eq!(res.status(), 200);
+        assert_eq!(p.origin_calls.borrow().last().unwrap().method().as_str(), method);
+    }
+    assert_eq!((p.origin_hits(), p.settles(), p.verifies()), (bodies.len() + 2, 0, 0));
+}
+
+#[test]
+fn tools_list_carries_each_priced_tool_s_payment_required_and_leaves_out_denied_tools() {
+    let (cfg, p) = (cfg(), Rc::new(fake()));
+    let tools = json!([
+        { "name": "search", "description": "Search", "inputSchema": { "type": "object" } },
+        { "name": "echo", "inputSchema": { "type": "object" } },
+        { "name": "wipe", "inputSchema": { "type": "object" } },
+        { "name": "other", "inputSchema": { "type": "object" } },
+    ]);
+    origin_answers(&p, json!({ "jsonrpc": "2.0", "id": 3, "result": { "tools": tools } }).to_string().into_bytes());
+    let res = run(&cfg, &p, post(br#"{"jsonrpc":"2.0","id":3,"method":"tools/list"}"#));
+    let v = body_json(&res);
+    let listed = v["result"]["tools"].as_array().unwrap();
+    let names: Vec<&str> = listed.iter().map(|t| t["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["search", "echo"], "denied tools (named, or by the default) are left out");
+    let pr = &listed[0]["_meta"]["x402/payment-required"];
+    assert_eq!(pr["accepts"][0]["amount"], "10000");
+    assert_eq!(pr["resource"]["url"], "mcp://tool/search");
+    assert_eq!(pr["extensions"]["bazaar"]["info"]["input"], json!({ "type": "mcp", "tool": "search", "transport": "streamable-http", "description": "Search", "inputSchema": { "type": "object" } }));
+    assert!(listed[1].get("_meta").is_none(), "a free tool is left as it is");
+    assert_eq!((&listed[0]["_meta"]["agents-x402/paymentRequired"], &listed[0]["_meta"]["agents-x402/priceUSD"]), (&json!(true), &json!(0.01)));
+    assert_eq!((p.origin_hits(), p.settles()), (1, 0));
+}
+
+#[test]
+fn the_default_price_applies_to_tools_not_named() {
+    let cfg = cfg_with(json!({ "path": "/mcp", "tools": { "echo": "free" }, "default": "$0.02" }));
+    let p = Rc::new(fake());
+    let res = run(&cfg, &p, post(&call(json!(1), "anything", None)));
+    assert_eq!(body_json(&res)["result"]["structuredContent"]["accepts"][0]["amount"], "20000");
+    assert_eq!(p.origin_hits(), 0);
+}
+
+#[test]
+fn a_server_with_nothing_priced_is_a_plain_pass_through() {
+    let cfg = cfg_with(json!({ "path": "/mcp", "tools": { "echo": "free" } }));
+    let p = Rc::new(fake());
+    let res = run(&cfg, &p, post(b"[not even json"));
+    assert_eq!(res.status(), 200);
+    assert_eq!(p.origin_hits(), 1);
+}
+
+#[test]
+fn mcp_configuration_errors_name_the_entry() {
+    let vars = |server: Value| {
+        let mut v = json!({ "ORIGIN_URL": "https://origin.test", "FACILITATOR_URL": "https://facilitator.test", "PAY_TO": "0x209693Bc6afc0C5328bA36FaF03C514EF312287C", "ROUTES": [{ "route": "GET /paid", "price": "$0.01" }] });
+        v["MCP"] = json!([server]);
+        Config::from_vars(v.as_object().unwrap()).err().map(|e| e.0).unwrap_or_default()
+    };
+    assert!(vars(json!({ "path": "/mcp", "tools": { "s": { "price": "$0.01", "pass": { "ttl": "1h" } } } })).contains("MCP[0] (/mcp) tools.`s`"));
+    assert!(vars(json!({ "path": "/mcp", "tools": { "s": "ten dollars" } })).starts_with("MCP[0] (/mcp) tools.`s`"), "{}", vars(json!({ "path": "/mcp", "tools": { "s": "ten dollars" } })));
+    assert!(vars(json!({ "path": "mcp" })).contains("canonical absolute path"));
+    assert!(vars(json!({ "path": "/paid" })).contains("also covered by the priced route"));
+    assert!(vars(json!({ "path": "/mcp", "tool": {} })).contains("unknown key"));
+    assert!(vars(json!({ "path": "/mcp", "tools": { "s": { "price": "$0.01", "settle": "before" } } })).contains("settles after"));
+    assert_eq!(vars(json!({ "path": "/mcp", "tools": { "s": "$0.01" }, "default": "deny" })), "");
+}
+
+#[test]
+fn the_well_known_document_lists_the_priced_tools() {
+    let (cfg, p) = (cfg(), Rc::new(fake()));
+    let res = run(&cfg, &p, request("/.well-known/x402", &[]));
+    let items = body_json(&res)["items"].as_array().unwrap().clone();
+    let tools: Vec<(String, String)> = items.iter().filter(|i| i["type"] == "mcp").map(|i| (i["tool"].as_str().unwrap().to_string(), i["accepts"][0]["amount"].as_str().unwrap().to_string())).collect();
+    assert_eq!(tools, [("search".to_string(), "10000".to_string()), ("summarize".into(), "50000".into())], "free and denied tools are not listed");
+    let search = items.iter().find(|i| i["tool"] == "search").unwrap();
+    assert_eq!((search["path"].as_str(), search["resource"].as_str()), (Some("/mcp"), Some("mcp://tool/search")));
+    assert_eq!(p.origin_hits(), 0);
+}
+
+#[test]
+fn every_spelling_of_the_path_a_route_would_match_is_the_mcp_server() {
+    let (cfg, p) = (cfg(), Rc::new(fake()));
+    for path in ["/MCP", "/mcp/", "/mcp;x=1", "/%6dcp", "//mcp", "/a/../mcp"] {
+        let res = run(&cfg, &p, post_to(path, &call(json!(1), "search", None)));
+        assert_eq!(body_json(&res)["result"]["isError"], true, "{path}");
+        assert!(body_json(&res)["result"]["structuredContent"]["accepts"].is_array(), "{path}");
+    }
+    assert_eq!(p.origin_hits(), 0);
+}
+
+#[test]
+fn a_call_sent_with_another_method_than_post_is_still_read() {
+    let (cfg, p) = (cfg(), Rc::new(fake()));
+    for method in ["PUT", "PATCH", "post"] {
+        let mut req = post(&call(json!(1), "search", None));
+        *req.method_mut() = http::Method::from_bytes(method.as_bytes()).unwrap();
+        let res = run(&cfg, &p, req);
+        assert_eq!(body_json(&res)["result"]["isError"], true, "{method}");
+    }
+    assert_eq!(p.origin_hits(), 0);
+}
+
+#[test]
+fn concurrent_copies_of_one_payment_run_the_tool_once() {
+    let (cfg, p) = (cfg(), Rc::new(fake()));
+    origin_answers(&p, tool_result(12, false));
+    let body = call(json!(12), "search", Some(json!({ "x402/payment": payment(&cfg, "search", 12, 12) })));
+    let answers = run_all(&cfg, &p, vec![post(&body), post(&body)]);
+    let paid = answers.iter().filter(|r| body_json(r)["result"]["_meta"]["x402/payment-response"]["success"] == true).count();
+    let in_flight = answers.iter().filter(|r| body_json(r)["error"]["data"]["error"] == "payment_in_flight").count();
+    assert_eq!((paid, in_flight), (1, 1), "{:?}", answers.iter().map(body_json).collect::<Vec<_>>());
+    assert_eq!((p.origin_hits(), p.settles()), (1, 1));
+}
+
+#[test]
+fn a_ledger_outage_forwards_nothing_and_says_nothing_was_charged() {
+    let (cfg, p) = (cfg(), Rc::new(fake()));
+    p.ledger_down.set(true);
+    let res = run(&cfg, &p, post(&call(json!(13), "search", Some(json!({ "x402/payment": payment(&cfg, "search", 13, 13) })))));
+    let v = body_json(&res);
+    assert_eq!((v["error"]["code"].as_i64(), v["error"]["data"]["httpStatus"].as_u64()), (Some(-32000), Some(503)));
+    assert!(v["error"]["message"].as_str().unwrap().contains("nothing was charged"), "{v}");
+    assert_eq!((p.origin_hits(), p.settles()), (0, 0));
+}
+
+#[test]
+fn a_paid_call_forwards_no_payment_pass_or_sign_in_carrier() {
+    let (cfg, p) = (cfg(), Rc::new(fake()));
+    origin_answers(&p, tool_result(14, false));
+    let mut req = post(&call(json!(14), "search", Some(json!({ "x402/payment": payment(&cfg, "search", 14, 14) }))));
+    for (k, v) in [("x402-pass", "p"), ("cookie", "x402_pass=p; keep=1"), ("x-payment", "x"), ("sign-in-with-x", "s")] {
+        req.headers_mut().insert(k, v.parse().unwrap());
+    }
+    let res = run(&cfg, &p, req);
+    assert_eq!(body_json(&res)["result"]["_meta"]["x402/payment-response"]["success"], true);
+    let calls = p.origin_calls.borrow();
+    let h = calls[0].headers();
+    assert!(["x402-pass", "x-payment", "sign-in-with-x", "payment-signature"].iter().all(|n| h.get(*n).is_none()));
+    assert_eq!(h["cookie"], "keep=1");
+    assert_eq!(p.kv_gets.get(), 0, "no pass was looked up");
+}
+
+/// Where the platform relays a body (the edge), an SSE answer's other events go to the client
+/// first and the held response, given its settlement, is the last event.
+#[test]
+fn a_relayed_sse_answer_sends_progress_first_and_the_settled_response_last() {
+    let (cfg, p) = (cfg(), Rc::new(fake()));
+    p.relay_on.set(true);
+    let progress = json!({ "jsonrpc": "2.0", "method": "notifications/progress", "params": { "progressToken": "tok", "progress": 1 } });
+    let sse = format!("event: message\ndata: {progress}\n\nevent: message\nid: e2\ndata: {}\n\n", String::from_utf8(tool_result(15, false)).unwrap());
+    *p.origin_body.borrow_mut() = Some(sse.into_bytes());
+    p.origin_response_headers.borrow_mut().push(("content-type", "text/event-stream".into()));
+    let res = run(&cfg, &p, post(&call(json!(15), "search", Some(json!({ "x402/payment": payment(&cfg, "search", 15, 15) })))));
+    assert_eq!(res.headers()["content-type"], "text/event-stream");
+    assert!(res.body().is_empty(), "the body is the relay");
+    let text = String::from_utf8(p.relayed.borrow().clone()).unwrap();
+    let events = x402_edge_paywall::mcp::answer::events(&text);
+    assert_eq!(events.len(), 2, "{text}");
+    assert_eq!(serde_json::from_str::<Value>(&events[0].data).unwrap(), progress);
+    assert!(events[1].lines.contains(&"id: e2".to_string()));
+    let answer: Value = serde_json::from_str(&events[1].data).unwrap();
+    assert_eq!(answer["result"]["_meta"]["x402/payment-response"]["success"], true);
+    assert!(p.relay_closed.get());
+    assert_eq!((p.origin_hits(), p.settles()), (1, 1));
+}
+
+#[test]
+fn a_relayed_answer_whose_settlement_is_refused_ends_with_the_payment_error_only() {
+    let (cfg, p) = (cfg(), Rc::new(fake()));
+    p.relay_on.set(true);
+    p.queue_settle(reply(200, r#"{"success":false,"errorReason":"insufficient_funds","transaction":"","network":"eip155:84532"}"#));
+    let sse = format!("event: message\ndata: {}\n\n", String::from_utf8(tool_result(16, false)).unwrap());
+    *p.origin_body.borrow_mut() = Some(sse.into_bytes());
+    p.origin_response_headers.borrow_mut().push(("content-type", "text/event-stream".into()));
+    let res = run(&cfg, &p, post(&call(json!(16), "search", Some(json!({ "x402/payment": payment(&cfg, "search", 16, 16) })))));
+    assert_eq!(res.headers()["content-type"], "text/event-stream");
+    let text = String::from_utf8(p.relayed.borrow().clone()).unwrap();
+    assert!(!text.contains("found it"), "the held result is withheld: {text}");
+    let events = x402_edge_paywall::mcp::answer::events(&text);
+    assert_eq!(events.len(), 1);
+    let last: Value = serde_json::from_str(&events[0].data).unwrap();
+    assert_eq!((last["id"].as_u64(), last["result"]["isError"].as_bool()), (Some(16), Some(true)));
+    assert_eq!(last["result"]["_meta"]["x402/payment-response"]["success"], false);
+    assert!(p.relay_closed.get());
+}
+
+#[test]
+fn a_name_written_with_escapes_is_the_same_tool() {
+    let (cfg, p) = (cfg(), Rc::new(fake()));
+    let res = run(&cfg, &p, post(br#"{"jsonrpc":"2.0","id":1,"method":"tools\/call","params":{"name":"\u0073earch"}}"#));
+    assert_eq!(body_json(&res)["result"]["structuredContent"]["resource"]["url"], "mcp://tool/search");
+    assert_eq!(p.origin_hits(), 0);
+}
+
+mod never_panics {
+    use proptest::prelude::*;
+    use serde_json::json;
+    use x402_edge_paywall::mcp::answer::{events, find, EventSplitter};
+    use x402_edge_paywall::mcp::{classify, without_payment};
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 256, failure_persistence: None, ..ProptestConfig::default() })]
+
+        /// Whatever a client POSTs, classifying it answers (a message or a refusal), never panics.
+        #[test]
+        fn classify_answers_any_bytes(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+            let _ = classify(&bytes);
+            let _ = without_payment(&bytes);
+        }
+
+        /// Messages close to a tools/call, with arbitrary names, ids and metas.
+        #[test]
+        fn classify_answers_near_calls(name in any::<String>(), id in any::<i64>(), meta in any::<String>(), method in "tools/[a-zA-Z ]{0,6}") {
+            let body = json!({ "jsonrpc": "2.0", "id": id, "method": method, "params": { "name": name, "_meta": { "x402/payment": meta } } }).to_string();
+            if let Ok(x402_edge_paywall::mcp::Message::ToolCall(call)) = classify(body.as_bytes()) {
+                prop_assert_eq!(call.name, name);
+                prop_assert!(without_payment(body.as_bytes()).is_ok());
+            }
+        }
+
+        /// Whatever an origin answers, finding the response and splitting events never panics.
+        #[test]
+        fn answers_are_read_without_panicking(bytes in proptest::collection::vec(any::<u8>(), 0..512), cut in 0usize..512) {
+            let _ = find(Some("text/event-stream"), &bytes, &json!(1));
+            let _ = find(Some("application/json"), &bytes, &json!(1));
+            let _ = events(&String::from_utf8_lossy(&bytes));
+            let mut s = EventSplitter::default();
+            let cut = cut.min(bytes.len());
+            let _ = s.push(&bytes[..cut]);
+            let _ = s.push(&bytes[cut..]);
+        }
+    }
+}
+
+#[test]
+fn the_price_lines_name_each_tool() {
+    let lines = cfg().price_lines();
+    let tools: Vec<&String> = lines.iter().filter(|l| l.starts_with("POST /mcp tool:")).collect();
+    assert_eq!(tools.len(), 5, "{lines:?}");
+    assert!(tools.iter().any(|l| l.as_str() == "POST /mcp tool:echo: free"));
+    assert!(tools.iter().any(|l| l.starts_with("POST /mcp tool:search: 0.01 USDC")));
+    assert!(tools.iter().any(|l| l.as_str() == "POST /mcp tool:wipe: denied"));
+    assert!(tools.iter().any(|l| l.as_str() == "POST /mcp tool:*: denied"));
+}

@@ -1,0 +1,226 @@
+// MCP tools priced at the edge (docs/mcp.md), on the real path: the built Worker in Miniflare in
+// front of an unmodified MCP server built on @modelcontextprotocol/sdk (McpServer +
+// StreamableHTTPServerTransport, stateful sessions, in JSON response mode on /mcp and SSE mode on
+// /mcp-sse), called by @modelcontextprotocol/sdk's Client + StreamableHTTPClientTransport whose
+// tool calls carry a payment the official @x402/core + @x402/evm client made from the
+// PaymentRequired tool result, put in params._meta["x402/payment"] as x402's MCP transport says.
+// In SSE mode the tool's progress notifications reach the client while it runs; the result waits
+// for settlement.
+// The local chain and the official facilitator logic settle it: balances move once per paid call.
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import http from 'node:http';
+import { randomUUID } from 'node:crypto';
+
+import { McpServer } from '@modelcontextprotocol/sdk/server/mcp.js';
+import { StreamableHTTPServerTransport } from '@modelcontextprotocol/sdk/server/streamableHttp.js';
+import { Client } from '@modelcontextprotocol/sdk/client/index.js';
+import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
+import { privateKeyToAccount } from 'viem/accounts';
+import { x402Client } from '@x402/core/client';
+import { ExactEvmScheme } from '@x402/evm/exact/client';
+import { toClientEvmSigner } from '@x402/evm';
+
+import { KEYS, NETWORK, balanceOf, startStack, startWorker } from './support/stack.mjs';
+
+const runs = { search: 0, fail: 0, echo: 0 };
+/** Every JSON-RPC message the MCP origin received: {path, method, name}. */
+const seen = [];
+
+/** One McpServer per session, as the SDK's examples do it. */
+function mcpServer() {
+  const server = new McpServer({ name: 'unmodified', version: '1.0.0' });
+  server.registerTool('search', { description: 'Searches' }, async (extra) => {
+    runs.search += 1;
+    const token = extra._meta?.progressToken;
+    if (token !== undefined) {
+      // Progress, then work: a relayed answer shows it to the client while the tool still runs.
+      for (let i = 1; i <= 2; i++) {
+        await extra.sendNotification({ method: 'notifications/progress', params: { progressToken: token, progress: i, total: 2 } });
+        await new Promise((r) => setTimeout(r, 400));
+      }
+    }
+    return { content: [{ type: 'text', text: `results #${runs.search}` }] };
+  });
+  server.registerTool('fail', { description: 'Always fails' }, async () => {
+    runs.fail += 1;
+    return { content: [{ type: 'text', text: 'the tool failed' }], isError: true };
+  });
+  server.registerTool('echo', { description: 'Free' }, async () => {
+    runs.echo += 1;
+    return { content: [{ type: 'text', text: 'echo' }] };
+  });
+  return server;
+}
+
+async function startMcpOrigin() {
+  const transports = new Map();
+  const server = http.createServer(async (req, res) => {
+    const chunks = [];
+    for await (const c of req) chunks.push(c);
+    const raw = Buffer.concat(chunks).toString('utf8');
+    const body = raw ? JSON.parse(raw) : undefined;
+    const path = req.url.split('?')[0];
+    if (body && !Array.isArray(body)) seen.push({ path, method: body.method, name: body.params?.name, meta: body.params?._meta });
+    const json = path === '/mcp';
+    const sid = req.headers['mcp-session-id'];
+    let transport = sid ? transports.get(`${path} ${sid}`) : undefined;
+    if (!transport) {
+      transport = new StreamableHTTPServerTransport({
+        sessionIdGenerator: () => randomUUID(),
+        enableJsonResponse: json,
+        onsessioninitialized: (id) => transports.set(`${path} ${id}`, transport),
+      });
+      await mcpServer().connect(transport);
+    }
+    await transport.handleRequest(req, res, body);
+  });
+  await new Promise((r) => server.listen(0, '127.0.0.1', r));
+  return {
+    url: `http://127.0.0.1:${server.address().port}`,
+    stop: () => new Promise((r) => { server.closeAllConnections?.(); server.close(() => r()); }),
+  };
+}
+
+const ctx = {};
+before(async () => {
+  ctx.stack = await startStack();
+  ctx.origin = await startMcpOrigin();
+  const tools = { search: '$0.01', fail: '$0.01', echo: 'free' };
+  ctx.worker = await startWorker({
+    originUrl: ctx.origin.url, facilitatorUrl: ctx.stack.facilitator.url, payTo: ctx.stack.payTo,
+    routes: [{ route: 'GET /premium/*', price: '$0.05' }],
+    extraBindings: { ...ctx.stack.workerBindings, MCP: [{ path: '/mcp', tools, default: 'deny' }, { path: '/mcp-sse', tools, default: 'deny' }] },
+  });
+  ctx.x402 = new x402Client().register(NETWORK, new ExactEvmScheme(toClientEvmSigner(privateKeyToAccount(KEYS.payer))));
+});
+after(async () => {
+  await ctx.worker?.stop();
+  await ctx.origin?.stop();
+  await ctx.stack?.stop();
+});
+
+async function connect(path) {
+  const client = new Client({ name: 'payer', version: '1.0.0' });
+  await client.connect(new StreamableHTTPClientTransport(new URL(`${ctx.worker.url}${path}`)));
+  return client;
+}
+
+const balances = async () => [await balanceOf(ctx.stack.rpcUrl, ctx.stack.payer), await balanceOf(ctx.stack.rpcUrl, ctx.stack.payTo)];
+
+for (const path of ['/mcp', '/mcp-sse']) {
+  test(`${path}: initialize, notifications, tools/list and a free tool pass; tools/list carries the prices`, async () => {
+    const client = await connect(path);
+    try {
+      assert.equal(client.getServerVersion().name, 'unmodified', 'initialize answered by the origin');
+      const { tools } = await client.listTools();
+      const byName = Object.fromEntries(tools.map((t) => [t.name, t]));
+      assert.deepEqual(Object.keys(byName).sort(), ['echo', 'fail', 'search']);
+      const price = byName.search._meta['x402/payment-required'];
+      assert.equal(price.accepts[0].amount, '10000');
+      assert.equal(price.resource.url, 'mcp://tool/search');
+      assert.equal(price.extensions.bazaar.info.input.type, 'mcp');
+      assert.equal(byName.echo._meta, undefined);
+      const echoes = runs.echo;
+      const free = await client.callTool({ name: 'echo', arguments: {} });
+      assert.equal(free.content[0].text, 'echo');
+      assert.equal(runs.echo, echoes + 1);
+      assert.ok(seen.some((m) => m.path === path && m.method === 'notifications/initialized'), 'the initialized notification reached the origin');
+    } finally {
+      await client.close();
+    }
+  });
+
+  test(`${path}: an unpaid call never reaches the origin; a paid call runs once and moves the price once; a replay runs nothing`, async () => {
+    const client = await connect(path);
+    try {
+      const before = await balances();
+      const settles = ctx.stack.facilitator.calls.settle;
+      const ran = runs.search;
+      const calls = seen.filter((m) => m.method === 'tools/call').length;
+      const unpaid = await client.callTool({ name: 'search', arguments: {} });
+      assert.equal(unpaid.isError, true);
+      const required = unpaid.structuredContent;
+      assert.equal(required.x402Version, 2);
+      assert.deepEqual(JSON.parse(unpaid.content[0].text), required);
+      assert.equal(runs.search, ran, 'unpaid: the tool did not run');
+      assert.equal(seen.filter((m) => m.method === 'tools/call').length, calls, 'unpaid: the origin never saw the call');
+
+      const payment = await ctx.x402.createPaymentPayload(required);
+      const progress = [];
+      const progressAt = [];
+      const paid = await client.callTool({ name: 'search', arguments: {}, _meta: { 'x402/payment': payment } }, undefined, {
+        onprogress: (p) => { progress.push(p.progress); progressAt.push(Date.now()); },
+      });
+      const resultAt = Date.now();
+      assert.equal(paid.isError, undefined);
+      assert.match(paid.content[0].text, /^results #/);
+      const settled = paid._meta['x402/payment-response'];
+      assert.equal(settled.success, true);
+      assert.equal(settled.payer, ctx.stack.payer);
+      assert.match(settled.transaction, /^0x[0-9a-f]{64}$/);
+      if (path === '/mcp-sse') {
+        assert.deepEqual(progress, [1, 2], 'the progress notifications arrive');
+        // The tool works 800 ms after its first progress: relayed, it reaches the client then,
+        // not with the result (measured: about 1.1 s before it).
+        assert.ok(resultAt - progressAt[0] >= 600, `the first progress came ${resultAt - progressAt[0]} ms before the result`);
+        assert.ok(progressAt[1] - progressAt[0] >= 300, 'and the second one 400 ms after it');
+      }
+      assert.equal(runs.search, ran + 1);
+      assert.equal(seen.at(-1).meta?.['x402/payment'], undefined, 'the payment did not reach the origin');
+      const after = await balances();
+      assert.equal(after[0], before[0] - 10000n);
+      assert.equal(after[1], before[1] + 10000n);
+      assert.equal(ctx.stack.facilitator.calls.settle, settles + 1, 'one settle');
+
+      const replay = await client.callTool({ name: 'search', arguments: {}, _meta: { 'x402/payment': payment } });
+      assert.equal(replay.isError, true);
+      assert.match(replay.structuredContent.error, /invalid_transaction_state/);
+      assert.equal(runs.search, ran + 1, 'the replay ran nothing');
+      assert.deepEqual(await balances(), after);
+    } finally {
+      await client.close();
+    }
+  });
+
+  test(`${path}: an erroring tool is not charged`, async () => {
+    const client = await connect(path);
+    try {
+      const before = await balances();
+      const settles = ctx.stack.facilitator.calls.settle;
+      const unpaid = await client.callTool({ name: 'fail', arguments: {} });
+      const payment = await ctx.x402.createPaymentPayload(unpaid.structuredContent);
+      const failed = await client.callTool({ name: 'fail', arguments: {}, _meta: { 'x402/payment': payment } });
+      assert.equal(failed.isError, true);
+      assert.equal(failed.content[0].text, 'the tool failed');
+      assert.equal(failed._meta, undefined);
+      assert.deepEqual(await balances(), before);
+      assert.equal(ctx.stack.facilitator.calls.settle, settles, 'nothing settled');
+    } finally {
+      await client.close();
+    }
+  });
+}
+
+test('a base64 payment (the agents client form) pays; a denied tool and a batch are refused before the origin', async () => {
+  const client = await connect('/mcp');
+  try {
+    const unpaid = await client.callTool({ name: 'search', arguments: {} });
+    const payment = await ctx.x402.createPaymentPayload(unpaid.structuredContent);
+    const encoded = Buffer.from(JSON.stringify(payment)).toString('base64');
+    const paid = await client.callTool({ name: 'search', arguments: {}, _meta: { 'x402/payment': encoded } });
+    assert.equal(paid._meta['x402/payment-response'].success, true);
+    await assert.rejects(client.callTool({ name: 'unknown', arguments: {} }), /not offered here/);
+  } finally {
+    await client.close();
+  }
+  const calls = seen.length;
+  const batch = await fetch(`${ctx.worker.url}/mcp`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json', accept: 'application/json, text/event-stream' },
+    body: JSON.stringify([{ jsonrpc: '2.0', id: 1, method: 'tools/call', params: { name: 'search' } }]),
+  });
+  assert.equal(batch.status, 400);
+  assert.equal((await batch.json()).error.code, -32600);
+  assert.equal(seen.length, calls, 'the batch never reached the origin');
+});
