@@ -66,9 +66,11 @@ bindings="$stage/bindgen/index.js"
 sed -i 's|^import source wasmModule from "./index_bg.wasm";$|import wasmModule from "./index_bg.wasm";|' "$bindings"
 
 # 3. The entry module, beside the bindings it imports as ./index.js, bundled into one file.
+# wasm-bindgen 0.2.130 names an inline snippet twice in its imports object (both keys point at
+# the same module), which esbuild would print as a duplicate-key warning on every build.
 cp src/edge/entry.mjs "$stage/bindgen/entry.mjs"
 mkdir -p "$stage/out"
-"$ESBUILD_BIN" "$stage/bindgen/entry.mjs" --bundle --format=esm --minify --log-level=warning \
+"$ESBUILD_BIN" "$stage/bindgen/entry.mjs" --bundle --format=esm --minify --log-level=warning --log-override:duplicate-object-key=silent \
   --external:./index_bg.wasm '--external:cloudflare:*' --outfile="$stage/out/index.js"
 
 # 4. The wasm: optimised for size and speed (-O), as wasm-bindgen's output is unoptimised. The
