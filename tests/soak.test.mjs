@@ -231,14 +231,17 @@ async function lane(s, until) {
 
 /**
  * Retries every authorization of this round that got no usable answer (not served, and an unknown
- * outcome or no definite refusal), with the same header; a 409 (another copy in flight) is waited
+ * outcome, no definite refusal, or a last answer that says a retry reconciles), with the same header; a 409 (another copy in flight) is waited
  * out. A retry answered "unknown" again (the retry's own /settle can exceed the 2 s limit: the
  * facilitator waits for the receipt) is retried, up to RETRIES times in all, as an honest client
  * would; `a.retries` counts them.
  */
 const RETRIES = 3;
 async function retries(s, from) {
-  const todo = s.auths.slice(from).filter((a) => !a.attempts.some((r) => r.served) && (a.attempts.some(unknown) || !a.attempts.some(refusal)));
+  // Also when an earlier copy got a definite refusal but the last answer says a retry reconciles
+  // (one copy refused at /verify, a later replay settled on chain and answered "refused after a
+  // broadcast"): an honest client follows the last answer.
+  const todo = s.auths.slice(from).filter((a) => !a.attempts.some((r) => r.served) && (a.attempts.some(unknown) || !a.attempts.some(refusal) || reconcilable(a.attempts[a.attempts.length - 1])));
   let i = 0;
   await Promise.all(Array.from({ length: 4 }, async () => {
     while (i < todo.length) {
