@@ -278,6 +278,8 @@ fn hostile_messages_are_refused_before_the_origin() {
         ("another spelling (the default denies)", call(json!(1), "Search", None), 200, -32001),
         ("a trailing space (the default denies)", call(json!(1), "search ", None), 200, -32001),
         ("oversized", { let mut b = call(json!(1), "echo", None); b.extend(std::iter::repeat_n(b' ', 1 << 20)); b }, 413, -32600),
+        ("an id a JavaScript server would round", br#"{"jsonrpc":"2.0","id":12345678901234567890,"method":"tools/call","params":{"name":"search"}}"#.to_vec(), 400, -32600),
+        ("a negative id past 2^53", br#"{"jsonrpc":"2.0","id":-9007199254740992,"method":"tools/call","params":{"name":"search"}}"#.to_vec(), 400, -32600),
     ];
     for (what, body, status, code) in cases {
         let res = run(&cfg, &p, post(&body));
@@ -551,4 +553,25 @@ fn the_price_lines_name_each_tool() {
     assert!(tools.iter().any(|l| l.starts_with("POST /mcp tool:search: 0.01 USDC")));
     assert!(tools.iter().any(|l| l.as_str() == "POST /mcp tool:wipe: denied"));
     assert!(tools.iter().any(|l| l.as_str() == "POST /mcp tool:*: denied"));
+}
+
+#[test]
+fn the_origin_reads_the_message_as_it_was_judged_never_in_another_charset_or_encoding() {
+    let (cfg, p) = (cfg(), Rc::new(fake()));
+    origin_answers(&p, tool_result(1, false));
+    // `tools+AC8-call` is `tools/call` in UTF-7: judged as UTF-8 it is another method, so the
+    // origin must not be told to read it as UTF-7.
+    let body = br#"{"jsonrpc":"2.0","id":1,"method":"tools+AC8-call","params":{"name":"search","arguments":{}}}"#;
+    let mut req = post(body);
+    req.headers_mut().insert("content-type", "application/json; charset=utf-7".parse().unwrap());
+    run(&cfg, &p, req);
+    let calls = p.origin_calls.borrow();
+    assert_eq!(calls.len(), 1, "an unknown method is forwarded, as any other");
+    assert_eq!(calls[0].headers()["content-type"], "application/json", "without the charset");
+    drop(calls);
+    let mut gz = post(&call(json!(2), "echo", None));
+    gz.headers_mut().insert("content-encoding", "gzip".parse().unwrap());
+    let res = run(&cfg, &p, gz);
+    assert_eq!(res.status(), 415);
+    assert_eq!(p.origin_hits(), 1, "an encoded message never reaches the origin");
 }

@@ -55,7 +55,17 @@ pub(super) async fn serve<P: Platform>(config: &Rc<Config>, p: &Rc<P>, server: &
     if bodiless || !server.is_priced() || config.mode == Mode::Shadow {
         return untouched(config, p, req, canonical).await;
     }
-    let (parts, body) = req.into_parts();
+    let (mut parts, body) = req.into_parts();
+    // The message is judged as UTF-8 JSON, so the origin must read it the same way: an encoded
+    // body is refused, and the content type is forwarded without its parameters (a `charset`
+    // such as utf-7 would let the origin decode another method than the one judged here).
+    let encoded = parts.headers.get_all(http::header::CONTENT_ENCODING).iter().any(|v| !v.as_bytes().trim_ascii().eq_ignore_ascii_case(b"identity"));
+    if encoded {
+        let message = "an encoded message (Content-Encoding) is not accepted on this priced server: send it as plain JSON";
+        return rpc::<P>(StatusCode::UNSUPPORTED_MEDIA_TYPE, &error_response(&Value::Null, code::INVALID_REQUEST, message, None));
+    }
+    parts.headers.remove(http::header::CONTENT_ENCODING);
+    parts.headers.insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("application/json"));
     let bytes = match p.read_body(body, MAX_MESSAGE_BYTES).await {
         Ok(b) => b,
         Err(PlatformError::TooLarge(_)) => {

@@ -29,6 +29,9 @@ pub const MAX_MESSAGE_BYTES: usize = 1 << 20;
 /// Largest origin answer to a priced tool call read before settlement (bytes, JSON or the whole
 /// SSE stream of the request): larger ones are not settled.
 pub const MAX_ANSWER_BYTES: usize = 4 << 20;
+/// The largest integer JSON-RPC id accepted, in magnitude: 2^53 − 1, what JavaScript servers
+/// keep exactly.
+pub const MAX_SAFE_ID: u64 = (1 << 53) - 1;
 /// `params._meta` key of the payment (x402 MCP transport).
 pub const PAYMENT_META: &str = "x402/payment";
 /// `result._meta` key of the settlement response (x402 MCP transport).
@@ -174,8 +177,10 @@ pub fn classify(body: &[u8]) -> Result<Message, Refused> {
     let id = match obj.get("id") {
         None => None,
         Some(v @ Value::String(_)) => Some(v.clone()),
-        Some(v @ Value::Number(n)) if n.is_i64() || n.is_u64() => Some(v.clone()),
-        Some(_) => return Err(Refused::new(&null, code::INVALID_REQUEST, "id must be a string or an integer")),
+        // Integers a JavaScript server keeps exactly (±(2^53 − 1)): a larger one is rounded there,
+        // and the answer would carry another id than the call.
+        Some(v @ Value::Number(n)) if n.as_i64().is_some_and(|i| i.unsigned_abs() <= MAX_SAFE_ID) || n.as_u64().is_some_and(|u| u <= MAX_SAFE_ID) => Some(v.clone()),
+        Some(_) => return Err(Refused::new(&null, code::INVALID_REQUEST, "id must be a string or an integer of at most 2^53 - 1 in magnitude")),
     };
     let shown_id = id.clone().unwrap_or(Value::Null);
     if obj.get("jsonrpc").and_then(Value::as_str) != Some("2.0") {
