@@ -172,7 +172,7 @@ pub(super) async fn priced<P: Platform>(cx: Paying<'_, P>, req: Request<P::Body>
         }
     };
     let offer = verified.offer;
-    let upto = offer.meter.as_ref().map(|meter| Upto { meter: meter.clone(), maximum: offer.amount, decimals: offer.decimals, amount: None });
+    let upto = Upto::of(offer);
     // The requirement in the payment's own protocol version, for /verify and /settle.
     let requirements = if version == 1 {
         let v1 = offer.requirements_v1(resource_url, route.description.as_deref(), route.mime_type.as_deref());
@@ -494,6 +494,13 @@ pub(super) struct Upto {
     pub(super) maximum: ruint::aliases::U256,
     pub(super) decimals: Option<u8>,
     pub(super) amount: Option<ruint::aliases::U256>,
+}
+
+impl Upto {
+    /// The terms of `offer` when it is metered (`None` for `exact`), amount not yet measured.
+    pub(super) fn of(offer: &crate::x402::offer::Offer) -> Option<Upto> {
+        Some(Upto { meter: offer.meter.clone()?, maximum: offer.amount, decimals: offer.decimals, amount: None })
+    }
 }
 
 /// Why a payment is refused for a denied payer.

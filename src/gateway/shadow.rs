@@ -55,7 +55,7 @@ pub(super) async fn shadow<P: Platform>(config: &Config, p: &P, route: &Route, r
         Ok(res) => {
             trace.origin_status(res.status().as_u16());
             // A metered route: what its meter would have charged (or why it could not say).
-            let Some(upto) = route.accepts.first().and_then(|o| Some(Upto { meter: o.meter.clone()?, maximum: o.amount, decimals: o.decimals, amount: None })) else { return res };
+            let Some(upto) = route.accepts.first().and_then(Upto::of) else { return res };
             if res.status().as_u16() >= 400 {
                 return res;
             }
