@@ -5,7 +5,6 @@
 // facilitator calls are counted.
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
-import http from 'node:http';
 
 import { Hono } from 'hono';
 import { paymentMiddleware, setSettlementOverrides } from '@x402/hono';
@@ -13,7 +12,7 @@ import { x402ResourceServer, HTTPFacilitatorClient } from '@x402/core/server';
 import { UptoEvmScheme as ServerUptoEvm } from '@x402/evm/upto/server';
 import { decodePaymentRequiredHeader, decodePaymentResponseHeader } from '@x402/core/http';
 
-import { KEYS, NETWORK, balanceOf, permit2NonceUsed, startStack, startWorker, uptoPayment } from './support/stack.mjs';
+import { KEYS, NETWORK, balanceOf, permit2NonceUsed, serveApp, startStack, startWorker, uptoPayment } from './support/stack.mjs';
 import { payingFetch } from './support/client.mjs';
 
 const MAX = 50_000n; // $0.05 of the 6-decimal test USDC
@@ -63,26 +62,13 @@ function sellerApp(runs) {
   return app;
 }
 
-/** Serves a Hono app on 127.0.0.1; resolves to {url, stop}. */
-async function serve(app) {
-  const server = http.createServer(async (req, res) => {
-    const headers = new Headers();
-    for (const [k, v] of Object.entries(req.headers)) headers.set(k, String(v));
-    const r = await app.fetch(new Request(`http://127.0.0.1${req.url}`, { method: req.method, headers }));
-    res.writeHead(r.status, Object.fromEntries(r.headers));
-    res.end(Buffer.from(await r.arrayBuffer()));
-  });
-  await new Promise((r) => server.listen(0, '127.0.0.1', r));
-  return { url: `http://127.0.0.1:${server.address().port}`, stop: () => new Promise((r) => { server.closeAllConnections?.(); server.close(r); }) };
-}
-
 let stack;
 let origin;
 let worker;
 const runs = {};
 before(async () => {
   stack = await startStack();
-  origin = await serve(sellerApp(runs));
+  origin = await serveApp(sellerApp(runs));
   worker = await startWorker({ originUrl: origin.url, facilitatorUrl: stack.facilitator.url, payTo: stack.payTo, routes: ROUTES, extraBindings: { FACILITATOR_ADDRESS: stack.facilitator.address } });
 });
 after(async () => {
@@ -134,7 +120,7 @@ test('the same seller code settles the same amounts behind @x402/hono and behind
   const resourceServer = new x402ResourceServer(new HTTPFacilitatorClient({ url: stack.facilitator.url })).register(NETWORK, new ServerUptoEvm());
   hono.use(paymentMiddleware({ 'GET /report': { accepts: { scheme: 'upto', price: '$0.05', network: NETWORK, payTo: stack.payTo }, description: 'metered' } }, resourceServer));
   hono.route('/', sellerApp({}));
-  const peer = await serve(hono);
+  const peer = await serveApp(hono);
   try {
     const pay = payingFetch(KEYS.payer, { upto: true });
     for (const used of ['777', '$0.0021', '10%']) {

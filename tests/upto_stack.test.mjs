@@ -13,7 +13,7 @@ import { decodePaymentSignatureHeader } from '@x402/core/http';
 
 import {
   CHAIN_ID, KEYS, NETWORK, PERMIT2, PERMIT2_ABI, UPTO_PROXY, USDC, address, balanceOf, chainFor, compileUptoProxy,
-  permit2Allowance, permit2NonceUsed, startStack, uptoPayment,
+  permit2Allowance, permit2NonceUsed, serveApp, startStack, uptoPayment,
 } from './support/stack.mjs';
 
 let stack;
@@ -189,7 +189,6 @@ test('reference: the official Hono middleware prices a route with upto, the offi
   const { x402ResourceServer, HTTPFacilitatorClient } = await import('@x402/core/server');
   const { decodePaymentRequiredHeader, decodePaymentResponseHeader } = await import('@x402/core/http');
   const { payingFetch } = await import('./support/client.mjs');
-  const http = await import('node:http');
 
   const used = 2_500n;
   const resourceServer = new x402ResourceServer(new HTTPFacilitatorClient({ url: stack.facilitator.url })).register(NETWORK, new ServerUptoEvm());
@@ -199,15 +198,8 @@ test('reference: the official Hono middleware prices a route with upto, the offi
     setSettlementOverrides(c, { amount: String(used) });
     return c.json({ used: String(used) });
   });
-  const server = http.createServer(async (req, res) => {
-    const headers = new Headers();
-    for (const [k, v] of Object.entries(req.headers)) headers.set(k, String(v));
-    const r = await app.fetch(new Request(`http://127.0.0.1${req.url}`, { method: req.method, headers }));
-    res.writeHead(r.status, Object.fromEntries(r.headers));
-    res.end(Buffer.from(await r.arrayBuffer()));
-  });
-  await new Promise((r) => server.listen(0, '127.0.0.1', r));
-  const url = `http://127.0.0.1:${server.address().port}/metered`;
+  const server = await serveApp(app);
+  const url = `${server.url}/metered`;
   try {
     const challenge = await fetch(url);
     assert.equal(challenge.status, 402);
@@ -239,6 +231,6 @@ test('reference: the official Hono middleware prices a route with upto, the offi
     assert.deepEqual({ ...settleCall.body.paymentRequirements, amount: '50000' }, verifyCall.body.paymentRequirements, 'and nothing else differs');
     assert.equal(settleCall.body.paymentPayload.accepted.amount, '50000', 'the payload still carries the offered max');
   } finally {
-    await new Promise((r) => server.close(r));
+    await server.stop();
   }
 });

@@ -612,6 +612,22 @@ export async function startOrigin({ requireHeader } = {}) {
 }
 
 /**
+ * Serves a fetch-style app (`app.fetch(Request) → Response`, e.g. a Hono app) on 127.0.0.1 over
+ * node:http; resolves to {url, stop}. Bodies are read whole (test origins only).
+ */
+export async function serveApp(app) {
+  const server = http.createServer(async (req, res) => {
+    const headers = new Headers();
+    for (const [k, v] of Object.entries(req.headers)) headers.set(k, String(v));
+    const r = await app.fetch(new Request(`http://127.0.0.1${req.url}`, { method: req.method, headers }));
+    res.writeHead(r.status, Object.fromEntries(r.headers));
+    res.end(Buffer.from(await r.arrayBuffer()));
+  });
+  const url = await listen(server);
+  return { url, stop: () => new Promise((r) => { server.closeAllConnections?.(); server.close(() => r()); }) };
+}
+
+/**
  * Sends one request to `baseUrl` + `path` byte for byte (any method, no client-side URL
  * normalisation) and resolves to {status, statusText, headers, body}.
  */
