@@ -64,6 +64,11 @@ fn call(id: Value, name: &str, meta: Option<Value>) -> Vec<u8> {
     json!({ "jsonrpc": "2.0", "id": id, "method": "tools/call", "params": params }).to_string().replace("\"BIG\"", "12345678901234567890123.50").into_bytes()
 }
 
+/// A tool result answering the call the origin got (the fake origin fills in its id).
+fn echo_result(is_error: bool) -> Vec<u8> {
+    json!({ "jsonrpc": "2.0", "id": "$id", "result": { "content": [{ "type": "text", "text": "found it" }], "isError": is_error } }).to_string().into_bytes()
+}
+
 fn tool_result(id: u64, is_error: bool) -> Vec<u8> {
     json!({ "jsonrpc": "2.0", "id": id, "result": { "content": [{ "type": "text", "text": "found it" }], "isError": is_error } }).to_string().into_bytes()
 }
@@ -100,7 +105,7 @@ fn an_unpaid_priced_call_gets_the_payment_required_tool_result_and_never_reaches
 #[test]
 fn a_paid_call_runs_the_tool_once_without_the_payment_and_settles_once() {
     let (cfg, p) = (cfg(), Rc::new(fake()));
-    origin_answers(&p, tool_result(7, false));
+    origin_answers(&p, echo_result(false));
     let meta = json!({ "progressToken": "tok", "x402/payment": payment(&cfg, "search", 1, 1) });
     let res = run(&cfg, &p, post(&call(json!(7), "search", Some(meta))));
     assert_eq!(res.status(), 200);
@@ -123,7 +128,7 @@ fn a_paid_call_runs_the_tool_once_without_the_payment_and_settles_once() {
 #[test]
 fn the_base64_string_form_of_the_payment_is_accepted() {
     let (cfg, p) = (cfg(), Rc::new(fake()));
-    origin_answers(&p, tool_result(2, false));
+    origin_answers(&p, echo_result(false));
     let encoded = base64::engine::general_purpose::STANDARD.encode(payment(&cfg, "summarize", 2, 2).to_string());
     let res = run(&cfg, &p, post(&call(json!(2), "summarize", Some(json!({ "x402/payment": encoded })))));
     assert_eq!(body_json(&res)["result"]["_meta"]["x402/payment-response"]["success"], true);
@@ -135,7 +140,7 @@ fn the_base64_string_form_of_the_payment_is_accepted() {
 #[test]
 fn a_tool_error_or_a_json_rpc_error_is_not_charged_and_the_payment_can_be_used_again() {
     let (cfg, p) = (cfg(), Rc::new(fake()));
-    origin_answers(&p, tool_result(3, true));
+    origin_answers(&p, echo_result(true));
     let pay = json!({ "x402/payment": payment(&cfg, "search", 3, 3) });
     let res = run(&cfg, &p, post(&call(json!(3), "search", Some(pay.clone()))));
     assert_eq!(res.status(), 200);
@@ -145,12 +150,12 @@ fn a_tool_error_or_a_json_rpc_error_is_not_charged_and_the_payment_can_be_used_a
     assert!(v["result"].get("_meta").is_none());
     assert_eq!((p.origin_hits(), p.settles()), (1, 0));
 
-    *p.origin_body.borrow_mut() = Some(json!({ "jsonrpc": "2.0", "id": 3, "error": { "code": -32603, "message": "boom" } }).to_string().into_bytes());
+    *p.origin_body.borrow_mut() = Some(json!({ "jsonrpc": "2.0", "id": "$id", "error": { "code": -32603, "message": "boom" } }).to_string().into_bytes());
     let res = run(&cfg, &p, post(&call(json!(3), "search", Some(pay.clone()))));
     assert_eq!(body_json(&res)["error"]["message"], "boom");
     assert_eq!((p.origin_hits(), p.settles()), (2, 0), "released: the same payment runs the tool again");
 
-    origin_answers(&p, tool_result(3, false));
+    origin_answers(&p, echo_result(false));
     let res = run(&cfg, &p, post(&call(json!(3), "search", Some(pay))));
     assert_eq!(body_json(&res)["result"]["_meta"]["x402/payment-response"]["success"], true);
     assert_eq!((p.origin_hits(), p.settles()), (3, 1));
@@ -159,7 +164,7 @@ fn a_tool_error_or_a_json_rpc_error_is_not_charged_and_the_payment_can_be_used_a
 #[test]
 fn a_replayed_payment_runs_the_tool_once() {
     let (cfg, p) = (cfg(), Rc::new(fake()));
-    origin_answers(&p, tool_result(4, false));
+    origin_answers(&p, echo_result(false));
     let pay = json!({ "x402/payment": payment(&cfg, "search", 4, 4) });
     let first = run(&cfg, &p, post(&call(json!(4), "search", Some(pay.clone()))));
     assert_eq!(body_json(&first)["result"]["_meta"]["x402/payment-response"]["success"], true);
@@ -185,7 +190,7 @@ fn a_payment_for_too_little_is_refused_with_the_payment_required_result() {
 #[test]
 fn a_refused_settlement_returns_the_payment_error_only() {
     let (cfg, p) = (cfg(), Rc::new(fake()));
-    origin_answers(&p, tool_result(6, false));
+    origin_answers(&p, echo_result(false));
     p.queue_settle(reply(200, r#"{"success":false,"errorReason":"insufficient_funds","transaction":"","network":"eip155:84532"}"#));
     let res = run(&cfg, &p, post(&call(json!(6), "search", Some(json!({ "x402/payment": payment(&cfg, "search", 6, 6) })))));
     let v = body_json(&res);
@@ -199,7 +204,7 @@ fn a_refused_settlement_returns_the_payment_error_only() {
 #[test]
 fn an_unknown_settlement_outcome_is_said_as_such() {
     let (cfg, p) = (cfg(), Rc::new(fake()));
-    origin_answers(&p, tool_result(8, false));
+    origin_answers(&p, echo_result(false));
     p.queue_settle(reply(500, "internal"));
     let res = run(&cfg, &p, post(&call(json!(8), "search", Some(json!({ "x402/payment": payment(&cfg, "search", 8, 8) })))));
     let v = body_json(&res);
@@ -213,7 +218,7 @@ fn an_unknown_settlement_outcome_is_said_as_such() {
 fn an_sse_answer_is_settled_and_its_other_events_kept() {
     let (cfg, p) = (cfg(), Rc::new(fake()));
     let progress = json!({ "jsonrpc": "2.0", "method": "notifications/progress", "params": { "progressToken": "tok", "progress": 1 } });
-    let sse = format!("event: message\ndata: {progress}\n\nevent: message\nid: e2\ndata: {}\n\n", String::from_utf8(tool_result(9, false)).unwrap());
+    let sse = format!("event: message\ndata: {progress}\n\nevent: message\nid: e2\ndata: {}\n\n", String::from_utf8(echo_result(false)).unwrap());
     *p.origin_body.borrow_mut() = Some(sse.into_bytes());
     p.origin_response_headers.borrow_mut().push(("content-type", "text/event-stream".into()));
     let res = run(&cfg, &p, post(&call(json!(9), "search", Some(json!({ "x402/payment": payment(&cfg, "search", 9, 9) })))));
@@ -415,7 +420,7 @@ fn a_call_sent_with_another_method_than_post_is_still_read() {
 #[test]
 fn concurrent_copies_of_one_payment_run_the_tool_once() {
     let (cfg, p) = (cfg(), Rc::new(fake()));
-    origin_answers(&p, tool_result(12, false));
+    origin_answers(&p, echo_result(false));
     let body = call(json!(12), "search", Some(json!({ "x402/payment": payment(&cfg, "search", 12, 12) })));
     let answers = run_all(&cfg, &p, vec![post(&body), post(&body)]);
     let paid = answers.iter().filter(|r| body_json(r)["result"]["_meta"]["x402/payment-response"]["success"] == true).count();
@@ -438,7 +443,7 @@ fn a_ledger_outage_forwards_nothing_and_says_nothing_was_charged() {
 #[test]
 fn a_paid_call_forwards_no_payment_pass_or_sign_in_carrier() {
     let (cfg, p) = (cfg(), Rc::new(fake()));
-    origin_answers(&p, tool_result(14, false));
+    origin_answers(&p, echo_result(false));
     let mut req = post(&call(json!(14), "search", Some(json!({ "x402/payment": payment(&cfg, "search", 14, 14) }))));
     for (k, v) in [("x402-pass", "p"), ("cookie", "x402_pass=p; keep=1"), ("x-payment", "x"), ("sign-in-with-x", "s")] {
         req.headers_mut().insert(k, v.parse().unwrap());
@@ -459,7 +464,7 @@ fn a_relayed_sse_answer_sends_progress_first_and_the_settled_response_last() {
     let (cfg, p) = (cfg(), Rc::new(fake()));
     p.relay_on.set(true);
     let progress = json!({ "jsonrpc": "2.0", "method": "notifications/progress", "params": { "progressToken": "tok", "progress": 1 } });
-    let sse = format!("event: message\ndata: {progress}\n\nevent: message\nid: e2\ndata: {}\n\n", String::from_utf8(tool_result(15, false)).unwrap());
+    let sse = format!("event: message\ndata: {progress}\n\nevent: message\nid: e2\ndata: {}\n\n", String::from_utf8(echo_result(false)).unwrap());
     *p.origin_body.borrow_mut() = Some(sse.into_bytes());
     p.origin_response_headers.borrow_mut().push(("content-type", "text/event-stream".into()));
     let res = run(&cfg, &p, post(&call(json!(15), "search", Some(json!({ "x402/payment": payment(&cfg, "search", 15, 15) })))));
@@ -481,7 +486,7 @@ fn a_relayed_answer_whose_settlement_is_refused_ends_with_the_payment_error_only
     let (cfg, p) = (cfg(), Rc::new(fake()));
     p.relay_on.set(true);
     p.queue_settle(reply(200, r#"{"success":false,"errorReason":"insufficient_funds","transaction":"","network":"eip155:84532"}"#));
-    let sse = format!("event: message\ndata: {}\n\n", String::from_utf8(tool_result(16, false)).unwrap());
+    let sse = format!("event: message\ndata: {}\n\n", String::from_utf8(echo_result(false)).unwrap());
     *p.origin_body.borrow_mut() = Some(sse.into_bytes());
     p.origin_response_headers.borrow_mut().push(("content-type", "text/event-stream".into()));
     let res = run(&cfg, &p, post(&call(json!(16), "search", Some(json!({ "x402/payment": payment(&cfg, "search", 16, 16) })))));
@@ -496,6 +501,68 @@ fn a_relayed_answer_whose_settlement_is_refused_ends_with_the_payment_error_only
     assert!(p.relay_closed.get());
 }
 
+/// The origin gets a paid call under an id of the paywall's own (fresh, unguessable), so no other
+/// message of the client's can name it: a second request with the same id (the SDK maps answers
+/// by id) or `notifications/cancelled` for it would end the paid call without an answer, the
+/// tool run and nothing charged. The client gets its own id back, in JSON and in a relayed stream.
+#[test]
+fn a_paid_call_reaches_the_origin_under_an_id_of_the_paywall_s_own() {
+    let (cfg, p) = (cfg(), Rc::new(fake()));
+    origin_answers(&p, echo_result(false));
+    for (n, id) in [(20u8, json!(7)), (21, json!(7)), (22, json!("x402-00"))] {
+        let res = run(&cfg, &p, post(&call(id.clone(), "search", Some(json!({ "x402/payment": payment(&cfg, "search", n, n) })))));
+        let v = body_json(&res);
+        assert_eq!((&v["id"], &v["result"]["_meta"]["x402/payment-response"]["success"]), (&id, &json!(true)), "{v}");
+    }
+    let seen: Vec<Value> = p.origin_calls.borrow().iter().map(|r| serde_json::from_slice::<Value>(r.body()).unwrap()["id"].clone()).collect();
+    assert_eq!(seen.len(), 3);
+    for (i, id) in seen.iter().enumerate() {
+        let id = id.as_str().unwrap_or_default();
+        assert!(id.starts_with("x402-") && id.len() == 5 + 32, "{id}");
+        assert!(!seen[..i].contains(&seen[i]), "a fresh id per call: {seen:?}");
+    }
+    // Relayed: the held response goes out with the client's id.
+    p.relay_on.set(true);
+    *p.origin_response_headers.borrow_mut() = vec![("content-type", "text/event-stream".into())];
+    *p.origin_body.borrow_mut() = Some(format!("event: message\ndata: {}\n\n", String::from_utf8(echo_result(false)).unwrap()).into_bytes());
+    run(&cfg, &p, post(&call(json!("mine"), "search", Some(json!({ "x402/payment": payment(&cfg, "search", 23, 23) })))));
+    let text = String::from_utf8(p.relayed.borrow().clone()).unwrap();
+    let last: Value = serde_json::from_str(&x402_edge_paywall::mcp::answer::events(&text)[0].data).unwrap();
+    assert_eq!((&last["id"], &last["result"]["content"][0]["text"]), (&json!("mine"), &json!("found it")));
+    assert_eq!((p.origin_hits(), p.settles()), (4, 4));
+}
+
+/// On a priced server no stream is resumed: `Last-Event-ID` never reaches the origin (one that
+/// keeps an event store would replay a paid call's result to it, whatever became of the
+/// payment); `_method` in the query is refused as on a priced route. A server with nothing
+/// priced keeps both.
+#[test]
+fn a_priced_server_resumes_no_stream_and_refuses_a_method_override() {
+    let (cfg, p) = (cfg(), Rc::new(fake()));
+    for method in ["GET", "POST"] {
+        let mut req = post(b"{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"ping\"}");
+        *req.method_mut() = method.parse().unwrap();
+        req.headers_mut().insert("last-event-id", "stream-1_1700000000000_abc".parse().unwrap());
+        run(&cfg, &p, req);
+    }
+    assert_eq!(p.origin_hits(), 2);
+    assert!(p.origin_calls.borrow().iter().all(|r| r.headers().get("last-event-id").is_none()));
+    for uri in ["https://paywall.test/mcp?_method=GET", "https://paywall.test/mcp?%5Fmethod=GET"] {
+        let mut req = post(&call(json!(1), "search", None));
+        *req.uri_mut() = uri.parse().unwrap();
+        let res = run(&cfg, &p, req);
+        assert_eq!((res.status().as_u16(), body_json(&res)["error"].as_str()), (400, Some("method_override_refused")), "{uri}");
+    }
+    assert_eq!(p.origin_hits(), 2);
+    let free = cfg_with(json!({ "path": "/mcp", "tools": { "echo": "free" } }));
+    let p = Rc::new(fake());
+    let mut req = post(b"{}");
+    *req.method_mut() = http::Method::GET;
+    req.headers_mut().insert("last-event-id", "e1".parse().unwrap());
+    run(&free, &p, req);
+    assert_eq!(p.origin_calls.borrow()[0].headers()["last-event-id"], "e1");
+}
+
 #[test]
 fn a_name_written_with_escapes_is_the_same_tool() {
     let (cfg, p) = (cfg(), Rc::new(fake()));
@@ -508,7 +575,7 @@ mod never_panics {
     use proptest::prelude::*;
     use serde_json::json;
     use x402_edge_paywall::mcp::answer::{events, find, EventSplitter};
-    use x402_edge_paywall::mcp::{classify, without_payment};
+    use x402_edge_paywall::mcp::{classify, for_origin};
 
     proptest! {
         #![proptest_config(ProptestConfig { cases: 256, failure_persistence: None, ..ProptestConfig::default() })]
@@ -517,7 +584,7 @@ mod never_panics {
         #[test]
         fn classify_answers_any_bytes(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
             let _ = classify(&bytes);
-            let _ = without_payment(&bytes);
+            let _ = for_origin(&bytes, &json!("x402-0"));
         }
 
         /// Messages close to a tools/call, with arbitrary names, ids and metas.
@@ -526,7 +593,7 @@ mod never_panics {
             let body = json!({ "jsonrpc": "2.0", "id": id, "method": method, "params": { "name": name, "_meta": { "x402/payment": meta } } }).to_string();
             if let Ok(x402_edge_paywall::mcp::Message::ToolCall(call)) = classify(body.as_bytes()) {
                 prop_assert_eq!(call.name, name);
-                prop_assert!(without_payment(body.as_bytes()).is_ok());
+                prop_assert!(for_origin(body.as_bytes(), &json!("x402-0")).is_ok());
             }
         }
 

@@ -224,3 +224,49 @@ test('a base64 payment (the agents client form) pays; a denied tool and a batch 
   assert.equal((await batch.json()).error.code, -32600);
   assert.equal(seen.length, calls, 'the batch never reached the origin');
 });
+
+/** POSTs one JSON-RPC message in session `sid`; the JSON-RPC messages of the answer (JSON or SSE). */
+async function rawPost(path, sid, message) {
+  const res = await fetch(`${ctx.worker.url}${path}`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json', accept: 'application/json, text/event-stream', 'mcp-session-id': sid, 'mcp-protocol-version': '2025-06-18' },
+    body: JSON.stringify(message),
+  });
+  const text = await res.text();
+  if (!text) return [];
+  if (!(res.headers.get('content-type') ?? '').startsWith('text/event-stream')) return [JSON.parse(text)];
+  return text.split(/\n\n/).map((e) => e.split('\n').filter((l) => l.startsWith('data:')).map((l) => l.slice(5).trim()).join('')).filter(Boolean).map((d) => JSON.parse(d));
+}
+
+for (const path of ['/mcp', '/mcp-sse']) {
+  // The SDK's server maps answers to streams by request id, without a check for a second request
+  // with the same id, and drops the answer of a cancelled request: before the paywall gave a paid
+  // call an id of its own, either made the paid call end unanswered (the tool ran, nothing was
+  // charged, the payment reusable) or sent its result on the stream of a free call.
+  test(`${path}: a second request with the paid call's id, or its cancellation, neither takes nor ends the paid call`, async () => {
+    const client = await connect(path);
+    const sid = client.transport.sessionId;
+    try {
+      const unpaid = await client.callTool({ name: 'search', arguments: {} });
+      const payment = await ctx.x402.createPaymentPayload(unpaid.structuredContent);
+      const before = await balances();
+      const [ran, echoes, settles] = [runs.search, runs.echo, ctx.stack.facilitator.calls.settle];
+      const paid = rawPost(path, sid, { jsonrpc: '2.0', id: 900, method: 'tools/call', params: { name: 'search', arguments: {}, _meta: { progressToken: 'p', 'x402/payment': payment } } });
+      await new Promise((r) => setTimeout(r, 150));
+      await rawPost(path, sid, { jsonrpc: '2.0', method: 'notifications/cancelled', params: { requestId: 900, reason: 'hostile' } });
+      const free = await rawPost(path, sid, { jsonrpc: '2.0', id: 900, method: 'tools/call', params: { name: 'echo', arguments: {} } });
+      assert.deepEqual(free.map((m) => [m.id, m.result?.content?.[0]?.text]), [[900, 'echo']], 'the free call got its own answer only');
+      const answer = (await paid).find((m) => m.id === 900);
+      assert.match(answer?.result?.content?.[0]?.text ?? '', /^results #/, JSON.stringify(answer));
+      assert.equal(answer.result._meta['x402/payment-response'].success, true);
+      assert.equal(runs.search, ran + 1);
+      assert.equal(runs.echo, echoes + 1);
+      assert.equal(ctx.stack.facilitator.calls.settle, settles + 1, 'the paid call was settled once');
+      const after = await balances();
+      assert.equal(after[0], before[0] - 10000n);
+      assert.equal(after[1], before[1] + 10000n);
+    } finally {
+      await client.close();
+    }
+  });
+}

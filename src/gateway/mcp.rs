@@ -3,13 +3,15 @@
 //!
 //! - `GET` (the server's stream), `HEAD`, `DELETE`, `OPTIONS`, or a server with nothing priced or
 //!   denied: forwarded untouched and streamed (the unpriced pass-through), `Mcp-Session-Id` and
-//!   `MCP-Protocol-Version` with it.
+//!   `MCP-Protocol-Version` with it; on a priced server without `Last-Event-ID` (no stream is
+//!   resumed: that would replay paid results), and `_method` in the query refused (400).
 //! - A POST (or any other method, which might carry a message too): its body read (at most [`MAX_MESSAGE_BYTES`]) and classified
 //!   ([`crate::mcp::classify`]); what is refused gets a JSON-RPC error and never reaches the
 //!   origin. Messages other than `tools/call` and `tools/list` are forwarded untouched.
 //! - `tools/call` of a free tool: untouched; of a denied one: a JSON-RPC error; of a priced one:
 //!   the HTTP payment flow of a route ([`super::pay::priced`]) with the payment from
-//!   `_meta["x402/payment"]` as its `PAYMENT-SIGNATURE` and the call without it as the request,
+//!   `_meta["x402/payment"]` as its `PAYMENT-SIGNATURE` and the call without it, under an id of
+//!   the paywall's own (no other message of the client's can name it), as the request,
 //!   over [`ToolOrigin`] (a tool error is not charged); its answers translated back: settled → the
 //!   tool's response with `_meta["x402/payment-response"]`; a 402 → the `PaymentRequired` tool
 //!   result; any other refusal (in flight, ledger or facilitator unavailable, unknown outcome) →
@@ -35,7 +37,7 @@ use serde_json::{json, Map, Value};
 
 use crate::config::{Config, McpServer, Mode, Route, ToolPrice};
 use crate::mcp::answer::{events, find, is_event_stream, price_tools, replace, with_payment_response, Format};
-use crate::mcp::{classify, code, error_response, payment_required_result, without_payment, Message, ToolCall, AGENTS_PAID_META, AGENTS_PRICE_META, MAX_ANSWER_BYTES, MAX_MESSAGE_BYTES, PRICE_META, TOOL_RESOURCE_PREFIX};
+use crate::mcp::{classify, code, error_response, payment_required_result, for_origin, Message, ToolCall, AGENTS_PAID_META, AGENTS_PRICE_META, MAX_ANSWER_BYTES, MAX_MESSAGE_BYTES, PRICE_META, TOOL_RESOURCE_PREFIX};
 use crate::telemetry::Trace;
 use crate::x402::siwx::SIGN_IN_WITH_X;
 use crate::x402::{PAYMENT_REQUIRED, PAYMENT_RESPONSE, PAYMENT_SIGNATURE, X_PAYMENT, X_PAYMENT_RESPONSE};
@@ -46,13 +48,28 @@ use super::limits::{client_limit_key, failed_attempt_limit};
 use super::mcp_origin::{Slot, ToolOrigin, ToolVerdict};
 use super::pay::{priced, Paying};
 use super::platform::{Platform, PlatformError};
+use super::refusal::Refusal;
 use super::{cold, header_str, json_response};
 
+/// The header with which a client resumes an SSE stream after an event (WHATWG HTML, server-sent
+/// events; MCP's resumability).
+const LAST_EVENT_ID: &str = "last-event-id";
+
 /// Answers one request to the MCP server `server` (its path is `canonical`).
-pub(super) async fn serve<P: Platform>(config: &Rc<Config>, p: &Rc<P>, server: &McpServer, req: Request<P::Body>, canonical: &str) -> Response<P::Body> {
+pub(super) async fn serve<P: Platform>(config: &Rc<Config>, p: &Rc<P>, server: &McpServer, mut req: Request<P::Body>, canonical: &str) -> Response<P::Body> {
+    let enforced = server.is_priced() && config.mode != Mode::Shadow;
+    if enforced {
+        if super::has_method_override_param(req.uri().query()) {
+            return Refusal::MethodOverride("the `_method` query parameter is not accepted on a priced MCP server: send the real method".into()).json(P::body);
+        }
+        // No stream is resumed on a priced server: an origin that keeps an event store would
+        // replay a paid call's events, its result among them, to a GET naming an earlier event,
+        // whatever became of the payment (MCP 2025-06-18 "Resumability and Redelivery").
+        req.headers_mut().remove(LAST_EVENT_ID);
+    }
     // Whatever may carry a message in its body is read: not only an exact `POST`.
     let bodiless = matches!(*req.method(), Method::GET | Method::HEAD | Method::DELETE | Method::OPTIONS);
-    if bodiless || !server.is_priced() || config.mode == Mode::Shadow {
+    if bodiless || !enforced {
         return untouched(config, p, req, canonical).await;
     }
     let (mut parts, body) = req.into_parts();
@@ -113,13 +130,11 @@ fn rpc<P: Platform>(status: StatusCode, message: &Value) -> Response<P::Body> {
     json_response(status, message, P::body)
 }
 
-/// The request the payment flow sees: the call without its payment, the payment as
-/// `PAYMENT-SIGNATURE`, and no other payment, pass or sign-in carrier (a tool is paid per call).
-fn payment_request<B>(mut parts: Parts, call: &ToolCall, bytes: Vec<u8>, body: impl FnOnce(Vec<u8>) -> B) -> Result<Request<B>, &'static str> {
-    let forwarded = match &call.payment {
-        Some(_) => without_payment(&bytes).map_err(|_| "the tools/call message could not be re-encoded")?,
-        None => bytes,
-    };
+/// The request the payment flow sees: the call as the origin gets it ([`for_origin`]: the id
+/// `origin_id`, without its payment), the payment as `PAYMENT-SIGNATURE`, and no other payment,
+/// pass or sign-in carrier (a tool is paid per call).
+fn payment_request<B>(mut parts: Parts, call: &ToolCall, origin_id: &Value, bytes: &[u8], body: impl FnOnce(Vec<u8>) -> B) -> Result<Request<B>, &'static str> {
+    let forwarded = for_origin(bytes, origin_id).map_err(|_| "the tools/call message could not be re-encoded")?;
     let h = &mut parts.headers;
     for name in [PAYMENT_SIGNATURE, X_PAYMENT, SIGN_IN_WITH_X, crate::headers::PASS_HEADER] {
         h.remove(name);
@@ -144,13 +159,20 @@ fn payment_request<B>(mut parts: Parts, call: &ToolCall, bytes: Vec<u8>, body: i
 /// the client's response (its head and the events so far) is returned as soon as it starts, and
 /// the flow ends it with the call's response (or what became of the payment) as the last event.
 async fn paid_call<P: Platform>(config: &Rc<Config>, p: &Rc<P>, route: &Route, call: ToolCall, parts: Parts, bytes: Vec<u8>, canonical: &str) -> Response<P::Body> {
-    let req = match payment_request(parts, &call, bytes, P::body) {
+    // The paid call's id at the origin is the paywall's own, unguessable: no other message of the
+    // client's (a second request with the same id, `notifications/cancelled`) can name it and end
+    // it without an answer, or take its answer. The client's id is restored in the answer.
+    let origin_id = match p.random32() {
+        Ok(r) => Value::String(format!("x402-{}", r[..16].iter().map(|b| format!("{b:02x}")).collect::<String>())),
+        Err(e) => return rpc::<P>(StatusCode::SERVICE_UNAVAILABLE, &error_response(&call.id, code::PAYMENT, &format!("no random id for the call: {e}; nothing was charged"), None)),
+    };
+    let req = match payment_request(parts, &call, &origin_id, &bytes, P::body) {
         Ok(r) => r,
         Err(why) => return rpc::<P>(StatusCode::OK, &error_response(&call.id, code::INVALID_PARAMS, why, None)),
     };
     let id = call.id.clone();
     let head = Rc::new(Slot::default());
-    let tool_p = Rc::new(ToolOrigin { inner: Rc::clone(p), id: call.id.clone(), head: Rc::clone(&head), relay: RefCell::new(None) });
+    let tool_p = Rc::new(ToolOrigin { inner: Rc::clone(p), id: origin_id, head: Rc::clone(&head), relay: RefCell::new(None) });
     let (config, route, canonical) = (Rc::clone(config), route.clone(), canonical.to_string());
     let flow = async move {
         let p = &tool_p.inner;
@@ -212,10 +234,12 @@ async fn translate<P: Platform>(p: &Rc<P>, route: &Route, call: &ToolCall, res: 
     let verdict = parts.extensions.remove::<ToolVerdict>();
     match verdict {
         Some(ToolVerdict::Answered { bytes, status, answer }) => {
-            let message = match &settled {
+            let mut message = match &settled {
                 Some(s) => with_payment_response(&answer, s),
                 None => answer.message.clone(),
             };
+            // The client's id in place of the paywall's.
+            message["id"] = call.id.clone();
             parts.status = status;
             parts.headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
             let out = match answer.format {

@@ -1,7 +1,7 @@
 //! The strict JSON parse of a message ([`parse_strict`]: a duplicate key at any depth is refused,
-//! since parsers disagree about which copy wins), and the payment taken out of a `tools/call`
-//! ([`without_payment`]) with every other member kept as the client wrote it (raw JSON: numbers
-//! and strings are never re-encoded).
+//! since parsers disagree about which copy wins), and a `tools/call` as the origin gets it
+//! ([`for_origin`]: the paywall's own id, the payment taken out), every other member kept as the
+//! client wrote it (raw JSON: numbers and strings are never re-encoded).
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -95,12 +95,15 @@ fn raw(map: &RawMap) -> Result<Box<RawValue>, serde_json::Error> {
     RawValue::from_string(serde_json::to_string(map)?)
 }
 
-/// A `tools/call` body (already [`super::classify`]-ed) without `params._meta["x402/payment"]`,
-/// and without `_meta` when nothing else was in it; every other member is kept byte for byte
-/// (member order may change). Err: the body is not such an object.
-pub fn without_payment(body: &[u8]) -> Result<Vec<u8>, serde_json::Error> {
+/// A `tools/call` body (already [`super::classify`]-ed) as the origin gets it: its `id` replaced by
+/// `origin_id`, without `params._meta["x402/payment"]`, and without `_meta` when nothing else was
+/// in it; every other member is kept byte for byte (member order may change). The paywall gives a
+/// paid call an id of its own so that no other message of the client's can name it (a second
+/// request with the same id, `notifications/cancelled`). Err: the body is not such an object.
+pub fn for_origin(body: &[u8], origin_id: &Value) -> Result<Vec<u8>, serde_json::Error> {
     let mut top: RawMap = serde_json::from_slice(body)?;
-    let Some(params_raw) = top.get("params") else { return Ok(body.to_vec()) };
+    top.insert("id".into(), RawValue::from_string(origin_id.to_string())?);
+    let Some(params_raw) = top.get("params") else { return serde_json::to_vec(&top) };
     let mut params: RawMap = serde_json::from_str(params_raw.get())?;
     if let Some(meta_raw) = params.get("_meta") {
         let mut meta: RawMap = serde_json::from_str(meta_raw.get())?;

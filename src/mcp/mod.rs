@@ -10,7 +10,7 @@
 //! | file | owns |
 //! |---|---|
 //! | `mod.rs` | [`classify`]: what one POSTed message is, and the JSON-RPC errors of what is refused |
-//! | `json.rs` | the strict parse (duplicate keys refused at every depth), removing the payment from a call without re-encoding its arguments |
+//! | `json.rs` | the strict parse (duplicate keys refused at every depth), a call as the origin gets it (the paywall's id, no payment) without re-encoding its arguments |
 //! | `answer.rs` | the origin's answer to one request (JSON or an SSE stream): found by id, judged (error or `isError`), given its `_meta`; prices added to a `tools/list` result |
 //!
 //! What it must not touch: HTTP, the configuration, payments (verifying, settling): the gateway
@@ -19,7 +19,7 @@
 pub mod answer;
 mod json;
 
-pub use json::{parse_strict, without_payment};
+pub use json::{for_origin, parse_strict};
 
 use base64::Engine;
 use serde_json::{json, Value};

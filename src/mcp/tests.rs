@@ -12,10 +12,11 @@ fn duplicate_keys_are_refused_at_any_depth_and_syntax_errors_are_told_apart() {
 }
 
 #[test]
-fn the_payment_is_removed_and_the_rest_kept_as_written() {
+fn the_payment_is_removed_the_id_replaced_and_the_rest_kept_as_written() {
     let body = br#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"s","arguments":{"n":1.000000000000000000001},"_meta":{"x402/payment":{"a":1},"progressToken":7}}}"#;
-    let out = String::from_utf8(without_payment(body).unwrap()).unwrap();
+    let out = String::from_utf8(for_origin(body, &json!("x402-ab")).unwrap()).unwrap();
     assert!(out.contains("1.000000000000000000001"), "{out}");
+    assert!(out.contains(r#""id":"x402-ab""#) && !out.contains(r#""id":1"#), "{out}");
     assert!(!out.contains("x402/payment"));
     assert!(out.contains(r#""progressToken":7"#));
 }

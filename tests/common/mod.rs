@@ -56,7 +56,8 @@ pub struct Fake {
     pub origin_error: RefCell<Option<String>>,
     /// Headers the origin answers with.
     pub origin_response_headers: RefCell<Vec<(&'static str, String)>>,
-    /// The origin's body (default `{"data":"paid content"}`).
+    /// The origin's body (default `{"data":"paid content"}`); a JSON-RPC id written `"$id"` in it
+    /// becomes the id of the request the origin got.
     pub origin_body: RefCell<Option<Vec<u8>>>,
     /// Canned `/settle` replies, used in order; when empty: success with a fresh transaction.
     pub settle: RefCell<Vec<Canned>>,
@@ -163,7 +164,12 @@ impl Origin for Fake {
         if let Some(e) = self.origin_error.borrow().clone() {
             return Err(UpstreamError::Network(e));
         }
-        let body = self.origin_body.borrow().clone().unwrap_or_else(|| b"{\"data\":\"paid content\"}".to_vec());
+        let mut body = self.origin_body.borrow().clone().unwrap_or_else(|| b"{\"data\":\"paid content\"}".to_vec());
+        // A JSON-RPC answer written with the id `"$id"` answers the request's own id.
+        let request_id = serde_json::from_slice::<Value>(self.origin_calls.borrow().last().map_or(&[][..], |r| r.body().as_slice())).ok().and_then(|v| v.get("id").cloned());
+        if let Some(id) = request_id {
+            body = String::from_utf8_lossy(&body).replace("\"$id\"", &id.to_string()).into_bytes();
+        }
         let mut r = Response::new(body);
         *r.status_mut() = StatusCode::from_u16(self.origin_status.get()).unwrap();
         r.headers_mut().insert("cache-control", "public, max-age=600".parse().unwrap());
