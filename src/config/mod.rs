@@ -112,6 +112,15 @@ pub enum CorsPolicy {
     Off,
 }
 
+/// When a payment channel's charged vouchers are claimed (docs/channels.md): once `vouchers`
+/// are charged and unclaimed, once the oldest unclaimed charge is `seconds` old, or at once when
+/// the payer has started a timed withdrawal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChannelClaimPolicy {
+    pub vouchers: u64,
+    pub seconds: u64,
+}
+
 /// The validated configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -134,6 +143,8 @@ pub struct Config {
     pub routes: Vec<Route>,
     /// Seconds a payer's last successful settlement counts as good standing (`auto` policy).
     pub good_standing_seconds: u64,
+    /// When a payment channel is claimed (`CHANNEL_CLAIM_VOUCHERS`, `CHANNEL_CLAIM_SECONDS`).
+    pub channel_claim: ChannelClaimPolicy,
     /// `DENYLIST`: payers refused before the origin and the facilitator.
     pub denylist: Vec<Address>,
     /// The admin endpoint, when `ADMIN_TOKEN` is set.
@@ -290,6 +301,7 @@ impl Config {
             ));
         }
         let good_standing_seconds = u64_var(vars, "VERIFY_GOOD_STANDING_SECONDS", 86_400)?;
+        let channel_claim = ChannelClaimPolicy { vouchers: u64_var(vars, "CHANNEL_CLAIM_VOUCHERS", 100)?.max(1), seconds: u64_var(vars, "CHANNEL_CLAIM_SECONDS", 3600)? };
         let denylist = denylist(vars)?;
         let admin = admin_endpoint(vars)?;
         let public_url = public_url(vars)?;
@@ -311,6 +323,7 @@ impl Config {
             cors,
             routes,
             good_standing_seconds,
+            channel_claim,
             denylist,
             admin,
             public_url,

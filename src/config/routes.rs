@@ -121,10 +121,13 @@ pub(super) struct RawOffer {
     pub(super) scheme: Option<String>,
     pub(super) meter: Option<Value>,
     pub(super) facilitator_address: Option<String>,
+    pub(super) receiver_authorizer: Option<String>,
+    pub(super) withdraw_delay: Option<u64>,
 }
 
-pub(super) const OFFER_KEYS: [&str; 12] =
-    ["price", "amount", "asset", "decimals", "name", "version", "network", "payTo", "maxTimeoutSeconds", "scheme", "meter", "facilitatorAddress"];
+pub(super) const OFFER_KEYS: [&str; 14] = [
+    "price", "amount", "asset", "decimals", "name", "version", "network", "payTo", "maxTimeoutSeconds", "scheme", "meter", "facilitatorAddress", "receiverAuthorizer", "withdrawDelay",
+];
 pub(super) const ROUTE_KEYS: [&str; 10] = ["route", "description", "mimeType", "pass", "group", "free", "accepts", "verify", "settle", "rateLimit"];
 
 #[derive(Deserialize)]
@@ -207,6 +210,8 @@ pub(super) struct Defaults {
     pub(super) pay_to: Option<String>,
     /// `FACILITATOR_ADDRESS`: what `upto` offers name as `extra.facilitatorAddress`.
     pub(super) facilitator_address: Option<String>,
+    /// `RECEIVER_AUTHORIZER`: what `batch-settlement` offers name as `extra.receiverAuthorizer`.
+    pub(super) receiver_authorizer: Option<String>,
     pub(super) network: String,
     pub(super) max_timeout_seconds: u64,
 }
@@ -264,11 +269,32 @@ pub(super) fn parse_offer(at: &str, r: &RawOffer, d: &Defaults) -> Result<Offer,
         return err(format!("{at}: maxTimeoutSeconds {max_timeout_seconds} is below 10 seconds"));
     }
     let (scheme, meter, extra) = match r.scheme.as_deref().unwrap_or("exact") {
-        "exact" => {
-            if let Some(k) = [("meter", r.meter.is_some()), ("facilitatorAddress", r.facilitator_address.is_some())].iter().find(|(_, set)| *set).map(|(k, _)| k) {
-                return err(format!("{at}: `{k}` is for metered options (scheme = \"upto\")"));
+        scheme @ ("exact" | "batch-settlement") if r.meter.is_some() || r.facilitator_address.is_some() => {
+            let k = if r.meter.is_some() { "meter" } else { "facilitatorAddress" };
+            return err(format!("{at}: `{k}` is for metered options (scheme = \"upto\"), not {scheme}"));
+        }
+        "exact" | "upto" if r.receiver_authorizer.is_some() || r.withdraw_delay.is_some() => {
+            let k = if r.receiver_authorizer.is_some() { "receiverAuthorizer" } else { "withdrawDelay" };
+            return err(format!("{at}: `{k}` is for payment channels (scheme = \"batch-settlement\")"));
+        }
+        "exact" => ("exact", None, Eip712Extra::exact(name.clone(), version.clone())),
+        "batch-settlement" => {
+            let Some(a) = r.receiver_authorizer.clone().or_else(|| d.receiver_authorizer.clone()) else {
+                return err(format!("{at}: scheme \"batch-settlement\" needs the receiver authorizer (RECEIVER_AUTHORIZER, or `receiverAuthorizer` here): the address the facilitator's /supported announces as extra.receiverAuthorizer, which signs the claims"));
+            };
+            let authorizer = Address::parse(&a).filter(|a| *a != Address([0; 20])).ok_or_else(|| ConfigError(format!("{at}: receiverAuthorizer {} is not a non-zero 0x-prefixed 20-byte address", shown(&a))))?;
+            let withdraw_delay = r.withdraw_delay.unwrap_or(crate::x402::channel::MIN_WITHDRAW_DELAY);
+            if !(crate::x402::channel::MIN_WITHDRAW_DELAY..=crate::x402::channel::MAX_WITHDRAW_DELAY).contains(&withdraw_delay) {
+                return err(format!("{at}: withdrawDelay {withdraw_delay} is outside the escrow's 900..=2592000 seconds"));
             }
-            ("exact", None, Eip712Extra::exact(name.clone(), version.clone()))
+            let extra = Eip712Extra {
+                receiver_authorizer: Some(authorizer.to_checksum()),
+                withdraw_delay: Some(withdraw_delay),
+                // The official server's default: ten requests' worth.
+                min_deposit: Some(amount.saturating_mul(U256::from(10u8)).to_string()),
+                ..Eip712Extra::exact(name.clone(), version.clone())
+            };
+            ("batch-settlement", None, extra)
         }
         "upto" => {
             let Some(f) = r.facilitator_address.clone().or_else(|| d.facilitator_address.clone()) else {
@@ -283,7 +309,7 @@ pub(super) fn parse_offer(at: &str, r: &RawOffer, d: &Defaults) -> Result<Offer,
             };
             ("upto", Some(meter), extra)
         }
-        other => return err(format!("{at}: scheme {} is not offered here; use \"exact\" (the default) or \"upto\" (a metered price)", shown(other))),
+        other => return err(format!("{at}: scheme {} is not offered here; use \"exact\" (the default), \"upto\" (a metered price) or \"batch-settlement\" (payment channels)", shown(other))),
     };
     let requirements = PaymentRequirements {
         scheme: scheme.into(),
@@ -297,7 +323,7 @@ pub(super) fn parse_offer(at: &str, r: &RawOffer, d: &Defaults) -> Result<Offer,
     let requirements_json = serde_json::to_value(&requirements).or_else(|e| err(e.to_string()))?;
     let domain_separator = Eip712Domain { name, version, chain_id, verifying_contract: asset }.separator();
     // x402 v1 has only `exact`.
-    let v1_network = known.filter(|n| n.chain_id == chain_id && meter.is_none()).and_then(|n| n.v1_name);
+    let v1_network = known.filter(|n| n.chain_id == chain_id && scheme == "exact").and_then(|n| n.v1_name);
     Ok(Offer { requirements, requirements_json, v1_network, amount, asset, pay_to, chain_id, domain_separator, meter, decimals })
 }
 
@@ -352,6 +378,7 @@ impl Defaults {
         let defaults = Defaults {
             pay_to: string_var(vars, "PAY_TO")?,
             facilitator_address: string_var(vars, "FACILITATOR_ADDRESS")?,
+            receiver_authorizer: string_var(vars, "RECEIVER_AUTHORIZER")?,
             network: string_var(vars, "NETWORK")?.unwrap_or_else(|| "eip155:84532".into()),
             max_timeout_seconds: u64_var(vars, "MAX_TIMEOUT_SECONDS", 300)?,
         };
@@ -448,6 +475,10 @@ pub(super) fn parse_route(i: usize, entry: &Value, table: &TableDefaults) -> Res
         if settle == SettleOrder::Before {
             return err(format!("{at}: a metered route (scheme = \"upto\") settles after the origin answers (its amount comes from the answer): remove settle = \"before\""));
         }
+    }
+    if accepts.iter().any(|o| o.requirements.scheme == crate::x402::channel::SCHEME) && (pass.is_some() || settle == SettleOrder::Before) {
+        let what = if pass.is_some() { "sell a pass (each request is paid by a voucher)" } else { "settle before the origin (a voucher is charged when the origin has answered)" };
+        return err(format!("{at}: a route with payment channels (scheme = \"batch-settlement\") cannot {what}"));
     }
     let discovery = if r.free { RouteDiscovery::default() } else { RouteDiscovery::parse(&at, obj, &key, &pattern)? };
     Ok(Route {

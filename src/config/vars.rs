@@ -77,7 +77,7 @@ const fn row(name: &'static str, kind: Kind, required: Required, secret: bool, d
 /// The one table of variables: the parser reads these names, the Workers glue (`src/edge`) reads
 /// [`VARS`] from `env`, `x402-check` knows secrets and bindings from it, near misses are found
 /// among its names ([`misspelt_var`]), and a test checks the documentation lists every one.
-pub const TABLE: [Var; 29] = [
+pub const TABLE: [Var; 32] = [
     row("ORIGIN_URL", Kind::Url, Required::When("unless ORIGIN_SERVICE"), false, "absolute https URL of the API being protected; a path prefix is kept"),
     row("DECISION_LOG", Kind::Choice(&["all", "payments", "none"]), Required::No, false, "which priced-request decisions get a JSON log line (default all)"),
     row("MODE", Kind::Choice(&["enforce", "shadow"]), Required::No, false, "shadow: forward everything as if free and log what would have been charged (default enforce)"),
@@ -88,6 +88,9 @@ pub const TABLE: [Var; 29] = [
     row("CDP_API_KEY_SECRET", Kind::Text, Required::When("with cdp"), true, "a CDP API key's private key (ECDSA P-256 PEM or Ed25519 base64)"),
     row("PAY_TO", Kind::Address, Required::When("unless every offer sets payTo"), false, "default recipient address"),
     row("FACILITATOR_ADDRESS", Kind::Address, Required::When("with scheme upto"), false, "the facilitator's address that metered (upto) options name as extra.facilitatorAddress"),
+    row("RECEIVER_AUTHORIZER", Kind::Address, Required::When("with scheme batch-settlement"), false, "the address payment channel (batch-settlement) options name as extra.receiverAuthorizer: the facilitator's, from its /supported"),
+    row("CHANNEL_CLAIM_VOUCHERS", Kind::Seconds, Required::No, false, "a payment channel is claimed once this many vouchers are charged and unclaimed (a count; default 100)"),
+    row("CHANNEL_CLAIM_SECONDS", Kind::Seconds, Required::No, false, "a payment channel is claimed once its oldest unclaimed charge is this old (default 3600)"),
     row("NETWORK", Kind::Network, Required::No, false, "default network (default eip155:84532)"),
     row("MAX_TIMEOUT_SECONDS", Kind::Seconds, Required::No, false, "default maxTimeoutSeconds of each requirement (default 300)"),
     row("SESSION_TTL_SECONDS", Kind::Removed, Required::No, false, "removed: prices are per request unless a route sells a pass"),

@@ -19,7 +19,8 @@
 //! Tables: `authorizations(key PRIMARY KEY, record JSON, valid_before, lease_until, tx)`,
 //! `standing(id = 0, last_settled_at, last_refused_at, denied)` (payer shards),
 //! `pass_usage(id = 0, used, revoked, expires_at)` (pass shards) and
-//! `payer_passes(pass, expires_at)` (payer shards). An alarm prunes authorizations whose
+//! `payer_passes(pass, expires_at)` (payer shards), `channel(id = 0, record)` (channel shards:
+//! the [`ChannelRecord`] as JSON). An alarm prunes authorizations whose
 //! `validBefore`, and passes whose expiry, passed more than
 //! [`crate::ledger::PRUNE_AFTER_SECONDS`] ago.
 
@@ -27,6 +28,7 @@ use std::cell::{Cell, RefCell};
 
 use worker::{durable_object, DurableObject, Env, Request, Response, Result, SqlStorage, SqlStorageValue, State};
 
+use crate::ledger::channel::ChannelRecord;
 use crate::ledger::{apply, MemoryStore, Op, PassUsage, Record, Standing, Store, PRUNE_AFTER_SECONDS};
 
 /// Largest op body read, in bytes.
@@ -63,6 +65,10 @@ CREATE TABLE IF NOT EXISTS payer_passes (
 CREATE TABLE IF NOT EXISTS signin_nonces (
     nonce TEXT PRIMARY KEY,
     expires_at INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS channel (
+    id INTEGER PRIMARY KEY CHECK (id = 0),
+    record TEXT NOT NULL
 );";
 
 #[durable_object(alarm)]
@@ -126,6 +132,13 @@ impl Store for Cached<'_> {
     fn add_nonce(&mut self, nonce: &str, expires_at: u64) -> std::result::Result<(), String> {
         self.sql.add_nonce(nonce, expires_at)?;
         self.mem.add_nonce(nonce, expires_at)
+    }
+    fn channel(&self) -> std::result::Result<Option<ChannelRecord>, String> {
+        self.mem.channel()
+    }
+    fn set_channel(&mut self, channel: &ChannelRecord) -> std::result::Result<(), String> {
+        self.sql.set_channel(channel)?;
+        self.mem.set_channel(channel)
     }
 }
 
@@ -250,6 +263,19 @@ impl Store for SqlStore {
             vec![pass.into(), int(expires_at)],
         )
     }
+
+    fn channel(&self) -> std::result::Result<Option<ChannelRecord>, String> {
+        let rows = self.rows("SELECT record FROM channel WHERE id = 0", vec![])?;
+        match rows.first().and_then(|r| text(r.first())) {
+            Some(json) => serde_json::from_str(&json).map(Some).map_err(|e| format!("stored channel unreadable: {e}")),
+            None => Ok(None),
+        }
+    }
+
+    fn set_channel(&mut self, channel: &ChannelRecord) -> std::result::Result<(), String> {
+        let json = serde_json::to_string(channel).map_err(|e| format!("channel not encodable: {e}"))?;
+        self.run("INSERT INTO channel (id, record) VALUES (0, ?) ON CONFLICT(id) DO UPDATE SET record = excluded.record", vec![json.into()])
+    }
 }
 
 fn now_seconds() -> u64 {
@@ -268,6 +294,7 @@ impl PaymentLedger {
         mem.standing = sql.standing()?;
         mem.pass_usage = sql.pass_usage()?;
         mem.payer_passes = sql.payer_passes()?;
+        mem.channel = sql.channel()?;
         for row in sql.rows("SELECT nonce, expires_at FROM signin_nonces", vec![])? {
             if let Some(n) = text(row.first()) {
                 mem.nonces.insert(n, number(row.get(1)));

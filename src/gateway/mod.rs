@@ -69,6 +69,8 @@ mod platform;
 mod cors;
 mod pay;
 mod refusal;
+mod channel;
+mod channel_claim;
 mod facilitator_client;
 mod settle;
 mod chain;

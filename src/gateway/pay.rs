@@ -141,6 +141,17 @@ pub(super) async fn priced<P: Platform>(cx: Paying<'_, P>, req: Request<P::Body>
             return refuse(&**p, trace, Refusal::Unpaid { challenger: &challenger, pass: pass_refusal });
         }
     };
+    // A payment channel's voucher (x402 `batch-settlement`) has a flow of its own.
+    if version == X402_VERSION && route.accepts.iter().any(|o| o.requirements.scheme == crate::x402::channel::SCHEME) {
+        match crate::x402::channel::decode_batch_payment(header) {
+            Ok(payment) => return cold(super::channel::pay(cx, req, payment, &challenger)).await,
+            Err(e) if e.reason == crate::x402::channel::reason::SCHEME => {}
+            Err(why) => {
+                p.log(&format!("x402: rejected payment header: {why}"));
+                return refuse(&**p, trace, Refusal::Payment { challenger: &challenger, why });
+            }
+        }
+    }
     let decoded = if version == 1 { decode_x_payment(header) } else { decode_payment_signature(header) };
     let payment = match decoded {
         Ok(pp) => pp,

@@ -11,6 +11,8 @@ pub struct MemoryStore {
     pub pass_usage: Option<PassUsage>,
     pub payer_passes: Vec<(String, u64)>,
     pub nonces: std::collections::HashMap<String, u64>,
+    /// A channel shard's channel.
+    pub channel: Option<super::channel::ChannelRecord>,
     /// Lower-case transaction hash → record key, for settled records.
     by_transaction: std::collections::HashMap<String, String>,
     /// Record key → `lease_until`, for records holding a lease (in flight, or lapsed and not
@@ -83,6 +85,13 @@ impl Store for MemoryStore {
     }
     fn add_nonce(&mut self, nonce: &str, expires_at: u64) -> Result<(), String> {
         self.nonces.insert(nonce.to_string(), expires_at);
+        Ok(())
+    }
+    fn channel(&self) -> Result<Option<super::channel::ChannelRecord>, String> {
+        Ok(self.channel.clone())
+    }
+    fn set_channel(&mut self, channel: &super::channel::ChannelRecord) -> Result<(), String> {
+        self.channel = Some(channel.clone());
         Ok(())
     }
 }

@@ -83,6 +83,7 @@ pub fn shard_name(payer: &Address) -> String {
     format!("payer:0x{}", hex_lower(&payer.0))
 }
 
+pub mod channel;
 pub mod memory;
 pub mod passes;
 pub mod protocol;
@@ -92,7 +93,7 @@ mod tests;
 
 pub use memory::MemoryStore;
 pub use protocol::{
-    Admission, Finish, Finished, LivePasses, Mark, Marked, Op, Operation, Outcome, PassOp, PassRefund, PassRefusal, PassRevocation, PassRevoke, PassShard, PassSold, PassUse, PayerDeny, PayerOp,
+    Admission, ChannelOp, ChannelShard, Finish, Finished, LivePasses, Mark, Marked, Op, Operation, Outcome, PassOp, PassRefund, PassRefusal, PassRevocation, PassRevoke, PassShard, PassSold, PassUse, PayerDeny, PayerOp,
     PayerPasses, PayerShard, Recorded, Reply, Reservation, Reserve, Shard, SignIn, SignedIn, Transport,
 };
 pub use records::{PassUsage, Record, Settlement, Standing};
@@ -118,6 +119,9 @@ pub trait Store {
     /// Whether a payer shard has seen this sign-in nonce.
     fn nonce_used(&self, nonce: &str) -> Result<bool, String>;
     fn add_nonce(&mut self, nonce: &str, expires_at: u64) -> Result<(), String>;
+    /// The channel of a channel shard.
+    fn channel(&self) -> Result<Option<channel::ChannelRecord>, String>;
+    fn set_channel(&mut self, channel: &channel::ChannelRecord) -> Result<(), String>;
 }
 
 /// An operation the state machine applies to a shard's [`Store`].
@@ -142,6 +146,7 @@ impl Apply for Op {
         match self {
             Op::Payer(op) => op.apply(store, now),
             Op::Pass(op) => op.apply(store, now),
+            Op::Channel(op) => op.apply(store, now),
         }
     }
 }
@@ -156,6 +161,19 @@ impl Apply for PayerOp {
             PayerOp::PayerPasses => Reply::of(&PayerPasses.apply(store, now)?),
             PayerOp::PayerDeny => Reply::of(&PayerDeny.apply(store, now)?),
             PayerOp::SignIn(op) => Reply::of(&op.apply(store, now)?),
+        }
+    }
+}
+
+impl Apply for ChannelOp {
+    type Output = Reply;
+    fn apply(self, store: &mut impl Store, now: u64) -> Result<Reply, String> {
+        match self {
+            ChannelOp::ChannelSync(op) => Reply::of(&op.apply(store, now)?),
+            ChannelOp::ChannelReserve(op) => Reply::of(&op.apply(store, now)?),
+            ChannelOp::ChannelFinish(op) => Reply::of(&op.apply(store, now)?),
+            ChannelOp::ClaimBegin(op) => Reply::of(&op.apply(store, now)?),
+            ChannelOp::ClaimEnd(op) => Reply::of(&op.apply(store, now)?),
         }
     }
 }

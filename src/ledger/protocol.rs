@@ -18,6 +18,7 @@
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
+use super::channel::{ChannelFinish, ChannelFinished, ChannelReservation, ChannelReserve, ChannelSync, ClaimBegin, ClaimEnd, ClaimStart};
 use super::Standing;
 use crate::evm::Address;
 
@@ -56,6 +57,23 @@ impl PassShard {
 }
 
 impl Shard for PassShard {
+    fn name(&self) -> &str {
+        &self.0
+    }
+}
+
+/// A `batch-settlement` channel's shard: `channel:0x<channel id>` ([`super::channel::channel_shard_name`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChannelShard(String);
+
+impl ChannelShard {
+    /// The shard of the channel `channel_id`.
+    pub fn of(channel_id: &[u8; 32]) -> Self {
+        ChannelShard(super::channel::channel_shard_name(channel_id))
+    }
+}
+
+impl Shard for ChannelShard {
     fn name(&self) -> &str {
         &self.0
     }
@@ -230,12 +248,24 @@ pub enum PassOp {
     PassRevoke(PassRevoke),
 }
 
-/// Any operation, as it travels to a shard: the JSON of its [`PayerOp`] or [`PassOp`] (the two
-/// kinds' names are distinct, so the JSON alone says which).
+/// The operations on a channel shard, as they travel.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub enum ChannelOp {
+    ChannelSync(ChannelSync),
+    ChannelReserve(ChannelReserve),
+    ChannelFinish(ChannelFinish),
+    ClaimBegin(ClaimBegin),
+    ClaimEnd(ClaimEnd),
+}
+
+/// Any operation, as it travels to a shard: the JSON of its [`PayerOp`], [`PassOp`] or
+/// [`ChannelOp`] (the kinds' names are distinct, so the JSON alone says which).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Op {
     Payer(PayerOp),
     Pass(PassOp),
+    Channel(ChannelOp),
 }
 
 impl Serialize for Op {
@@ -243,6 +273,7 @@ impl Serialize for Op {
         match self {
             Op::Payer(op) => op.serialize(serializer),
             Op::Pass(op) => op.serialize(serializer),
+            Op::Channel(op) => op.serialize(serializer),
         }
     }
 }
@@ -260,6 +291,11 @@ impl<'de> Deserialize<'de> for Op {
             Incoming::PassRefund => PassRefund.into(),
             Incoming::PassSold(op) => op.into(),
             Incoming::PassRevoke(op) => op.into(),
+            Incoming::ChannelSync(op) => op.into(),
+            Incoming::ChannelReserve(op) => op.into(),
+            Incoming::ChannelFinish(op) => op.into(),
+            Incoming::ClaimBegin(op) => op.into(),
+            Incoming::ClaimEnd(op) => op.into(),
         })
     }
 }
@@ -279,6 +315,11 @@ enum Incoming {
     PassRefund,
     PassSold(PassSold),
     PassRevoke(PassRevoke),
+    ChannelSync(ChannelSync),
+    ChannelReserve(ChannelReserve),
+    ChannelFinish(ChannelFinish),
+    ClaimBegin(ClaimBegin),
+    ClaimEnd(ClaimEnd),
 }
 
 /// Reply to [`Reserve`].
@@ -444,6 +485,11 @@ operations! {
     PassRefund => PassShard, Recorded, |_| Op::Pass(PassOp::PassRefund);
     PassSold => PassShard, Recorded, |op| Op::Pass(PassOp::PassSold(op));
     PassRevoke => PassShard, PassRevocation, |op| Op::Pass(PassOp::PassRevoke(op));
+    ChannelSync => ChannelShard, ChannelFinished, |op| Op::Channel(ChannelOp::ChannelSync(op));
+    ChannelReserve => ChannelShard, ChannelReservation, |op| Op::Channel(ChannelOp::ChannelReserve(op));
+    ChannelFinish => ChannelShard, ChannelFinished, |op| Op::Channel(ChannelOp::ChannelFinish(op));
+    ClaimBegin => ChannelShard, ClaimStart, |op| Op::Channel(ChannelOp::ClaimBegin(op));
+    ClaimEnd => ChannelShard, ChannelFinished, |op| Op::Channel(ChannelOp::ClaimEnd(op));
 }
 
 impl Op {
@@ -460,6 +506,11 @@ impl Op {
             Op::Pass(PassOp::PassRefund) => "passRefund",
             Op::Pass(PassOp::PassSold(_)) => "passSold",
             Op::Pass(PassOp::PassRevoke(_)) => "passRevoke",
+            Op::Channel(ChannelOp::ChannelSync(_)) => "channelSync",
+            Op::Channel(ChannelOp::ChannelReserve(_)) => "channelReserve",
+            Op::Channel(ChannelOp::ChannelFinish(_)) => "channelFinish",
+            Op::Channel(ChannelOp::ClaimBegin(_)) => "claimBegin",
+            Op::Channel(ChannelOp::ClaimEnd(_)) => "claimEnd",
         }
     }
 }

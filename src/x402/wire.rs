@@ -61,12 +61,22 @@ pub struct Eip712Extra {
     /// `upto`: the address of the facilitator that may settle (EIP-55 `0x…`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub facilitator_address: Option<String>,
+    /// `batch-settlement`: who authorizes claims and refunds (EIP-55 `0x…`; the facilitator's,
+    /// from its `/supported` `kinds[].extra.receiverAuthorizer`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub receiver_authorizer: Option<String>,
+    /// `batch-settlement`: the channel's `withdrawDelay` (seconds, 900..=2592000).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub withdraw_delay: Option<u64>,
+    /// `batch-settlement`: the smallest deposit the seller wants (atomic units, decimal).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_deposit: Option<String>,
 }
 
 impl Eip712Extra {
     /// The `exact` form: `{"name": name, "version": version}`.
     pub fn exact(name: impl Into<String>, version: impl Into<String>) -> Eip712Extra {
-        Eip712Extra { name: name.into(), version: version.into(), asset_transfer_method: None, facilitator_address: None }
+        Eip712Extra { name: name.into(), version: version.into(), asset_transfer_method: None, facilitator_address: None, receiver_authorizer: None, withdraw_delay: None, min_deposit: None }
     }
 }
 

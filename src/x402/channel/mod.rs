@@ -390,7 +390,8 @@ pub struct VerifiedVoucher {
 /// needs after `now` to claim what it accepts: a channel whose timed withdrawal completes sooner
 /// is refused.
 ///
-/// In order (each refusal's [`Invalid::reason`] is the official code, [`reason`]):
+/// In this order ([`check_voucher`]: 1, 2, 4, then [`check_against_state`]: 3, 5, 6, 7; each
+/// refusal's [`Invalid::reason`] is the official code, [`reason`]):
 /// 1. `type` is `deposit`, `voucher` or `refund` ([`reason::PAYLOAD_TYPE`]); the fields parse
 ///    ([`reason::VOUCHER_PAYLOAD`], [`reason::CHANNEL_ID_INVALID`], [`reason::DEPOSIT_PAYLOAD`],
 ///    [`reason::ERC3009_AUTHORIZATION_REQUIRED`] when `deposit.authorization` holds neither form).
@@ -415,6 +416,15 @@ pub struct VerifiedVoucher {
 /// 7. A refund: something is refundable ([`reason::REFUND_NO_BALANCE`]) and its `amount`, if
 ///    present, is a positive integer ([`reason::REFUND_AMOUNT_INVALID`]).
 pub fn verify_voucher(terms: &ChannelTerms, payload: &BatchSettlementPayload, state: &ChannelState, now: u64, claim_window: u64) -> Result<VerifiedVoucher, Invalid> {
+    let v = check_voucher(terms, payload)?;
+    check_against_state(terms, &v, state, now, claim_window)?;
+    Ok(v)
+}
+
+/// Steps 1, 2 and 4 of [`verify_voucher`]: what needs no channel state (the payload's shape, the
+/// channel configuration against the offer, the signature). What the worker checks before it
+/// asks the channel's shard, which holds the state ([`check_against_state`]'s rules).
+pub fn check_voucher(terms: &ChannelTerms, payload: &BatchSettlementPayload) -> Result<VerifiedVoucher, Invalid> {
     let (kind, config_wire, voucher_wire, deposit, refund_amount) = match payload {
         BatchSettlementPayload::Deposit { channel_config, voucher, deposit } => ("deposit", channel_config, voucher, Some(deposit), None),
         BatchSettlementPayload::Voucher { channel_config, voucher } => ("voucher", channel_config, voucher, None, None),
@@ -457,9 +467,6 @@ pub fn verify_voucher(terms: &ChannelTerms, payload: &BatchSettlementPayload, st
     if channel_id != claimed_id {
         return invalid(reason::CHANNEL_ID_MISMATCH, "channelConfig does not hash to voucher.channelId on this chain");
     }
-    if channel_id != state.channel_id {
-        return invalid(reason::CHANNEL_ID_MISMATCH, "the voucher is for another channel than the record it was checked against");
-    }
     if config.receiver != terms.receiver {
         return invalid(reason::RECEIVER_MISMATCH, format!("channel receiver {} is not payTo {}", config.receiver, terms.receiver));
     }
@@ -476,12 +483,6 @@ pub fn verify_voucher(terms: &ChannelTerms, payload: &BatchSettlementPayload, st
         return invalid(reason::WITHDRAW_DELAY_OUT_OF_RANGE, format!("withdrawDelay {} is outside {MIN_WITHDRAW_DELAY}..={MAX_WITHDRAW_DELAY} s", config.withdraw_delay));
     }
 
-    let charge = if kind == "refund" { 0 } else { terms.price };
-    let expected = state.charged_cumulative.checked_add(charge);
-    if expected != Some(max) {
-        return invalid(reason::CUMULATIVE_AMOUNT_MISMATCH, format!("maxClaimableAmount {max} is not the charged {} + {charge}", state.charged_cumulative));
-    }
-
     let signature_checked = config.payer_authorizer != Address([0; 20]);
     if signature_checked {
         let digest = Voucher { channel_id, max_claimable_amount: max }.digest(terms.chain_id);
@@ -492,7 +493,24 @@ pub fn verify_voucher(terms: &ChannelTerms, payload: &BatchSettlementPayload, st
         }
     }
 
-    let available = state.balance.saturating_add(deposit_amount.unwrap_or(0));
+    let charge = if kind == "refund" { 0 } else { terms.price };
+    Ok(VerifiedVoucher { kind, channel_id, config, max_claimable_amount: max, charge, signature, signature_checked, deposit_amount, refund_amount })
+}
+
+/// Steps 3, 5, 6 and 7 of [`verify_voucher`]: the voucher `v` against the caller's `state` of
+/// the channel at Unix time `now`.
+pub fn check_against_state(terms: &ChannelTerms, v: &VerifiedVoucher, state: &ChannelState, now: u64, claim_window: u64) -> Result<(), Invalid> {
+    let (kind, max, charge, channel_id) = (v.kind, v.max_claimable_amount, v.charge, v.channel_id);
+    let _ = terms;
+    if channel_id != state.channel_id {
+        return invalid(reason::CHANNEL_ID_MISMATCH, "the voucher is for another channel than the record it was checked against");
+    }
+    let expected = state.charged_cumulative.checked_add(charge);
+    if expected != Some(max) {
+        return invalid(reason::CUMULATIVE_AMOUNT_MISMATCH, format!("maxClaimableAmount {max} is not the charged {} + {charge}", state.charged_cumulative));
+    }
+
+    let available = state.balance.saturating_add(v.deposit_amount.unwrap_or(0));
     if available == 0 {
         return invalid(reason::CHANNEL_NOT_FOUND, "the channel holds no deposit");
     }
@@ -505,7 +523,7 @@ pub fn verify_voucher(terms: &ChannelTerms, payload: &BatchSettlementPayload, st
     }
 
     if state.withdraw_requested_at != 0 {
-        let completes = state.withdraw_requested_at.saturating_add(config.withdraw_delay);
+        let completes = state.withdraw_requested_at.saturating_add(v.config.withdraw_delay);
         if completes < now.saturating_add(claim_window) {
             return invalid(reason::WITHDRAWAL_CLOSES_CLAIM_WINDOW, format!("the payer's withdrawal completes at {completes}, before the claim window ends at {}", now.saturating_add(claim_window)));
         }
@@ -515,7 +533,7 @@ pub fn verify_voucher(terms: &ChannelTerms, payload: &BatchSettlementPayload, st
         return invalid(reason::REFUND_NO_BALANCE, "nothing is refundable: the balance is all charged");
     }
 
-    Ok(VerifiedVoucher { kind, channel_id, config, max_claimable_amount: max, charge, signature, signature_checked, deposit_amount, refund_amount })
+    Ok(())
 }
 
 #[cfg(test)]
