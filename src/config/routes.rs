@@ -123,10 +123,11 @@ pub(super) struct RawOffer {
     pub(super) facilitator_address: Option<String>,
     pub(super) receiver_authorizer: Option<String>,
     pub(super) withdraw_delay: Option<u64>,
+    pub(super) min_deposit: Option<String>,
 }
 
-pub(super) const OFFER_KEYS: [&str; 14] = [
-    "price", "amount", "asset", "decimals", "name", "version", "network", "payTo", "maxTimeoutSeconds", "scheme", "meter", "facilitatorAddress", "receiverAuthorizer", "withdrawDelay",
+pub(super) const OFFER_KEYS: [&str; 15] = [
+    "price", "amount", "asset", "decimals", "name", "version", "network", "payTo", "maxTimeoutSeconds", "scheme", "meter", "facilitatorAddress", "receiverAuthorizer", "withdrawDelay", "minDeposit",
 ];
 pub(super) const ROUTE_KEYS: [&str; 10] = ["route", "description", "mimeType", "pass", "group", "free", "accepts", "verify", "settle", "rateLimit"];
 
@@ -273,8 +274,8 @@ pub(super) fn parse_offer(at: &str, r: &RawOffer, d: &Defaults) -> Result<Offer,
             let k = if r.meter.is_some() { "meter" } else { "facilitatorAddress" };
             return err(format!("{at}: `{k}` is for metered options (scheme = \"upto\"), not {scheme}"));
         }
-        "exact" | "upto" if r.receiver_authorizer.is_some() || r.withdraw_delay.is_some() => {
-            let k = if r.receiver_authorizer.is_some() { "receiverAuthorizer" } else { "withdrawDelay" };
+        "exact" | "upto" if r.receiver_authorizer.is_some() || r.withdraw_delay.is_some() || r.min_deposit.is_some() => {
+            let k = if r.receiver_authorizer.is_some() { "receiverAuthorizer" } else if r.withdraw_delay.is_some() { "withdrawDelay" } else { "minDeposit" };
             return err(format!("{at}: `{k}` is for payment channels (scheme = \"batch-settlement\")"));
         }
         "exact" => ("exact", None, Eip712Extra::exact(name.clone(), version.clone())),
@@ -287,11 +288,22 @@ pub(super) fn parse_offer(at: &str, r: &RawOffer, d: &Defaults) -> Result<Offer,
             if !(crate::x402::channel::MIN_WITHDRAW_DELAY..=crate::x402::channel::MAX_WITHDRAW_DELAY).contains(&withdraw_delay) {
                 return err(format!("{at}: withdrawDelay {withdraw_delay} is outside the escrow's 900..=2592000 seconds"));
             }
+            // The official server's default is ten requests' worth; a configured one is at least one.
+            let min_deposit = match &r.min_deposit {
+                None => amount.saturating_mul(U256::from(10u8)),
+                Some(m) => {
+                    let parsed = match (m.starts_with('$'), decimals) {
+                        (true, Some(d)) => price_to_atomic(m, d).ok(),
+                        (true, None) => None,
+                        (false, _) => crate::evm::parse_uint256(m),
+                    };
+                    parsed.ok_or_else(|| ConfigError(format!("{at}: minDeposit {} is neither a price such as \"$1\" nor atomic units", shown(m))))?.max(amount)
+                }
+            };
             let extra = Eip712Extra {
                 receiver_authorizer: Some(authorizer.to_checksum()),
                 withdraw_delay: Some(withdraw_delay),
-                // The official server's default: ten requests' worth.
-                min_deposit: Some(amount.saturating_mul(U256::from(10u8)).to_string()),
+                min_deposit: Some(min_deposit.to_string()),
                 ..Eip712Extra::exact(name.clone(), version.clone())
             };
             ("batch-settlement", None, extra)
