@@ -335,3 +335,42 @@ fn a_ledger_outage_forwards_nothing() {
     assert_eq!(res.status(), 503);
     assert_eq!(p.origin_hits(), 1);
 }
+
+/// The shard's reply to the charging finish is lost (applied or not): the finish is repeated as
+/// "not delivered", the answer withheld, and a retry of the same voucher is served without a
+/// second charge.
+#[test]
+fn a_lost_finish_reply_withholds_the_answer_and_the_retry_gets_it_without_a_second_charge() {
+    let (cfg, p) = (cfg(), start());
+    open(&cfg, &p, 1, 100_000);
+    let h = voucher_header(&cfg, 1, 2 * PRICE);
+    // Not applied: the first channelFinish fails before the shard.
+    p.ledger_fail_on.borrow_mut().push("channelFinish");
+    let res = run(&cfg, &p, paid(&cfg, h.clone()));
+    assert_eq!(res.status(), 503);
+    assert_eq!(body_json(&res)["error"], "settlement_outcome_unknown", "both finishes failed: unknown");
+    p.ledger_fail_on.borrow_mut().clear();
+    // The hold lapses; the same voucher is then taken again (nothing was charged).
+    p.now.set(p.now.get() + 60);
+    let served = run(&cfg, &p, paid(&cfg, h.clone()));
+    assert_eq!(served.status(), 200);
+    assert_eq!(receipt(&served)["extra"]["channelState"]["chargedCumulativeAmount"], "20000");
+    assert_eq!(p.origin_hits(), 3);
+}
+
+#[test]
+fn a_finish_applied_whose_reply_was_lost_is_retrievable_by_the_same_voucher() {
+    let (cfg, p) = (cfg(), start());
+    open(&cfg, &p, 1, 100_000);
+    let h = voucher_header(&cfg, 1, 2 * PRICE);
+    p.ledger_lose_reply_on.borrow_mut().push("channelFinish");
+    let res = run(&cfg, &p, paid(&cfg, h.clone()));
+    assert_eq!(res.status(), 503);
+    assert_eq!(body_json(&res)["error"], "ledger_unavailable");
+    assert!(body_json(&res)["message"].as_str().unwrap().contains("without a second charge"));
+    let again = run(&cfg, &p, paid(&cfg, h.clone()));
+    assert_eq!(again.status(), 200, "redelivered");
+    assert_eq!(receipt(&again)["extra"]["channelState"]["chargedCumulativeAmount"], "20000", "charged once");
+    assert_eq!(run(&cfg, &p, paid(&cfg, h)).status(), 402, "once only");
+    assert_eq!(p.origin_hits(), 3);
+}

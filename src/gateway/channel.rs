@@ -173,14 +173,14 @@ pub(super) async fn pay<P: Platform>(cx: Paying<'_, P>, req: Request<P::Body>, p
     // (max_age 0 forces it).
     let mut learnt = false;
     let mut deposited: Option<Value> = None;
-    let (channel, redelivery) = loop {
+    let redelivery = loop {
         let reply = match p.call(&shard, reserve.clone()).await {
             Ok(r) => r,
             Err(e) => return refuse(&**p, trace, Refusal::LedgerUnavailable(e)),
         };
         match reply {
-            ChannelReservation::Reserved { channel } => break (channel, false),
-            ChannelReservation::Redeliver { channel } => break (channel, true),
+            ChannelReservation::Reserved { .. } => break false,
+            ChannelReservation::Redeliver { .. } => break true,
             ChannelReservation::InFlight => return refuse(&**p, trace, Refusal::InFlight(&identity)),
             ChannelReservation::Mismatch { channel } => {
                 trace.outcome(DecisionOutcome::Refused, Some(reason::CUMULATIVE_AMOUNT_MISMATCH));
@@ -235,13 +235,22 @@ pub(super) async fn pay<P: Platform>(cx: Paying<'_, P>, req: Request<P::Body>, p
         // The hold ran out before the origin answered: nothing is recorded as charged, so the
         // answer is withheld (the same voucher may be sent again).
         Ok(ChannelFinished::LostLease) => return refuse(&**p, trace, Refusal::InFlight(&identity)),
-        // The shard's answer was lost: the charge is probably recorded. The answer goes out (a
-        // payer is never charged without it); at worst one price is not recorded (logged).
+        // The shard's reply was lost: the charge may or may not be recorded. Finished again as
+        // not delivered (idempotent): the charge is then recorded and retrievable, and the answer
+        // is withheld (a retry of the same voucher gets it without a second charge).
         Err(e) => {
-            p.log(&format!("x402: channel {channel_id}: the charge of {} was not confirmed by its shard ({e}); served", v.max_claimable_amount));
-            let mut assumed = *channel.clone();
-            assumed.charged = v.max_claimable_amount;
-            Box::new(assumed)
+            p.log(&format!("x402: channel {channel_id}: the finish of {} was not confirmed ({e}); finishing it as not delivered", v.max_claimable_amount));
+            let again = if redelivery { ChannelOutcome::Redelivered { delivered: false } } else { ChannelOutcome::Charged { delivered: false } };
+            let (status, message) = match p.call(&shard, finish(again)).await {
+                Ok(ChannelFinished::Done { .. }) => ("ledger_unavailable", "the answer was withheld because the payment ledger did not confirm the charge in time; the charge is recorded: retry with the same voucher to get the answer without a second charge".to_string()),
+                Ok(ChannelFinished::LostLease) => return refuse(&**p, trace, Refusal::InFlight(&identity)),
+                Err(e) => ("settlement_outcome_unknown", format!("the payment ledger could not be reached to record this voucher ({e}); whether it was charged is unknown: retry with the same voucher")),
+            };
+            trace.outcome(DecisionOutcome::Unavailable, Some(status));
+            let body = json!({ "error": status, "message": message, "payer": payer, "channelId": channel_id });
+            let mut res = json_response(StatusCode::SERVICE_UNAVAILABLE, &body, P::body);
+            res.headers_mut().insert(http::header::RETRY_AFTER, http::HeaderValue::from_static("1"));
+            return res;
         }
     };
     if claim_due(config, &after, p.now()) {

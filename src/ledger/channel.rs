@@ -92,6 +92,12 @@ pub struct ChannelRecord {
     pub signature: String,
     pub pending: Option<PendingVoucher>,
     pub undelivered: Option<Undelivered>,
+    /// The request that made the last charge and what it charged: a repeated finish of that
+    /// request (its first reply was lost) is answered from them.
+    #[serde(default)]
+    pub last_holder: String,
+    #[serde(default)]
+    pub last: Option<Undelivered>,
     /// keccak-256 hex of the deposit authorizations settled for this channel (newest last).
     pub deposits: Vec<String>,
     /// Vouchers charged since the last successful claim.
@@ -200,7 +206,9 @@ pub enum ChannelOutcome {
     Redelivered { delivered: bool },
 }
 
-/// Channel shard: ends the hold of `holder`.
+/// Channel shard: ends the hold of `holder`. Repeating it after a lost reply is safe: the shard
+/// answers from the last charge it recorded for `holder` (and a repeated "not delivered" makes
+/// that charge retrievable).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ChannelFinish {
@@ -267,6 +275,8 @@ impl Apply for ChannelSync {
                 signature: String::new(),
                 pending: None,
                 undelivered: None,
+                last_holder: String::new(),
+                last: None,
                 deposits: Vec::new(),
                 unclaimed_vouchers: 0,
                 unclaimed_since: 0,
@@ -344,19 +354,37 @@ impl Apply for ChannelFinish {
     type Output = ChannelFinished;
     fn apply(self, store: &mut impl Store, now: u64) -> Result<ChannelFinished, String> {
         let Some(mut c) = store.channel()? else { return Ok(ChannelFinished::LostLease) };
-        let Some(p) = c.pending.take().filter(|p| p.holder == self.holder && p.lease_until >= now) else { return Ok(ChannelFinished::LostLease) };
+        let holds = c.pending.as_ref().is_some_and(|p| p.holder == self.holder && p.lease_until >= now);
+        if !holds {
+            // The same finish again, its first reply lost: already applied. Only "not delivered"
+            // changes anything (the answer is withheld, so the charge becomes retrievable), and
+            // only while no later charge was made.
+            if c.last_holder != self.holder || self.holder.is_empty() {
+                return Ok(ChannelFinished::LostLease);
+            }
+            let undelivered = matches!(self.outcome, ChannelOutcome::Charged { delivered: false } | ChannelOutcome::Redelivered { delivered: false });
+            if undelivered && c.last.as_ref().is_some_and(|l| l.max == c.charged) {
+                c.undelivered = c.last.clone();
+                store.set_channel(&c)?;
+            }
+            return Ok(done(c));
+        }
+        let Some(p) = c.pending.take() else { return Ok(ChannelFinished::LostLease) };
+        c.last_holder = self.holder.clone();
         match self.outcome {
             ChannelOutcome::Charged { delivered } => {
                 c.charged = p.max;
                 c.signed_max = p.max;
                 c.signature = p.signature;
-                c.undelivered = (!delivered).then_some(Undelivered { max: p.max, route: p.route, resource: p.resource });
+                let charge = Undelivered { max: p.max, route: p.route, resource: p.resource };
+                c.undelivered = (!delivered).then(|| charge.clone());
+                c.last = Some(charge);
                 c.unclaimed_vouchers = c.unclaimed_vouchers.saturating_add(1);
                 if c.unclaimed_since == 0 {
                     c.unclaimed_since = now;
                 }
             }
-            ChannelOutcome::Release => {}
+            ChannelOutcome::Release => c.last_holder.clear(),
             ChannelOutcome::Redelivered { delivered } => {
                 if !delivered {
                     c.undelivered = Some(Undelivered { max: p.max, route: p.route, resource: p.resource });

@@ -69,6 +69,8 @@ pub struct Fake {
     pub ledger_down: Cell<bool>,
     /// Ledger op kinds (`"reserve"`, `"mark"`, `"finish"`, …) that fail as if storage broke.
     pub ledger_fail_on: RefCell<Vec<&'static str>>,
+    /// Ledger op kinds applied once and then answered with an error (the reply lost), once each.
+    pub ledger_lose_reply_on: RefCell<Vec<&'static str>>,
     /// Every ledger op's kind, in order.
     pub ledger_ops: RefCell<Vec<String>>,
     /// Seconds the clock advances while each `/verify` call is under way (a slow failover chain).
@@ -242,7 +244,13 @@ impl Ledger for Fake {
         }
         let op: Op = serde_json::from_str(&text).unwrap();
         let mut shards = self.ledger.borrow_mut();
-        ledger::apply(shards.entry(shard.to_string()).or_default(), op, self.now.get())
+        let reply = ledger::apply(shards.entry(shard.to_string()).or_default(), op, self.now.get());
+        let mut lose = self.ledger_lose_reply_on.borrow_mut();
+        if let Some(i) = lose.iter().position(|k| *k == kind) {
+            lose.remove(i);
+            return Err(format!("ledger {kind} applied, reply lost"));
+        }
+        reply
     }
 }
 
