@@ -843,3 +843,74 @@ fn mcp_pass_configuration_errors_say_what_makes_no_sense() {
     assert_eq!(vars(json!({ "path": "/mcp", "pass": pass, "tools": { "s": "$0.01", "t": "$0.01" }, "default": "$0.01" }), one()), "");
     assert_eq!(vars(json!({ "path": "/mcp", "tools": { "s": { "price": "$0.01", "pass": { "ttl": "1h", "maxRequests": 10, "scope": "route" } } } }), one()), "");
 }
+
+/// The `SIGN-IN-WITH-X` value a wallet with key `key` sends for the challenge `info`.
+fn sign_in_proof(info: &Value, key: u8) -> String {
+    use x402_edge_paywall::x402::siwx::{eip191_hash, message, Proof};
+    let sk = k256::ecdsa::SigningKey::from_slice(&[key; 32]).unwrap();
+    let address = x402_edge_paywall::evm::address_of(sk.verifying_key());
+    let s = |k: &str| info[k].as_str().unwrap().to_string();
+    let mut proof = Proof {
+        domain: s("domain"),
+        address: address.to_checksum(),
+        statement: Some(s("statement")),
+        uri: s("uri"),
+        version: s("version"),
+        chain_id: "eip155:84532".into(),
+        kind: "eip191".into(),
+        nonce: s("nonce"),
+        issued_at: s("issuedAt"),
+        expiration_time: Some(s("expirationTime")),
+        not_before: None,
+        request_id: None,
+        resources: Some(vec![s("uri")]),
+        signature: String::new(),
+    };
+    let (sig, recid) = sk.sign_prehash_recoverable(&eip191_hash(&message(&proof, &address, 84532)));
+    let mut bytes = sig.to_bytes().to_vec();
+    bytes.push(27 + recid.to_byte());
+    proof.signature = x402_edge_paywall::evm::hex_0x(&bytes);
+    let p = &proof;
+    x402_edge_paywall::x402::encode_header(&json!({
+        "domain": p.domain, "address": p.address, "statement": p.statement, "uri": p.uri, "version": p.version,
+        "chainId": p.chain_id, "type": p.kind, "nonce": p.nonce, "issuedAt": p.issued_at,
+        "expirationTime": p.expiration_time, "resources": p.resources, "signature": p.signature,
+    }))
+}
+
+#[test]
+fn a_payer_who_lost_the_pass_signs_in_with_the_wallet_that_paid_for_that_tool_only() {
+    let cfg = config_vars(json!({
+        "PUBLIC_URL": "https://paywall.test",
+        "SIGN_IN_SECRET": "a sign-in secret of at least 32 characters",
+        "MCP": [{ "path": "/mcp", "tools": { "search": { "price": "$0.01", "pass": { "ttl": "1h" } }, "summarize": { "price": "$0.01", "pass": { "ttl": "1h" } } } }],
+    }));
+    let p = Rc::new(fake());
+    origin_answers(&p, echo_result(false));
+    buy_pass(&cfg, &p, "/mcp", "search", 31);
+    let facilitator = p.facilitator_calls.borrow().len();
+    // The PaymentRequired tool result carries the sign-in challenge (a nonce issued for /mcp).
+    let challenge = |tool: &str| {
+        p.now.set(p.now.get() + 1);
+        let v = body_json(&run(&cfg, &p, post(&call(json!(7), tool, None))));
+        let ext = v["result"]["structuredContent"]["extensions"]["sign-in-with-x"].clone();
+        assert_eq!(ext["supportedChains"], json!([{ "chainId": "eip155:84532", "type": "eip191" }]), "{v}");
+        assert_eq!(ext["info"]["uri"], "https://paywall.test/mcp");
+        ext["info"].clone()
+    };
+    let proof = sign_in_proof(&challenge("search"), 31);
+    let signed = |tool: &str, proof: &str| body_json(&run(&cfg, &p, post(&call(json!(8), tool, Some(json!({ "x402/sign-in-with-x": proof }))))));
+    assert_eq!(signed("search", &proof)["result"]["content"][0]["text"], "found it");
+    assert!(refusal_of(&signed("search", &proof)).starts_with("invalid_siwx_nonce"), "a proof signs in once");
+    // The header a Streamable HTTP client can set works as well.
+    let mut req = post(&call(json!(9), "search", None));
+    req.headers_mut().insert("sign-in-with-x", sign_in_proof(&challenge("search"), 31).parse().unwrap());
+    assert_eq!(body_json(&run(&cfg, &p, req))["result"]["content"][0]["text"], "found it");
+    // The wallet holds a pass for search only; another wallet holds none.
+    assert!(refusal_of(&signed("summarize", &sign_in_proof(&challenge("summarize"), 31))).starts_with("siwx_no_pass"));
+    assert!(refusal_of(&signed("search", &sign_in_proof(&challenge("search"), 32))).starts_with("siwx_no_pass"));
+    assert_eq!((p.origin_hits(), p.settles(), p.facilitator_calls.borrow().len()), (3, 1, facilitator));
+    for c in p.origin_calls.borrow().iter() {
+        assert!(c.headers().get("sign-in-with-x").is_none() && !String::from_utf8_lossy(c.body()).contains("sign-in-with-x"));
+    }
+}
