@@ -16,6 +16,11 @@
 //!   tool's response with `_meta["x402/payment-response"]`; a 402 → the `PaymentRequired` tool
 //!   result; any other refusal (in flight, ledger or facilitator unavailable, unknown outcome) →
 //!   a JSON-RPC error whose `data` is the HTTP answer's JSON.
+//! - Passes and sign-in: the route's flow checks them first ([`super::passes::admit_on_pass`]),
+//!   with `_meta["x402/pass"]` as its `X402-Pass` and `_meta["x402/sign-in-with-x"]` as its
+//!   `SIGN-IN-WITH-X` (or the request's own headers); a call admitted runs over the same
+//!   [`ToolOrigin`] without payment. A pass a paid call bought, and a pass's expiry, come back in
+//!   `result._meta["x402/pass"]` / `["x402/pass-expires"]` ([`pass_meta`]), not in headers.
 //! - `tools/list`: the origin's result with each priced tool's `PaymentRequired` in its `_meta`
 //!   (and the `agents-x402/…` keys Cloudflare's `agents` client reads) and denied tools left out.
 //!
