@@ -771,6 +771,8 @@ fn a_server_pass_opens_every_priced_tool_of_that_server_and_no_other_server() {
     // The challenge says what the payment buys.
     let v = body_json(&run(&cfg, &p, post(&call(json!(5), "summarize", None))));
     assert_eq!(v["result"]["structuredContent"]["resource"]["description"], "4 requests within 1 hour to every priced tool of /mcp", "{v}");
+    let lines = cfg.price_lines();
+    assert!(lines.iter().any(|l| l.starts_with("POST /mcp tool:summarize: 0.01 USDC") && l.ends_with(" for a pass: 4 requests within 1 hour to every priced tool of /mcp")), "{lines:?}");
 }
 
 #[test]
