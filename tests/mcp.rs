@@ -278,6 +278,9 @@ fn hostile_messages_are_refused_before_the_origin() {
         ("no params", br#"{"jsonrpc":"2.0","id":1,"method":"tools/call"}"#.to_vec(), 200, -32602),
         ("a numeric name", br#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":1}}"#.to_vec(), 200, -32602),
         ("a numeric payment", br#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"search","_meta":{"x402/payment":1}}}"#.to_vec(), 200, -32602),
+        ("a pass that is not a string", br#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"search","_meta":{"x402/pass":{"token":"t"}}}}"#.to_vec(), 200, -32602),
+        ("a sign-in that is not a string", br#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"search","_meta":{"x402/sign-in-with-x":1}}}"#.to_vec(), 200, -32602),
+        ("duplicate pass", br#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"search","_meta":{"x402/pass":"a","x402/pass":"b"}}}"#.to_vec(), 400, -32600),
         ("a task-augmented call", br#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"search","task":{}}}"#.to_vec(), 200, -32602),
         ("a denied tool", call(json!(1), "wipe", None), 200, -32001),
         ("another spelling (the default denies)", call(json!(1), "Search", None), 200, -32001),
@@ -373,7 +376,7 @@ fn mcp_configuration_errors_name_the_entry() {
         v["MCP"] = json!([server]);
         Config::from_vars(v.as_object().unwrap()).err().map(|e| e.0).unwrap_or_default()
     };
-    assert!(vars(json!({ "path": "/mcp", "tools": { "s": { "price": "$0.01", "pass": { "ttl": "1h" } } } })).contains("MCP[0] (/mcp) tools.`s`"));
+    assert!(vars(json!({ "path": "/mcp", "tools": { "s": { "price": "$0.01", "group": "g" } } })).contains("MCP[0] (/mcp) tools.`s`"));
     assert!(vars(json!({ "path": "/mcp", "tools": { "s": "ten dollars" } })).starts_with("MCP[0] (/mcp) tools.`s`"), "{}", vars(json!({ "path": "/mcp", "tools": { "s": "ten dollars" } })));
     assert!(vars(json!({ "path": "mcp" })).contains("canonical absolute path"));
     assert!(vars(json!({ "path": "/paid" })).contains("also covered by the priced route"));
@@ -454,7 +457,7 @@ fn a_paid_call_forwards_no_payment_pass_or_sign_in_carrier() {
     let h = calls[0].headers();
     assert!(["x402-pass", "x-payment", "sign-in-with-x", "payment-signature"].iter().all(|n| h.get(*n).is_none()));
     assert_eq!(h["cookie"], "keep=1");
-    assert_eq!(p.kv_gets.get(), 0, "no pass was looked up");
+    assert_eq!(p.kv_gets.get(), 0, "a token that is not token-shaped is never looked up");
 }
 
 /// Where the platform relays a body (the edge), an SSE answer's other events go to the client
@@ -641,4 +644,275 @@ fn the_origin_reads_the_message_as_it_was_judged_never_in_another_charset_or_enc
     let res = run(&cfg, &p, gz);
     assert_eq!(res.status(), 415);
     assert_eq!(p.origin_hits(), 1, "an encoded message never reaches the origin");
+}
+
+// ---- Passes and wallet sign-in for tools (docs/mcp.md "Passes and sign-in") ----
+
+const ADMIN: &str = "admin-token-0123456789abcdef0123456789";
+
+/// `search` sells a pass for itself (`tool_pass`), `summarize` is priced alone, `echo` free,
+/// `wipe` denied; a second server `/other` prices `search` too.
+fn pass_cfg(tool_pass: Value) -> Rc<Config> {
+    config_vars(json!({
+        "ADMIN_TOKEN": ADMIN,
+        "MCP": [
+            { "path": "/mcp", "tools": { "search": { "price": "$0.01", "pass": tool_pass }, "summarize": "$0.01", "echo": "free", "wipe": "deny" } },
+            { "path": "/mcp2", "tools": { "search": "$0.01" } },
+        ],
+    }))
+}
+
+/// A server whose pass opens every priced tool (`search`, `summarize` and the default).
+fn server_pass_cfg() -> Rc<Config> {
+    config_vars(json!({
+        "MCP": [
+            { "path": "/mcp", "pass": { "ttl": "1h", "maxRequests": 4 }, "default": "$0.01", "tools": { "search": "$0.01", "summarize": "$0.01", "echo": "free", "wipe": "deny" } },
+            { "path": "/mcp2", "pass": { "ttl": "1h" }, "tools": { "search": "$0.01" } },
+        ],
+    }))
+}
+
+/// A paid call of `tool` on `path`: its answer and the pass it bought (`_meta["x402/pass"]`).
+fn buy_pass(cfg: &Rc<Config>, p: &Rc<Fake>, path: &str, tool: &str, key: u8) -> (Value, String) {
+    let i = cfg.mcp.iter().position(|s| s.path == path).unwrap();
+    let o = match cfg.mcp[i].tool(tool) {
+        ToolPrice::Priced(r) => r.accepts[0].clone(),
+        _ => panic!("{tool} is not priced"),
+    };
+    let pay = json!({ "x402Version": 2, "accepted": o.requirements_json, "payload": exact_payload_for(&o, key, key, 120) });
+    let res = run(cfg, p, post_to(path, &call(json!(1), tool, Some(json!({ "x402/payment": pay })))));
+    assert!(res.headers().get("x402-pass").is_none() && res.headers().get("set-cookie").is_none(), "the pass travels in _meta only");
+    let v = body_json(&res);
+    assert_eq!(v["result"]["_meta"]["x402/payment-response"]["success"], true, "{v}");
+    let token = v["result"]["_meta"]["x402/pass"].as_str().expect("a pass in result._meta").to_string();
+    (v, token)
+}
+
+/// A call of `tool` on `path` presenting `token` in `_meta["x402/pass"]`.
+fn with_pass(cfg: &Rc<Config>, p: &Rc<Fake>, path: &str, tool: &str, token: &str) -> Value {
+    body_json(&run(cfg, p, post_to(path, &call(json!(2), tool, Some(json!({ "x402/pass": token, "progressToken": "t" }))))))
+}
+
+/// The reason a `PaymentRequired` tool result gives.
+fn refusal_of(v: &Value) -> String {
+    assert_eq!(v["result"]["isError"], true, "{v}");
+    v["result"]["structuredContent"]["error"].as_str().unwrap_or("").to_string()
+}
+
+#[test]
+fn a_tool_pass_bought_with_a_paid_call_runs_that_tool_without_payment_and_counts_its_calls() {
+    let (cfg, p) = (pass_cfg(json!({ "ttl": "1h", "maxRequests": 4 })), Rc::new(fake()));
+    origin_answers(&p, echo_result(false));
+    let (paid, token) = buy_pass(&cfg, &p, "/mcp", "search", 21);
+    assert_eq!(paid["result"]["_meta"]["x402/pass-expires"], NOW + 3600);
+    assert_eq!(paid["result"]["content"][0]["text"], "found it");
+    let facilitator = p.facilitator_calls.borrow().len();
+    assert_eq!((p.origin_hits(), p.settles()), (1, 1));
+
+    // In _meta (what every MCP client can send), then in the X402-Pass header (a Streamable HTTP
+    // client's own header): each runs the tool once, with no payment and no facilitator call.
+    let v = with_pass(&cfg, &p, "/mcp", "search", &token);
+    assert_eq!(v["result"]["content"][0]["text"], "found it", "{v}");
+    assert_eq!(v["result"]["_meta"]["x402/pass-expires"], NOW + 3600);
+    assert!(v["result"]["_meta"].get("x402/payment-response").is_none());
+    let mut req = post(&call(json!(3), "search", None));
+    req.headers_mut().insert("x402-pass", token.parse().unwrap());
+    assert_eq!(body_json(&run(&cfg, &p, req))["result"]["content"][0]["text"], "found it");
+    assert_eq!((p.origin_hits(), p.settles(), p.facilitator_calls.borrow().len()), (3, 1, facilitator));
+
+    // A tool error gives the call back (as a route's 5xx does): it is not one of the four.
+    origin_answers(&p, echo_result(true));
+    assert_eq!(with_pass(&cfg, &p, "/mcp", "search", &token)["result"]["content"][0]["text"], "found it");
+    origin_answers(&p, echo_result(false));
+    assert_eq!(with_pass(&cfg, &p, "/mcp", "search", &token)["result"]["content"][0]["text"], "found it");
+    assert_eq!(p.origin_hits(), 5);
+    // Four calls bought (the paid one first): the fifth is refused before the origin.
+    let v = with_pass(&cfg, &p, "/mcp", "search", &token);
+    assert!(refusal_of(&v).starts_with("pass_used_up"), "{v}");
+    assert_eq!(v["result"]["structuredContent"]["accepts"][0]["amount"], "10000", "the PaymentRequired to pay again");
+    assert_eq!((p.origin_hits(), p.settles(), p.facilitator_calls.borrow().len()), (5, 1, facilitator));
+}
+
+#[test]
+fn a_tool_pass_never_runs_another_tool_or_another_server_s_tool() {
+    let (cfg, p) = (pass_cfg(json!({ "ttl": "1h" })), Rc::new(fake()));
+    origin_answers(&p, echo_result(false));
+    let (_, token) = buy_pass(&cfg, &p, "/mcp", "search", 22);
+    let facilitator = p.facilitator_calls.borrow().len();
+    assert!(refusal_of(&with_pass(&cfg, &p, "/mcp", "summarize", &token)).starts_with("pass_out_of_scope"));
+    assert!(refusal_of(&with_pass(&cfg, &p, "/mcp2", "search", &token)).starts_with("pass_out_of_scope"), "the same tool name on another server");
+    assert_eq!(refused(&run(&cfg, &p, post(&call(json!(4), "wipe", Some(json!({ "x402/pass": token })))))).1, -32001, "a denied tool stays denied");
+    // A route's pass opens no tool either.
+    let routes = config_vars(json!({ "ROUTES": [{ "route": "GET /paid", "price": "$0.01", "pass": { "ttl": "1h" } }], "MCP": [{ "path": "/mcp", "tools": { "search": "$0.01" } }] }));
+    let q = Rc::new(fake());
+    let bought = run(&routes, &q, request("/paid", &[("payment-signature", &payment_with(&routes, 0, 23, 23, 120))]));
+    let route_token = bought.headers()["x402-pass"].to_str().unwrap().to_string();
+    assert!(refusal_of(&with_pass(&routes, &q, "/mcp", "search", &route_token)).starts_with("pass_out_of_scope"));
+    assert_eq!(q.origin_hits(), 1, "only the paid route request");
+    assert_eq!((p.origin_hits(), p.settles(), p.facilitator_calls.borrow().len()), (1, 1, facilitator));
+}
+
+#[test]
+fn a_server_pass_opens_every_priced_tool_of_that_server_and_no_other_server() {
+    let (cfg, p) = (server_pass_cfg(), Rc::new(fake()));
+    origin_answers(&p, echo_result(false));
+    let (paid, token) = buy_pass(&cfg, &p, "/mcp", "search", 24);
+    assert!(paid["result"]["_meta"]["x402/pass-expires"].is_u64());
+    let facilitator = p.facilitator_calls.borrow().len();
+    for tool in ["search", "summarize", "unnamed (the default's price)"] {
+        assert_eq!(with_pass(&cfg, &p, "/mcp", tool, &token)["result"]["content"][0]["text"], "found it", "{tool}");
+    }
+    assert_eq!((p.origin_hits(), p.settles(), p.facilitator_calls.borrow().len()), (4, 1, facilitator));
+    assert!(refusal_of(&with_pass(&cfg, &p, "/mcp2", "search", &token)).starts_with("pass_out_of_scope"), "another server's tools");
+    assert_eq!(refused(&run(&cfg, &p, post(&call(json!(4), "wipe", Some(json!({ "x402/pass": token })))))).1, -32001);
+    // Four calls bought: three left after the paid one, all used.
+    assert!(refusal_of(&with_pass(&cfg, &p, "/mcp", "summarize", &token)).starts_with("pass_used_up"));
+    assert_eq!((p.origin_hits(), p.settles(), p.facilitator_calls.borrow().len()), (4, 1, facilitator));
+    // The challenge says what the payment buys.
+    let v = body_json(&run(&cfg, &p, post(&call(json!(5), "summarize", None))));
+    assert_eq!(v["result"]["structuredContent"]["resource"]["description"], "4 requests within 1 hour to every priced tool of /mcp", "{v}");
+    let lines = cfg.price_lines();
+    assert!(lines.iter().any(|l| l.starts_with("POST /mcp tool:summarize: 0.01 USDC") && l.ends_with(" for a pass: 4 requests within 1 hour to every priced tool of /mcp")), "{lines:?}");
+}
+
+#[test]
+fn an_expired_revoked_or_unknown_pass_gets_the_payment_required_result() {
+    let (cfg, p) = (pass_cfg(json!({ "ttl": "1h" })), Rc::new(fake()));
+    origin_answers(&p, echo_result(false));
+    let (_, token) = buy_pass(&cfg, &p, "/mcp", "search", 25);
+    let (_, other) = buy_pass(&cfg, &p, "/mcp", "search", 26);
+    let facilitator = p.facilitator_calls.borrow().len();
+    assert!(refusal_of(&with_pass(&cfg, &p, "/mcp", "search", &"A".repeat(43))).starts_with("pass_unknown"));
+    assert!(refusal_of(&with_pass(&cfg, &p, "/mcp", "search", "not a token")).starts_with("pass_unknown"));
+    let mut req = request_with("POST", "/.well-known/x402/admin/revoke", &[("authorization", &format!("Bearer {ADMIN}")), ("content-type", "application/json")]);
+    *req.body_mut() = json!({ "pass": token }).to_string().into_bytes();
+    assert_eq!(run(&cfg, &p, req).status(), 200);
+    assert!(refusal_of(&with_pass(&cfg, &p, "/mcp", "search", &token)).starts_with("pass_revoked"));
+    assert_eq!(with_pass(&cfg, &p, "/mcp", "search", &other)["result"]["content"][0]["text"], "found it");
+    p.now.set(p.now.get() + 3600);
+    assert!(refusal_of(&with_pass(&cfg, &p, "/mcp", "search", &other)).starts_with("pass_expired"));
+    assert_eq!((p.origin_hits(), p.settles(), p.facilitator_calls.borrow().len()), (3, 2, facilitator));
+}
+
+#[test]
+fn no_pass_or_sign_in_carrier_reaches_the_origin() {
+    let (cfg, p) = (pass_cfg(json!({ "ttl": "1h" })), Rc::new(fake()));
+    origin_answers(&p, echo_result(false));
+    let (_, token) = buy_pass(&cfg, &p, "/mcp", "search", 27);
+    let meta = json!({ "x402/pass": token, "x402/sign-in-with-x": "proof", "progressToken": "t" });
+    let mut req = post(&call(json!(6), "search", Some(meta)));
+    for (k, v) in [("x402-pass", token.as_str()), ("cookie", &format!("x402_pass={token}; keep=1")), ("sign-in-with-x", "s")] {
+        req.headers_mut().insert(k, v.parse().unwrap());
+    }
+    assert_eq!(body_json(&run(&cfg, &p, req))["result"]["content"][0]["text"], "found it");
+    let calls = p.origin_calls.borrow();
+    for c in calls.iter() {
+        let sent: Value = serde_json::from_slice(c.body()).unwrap();
+        let meta = &sent["params"]["_meta"];
+        assert!(meta.get("x402/pass").is_none() && meta.get("x402/sign-in-with-x").is_none() && meta.get("x402/payment").is_none(), "{sent}");
+        assert!(!String::from_utf8_lossy(c.body()).contains(&token));
+        assert!(["x402-pass", "sign-in-with-x", "payment-signature"].iter().all(|n| c.headers().get(*n).is_none()));
+    }
+    assert_eq!(calls[1].headers()["cookie"], "keep=1");
+    assert_eq!(calls.len(), 2);
+}
+
+#[test]
+fn mcp_pass_configuration_errors_say_what_makes_no_sense() {
+    let vars = |mcp: Value, routes: Value| {
+        let mut v = json!({ "ORIGIN_URL": "https://origin.test", "FACILITATOR_URL": "https://facilitator.test", "PAY_TO": "0x209693Bc6afc0C5328bA36FaF03C514EF312287C", "ROUTES": routes });
+        v["MCP"] = json!([mcp]);
+        Config::from_vars(v.as_object().unwrap()).err().map(|e| e.0).unwrap_or_default()
+    };
+    let one = || json!([{ "route": "GET /paid", "price": "$0.01" }]);
+    let pass = json!({ "ttl": "1h" });
+    for (mcp, want) in [
+        (json!({ "path": "/mcp", "default": { "price": "$0.01", "pass": pass } }), "MCP[0] (/mcp) default: pass (on the default"),
+        (json!({ "path": "/mcp", "tools": { "s": { "price": "$0.01", "pass": { "ttl": "1h", "scope": "path" } } } }), "tools.`s`: pass scope"),
+        (json!({ "path": "/mcp", "tools": { "s": { "price": "$0.01", "pass": { "ttl": "1h", "scope": "g" } } } }), "tools.`s`: pass scope"),
+        (json!({ "path": "/mcp", "pass": pass, "tools": { "s": { "price": "$0.01", "pass": pass } } }), "tools.`s` sells a pass of its own"),
+        (json!({ "path": "/mcp", "pass": pass, "tools": { "s": "free" } }), "no tool of /mcp is priced"),
+        (json!({ "path": "/mcp", "pass": { "ttl": "1h", "scope": "route" }, "tools": { "s": "$0.01" } }), "MCP[0] (/mcp) pass: `scope`"),
+        (json!({ "path": "/mcp", "pass": pass, "tools": { "s": "$0.01", "t": "$0.05" } }), "each tool's price must cover every other's"),
+        (json!({ "path": "/mcp", "pass": { "ttl": "forever" }, "tools": { "s": "$0.01" } }), "pass ttl"),
+        (json!({ "path": "/mcp", "tools": { "s": { "price": "$0.01", "free": true, "pass": pass } } }), "tools.`s`"),
+    ] {
+        let e = vars(mcp.clone(), one());
+        assert!(e.contains(want), "{mcp}: {e}");
+    }
+    let e = vars(json!({ "path": "/mcp", "pass": pass, "tools": { "s": "$0.01" } }), json!([{ "route": "GET /r", "price": "$0.01", "group": "mcp-server /mcp" }]));
+    assert!(e.contains("is the pass group of the MCP server"), "{e}");
+    assert_eq!(vars(json!({ "path": "/mcp", "pass": pass, "tools": { "s": "$0.01", "t": "$0.01" }, "default": "$0.01" }), one()), "");
+    assert_eq!(vars(json!({ "path": "/mcp", "tools": { "s": { "price": "$0.01", "pass": { "ttl": "1h", "maxRequests": 10, "scope": "route" } } } }), one()), "");
+}
+
+/// The `SIGN-IN-WITH-X` value a wallet with key `key` sends for the challenge `info`.
+fn sign_in_proof(info: &Value, key: u8) -> String {
+    use x402_edge_paywall::x402::siwx::{eip191_hash, message, Proof};
+    let sk = k256::ecdsa::SigningKey::from_slice(&[key; 32]).unwrap();
+    let address = x402_edge_paywall::evm::address_of(sk.verifying_key());
+    let s = |k: &str| info[k].as_str().unwrap().to_string();
+    let mut proof = Proof {
+        domain: s("domain"),
+        address: address.to_checksum(),
+        statement: Some(s("statement")),
+        uri: s("uri"),
+        version: s("version"),
+        chain_id: "eip155:84532".into(),
+        kind: "eip191".into(),
+        nonce: s("nonce"),
+        issued_at: s("issuedAt"),
+        expiration_time: Some(s("expirationTime")),
+        not_before: None,
+        request_id: None,
+        resources: Some(vec![s("uri")]),
+        signature: String::new(),
+    };
+    let (sig, recid) = sk.sign_prehash_recoverable(&eip191_hash(&message(&proof, &address, 84532)));
+    let mut bytes = sig.to_bytes().to_vec();
+    bytes.push(27 + recid.to_byte());
+    proof.signature = x402_edge_paywall::evm::hex_0x(&bytes);
+    let p = &proof;
+    x402_edge_paywall::x402::encode_header(&json!({
+        "domain": p.domain, "address": p.address, "statement": p.statement, "uri": p.uri, "version": p.version,
+        "chainId": p.chain_id, "type": p.kind, "nonce": p.nonce, "issuedAt": p.issued_at,
+        "expirationTime": p.expiration_time, "resources": p.resources, "signature": p.signature,
+    }))
+}
+
+#[test]
+fn a_payer_who_lost_the_pass_signs_in_with_the_wallet_that_paid_for_that_tool_only() {
+    let cfg = config_vars(json!({
+        "PUBLIC_URL": "https://paywall.test",
+        "SIGN_IN_SECRET": "a sign-in secret of at least 32 characters",
+        "MCP": [{ "path": "/mcp", "tools": { "search": { "price": "$0.01", "pass": { "ttl": "1h" } }, "summarize": { "price": "$0.01", "pass": { "ttl": "1h" } } } }],
+    }));
+    let p = Rc::new(fake());
+    origin_answers(&p, echo_result(false));
+    buy_pass(&cfg, &p, "/mcp", "search", 31);
+    let facilitator = p.facilitator_calls.borrow().len();
+    // The PaymentRequired tool result carries the sign-in challenge (a nonce issued for /mcp).
+    let challenge = |tool: &str| {
+        p.now.set(p.now.get() + 1);
+        let v = body_json(&run(&cfg, &p, post(&call(json!(7), tool, None))));
+        let ext = v["result"]["structuredContent"]["extensions"]["sign-in-with-x"].clone();
+        assert_eq!(ext["supportedChains"], json!([{ "chainId": "eip155:84532", "type": "eip191" }]), "{v}");
+        assert_eq!(ext["info"]["uri"], "https://paywall.test/mcp");
+        ext["info"].clone()
+    };
+    let proof = sign_in_proof(&challenge("search"), 31);
+    let signed = |tool: &str, proof: &str| body_json(&run(&cfg, &p, post(&call(json!(8), tool, Some(json!({ "x402/sign-in-with-x": proof }))))));
+    assert_eq!(signed("search", &proof)["result"]["content"][0]["text"], "found it");
+    assert!(refusal_of(&signed("search", &proof)).starts_with("invalid_siwx_nonce"), "a proof signs in once");
+    // The header a Streamable HTTP client can set works as well.
+    let mut req = post(&call(json!(9), "search", None));
+    req.headers_mut().insert("sign-in-with-x", sign_in_proof(&challenge("search"), 31).parse().unwrap());
+    assert_eq!(body_json(&run(&cfg, &p, req))["result"]["content"][0]["text"], "found it");
+    // The wallet holds a pass for search only; another wallet holds none.
+    assert!(refusal_of(&signed("summarize", &sign_in_proof(&challenge("summarize"), 31))).starts_with("siwx_no_pass"));
+    assert!(refusal_of(&signed("search", &sign_in_proof(&challenge("search"), 32))).starts_with("siwx_no_pass"));
+    assert_eq!((p.origin_hits(), p.settles(), p.facilitator_calls.borrow().len()), (3, 1, facilitator));
+    for c in p.origin_calls.borrow().iter() {
+        assert!(c.headers().get("sign-in-with-x").is_none() && !String::from_utf8_lossy(c.body()).contains("sign-in-with-x"));
+    }
 }

@@ -7,6 +7,8 @@
 // In SSE mode the tool's progress notifications reach the client while it runs; the result waits
 // for settlement.
 // The local chain and the official facilitator logic settle it: balances move once per paid call.
+// On /mcp-pass the server sells a pass (x402/pass in result._meta) that runs its tools without
+// payment, presented in params._meta["x402/pass"] or in the X402-Pass header.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import http from 'node:http';
@@ -62,7 +64,7 @@ async function startMcpOrigin() {
     const body = raw ? JSON.parse(raw) : undefined;
     const path = req.url.split('?')[0];
     if (body && !Array.isArray(body)) seen.push({ path, method: body.method, name: body.params?.name, meta: body.params?._meta });
-    const json = path === '/mcp';
+    const json = path === '/mcp' || path === '/mcp-pass';
     const sid = req.headers['mcp-session-id'];
     let transport = sid ? transports.get(`${path} ${sid}`) : undefined;
     if (!transport) {
@@ -90,7 +92,11 @@ before(async () => {
   ctx.worker = await startWorker({
     originUrl: ctx.origin.url, facilitatorUrl: ctx.stack.facilitator.url, payTo: ctx.stack.payTo,
     routes: [{ route: 'GET /premium/*', price: '$0.05' }],
-    extraBindings: { ...ctx.stack.workerBindings, MCP: [{ path: '/mcp', tools, default: 'deny' }, { path: '/mcp-sse', tools, default: 'deny' }] },
+    extraBindings: { ...ctx.stack.workerBindings, MCP: [
+      { path: '/mcp', tools, default: 'deny' },
+      { path: '/mcp-sse', tools, default: 'deny' },
+      { path: '/mcp-pass', tools, default: 'deny', pass: { ttl: '1h', maxRequests: 5 } },
+    ] },
   });
   ctx.x402 = new x402Client().register(NETWORK, new ExactEvmScheme(toClientEvmSigner(privateKeyToAccount(KEYS.payer))));
 });
@@ -100,9 +106,9 @@ after(async () => {
   await ctx.stack?.stop();
 });
 
-async function connect(path) {
+async function connect(path, headers = {}) {
   const client = new Client({ name: 'payer', version: '1.0.0' });
-  await client.connect(new StreamableHTTPClientTransport(new URL(`${ctx.worker.url}${path}`)));
+  await client.connect(new StreamableHTTPClientTransport(new URL(`${ctx.worker.url}${path}`), { requestInit: { headers } }));
   return client;
 }
 
@@ -270,3 +276,58 @@ for (const path of ['/mcp', '/mcp-sse']) {
     }
   });
 }
+
+test('/mcp-pass: a paid call buys the server pass; then N calls with it run the tool N times with no facilitator call and no balance change', async () => {
+  const client = await connect('/mcp-pass');
+  try {
+    const unpaid = await client.callTool({ name: 'search', arguments: {} });
+    assert.match(unpaid.structuredContent.resource.description, /5 requests within 1 hour to every priced tool of \/mcp-pass/);
+    const payment = await ctx.x402.createPaymentPayload(unpaid.structuredContent);
+    const before = await balances();
+    const paid = await client.callTool({ name: 'search', arguments: {}, _meta: { 'x402/payment': payment } });
+    assert.equal(paid._meta['x402/payment-response'].success, true);
+    const token = paid._meta['x402/pass'];
+    assert.match(token, /^[A-Za-z0-9_-]{43}$/, 'the pass in result._meta');
+    assert.ok(paid._meta['x402/pass-expires'] > Date.now() / 1000);
+    const bought = await balances();
+    assert.equal(bought[0], before[0] - 10000n, 'the pass was paid once');
+
+    const [ran, fails, facilitator, calls] = [runs.search, runs.fail, { ...ctx.stack.facilitator.calls }, seen.length];
+    const N = 3;
+    for (let i = 0; i < N; i++) {
+      const r = await client.callTool({ name: 'search', arguments: {}, _meta: { 'x402/pass': token } });
+      assert.match(r.content[0].text, /^results #/);
+      assert.equal(r._meta['x402/payment-response'], undefined, 'no payment');
+    }
+    assert.equal(runs.search, ran + N, 'the tool ran N times');
+    assert.deepEqual(seen.slice(calls).map((m) => m.meta?.['x402/pass']), Array(N).fill(undefined), 'the pass never reached the origin');
+    // The Streamable HTTP client's own header, for another priced tool of the server.
+    const viaHeader = await connect('/mcp-pass', { 'X402-Pass': token });
+    try {
+      const r = await viaHeader.callTool({ name: 'fail', arguments: {} });
+      assert.equal(r.content[0].text, 'the tool failed', 'the server pass opens every priced tool');
+      assert.equal(runs.fail, fails + 1);
+    } finally {
+      await viaHeader.close();
+    }
+    assert.deepEqual(ctx.stack.facilitator.calls, facilitator, 'no facilitator call');
+    assert.deepEqual(await balances(), bought, 'no balance change');
+    // The failed call was given back: 5 bought = the paid one + N + 1 more.
+    const last = await client.callTool({ name: 'search', arguments: {}, _meta: { 'x402/pass': token } });
+    assert.match(last.content[0].text, /^results #/);
+    const spent = await client.callTool({ name: 'search', arguments: {}, _meta: { 'x402/pass': token } });
+    assert.equal(spent.isError, true);
+    assert.match(spent.structuredContent.error, /^pass_used_up/);
+    assert.equal(runs.search, ran + N + 1);
+  } finally {
+    await client.close();
+  }
+  const other = await connect('/mcp');
+  try {
+    const r = await other.callTool({ name: 'search', arguments: {}, _meta: { 'x402/pass': 'A'.repeat(43) } });
+    assert.equal(r.isError, true);
+    assert.match(r.structuredContent.error, /^pass_unknown/);
+  } finally {
+    await other.close();
+  }
+});

@@ -378,8 +378,8 @@ impl Config {
     /// What each route charges, one line per route in configuration order, for the start line
     /// and `x402-check`: `GET /weather: 0.01 USDC (10000 atomic units of 0x036C…) on
     /// eip155:84532, payTo 0x90F7…` (options joined by ` or `, a pass's terms after ` for `);
-    /// `GET /free: free`; then each MCP server's tools (`POST /mcp tool:search: 0.01 USDC …`,
-    /// `… tool:wipe: denied`, `… tool:*: …` for the default).
+    /// `GET /free: free`; then each MCP server's tools (`POST /mcp tool:search: 0.01 USDC …`, a
+    /// pass's terms after ` for a pass: `, `… tool:wipe: denied`, `… tool:*: …` for the default).
     pub fn price_lines(&self) -> Vec<String> {
         let mut lines: Vec<String> = self
             .routes
@@ -398,7 +398,10 @@ impl Config {
             lines.extend(tools.map(|(name, price)| match price {
                 ToolPrice::Free => format!("POST {} tool:{name}: free", server.path),
                 ToolPrice::Deny => format!("POST {} tool:{name}: denied", server.path),
-                ToolPrice::Priced(r) => format!("{}: {}", r.key, r.accepts.iter().map(Offer::summary).collect::<Vec<_>>().join(" or ")),
+                ToolPrice::Priced(r) => {
+                    let pass = r.pass.as_ref().map(|p| format!(" for a pass: {}", p.summary)).unwrap_or_default();
+                    format!("{}: {}{pass}", r.key, r.accepts.iter().map(Offer::summary).collect::<Vec<_>>().join(" or "))
+                }
             }));
         }
         lines

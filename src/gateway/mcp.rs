@@ -16,6 +16,11 @@
 //!   tool's response with `_meta["x402/payment-response"]`; a 402 → the `PaymentRequired` tool
 //!   result; any other refusal (in flight, ledger or facilitator unavailable, unknown outcome) →
 //!   a JSON-RPC error whose `data` is the HTTP answer's JSON.
+//! - Passes and sign-in: the route's flow checks them first ([`super::passes::admit_on_pass`]),
+//!   with `_meta["x402/pass"]` as its `X402-Pass` and `_meta["x402/sign-in-with-x"]` as its
+//!   `SIGN-IN-WITH-X` (or the request's own headers); a call admitted runs over the same
+//!   [`ToolOrigin`] without payment. A pass a paid call bought, and a pass's expiry, come back in
+//!   `result._meta["x402/pass"]` / `["x402/pass-expires"]` ([`pass_meta`]), not in headers.
 //! - `tools/list`: the origin's result with each priced tool's `PaymentRequired` in its `_meta`
 //!   (and the `agents-x402/…` keys Cloudflare's `agents` client reads) and denied tools left out.
 //!
@@ -30,14 +35,15 @@ use std::rc::Rc;
 use std::task::Poll;
 
 use base64::Engine;
-use http::header::{HeaderValue, CACHE_CONTROL, CONTENT_LENGTH, CONTENT_TYPE, COOKIE};
+use http::header::{HeaderValue, CACHE_CONTROL, CONTENT_LENGTH, CONTENT_TYPE, SET_COOKIE};
 use http::request::Parts;
 use http::{Method, Request, Response, StatusCode};
 use serde_json::{json, Map, Value};
 
 use crate::config::{Config, McpServer, Mode, Route, ToolPrice};
 use crate::mcp::answer::{events, find, is_event_stream, price_tools, replace, with_payment_response, Format};
-use crate::mcp::{classify, code, error_response, payment_required_result, for_origin, Message, ToolCall, AGENTS_PAID_META, AGENTS_PRICE_META, MAX_ANSWER_BYTES, MAX_MESSAGE_BYTES, PRICE_META, TOOL_RESOURCE_PREFIX};
+use crate::mcp::{classify, code, error_response, payment_required_result, for_origin, Message, ToolCall, AGENTS_PAID_META, AGENTS_PRICE_META, MAX_ANSWER_BYTES, MAX_MESSAGE_BYTES, PASS_EXPIRES_META, PASS_META, PRICE_META, TOOL_RESOURCE_PREFIX};
+use crate::pass::{PASS_COOKIE, PASS_EXPIRES_HEADER, PASS_HEADER};
 use crate::telemetry::Trace;
 use crate::x402::siwx::SIGN_IN_WITH_X;
 use crate::x402::{PAYMENT_REQUIRED, PAYMENT_RESPONSE, PAYMENT_SIGNATURE, X_PAYMENT, X_PAYMENT_RESPONSE};
@@ -131,27 +137,66 @@ fn rpc<P: Platform>(status: StatusCode, message: &Value) -> Response<P::Body> {
 }
 
 /// The request the payment flow sees: the call as the origin gets it ([`for_origin`]: the id
-/// `origin_id`, without its payment), the payment as `PAYMENT-SIGNATURE`, and no other payment,
-/// pass or sign-in carrier (a tool is paid per call).
+/// `origin_id`, without the paywall's `_meta` carriers), the payment from `_meta` as
+/// `PAYMENT-SIGNATURE` (a payment header of the HTTP request is dropped: a tool's payment travels
+/// in `_meta`), a pass token from `_meta["x402/pass"]` as `X402-Pass` (else the request's own
+/// `X402-Pass` header or pass cookie, as on a route), a sign-in proof from
+/// `_meta["x402/sign-in-with-x"]` as `SIGN-IN-WITH-X` (else the request's header). None of these
+/// headers reaches the origin ([`prepare_forward`] removes them and the pass cookie).
 fn payment_request<B>(mut parts: Parts, call: &ToolCall, origin_id: &Value, bytes: &[u8], body: impl FnOnce(Vec<u8>) -> B) -> Result<Request<B>, &'static str> {
     let forwarded = for_origin(bytes, origin_id).map_err(|_| "the tools/call message could not be re-encoded")?;
     let h = &mut parts.headers;
-    for name in [PAYMENT_SIGNATURE, X_PAYMENT, SIGN_IN_WITH_X, crate::headers::PASS_HEADER] {
+    for name in [PAYMENT_SIGNATURE, X_PAYMENT] {
         h.remove(name);
-    }
-    let cookies: Vec<String> = h.get_all(COOKIE).iter().filter_map(|v| v.to_str().ok()).filter_map(crate::pass::strip_cookie).collect();
-    h.remove(COOKIE);
-    for c in cookies {
-        if let Ok(v) = HeaderValue::from_str(&c) {
-            h.append(COOKIE, v);
-        }
     }
     if let Some(payment) = &call.payment {
         let v = HeaderValue::from_str(&payment.header_value()).map_err(|_| "_meta[\"x402/payment\"] is not a base64 string")?;
         h.insert(PAYMENT_SIGNATURE, v);
     }
+    if let Some(token) = &call.pass {
+        h.insert(PASS_HEADER, HeaderValue::from_str(token.trim()).map_err(|_| "_meta[\"x402/pass\"] is not a pass token")?);
+    }
+    if let Some(proof) = &call.sign_in {
+        h.insert(SIGN_IN_WITH_X, HeaderValue::from_str(proof.trim()).map_err(|_| "_meta[\"x402/sign-in-with-x\"] is not a base64 string")?);
+    }
     h.insert(CONTENT_LENGTH, HeaderValue::from(forwarded.len()));
     Ok(Request::from_parts(parts, body(forwarded)))
+}
+
+/// The pass headers of the payment flow's answer (`X402-Pass` of a pass the call bought,
+/// `X402-Pass-Expires`, the pass cookie), taken out of `headers` as `result._meta` entries: an
+/// MCP client reads the call's result, and an SSE answer's head left before the pass was sold.
+fn pass_meta(headers: &mut http::HeaderMap) -> Map<String, Value> {
+    let mut meta = Map::new();
+    if let Some(token) = headers.remove(PASS_HEADER).and_then(|v| v.to_str().ok().map(str::to_string)) {
+        meta.insert(PASS_META.into(), Value::String(token));
+    }
+    if let Some(expires) = headers.remove(PASS_EXPIRES_HEADER).and_then(|v| v.to_str().ok()?.parse::<u64>().ok()) {
+        meta.insert(PASS_EXPIRES_META.into(), json!(expires));
+    }
+    let kept: Vec<HeaderValue> = headers.get_all(SET_COOKIE).iter().filter(|v| !v.as_bytes().starts_with(format!("{PASS_COOKIE}=").as_bytes())).cloned().collect();
+    headers.remove(SET_COOKIE);
+    for v in kept {
+        headers.append(SET_COOKIE, v);
+    }
+    meta
+}
+
+/// `message`'s `result._meta` with `entries` added (a response without an object `result` is
+/// left as it is).
+fn add_meta(message: &mut Value, entries: Map<String, Value>) {
+    if entries.is_empty() {
+        return;
+    }
+    if let Some(Value::Object(result)) = message.get_mut("result") {
+        let meta = result.entry("_meta").or_insert_with(|| Value::Object(Map::new()));
+        if !meta.is_object() {
+            *meta = Value::Object(Map::new());
+        }
+        if let Value::Object(m) = meta {
+            m.extend(entries);
+        }
+    }
 }
 
 /// A priced tool's call: the route's payment flow over [`ToolOrigin`], its answer translated back.
@@ -231,6 +276,7 @@ async fn translate<P: Platform>(p: &Rc<P>, route: &Route, call: &ToolCall, res: 
     for name in [PAYMENT_RESPONSE, X_PAYMENT_RESPONSE, PAYMENT_REQUIRED] {
         parts.headers.remove(name);
     }
+    let passes = pass_meta(&mut parts.headers);
     let verdict = parts.extensions.remove::<ToolVerdict>();
     match verdict {
         Some(ToolVerdict::Answered { bytes, status, answer }) => {
@@ -238,6 +284,10 @@ async fn translate<P: Platform>(p: &Rc<P>, route: &Route, call: &ToolCall, res: 
                 Some(s) => with_payment_response(&answer, s),
                 None => answer.message.clone(),
             };
+            // The pass a paid call bought (or the expiry of the pass a call ran on).
+            if !answer.failed {
+                add_meta(&mut message, passes);
+            }
             // The client's id in place of the paywall's.
             message["id"] = call.id.clone();
             parts.status = status;
@@ -267,7 +317,9 @@ async fn translate<P: Platform>(p: &Rc<P>, route: &Route, call: &ToolCall, res: 
                     Some(m) if required.is_none() => format!("{error}: {m}"),
                     _ => error,
                 };
-                let (pr, _) = challenge_values(route, &format!("{TOOL_RESOURCE_PREFIX}{}", call.name), &error, None);
+                // Wallet sign-in's extension (a nonce issued for this request) goes with the result.
+                let sign_in = required.as_ref().and_then(|r| r.get("extensions")?.get(SIGN_IN_WITH_X)).map(|e| json!({ SIGN_IN_WITH_X: e }));
+                let (pr, _) = challenge_values(route, &format!("{TOOL_RESOURCE_PREFIX}{}", call.name), &error, sign_in.as_ref());
                 let pr = serde_json::to_value(pr).unwrap_or(Value::Null);
                 return rpc::<P>(StatusCode::OK, &payment_required_result(&call.id, &pr, settled.as_ref()));
             }

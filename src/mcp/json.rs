@@ -1,6 +1,6 @@
 //! The strict JSON parse of a message ([`parse_strict`]: a duplicate key at any depth is refused,
 //! since parsers disagree about which copy wins), and a `tools/call` as the origin gets it
-//! ([`for_origin`]: the paywall's own id, the payment taken out), every other member kept as the
+//! ([`for_origin`]: the paywall's own id, the payment, pass and sign-in taken out), every other member kept as the
 //! client wrote it (raw JSON: numbers and strings are never re-encoded).
 
 use std::collections::BTreeMap;
@@ -10,7 +10,7 @@ use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::value::RawValue;
 use serde_json::{Map, Number, Value};
 
-use super::PAYMENT_META;
+use super::{PASS_META, PAYMENT_META, SIGN_IN_META};
 
 /// Why [`parse_strict`] refused a body.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -96,7 +96,8 @@ fn raw(map: &RawMap) -> Result<Box<RawValue>, serde_json::Error> {
 }
 
 /// A `tools/call` body (already [`super::classify`]-ed) as the origin gets it: its `id` replaced by
-/// `origin_id`, without `params._meta["x402/payment"]`, and without `_meta` when nothing else was
+/// `origin_id`, without `params._meta["x402/payment"]`, `["x402/pass"]` and
+/// `["x402/sign-in-with-x"]` (the paywall's carriers), and without `_meta` when nothing else was
 /// in it; every other member is kept byte for byte (member order may change). The paywall gives a
 /// paid call an id of its own so that no other message of the client's can name it (a second
 /// request with the same id, `notifications/cancelled`). Err: the body is not such an object.
@@ -107,7 +108,9 @@ pub fn for_origin(body: &[u8], origin_id: &Value) -> Result<Vec<u8>, serde_json:
     let mut params: RawMap = serde_json::from_str(params_raw.get())?;
     if let Some(meta_raw) = params.get("_meta") {
         let mut meta: RawMap = serde_json::from_str(meta_raw.get())?;
-        meta.remove(PAYMENT_META);
+        for key in [PAYMENT_META, PASS_META, SIGN_IN_META] {
+            meta.remove(key);
+        }
         if meta.is_empty() {
             params.remove("_meta");
         } else {

@@ -34,6 +34,14 @@ pub const MAX_ANSWER_BYTES: usize = 4 << 20;
 pub const MAX_SAFE_ID: u64 = (1 << 53) - 1;
 /// `params._meta` key of the payment (x402 MCP transport).
 pub const PAYMENT_META: &str = "x402/payment";
+/// `params._meta` key of a pass token a call presents, and `result._meta` key of the token a paid
+/// call that bought a pass returns (the `X402-Pass` header of a route, named as x402's MCP keys).
+pub const PASS_META: &str = "x402/pass";
+/// `result._meta` key of a pass's expiry (Unix seconds; a route's `X402-Pass-Expires`), on a call
+/// that bought a pass or ran on one.
+pub const PASS_EXPIRES_META: &str = "x402/pass-expires";
+/// `params._meta` key of a wallet sign-in proof (the `SIGN-IN-WITH-X` header's value: base64 JSON).
+pub const SIGN_IN_META: &str = "x402/sign-in-with-x";
 /// `result._meta` key of the settlement response (x402 MCP transport).
 pub const PAYMENT_RESPONSE_META: &str = "x402/payment-response";
 /// `_meta` key under which a `tools/list` result carries a priced tool's `PaymentRequired`.
@@ -91,6 +99,10 @@ pub struct ToolCall {
     pub name: String,
     /// The payment, if `_meta` carries one.
     pub payment: Option<Payment>,
+    /// A pass token, if `_meta` carries one ([`PASS_META`]).
+    pub pass: Option<String>,
+    /// A wallet sign-in proof, if `_meta` carries one ([`SIGN_IN_META`]).
+    pub sign_in: Option<String>,
     /// Whether `params.task` asks for a task-augmented call (its result would come later,
     /// through another method).
     pub task: bool,
@@ -213,17 +225,25 @@ pub fn classify(body: &[u8]) -> Result<Message, Refused> {
     let Some(name) = params.get("name").and_then(Value::as_str) else {
         return Err(Refused::new(&id, code::INVALID_PARAMS, "tools/call params.name must be a string"));
     };
-    let payment = match params.get("_meta") {
-        None => None,
-        Some(Value::Object(meta)) => match meta.get(PAYMENT_META) {
-            None => None,
-            Some(v @ Value::Object(_)) => Some(Payment::Object(v.clone())),
-            Some(Value::String(s)) => Some(Payment::Encoded(s.clone())),
-            Some(_) => return Err(Refused::new(&id, code::INVALID_PARAMS, "_meta[\"x402/payment\"] must be a PaymentPayload object or its base64 encoding")),
-        },
+    let empty = serde_json::Map::new();
+    let meta = match params.get("_meta") {
+        None => &empty,
+        Some(Value::Object(meta)) => meta,
         Some(_) => return Err(Refused::new(&id, code::INVALID_PARAMS, "tools/call params._meta must be an object")),
     };
-    Ok(Message::ToolCall(ToolCall { id, name: name.to_string(), payment, task: params.contains_key("task") }))
+    let payment = match meta.get(PAYMENT_META) {
+        None => None,
+        Some(v @ Value::Object(_)) => Some(Payment::Object(v.clone())),
+        Some(Value::String(s)) => Some(Payment::Encoded(s.clone())),
+        Some(_) => return Err(Refused::new(&id, code::INVALID_PARAMS, "_meta[\"x402/payment\"] must be a PaymentPayload object or its base64 encoding")),
+    };
+    let text = |key: &str| match meta.get(key) {
+        None => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s.clone())),
+        Some(_) => Err(Refused::new(&id, code::INVALID_PARAMS, format!("_meta[{key:?}] must be a string"))),
+    };
+    let (pass, sign_in) = (text(PASS_META)?, text(SIGN_IN_META)?);
+    Ok(Message::ToolCall(ToolCall { id, name: name.to_string(), payment, pass, sign_in, task: params.contains_key("task") }))
 }
 
 #[cfg(test)]
