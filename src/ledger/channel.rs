@@ -42,7 +42,7 @@ pub fn channel_shard_name(channel_id: &[u8; 32]) -> String {
 }
 
 /// A voucher a request holds (between its reservation and its finish).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct PendingVoucher {
     /// `maxClaimableAmount` of the held voucher.
@@ -56,7 +56,7 @@ pub struct PendingVoucher {
 }
 
 /// The last charged voucher, when its response did not reach a connected client.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Undelivered {
     pub max: u128,
@@ -65,7 +65,7 @@ pub struct Undelivered {
 }
 
 /// One channel as its shard keeps it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ChannelRecord {
     /// `0x` + 64 hex digits.
@@ -319,7 +319,8 @@ impl Apply for ChannelReserve {
         if now.saturating_sub(c.synced_at) > self.max_age {
             return Ok(ChannelReservation::Unknown { known: true });
         }
-        if c.pending.as_ref().is_some_and(|p| p.lease_until > now) {
+        // Held through the last second of its lease, as [`ChannelFinish`] accepts it.
+        if c.pending.as_ref().is_some_and(|p| p.lease_until >= now) {
             return Ok(ChannelReservation::InFlight);
         }
         let pending = PendingVoucher { max: self.max, signature: self.signature, holder: self.holder, lease_until: now.saturating_add(self.lease_seconds), route: self.route, resource: self.resource };
@@ -327,7 +328,8 @@ impl Apply for ChannelReserve {
             u.max == pending.max && c.signed_max == pending.max && c.signature.eq_ignore_ascii_case(&pending.signature) && u.route == pending.route && u.resource == pending.resource
         });
         if redelivery {
-            c.undelivered = None;
+            // `undelivered` stays until this redelivery reaches the client: if its holder dies,
+            // the charge is still retrievable.
             c.pending = Some(pending);
             store.set_channel(&c)?;
             return Ok(ChannelReservation::Redeliver { channel: Box::new(c) });
@@ -370,7 +372,9 @@ impl Apply for ChannelFinish {
             return Ok(done(c));
         }
         let Some(p) = c.pending.take() else { return Ok(ChannelFinished::LostLease) };
-        c.last_holder = self.holder.clone();
+        if self.outcome != ChannelOutcome::Release {
+            c.last_holder = self.holder.clone();
+        }
         match self.outcome {
             ChannelOutcome::Charged { delivered } => {
                 c.charged = p.max;
@@ -384,10 +388,10 @@ impl Apply for ChannelFinish {
                     c.unclaimed_since = now;
                 }
             }
-            ChannelOutcome::Release => c.last_holder.clear(),
+            ChannelOutcome::Release => {}
             ChannelOutcome::Redelivered { delivered } => {
-                if !delivered {
-                    c.undelivered = Some(Undelivered { max: p.max, route: p.route, resource: p.resource });
+                if delivered {
+                    c.undelivered = None;
                 }
             }
         }

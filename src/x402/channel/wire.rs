@@ -80,7 +80,7 @@ pub struct VoucherStateWire {
 
 /// `channelConfig` as it travels: addresses `0x…`, `withdrawDelay` a JSON number (seconds),
 /// `salt` 32-byte hex.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ChannelConfigWire {
     pub payer: String,
