@@ -11,6 +11,8 @@
 // BENCH_ONLY=paid0 (or minted0, a paid request that also sells a pass): only that scenario of
 // ours at 0 ms facilitator delay, one run, printed as JSON (a quick check while optimising;
 // `node bench/run.mjs` after `bash scripts/build.sh`).
+// BENCH_ONLY=channel: paid requests on payment channels next to our pass-through (same load) and
+// the peer's paid exact request at 50 ms (JSON).
 // BENCH_ONLY=upto: only the metered (`upto`, Permit2) paid request, ours and the peer's, at 0 and
 // 50 ms facilitator delay, next to the exact paid request in the same rounds (for reference),
 // BENCH_ROUNDS interleaved rounds, medians: the report's rows (stderr) and JSON (stdout).
@@ -55,7 +57,10 @@ const OUR_ROUTES = [
   { route: 'GET /metered', scheme: 'upto', price: '$0.01', maxTimeoutSeconds: 300, description: 'Current weather, metered', mimeType: 'application/json' },
   { route: 'GET /minted', price: '$0.01', maxTimeoutSeconds: 300, description: 'Current weather, with a pass', mimeType: 'application/json', pass: { ttl: '1h' } },
   { route: 'GET /big', price: '$0.01', maxTimeoutSeconds: 300, description: 'Large body', mimeType: 'application/octet-stream' },
+  { route: 'GET /channel', accepts: [{ scheme: 'batch-settlement', price: '$0.01', maxTimeoutSeconds: 300 }], description: 'Current weather, paid on a channel', mimeType: 'application/json' },
 ];
+/** The stand-in facilitator's claim authorizer for payment channels. */
+const RECEIVER_AUTHORIZER = '0x9965507D1a55bcC2695C58ba16FB37d819B0A4dc';
 
 /** The runtime's floors: a Worker that answers every request with a constant 402, and a plain
  * JS `fetch` proxy to ORIGIN_URL (what an unpriced pass-through cannot beat). */
@@ -88,7 +93,7 @@ function miniflareOptions(kind, originUrl, facilitatorUrl) {
       compatibilityFlags: ['enable_request_signal'],
       kvNamespaces: ['PASSES'],
       durableObjects: { LEDGER: { className: 'PaymentLedger', useSQLite: true } },
-      bindings: { ORIGIN_URL: originUrl, FACILITATOR_URL: facilitatorUrl, FACILITATOR_ADDRESS, PAY_TO, ROUTES: OUR_ROUTES, ...cdp, ...(process.env.BENCH_DECISION_LOG ? { DECISION_LOG: process.env.BENCH_DECISION_LOG } : {}) },
+      bindings: { ORIGIN_URL: originUrl, FACILITATOR_URL: facilitatorUrl, FACILITATOR_ADDRESS, RECEIVER_AUTHORIZER, PAY_TO, ROUTES: OUR_ROUTES, ...cdp, ...(process.env.BENCH_DECISION_LOG ? { DECISION_LOG: process.env.BENCH_DECISION_LOG } : {}) },
     };
   }
   if (kind === 'floor') return { ...common, scriptPath: path.join(BUILD, 'floor.js') };
@@ -380,7 +385,7 @@ async function micro() {
   if (wasm.verify(3) !== 3) throw new Error('wasm verify is wrong');
   const wasmUs = median([0, 1, 2].map(() => time((n) => wasm.verify(n), 2000)));
   // What a fresh isolate's first request does once: parse and validate the variables.
-  const vars = JSON.stringify({ ORIGIN_URL: 'http://127.0.0.1:8788', FACILITATOR_URL: 'http://127.0.0.1:4022', FACILITATOR_ADDRESS, PAY_TO, ROUTES: OUR_ROUTES });
+  const vars = JSON.stringify({ ORIGIN_URL: 'http://127.0.0.1:8788', FACILITATOR_URL: 'http://127.0.0.1:4022', FACILITATOR_ADDRESS, RECEIVER_AUTHORIZER, PAY_TO, ROUTES: OUR_ROUTES });
   if (wasm.config_parse(vars, 2) !== 2) throw new Error('config_parse failed');
   const configUs = median([0, 1, 2].map(() => time((n) => wasm.config_parse(vars, n), 200)));
   // Compiling the Worker's wasm in this V8 (workerd does it when the script loads).
@@ -465,6 +470,109 @@ async function passThrough(kind, origin) {
     await server.mf.dispose();
     await standin.stop();
   }
+}
+
+// wrk with one connection per thread, each thread sending its own file's lines in order: one
+// channel per connection (a channel takes one voucher at a time).
+const LUA_CHANNELS = `
+local counter, lines, i, path, name = 0, {}, 1, "/channel", nil
+setup = function(thread) thread:set("id", counter); counter = counter + 1 end
+init = function(args)
+  name, path = args[1], args[2]
+  if args[3] then for l in io.lines(args[3] .. "-" .. id .. ".txt") do lines[#lines + 1] = l end end
+end
+-- The next voucher only after the last one was answered 200 (wrk may build a request it never
+-- sends, so a request count would skip one).
+request = function()
+  if #lines == 0 then return wrk.format("GET", path) end
+  return wrk.format("GET", path, { [name] = lines[math.min(i, #lines)] })
+end
+local shown = false
+response = function(status, headers, body)
+  if status == 200 then i = i + 1 end
+  if status ~= 200 and not shown then shown = true; io.stderr:write("non-2xx: " .. status .. " " .. body .. string.char(10)) end
+end
+`;
+
+/** A wrk run with `connections` threads of one connection each (LUA_CHANNELS); `prefix`: the
+ * per-thread files' prefix (`<prefix>-<thread>.txt`), or none for unpaid requests. */
+function runWrkThreads(url, routePath, connections, prefix, pid) {
+  const cpu0 = cpuSeconds(pid);
+  const script = path.join(BUILD, 'channels.lua');
+  writeFileSync(script, LUA_CHANNELS);
+  const args = [`-t${connections}`, `-c${connections}`, `-d${SECONDS}s`, '--latency', '-s', script, url, '--', 'payment-signature', routePath];
+  if (prefix) args.push(prefix);
+  return new Promise((resolve, reject) => {
+    const child = spawn('bash', ['-c', `TIMEFORMAT='%U %S %R'; time wrk "$@"`, 'wrk', ...args]);
+    let out = '';
+    let err = '';
+    child.stdout.on('data', (d) => { out += d; });
+    child.stderr.on('data', (d) => { err += d; });
+    child.on('exit', (code) => {
+      if (code !== 0) return reject(new Error(`wrk failed: ${err}`));
+      const r = parseWrk(out, err.split('\n').filter((l) => !l.startsWith('non-2xx: ')).join('\n'));
+      r.workerdCpuMs = ((cpuSeconds(pid) - cpu0) * 1000) / Math.max(1, r.requests);
+      r.firstRefusal = err.match(/non-2xx: .*/)?.[0];
+      return resolve(r);
+    });
+  });
+}
+
+/** BENCH_ONLY=channel: paid requests on payment channels (one channel per connection, vouchers in
+ * order, each channel learnt by one /verify, then no facilitator call but the claims every 100
+ * vouchers, off the request path), next to our unpriced pass-through with the same load, and the
+ * peer's paid `exact` request at 50 ms; BENCH_ROUNDS interleaved rounds, medians. */
+async function onlyChannel() {
+  buildPeer();
+  const origin = await startBenchOrigin();
+  const rounds = { free: [], channel: [], peer50: [] };
+  try {
+    for (let round = 0; round < ROUNDS; round++) {
+      const standin = await startStandin({ delayMs: 0 });
+      const server = await startServer('ours', origin.url, standin.url);
+      try {
+        for (let i = 0; i < 50; i++) await (await fetch(`${server.url}/free`)).arrayBuffer();
+        log(`round ${round + 1}: ours free (${CONNECTIONS} threads)`);
+        rounds.free.push(await runWrkThreads(server.url, '/free', CONNECTIONS, null, server.pid));
+        const accepted = await challengeOf(server.url, '/channel');
+        const prefix = path.join(BUILD, `vouchers-${round}`);
+        const perChannel = 500 * SECONDS;
+        for (let c = 0; c < CONNECTIONS; c++) {
+          const out = execFileSync('cargo', ['run', '--quiet', '--release', '--example', 'presign', '--', JSON.stringify(accepted), String(perChannel)], { cwd: ROOT, maxBuffer: 1 << 30, env: { ...process.env, CHANNEL: String(round * CONNECTIONS + c) } });
+          writeFileSync(`${prefix}-${c}.txt`, out);
+        }
+        standin.reset();
+        log(`round ${round + 1}: ours channel (${CONNECTIONS} channels)`);
+        const r = await runWrkThreads(server.url, '/channel', CONNECTIONS, prefix, server.pid);
+        if (r.non2xx > 0) throw new Error(`channel: ${r.non2xx} non-2xx of ${r.requests}; the first: ${r.firstRefusal}`);
+        if (r.requests > perChannel * CONNECTIONS) throw new Error('channel: ran out of vouchers');
+        r.verifyCalls = standin.calls.verify;
+        r.settleCalls = standin.calls.settle;
+        log(`channel run: ${r.requests} requests, ${r.non2xx} non-2xx, facilitator calls ${JSON.stringify(standin.calls)}`);
+        rounds.channel.push(r);
+      } finally {
+        await server.mf.dispose();
+        await standin.stop();
+      }
+      const peerStandin = await startStandin({ delayMs: 50 });
+      const peer = await startServer('peer', origin.url, peerStandin.url);
+      try {
+        const accepted = await challengeOf(peer.url);
+        rounds.peer50.push(await paidRun(peer, peerStandin, 'peer', 'paid50', round, accepted, '/weather', 50, 400));
+      } finally {
+        await peer.mf.dispose();
+        await peerStandin.stop();
+      }
+    }
+  } finally {
+    await origin.stop?.();
+  }
+  const pick = (rs) => ({ rps: Math.round(median(rs.map((r) => r.rps))), p50: median(rs.map((r) => r.p50)), p99: median(rs.map((r) => r.p99)), workerdCpuMs: Number(median(rs.map((r) => r.workerdCpuMs)).toFixed(3)) });
+  const out = { free: pick(rounds.free), channel: pick(rounds.channel), peerExact50: pick(rounds.peer50) };
+  out.channel.facilitatorCalls = rounds.channel.map((r) => ({ requests: r.requests, verify: r.verifyCalls, settle: r.settleCalls }));
+  out.channelVsFree = { rps: Number((out.channel.rps / out.free.rps).toFixed(2)), p50: Number((out.channel.p50 / out.free.p50).toFixed(2)) };
+  out.channelVsPeerExact50 = Number((out.channel.rps / out.peerExact50.rps).toFixed(1));
+  console.log(JSON.stringify(out));
 }
 
 /** BENCH_ONLY=paid0 | minted0: our paid request (selling a pass for minted0) at 0 ms, one run. */
@@ -610,6 +718,7 @@ async function onlyUpto() {
 
 async function main() {
   if (process.env.BENCH_ONLY === 'upto') return onlyUpto();
+  if (process.env.BENCH_ONLY === 'channel') return onlyChannel();
   if (process.env.BENCH_ONLY === 'free') return onlyFree();
   if (process.env.BENCH_ONLY === 'startup') {
     const origin = await startBenchOrigin();

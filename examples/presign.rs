@@ -8,7 +8,11 @@
 //! - `upto`: a Permit2 `PermitWitnessTransferFrom` for at most `amount` of `asset`, spender the
 //!   x402 upto proxy, witness `{to: payTo, facilitator: extra.facilitatorAddress, validAfter: 0}`,
 //!   a random uint256 Permit2 nonce, deadline `maxTimeoutSeconds` from now (what the official
-//!   `@x402/evm` upto client signs: x402 `specs/schemes/upto/scheme_upto_evm.md`).
+//!   `@x402/evm` upto client signs: x402 `specs/schemes/upto/scheme_upto_evm.md`);
+//! - `batch-settlement`: N cumulative vouchers (`maxClaimableAmount` = k × `amount`, k = 1..N)
+//!   on the channel of the payer whose key is 32 bytes of `CHANNEL` + 1 (env, default 0; its
+//!   own payer authorizer, salt 0, receiver `payTo`, `extra.receiverAuthorizer`,
+//!   `extra.withdrawDelay`), in order: what one client sends on one channel.
 
 use k256::ecdsa::SigningKey;
 use ruint::aliases::U256;
@@ -25,6 +29,15 @@ fn main() {
     let key = SigningKey::from_slice(&key_bytes).expect("key");
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_secs();
     let mut out = String::new();
+    if accepted["scheme"].as_str() == Some("batch-settlement") {
+        let channel: u8 = std::env::var("CHANNEL").ok().and_then(|c| c.parse().ok()).unwrap_or(0);
+        for k in 1..=n {
+            out.push_str(&encode_header(&voucher(channel, &accepted, k as u128)));
+            out.push('\n');
+        }
+        print!("{out}");
+        return;
+    }
     for _ in 0..n {
         let payload = match accepted["scheme"].as_str() {
             Some("upto") => upto(&key, &accepted, now),
@@ -113,6 +126,37 @@ fn upto(key: &SigningKey, accepted: &Value, now: u64) -> Value {
             "nonce": nonce.to_string(),
             "deadline": deadline.to_string(),
             "witness": { "to": pay_to.to_checksum(), "facilitator": facilitator.to_checksum(), "validAfter": "0" } } }
+    })
+}
+
+/// The `k`-th voucher (`maxClaimableAmount` = k × `amount`) on the channel of payer `channel`.
+fn voucher(channel: u8, accepted: &Value, k: u128) -> Value {
+    use x402_edge_paywall::x402::channel::{ChannelConfig, Voucher};
+    let key = SigningKey::from_slice(&[channel.wrapping_add(1); 32]).expect("key");
+    let payer = address_of(key.verifying_key());
+    let extra = &accepted["extra"];
+    let config = ChannelConfig {
+        payer,
+        payer_authorizer: payer,
+        receiver: Address::parse(&field(accepted, "payTo")).expect("payTo"),
+        receiver_authorizer: Address::parse(extra["receiverAuthorizer"].as_str().expect("extra.receiverAuthorizer")).expect("receiverAuthorizer"),
+        token: Address::parse(&field(accepted, "asset")).expect("asset"),
+        withdraw_delay: extra["withdrawDelay"].as_u64().expect("extra.withdrawDelay"),
+        salt: [0; 32],
+    };
+    let chain_id = caip2_chain_id(&field(accepted, "network")).expect("eip155 network");
+    let id = config.channel_id(chain_id);
+    let max = k * field(accepted, "amount").parse::<u128>().expect("amount");
+    let channel_config = json!({
+        "payer": payer.to_checksum(), "payerAuthorizer": payer.to_checksum(), "receiver": config.receiver.to_checksum(),
+        "receiverAuthorizer": config.receiver_authorizer.to_checksum(), "token": config.token.to_checksum(),
+        "withdrawDelay": config.withdraw_delay, "salt": hex_0x(&[0; 32]),
+    });
+    let signature = sign(&key, &Voucher { channel_id: id, max_claimable_amount: max }.digest(chain_id));
+    json!({
+        "x402Version": 2,
+        "accepted": accepted,
+        "payload": { "type": "voucher", "channelConfig": channel_config, "voucher": { "channelId": hex_0x(&id), "maxClaimableAmount": max.to_string(), "signature": signature } }
     })
 }
 
