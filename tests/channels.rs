@@ -374,3 +374,37 @@ fn a_finish_applied_whose_reply_was_lost_is_retrievable_by_the_same_voucher() {
     assert_eq!(run(&cfg, &p, paid(&cfg, h)).status(), 402, "once only");
     assert_eq!(p.origin_hits(), 3);
 }
+
+/// A cooperative refund (the official client's `refund()`): no origin call; one `/settle` that
+/// claims what is charged and unclaimed and refunds the rest, enriched as the official server does.
+#[test]
+fn a_cooperative_refund_claims_what_was_charged_and_returns_the_rest_without_the_origin() {
+    let (cfg, p) = (cfg(), start());
+    open(&cfg, &p, 1, 100_000);
+    run(&cfg, &p, paid(&cfg, voucher_header(&cfg, 1, 2 * PRICE)));
+    let hits = p.origin_hits();
+    let (wire, v) = voucher(1, 1, PAY_TO, 2 * PRICE);
+    p.queue_settle(reply(200, &json!({ "success": true, "transaction": tx(88), "network": "eip155:84532", "payer": payer(1).to_checksum(), "amount": "80000", "extra": { "channelState": { "channelId": channel_id(1), "balance": "20000", "totalClaimed": "20000", "withdrawRequestedAt": 0, "refundNonce": "1" } } }).to_string()));
+    let res = run(&cfg, &p, paid(&cfg, header(&cfg, json!({ "type": "refund", "channelConfig": wire, "voucher": v }))));
+    assert_eq!(res.status(), 200, "{}", String::from_utf8_lossy(res.body()));
+    assert_eq!(body_json(&res), json!({ "message": "Refund acknowledged", "channelId": channel_id(1) }));
+    let r = receipt(&res);
+    assert_eq!((r["transaction"].as_str(), r["amount"].as_str()), (Some(tx(88).as_str()), Some("80000")));
+    assert_eq!(r["extra"]["channelState"]["chargedCumulativeAmount"], "20000");
+    assert_eq!(p.origin_hits(), hits, "the origin is not called");
+    let calls = p.facilitator_calls.borrow();
+    let body = &calls.last().unwrap().1["paymentPayload"]["payload"];
+    assert_eq!((body["type"].as_str(), body["amount"].as_str(), body["refundNonce"].as_str()), (Some("refund"), Some("80000"), Some("0")));
+    assert_eq!(body["claims"][0]["totalClaimed"], "20000", "what was charged is claimed in the same transaction");
+    assert_eq!(body["claims"][0]["signature"], v["signature"]);
+    drop(calls);
+    // The channel now holds only what was charged: the next voucher is beyond it.
+    let next = run(&cfg, &p, paid(&cfg, voucher_header(&cfg, 1, 3 * PRICE)));
+    assert!(required(&next)["error"].as_str().unwrap().starts_with("invalid_batch_settlement_evm_cumulative_exceeds_balance"));
+    // A refund of a channel with nothing refundable is refused without the facilitator.
+    let settles = p.settles();
+    let again = run(&cfg, &p, paid(&cfg, header(&cfg, json!({ "type": "refund", "channelConfig": wire, "voucher": voucher(1, 1, PAY_TO, 2 * PRICE).1 }))));
+    assert_eq!(again.status(), 402);
+    assert!(required(&again)["error"].as_str().unwrap().starts_with("invalid_batch_settlement_evm_refund_no_balance"));
+    assert_eq!(p.settles(), settles);
+}

@@ -11,7 +11,7 @@ import { wrapFetchWithPayment } from '@x402/fetch';
 import { decodePaymentRequiredHeader, decodePaymentResponseHeader } from '@x402/core/http';
 import { signVoucher } from '@x402/evm/batch-settlement/client';
 
-import { BATCH_ESCROW, KEYS, NETWORK, balanceOf, batchClient, readChannel, readReceiver, startStack, startWorker } from './support/stack.mjs';
+import { BATCH_ESCROW, KEYS, NETWORK, address, balanceOf, batchClient, readChannel, readReceiver, startStack, startWorker } from './support/stack.mjs';
 
 const PRICE = 10_000n; // $0.01 in USDC atomic units
 const runs = { item: 0 };
@@ -156,4 +156,27 @@ test('replayed and concurrent copies of one voucher run the origin once; beyond 
   assert.deepEqual(kinds(bodies0).slice(2), [], 'no facilitator call for the vouchers');
   const escrow = await balanceOf(ctx.stack.rpcUrl, BATCH_ESCROW);
   assert.ok(escrow > 0n);
+});
+
+test('a cooperative refund by the official client claims what was charged and returns the rest of the deposit, without the origin', async () => {
+  const { client, scheme } = batchClient(KEYS.payer2);
+  const payer = address(KEYS.payer2);
+  const before = await balanceOf(ctx.stack.rpcUrl, payer);
+  const claimed0 = (await readReceiver(ctx.stack.rpcUrl, ctx.stack.payTo)).totalClaimed;
+  const paidFetch = wrapFetchWithPayment(fetch, client);
+  for (let i = 0; i < 3; i++) {
+    const res = await paidFetch(`${ctx.worker.url}/item`);
+    assert.equal(res.status, 200, await res.clone().text());
+    await res.arrayBuffer();
+  }
+  const ran = runs.item;
+  const bodies0 = ctx.stack.facilitator.bodies.length;
+  const receipt = await scheme.refund(`${ctx.worker.url}/item`);
+  assert.equal(receipt.success, true, JSON.stringify(receipt));
+  assert.equal(runs.item, ran, 'the refund did not run the origin');
+  assert.deepEqual(kinds(bodies0), ['settle:refund']);
+  const refund = ctx.stack.facilitator.bodies.at(-1).body.paymentPayload.payload;
+  assert.equal(refund.claims[0].totalClaimed, String(3n * PRICE), 'what was charged is claimed with the refund');
+  assert.equal(before - (await balanceOf(ctx.stack.rpcUrl, payer)), 3n * PRICE, 'the payer paid exactly 3 × price in the end');
+  assert.equal((await readReceiver(ctx.stack.rpcUrl, ctx.stack.payTo)).totalClaimed - claimed0, 3n * PRICE);
 });

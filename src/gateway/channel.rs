@@ -68,9 +68,12 @@ fn deposit_hash(payload: &BatchSettlementPayload) -> Option<String> {
 }
 
 /// A `PaymentPayload` for `/verify` that asks only about the voucher (a deposit's, when the
-/// deposit itself is known or refused).
+/// deposit itself is known or refused); a voucher or refund payload as it is.
 fn voucher_only(payment: &BatchSettlementPayment) -> Value {
     let mut raw = payment.raw.clone();
+    if !matches!(payment.payload, BatchSettlementPayload::Deposit { .. }) {
+        return raw;
+    }
     if let Some(p) = raw.get_mut("payload").and_then(Value::as_object_mut) {
         p.remove("deposit");
         p.insert("type".into(), json!("voucher"));
@@ -136,9 +139,6 @@ pub(super) async fn pay<P: Platform>(cx: Paying<'_, P>, req: Request<P::Body>, p
         Ok(v) => v,
         Err(why) => return refused(why),
     };
-    if v.kind == "refund" {
-        return refused(Invalid::new(reason::PAYLOAD_TYPE, "cooperative refunds are not offered by this paywall yet: the payer withdraws through the escrow (initiateWithdraw, then finalizeWithdraw after withdrawDelay)"));
-    }
     let payer = v.config.payer.to_checksum();
     let network = offer.requirements.network.clone();
     trace.payer(&payer);
@@ -154,13 +154,16 @@ pub(super) async fn pay<P: Platform>(cx: Paying<'_, P>, req: Request<P::Body>, p
     };
     let shard = ChannelShard::of(&v.channel_id);
     let (config_wire, voucher_signature) = match &payment.payload {
-        BatchSettlementPayload::Deposit { channel_config, voucher, .. } | BatchSettlementPayload::Voucher { channel_config, voucher } => (channel_config.clone(), voucher.signature.clone()),
-        _ => return refused(Invalid::new(reason::PAYLOAD_TYPE, "not a deposit or voucher payload")),
+        BatchSettlementPayload::Deposit { channel_config, voucher, .. } | BatchSettlementPayload::Voucher { channel_config, voucher } | BatchSettlementPayload::Refund { channel_config, voucher, .. } => {
+            (channel_config.clone(), voucher.signature.clone())
+        }
+        _ => return refused(Invalid::new(reason::PAYLOAD_TYPE, "not a deposit, voucher or refund payload")),
     };
+    let refund = v.kind == "refund";
     let reserve = ChannelReserve {
         max: v.max_claimable_amount,
         signature: voucher_signature,
-        price: terms.price,
+        price: if refund { 0 } else { terms.price },
         holder: holder.clone(),
         lease_seconds: config.origin_timeout_seconds + LEASE_MARGIN_SECONDS,
         route: route.key.clone(),
@@ -168,19 +171,20 @@ pub(super) async fn pay<P: Platform>(cx: Paying<'_, P>, req: Request<P::Body>, p
         claim_window: CLAIM_WINDOW_SECONDS,
         max_age: if v.signature_checked { SYNC_SECONDS } else { 0 },
         deposit: deposit_hash(&payment.payload),
+        refund,
     };
     // A smart-wallet payer's signature is checked by the facilitator's /verify on every request
     // (max_age 0 forces it).
     let mut learnt = false;
     let mut deposited: Option<Value> = None;
-    let redelivery = loop {
+    let (reserved, redelivery) = loop {
         let reply = match p.call(&shard, reserve.clone()).await {
             Ok(r) => r,
             Err(e) => return refuse(&**p, trace, Refusal::LedgerUnavailable(e)),
         };
         match reply {
-            ChannelReservation::Reserved { .. } => break false,
-            ChannelReservation::Redeliver { .. } => break true,
+            ChannelReservation::Reserved { channel } => break (channel, false),
+            ChannelReservation::Redeliver { channel } => break (channel, true),
             ChannelReservation::InFlight => return refuse(&**p, trace, Refusal::InFlight(&identity)),
             ChannelReservation::Mismatch { channel } => {
                 trace.outcome(DecisionOutcome::Refused, Some(reason::CUMULATIVE_AMOUNT_MISMATCH));
@@ -210,6 +214,9 @@ pub(super) async fn pay<P: Platform>(cx: Paying<'_, P>, req: Request<P::Body>, p
         }
     };
 
+    if refund {
+        return super::channel_refund::refund(cx, &payment, &reserved, &shard, &holder, challenger).await;
+    }
     let mut req = req;
     attach(config, &mut req, route, canonical, Paid { payer: &payer, authorization: &shard_key(&channel_id, v.max_claimable_amount), requirements: &offer.requirements, version: 2 });
     let finish = |outcome| ChannelFinish { holder: holder.clone(), outcome };
@@ -289,7 +296,7 @@ fn unavailable<P: Platform>(identity: &PaymentIdentity, f: FacilitatorFailure, s
     Learnt::Refusal(json_response(status, &json!({ "error": error, "message": message, "payer": identity.payer, "channelId": identity.nonce }), P::body))
 }
 
-fn identity_of(payment: &BatchSettlementPayment, channel_id: &str) -> PaymentIdentity {
+pub(super) fn identity_of(payment: &BatchSettlementPayment, channel_id: &str) -> PaymentIdentity {
     let accepted = &payment.accepted;
     let s = |k: &str| accepted.get(k).and_then(Value::as_str).unwrap_or_default().to_string();
     let payer = match &payment.payload {

@@ -71,6 +71,7 @@ mod pay;
 mod refusal;
 mod channel;
 mod channel_claim;
+mod channel_refund;
 mod facilitator_client;
 mod settle;
 mod chain;

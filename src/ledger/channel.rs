@@ -167,6 +167,9 @@ pub struct ChannelReserve {
     pub claim_window: u64,
     pub max_age: u64,
     pub deposit: Option<String>,
+    /// A cooperative refund's voucher (`price` 0): never a redelivery, taken during a withdrawal.
+    #[serde(default)]
+    pub refund: bool,
 }
 
 /// Reply to [`ChannelReserve`]; each carries the record as it stands.
@@ -324,7 +327,7 @@ impl Apply for ChannelReserve {
             return Ok(ChannelReservation::InFlight);
         }
         let pending = PendingVoucher { max: self.max, signature: self.signature, holder: self.holder, lease_until: now.saturating_add(self.lease_seconds), route: self.route, resource: self.resource };
-        let redelivery = c.undelivered.as_ref().is_some_and(|u| {
+        let redelivery = !self.refund && c.undelivered.as_ref().is_some_and(|u| {
             u.max == pending.max && c.signed_max == pending.max && c.signature.eq_ignore_ascii_case(&pending.signature) && u.route == pending.route && u.resource == pending.resource
         });
         if redelivery {
@@ -340,7 +343,7 @@ impl Apply for ChannelReserve {
         if pending.max > c.balance {
             return Ok(ChannelReservation::Exceeds { channel: Box::new(c) });
         }
-        if c.withdraw_requested_at != 0 {
+        if c.withdraw_requested_at != 0 && !self.refund {
             let completes = c.withdraw_requested_at.saturating_add(c.config.withdraw_delay);
             if completes < now.saturating_add(self.claim_window) {
                 return Ok(ChannelReservation::Withdrawing { channel: Box::new(c) });
