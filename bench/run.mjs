@@ -189,11 +189,17 @@ function parseWrk(stdout, stderr) {
 }
 
 function runWrk(url, opts, pid) {
-  const cpu0 = cpuSeconds(pid);
   const script = path.join(BUILD, 'load.lua');
   writeFileSync(script, LUA_HEADERS);
   const args = ['-t1', `-c${CONNECTIONS}`, `-d${SECONDS}s`, '--latency', '-s', script, url, '--', opts.header ?? 'x-none', opts.path ?? '/weather'];
   if (opts.file) args.push(opts.file);
+  return spawnWrk(args, pid);
+}
+
+/** Runs wrk with `args`, timed; its figures ({@link parseWrk}), the workerd CPU per request of
+ * process `pid`, and the first refusal a script reported (a stderr line `non-2xx: …`). */
+function spawnWrk(args, pid) {
+  const cpu0 = cpuSeconds(pid);
   return new Promise((resolve, reject) => {
     const child = spawn('bash', ['-c', `TIMEFORMAT='%U %S %R'; time wrk "$@"`, 'wrk', ...args]);
     let out = '';
@@ -202,8 +208,9 @@ function runWrk(url, opts, pid) {
     child.stderr.on('data', (d) => { err += d; });
     child.on('exit', (code) => {
       if (code !== 0) return reject(new Error(`wrk failed: ${err}`));
-      const r = parseWrk(out, err);
+      const r = parseWrk(out, err.split('\n').filter((l) => !l.startsWith('non-2xx: ')).join('\n'));
       r.workerdCpuMs = ((cpuSeconds(pid) - cpu0) * 1000) / Math.max(1, r.requests);
+      r.firstRefusal = err.match(/non-2xx: .*/)?.[0];
       return resolve(r);
     });
   });
@@ -497,25 +504,11 @@ end
 /** A wrk run with `connections` threads of one connection each (LUA_CHANNELS); `prefix`: the
  * per-thread files' prefix (`<prefix>-<thread>.txt`), or none for unpaid requests. */
 function runWrkThreads(url, routePath, connections, prefix, pid) {
-  const cpu0 = cpuSeconds(pid);
   const script = path.join(BUILD, 'channels.lua');
   writeFileSync(script, LUA_CHANNELS);
   const args = [`-t${connections}`, `-c${connections}`, `-d${SECONDS}s`, '--latency', '-s', script, url, '--', 'payment-signature', routePath];
   if (prefix) args.push(prefix);
-  return new Promise((resolve, reject) => {
-    const child = spawn('bash', ['-c', `TIMEFORMAT='%U %S %R'; time wrk "$@"`, 'wrk', ...args]);
-    let out = '';
-    let err = '';
-    child.stdout.on('data', (d) => { out += d; });
-    child.stderr.on('data', (d) => { err += d; });
-    child.on('exit', (code) => {
-      if (code !== 0) return reject(new Error(`wrk failed: ${err}`));
-      const r = parseWrk(out, err.split('\n').filter((l) => !l.startsWith('non-2xx: ')).join('\n'));
-      r.workerdCpuMs = ((cpuSeconds(pid) - cpu0) * 1000) / Math.max(1, r.requests);
-      r.firstRefusal = err.match(/non-2xx: .*/)?.[0];
-      return resolve(r);
-    });
-  });
+  return spawnWrk(args, pid);
 }
 
 /** BENCH_ONLY=channel: paid requests on payment channels (one channel per connection, vouchers in

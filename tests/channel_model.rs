@@ -350,7 +350,7 @@ impl Model for ChannelModel {
                     || s.reqs.iter().any(|(v, p)| *v == c && *p == Phase::Done(End::Unknown))
             }),
             Property::always("f: claims within what was charged", |_: &ChannelModel, s: &State| s.chain_claimed <= s.channel.charged && s.channel.total_claimed <= s.chain_claimed),
-            Property::sometimes("served", |_: &ChannelModel, s: &State| s.served.iter().any(|n| *n == 1)),
+            Property::sometimes("served", |_: &ChannelModel, s: &State| s.served.contains(&1)),
             Property::sometimes("redelivered after a client hung up", |_: &ChannelModel, s: &State| (1..4).any(|v| s.served[v] == 1 && s.not_handed[v] >= 1)),
             Property::sometimes("two vouchers served in order", |m: &ChannelModel, s: &State| !m.vouchers.contains(&2) || (s.served[1] == 1 && s.served[2] == 1)),
             Property::sometimes("claimed", |m: &ChannelModel, s: &State| m.claims == 0 || (s.channel.total_claimed >= 1 && s.chain_claimed == s.channel.total_claimed)),

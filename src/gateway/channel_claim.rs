@@ -10,12 +10,12 @@ use std::rc::Rc;
 use serde_json::{json, Value};
 
 use crate::config::Config;
-use crate::facilitator::UpstreamError;
+use crate::facilitator::{HttpReply, UpstreamError};
 use crate::ledger::channel::{ChannelFinished, ChannelRecord, ChannelSync, ClaimBegin, ClaimEnd, ClaimStart};
 use crate::ledger::{ChannelShard, Transport};
 use crate::x402::channel::{parse_u128, ChannelConfigWire};
 
-use super::facilitator_client::{facilitator_authorization, Endpoint};
+use super::facilitator_client::{post_to_facilitators, Endpoint};
 use super::platform::Platform;
 
 /// Longest a claim may hold a channel (seconds): two facilitator calls and their margin.
@@ -37,38 +37,17 @@ pub(super) struct FacilitatorFailure {
     pub(super) detail: String,
 }
 
-/// `POST {facilitator}/{endpoint}` with `body`, over the configured facilitators in their health
-/// order: `/verify` moves on after any failure, `/settle` only when the request was provably never
-/// sent. A reply whose body is not JSON counts as no answer.
+/// `POST {facilitator}/{endpoint}` with `body`, with the failover of every facilitator call
+/// ([`post_to_facilitators`]). A reply that is not JSON, or a 5xx, counts as no answer.
 pub(super) async fn facilitator_json<P: Platform>(config: &Config, p: &P, endpoint: Endpoint, body: &Value) -> Result<FacilitatorAnswer, FacilitatorFailure> {
-    let body = body.to_string();
-    let health = &p.isolate().health;
-    let urls: Vec<&str> = config.facilitators.iter().map(|f| f.url.as_str()).collect();
-    let mut failure = FacilitatorFailure { sent: false, timed_out: false, detail: "no facilitator is configured".into() };
-    for i in health.order(&urls, p.now()) {
-        let facilitator = &config.facilitators[i];
-        let url = format!("{}/{}", facilitator.url, endpoint.path());
-        let reply = match facilitator_authorization(p, facilitator, &url).await {
-            Ok(auth) => p.post_json(&url, auth.as_deref(), body.clone(), config.facilitator_timeout_seconds).await,
-            Err(e) => Err(UpstreamError::NotSent(format!("no authorization for {url}: {e}"))),
-        };
-        match reply {
-            Ok(r) => match serde_json::from_slice::<Value>(&r.body) {
-                Ok(json) if r.status < 500 => {
-                    health.succeeded(&facilitator.url);
-                    return Ok(FacilitatorAnswer { status: r.status, json });
-                }
-                _ => failure = FacilitatorFailure { sent: true, timed_out: false, detail: format!("{url}: HTTP {} without a usable answer", r.status) },
-            },
-            Err(e) => failure = FacilitatorFailure { sent: !matches!(e, UpstreamError::NotSent(_)), timed_out: matches!(e, UpstreamError::Timeout { .. }), detail: e.to_string() },
-        }
-        let (n, seconds) = health.failed(&facilitator.url, p.now());
-        p.log(&format!("x402: facilitator {} failed on /{} ({}); {n} failure(s) in a row, skipped for {seconds} s", facilitator.url, endpoint.path(), failure.detail));
-        if endpoint == Endpoint::Settle && failure.sent {
-            break;
-        }
-    }
-    Err(failure)
+    let classify = |reply: Result<HttpReply, UpstreamError>| match reply {
+        Ok(r) => match serde_json::from_slice::<Value>(&r.body) {
+            Ok(json) if r.status < 500 => Ok(FacilitatorAnswer { status: r.status, json }),
+            _ => Err(FacilitatorFailure { sent: true, timed_out: false, detail: format!("HTTP {} without a usable answer", r.status) }),
+        },
+        Err(e) => Err(FacilitatorFailure { sent: !matches!(e, UpstreamError::NotSent(_)), timed_out: matches!(e, UpstreamError::Timeout { .. }), detail: e.to_string() }),
+    };
+    post_to_facilitators(config, p, endpoint, body.to_string(), classify, Result::is_err).await.outcome
 }
 
 /// The escrow's figures in a facilitator answer (`/verify` `extra`, or `/settle`

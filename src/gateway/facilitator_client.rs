@@ -54,7 +54,20 @@ pub(crate) async fn call_facilitator<P: Platform, O>(
     classify: fn(Result<HttpReply, UpstreamError>) -> O,
     failed: fn(&O) -> bool,
 ) -> FacilitatorCall<O> {
-    let body = request_body(payment.version, &payment.raw, requirements);
+    post_to_facilitators(config, p, endpoint, request_body(payment.version, &payment.raw, requirements), classify, failed).await
+}
+
+/// `POST {facilitator}/{endpoint}` with `body` (JSON), over the configured facilitators in
+/// [`FacilitatorHealth::order`], each reply classified once with `classify`; the failover rules of
+/// [`call_facilitator`].
+pub(crate) async fn post_to_facilitators<P: Platform, O>(
+    config: &Config,
+    p: &P,
+    endpoint: Endpoint,
+    body: String,
+    classify: impl Fn(Result<HttpReply, UpstreamError>) -> O,
+    failed: fn(&O) -> bool,
+) -> FacilitatorCall<O> {
     let health = &p.isolate().health;
     let urls: Vec<&str> = config.facilitators.iter().map(|f| f.url.as_str()).collect();
     let started = p.millis();
