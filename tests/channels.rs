@@ -408,3 +408,31 @@ fn a_cooperative_refund_claims_what_was_charged_and_returns_the_rest_without_the
     assert!(required(&again)["error"].as_str().unwrap().starts_with("invalid_batch_settlement_evm_refund_no_balance"));
     assert_eq!(p.settles(), settles);
 }
+
+/// The accepted requirement must be one of the route's channel offers: echoed from the corrective
+/// 402 (with its channel state) it still is; with another amount, payTo or authorizer it is not.
+#[test]
+fn the_accepted_requirement_must_be_a_channel_offer_of_the_route() {
+    let (cfg, p) = (cfg(), start());
+    open(&cfg, &p, 1, 100_000);
+    let (wire, v) = voucher(1, 1, PAY_TO, 2 * PRICE);
+    let mut echoed = cfg.routes[0].accepts[0].requirements_json.clone();
+    echoed["extra"]["channelState"] = json!({ "chargedCumulativeAmount": "10000" });
+    echoed["extra"]["voucherState"] = json!({ "signedMaxClaimable": "10000", "signature": "0x" });
+    let h = encode_header(&json!({ "x402Version": 2, "accepted": echoed, "payload": { "type": "voucher", "channelConfig": wire, "voucher": v } }));
+    assert_eq!(run(&cfg, &p, paid(&cfg, h)).status(), 200);
+    for (k, value) in [("amount", json!("1")), ("payTo", json!("0x1111111111111111111111111111111111111111")), ("maxTimeoutSeconds", json!(1))] {
+        let mut other = cfg.routes[0].accepts[0].requirements_json.clone();
+        other[k] = value;
+        let (wire, v) = voucher(1, 1, PAY_TO, 3 * PRICE);
+        let h = encode_header(&json!({ "x402Version": 2, "accepted": other, "payload": { "type": "voucher", "channelConfig": wire, "voucher": v } }));
+        let res = run(&cfg, &p, paid(&cfg, h));
+        assert!(required(&res)["error"].as_str().unwrap().starts_with("invalid_payment_requirements"), "{k}");
+    }
+    let mut other = cfg.routes[0].accepts[0].requirements_json.clone();
+    other["extra"]["receiverAuthorizer"] = json!("0x1111111111111111111111111111111111111111");
+    let (wire, v) = voucher(1, 1, PAY_TO, 3 * PRICE);
+    let res = run(&cfg, &p, paid(&cfg, encode_header(&json!({ "x402Version": 2, "accepted": other, "payload": { "type": "voucher", "channelConfig": wire, "voucher": v } }))));
+    assert!(required(&res)["error"].as_str().unwrap().starts_with("invalid_payment_requirements"));
+    assert_eq!(p.origin_hits(), 2);
+}

@@ -49,14 +49,23 @@ pub const SYNC_SECONDS: u64 = 300;
 pub const CLAIM_WINDOW_SECONDS: u64 = 600;
 
 /// The offer `accepted` names: a `batch-settlement` offer of the route equal to it in every field
-/// but the corrective 402's `extra.channelState` / `extra.voucherState`.
+/// but the corrective 402's `extra.channelState` / `extra.voucherState` (compared in place).
 fn matching_offer<'r>(route: &'r crate::config::Route, accepted: &Value) -> Option<&'r crate::x402::offer::Offer> {
-    let mut accepted = accepted.clone();
-    if let Some(extra) = accepted.get_mut("extra").and_then(Value::as_object_mut) {
-        extra.remove("channelState");
-        extra.remove("voucherState");
-    }
-    route.accepts.iter().find(|o| o.requirements.scheme == SCHEME && o.requirements_json == accepted)
+    const STATE: [&str; 2] = ["channelState", "voucherState"];
+    let accepted = accepted.as_object()?;
+    let same = |offer: &Value| -> bool {
+        let Some(offer) = offer.as_object() else { return false };
+        offer.len() == accepted.len()
+            && accepted.iter().all(|(k, v)| match (k.as_str(), offer.get(k)) {
+                ("extra", Some(Value::Object(theirs))) => {
+                    let Some(ours) = v.as_object() else { return false };
+                    ours.iter().filter(|(k, _)| !STATE.contains(&k.as_str())).count() == theirs.len() && theirs.iter().all(|(k, v)| ours.get(k) == Some(v))
+                }
+                (_, Some(theirs)) => theirs == v,
+                (_, None) => false,
+            })
+    };
+    route.accepts.iter().find(|o| o.requirements.scheme == SCHEME && same(&o.requirements_json))
 }
 
 /// keccak-256 hex of a deposit's token authorization signature (what the shard remembers).
