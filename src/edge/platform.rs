@@ -83,17 +83,26 @@ pub(super) struct Edge {
     passes: Rc<PassCache>,
     isolate: Rc<IsolateState>,
     env: Env,
-    ctx: Context,
+    /// The request's context (`waitUntil`); none for work of a Durable Object's own (an alarm),
+    /// which the runtime keeps alive while it is awaited.
+    ctx: Option<Context>,
     /// The incoming request, whose abort signal fires on client disconnect (with the
-    /// `enable_request_signal` compatibility flag).
-    request: web_sys::Request,
+    /// `enable_request_signal` compatibility flag); none for a Durable Object's own work.
+    request: Option<web_sys::Request>,
 }
 
 impl Edge {
     /// The platform of one request under `config`, with this isolate's caches.
     pub(super) fn new(config: &Config, env: Env, ctx: Context, request: web_sys::Request) -> Edge {
         let origin_is_service = matches!(config.origin, crate::config::OriginTarget::Service);
-        Edge { origin_is_service, kv: std::cell::OnceCell::new(), passes: PASSES.with(Rc::clone), isolate: ISOLATE.with(Rc::clone), env, ctx, request }
+        Edge { origin_is_service, kv: std::cell::OnceCell::new(), passes: PASSES.with(Rc::clone), isolate: ISOLATE.with(Rc::clone), env, ctx: Some(ctx), request: Some(request) }
+    }
+
+    /// The platform of work that no request carries (a Durable Object's alarm): no client to lose,
+    /// deferred work run at once in the background of the awaiting handler.
+    pub(super) fn background(config: &Config, env: Env) -> Edge {
+        let origin_is_service = matches!(config.origin, crate::config::OriginTarget::Service);
+        Edge { origin_is_service, kv: std::cell::OnceCell::new(), passes: PASSES.with(Rc::clone), isolate: ISOLATE.with(Rc::clone), env, ctx: None, request: None }
     }
 
     /// Starts the origin request (see [`x402_origin_fetch`]): the promise of its `Response`.
@@ -328,19 +337,22 @@ impl Signer for Edge {
 
 impl Runtime for Edge {
     fn client_gone(&self) -> bool {
-        self.request.signal().aborted()
+        self.request.as_ref().is_some_and(|r| r.signal().aborted())
     }
 
     fn run_to_completion<T: 'static>(&self, fut: impl std::future::Future<Output = T> + 'static) -> impl std::future::Future<Output = Option<T>> {
         let (tx, rx) = futures_channel::oneshot::channel();
-        self.ctx.wait_until(async move {
+        self.defer(async move {
             let _ = tx.send(fut.await);
         });
         async move { rx.await.ok() }
     }
 
     fn defer(&self, fut: impl std::future::Future<Output = ()> + 'static) {
-        self.ctx.wait_until(fut);
+        match &self.ctx {
+            Some(ctx) => ctx.wait_until(fut),
+            None => worker::wasm_bindgen_futures::spawn_local(fut),
+        }
     }
 
     fn now(&self) -> u64 {

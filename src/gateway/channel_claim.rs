@@ -78,7 +78,7 @@ pub(super) async fn sync<P: Platform>(p: &P, shard: &ChannelShard, channel_id: &
 
 /// Whether `channel` is due a claim under the configured policy at `now`: enough vouchers, an old
 /// enough unclaimed charge, or a timed withdrawal under way.
-pub(super) fn claim_due(config: &Config, channel: &ChannelRecord, now: u64) -> bool {
+pub fn claim_due(config: &Config, channel: &ChannelRecord, now: u64) -> bool {
     let policy = config.channel_claim;
     channel.unclaimed() > 0
         && (u64::from(channel.unclaimed_vouchers) >= policy.vouchers
@@ -117,7 +117,7 @@ fn manager_body(channel: &ChannelRecord, payload: Value) -> Value {
 /// payload (escrow → `payTo`). A failed claim leaves the record as it was (retried by the next
 /// due request); a failed sweep is only logged (the next sweep moves it). Logs one JSON line
 /// `{"x402":"claim",…}`.
-pub(super) async fn claim<P: Platform>(config: Rc<Config>, p: Rc<P>, shard: ChannelShard) {
+pub async fn claim<P: Platform>(config: Rc<Config>, p: Rc<P>, shard: ChannelShard) {
     let channel = match p.call(&shard, ClaimBegin { lease_seconds: claim_lease_seconds(&config) }).await {
         Ok(ClaimStart::Claim { channel }) => channel,
         Ok(ClaimStart::Nothing) => return,
