@@ -22,7 +22,6 @@ const AUTHORIZER: &str = "0x90F79bf6EB2c4f870365E785982E1f101E93b906";
 const USDC: &str = "0x036CbD53842c5426634e7929541eC2318f3dCF7e";
 const PAY_TO: &str = "0x209693Bc6afc0C5328bA36FaF03C514EF312287C";
 const PRICE: u128 = 10_000;
-const ZERO: &str = "0x0000000000000000000000000000000000000000";
 
 fn cfg_with(extra: Value) -> Rc<Config> {
     let mut vars = json!({
