@@ -217,7 +217,7 @@ impl Model for ChannelModel {
         match action {
             Action::Start(i) => {
                 let v = s.reqs[i].0;
-                let op = ChannelReserve { max: v, signature: signature(v), price: 1, holder: holder(i), lease_seconds: LEASE, route: ROUTE.into(), resource: RESOURCE.into(), claim_window: 0, max_age: u64::MAX, deposit: None, refund: false };
+                let op = ChannelReserve { max: v, signature: signature(v), price: 1, holder: holder(i), lease_seconds: LEASE, route: ROUTE.into(), resource: RESOURCE.into(), claim_window: 0, max_age: u64::MAX, deposit: None, refund: false, refund_amount: None };
                 s.reqs[i].1 = match on_shard(&mut s, op) {
                     ChannelReservation::Reserved { .. } => Phase::Holding { redelivery: false },
                     ChannelReservation::Redeliver { .. } => Phase::Holding { redelivery: true },

@@ -174,30 +174,57 @@ pub(super) async fn pay<P: Platform>(cx: Paying<'_, P>, req: Request<P::Body>, p
         signature: voucher_signature,
         price: if refund { 0 } else { terms.price },
         holder: holder.clone(),
-        lease_seconds: config.origin_timeout_seconds + LEASE_MARGIN_SECONDS,
+        // A refund holds the channel through its /settle over every facilitator.
+        lease_seconds: if refund { config.facilitator_timeout_seconds * config.facilitators.len().max(1) as u64 } else { config.origin_timeout_seconds } + LEASE_MARGIN_SECONDS,
         route: route.key.clone(),
         resource: canonical.to_string(),
         claim_window: CLAIM_WINDOW_SECONDS,
-        max_age: if v.signature_checked { SYNC_SECONDS } else { 0 },
+        // A signature this paywall cannot check (a smart wallet's) is checked by the
+        // facilitator's /verify of this very voucher before the shard is asked (below).
+        max_age: if v.signature_checked { SYNC_SECONDS } else { u64::MAX },
         deposit: deposit_hash(&payment.payload),
         refund,
+        refund_amount: v.refund_amount,
     };
-    // A smart-wallet payer's signature is checked by the facilitator's /verify on every request
-    // (max_age 0 forces it).
     let mut learnt = false;
     let mut deposited: Option<Value> = None;
+    // A signature this paywall cannot check (a smart wallet's): the facilitator's /verify of this
+    // very voucher comes first, every time; a new deposit's voucher is /verify'd with the deposit.
+    let mut voucher_verified = v.signature_checked;
+    let mut unverified: Option<String> = None;
+    if !v.signature_checked {
+        match learn(cx, &payment, &shard, &channel_id, &config_wire, None).await {
+            Ok(_) => (voucher_verified, learnt) = (true, true),
+            Err(Learnt::Invalid(reason)) if v.kind == "deposit" => unverified = Some(reason),
+            Err(Learnt::Invalid(reason)) => return refuse(&**p, trace, Refusal::VerifyInvalid { challenger, reason }),
+            Err(Learnt::Refusal(res)) => return res,
+        }
+    }
     let (reserved, redelivery) = loop {
         let reply = match p.call(&shard, reserve.clone()).await {
             Ok(r) => r,
             Err(e) => return refuse(&**p, trace, Refusal::LedgerUnavailable(e)),
         };
         match reply {
+            ChannelReservation::Reserved { .. } | ChannelReservation::Redeliver { .. } if !voucher_verified => {
+                let _ = p.call(&shard, ChannelFinish { holder: holder.clone(), outcome: ChannelOutcome::Release }).await;
+                let reason = unverified.take().unwrap_or_else(|| reason::VOUCHER_SIGNATURE.to_string());
+                return refuse(&**p, trace, Refusal::VerifyInvalid { challenger, reason });
+            }
             ChannelReservation::Reserved { channel } => break (channel, false),
             ChannelReservation::Redeliver { channel } => break (channel, true),
             ChannelReservation::InFlight => return refuse(&**p, trace, Refusal::InFlight(&identity)),
             ChannelReservation::Mismatch { channel } => {
                 trace.outcome(DecisionOutcome::Refused, Some(reason::CUMULATIVE_AMOUNT_MISMATCH));
                 return corrective::<P>(challenger, &offer.requirements_json, &channel);
+            }
+            ChannelReservation::RefundRefused { channel, nothing_refundable } => {
+                let why = if nothing_refundable {
+                    Invalid::new(reason::REFUND_NO_BALANCE, "nothing is refundable: the channel's balance is all charged")
+                } else {
+                    Invalid::new(reason::REFUND_AMOUNT_INVALID, format!("the refund asks more than the {} refundable", channel.balance.saturating_sub(channel.charged)))
+                };
+                return refused(why);
             }
             ChannelReservation::Exceeds { channel } => {
                 return refused(Invalid::new(reason::CUMULATIVE_EXCEEDS_BALANCE, format!("maxClaimableAmount {} exceeds the channel balance {}: deposit more", v.max_claimable_amount, channel.balance)));
@@ -212,7 +239,11 @@ pub(super) async fn pay<P: Platform>(cx: Paying<'_, P>, req: Request<P::Body>, p
                 let new_deposit = v.kind == "deposit" && matches!(reply, ChannelReservation::DepositNeeded | ChannelReservation::Unknown { known: false });
                 let learned = if new_deposit { settle_deposit(cx, &payment, &v, &shard, &channel_id, &config_wire).await } else { learn(cx, &payment, &shard, &channel_id, &config_wire, reserve.deposit.clone()).await };
                 match learned {
-                    Ok(settled) => deposited = settled.or(deposited),
+                    Ok(settled) => {
+                        // A settled deposit's voucher was /verify'd with it.
+                        voucher_verified |= settled.is_some();
+                        deposited = settled.or(deposited);
+                    }
                     Err(Learnt::Invalid(reason)) => {
                         p.log(&format!("x402: facilitator refused channel payment: {reason}"));
                         return refuse(&**p, trace, Refusal::VerifyInvalid { challenger, reason });
@@ -224,7 +255,7 @@ pub(super) async fn pay<P: Platform>(cx: Paying<'_, P>, req: Request<P::Body>, p
     };
 
     if refund {
-        return super::channel_refund::refund(cx, &payment, &reserved, &shard, &holder, challenger).await;
+        return super::channel_refund::refund(cx, &payment, &offer.requirements_json, &reserved, &shard, &holder).await;
     }
     let mut req = req;
     attach(config, &mut req, route, canonical, Paid { payer: &payer, authorization: &shard_key(&channel_id, v.max_claimable_amount), requirements: &offer.requirements, version: 2 });

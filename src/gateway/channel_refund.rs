@@ -10,17 +10,14 @@ use serde_json::{json, Value};
 
 use crate::ledger::channel::{ChannelFinish, ChannelOutcome, ChannelRecord};
 use crate::ledger::{ChannelShard, Transport};
-use crate::refusal::Invalid;
 use crate::telemetry::DecisionOutcome;
-use crate::x402::channel::{parse_u128, reason, BatchSettlementPayload, BatchSettlementPayment};
+use crate::x402::channel::{parse_u128, BatchSettlementPayload, BatchSettlementPayment};
 use crate::x402::{encode_header, PAYMENT_RESPONSE};
 
-use super::challenge::Challenger;
 use super::channel_claim::{facilitator_json, sync};
 use super::facilitator_client::{upstream_status, Endpoint};
 use super::pay::Paying;
 use super::platform::Platform;
-use super::refusal::{refuse, Refusal};
 use super::{json_response, set_header};
 
 /// The refund payload as the facilitator gets it: the client's channel and voucher (re-signed at
@@ -34,6 +31,9 @@ fn enriched(payment: &BatchSettlementPayment, channel: &ChannelRecord, amount: u
         json!([])
     };
     if let Some(p) = raw.get_mut("payload").and_then(Value::as_object_mut) {
+        // The facilitator signs with the receiver authorizer's key; a client's signatures go.
+        p.remove("refundAuthorizerSignature");
+        p.remove("claimAuthorizerSignature");
         p.insert("amount".into(), json!(amount.to_string()));
         p.insert("refundNonce".into(), json!(channel.refund_nonce));
         p.insert("claims".into(), claims);
@@ -44,29 +44,18 @@ fn enriched(payment: &BatchSettlementPayment, channel: &ChannelRecord, amount: u
 /// Runs the cooperative refund of the channel the request holds (`holder`), reserved as
 /// `channel`. Answers 200 `{"message":"Refund acknowledged","channelId"}` with `PAYMENT-RESPONSE`
 /// (the facilitator's settlement, `extra.channelState.chargedCumulativeAmount` added); a refused
-/// refund 402 with the failed `PAYMENT-RESPONSE`; nothing refundable 402
-/// `refund_no_balance`; a facilitator that cannot be used 502/504 (sent: the outcome is unknown,
+/// refund 402 with the failed `PAYMENT-RESPONSE`; a facilitator that cannot be used 502/504 (sent: the outcome is unknown,
 /// and the next request learns the channel from the chain).
-pub(super) async fn refund<P: Platform>(cx: Paying<'_, P>, payment: &BatchSettlementPayment, channel: &ChannelRecord, shard: &ChannelShard, holder: &str, challenger: &Challenger<'_>) -> Response<P::Body> {
+pub(super) async fn refund<P: Platform>(cx: Paying<'_, P>, payment: &BatchSettlementPayment, offer_json: &Value, channel: &ChannelRecord, shard: &ChannelShard, holder: &str) -> Response<P::Body> {
     let Paying { config, p, trace, .. } = cx;
     let release = || ChannelFinish { holder: holder.to_string(), outcome: ChannelOutcome::Release };
+    // The shard refused a refund of nothing or of too much (`RefundRefused`).
     let refundable = channel.balance.saturating_sub(channel.charged);
-    let asked = match &payment.payload {
-        BatchSettlementPayload::Refund { amount: Some(a), .. } => parse_u128(a),
-        _ => None,
+    let amount = match &payment.payload {
+        BatchSettlementPayload::Refund { amount: Some(a), .. } => parse_u128(a).unwrap_or(refundable),
+        _ => refundable,
     };
-    let amount = asked.unwrap_or(refundable);
-    if refundable == 0 || amount > refundable {
-        let _ = p.call(shard, release()).await;
-        let (code, message) = if refundable == 0 {
-            (reason::REFUND_NO_BALANCE, "nothing is refundable: the channel's balance is all charged".to_string())
-        } else {
-            (reason::REFUND_AMOUNT_INVALID, format!("the refund asks {amount}; at most {refundable} is refundable"))
-        };
-        return refuse(&**p, trace, Refusal::Payment { challenger, why: Invalid::new(code, message) });
-    }
-    let requirements = payment.accepted.clone();
-    let body = json!({ "x402Version": 2, "paymentPayload": enriched(payment, channel, amount), "paymentRequirements": requirements });
+    let body = json!({ "x402Version": 2, "paymentPayload": enriched(payment, channel, amount), "paymentRequirements": offer_json });
     let settled = facilitator_json(config, &**p, Endpoint::Settle, &body).await;
     let answer = match settled {
         Ok(a) if a.json.get("success").and_then(Value::as_bool) == Some(true) => a.json,
@@ -81,7 +70,7 @@ pub(super) async fn refund<P: Platform>(cx: Paying<'_, P>, payment: &BatchSettle
             let _ = p.call(shard, release()).await;
             trace.outcome(DecisionOutcome::FacilitatorError, Some("refund"));
             let (error, message) = if f.sent {
-                ("settlement_outcome_unknown", format!("the refund was sent to the facilitator and its outcome is unknown ({}); the channel is read from the chain on its next request", f.detail))
+                ("settlement_outcome_unknown", format!("the refund was sent to the facilitator and its outcome is unknown ({}); the channel is read from the chain again on its next request", f.detail))
             } else {
                 ("facilitator_unavailable", format!("the facilitator could not be used ({}); nothing moved", f.detail))
             };
@@ -92,7 +81,8 @@ pub(super) async fn refund<P: Platform>(cx: Paying<'_, P>, payment: &BatchSettle
     let synced = sync(&**p, shard, &channel.channel_id, &channel.config, &channel.network, &state, None).await;
     let _ = p.call(shard, release()).await;
     if let Err(e) = synced {
-        // The refund happened; the shard learns the channel again from the chain.
+        // The refund happened; the record stays old (the reservation made it so), so the next
+        // voucher learns the channel from the chain again.
         p.log(&format!("x402: channel {}: the refund's new figures were not recorded ({e})", channel.channel_id));
     }
     p.log(&format!("x402: channel {} refunded {} to {} ({})", channel.channel_id, answer.get("amount").and_then(Value::as_str).unwrap_or("?"), channel.config.payer, answer.get("transaction").and_then(Value::as_str).unwrap_or("")));

@@ -167,9 +167,13 @@ pub struct ChannelReserve {
     pub claim_window: u64,
     pub max_age: u64,
     pub deposit: Option<String>,
-    /// A cooperative refund's voucher (`price` 0): never a redelivery, taken during a withdrawal.
+    /// A cooperative refund's voucher (`price` 0): never a redelivery, taken during a withdrawal;
+    /// the record's figures count as old from then on (until a sync).
     #[serde(default)]
     pub refund: bool,
+    /// A refund's requested amount (atomic units; `None`: all that is not charged).
+    #[serde(default)]
+    pub refund_amount: Option<u128>,
 }
 
 /// Reply to [`ChannelReserve`]; each carries the record as it stands.
@@ -194,6 +198,9 @@ pub enum ChannelReservation {
     /// The last charged voucher, whose answer never reached the client: served once more,
     /// without a second charge.
     Redeliver { channel: Box<ChannelRecord> },
+    /// A refund of nothing (`nothing_refundable`: the balance is all charged) or of more than
+    /// the balance minus what is charged: refused, nothing changed.
+    RefundRefused { channel: Box<ChannelRecord>, nothing_refundable: bool },
 }
 
 /// How a request that held a voucher ends.
@@ -289,11 +296,16 @@ impl Apply for ChannelSync {
                 last_claimed_at: 0,
             },
         };
-        c.balance = self.balance;
-        c.total_claimed = c.total_claimed.max(self.total_claimed);
-        c.withdraw_requested_at = self.withdraw_requested_at;
-        c.refund_nonce = self.refund_nonce;
-        c.synced_at = now;
+        // An answer older than a refund this shard recorded (a lower refund nonce) would restore
+        // the refunded balance: its figures are not taken.
+        let nonce = |n: &str| n.parse::<u128>().unwrap_or(0);
+        if nonce(&self.refund_nonce) >= nonce(&c.refund_nonce) {
+            c.balance = self.balance;
+            c.total_claimed = c.total_claimed.max(self.total_claimed);
+            c.withdraw_requested_at = self.withdraw_requested_at;
+            c.refund_nonce = self.refund_nonce;
+            c.synced_at = now;
+        }
         // Claimed on chain is at least charged (a record lost and learnt again from the chain).
         if c.charged < c.total_claimed {
             c.charged = c.total_claimed;
@@ -317,6 +329,10 @@ impl Apply for ChannelReserve {
     fn apply(self, store: &mut impl Store, now: u64) -> Result<ChannelReservation, String> {
         let Some(mut c) = store.channel()? else { return Ok(ChannelReservation::Unknown { known: false }) };
         if self.deposit.as_ref().is_some_and(|d| !c.deposits.contains(d)) {
+            // A deposit whose voucher is not the next one is refused before anything is settled.
+            if c.charged.checked_add(self.price) != Some(self.max) {
+                return Ok(ChannelReservation::Mismatch { channel: Box::new(c) });
+            }
             return Ok(ChannelReservation::DepositNeeded);
         }
         if now.saturating_sub(c.synced_at) > self.max_age {
@@ -349,9 +365,21 @@ impl Apply for ChannelReserve {
                 return Ok(ChannelReservation::Withdrawing { channel: Box::new(c) });
             }
         }
+        if self.refund {
+            let refundable = c.balance.saturating_sub(c.charged);
+            if refundable == 0 || self.refund_amount.is_some_and(|a| a > refundable) {
+                return Ok(ChannelReservation::RefundRefused { nothing_refundable: refundable == 0, channel: Box::new(c) });
+            }
+        }
         c.pending = Some(pending);
+        let reply = ChannelReservation::Reserved { channel: Box::new(c.clone()) };
+        // A refund changes the escrow's figures: until its outcome is synced, the next voucher
+        // learns them from the chain again, whatever becomes of the refund's request.
+        if self.refund {
+            c.synced_at = 0;
+        }
         store.set_channel(&c)?;
-        Ok(ChannelReservation::Reserved { channel: Box::new(c) })
+        Ok(reply)
     }
 }
 
