@@ -2,6 +2,9 @@
 // build/index.js). It exports the module-worker `fetch` handler and the `PaymentLedger` Durable
 // Object class (wrangler.toml's `LEDGER` binding), both calling the wasm through wasm-bindgen's
 // JS bindings (`--target module`), which the build places beside this file as `./index.js`.
+// The Durable Object class derives from `DurableObject` (`cloudflare:workers`), so that the
+// Worker calls its methods through the stub as JS RPC (`stub.applyOp(json)`, one string each
+// way) instead of `stub.fetch` with a `Request` and a `Response` around the JSON.
 //
 // Panic recovery. The release wasm is built with panic=abort: a Rust panic runs the `worker`
 // crate's panic hook, which logs it and sets `criticalError` on the crate's shared state object
@@ -20,6 +23,7 @@
 //
 // The `fetch` handler is a plain object: no `WorkerEntrypoint` class constructed per request, no
 // proxies (those cost about 10 µs per request, docs/benchmarks.md).
+import { DurableObject } from 'cloudflare:workers';
 import * as wasm from './index.js';
 
 // Longer stack traces in the panic and error logs (V8's default keeps 10 frames).
@@ -59,20 +63,22 @@ function guarded(call) {
 addEventListener('error', (event) => noteTrap(event.error));
 
 /**
- * A Durable Object class around the wasm-bindgen class `Inner`: the runtime constructs it with
- * `(state, env)` and calls its methods (`fetch`, `alarm`: every method of `Inner` except the
- * bindings' own `free`), each forwarded to the wasm-side object of the current instance.
+ * A Durable Object class around the wasm-bindgen class `Inner`, deriving from `DurableObject`:
+ * the runtime constructs it with `(ctx, env)` and calls its methods (`applyOp` through RPC stubs,
+ * `alarm`: every method of `Inner` except the bindings' own `free` and `__…`), each forwarded to
+ * the wasm-side object of the current instance.
  */
 function durableObject(Inner) {
   const methods = Object.getOwnPropertyNames(Inner.prototype).filter(
     (name) => name !== 'constructor' && name !== 'free' && !name.startsWith('__') && typeof Inner.prototype[name] === 'function',
   );
-  return class {
+  return class extends DurableObject {
     #args;
     #inner;
     #instanceId;
 
     constructor(...args) {
+      super(...args);
       this.#args = args;
       guarded(() => this.#current());
     }

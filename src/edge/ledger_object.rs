@@ -2,11 +2,16 @@
 //! ([`crate::ledger::PayerShard`]) and one per pass ([`crate::ledger::PassShard`]), with SQLite
 //! storage.
 //!
-//! Protocol: `POST` with a JSON [`Op`] body (at most [`MAX_OP_BYTES`]), answered 200 with the
-//! JSON of that operation's own reply type ([`crate::ledger::Reply`]), or 400 (unreadable op) /
-//! 500 (storage failure) with a text reason. Only the paywall's own Worker can reach it (through
-//! the `LEDGER` binding); it has no public route. Operations and replies are only sent; what
-//! survives a deploy is the tables below ([`crate::ledger::records`]).
+//! Protocol: one JS RPC method, `applyOp(op)`: `op` is the JSON of an [`Op`] (at most
+//! [`MAX_OP_BYTES`]), the result the JSON of that operation's own reply type
+//! ([`crate::ledger::Reply`]); an unreadable op or a storage failure throws an `Error` naming the
+//! reason (the caller's promise rejects with it). The entry module (`src/edge/entry.mjs`) exports
+//! the class as a subclass of `DurableObject` from `cloudflare:workers`, which is what makes
+//! the method callable through a stub (`env.LEDGER.getByName(shard).applyOp(json)`,
+//! [`super::platform`]); the JSON strings cross as they are, with no `Request`/`Response` around
+//! them. Only the paywall's own Worker can reach it (through the `LEDGER` binding); it has no
+//! `fetch` handler and no public route. Operations and replies are only sent; what survives a
+//! deploy is the tables below ([`crate::ledger::records`]).
 //!
 //! Atomicity: [`apply`] is synchronous and SQLite calls in a Durable Object do not yield, so
 //! each operation runs alone against the object's state; the runtime's output gate holds the
@@ -25,8 +30,11 @@
 //! [`crate::ledger::PRUNE_AFTER_SECONDS`] ago.
 
 use std::cell::{Cell, RefCell};
+use std::rc::Rc;
 
-use worker::{durable_object, DurableObject, Env, Request, Response, Result, SqlStorage, SqlStorageValue, State};
+use wasm_bindgen::prelude::wasm_bindgen;
+use wasm_bindgen::JsValue;
+use worker::{js_sys, Env, Result, SqlStorage, SqlStorageValue, State, Storage};
 
 use crate::ledger::channel::ChannelRecord;
 use crate::ledger::{apply, MemoryStore, Op, PassUsage, Record, Standing, Store, PRUNE_AFTER_SECONDS};
@@ -71,11 +79,15 @@ CREATE TABLE IF NOT EXISTS channel (
     record TEXT NOT NULL
 );";
 
-#[durable_object(alarm)]
+/// The Durable Object (wasm side): the runtime's object of this class is the entry module's
+/// `PaymentLedger` (`src/edge/entry.mjs`), which forwards its constructor, `applyOp` and `alarm`
+/// here.
+#[wasm_bindgen]
 pub struct PaymentLedger {
     state: State,
-    /// Whether this instance has made sure an alarm is scheduled.
-    alarm_checked: Cell<bool>,
+    /// Whether this instance has made sure an alarm is scheduled (shared with the promise that
+    /// does it, see [`PaymentLedger::apply_op`]).
+    alarm_checked: Rc<Cell<bool>>,
     schema_ready: Cell<bool>,
     /// The shard in memory (loaded on first use).
     cache: RefCell<Option<MemoryStore>>,
@@ -329,46 +341,69 @@ impl PaymentLedger {
         Ok(SqlStore { sql })
     }
 
-    /// Makes sure a prune alarm is scheduled once this instance has written records.
-    async fn ensure_alarm(&self) -> Result<()> {
-        if self.alarm_checked.get() {
-            return Ok(());
+    /// The reply to the JSON op `op`, as JSON. Err: the reason the op was refused (unreadable,
+    /// too large) or failed (storage).
+    fn answer(&self, op: &str) -> std::result::Result<String, String> {
+        if op.len() > MAX_OP_BYTES {
+            return Err(format!("op of {} bytes is larger than {MAX_OP_BYTES}", op.len()));
         }
-        let storage = self.state.storage();
-        if storage.get_alarm().await?.is_none() {
-            storage.set_alarm(worker::Date::now().as_millis() as i64 + PRUNE_INTERVAL_MS).await?;
-        }
-        self.alarm_checked.set(true);
-        Ok(())
+        let op: Op = serde_json::from_str(op).map_err(|e| format!("unreadable op: {e}"))?;
+        let reply = self.apply(op, now_seconds())?;
+        serde_json::to_string(&reply).map_err(|e| format!("reply not encodable: {e}"))
     }
 }
 
-impl DurableObject for PaymentLedger {
-    fn new(state: State, _env: Env) -> Self {
-        Self { state, alarm_checked: Cell::new(false), schema_ready: Cell::new(false), cache: RefCell::new(None) }
+/// Makes sure a prune alarm is scheduled once this instance has written records.
+async fn ensure_alarm(storage: Storage, checked: Rc<Cell<bool>>) -> Result<()> {
+    if checked.get() {
+        return Ok(());
+    }
+    if storage.get_alarm().await?.is_none() {
+        storage.set_alarm(worker::Date::now().as_millis() as i64 + PRUNE_INTERVAL_MS).await?;
+    }
+    checked.set(true);
+    Ok(())
+}
+
+#[wasm_bindgen(wasm_bindgen_futures = worker::wasm_bindgen_futures)]
+impl PaymentLedger {
+    /// The object of one shard, as the runtime constructs it: `(ctx, env)`.
+    #[wasm_bindgen(constructor)]
+    pub fn new(state: worker::worker_sys::DurableObjectState, _env: Env) -> PaymentLedger {
+        PaymentLedger { state: State::from(state), alarm_checked: Rc::new(Cell::new(false)), schema_ready: Cell::new(false), cache: RefCell::new(None) }
     }
 
-    async fn fetch(&self, mut req: Request) -> Result<Response> {
-        let body = req.bytes().await?;
-        if body.len() > MAX_OP_BYTES {
-            return Response::error(format!("op of {} bytes is larger than {MAX_OP_BYTES}", body.len()), 400);
+    /// The RPC method: applies the JSON [`Op`] `op` and returns its reply as a JSON string,
+    /// synchronously (the op is applied before this returns, with no await in between). Only an
+    /// instance's first successful op returns a promise of that string instead, which resolves
+    /// once the prune alarm is known to be scheduled (a failure to schedule it is logged, and
+    /// the reply is still given). Throws an `Error` with the reason if the op is unreadable or
+    /// storage failed.
+    #[wasm_bindgen(js_name = applyOp)]
+    pub fn apply_op(&self, op: String) -> std::result::Result<JsValue, JsValue> {
+        let reply = self.answer(&op).map_err(|e| JsValue::from(js_sys::Error::new(&e)))?;
+        if self.alarm_checked.get() {
+            return Ok(JsValue::from(reply));
         }
-        let op: Op = match serde_json::from_slice(&body) {
-            Ok(op) => op,
-            Err(e) => return Response::error(format!("unreadable op: {e}"), 400),
-        };
-        match self.apply(op, now_seconds()) {
-            Ok(reply) => {
-                if let Err(e) = self.ensure_alarm().await {
-                    worker::console_error!("x402 ledger: could not schedule pruning: {e}");
-                }
-                Response::from_json(&reply)
+        let scheduled = ensure_alarm(self.state.storage(), Rc::clone(&self.alarm_checked));
+        Ok(worker::wasm_bindgen_futures::future_to_promise(async move {
+            if let Err(e) = scheduled.await {
+                worker::console_error!("x402 ledger: could not schedule pruning: {e}");
             }
-            Err(e) => Response::error(e, 500),
-        }
+            Ok(JsValue::from(reply))
+        })
+        .into())
     }
 
-    async fn alarm(&self) -> Result<Response> {
+    /// The alarm handler: prunes what [`crate::ledger::PRUNE_AFTER_SECONDS`] allows and
+    /// schedules the next run while records remain.
+    pub async fn alarm(&self) -> std::result::Result<JsValue, JsValue> {
+        self.prune().await.map(|()| JsValue::UNDEFINED).map_err(JsValue::from)
+    }
+}
+
+impl PaymentLedger {
+    async fn prune(&self) -> Result<()> {
         let store = self.store().map_err(worker::Error::RustError)?;
         let now = now_seconds();
         store
@@ -399,6 +434,6 @@ impl DurableObject for PaymentLedger {
         } else {
             self.alarm_checked.set(false);
         }
-        Response::ok("pruned")
+        Ok(())
     }
 }

@@ -2,9 +2,9 @@
 //! (here), [`gateway::Platform`] over the runtime ([`platform`]), the JavaScript boundary and its
 //! header-list codec ([`js`]), the Worker's variables and bindings read into the configuration
 //! ([`vars`]), the Rate Limiting and Analytics Engine bindings ([`bindings`]), the payment
-//! ledger's Durable Object ([`ledger_object`]), a JS timer ([`timer`]) and Web Crypto signing
-//! ([`webcrypto`]). Bodies stay JavaScript `ReadableStream`s end to end, so origin responses
-//! stream through without being copied into wasm memory.
+//! ledger's Durable Object ([`ledger_object`]), Web Crypto signing ([`webcrypto`]) and, in the
+//! panic test build, a JS timer ([`timer`]). Bodies stay JavaScript `ReadableStream`s end to end,
+//! so origin responses stream through without being copied into wasm memory.
 //!
 //! Owns: everything that touches `worker`, `js_sys`, `web_sys` or inline JavaScript; nothing
 //! outside this folder does. Must not touch: decisions. What to charge, whether a payment, pass
@@ -17,6 +17,7 @@ mod bindings;
 mod js;
 mod ledger_object;
 mod platform;
+#[cfg(feature = "panic-test")]
 mod timer;
 mod vars;
 mod webcrypto;
@@ -55,7 +56,7 @@ pub const METRICS_BINDING: &str = "METRICS";
 /// 405, a pass from the isolate cache...) gets its `Response` back synchronously, without the
 /// promise and microtask round trips of an `async` export (`#[event(fetch)]`); anything else
 /// continues as a promise. Every future the pipeline awaits takes the newest waker on each poll
-/// (`JsFuture`, channels, [`timer::Timer`]), so the first poll's waker is never relied on.
+/// (`JsFuture`, channels, the test build's `timer::Timer`), so the first poll's waker is never relied on.
 /// It takes the runtime's request as it is (`web_sys::Request`): a `worker::Request` would read
 /// `request.cf` and re-parse the URL on every request, which the pipeline never uses (37 µs of a
 /// challenge in `bench/profile.mjs`).

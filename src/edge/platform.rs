@@ -3,15 +3,13 @@
 //! Durable Object, Workers KV, rate limiting, Web Crypto, the runtime (`Date.now`, getrandom,
 //! logs, Analytics Engine, `ctx.waitUntil`, the request's abort signal) and this isolate's caches.
 
-use std::pin::pin;
 use std::rc::Rc;
-use std::time::Duration;
 
-use futures_util::future::{select, Either};
 use futures_util::StreamExt;
 use worker::wasm_bindgen::{JsCast, JsValue};
 use worker::wasm_bindgen::closure::Closure;
-use worker::{console_error, console_log, js_sys, web_sys, AbortController, AbortSignal, Context, Env, Fetch, Headers, KvStore, RequestInit};
+use worker::wasm_bindgen::prelude::wasm_bindgen;
+use worker::{console_error, console_log, js_sys, web_sys, AbortSignal, Context, Env, Fetch, Headers, KvStore, RequestInit};
 
 use crate::facilitator::cdp::CdpKey;
 use crate::config::Config;
@@ -22,7 +20,7 @@ use crate::ledger::{Op, Reply};
 use crate::pass::PassCache;
 
 use super::js::{header_list, js_error_text, parse_header_list, to_response, x402_origin_fetch, x402_pass_through, x402_relay, x402_relay_close, x402_relay_write, x402_response_headers, ORIGIN_TIMEOUT_MARK};
-use super::{bindings, timer, webcrypto, LEDGER_BINDING, METRICS_BINDING, ORIGIN_SERVICE_BINDING, PASSES_BINDING};
+use super::{bindings, webcrypto, LEDGER_BINDING, METRICS_BINDING, ORIGIN_SERVICE_BINDING, PASSES_BINDING};
 
 /// Time limit for one ledger call, seconds.
 const LEDGER_TIMEOUT_SECONDS: u64 = 10;
@@ -135,20 +133,6 @@ impl Edge {
 fn origin_failed(e: &UpstreamError) -> http::Response<EdgeBody> {
     console_log!("x402: origin {e}");
     gateway::origin_unavailable(e, EdgeBody::Bytes)
-}
-
-/// Races `fut` against a `seconds` timer; on timeout aborts `controller`.
-async fn with_timeout<T>(fut: impl std::future::Future<Output = worker::Result<T>>, controller: AbortController, seconds: u64) -> Result<T, UpstreamError> {
-    let fut = pin!(fut);
-    let delay = pin!(timer::Timer::new(Duration::from_secs(seconds)));
-    match select(fut, delay).await {
-        Either::Left((Ok(v), _)) => Ok(v),
-        Either::Left((Err(e), _)) => Err(UpstreamError::Network(e.to_string())),
-        Either::Right(_) => {
-            controller.abort();
-            Err(UpstreamError::Timeout { seconds })
-        }
-    }
 }
 
 impl Origin for Edge {
@@ -292,24 +276,40 @@ impl FacilitatorTransport for Edge {
 }
 
 impl Ledger for Edge {
+    /// One RPC call on the shard's Durable Object ([`x402_ledger_call`]): the op's JSON goes out
+    /// as a string and the reply's JSON comes back as one.
     async fn ledger(&self, shard: &str, op: &Op) -> Result<Reply, String> {
-        let stub = self.env.durable_object(LEDGER_BINDING).and_then(|ns| ns.get_by_name(shard)).map_err(|e| e.to_string())?;
         let body = serde_json::to_string(op).map_err(|e| e.to_string())?;
-        let mut init = RequestInit::new();
-        init.with_method(worker::Method::Post).with_body(Some(JsValue::from_str(&body)));
-        let request = worker::Request::new_with_init("https://ledger.internal/", &init).map_err(|e| e.to_string())?;
-        let call = async {
-            let mut res = stub.fetch_with_request(request).await?;
-            let status = res.status_code();
-            let text = res.text().await?;
-            Ok::<_, worker::Error>((status, text))
+        let ms = (LEDGER_TIMEOUT_SECONDS * 1000) as f64;
+        let call = x402_ledger_call(self.env.as_ref(), LEDGER_BINDING, shard, &body, ms).map_err(|e| format!("ledger not reachable: {}", js_error_text(&e)))?;
+        let text = match worker::wasm_bindgen_futures::JsFuture::from(call).await {
+            Ok(reply) => reply.as_string().ok_or("ledger reply is not text")?,
+            Err(e) if e.as_string().as_deref() == Some(LEDGER_TIMEOUT_MARK) => return Err(format!("ledger {}", UpstreamError::Timeout { seconds: LEDGER_TIMEOUT_SECONDS })),
+            Err(e) => return Err(format!("ledger failed: {}", js_error_text(&e))),
         };
-        let (status, text) = with_timeout(call, AbortController::default(), LEDGER_TIMEOUT_SECONDS).await.map_err(|e| format!("ledger {e}"))?;
-        if status != 200 {
-            return Err(format!("ledger answered HTTP {status}: {text}"));
-        }
         serde_json::from_str(&text).map_err(|e| format!("ledger reply unreadable: {e}"))
     }
+}
+
+/// What [`x402_ledger_call`] rejects with when the ledger's time limit passes.
+const LEDGER_TIMEOUT_MARK: &str = "x402-ledger-timeout";
+
+#[wasm_bindgen(inline_js = "export function x402_ledger_call(env, binding, shard, op, ms) {
+  const ns = env[binding];
+  if (ns === undefined) throw new Error('no ' + binding + ' binding');
+  const sent = ns.getByName(shard).applyOp(op);
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => reject('x402-ledger-timeout'), ms);
+    sent.then((r) => { clearTimeout(timer); resolve(r); }, (e) => { clearTimeout(timer); reject(e); });
+  });
+}")]
+extern "C" {
+    /// `env[binding].getByName(shard).applyOp(op)`: the JS RPC call of the ledger's Durable
+    /// Object ([`super::ledger_object`]), its promise of the reply's JSON rejected with the
+    /// string `x402-ledger-timeout` if no answer came within `ms` milliseconds. Throws if the
+    /// binding is missing.
+    #[wasm_bindgen(catch)]
+    fn x402_ledger_call(env: &JsValue, binding: &str, shard: &str, op: &str, ms: f64) -> Result<js_sys::Promise, JsValue>;
 }
 
 impl Kv for Edge {
