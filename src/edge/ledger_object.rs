@@ -39,7 +39,7 @@ use worker::{js_sys, Env, Result, SqlStorage, SqlStorageValue, State, Storage};
 use crate::ledger::channel::ChannelRecord;
 use crate::ledger::{apply, MemoryStore, Op, PassUsage, Record, Standing, Store, PRUNE_AFTER_SECONDS};
 
-/// Largest op body read, in bytes.
+/// Largest op accepted, in bytes of its JSON (a larger one is refused unread).
 pub const MAX_OP_BYTES: usize = 16 * 1024;
 
 /// Milliseconds between prune runs while records remain.
