@@ -180,3 +180,32 @@ test('a cooperative refund by the official client claims what was charged and re
   assert.equal(before - (await balanceOf(ctx.stack.rpcUrl, payer)), 3n * PRICE, 'the payer paid exactly 3 × price in the end');
   assert.equal((await readReceiver(ctx.stack.rpcUrl, ctx.stack.payTo)).totalClaimed - claimed0, 3n * PRICE);
 });
+
+test('an idle channel is claimed by its shard\'s alarm once its oldest charge is CHANNEL_CLAIM_SECONDS old, with no further request', async () => {
+  // Another Worker paying to another receiver: a fresh channel for the same payer.
+  const receiver = '0x14dC79964da2C08b23698B3D3cc7Ca32193d9955';
+  const worker = await startWorker({
+    originUrl: ctx.origin.url, facilitatorUrl: ctx.stack.facilitator.url, payTo: receiver,
+    routes: [{ route: 'GET /item', accepts: [{ scheme: 'batch-settlement', price: '$0.01' }] }],
+    extraBindings: { ...ctx.stack.workerBindings, RECEIVER_AUTHORIZER: ctx.stack.receiverAuthorizer, CHANNEL_CLAIM_SECONDS: '2' },
+  });
+  try {
+    const receiver0 = await balanceOf(ctx.stack.rpcUrl, receiver);
+    const paidFetch = wrapFetchWithPayment(fetch, batchClient(KEYS.payer).client);
+    let id;
+    for (let i = 0; i < 3; i++) {
+      const res = await paidFetch(`${worker.url}/item`);
+      assert.equal(res.status, 200, await res.clone().text());
+      id = decodePaymentResponseHeader(res.headers.get('payment-response')).extra.channelState.channelId;
+      await res.arrayBuffer();
+    }
+    const bodies0 = ctx.stack.facilitator.bodies.length;
+    assert.equal((await readChannel(ctx.stack.rpcUrl, id)).totalClaimed, 0n, 'three vouchers: not due by count');
+    await until(async () => (await readChannel(ctx.stack.rpcUrl, id)).totalClaimed === 3n * PRICE, `the alarm's claim; the Worker logged:\n${worker.logs.filter((l) => !l.includes('"decision"')).join('\n')}`, 20_000);
+    await until(async () => (await balanceOf(ctx.stack.rpcUrl, receiver)) - receiver0 === 3n * PRICE, 'the sweep to payTo', 20_000);
+    assert.deepEqual(kinds(bodies0), ['settle:claim', 'settle:settle']);
+    assert.ok(worker.logs.some((l) => l.includes('"x402":"claim"') && l.includes('"ok":true')));
+  } finally {
+    await worker.stop();
+  }
+});

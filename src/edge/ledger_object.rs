@@ -91,6 +91,10 @@ pub struct PaymentLedger {
     schema_ready: Cell<bool>,
     /// The shard in memory (loaded on first use).
     cache: RefCell<Option<MemoryStore>>,
+    /// The Worker's environment: a channel shard's alarm claims through the facilitator.
+    env: Env,
+    /// A channel shard: the Unix time (seconds) its claim alarm is set for, 0 if none.
+    claim_alarm_at: Rc<Cell<u64>>,
 }
 
 /// [`Store`] that reads memory and writes through to SQLite.
@@ -359,7 +363,7 @@ async fn ensure_alarm(storage: Storage, checked: Rc<Cell<bool>>) -> Result<()> {
         return Ok(());
     }
     if storage.get_alarm().await?.is_none() {
-        storage.set_alarm(worker::Date::now().as_millis() as i64 + PRUNE_INTERVAL_MS).await?;
+        set_alarm_at(&storage, worker::Date::now().as_millis() as i64 + PRUNE_INTERVAL_MS).await?;
     }
     checked.set(true);
     Ok(())
@@ -369,8 +373,8 @@ async fn ensure_alarm(storage: Storage, checked: Rc<Cell<bool>>) -> Result<()> {
 impl PaymentLedger {
     /// The object of one shard, as the runtime constructs it: `(ctx, env)`.
     #[wasm_bindgen(constructor)]
-    pub fn new(state: worker::worker_sys::DurableObjectState, _env: Env) -> PaymentLedger {
-        PaymentLedger { state: State::from(state), alarm_checked: Rc::new(Cell::new(false)), schema_ready: Cell::new(false), cache: RefCell::new(None) }
+    pub fn new(state: worker::worker_sys::DurableObjectState, env: Env) -> PaymentLedger {
+        PaymentLedger { state: State::from(state), alarm_checked: Rc::new(Cell::new(false)), schema_ready: Cell::new(false), cache: RefCell::new(None), env, claim_alarm_at: Rc::new(Cell::new(0)) }
     }
 
     /// The RPC method: applies the JSON [`Op`] `op` and returns its reply as a JSON string,
@@ -382,6 +386,21 @@ impl PaymentLedger {
     #[wasm_bindgen(js_name = applyOp)]
     pub fn apply_op(&self, op: String) -> std::result::Result<JsValue, JsValue> {
         let reply = self.answer(&op).map_err(|e| JsValue::from(js_sys::Error::new(&e)))?;
+        // A channel with charges to claim gets an alarm for when they are due (CHANNEL_CLAIM_SECONDS
+        // after the oldest), so an idle channel is claimed without a request.
+        if let Some(due) = self.claim_due_at() {
+            let storage = self.state.storage();
+            let at = Rc::clone(&self.claim_alarm_at);
+            at.set(due);
+            return Ok(worker::wasm_bindgen_futures::future_to_promise(async move {
+                if let Err(e) = alarm_no_later_than(&storage, due).await {
+                    worker::console_error!("x402 ledger: could not schedule the channel's claim: {e}");
+                    at.set(0);
+                }
+                Ok(JsValue::from(reply))
+            })
+            .into());
+        }
         if self.alarm_checked.get() {
             return Ok(JsValue::from(reply));
         }
@@ -398,7 +417,66 @@ impl PaymentLedger {
     /// The alarm handler: prunes what [`crate::ledger::PRUNE_AFTER_SECONDS`] allows and
     /// schedules the next run while records remain.
     pub async fn alarm(&self) -> std::result::Result<JsValue, JsValue> {
-        self.prune().await.map(|()| JsValue::UNDEFINED).map_err(JsValue::from)
+        self.prune().await.map_err(JsValue::from)?;
+        self.claim_channel().await.map(|()| JsValue::UNDEFINED).map_err(JsValue::from)
+    }
+}
+
+/// Sets the object's alarm for `at_ms` (Unix milliseconds). workers-rs reads a bare `i64` as an
+/// offset from now, not a time: passing an absolute time put every alarm decades ahead (the
+/// prune never ran).
+async fn set_alarm_at(storage: &Storage, at_ms: i64) -> Result<()> {
+    let offset = at_ms.saturating_sub(worker::Date::now().as_millis() as i64).max(0);
+    storage.set_alarm(std::time::Duration::from_millis(offset as u64)).await
+}
+
+/// Sets the object's alarm to `at_seconds` unless one is set earlier.
+async fn alarm_no_later_than(storage: &Storage, at_seconds: u64) -> Result<()> {
+    let at = i64::try_from(at_seconds.saturating_mul(1000)).unwrap_or(i64::MAX);
+    match storage.get_alarm().await? {
+        Some(existing) if existing <= at => Ok(()),
+        _ => set_alarm_at(storage, at).await,
+    }
+}
+
+impl PaymentLedger {
+    /// A channel shard holding charges to claim and no claim alarm set yet: when they are due
+    /// (the oldest charge plus `CHANNEL_CLAIM_SECONDS`, at least a second from now).
+    fn claim_due_at(&self) -> Option<u64> {
+        if self.claim_alarm_at.get() != 0 {
+            return None;
+        }
+        let cache = self.cache.borrow();
+        let channel = cache.as_ref()?.channel.as_ref().filter(|c| c.unclaimed() > 0 && c.unclaimed_since > 0)?;
+        let config = super::vars::config(&self.env).ok()?;
+        Some(channel.unclaimed_since.saturating_add(config.channel_claim.seconds).max(now_seconds() + 1))
+    }
+
+    /// The alarm of a channel shard: claims the channel when due (as a request would,
+    /// `gateway::claim_channel`, its ledger calls coming back to this object), then sets the next
+    /// alarm while charges remain unclaimed (a failed claim is tried again a minute later).
+    async fn claim_channel(&self) -> Result<()> {
+        self.claim_alarm_at.set(0);
+        let store = self.store().map_err(worker::Error::RustError)?;
+        let Some(channel) = store.channel().map_err(worker::Error::RustError)? else { return Ok(()) };
+        if channel.unclaimed() == 0 {
+            return Ok(());
+        }
+        let config = super::vars::config(&self.env).map_err(|e| worker::Error::RustError(e.to_string()))?;
+        let now = now_seconds();
+        if crate::gateway::channel_claim_due(&config, &channel, now) {
+            let Some(id) = crate::evm::parse_bytes32(&channel.channel_id) else { return Ok(()) };
+            let p = Rc::new(super::platform::Edge::background(&config, self.env.clone()));
+            crate::gateway::claim_channel(Rc::clone(&config), p, crate::ledger::ChannelShard::of(&id)).await;
+        }
+        *self.cache.borrow_mut() = None;
+        let after = self.store().and_then(|s| s.channel()).map_err(worker::Error::RustError)?;
+        if let Some(c) = after.filter(|c| c.unclaimed() > 0) {
+            let due = c.unclaimed_since.saturating_add(config.channel_claim.seconds).max(now + 60);
+            self.claim_alarm_at.set(due);
+            alarm_no_later_than(&self.state.storage(), due).await?;
+        }
+        Ok(())
     }
 }
 
@@ -424,13 +502,13 @@ impl PaymentLedger {
         let (others, passes) = (row.map_or(0, |r| number(r.first())), row.map_or(0, |r| number(r.get(1))));
         let next = worker::Date::now().as_millis() as i64 + PRUNE_INTERVAL_MS;
         if others > 0 {
-            self.state.storage().set_alarm(next).await?;
+            set_alarm_at(&self.state.storage(), next).await?;
         } else if passes > 0 {
             // A pass shard holds nothing else: wake when its pass can be pruned, not every few
             // minutes until then (a pass may live a year).
             let prunable = row.map_or(0, |r| number(r.get(2))).saturating_add(PRUNE_AFTER_SECONDS + 1);
             let at = i64::try_from(prunable.saturating_mul(1000)).unwrap_or(i64::MAX);
-            self.state.storage().set_alarm(next.max(at)).await?;
+            set_alarm_at(&self.state.storage(), next.max(at)).await?;
         } else {
             self.alarm_checked.set(false);
         }
