@@ -436,3 +436,19 @@ fn the_accepted_requirement_must_be_a_channel_offer_of_the_route() {
     assert!(required(&res)["error"].as_str().unwrap().starts_with("invalid_payment_requirements"));
     assert_eq!(p.origin_hits(), 2);
 }
+
+/// However long CHANNEL_CLAIM_SECONDS is, a charge is claimed once it is `withdrawDelay` − 300 s
+/// old: a payer cannot start a withdrawal right after a request and complete it before the claim.
+#[test]
+fn a_charge_is_claimed_before_a_withdrawal_started_after_it_could_complete() {
+    let (cfg, p) = (cfg_with(json!({ "CHANNEL_CLAIM_SECONDS": "3600" })), start());
+    open(&cfg, &p, 1, 100_000);
+    p.now.set(NOW + 599);
+    p.queue_verify(verified(1, 100_000, 0, 0));
+    run(&cfg, &p, paid(&cfg, voucher_header(&cfg, 1, 2 * PRICE)));
+    assert_eq!(p.settles(), 1, "599 s: not due");
+    p.now.set(NOW + 600);
+    run(&cfg, &p, paid(&cfg, voucher_header(&cfg, 1, 3 * PRICE)));
+    let kinds: Vec<String> = p.facilitator_calls.borrow().iter().filter(|(e, _)| e == "settle").map(|(_, b)| b["paymentPayload"]["payload"]["type"].as_str().unwrap_or("").to_string()).collect();
+    assert_eq!(kinds, ["deposit", "claim", "settle"], "600 s = withdrawDelay 900 − 300: claimed");
+}

@@ -449,7 +449,7 @@ impl PaymentLedger {
         let cache = self.cache.borrow();
         let channel = cache.as_ref()?.channel.as_ref().filter(|c| c.unclaimed() > 0 && c.unclaimed_since > 0)?;
         let config = super::vars::config(&self.env).ok()?;
-        Some(channel.unclaimed_since.saturating_add(config.channel_claim.seconds).max(now_seconds() + 1))
+        Some(channel.unclaimed_since.saturating_add(crate::gateway::channel_claim_after_seconds(&config, channel)).max(now_seconds() + 1))
     }
 
     /// The alarm of a channel shard: claims the channel when due (as a request would,
@@ -472,7 +472,7 @@ impl PaymentLedger {
         *self.cache.borrow_mut() = None;
         let after = self.store().and_then(|s| s.channel()).map_err(worker::Error::RustError)?;
         if let Some(c) = after.filter(|c| c.unclaimed() > 0) {
-            let due = c.unclaimed_since.saturating_add(config.channel_claim.seconds).max(now + 60);
+            let due = c.unclaimed_since.saturating_add(crate::gateway::channel_claim_after_seconds(&config, &c)).max(now + 60);
             self.claim_alarm_at.set(due);
             alarm_no_later_than(&self.state.storage(), due).await?;
         }

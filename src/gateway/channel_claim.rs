@@ -79,11 +79,18 @@ pub(super) async fn sync<P: Platform>(p: &P, shard: &ChannelShard, channel_id: &
 /// Whether `channel` is due a claim under the configured policy at `now`: enough vouchers, an old
 /// enough unclaimed charge, or a timed withdrawal under way.
 pub fn claim_due(config: &Config, channel: &ChannelRecord, now: u64) -> bool {
-    let policy = config.channel_claim;
     channel.unclaimed() > 0
-        && (u64::from(channel.unclaimed_vouchers) >= policy.vouchers
-            || (channel.unclaimed_since > 0 && now.saturating_sub(channel.unclaimed_since) >= policy.seconds)
+        && (u64::from(channel.unclaimed_vouchers) >= config.channel_claim.vouchers
+            || (channel.unclaimed_since > 0 && now.saturating_sub(channel.unclaimed_since) >= claim_after_seconds(config, channel))
             || channel.withdraw_requested_at != 0)
+}
+
+/// How old (seconds) a channel's oldest unclaimed charge may get: `CHANNEL_CLAIM_SECONDS`, but
+/// never more than the channel's `withdrawDelay` less the figures' refresh time
+/// ([`super::channel::SYNC_SECONDS`]), so that a payer who starts a withdrawal right after its
+/// last request cannot complete it before the claim.
+pub fn claim_after_seconds(config: &Config, channel: &ChannelRecord) -> u64 {
+    config.channel_claim.seconds.min(channel.config.withdraw_delay.saturating_sub(super::channel::SYNC_SECONDS))
 }
 
 /// Whether the escrow has claimed the channel's latest voucher in full: the facilitator's
