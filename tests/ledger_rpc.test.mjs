@@ -33,6 +33,7 @@ export class ProbedLedger extends PaymentLedger {
   scheduledAlarm() { return this.ctx.storage.getAlarm(); }
   authorizations() { return this.ctx.storage.sql.exec('SELECT key FROM authorizations ORDER BY key').toArray().map((r) => r.key); }
   async alarmNow() { await this.alarm(); return this.ctx.storage.getAlarm(); }
+  async setAlarmAt(ms) { await this.ctx.storage.setAlarm(ms); }
 }
 `;
 
@@ -103,4 +104,14 @@ test('the first op schedules the prune alarm; the alarm prunes what expired and 
   // The cache was dropped with the pruned record: the live one still answers as held.
   const held = JSON.parse(await stub.applyOp(reserve('live', 4_000_000_000)));
   assert.ok(held.reserved, `a lapsed lease is reserved again (the record was kept): ${JSON.stringify(held)}`);
+});
+
+test('an alarm left decades ahead by the builds that set it as an offset is re-set by the first op', async () => {
+  const stub = ns.get(ns.idFromName('payer:0x0000000000000000000000000000000000000003'));
+  const decades = Date.now() + 56 * 365 * 24 * 3600 * 1000;
+  await stub.setAlarmAt(decades);
+  assert.equal(await stub.scheduledAlarm(), decades);
+  JSON.parse(await stub.applyOp(reserve('any', 4_000_000_000)));
+  const scheduled = await stub.scheduledAlarm();
+  assert.ok(scheduled > Date.now() + 60_000 && scheduled < Date.now() + 600_000, `re-set to five minutes ahead: ${scheduled}`);
 });

@@ -45,6 +45,10 @@ pub const MAX_OP_BYTES: usize = 16 * 1024;
 /// Milliseconds between prune runs while records remain.
 const PRUNE_INTERVAL_MS: i64 = 5 * 60 * 1000;
 
+/// An alarm further ahead than this beyond the next prune is re-set by an instance's first op
+/// (ten years, in milliseconds: only the offset bug's alarms, decades ahead, are that far).
+const FAR_ALARM_MS: i64 = 10 * 365 * 24 * 3600 * 1000;
+
 const SCHEMA: &str = "CREATE TABLE IF NOT EXISTS authorizations (
     key TEXT PRIMARY KEY,
     record TEXT NOT NULL,
@@ -362,8 +366,11 @@ async fn ensure_alarm(storage: Storage, checked: Rc<Cell<bool>>) -> Result<()> {
     if checked.get() {
         return Ok(());
     }
-    if storage.get_alarm().await?.is_none() {
-        set_alarm_at(&storage, worker::Date::now().as_millis() as i64 + PRUNE_INTERVAL_MS).await?;
+    // None, or one set decades ahead by the builds that passed a time where workers-rs reads an
+    // offset.
+    let next = worker::Date::now().as_millis() as i64 + PRUNE_INTERVAL_MS;
+    if storage.get_alarm().await?.is_none_or(|at| at > next + FAR_ALARM_MS) {
+        set_alarm_at(&storage, next).await?;
     }
     checked.set(true);
     Ok(())
