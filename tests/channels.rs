@@ -8,73 +8,31 @@ mod common;
 
 use std::rc::Rc;
 
-use base64::Engine;
+use common::channel::*;
 use common::*;
-use k256::ecdsa::SigningKey;
 use serde_json::{json, Value};
 use x402_edge_paywall::config::Config;
-use x402_edge_paywall::evm::{hex_0x, Address};
-use x402_edge_paywall::x402::channel::{ChannelConfig, Voucher};
 use x402_edge_paywall::x402::encode_header;
 
-const AUTHORIZER: &str = "0x90F79bf6EB2c4f870365E785982E1f101E93b906";
-const USDC: &str = "0x036CbD53842c5426634e7929541eC2318f3dCF7e";
-const PAY_TO: &str = "0x209693Bc6afc0C5328bA36FaF03C514EF312287C";
-const PRICE: u128 = 10_000;
-
 fn cfg_with(extra: Value) -> Rc<Config> {
-    let mut vars = json!({
-        "RECEIVER_AUTHORIZER": AUTHORIZER,
-        "ROUTES": [{ "route": "GET /paid", "accepts": [{ "scheme": "batch-settlement", "price": "$0.01" }, { "price": "$0.01" }] }],
-    });
-    for (k, v) in extra.as_object().unwrap() {
-        vars[k] = v.clone();
-    }
-    config_vars(vars)
+    channel_config(json!([{ "route": "GET /paid", "accepts": [{ "scheme": "batch-settlement", "price": "$0.01" }, { "price": "$0.01" }] }]), extra)
 }
 
 fn cfg() -> Rc<Config> {
     cfg_with(json!({}))
 }
 
-fn start() -> Rc<Fake> {
-    let p = Rc::new(fake());
-    p.now.set(NOW);
-    p
-}
-
-/// The channel of the payer made of `key` (payer = payerAuthorizer), to `receiver`.
-fn channel(key: u8, receiver: &str) -> (ChannelConfig, Value) {
-    let c = ChannelConfig {
-        payer: payer(key),
-        payer_authorizer: payer(key),
-        receiver: Address::parse(receiver).unwrap(),
-        receiver_authorizer: Address::parse(AUTHORIZER).unwrap(),
-        token: Address::parse(USDC).unwrap(),
-        withdraw_delay: 900,
-        salt: [0; 32],
-    };
-    let wire = json!({ "payer": c.payer.to_checksum(), "payerAuthorizer": c.payer_authorizer.to_checksum(), "receiver": c.receiver.to_checksum(), "receiverAuthorizer": AUTHORIZER, "token": USDC, "withdrawDelay": 900, "salt": hex_0x(&[0; 32]) });
-    (c, wire)
-}
-
 fn channel_id(key: u8) -> String {
-    hex_0x(&channel(key, PAY_TO).0.channel_id(84532))
+    channel_id_of(key, false)
 }
 
 /// A voucher for `max` on the channel of `key`, signed by `signer`.
 fn voucher(key: u8, signer: u8, receiver: &str, max: u128) -> (Value, Value) {
-    let (c, wire) = channel(key, receiver);
-    let id = c.channel_id(84532);
-    let sk = SigningKey::from_slice(&[signer; 32]).unwrap();
-    let (sig, recid) = sk.sign_prehash_recoverable(&Voucher { channel_id: id, max_claimable_amount: max }.digest(84532));
-    let mut bytes = sig.to_bytes().to_vec();
-    bytes.push(27 + recid.to_byte());
-    (wire, json!({ "channelId": hex_0x(&id), "maxClaimableAmount": max.to_string(), "signature": hex_0x(&bytes) }))
+    voucher_of(key, Some(signer), receiver, false, max)
 }
 
 fn header(cfg: &Config, payload: Value) -> String {
-    encode_header(&json!({ "x402Version": 2, "accepted": cfg.routes[0].accepts[0].requirements_json, "payload": payload }))
+    channel_header(cfg, 0, payload)
 }
 
 fn voucher_header(cfg: &Config, key: u8, max: u128) -> String {
@@ -83,9 +41,7 @@ fn voucher_header(cfg: &Config, key: u8, max: u128) -> String {
 }
 
 fn deposit_header(cfg: &Config, key: u8, max: u128, amount: u128, salt: u8) -> String {
-    let (wire, v) = voucher(key, key, PAY_TO, max);
-    let auth = json!({ "validAfter": "0", "validBefore": (NOW + 300).to_string(), "salt": hex_0x(&[salt; 32]), "signature": hex_0x(&[salt; 65]) });
-    header(cfg, json!({ "type": "deposit", "channelConfig": wire, "voucher": v, "deposit": { "amount": amount.to_string(), "authorization": { "erc3009Authorization": auth } } }))
+    header(cfg, deposit_payload(key, max, amount, salt))
 }
 
 fn paid(cfg: &Config, h: String) -> http::Request<Vec<u8>> {
@@ -93,23 +49,16 @@ fn paid(cfg: &Config, h: String) -> http::Request<Vec<u8>> {
     request("/paid", &[("payment-signature", h.as_str())])
 }
 
-/// The facilitator's `/verify` answer for a valid channel payment with these escrow figures.
 fn verified(key: u8, balance: u128, claimed: u128, withdraw: u64) -> Canned {
-    reply(200, &json!({ "isValid": true, "payer": payer(key).to_checksum(), "extra": { "channelId": channel_id(key), "balance": balance.to_string(), "totalClaimed": claimed.to_string(), "withdrawRequestedAt": withdraw, "refundNonce": "0" } }).to_string())
-}
-
-fn deposit_settled(key: u8, balance: u128, amount: u128) -> Canned {
-    reply(200, &json!({ "success": true, "transaction": tx(77), "network": "eip155:84532", "payer": payer(key).to_checksum(), "amount": amount.to_string(), "extra": { "channelState": { "channelId": channel_id(key), "balance": balance.to_string(), "totalClaimed": "0", "withdrawRequestedAt": 0, "refundNonce": "0" } } }).to_string())
+    verified_reply(key, false, balance, claimed, withdraw)
 }
 
 fn receipt(res: &http::Response<Vec<u8>>) -> Value {
-    let h = res.headers().get("payment-response").expect("PAYMENT-RESPONSE").to_str().unwrap();
-    serde_json::from_slice(&base64::engine::general_purpose::STANDARD.decode(h).unwrap()).unwrap()
+    header_json(res, "payment-response")
 }
 
 fn required(res: &http::Response<Vec<u8>>) -> Value {
-    let h = res.headers().get("payment-required").expect("PAYMENT-REQUIRED").to_str().unwrap();
-    serde_json::from_slice(&base64::engine::general_purpose::STANDARD.decode(h).unwrap()).unwrap()
+    header_json(res, "payment-required")
 }
 
 /// Opens the channel of `key` with a deposit of `balance` and charges the first voucher.

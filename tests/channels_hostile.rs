@@ -11,85 +11,48 @@ mod common;
 use std::rc::Rc;
 
 use base64::Engine;
+use common::channel::*;
 use common::*;
-use k256::ecdsa::SigningKey;
 use serde_json::{json, Value};
 use x402_edge_paywall::config::Config;
-use x402_edge_paywall::evm::{hex_0x, Address};
+use x402_edge_paywall::evm::hex_0x;
 use x402_edge_paywall::ledger::channel::{ChannelFinished, ChannelReservation, ChannelReserve, ChannelSync};
 use x402_edge_paywall::ledger::{self, MemoryStore};
-use x402_edge_paywall::x402::channel::{ChannelConfig, Voucher};
+use x402_edge_paywall::x402::channel::ChannelConfig;
 use x402_edge_paywall::x402::encode_header;
 
-const AUTHORIZER: &str = "0x90F79bf6EB2c4f870365E785982E1f101E93b906";
-const USDC: &str = "0x036CbD53842c5426634e7929541eC2318f3dCF7e";
-const PAY_TO: &str = "0x209693Bc6afc0C5328bA36FaF03C514EF312287C";
-const PRICE: u128 = 10_000;
-
 fn cfg_with(extra: Value) -> Rc<Config> {
-    let mut vars = json!({
-        "RECEIVER_AUTHORIZER": AUTHORIZER,
-        "ROUTES": [
+    channel_config(json!([
             { "route": "GET /paid", "accepts": [{ "scheme": "batch-settlement", "price": "$0.01" }, { "price": "$0.01" }] },
             { "route": "GET /dear", "accepts": [{ "scheme": "batch-settlement", "price": "$0.05" }] },
             { "route": "GET /other/*", "price": "$0.02" },
-        ],
-    });
-    for (k, v) in extra.as_object().unwrap() {
-        vars[k] = v.clone();
-    }
-    config_vars(vars)
+        ]), extra)
 }
 
 fn cfg() -> Rc<Config> {
     cfg_with(json!({}))
 }
 
-fn start() -> Rc<Fake> {
-    let p = Rc::new(fake());
-    p.now.set(NOW);
-    p
-}
-
-/// The channel of the payer made of `key`: payerAuthorizer = the payer (`smart` false) or zero
-/// (`smart` true: an EIP-1271 wallet, checked by the facilitator), to `PAY_TO`.
 fn channel(key: u8, smart: bool) -> (ChannelConfig, Value) {
-    let c = ChannelConfig {
-        payer: payer(key),
-        payer_authorizer: if smart { Address([0; 20]) } else { payer(key) },
-        receiver: Address::parse(PAY_TO).unwrap(),
-        receiver_authorizer: Address::parse(AUTHORIZER).unwrap(),
-        token: Address::parse(USDC).unwrap(),
-        withdraw_delay: 900,
-        salt: [0; 32],
-    };
-    let wire = json!({ "payer": c.payer.to_checksum(), "payerAuthorizer": c.payer_authorizer.to_checksum(), "receiver": PAY_TO, "receiverAuthorizer": AUTHORIZER, "token": USDC, "withdrawDelay": 900, "salt": hex_0x(&[0; 32]) });
-    (c, wire)
+    channel_of(key, PAY_TO, smart)
 }
 
 fn channel_id(key: u8, smart: bool) -> String {
-    hex_0x(&channel(key, smart).0.channel_id(84532))
+    channel_id_of(key, smart)
 }
 
 fn sign(id: [u8; 32], max: u128, signer: u8) -> String {
-    let sk = SigningKey::from_slice(&[signer; 32]).unwrap();
-    let (sig, recid) = sk.sign_prehash_recoverable(&Voucher { channel_id: id, max_claimable_amount: max }.digest(84532));
-    let mut bytes = sig.to_bytes().to_vec();
-    bytes.push(27 + recid.to_byte());
-    hex_0x(&bytes)
+    sign_voucher(id, max, signer)
 }
 
 /// A voucher for `max` on the channel of `key`, signed by `key` (a smart wallet's: a signature the
 /// paywall cannot check; `forged` makes it garbage).
 fn voucher(key: u8, smart: bool, max: u128, forged: bool) -> (Value, Value) {
-    let (c, wire) = channel(key, smart);
-    let id = c.channel_id(84532);
-    let signature = if forged { hex_0x(&[0x11; 65]) } else { sign(id, max, key) };
-    (wire, json!({ "channelId": hex_0x(&id), "maxClaimableAmount": max.to_string(), "signature": signature }))
+    voucher_of(key, (!forged).then_some(key), PAY_TO, smart, max)
 }
 
 fn header_for(cfg: &Config, route: usize, payload: Value) -> String {
-    encode_header(&json!({ "x402Version": 2, "accepted": cfg.routes[route].accepts[0].requirements_json, "payload": payload }))
+    channel_header(cfg, route, payload)
 }
 
 fn header(cfg: &Config, payload: Value) -> String {
@@ -111,9 +74,7 @@ fn refund_payload(key: u8, max: u128) -> Value {
 }
 
 fn deposit_header(cfg: &Config, key: u8, max: u128, amount: u128, salt: u8) -> String {
-    let (wire, v) = voucher(key, false, max, false);
-    let auth = json!({ "validAfter": "0", "validBefore": (NOW + 300).to_string(), "salt": hex_0x(&[salt; 32]), "signature": hex_0x(&[salt; 65]) });
-    header(cfg, json!({ "type": "deposit", "channelConfig": wire, "voucher": v, "deposit": { "amount": amount.to_string(), "authorization": { "erc3009Authorization": auth } } }))
+    header(cfg, deposit_payload(key, max, amount, salt))
 }
 
 fn at(path: &str, h: &str) -> http::Request<Vec<u8>> {
@@ -125,15 +86,11 @@ fn paid(h: String) -> http::Request<Vec<u8>> {
 }
 
 fn verified(key: u8, smart: bool, balance: u128, claimed: u128) -> Canned {
-    reply(200, &json!({ "isValid": true, "payer": payer(key).to_checksum(), "extra": { "channelId": channel_id(key, smart), "balance": balance.to_string(), "totalClaimed": claimed.to_string(), "withdrawRequestedAt": 0, "refundNonce": "0" } }).to_string())
+    verified_reply(key, smart, balance, claimed, 0)
 }
 
 fn invalid(reason: &str) -> Canned {
     reply(200, &json!({ "isValid": false, "invalidReason": reason }).to_string())
-}
-
-fn deposit_settled(key: u8, balance: u128, amount: u128) -> Canned {
-    reply(200, &json!({ "success": true, "transaction": tx(77), "network": "eip155:84532", "payer": payer(key).to_checksum(), "amount": amount.to_string(), "extra": { "channelState": { "channelId": channel_id(key, false), "balance": balance.to_string(), "totalClaimed": "0", "withdrawRequestedAt": 0, "refundNonce": "0" } } }).to_string())
 }
 
 fn refund_settled(key: u8, balance: u128, claimed: u128, amount: u128) -> Canned {

@@ -4,6 +4,8 @@
 //! `tests/*.test.mjs`.
 #![allow(dead_code)]
 
+pub mod channel;
+
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::future::Future;
