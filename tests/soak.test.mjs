@@ -233,10 +233,11 @@ async function lane(s, until) {
  * Retries every authorization of this round that got no usable answer (not served, and an unknown
  * outcome, no definite refusal, or a last answer that says a retry reconciles), with the same header; a 409 (another copy in flight) is waited
  * out. A retry answered "unknown" again (the retry's own /settle can exceed the 2 s limit: the
- * facilitator waits for the receipt) is retried, up to RETRIES times in all, as an honest client
- * would; `a.retries` counts them.
+ * facilitator waits for the receipt, or the facilitator is faulted again and skipped for a few
+ * seconds) is retried a second later, up to RETRIES times in all, as an honest client would;
+ * `a.retries` counts them.
  */
-const RETRIES = 3;
+const RETRIES = 6;
 async function retries(s, from) {
   // Also when an earlier copy got a definite refusal but the last answer says a retry reconciles
   // (one copy refused at /verify, a later replay settled on chain and answered "refused after a
@@ -255,6 +256,7 @@ async function retries(s, from) {
         }
         a.retries++;
         if (!unknown(r)) break;
+        await sleep(1000);
       }
     }
   }));
