@@ -50,6 +50,13 @@ if [ "$(cat node_modules/.x402-lock-stamp 2>/dev/null)" != "$stamp" ]; then
     || step "Node $node_version (pinned, for npm)" install_node "$node_version" "$node_integrity"
   step "npm packages (npm ci, package-lock.json)" npm_ci
 fi
+# Cloudflare's `agents` package (its x402 MCP client, for tests/mcp_agents.test.mjs and the bench's
+# MCP peer) in a package of its own: its optional react 19 peer conflicts with the root tree.
+agents_stamp="$(sha256sum tests/agents/package-lock.json | cut -d' ' -f1)"
+if [ "$(cat tests/agents/node_modules/.x402-lock-stamp 2>/dev/null)" != "$agents_stamp" ]; then
+  step "npm packages for the agents peer (npm ci, tests/agents/package-lock.json)" bash -c \
+    "cd tests/agents && PATH='$node_dir/bin:$PATH' npm ci --no-audit --no-fund && echo $agents_stamp > node_modules/.x402-lock-stamp"
+fi
 # Debian's Chromium for the browser tests (tests/paywall.test.mjs drive it with playwright-core;
 # no browser download from elsewhere works offline). Root installs it; otherwise it says how.
 if ! command -v chromium >/dev/null; then
