@@ -16,6 +16,8 @@
 // BENCH_ONLY=upto: only the metered (`upto`, Permit2) paid request, ours and the peer's, at 0 and
 // 50 ms facilitator delay, next to the exact paid request in the same rounds (for reference),
 // BENCH_ROUNDS interleaved rounds, medians: the report's rows (stderr) and JSON (stdout).
+// BENCH_ONLY=mcp: a paid MCP tool call, ours (in front of an unmodified MCP server) and the same
+// server paid through Cloudflare's agents withX402/paidTool, at 0 and 50 ms; rows and JSON.
 import { execFileSync, spawn } from 'node:child_process';
 import { mkdirSync, readFileSync, writeFileSync, statSync } from 'node:fs';
 import { createRequire } from 'node:module';
@@ -568,6 +570,151 @@ async function onlyChannel() {
   console.log(JSON.stringify(out));
 }
 
+// ---- MCP: a paid tool call ----------------------------------------------------------------
+
+/** Bundles the MCP origin and the agents-paid MCP peer (agents from tests/agents, setup.sh). */
+function buildMcp() {
+  for (const name of ['mcp-origin', 'mcp-agents']) {
+    execFileSync(path.join(ROOT, 'node_modules/@esbuild/linux-x64/bin/esbuild'), [
+      `bench/peer/${name}.mjs`, '--bundle', '--format=esm', '--platform=neutral', '--main-fields=module,main',
+      '--conditions=workerd,worker,browser,import', '--alias:url=node:url', '--external:node:*', `--outfile=${BUILD}/${name}.js`, '--log-level=warning',
+    ], { cwd: ROOT, stdio: 'inherit', env: { ...process.env, NODE_PATH: path.join(ROOT, 'tests/agents/node_modules') } });
+  }
+}
+
+/** `ours`: our Worker with `/mcp`'s `search` at $0.01, in front of the unmodified MCP server (a
+ * second Worker in the same workerd, behind ORIGIN_SERVICE); `peer`: the same server paid through
+ * agents' withX402/paidTool. Both in one Miniflare, the stand-in facilitator at `facilitatorUrl`. */
+async function startMcpServer(kind, facilitatorUrl) {
+  const known = new Set(childPids('workerd'));
+  const { host, port, cf, handleRuntimeStdio, ...ours } = miniflareOptions('ours', 'http://unused.invalid', facilitatorUrl);
+  const { ORIGIN_URL, ...bindings } = ours.bindings;
+  const worker = (name, file, more = {}) => ({ name, modules: true, scriptPath: path.join(BUILD, `${file}.js`), compatibilityDate: ours.compatibilityDate, ...more });
+  const workers = kind === 'ours'
+    ? [{ ...ours, name: 'paywall', bindings: { ...bindings, MCP: [{ path: '/mcp', tools: { search: '$0.01' }, default: 'deny' }] }, serviceBindings: { ORIGIN_SERVICE: 'origin' } }, worker('origin', 'mcp-origin')]
+    : [worker('peer', 'mcp-agents', { compatibilityFlags: ['nodejs_compat'], bindings: { FACILITATOR_URL: facilitatorUrl, PAY_TO } })];
+  const mf = new Miniflare({ host, port, cf, handleRuntimeStdio, workers });
+  const url = (await mf.ready).toString().replace(/\/$/, '');
+  const pid = childPids('workerd').find((p) => !known.has(p));
+  return { mf, url, pid };
+}
+
+/** POSTs one JSON-RPC message to `/mcp` (in session `sid`); the answer's headers and message. */
+async function mcpPost(url, message, sid) {
+  const headers = { 'content-type': 'application/json', accept: 'application/json, text/event-stream', 'mcp-protocol-version': '2025-06-18' };
+  if (sid) headers['mcp-session-id'] = sid;
+  const r = await fetch(`${url}/mcp`, { method: 'POST', headers, body: JSON.stringify(message) });
+  const text = await r.text();
+  return { headers: r.headers, message: text ? JSON.parse(text) : undefined };
+}
+
+/** Opens an MCP session on `url`; its id and the `search` tool's requirement (from an unpaid
+ * call's `_meta["x402/error"]`, which both servers set). */
+async function mcpSession(url) {
+  const init = await mcpPost(url, { jsonrpc: '2.0', id: 0, method: 'initialize', params: { protocolVersion: '2025-06-18', capabilities: {}, clientInfo: { name: 'bench', version: '1.0.0' } } });
+  const sid = init.headers.get('mcp-session-id');
+  if (!sid) throw new Error(`no MCP session: ${JSON.stringify(init.message)}`);
+  await mcpPost(url, { jsonrpc: '2.0', method: 'notifications/initialized' }, sid);
+  const unpaid = await mcpPost(url, { jsonrpc: '2.0', id: 1, method: 'tools/call', params: { name: 'search', arguments: {} } }, sid);
+  const accepted = unpaid.message?.result?._meta?.['x402/error']?.accepts?.[0];
+  if (!accepted) throw new Error(`no price for search: ${JSON.stringify(unpaid.message)}`);
+  return { sid, accepted };
+}
+
+// Paid `tools/call`s of `search` in one session, each under its own JSON-RPC id, the payment
+// (base64, the agents form) in `_meta["x402/payment"]`; an answer without
+// `x402/payment-response` counts as a refusal (an MCP payment failure is an HTTP 200).
+const LUA_MCP = `
+local lines, i, id, sid = {}, 0, 100, nil
+failures, first = 0, nil
+local threads = {}
+setup = function(thread) table.insert(threads, thread) end
+init = function(args)
+  sid = args[1]
+  for l in io.lines(args[2]) do lines[#lines + 1] = l end
+end
+request = function()
+  i = i + 1
+  if i > #lines then i = #lines end
+  id = id + 1
+  local body = '{"jsonrpc":"2.0","id":' .. id .. ',"method":"tools/call","params":{"name":"search","arguments":{},"_meta":{"x402/payment":"' .. lines[i] .. '"}}}'
+  return wrk.format("POST", "/mcp", { ["content-type"] = "application/json", ["accept"] = "application/json, text/event-stream", ["mcp-session-id"] = sid, ["mcp-protocol-version"] = "2025-06-18" }, body)
+end
+response = function(status, headers, body)
+  if not string.find(body, '"x402/payment-response"', 1, true) then
+    failures = failures + 1
+    if first == nil then first = body end
+  end
+end
+done = function(summary, latency, requests)
+  for _, t in ipairs(threads) do
+    local f = t:get("failures")
+    if f and f > 0 then io.stderr:write("non-2xx: " .. f .. " unpaid answers; the first: " .. tostring(t:get("first")) .. "\\n") end
+  end
+end
+`;
+
+/** One paid tool-call load run on an MCP server at `delay` ms facilitator delay. */
+async function mcpRun(server, standin, session, kind, round, delay, perSecond) {
+  standin.setDelay(delay);
+  const n = perSecond * SECONDS;
+  const file = presign(session.accepted, n, `mcp-${kind}-${delay}-${round}`);
+  standin.reset();
+  const script = path.join(BUILD, 'mcp.lua');
+  writeFileSync(script, LUA_MCP);
+  log(`round ${round + 1}: ${kind} MCP paid tool call, ${delay} ms`);
+  const r = await spawnWrk(['-t1', `-c${CONNECTIONS}`, `-d${SECONDS}s`, '--latency', '-s', script, server.url, '--', session.sid, file], server.pid);
+  if (r.firstRefusal || r.non2xx > 0 || r.requests > n) throw new Error(`${kind} MCP ${delay} ms: ${r.firstRefusal ?? `${r.non2xx} non-2xx`} of ${r.requests} (pre-signed ${n})`);
+  if (standin.calls.settle < r.requests) throw new Error(`${kind} MCP ${delay} ms: ${standin.calls.settle} settles for ${r.requests} answers`);
+  r.verifyCalls = standin.calls.verify;
+  r.settleCalls = standin.calls.settle;
+  r.roundTrips = (r.verifyCalls + r.settleCalls) / r.requests;
+  return r;
+}
+
+/** Paid MCP tool calls, ours and the agents peer, at 0 and 50 ms: BENCH_ROUNDS interleaved rounds. */
+async function mcpRounds() {
+  buildMcp();
+  const rounds = { ours: [], peer: [] };
+  for (let round = 0; round < ROUNDS; round++) {
+    for (const kind of ['ours', 'peer']) {
+      const standin = await startStandin({ delayMs: 0 });
+      const server = await startMcpServer(kind, standin.url);
+      try {
+        const session = await mcpSession(server.url);
+        rounds[kind].push({ mcp0: await mcpRun(server, standin, session, kind, round, 0, 1500), mcp50: await mcpRun(server, standin, session, kind, round, 50, 400) });
+      } finally {
+        await server.mf.dispose();
+        await standin.stop();
+      }
+    }
+  }
+  return { ours: medians(rounds.ours), peer: medians(rounds.peer) };
+}
+
+/** The report's rows for the paid MCP tool call. */
+function mcpRows({ ours, peer }) {
+  const lines = [];
+  for (const d of [0, 50]) {
+    const o = ours[`mcp${d}`];
+    const p = peer[`mcp${d}`];
+    lines.push(row(`(t) paid MCP tool call, facilitator ${d} ms, throughput [peer: agents withX402/paidTool]`, o.rps, p.rps, 'req/s'));
+    lines.push(row(`(t) paid MCP tool call, facilitator ${d} ms, p50`, o.p50, p.p50, 'ms', 'lower', 2));
+    lines.push(row(`(t) paid MCP tool call, facilitator ${d} ms, p99`, o.p99, p.p99, 'ms', 'lower', 2));
+    lines.push(row(`(t) paid MCP tool call, facilitator ${d} ms, workerd CPU per call (ours: paywall + MCP origin)`, o.workerdCpuMs, p.workerdCpuMs, 'ms', 'lower', 3));
+    lines.push(`| (t) facilitator round trips per paid tool call, ${d} ms | ${fmt(o.roundTrips, 2)} (verify ${o.verifyCalls}, settle ${o.settleCalls}) | ${fmt(p.roundTrips, 2)} (verify ${p.verifyCalls}, settle ${p.settleCalls}) | |`);
+  }
+  return lines;
+}
+
+/** BENCH_ONLY=mcp: the paid MCP tool call rows (stderr) and JSON (stdout). */
+async function onlyMcp() {
+  const m = await mcpRounds();
+  console.error(mcpRows(m).join('\n'));
+  const pick = (r) => ({ rps: Math.round(r.rps), p50: r.p50, p99: r.p99, workerdCpuMs: r.workerdCpuMs, roundTrips: r.roundTrips });
+  console.log(JSON.stringify({ ours: { mcp0: pick(m.ours.mcp0), mcp50: pick(m.ours.mcp50) }, peer: { mcp0: pick(m.peer.mcp0), mcp50: pick(m.peer.mcp50) }, loadavg: os.loadavg() }));
+}
+
 /** BENCH_ONLY=paid0 | minted0: our paid request (selling a pass for minted0) at 0 ms, one run. */
 async function onlyPaid0(routePath) {
   const origin = await startBenchOrigin();
@@ -711,6 +858,7 @@ async function onlyUpto() {
 
 async function main() {
   if (process.env.BENCH_ONLY === 'upto') return onlyUpto();
+  if (process.env.BENCH_ONLY === 'mcp') return onlyMcp();
   if (process.env.BENCH_ONLY === 'channel') return onlyChannel();
   if (process.env.BENCH_ONLY === 'free') return onlyFree();
   if (process.env.BENCH_ONLY === 'startup') {
@@ -753,6 +901,8 @@ async function main() {
   const streamPeer = await streaming('peer', origin, () => bigHeaders[next++]);
   const m = await micro();
   await origin.stop();
+  log('MCP');
+  const mcp = await mcpRounds();
 
   const wasmPath = path.join(ROOT, 'build/index_bg.wasm');
   const raw = statSync(wasmPath).size;
@@ -785,6 +935,7 @@ async function main() {
     lines.push(`| (b) facilitator round trips per paid request, ${d} ms | ${fmt(o.roundTrips, 2)} (verify ${o.verifyCalls}, settle ${o.settleCalls}) | ${fmt(p.roundTrips, 2)} (verify ${p.verifyCalls}, settle ${p.settleCalls}) | |`);
   }
   lines.push(...uptoRows(ours, peer));
+  lines.push(...mcpRows(mcp));
   const fp = floors.proxy;
   lines.push(`| unpriced pass-through (GET /free → origin), throughput | ${fmt(ours.free.rps)} req/s, ${fmt(ours.free.workerdCpuMs, 3)} ms CPU/req | floor: a plain JS fetch proxy Worker, ${fmt(fp.rps)} req/s, ${fmt(fp.workerdCpuMs, 3)} ms CPU/req | ${fmt(ours.free.rps / fp.rps, 2)}× the floor |`);
   const cd = ours.paid0cdp;
