@@ -1,6 +1,6 @@
 //! Load-generation helper for the benchmark: prints N `PAYMENT-SIGNATURE` values, one per line,
 //! each a fresh payment for the requirement given as JSON in argv[1], signed by the anvil test
-//! key #2. Usage: `presign '<accepted JSON>' N`.
+//! key #2 (or round-robin over `PAYERS` payers, see `main`). Usage: `presign '<accepted JSON>' N`.
 //!
 //! The requirement's `scheme` picks what is signed:
 //! - `exact`: an EIP-3009 `TransferWithAuthorization` of `amount` to `payTo`, random 32-byte
@@ -38,10 +38,15 @@ fn main() {
         print!("{out}");
         return;
     }
-    for _ in 0..n {
+    // PAYERS (env, default 1, at most 64): payments round-robin over that many payers, the first
+    // the anvil key above, the others 32 bytes of 0xA0 + i (single-payer vs many-payer load).
+    let payers: usize = std::env::var("PAYERS").ok().and_then(|p| p.parse().ok()).unwrap_or(1).clamp(1, 64);
+    let keys: Vec<SigningKey> = (0..payers).map(|i| if i == 0 { key.clone() } else { SigningKey::from_slice(&[0xA0 + i as u8; 32]).expect("key") }).collect();
+    for i in 0..n {
+        let key = &keys[i % payers];
         let payload = match accepted["scheme"].as_str() {
-            Some("upto") => upto(&key, &accepted, now),
-            Some("exact") => exact(&key, &accepted, now),
+            Some("upto") => upto(key, &accepted, now),
+            Some("exact") => exact(key, &accepted, now),
             other => panic!("presign: scheme {other:?} is not exact or upto"),
         };
         out.push_str(&encode_header(&payload));
