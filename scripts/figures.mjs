@@ -88,9 +88,20 @@ export function targets(size, rows) {
       out.push([metered, 'not in this report (it predates the metered rows)']);
     }
   }
-  const [qo, qp, qr] = row(rows, '(a) 402 challenge with DECISION_LOG = "payments", throughput');
-  const [co, cp, cr] = row(rows, '(a) 402 challenge, throughput');
-  out.push(['402 challenge throughput at least the peer\'s', `with \`DECISION_LOG = "payments"\`: ${verdict(numbers(qr)[0] >= 1)} (${qo} against ${qp}, ${qr}); with the default \`all\`: ${verdict(numbers(cr)[0] >= 1)} (${co} against ${cp}, ${cr})`]);
+  {
+    const t = '(t) paid MCP tool call, facilitator 50 ms';
+    const mcp = 'agents `withX402`/`paidTool`: a paid MCP tool call at least its throughput and p50 at 50 ms facilitator delay';
+    if ([...rows.keys()].some((k) => k.startsWith(`${t}, throughput`))) {
+      const [o, p, ratio] = row(rows, `${t}, throughput`);
+      const [o50, p50] = row(rows, `${t}, p50`).map((c) => numbers(c)[0]);
+      out.push([mcp, `${verdict(numbers(ratio)[0] >= 1 && o50 <= p50)}: ${o} against ${p} (${ratio}); p50 ${fmt(o50, 1)} against ${fmt(p50, 1)} ms`]);
+    } else {
+      out.push([mcp, 'not in this report (it predates the MCP rows)']);
+    }
+  }
+  const [co, cp, cr] = row(rows, '(a) 402 challenge (shipped default, DECISION_LOG = "payments"), throughput');
+  const [lo, lp, lr] = row(rows, '(a) 402 challenge with DECISION_LOG = "all" (a log line per challenge), throughput');
+  out.push(['402 challenge throughput at least the peer\'s with the shipped configuration', `${verdict(numbers(cr)[0] >= 1)} (${co} against ${cp}, ${cr}); with \`DECISION_LOG = "all"\`: ${lo} (${lr})`]);
   const free = row(rows, 'unpriced pass-through');
   const fr = numbers(free[2])[0];
   out.push(['unpriced pass-through within 10 % of a plain JS `fetch` proxy', `${verdict(fr >= 0.9)}: ${fr}× the proxy's throughput`]);

@@ -39,7 +39,7 @@ const starts = (w) => w.logs.filter((l) => l.includes('"x402":"start"')).map((l)
 
 describe('start-up (the configuration parsed and the challenges laid out before the first request)', () => {
   test('one start line per isolate, before any request, naming what was loaded; the warm-up route is not the Worker\'s', async () => {
-    const w = await startWorker({ originUrl: stack.origin.url, facilitatorUrl: stack.facilitator.url, payTo: stack.payTo });
+    const w = await startWorker({ originUrl: stack.origin.url, facilitatorUrl: stack.facilitator.url, payTo: stack.payTo, extraBindings: { DECISION_LOG: 'all' } });
     try {
       await until(() => starts(w).length > 0);
       const [{ prices, ...start }] = starts(w);
@@ -88,10 +88,26 @@ describe('start-up (the configuration parsed and the challenges laid out before 
 });
 
 describe('decision logs and metrics', () => {
-  test('one JSON line per priced request, naming route, outcome, payer, price and transaction, and none of the secrets', async () => {
+  test('by default (DECISION_LOG = "payments") a plain challenge writes no line; a payment and a refused payment do', async () => {
+    const w = await startWorker({ originUrl: stack.origin.url, facilitatorUrl: stack.facilitator.url, payTo: stack.payTo });
+    try {
+      for (let i = 0; i < 3; i++) await (await fetch(`${w.url}/weather`)).arrayBuffer();
+      const paid = await payingFetch(KEYS.payer)(`${w.url}/premium/report`);
+      assert.equal(paid.status, 200);
+      await paid.arrayBuffer();
+      await (await fetch(`${w.url}/weather`, { headers: { 'payment-signature': 'bm90IGpzb24=' } })).arrayBuffer();
+      await until(() => decisions(w).length >= 2);
+      await new Promise((r) => setTimeout(r, 200));
+      assert.deepEqual(decisions(w).map((d) => [d.route, d.outcome]), [['GET /premium/*', 'paid'], ['GET /weather', 'refused']]);
+    } finally {
+      await w.stop();
+    }
+  });
+
+  test('with DECISION_LOG = "all": one JSON line per priced request, naming route, outcome, payer, price and transaction, and none of the secrets', async () => {
     const w = await startWorker({
       originUrl: stack.origin.url, facilitatorUrl: stack.facilitator.url, payTo: stack.payTo,
-      extraBindings: { FACILITATOR_AUTH: 'Bearer do-not-log-me' },
+      extraBindings: { FACILITATOR_AUTH: 'Bearer do-not-log-me', DECISION_LOG: 'all' },
       workerOptions: { analyticsEngineDatasets: { METRICS: { dataset: 'x402_decisions' } } },
     });
     try {

@@ -358,18 +358,20 @@ fn rate_limit_and_mode_configuration_errors_are_clear() {
 
 #[test]
 fn decision_log_payments_leaves_out_plain_challenges_but_keeps_their_data_points() {
-    let cfg = config_vars(json!({ "DECISION_LOG": "payments" }));
-    let p = Rc::new(fake());
-    run(&cfg, &p, request("/paid", &[]));
-    run(&cfg, &p, request("/paid", &[("payment-signature", &payment(&cfg, 0, 7))]));
-    let lines: Vec<String> = p.logs.borrow().iter().filter(|l| l.contains(r#""x402":"decision""#)).cloned().collect();
-    assert_eq!(lines.len(), 1, "only the payment is logged: {lines:?}");
-    assert!(lines[0].contains(r#""outcome":"paid""#));
-    assert_eq!(outcomes(&p).len(), 2, "both are recorded as data points");
-    let all = config();
+    // "payments" is the default: written out, and left unset.
+    for cfg in [config_vars(json!({ "DECISION_LOG": "payments" })), config()] {
+        let p = Rc::new(fake());
+        run(&cfg, &p, request("/paid", &[]));
+        run(&cfg, &p, request("/paid", &[("payment-signature", &payment(&cfg, 0, 7))]));
+        let lines: Vec<String> = p.logs.borrow().iter().filter(|l| l.contains(r#""x402":"decision""#)).cloned().collect();
+        assert_eq!(lines.len(), 1, "only the payment is logged: {lines:?}");
+        assert!(lines[0].contains(r#""outcome":"paid""#));
+        assert_eq!(outcomes(&p).len(), 2, "both are recorded as data points");
+    }
+    let all = config_vars(json!({ "DECISION_LOG": "all" }));
     let p = Rc::new(fake());
     run(&all, &p, request("/paid", &[]));
-    assert_eq!(p.logs.borrow().iter().filter(|l| l.contains(r#""outcome":"challenge""#)).count(), 1, "all (the default) logs challenges");
+    assert_eq!(p.logs.borrow().iter().filter(|l| l.contains(r#""outcome":"challenge""#)).count(), 1, "all logs challenges");
     let e = Config::from_vars(
         json!({ "ORIGIN_URL": "https://o.test", "FACILITATOR_URL": "https://f.test", "PAY_TO": "0x209693Bc6afc0C5328bA36FaF03C514EF312287C",
             "ROUTES": [{ "route": "GET /paid", "price": "$0.01" }], "DECISION_LOG": "some" })

@@ -69,11 +69,12 @@ pub use vars::*;
 /// written for every decision either way).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum DecisionLog {
-    /// `"all"` (default): every decision, 402 challenges included.
-    #[default]
+    /// `"all"`: every decision, 402 challenges included.
     All,
-    /// `"payments"`: every decision but plain challenges (a request without any payment or pass),
-    /// which are most of the traffic a public API sees from crawlers.
+    /// `"payments"` (default): every decision but plain challenges (a request without any payment
+    /// or pass), which are most of the traffic a public API sees from crawlers; a line costs more
+    /// CPU than the challenge's own work in workerd (docs/benchmarks.md).
+    #[default]
     Payments,
     /// `"none"`: no decision lines.
     None,
@@ -214,8 +215,8 @@ fn cors_policy(s: Option<String>) -> Result<CorsPolicy, ConfigError> {
 /// `DECISION_LOG`.
 fn decision_log(vars: &Map<String, Value>) -> Result<DecisionLog, ConfigError> {
     match string_var(vars, "DECISION_LOG")?.as_deref() {
-        None | Some("all") => Ok(DecisionLog::All),
-        Some("payments") => Ok(DecisionLog::Payments),
+        Some("all") => Ok(DecisionLog::All),
+        None | Some("payments") => Ok(DecisionLog::Payments),
         Some("none") => Ok(DecisionLog::None),
         Some(m) => err(format!("DECISION_LOG {} must be \"all\", \"payments\" or \"none\"", shown(m))),
     }

@@ -79,7 +79,7 @@ const fn row(name: &'static str, kind: Kind, required: Required, secret: bool, d
 /// among its names ([`misspelt_var`]), and a test checks the documentation lists every one.
 pub const TABLE: [Var; 32] = [
     row("ORIGIN_URL", Kind::Url, Required::When("unless ORIGIN_SERVICE"), false, "absolute https URL of the API being protected; a path prefix is kept"),
-    row("DECISION_LOG", Kind::Choice(&["all", "payments", "none"]), Required::No, false, "which priced-request decisions get a JSON log line (default all)"),
+    row("DECISION_LOG", Kind::Choice(&["all", "payments", "none"]), Required::No, false, "which priced-request decisions get a JSON log line (default payments: all but plain 402 challenges)"),
     row("MODE", Kind::Choice(&["enforce", "shadow"]), Required::No, false, "shadow: forward everything as if free and log what would have been charged (default enforce)"),
     row("RATE_LIMITS", Kind::Json, Required::No, false, "default { challenge, failed, paid } rate limiting binding names for routes without rateLimit"),
     row("FACILITATOR_URL", Kind::Urls, Required::Yes, false, "https base URL of the x402 facilitator, or an ordered list of them for failover"),
