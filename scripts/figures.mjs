@@ -99,9 +99,16 @@ export function targets(size, rows) {
       out.push([mcp, 'not in this report (it predates the MCP rows)']);
     }
   }
-  const [co, cp, cr] = row(rows, '(a) 402 challenge (shipped default, DECISION_LOG = "payments"), throughput');
-  const [lo, lp, lr] = row(rows, '(a) 402 challenge with DECISION_LOG = "all" (a log line per challenge), throughput');
-  out.push(['402 challenge throughput at least the peer\'s with the shipped configuration', `${verdict(numbers(cr)[0] >= 1)} (${co} against ${cp}, ${cr}); with \`DECISION_LOG = "all"\`: ${lo} (${lr})`]);
+  if ([...rows.keys()].some((k) => k.startsWith('(a) 402 challenge (shipped default'))) {
+    const [co, cp, cr] = row(rows, '(a) 402 challenge (shipped default, DECISION_LOG = "payments"), throughput');
+    const [lo, , lr] = row(rows, '(a) 402 challenge with DECISION_LOG = "all" (a log line per challenge), throughput');
+    out.push(['402 challenge throughput at least the peer\'s with the shipped configuration', `${verdict(numbers(cr)[0] >= 1)} (${co} against ${cp}, ${cr}); with \`DECISION_LOG = "all"\`: ${lo} (${lr})`]);
+  } else {
+    // Reports from before DECISION_LOG defaulted to "payments".
+    const [qo, qp, qr] = row(rows, '(a) 402 challenge with DECISION_LOG = "payments", throughput');
+    const [co, cp, cr] = row(rows, '(a) 402 challenge, throughput');
+    out.push(['402 challenge throughput at least the peer\'s', `with \`DECISION_LOG = "payments"\`: ${verdict(numbers(qr)[0] >= 1)} (${qo} against ${qp}, ${qr}); with the then default \`all\`: ${verdict(numbers(cr)[0] >= 1)} (${co} against ${cp}, ${cr})`]);
+  }
   const free = row(rows, 'unpriced pass-through');
   const fr = numbers(free[2])[0];
   out.push(['unpriced pass-through within 10 % of a plain JS `fetch` proxy', `${verdict(fr >= 0.9)}: ${fr}× the proxy's throughput`]);

@@ -312,3 +312,72 @@ fn a_metered_payment_context_carries_the_maximum() {
 
 /// An Ed25519 JWK (RFC 8037's example key) for the payment context.
 const CONTEXT_KEY: &str = r#"{"kty":"OKP","crv":"Ed25519","d":"nWGxne_9WmC6hEr0kuwsxERJxWl7MmkZcDusAxyuf2A","x":"11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo"}"#;
+
+#[test]
+fn the_eip2612_gas_sponsoring_extension_is_announced_checked_locally_and_passed_on() {
+    let route = |gas: bool| {
+        let mut r = json!({ "route": "GET /metered", "scheme": "upto", "price": "$0.50", "verify": "always" });
+        if gas {
+            r["gasSponsoring"] = json!("eip2612");
+        }
+        r
+    };
+    let cfg = config_vars(json!({ "FACILITATOR_ADDRESS": FACILITATOR, "ROUTES": [route(true)] }));
+    let p = Rc::new(fake());
+    let required = |cfg: &Rc<Config>| {
+        let res = run(cfg, &Rc::new(fake()), request("/metered", &[]));
+        decode_header_json(res.headers()["payment-required"].to_str().unwrap()).unwrap()
+    };
+    let announced = required(&cfg);
+    assert_eq!(announced["extensions"]["eip2612GasSponsoring"]["info"]["version"], "1");
+    assert_eq!(announced["extensions"]["eip2612GasSponsoring"]["schema"]["required"][0], "from");
+    let plain = config_vars(json!({ "FACILITATOR_ADDRESS": FACILITATOR, "ROUTES": [route(false)] }));
+    assert!(required(&plain).get("extensions").is_none_or(|e| e.get("eip2612GasSponsoring").is_none()), "announced only where configured");
+
+    // A payload with the payer's permit, as the official upto client adds it.
+    let with_permit = |edit: &dyn Fn(&mut Value)| {
+        let mut payload = decode_header_json(&upto_payment(&cfg, 7, 1)).unwrap();
+        let a = &payload["payload"]["permit2Authorization"];
+        let mut info = json!({ "from": a["from"], "asset": a["permitted"]["token"], "spender": "0x000000000022D473030F116dDEE9F6B43aC78BA3", "amount": a["permitted"]["amount"],
+            "nonce": "0", "deadline": (NOW + 120).to_string(), "signature": format!("0x{}", "11".repeat(65)), "version": "1" });
+        edit(&mut info);
+        payload["extensions"] = json!({ "eip2612GasSponsoring": { "info": info } });
+        encode_header(&payload)
+    };
+    for (field, value, reason) in [
+        ("from", json!("0x0000000000000000000000000000000000000001"), "eip2612_from_mismatch"),
+        ("spender", json!("0x4020A4f3b7b90ccA423B9fabCc0CE57C6C240002"), "eip2612_spender_not_permit2"),
+        ("deadline", json!((NOW + 1).to_string()), "eip2612_deadline_expired"),
+        ("amount", json!("0x10"), "invalid_eip2612_extension_format"),
+    ] {
+        let res = get(&cfg, &p, &with_permit(&|i: &mut Value| i[field] = value.clone()));
+        assert_eq!(res.status(), 402, "{field}");
+        let refused = decode_header_json(res.headers()["payment-required"].to_str().unwrap()).unwrap();
+        assert!(refused["error"].as_str().unwrap().starts_with(reason), "{field}: {}", refused["error"]);
+    }
+    assert!(p.facilitator_calls.borrow().is_empty(), "refused locally");
+    assert_eq!(p.origin_hits(), 0);
+
+    p.queue_verify(reply(200, r#"{"isValid":true,"payer":"0x0"}"#));
+    let header = with_permit(&|_| {});
+    let res = get(&cfg, &p, &header);
+    assert_eq!(res.status(), 200);
+    assert_eq!(p.origin_hits(), 1);
+    let sent = decode_header_json(&header).unwrap();
+    for (endpoint, body) in p.facilitator_calls.borrow().iter() {
+        assert_eq!(body["paymentPayload"]["extensions"], sent["extensions"], "{endpoint}: the permit goes to the facilitator as sent");
+    }
+    assert_eq!(p.facilitator_calls.borrow().len(), 2, "verify, then settle");
+}
+
+#[test]
+fn gas_sponsoring_is_configured_or_refused_with_a_clear_error() {
+    let err = |route: Value| {
+        let v = json!({ "ORIGIN_URL": "https://origin.test", "FACILITATOR_URL": "https://facilitator.test", "PAY_TO": "0x209693Bc6afc0C5328bA36FaF03C514EF312287C", "FACILITATOR_ADDRESS": FACILITATOR, "ROUTES": [route] });
+        Config::from_vars(v.as_object().unwrap()).err().map(|e| e.to_string()).unwrap_or_default()
+    };
+    assert!(err(json!({ "route": "GET /m", "price": "$1", "gasSponsoring": "eip2612" })).contains("`gasSponsoring` is for metered options"));
+    assert!(err(json!({ "route": "GET /m", "scheme": "upto", "price": "$1", "gasSponsoring": "erc20" })).contains("gasSponsoring `erc20` is not offered here"));
+    assert!(err(json!({ "route": "GET /m", "scheme": "upto", "price": "$1", "gasSponsering": "eip2612" })).contains("gasSponsoring"), "a typo names the key");
+    assert_eq!(err(json!({ "route": "GET /m", "accepts": [{ "scheme": "upto", "price": "$1", "gasSponsoring": "eip2612" }, { "price": "$0.10" }] })), "");
+}

@@ -12,7 +12,14 @@ import { x402ResourceServer, HTTPFacilitatorClient } from '@x402/core/server';
 import { UptoEvmScheme as ServerUptoEvm } from '@x402/evm/upto/server';
 import { decodePaymentRequiredHeader, decodePaymentResponseHeader } from '@x402/core/http';
 
-import { KEYS, NETWORK, balanceOf, permit2NonceUsed, serveApp, startStack, startWorker, uptoPayment } from './support/stack.mjs';
+import { createPublicClient, http as viemHttp } from 'viem';
+import { privateKeyToAccount } from 'viem/accounts';
+import { x402Client } from '@x402/core/client';
+import { encodePaymentSignatureHeader } from '@x402/core/http';
+import { UptoEvmScheme as ClientUptoEvm } from '@x402/evm/upto/client';
+import { toClientEvmSigner } from '@x402/evm';
+
+import { KEYS, NETWORK, address, balanceOf, chainFor, permit2Allowance, permit2NonceUsed, serveApp, startStack, startWorker, uptoPayment } from './support/stack.mjs';
 import { payingFetch } from './support/client.mjs';
 
 const MAX = 50_000n; // $0.05 of the 6-decimal test USDC
@@ -24,6 +31,7 @@ const ROUTES = [
   { route: 'GET /bytes', scheme: 'upto', price: '$0.05', meter: { bytes: '$0.000002' } },
   { route: 'GET /broken', scheme: 'upto', price: '$0.05' },
   { route: 'GET /over', scheme: 'upto', price: '$0.05' },
+  { route: 'GET /sponsored', scheme: 'upto', price: '$0.05', gasSponsoring: 'eip2612' },
 ];
 const STREAM = 'data: {"delta":"he"}\n\ndata: {"delta":"llo"}\n\ndata: {"usage":{"total_tokens":9}}\n\ndata: [DONE]\n\n';
 
@@ -53,6 +61,11 @@ function sellerApp(runs) {
     count('broken');
     c.header('Settlement-Overrides', 'not json');
     return c.json({ secret: 'origin-answer-42' });
+  });
+  app.get('/sponsored', (c) => {
+    count('sponsored');
+    setSettlementOverrides(c, { amount: '1234' });
+    return c.json({ used: '1234' });
   });
   app.get('/over', (c) => {
     count('over');
@@ -222,4 +235,38 @@ test('a payer without a Permit2 allowance gets 412 permit2_allowance_required an
   assert.match(required.error, /permit2_allowance_required/);
   await res.arrayBuffer();
   assert.equal(runs.report, ran);
+});
+
+test('eip2612GasSponsoring: a payer without a Permit2 allowance pays with an EIP-2612 permit the facilitator submits; the amount moves once, no approval transaction', async () => {
+  const payer2 = address(KEYS.payer2);
+  assert.equal(await permit2Allowance(stack.rpcUrl, payer2), 0n, 'no allowance to start with');
+  const challenge = await fetch(`${worker.url}/sponsored`);
+  assert.equal(challenge.status, 402);
+  await challenge.arrayBuffer();
+  const required = decodePaymentRequiredHeader(challenge.headers.get('payment-required'));
+  assert.equal(required.extensions.eip2612GasSponsoring.info.version, '1', 'the route announces the extension');
+  // The official upto client, with a chain connection to read the allowance and the token's permit nonce.
+  const publicClient = createPublicClient({ chain: chainFor(stack.rpcUrl), transport: viemHttp(stack.rpcUrl) });
+  const client = new x402Client().register(NETWORK, new ClientUptoEvm(toClientEvmSigner(privateKeyToAccount(KEYS.payer2), publicClient)));
+  const payload = await client.createPaymentPayload(required);
+  const info = payload.extensions?.eip2612GasSponsoring?.info;
+  assert.equal(info?.from, payer2, 'the client signed a permit');
+  const before = { payer: await balanceOf(stack.rpcUrl, payer2), payTo: await balanceOf(stack.rpcUrl, stack.payTo) };
+  const settles = stack.facilitator.calls.settle;
+  const res = await fetch(`${worker.url}/sponsored`, { headers: { 'payment-signature': encodePaymentSignatureHeader(payload) } });
+  assert.equal(res.status, 200, await res.clone().text());
+  assert.deepEqual(await res.json(), { used: '1234' });
+  assert.equal(decodePaymentResponseHeader(res.headers.get('payment-response')).amount, '1234');
+  assert.equal(runs.sponsored, 1);
+  assert.equal(stack.facilitator.calls.settle, settles + 1);
+  const settle = stack.facilitator.bodies.filter((b) => b.path === 'settle').at(-1);
+  assert.deepEqual(settle.body.paymentPayload.extensions, payload.extensions, 'the permit reached the facilitator as the client sent it');
+  assert.equal(await balanceOf(stack.rpcUrl, payer2), before.payer - 1234n);
+  assert.equal(await balanceOf(stack.rpcUrl, stack.payTo), before.payTo + 1234n);
+  assert.equal(await permit2Allowance(stack.rpcUrl, payer2), BigInt(info.amount) - 1234n, 'the permit set the allowance, the settlement spent 1,234 of it');
+  const replay = await fetch(`${worker.url}/sponsored`, { headers: { 'payment-signature': encodePaymentSignatureHeader(payload) } });
+  assert.notEqual(replay.status, 200);
+  await replay.arrayBuffer();
+  assert.equal(runs.sponsored, 1, 'the replay ran nothing');
+  assert.equal(await balanceOf(stack.rpcUrl, payer2), before.payer - 1234n);
 });

@@ -33,6 +33,7 @@ fn offer(requirements: &Value) -> Offer {
         domain_separator,
         meter: (r.scheme == "upto").then_some(x402_edge_paywall::meter::Meter::Origin),
         decimals: None,
+        eip2612_gas_sponsoring: false,
         requirements: r,
     }
 }

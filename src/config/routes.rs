@@ -124,10 +124,11 @@ pub(super) struct RawOffer {
     pub(super) receiver_authorizer: Option<String>,
     pub(super) withdraw_delay: Option<u64>,
     pub(super) min_deposit: Option<String>,
+    pub(super) gas_sponsoring: Option<String>,
 }
 
-pub(super) const OFFER_KEYS: [&str; 15] = [
-    "price", "amount", "asset", "decimals", "name", "version", "network", "payTo", "maxTimeoutSeconds", "scheme", "meter", "facilitatorAddress", "receiverAuthorizer", "withdrawDelay", "minDeposit",
+pub(super) const OFFER_KEYS: [&str; 16] = [
+    "price", "amount", "asset", "decimals", "name", "version", "network", "payTo", "maxTimeoutSeconds", "scheme", "meter", "facilitatorAddress", "receiverAuthorizer", "withdrawDelay", "minDeposit", "gasSponsoring",
 ];
 pub(super) const ROUTE_KEYS: [&str; 10] = ["route", "description", "mimeType", "pass", "group", "free", "accepts", "verify", "settle", "rateLimit"];
 
@@ -270,8 +271,8 @@ pub(super) fn parse_offer(at: &str, r: &RawOffer, d: &Defaults) -> Result<Offer,
         return err(format!("{at}: maxTimeoutSeconds {max_timeout_seconds} is below 10 seconds"));
     }
     let (scheme, meter, extra) = match r.scheme.as_deref().unwrap_or("exact") {
-        scheme @ ("exact" | "batch-settlement") if r.meter.is_some() || r.facilitator_address.is_some() => {
-            let k = if r.meter.is_some() { "meter" } else { "facilitatorAddress" };
+        scheme @ ("exact" | "batch-settlement") if r.meter.is_some() || r.facilitator_address.is_some() || r.gas_sponsoring.is_some() => {
+            let k = if r.meter.is_some() { "meter" } else if r.gas_sponsoring.is_some() { "gasSponsoring" } else { "facilitatorAddress" };
             return err(format!("{at}: `{k}` is for metered options (scheme = \"upto\"), not {scheme}"));
         }
         "exact" | "upto" if r.receiver_authorizer.is_some() || r.withdraw_delay.is_some() || r.min_deposit.is_some() => {
@@ -314,6 +315,9 @@ pub(super) fn parse_offer(at: &str, r: &RawOffer, d: &Defaults) -> Result<Offer,
             };
             let facilitator = Address::parse(&f).ok_or_else(|| ConfigError(format!("{at}: facilitatorAddress {} is not a 0x-prefixed 20-byte address", shown(&f))))?;
             let meter = parse_meter(at, r.meter.as_ref(), decimals)?;
+            if let Some(g) = r.gas_sponsoring.as_deref().filter(|g| *g != "eip2612") {
+                return err(format!("{at}: gasSponsoring {} is not offered here; \"eip2612\" (a payer without a Permit2 allowance signs an EIP-2612 permit that the facilitator submits) is", shown(g)));
+            }
             let extra = Eip712Extra {
                 asset_transfer_method: Some("permit2".into()),
                 facilitator_address: Some(facilitator.to_checksum()),
@@ -336,7 +340,8 @@ pub(super) fn parse_offer(at: &str, r: &RawOffer, d: &Defaults) -> Result<Offer,
     let domain_separator = Eip712Domain { name, version, chain_id, verifying_contract: asset }.separator();
     // x402 v1 has only `exact`.
     let v1_network = known.filter(|n| n.chain_id == chain_id && scheme == "exact").and_then(|n| n.v1_name);
-    Ok(Offer { requirements, requirements_json, v1_network, amount, asset, pay_to, chain_id, domain_separator, meter, decimals })
+    let eip2612_gas_sponsoring = r.gas_sponsoring.is_some();
+    Ok(Offer { requirements, requirements_json, v1_network, amount, asset, pay_to, chain_id, domain_separator, meter, decimals, eip2612_gas_sponsoring })
 }
 
 /// An `upto` option's `meter`: absent or `"origin"` (the origin's `Settlement-Overrides`),

@@ -110,8 +110,12 @@ pub(super) fn challenge<P: Platform>(route: &Route, resource_url: &str, error: &
 
 /// The challenge's `PaymentRequired` (the header) and its JSON body.
 pub(super) fn challenge_values(route: &Route, resource_url: &str, error: &str, extensions: Option<&Value>) -> (PaymentRequired, Value) {
+    let extensions = match route.accepts.iter().any(|o| o.eip2612_gas_sponsoring) {
+        true => Some(crate::x402::gas_sponsoring::declare(extensions.cloned())),
+        false => extensions.cloned(),
+    };
     let pr = PaymentRequired {
-        extensions: extensions.cloned(),
+        extensions,
         x402_version: X402_VERSION,
         error: error.to_string(),
         resource: ResourceInfo { url: resource_url.to_string(), description: offer_description(route), mime_type: route.mime_type.clone() },

@@ -17,6 +17,7 @@
 pub mod bazaar;
 pub mod channel;
 pub mod exact;
+pub mod gas_sponsoring;
 pub mod offer;
 pub mod permit2;
 pub mod siwx;

@@ -26,6 +26,9 @@ pub struct Offer {
     pub meter: Option<crate::meter::Meter>,
     /// The asset's decimals when known (a `$` amount reported by the origin needs them).
     pub decimals: Option<u8>,
+    /// `upto` offers configured with `gasSponsoring = "eip2612"`: the route's challenge announces
+    /// the `eip2612GasSponsoring` extension ([`crate::x402::gas_sponsoring`]).
+    pub eip2612_gas_sponsoring: bool,
 }
 
 impl Offer {

@@ -143,6 +143,8 @@ pub fn verify_upto<'a>(offers: &'a [Offer], payment: &PaymentPayload, now: u64, 
             format!("permit is valid until {deadline}, beyond maxTimeoutSeconds ({}) + {CLOCK_SKEW_SECONDS} s from now ({latest})", offer.requirements.max_timeout_seconds),
         );
     }
+    // A payer's EIP-2612 permit for Permit2 (the `eip2612GasSponsoring` extension), if it sent one.
+    crate::x402::gas_sponsoring::check(&payment.raw, from, token, now)?;
     let message = UptoPermitWitnessTransferFrom { token, amount, spender, nonce, deadline, to, facilitator, valid_after };
     let digest = message.digest(offer.chain_id);
     let signature_checked = match recover_signer(&digest, &signature) {

@@ -7,7 +7,9 @@ pragma solidity ^0.8.20;
 /// address with anvil_setCode and still work there. ERC-20 `approve` / `transferFrom` are there for
 /// Permit2 (the x402 `upto` scheme moves the payer's tokens through Permit2's allowance).
 /// `receiveWithAuthorization` (EIP-3009: the payee must be the caller) is there for the x402
-/// `batch-settlement` scheme's ERC-3009 deposit collector.
+/// `batch-settlement` scheme's ERC-3009 deposit collector. EIP-2612 `permit` / `nonces` (as USDC
+/// has them, same domain) are there for the `eip2612GasSponsoring` extension: a payer without a
+/// Permit2 allowance signs a permit that the facilitator submits with the `upto` settlement.
 contract TestUSDC {
     string public constant name = "USDC";
     string public constant symbol = "USDC";
@@ -18,6 +20,8 @@ contract TestUSDC {
         keccak256("TransferWithAuthorization(address from,address to,uint256 value,uint256 validAfter,uint256 validBefore,bytes32 nonce)");
     bytes32 public constant RECEIVE_WITH_AUTHORIZATION_TYPEHASH =
         keccak256("ReceiveWithAuthorization(address from,address to,uint256 value,uint256 validAfter,uint256 validBefore,bytes32 nonce)");
+    bytes32 public constant PERMIT_TYPEHASH =
+        keccak256("Permit(address owner,address spender,uint256 value,uint256 nonce,uint256 deadline)");
     bytes32 private constant DOMAIN_TYPEHASH =
         keccak256("EIP712Domain(string name,string version,uint256 chainId,address verifyingContract)");
     uint256 private constant HALF_ORDER = 0x7FFFFFFFFFFFFFFFFFFFFFFFFFFFFFFF5D576E7357A4501DDFE92F46681B20A0;
@@ -27,6 +31,8 @@ contract TestUSDC {
     mapping(address => uint256) public balanceOf;
     mapping(address => mapping(bytes32 => bool)) public authorizationState;
     mapping(address => mapping(address => uint256)) public allowance;
+    /// EIP-2612: the next permit nonce of each owner.
+    mapping(address => uint256) public nonces;
 
     event Transfer(address indexed from, address indexed to, uint256 value);
     event AuthorizationUsed(address indexed authorizer, bytes32 indexed nonce);
@@ -56,6 +62,18 @@ contract TestUSDC {
         allowance[msg.sender][spender] = value;
         emit Approval(msg.sender, spender, value);
         return true;
+    }
+
+    /// EIP-2612: sets `owner`'s allowance to `spender` from the owner's signature (low s only).
+    function permit(address owner, address spender, uint256 value, uint256 deadline, uint8 v, bytes32 r, bytes32 s) external {
+        require(block.timestamp <= deadline, "FiatTokenV2: permit is expired");
+        bytes32 structHash = keccak256(abi.encode(PERMIT_TYPEHASH, owner, spender, value, nonces[owner]++, deadline));
+        bytes32 digest = keccak256(abi.encodePacked("\x19\x01", DOMAIN_SEPARATOR(), structHash));
+        require(uint256(s) <= HALF_ORDER, "EIP2612: invalid signature");
+        address signer = ecrecover(digest, v, r, s);
+        require(signer != address(0) && signer == owner, "EIP2612: invalid signature");
+        allowance[owner][spender] = value;
+        emit Approval(owner, spender, value);
     }
 
     /// Spends `value` of `from`'s allowance to the caller (an unlimited allowance, 2^256-1, is kept).
