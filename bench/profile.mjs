@@ -6,7 +6,8 @@
 // Worker's EIP-3009 verification, same crates and release profile) and profiles `verify(n)` in
 // this Node's V8, as self time per verification.
 // `first` profiles a fresh isolate's first request alone.
-// `node bench/profile.mjs [challenge|pass|free|proxy|first]` after `X402_KEEP_WASM_NAMES=1 bash scripts/build.sh`
+// `paid` profiles paid requests (a fresh pre-signed payment each, the stand-in at 0 ms).
+// `node bench/profile.mjs [challenge|pass|paid|free|proxy|first]` after `X402_KEEP_WASM_NAMES=1 bash scripts/build.sh`
 // (without the names, wasm functions show as numbers); `proxy` profiles the plain JS fetch proxy
 // Worker that is the pass-through's floor in bench/run.mjs, for a side-by-side reading of `free`
 // (PROFILE_SECONDS, default 5; PROFILE_TOP, default 30; BENCH_DECISION_LOG as in bench/run.mjs).
@@ -52,9 +53,13 @@ async function inspector(port) {
   return { send, close: () => ws.close(), targets };
 }
 
-function load(url, headers = {}) {
+function load(url, headers = {}, paymentsFile) {
   const lua = path.join(ROOT, 'bench/.build/profile.lua');
   const lines = Object.entries(headers).map(([k, v]) => `wrk.headers[${JSON.stringify(k)}] = ${JSON.stringify(v)}`);
+  if (paymentsFile) {
+    // A fresh payment per request (`paid`).
+    lines.push(`local p, i = {}, 0\nfor l in io.lines(${JSON.stringify(paymentsFile)}) do p[#p + 1] = l end\nrequest = function() i = i + 1; if i > #p then i = #p end; return wrk.format("GET", nil, { ["payment-signature"] = p[i] }) end`);
+  }
   writeFileSync(lua, `${lines.join('\n')}\n`);
   return new Promise((resolve, reject) => {
     const child = spawn('wrk', ['-t1', '-c16', `-d${SECONDS}s`, '-s', lua, url]);
@@ -156,6 +161,7 @@ async function main() {
     for (let i = 0; i < 200; i++) await (await fetch(`${url}/weather`)).arrayBuffer();
     let target = `${url}/weather`;
     const headers = {};
+    let paymentsFile;
     if (SCENARIO === 'pass') {
       const { execFileSync } = await import('node:child_process');
       const accepted = JSON.parse(Buffer.from((await fetch(`${url}/minted`)).headers.get('payment-required'), 'base64')).accepts[0];
@@ -164,16 +170,21 @@ async function main() {
       await paid.arrayBuffer();
       headers['x402-pass'] = paid.headers.get('x402-pass');
       target = `${url}/minted`;
+    } else if (SCENARIO === 'paid') {
+      const { execFileSync } = await import('node:child_process');
+      const accepted = JSON.parse(Buffer.from((await fetch(`${url}/weather`)).headers.get('payment-required'), 'base64')).accepts[0];
+      paymentsFile = path.join(ROOT, 'bench/.build/profile-payments.txt');
+      writeFileSync(paymentsFile, execFileSync('cargo', ['run', '--quiet', '--release', '--example', 'presign', '--', JSON.stringify(accepted), String(1500 * SECONDS)], { cwd: ROOT, maxBuffer: 1 << 30 }));
     } else if (SCENARIO === 'free' || SCENARIO === 'proxy') {
       target = `${url}/free`;
     } else if (SCENARIO !== 'challenge') {
-      throw new Error(`unknown scenario ${SCENARIO} (challenge | pass | free | proxy | verify | first)`);
+      throw new Error(`unknown scenario ${SCENARIO} (challenge | pass | paid | free | proxy | verify | first)`);
     }
     const ins = await inspector(inspectorPort);
     await ins.send('Profiler.enable');
     await ins.send('Profiler.setSamplingInterval', { interval: 100 });
     await ins.send('Profiler.start');
-    const out = await load(target, headers);
+    const out = await load(target, headers, paymentsFile);
     const { profile } = await ins.send('Profiler.stop');
     ins.close();
     writeFileSync(path.join(ROOT, `bench/.build/${SCENARIO}.cpuprofile`), JSON.stringify(profile));
