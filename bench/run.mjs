@@ -18,6 +18,7 @@
 // BENCH_ROUNDS interleaved rounds, medians: the report's rows (stderr) and JSON (stdout).
 // BENCH_ONLY=mcp: a paid MCP tool call, ours (in front of an unmodified MCP server) and the same
 // server paid through Cloudflare's agents withX402/paidTool, at 0 and 50 ms; rows and JSON.
+// BENCH_ONLY=dofloor: a JS fetch proxy with 0, 1 and 2 no-op Durable Object RPC calls per request.
 import { execFileSync, spawn } from 'node:child_process';
 import { mkdirSync, readFileSync, writeFileSync, statSync } from 'node:fs';
 import { createRequire } from 'node:module';
@@ -716,6 +717,56 @@ async function onlyMcp() {
   console.log(JSON.stringify({ ours: { mcp0: pick(m.ours.mcp0), mcp50: pick(m.ours.mcp50) }, peer: { mcp0: pick(m.peer.mcp0), mcp50: pick(m.peer.mcp50) }, loadavg: os.loadavg() }));
 }
 
+/** BENCH_ONLY=dofloor: what one and two Durable Object RPC calls per request cost in this
+ * runtime, apart from any Worker's own work: a plain JS `fetch` proxy to the origin, and the same
+ * proxy that first calls a no-op RPC method of a Durable Object (one of 16, picked at random, as
+ * the channel rows spread over 16 channels) once or twice. The floor under any design that keeps
+ * one writer per channel (issue 22's "channel request within 1.25× of the pass-through").
+ * BENCH_ROUNDS interleaved rounds, medians (JSON). */
+async function onlyDoFloor() {
+  const script = (calls) => `import { DurableObject } from 'cloudflare:workers';
+export class Shard extends DurableObject { ping() { return 'ok'; } }
+export default { async fetch(request, env) {
+  for (let i = 0; i < ${calls}; i++) await env.SHARD.get(env.SHARD.idFromName(String(Math.floor(Math.random() * 16)))).ping();
+  const u = new URL(request.url); return fetch(env.ORIGIN_URL + u.pathname + u.search, request);
+} };
+`;
+  const origin = await startBenchOrigin();
+  const rounds = { proxy: [], oneCall: [], twoCalls: [] };
+  try {
+    for (let round = 0; round < ROUNDS; round++) {
+      for (const [name, calls] of [['proxy', 0], ['oneCall', 1], ['twoCalls', 2]]) {
+        const file = path.join(BUILD, `dofloor-${calls}.js`);
+        writeFileSync(file, script(calls));
+        const known = new Set(childPids('workerd'));
+        const mf = new Miniflare({
+          host: '127.0.0.1', port: 0, modules: true, compatibilityDate: '2026-07-30', cf: false, scriptPath: file,
+          handleRuntimeStdio(stdout, stderr) { stdout.resume(); stderr.resume(); },
+          durableObjects: { SHARD: { className: 'Shard', useSQLite: true } }, bindings: { ORIGIN_URL: origin.url },
+        });
+        const url = (await mf.ready).toString().replace(/\/$/, '');
+        const pid = childPids('workerd').find((p) => !known.has(p));
+        try {
+          for (let i = 0; i < 50; i++) await (await fetch(`${url}/free`)).arrayBuffer();
+          log(`round ${round + 1}: ${name}`);
+          const r = await runWrk(url, { path: '/free' }, pid);
+          if (r.non2xx > 0) throw new Error(`${name}: ${r.non2xx} non-2xx`);
+          rounds[name].push(r);
+        } finally {
+          await mf.dispose();
+        }
+      }
+    }
+  } finally {
+    await origin.stop?.();
+  }
+  const pick = (rs) => ({ rps: Math.round(median(rs.map((r) => r.rps))), p50: median(rs.map((r) => r.p50)), workerdCpuMs: Number(median(rs.map((r) => r.workerdCpuMs)).toFixed(3)) });
+  const out = { proxy: pick(rounds.proxy), oneCall: pick(rounds.oneCall), twoCalls: pick(rounds.twoCalls) };
+  out.oneCallVsProxy = Number((out.oneCall.rps / out.proxy.rps).toFixed(2));
+  out.twoCallsVsProxy = Number((out.twoCalls.rps / out.proxy.rps).toFixed(2));
+  console.log(JSON.stringify(out));
+}
+
 /** BENCH_ONLY=paid0 | minted0: our paid request (selling a pass for minted0) at 0 ms, one run. */
 async function onlyPaid0(routePath) {
   const origin = await startBenchOrigin();
@@ -860,6 +911,7 @@ async function onlyUpto() {
 async function main() {
   if (process.env.BENCH_ONLY === 'upto') return onlyUpto();
   if (process.env.BENCH_ONLY === 'mcp') return onlyMcp();
+  if (process.env.BENCH_ONLY === 'dofloor') return onlyDoFloor();
   if (process.env.BENCH_ONLY === 'channel') return onlyChannel();
   if (process.env.BENCH_ONLY === 'free') return onlyFree();
   if (process.env.BENCH_ONLY === 'startup') {

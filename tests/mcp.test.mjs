@@ -19,30 +19,15 @@ import { x402Client } from '@x402/core/client';
 import { ExactEvmScheme } from '@x402/evm/exact/client';
 import { toClientEvmSigner } from '@x402/evm';
 
-import { KEYS, NETWORK, balanceOf, startStack, startWorker } from './support/stack.mjs';
-import { runs, seen, startMcpOrigin } from './support/mcp_origin.mjs';
+import { KEYS, NETWORK, balanceOf } from './support/stack.mjs';
+import { runs, seen, startMcpStack, stopMcpStack } from './support/mcp_origin.mjs';
 
 const ctx = {};
 before(async () => {
-  ctx.stack = await startStack();
-  ctx.origin = await startMcpOrigin();
-  const tools = { search: '$0.01', fail: '$0.01', echo: 'free' };
-  ctx.worker = await startWorker({
-    originUrl: ctx.origin.url, facilitatorUrl: ctx.stack.facilitator.url, payTo: ctx.stack.payTo,
-    routes: [{ route: 'GET /premium/*', price: '$0.05' }],
-    extraBindings: { ...ctx.stack.workerBindings, MCP: [
-      { path: '/mcp', tools, default: 'deny' },
-      { path: '/mcp-sse', tools, default: 'deny' },
-      { path: '/mcp-pass', tools, default: 'deny', pass: { ttl: '1h', maxRequests: 5 } },
-    ] },
-  });
+  await startMcpStack(ctx, [{ path: '/mcp' }, { path: '/mcp-sse' }, { path: '/mcp-pass', pass: { ttl: '1h', maxRequests: 5 } }]);
   ctx.x402 = new x402Client().register(NETWORK, new ExactEvmScheme(toClientEvmSigner(privateKeyToAccount(KEYS.payer))));
 });
-after(async () => {
-  await ctx.worker?.stop();
-  await ctx.origin?.stop();
-  await ctx.stack?.stop();
-});
+after(() => stopMcpStack(ctx));
 
 async function connect(path, headers = {}) {
   const client = new Client({ name: 'payer', version: '1.0.0' });

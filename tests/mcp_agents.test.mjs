@@ -15,8 +15,8 @@ import { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
 import { privateKeyToAccount } from 'viem/accounts';
 
-import { KEYS, NETWORK, ROOT, balanceOf, startStack, startWorker } from './support/stack.mjs';
-import { runs, seen, startMcpOrigin } from './support/mcp_origin.mjs';
+import { KEYS, NETWORK, ROOT, balanceOf } from './support/stack.mjs';
+import { runs, seen, startMcpStack, stopMcpStack } from './support/mcp_origin.mjs';
 
 const agentsPackage = `${ROOT}/tests/agents/package.json`;
 if (!existsSync(`${ROOT}/tests/agents/node_modules/agents`)) {
@@ -26,24 +26,8 @@ const { withX402Client } = await import(createRequire(agentsPackage).resolve('ag
 
 const PRICE = 10000n;
 const ctx = {};
-before(async () => {
-  ctx.stack = await startStack();
-  ctx.origin = await startMcpOrigin();
-  const tools = { search: '$0.01', fail: '$0.01', echo: 'free' };
-  ctx.worker = await startWorker({
-    originUrl: ctx.origin.url, facilitatorUrl: ctx.stack.facilitator.url, payTo: ctx.stack.payTo,
-    routes: [{ route: 'GET /premium/*', price: '$0.05' }],
-    extraBindings: { ...ctx.stack.workerBindings, MCP: [
-      { path: '/mcp-agents', tools, default: 'deny' },
-      { path: '/mcp-agents-sse', tools, default: 'deny' },
-    ] },
-  });
-});
-after(async () => {
-  await ctx.worker?.stop();
-  await ctx.origin?.stop();
-  await ctx.stack?.stop();
-});
+before(() => startMcpStack(ctx, [{ path: '/mcp-agents' }, { path: '/mcp-agents-sse' }]));
+after(() => stopMcpStack(ctx));
 
 /** An MCP SDK client wrapped by the agents x402 client; `asked` records each confirmation. The
  * wrapped `callTool` takes a per-call confirmation callback first (null: the configured one). */

@@ -9,6 +9,8 @@ import { randomUUID } from 'node:crypto';
 import { McpServer } from '@modelcontextprotocol/sdk/server/mcp.js';
 import { StreamableHTTPServerTransport } from '@modelcontextprotocol/sdk/server/streamableHttp.js';
 
+import { startStack, startWorker } from './stack.mjs';
+
 export const runs = { search: 0, fail: 0, echo: 0 };
 /** Every JSON-RPC message the MCP origin received: {path, method, name}. */
 export const seen = [];
@@ -66,4 +68,29 @@ export async function startMcpOrigin() {
     url: `http://127.0.0.1:${server.address().port}`,
     stop: () => new Promise((r) => { server.closeAllConnections?.(); server.close(() => r()); }),
   };
+}
+
+/** The tools' prices on every MCP server the tests configure. */
+export const TOOLS = { search: '$0.01', fail: '$0.01', echo: 'free' };
+
+/**
+ * Fills `ctx` with the local stack (`ctx.stack`), this MCP origin (`ctx.origin`) and the built
+ * Worker in front of it (`ctx.worker`) with the `[[vars.MCP]]` entries `servers` (each
+ * `{ path, … }`, given {@link TOOLS} and `default = "deny"`) and one priced route; `stopMcpStack`
+ * stops them.
+ */
+export async function startMcpStack(ctx, servers) {
+  ctx.stack = await startStack();
+  ctx.origin = await startMcpOrigin();
+  ctx.worker = await startWorker({
+    originUrl: ctx.origin.url, facilitatorUrl: ctx.stack.facilitator.url, payTo: ctx.stack.payTo,
+    routes: [{ route: 'GET /premium/*', price: '$0.05' }],
+    extraBindings: { ...ctx.stack.workerBindings, MCP: servers.map((s) => ({ tools: TOOLS, default: 'deny', ...s })) },
+  });
+}
+
+export async function stopMcpStack(ctx) {
+  await ctx.worker?.stop();
+  await ctx.origin?.stop();
+  await ctx.stack?.stop();
 }
