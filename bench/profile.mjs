@@ -6,7 +6,8 @@
 // Worker's EIP-3009 verification, same crates and release profile) and profiles `verify(n)` in
 // this Node's V8, as self time per verification.
 // `first` profiles a fresh isolate's first request alone.
-// `paid` profiles paid requests (a fresh pre-signed payment each, the stand-in at 0 ms).
+// `paid` profiles paid requests (a fresh pre-signed payment each, the stand-in at 0 ms);
+// `channel` one payment channel's vouchers in order over one connection.
 // `node bench/profile.mjs [challenge|pass|paid|free|proxy|first]` after `X402_KEEP_WASM_NAMES=1 bash scripts/build.sh`
 // (without the names, wasm functions show as numbers); `proxy` profiles the plain JS fetch proxy
 // Worker that is the pass-through's floor in bench/run.mjs, for a side-by-side reading of `free`
@@ -28,7 +29,10 @@ const PAY_TO = '0x90F79bf6EB2c4f870365E785982E1f101E93b906';
 const ROUTES = [
   { route: 'GET /weather', price: '$0.01', maxTimeoutSeconds: 300, description: 'Current weather', mimeType: 'application/json' },
   { route: 'GET /minted', price: '$0.01', maxTimeoutSeconds: 300, description: 'Current weather, with a pass', mimeType: 'application/json', pass: { ttl: '1h' } },
+  { route: 'GET /channel', accepts: [{ scheme: 'batch-settlement', price: '$0.01', maxTimeoutSeconds: 300 }], description: 'Current weather, paid on a channel', mimeType: 'application/json' },
 ];
+/** The stand-in facilitator's claim authorizer for payment channels (as in bench/run.mjs). */
+const RECEIVER_AUTHORIZER = '0x9965507D1a55bcC2695C58ba16FB37d819B0A4dc';
 
 /** A minimal Chrome DevTools Protocol client over the inspector WebSocket. */
 async function inspector(port) {
@@ -53,7 +57,7 @@ async function inspector(port) {
   return { send, close: () => ws.close(), targets };
 }
 
-function load(url, headers = {}, paymentsFile) {
+function load(url, headers = {}, paymentsFile, connections = 16) {
   const lua = path.join(ROOT, 'bench/.build/profile.lua');
   const lines = Object.entries(headers).map(([k, v]) => `wrk.headers[${JSON.stringify(k)}] = ${JSON.stringify(v)}`);
   if (paymentsFile) {
@@ -62,7 +66,7 @@ function load(url, headers = {}, paymentsFile) {
   }
   writeFileSync(lua, `${lines.join('\n')}\n`);
   return new Promise((resolve, reject) => {
-    const child = spawn('wrk', ['-t1', '-c16', `-d${SECONDS}s`, '-s', lua, url]);
+    const child = spawn('wrk', ['-t1', `-c${connections}`, `-d${SECONDS}s`, '-s', lua, url]);
     let out = '';
     child.stdout.on('data', (d) => { out += d; });
     child.on('exit', (code) => (code === 0 ? resolve(out) : reject(new Error(`wrk exited ${code}`))));
@@ -138,7 +142,7 @@ async function main() {
         }),
       compatibilityDate: '2026-07-30', compatibilityFlags: ['enable_request_signal'],
       kvNamespaces: ['PASSES'], durableObjects: { LEDGER: { className: 'PaymentLedger', useSQLite: true } },
-      bindings: { ORIGIN_URL: origin.url, FACILITATOR_URL: standin.url, PAY_TO, ROUTES, ...(process.env.BENCH_DECISION_LOG ? { DECISION_LOG: process.env.BENCH_DECISION_LOG } : {}) },
+      bindings: { ORIGIN_URL: origin.url, FACILITATOR_URL: standin.url, PAY_TO, ROUTES, RECEIVER_AUTHORIZER, ...(process.env.BENCH_DECISION_LOG ? { DECISION_LOG: process.env.BENCH_DECISION_LOG } : {}) },
     }],
   });
   const url = (await mf.ready).toString().replace(/\/$/, '');
@@ -162,6 +166,7 @@ async function main() {
     let target = `${url}/weather`;
     const headers = {};
     let paymentsFile;
+    let connections = 16;
     if (SCENARIO === 'pass') {
       const { execFileSync } = await import('node:child_process');
       const accepted = JSON.parse(Buffer.from((await fetch(`${url}/minted`)).headers.get('payment-required'), 'base64')).accepts[0];
@@ -175,16 +180,24 @@ async function main() {
       const accepted = JSON.parse(Buffer.from((await fetch(`${url}/weather`)).headers.get('payment-required'), 'base64')).accepts[0];
       paymentsFile = path.join(ROOT, 'bench/.build/profile-payments.txt');
       writeFileSync(paymentsFile, execFileSync('cargo', ['run', '--quiet', '--release', '--example', 'presign', '--', JSON.stringify(accepted), String(1500 * SECONDS)], { cwd: ROOT, maxBuffer: 1 << 30 }));
+    } else if (SCENARIO === 'channel') {
+      // One channel's vouchers in order, over one connection (a channel takes one at a time).
+      const { execFileSync } = await import('node:child_process');
+      const accepted = JSON.parse(Buffer.from((await fetch(`${url}/channel`)).headers.get('payment-required'), 'base64')).accepts[0];
+      paymentsFile = path.join(ROOT, 'bench/.build/profile-vouchers.txt');
+      writeFileSync(paymentsFile, execFileSync('cargo', ['run', '--quiet', '--release', '--example', 'presign', '--', JSON.stringify(accepted), String(1500 * SECONDS)], { cwd: ROOT, maxBuffer: 1 << 30 }));
+      target = `${url}/channel`;
+      connections = 1;
     } else if (SCENARIO === 'free' || SCENARIO === 'proxy') {
       target = `${url}/free`;
     } else if (SCENARIO !== 'challenge') {
-      throw new Error(`unknown scenario ${SCENARIO} (challenge | pass | paid | free | proxy | verify | first)`);
+      throw new Error(`unknown scenario ${SCENARIO} (challenge | pass | paid | channel | free | proxy | verify | first)`);
     }
     const ins = await inspector(inspectorPort);
     await ins.send('Profiler.enable');
     await ins.send('Profiler.setSamplingInterval', { interval: 100 });
     await ins.send('Profiler.start');
-    const out = await load(target, headers, paymentsFile);
+    const out = await load(target, headers, paymentsFile, connections);
     const { profile } = await ins.send('Profiler.stop');
     ins.close();
     writeFileSync(path.join(ROOT, `bench/.build/${SCENARIO}.cpuprofile`), JSON.stringify(profile));

@@ -30,13 +30,21 @@ pub const UPTO_WITNESS_TYPE: &str = "Witness(address to,address facilitator,uint
 /// referenced types sorted by name).
 pub const UPTO_PERMIT_WITNESS_TRANSFER_FROM_TYPE: &str = "PermitWitnessTransferFrom(TokenPermissions permitted,address spender,uint256 nonce,uint256 deadline,Witness witness)TokenPermissions(address token,uint256 amount)Witness(address to,address facilitator,uint256 validAfter)";
 
+/// keccak256 of the type strings above and of the name "Permit2": constants, so a verification
+/// hashes only what varies (checked in the tests).
+const PERMIT2_DOMAIN_TYPEHASH: [u8; 32] = hex_const::<32>("8cad95687ba82c2ce50e74f7b754645e5117c3a5bec8151c0726d5857980a866");
+const PERMIT2_NAME_HASH: [u8; 32] = hex_const::<32>("9ac997416e8ff9d2ff6bebeb7149f65cdae5e32e2b90440b566bb3044041d36a");
+const TOKEN_PERMISSIONS_TYPEHASH: [u8; 32] = hex_const::<32>("618358ac3db8dc274f0cd8829da7e234bd48cd73c4a740aede1adec9846d06a1");
+const UPTO_WITNESS_TYPEHASH: [u8; 32] = hex_const::<32>("d4171c445a74218b01d4fd8af34ff1106580ea1e36ff837e64484bfaa2253b75");
+const UPTO_PERMIT_WITNESS_TRANSFER_FROM_TYPEHASH: [u8; 32] = hex_const::<32>("51dff6974ad4388c499e7fcfe838d2bd767162553a144098ce20ea661d70c2ee");
+
 
 /// The Permit2 domain separator on `chain_id`:
 /// `keccak256(typehash ‖ keccak("Permit2") ‖ chainId ‖ PERMIT2_ADDRESS)`.
 pub fn permit2_domain_separator(chain_id: u64) -> [u8; 32] {
     let mut buf = [0u8; 128];
-    buf[0..32].copy_from_slice(&keccak256(PERMIT2_DOMAIN_TYPE.as_bytes()));
-    buf[32..64].copy_from_slice(&keccak256(b"Permit2"));
+    buf[0..32].copy_from_slice(&PERMIT2_DOMAIN_TYPEHASH);
+    buf[32..64].copy_from_slice(&PERMIT2_NAME_HASH);
     buf[64..96].copy_from_slice(&U256::from(chain_id).to_be_bytes::<32>());
     buf[96..128].copy_from_slice(&PERMIT2_ADDRESS.abi_word());
     keccak256(&buf)
@@ -64,16 +72,16 @@ impl UptoPermitWitnessTransferFrom {
     /// deadline ‖ hashStruct(witness)).
     pub fn struct_hash(&self) -> [u8; 32] {
         let mut permitted = [0u8; 96];
-        permitted[0..32].copy_from_slice(&keccak256(TOKEN_PERMISSIONS_TYPE.as_bytes()));
+        permitted[0..32].copy_from_slice(&TOKEN_PERMISSIONS_TYPEHASH);
         permitted[32..64].copy_from_slice(&self.token.abi_word());
         permitted[64..96].copy_from_slice(&self.amount.to_be_bytes::<32>());
         let mut witness = [0u8; 128];
-        witness[0..32].copy_from_slice(&keccak256(UPTO_WITNESS_TYPE.as_bytes()));
+        witness[0..32].copy_from_slice(&UPTO_WITNESS_TYPEHASH);
         witness[32..64].copy_from_slice(&self.to.abi_word());
         witness[64..96].copy_from_slice(&self.facilitator.abi_word());
         witness[96..128].copy_from_slice(&self.valid_after.to_be_bytes::<32>());
         let mut buf = [0u8; 192];
-        buf[0..32].copy_from_slice(&keccak256(UPTO_PERMIT_WITNESS_TRANSFER_FROM_TYPE.as_bytes()));
+        buf[0..32].copy_from_slice(&UPTO_PERMIT_WITNESS_TRANSFER_FROM_TYPEHASH);
         buf[32..64].copy_from_slice(&keccak256(&permitted));
         buf[64..96].copy_from_slice(&self.spender.abi_word());
         buf[96..128].copy_from_slice(&self.nonce.to_be_bytes::<32>());
@@ -96,6 +104,15 @@ impl UptoPermitWitnessTransferFrom {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_precomputed_hashes_are_the_keccak_of_their_strings() {
+        assert_eq!(PERMIT2_DOMAIN_TYPEHASH, keccak256(PERMIT2_DOMAIN_TYPE.as_bytes()));
+        assert_eq!(PERMIT2_NAME_HASH, keccak256(b"Permit2"));
+        assert_eq!(TOKEN_PERMISSIONS_TYPEHASH, keccak256(TOKEN_PERMISSIONS_TYPE.as_bytes()));
+        assert_eq!(UPTO_WITNESS_TYPEHASH, keccak256(UPTO_WITNESS_TYPE.as_bytes()));
+        assert_eq!(UPTO_PERMIT_WITNESS_TRANSFER_FROM_TYPEHASH, keccak256(UPTO_PERMIT_WITNESS_TRANSFER_FROM_TYPE.as_bytes()));
+    }
 
     #[test]
     fn the_constant_addresses_are_the_official_ones() {

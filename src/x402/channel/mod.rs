@@ -20,7 +20,7 @@
 //! wire); times are Unix seconds. Nothing here touches HTTP, I/O or per-request state.
 
 use ruint::aliases::U256;
-use crate::evm::{decode_hex_0x, hex_const, keccak256, parse_bytes32, parse_uint256, recover_signer, Address, Eip712Domain};
+use crate::evm::{decode_hex_0x, hex_const, keccak256, parse_bytes32, parse_uint256, recover_signer, Address};
 use crate::refusal::Invalid;
 use crate::x402::exact::MAX_SIGNATURE_BYTES;
 
@@ -54,6 +54,13 @@ pub const MAX_WITHDRAW_DELAY: u64 = 2_592_000;
 pub const CHANNEL_CONFIG_TYPE: &str = "ChannelConfig(address payer,address payerAuthorizer,address receiver,address receiverAuthorizer,address token,uint40 withdrawDelay,bytes32 salt)";
 /// `encodeType` of the payer's cumulative voucher.
 pub const VOUCHER_TYPE: &str = "Voucher(bytes32 channelId,uint128 maxClaimableAmount)";
+/// keccak256 of [`CHANNEL_CONFIG_TYPE`], [`VOUCHER_TYPE`], [`DOMAIN_NAME`] and [`DOMAIN_VERSION`]:
+/// constants, so the request path (a channel id and a voucher digest per request) hashes only
+/// what varies (checked in the tests).
+const CHANNEL_CONFIG_TYPEHASH: [u8; 32] = hex_const::<32>("1c9a06ceab9b0ebbd3301dc56c9111bb6d9af421356dc9ccb3b7084c755db308");
+const VOUCHER_TYPEHASH: [u8; 32] = hex_const::<32>("1e1bd6ff84c3e0d9029a292b212e039c0ca97ec497c55191a4a5874294609a69");
+const DOMAIN_NAME_HASH: [u8; 32] = hex_const::<32>("e03c502b9066cc6f23a8f0f48ed32cb7d506f9f0a2d0055449f256846a770e9a");
+const DOMAIN_VERSION_HASH: [u8; 32] = hex_const::<32>("c89efdaa54c0f20c7adf612882df0950f5a951637e0307cdcb4c672f298b8bc6");
 /// `encodeType` of a cooperative refund the receiver authorizer signs.
 pub const REFUND_TYPE: &str = "Refund(bytes32 channelId,uint256 nonce,uint128 amount)";
 /// `encodeType` of a claim batch the receiver authorizer signs (`claimWithSignature`).
@@ -134,8 +141,25 @@ fn eip712_digest(domain_separator: &[u8; 32], struct_hash: &[u8; 32]) -> [u8; 32
 
 /// The scheme's EIP-712 domain separator on `chain_id`: name [`DOMAIN_NAME`], version
 /// [`DOMAIN_VERSION`], `verifyingContract` [`BATCH_SETTLEMENT_ADDRESS`] (`getBatchSettlementEip712Domain`).
+/// The last one computed is kept (an isolate serves one chain, or a few).
 pub fn domain_separator(chain_id: u64) -> [u8; 32] {
-    Eip712Domain { name: DOMAIN_NAME.into(), version: DOMAIN_VERSION.into(), chain_id, verifying_contract: BATCH_SETTLEMENT_ADDRESS }.separator()
+    thread_local! {
+        static LAST: std::cell::Cell<Option<(u64, [u8; 32])>> = const { std::cell::Cell::new(None) };
+    }
+    LAST.with(|last| match last.get() {
+        Some((id, separator)) if id == chain_id => separator,
+        _ => {
+            let mut buf = [0u8; 160];
+            buf[0..32].copy_from_slice(&crate::evm::EIP712_DOMAIN_TYPEHASH);
+            buf[32..64].copy_from_slice(&DOMAIN_NAME_HASH);
+            buf[64..96].copy_from_slice(&DOMAIN_VERSION_HASH);
+            buf[96..128].copy_from_slice(&U256::from(chain_id).to_be_bytes::<32>());
+            buf[128..160].copy_from_slice(&BATCH_SETTLEMENT_ADDRESS.abi_word());
+            let separator = keccak256(&buf);
+            last.set(Some((chain_id, separator)));
+            separator
+        }
+    })
 }
 
 /// A channel's immutable configuration (`ChannelConfig` in the escrow). `payer_authorizer` is the
@@ -157,7 +181,7 @@ impl ChannelConfig {
     /// `hashStruct(ChannelConfig)`.
     pub fn struct_hash(&self) -> [u8; 32] {
         let mut buf = [0u8; 256];
-        buf[0..32].copy_from_slice(&keccak256(CHANNEL_CONFIG_TYPE.as_bytes()));
+        buf[0..32].copy_from_slice(&CHANNEL_CONFIG_TYPEHASH);
         buf[32..64].copy_from_slice(&self.payer.abi_word());
         buf[64..96].copy_from_slice(&self.payer_authorizer.abi_word());
         buf[96..128].copy_from_slice(&self.receiver.abi_word());
@@ -187,7 +211,7 @@ impl Voucher {
     /// `hashStruct(Voucher)`.
     pub fn struct_hash(&self) -> [u8; 32] {
         let mut buf = [0u8; 96];
-        buf[0..32].copy_from_slice(&keccak256(VOUCHER_TYPE.as_bytes()));
+        buf[0..32].copy_from_slice(&VOUCHER_TYPEHASH);
         buf[32..64].copy_from_slice(&self.channel_id);
         buf[64..96].copy_from_slice(&u128_word(self.max_claimable_amount));
         keccak256(&buf)
@@ -539,12 +563,26 @@ pub fn check_against_state(terms: &ChannelTerms, v: &VerifiedVoucher, state: &Ch
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::evm::Eip712Domain;
 
     #[test]
     fn the_constant_addresses_are_the_official_ones() {
         assert_eq!(BATCH_SETTLEMENT_ADDRESS.to_checksum(), "0x4020074e9dF2ce1deE5A9C1b5c3f541D02a10003");
         assert_eq!(ERC3009_DEPOSIT_COLLECTOR_ADDRESS.to_checksum(), "0x4020806089470a89826cB9fB1f4059150b550004");
         assert_eq!(PERMIT2_DEPOSIT_COLLECTOR_ADDRESS.to_checksum(), "0x4020425FAf3B746C082C2f942b4E5159887B0005");
+    }
+
+    #[test]
+    fn the_precomputed_hashes_are_the_keccak_of_their_strings_and_the_separator_the_domain_s() {
+        assert_eq!(CHANNEL_CONFIG_TYPEHASH, keccak256(CHANNEL_CONFIG_TYPE.as_bytes()));
+        assert_eq!(VOUCHER_TYPEHASH, keccak256(VOUCHER_TYPE.as_bytes()));
+        assert_eq!(DOMAIN_NAME_HASH, keccak256(DOMAIN_NAME.as_bytes()));
+        assert_eq!(DOMAIN_VERSION_HASH, keccak256(DOMAIN_VERSION.as_bytes()));
+        let domain = |chain_id| Eip712Domain { name: DOMAIN_NAME.into(), version: DOMAIN_VERSION.into(), chain_id, verifying_contract: BATCH_SETTLEMENT_ADDRESS }.separator();
+        // Alternating chains: the kept separator is never another chain's.
+        for chain_id in [84532, 8453, 84532, 84532, 1] {
+            assert_eq!(domain_separator(chain_id), domain(chain_id), "chain {chain_id}");
+        }
     }
 
     #[test]
