@@ -368,6 +368,20 @@ fn the_eip2612_gas_sponsoring_extension_is_announced_checked_locally_and_passed_
         assert_eq!(body["paymentPayload"]["extensions"], sent["extensions"], "{endpoint}: the permit goes to the facilitator as sent");
     }
     assert_eq!(p.facilitator_calls.borrow().len(), 2, "verify, then settle");
+
+    // On a route that never asks /verify, a permit still is: only the chain can check it.
+    let mut local = route(true);
+    local["verify"] = json!("local");
+    let cfg = config_vars(json!({ "FACILITATOR_ADDRESS": FACILITATOR, "ROUTES": [local] }));
+    let p = Rc::new(fake());
+    p.queue_verify(reply(200, r#"{"isValid":false,"invalidReason":"permit2_allowance_required","payer":"0x0"}"#));
+    let res = get(&cfg, &p, &with_permit(&|_| {}));
+    assert_eq!(res.status(), 412, "the facilitator's answer about the permit decides");
+    assert_eq!(p.facilitator_calls.borrow().iter().map(|(e, _)| e.as_str()).collect::<Vec<_>>(), ["verify"]);
+    assert_eq!(p.origin_hits(), 0);
+    let plain = upto_payment(&cfg, 7, 2);
+    assert_eq!(get(&cfg, &p, &plain).status(), 200, "without a permit the route's policy (local) holds");
+    assert_eq!(p.facilitator_calls.borrow().iter().map(|(e, _)| e.as_str()).collect::<Vec<_>>(), ["verify", "settle"]);
 }
 
 #[test]

@@ -171,6 +171,7 @@ pub(super) async fn priced<P: Platform>(cx: Paying<'_, P>, req: Request<P::Body>
             valid_before: v.deadline,
             signature_checked: v.signature_checked,
             late: v.late,
+            verify_first: v.gas_sponsored,
         })
     } else {
         verify_exact(&route.accepts, &payment, now, config.min_validity_seconds())
@@ -291,10 +292,13 @@ pub(super) async fn priced<P: Platform>(cx: Paying<'_, P>, req: Request<P::Body>
     }
 
     // Assurance before the origin runs. A reservation whose earlier holder died unsent is
-    // verified again: its nonce may have been burned on chain meanwhile.
+    // verified again: its nonce may have been burned on chain meanwhile. A payment carrying an
+    // EIP-2612 permit is verified whatever the route's policy: only the chain can check the
+    // permit, and the settlement would submit it without asking.
     let needs_verify = !prior_sent
         && !verified_remotely
         && (!verified.signature_checked
+            || verified.verify_first
             || lapsed
             || match route.verify {
                 VerifyPolicy::Always => true,

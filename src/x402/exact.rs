@@ -44,6 +44,10 @@ pub struct Verified<'a> {
     /// be a retry of one the ledger knows (an unknown outcome, an undelivered settlement), which
     /// the gateway asks before refusing; a fresh one gets this refusal.
     pub late: Option<Invalid>,
+    /// `true` when the payment carries something only the chain can check and a settlement would
+    /// use without asking (an `upto` payment's EIP-2612 permit): the facilitator's `/verify` runs
+    /// before the origin whatever the payer's standing.
+    pub verify_first: bool,
 }
 
 // A payment the paywall refuses: `Invalid`, its x402 reason code (§9) and a readable message
@@ -142,5 +146,5 @@ fn verify_offer<'a>(offer: &'a Offer, payment: &PaymentPayload, now: u64, min_va
         Err(SignatureError::BadV) => return invalid("invalid_exact_evm_payload_signature", "signature v must be 27 or 28"),
         Err(SignatureError::Invalid) => return invalid("invalid_exact_evm_payload_signature", "signature is not a valid secp256k1 signature"),
     };
-    Ok(Verified { offer, payer: from, nonce, valid_before: valid_before.saturating_to::<u64>(), signature_checked, late })
+    Ok(Verified { offer, payer: from, nonce, valid_before: valid_before.saturating_to::<u64>(), signature_checked, late, verify_first: false })
 }

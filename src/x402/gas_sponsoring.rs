@@ -12,7 +12,9 @@
 //! (`eip2612_from_mismatch`), `asset` = the permitted token (`eip2612_asset_mismatch`), `spender`
 //! = Permit2 (`eip2612_spender_not_permit2`), `deadline` ≥ now + 6 s
 //! (`eip2612_deadline_expired`). The permit's signature and nonce need the token contract and are
-//! left to the facilitator, as the official verifier leaves them to its simulation.
+//! left to the facilitator, as the official verifier leaves them to its simulation: a payment
+//! that carries a permit is verified with `/verify` before the origin whatever the route's
+//! `verify` policy and the payer's standing (`gateway::pay`).
 
 use serde_json::{json, Map, Value};
 

@@ -54,6 +54,10 @@ pub struct VerifiedUpto<'a> {
     /// the request's minimum validity ahead (or past). As in [`crate::x402::exact::Verified::late`],
     /// the gateway may still find it in the ledger as a retry before refusing.
     pub late: Option<Invalid>,
+    /// The payment carries a complete EIP-2612 permit (`eip2612GasSponsoring`) that passed the
+    /// local checks of [`crate::x402::gas_sponsoring::check`]; its signature and token nonce are
+    /// the chain's to check, so the gateway asks `/verify` before the origin.
+    pub gas_sponsored: bool,
 }
 
 /// `0x` followed by 1 to 64 hex digits, as a uint256: the form of the Permit2 `nonce` in the
@@ -144,7 +148,7 @@ pub fn verify_upto<'a>(offers: &'a [Offer], payment: &PaymentPayload, now: u64, 
         );
     }
     // A payer's EIP-2612 permit for Permit2 (the `eip2612GasSponsoring` extension), if it sent one.
-    crate::x402::gas_sponsoring::check(&payment.raw, from, token, now)?;
+    let gas_sponsored = crate::x402::gas_sponsoring::check(&payment.raw, from, token, now)?;
     let message = UptoPermitWitnessTransferFrom { token, amount, spender, nonce, deadline, to, facilitator, valid_after };
     let digest = message.digest(offer.chain_id);
     let signature_checked = match recover_signer(&digest, &signature) {
@@ -165,5 +169,6 @@ pub fn verify_upto<'a>(offers: &'a [Offer], payment: &PaymentPayload, now: u64, 
         facilitator,
         signature_checked,
         late,
+        gas_sponsored,
     })
 }
