@@ -6,9 +6,10 @@
 // Worker's EIP-3009 verification, same crates and release profile) and profiles `verify(n)` in
 // this Node's V8, as self time per verification.
 // `first` profiles a fresh isolate's first request alone.
-// `paid` profiles paid requests (a fresh pre-signed payment each, the stand-in at 0 ms);
+// `paid` profiles paid requests (a fresh pre-signed payment each, the stand-in at 0 ms), `minted`
+// paid requests that each also buy a pass;
 // `channel` one payment channel's vouchers in order over one connection.
-// `node bench/profile.mjs [challenge|pass|paid|free|proxy|first]` after `X402_KEEP_WASM_NAMES=1 bash scripts/build.sh`
+// `node bench/profile.mjs [challenge|pass|paid|minted|channel|free|proxy|first]` after `X402_KEEP_WASM_NAMES=1 bash scripts/build.sh`
 // (without the names, wasm functions show as numbers); `proxy` profiles the plain JS fetch proxy
 // Worker that is the pass-through's floor in bench/run.mjs, for a side-by-side reading of `free`
 // (PROFILE_SECONDS, default 5; PROFILE_TOP, default 30; BENCH_DECISION_LOG as in bench/run.mjs).
@@ -175,9 +176,10 @@ async function main() {
       await paid.arrayBuffer();
       headers['x402-pass'] = paid.headers.get('x402-pass');
       target = `${url}/minted`;
-    } else if (SCENARIO === 'paid') {
+    } else if (SCENARIO === 'paid' || SCENARIO === 'minted') {
       const { execFileSync } = await import('node:child_process');
-      const accepted = JSON.parse(Buffer.from((await fetch(`${url}/weather`)).headers.get('payment-required'), 'base64')).accepts[0];
+      if (SCENARIO === 'minted') target = `${url}/minted`;
+      const accepted = JSON.parse(Buffer.from((await fetch(target)).headers.get('payment-required'), 'base64')).accepts[0];
       paymentsFile = path.join(ROOT, 'bench/.build/profile-payments.txt');
       writeFileSync(paymentsFile, execFileSync('cargo', ['run', '--quiet', '--release', '--example', 'presign', '--', JSON.stringify(accepted), String(1500 * SECONDS)], { cwd: ROOT, maxBuffer: 1 << 30 }));
     } else if (SCENARIO === 'channel') {
@@ -191,7 +193,7 @@ async function main() {
     } else if (SCENARIO === 'free' || SCENARIO === 'proxy') {
       target = `${url}/free`;
     } else if (SCENARIO !== 'challenge') {
-      throw new Error(`unknown scenario ${SCENARIO} (challenge | pass | paid | channel | free | proxy | verify | first)`);
+      throw new Error(`unknown scenario ${SCENARIO} (challenge | pass | paid | minted | channel | free | proxy | verify | first)`);
     }
     const ins = await inspector(inspectorPort);
     await ins.send('Profiler.enable');
