@@ -111,8 +111,13 @@ function miniflareOptions(kind, originUrl, facilitatorUrl) {
 }
 
 async function startServer(kind, originUrl, facilitatorUrl) {
+  return startMiniflare(miniflareOptions(kind, originUrl, facilitatorUrl));
+}
+
+/** A Miniflare with `options`, ready: {mf, url, pid} (`pid`: the workerd it started). */
+async function startMiniflare(options) {
   const known = new Set(childPids('workerd'));
-  const mf = new Miniflare(miniflareOptions(kind, originUrl, facilitatorUrl));
+  const mf = new Miniflare(options);
   const url = (await mf.ready).toString().replace(/\/$/, '');
   const pid = childPids('workerd').find((p) => !known.has(p));
   return { mf, url, pid };
@@ -588,17 +593,13 @@ function buildMcp() {
  * second Worker in the same workerd, behind ORIGIN_SERVICE); `peer`: the same server paid through
  * agents' withX402/paidTool. Both in one Miniflare, the stand-in facilitator at `facilitatorUrl`. */
 async function startMcpServer(kind, facilitatorUrl) {
-  const known = new Set(childPids('workerd'));
   const { host, port, cf, handleRuntimeStdio, ...ours } = miniflareOptions('ours', 'http://unused.invalid', facilitatorUrl);
   const { ORIGIN_URL, ...bindings } = ours.bindings;
   const worker = (name, file, more = {}) => ({ name, modules: true, scriptPath: path.join(BUILD, `${file}.js`), compatibilityDate: ours.compatibilityDate, ...more });
   const workers = kind === 'ours'
     ? [{ ...ours, name: 'paywall', bindings: { ...bindings, MCP: [{ path: '/mcp', tools: { search: '$0.01' }, default: 'deny' }] }, serviceBindings: { ORIGIN_SERVICE: 'origin' } }, worker('origin', 'mcp-origin')]
     : [worker('peer', 'mcp-agents', { compatibilityFlags: ['nodejs_compat'], bindings: { FACILITATOR_URL: facilitatorUrl, PAY_TO } })];
-  const mf = new Miniflare({ host, port, cf, handleRuntimeStdio, workers });
-  const url = (await mf.ready).toString().replace(/\/$/, '');
-  const pid = childPids('workerd').find((p) => !known.has(p));
-  return { mf, url, pid };
+  return startMiniflare({ host, port, cf, handleRuntimeStdio, workers });
 }
 
 /** POSTs one JSON-RPC message to `/mcp` (in session `sid`); the answer's headers and message. */
@@ -738,14 +739,11 @@ export default { async fetch(request, env) {
       for (const [name, calls] of [['proxy', 0], ['oneCall', 1], ['twoCalls', 2]]) {
         const file = path.join(BUILD, `dofloor-${calls}.js`);
         writeFileSync(file, script(calls));
-        const known = new Set(childPids('workerd'));
-        const mf = new Miniflare({
+        const { mf, url, pid } = await startMiniflare({
           host: '127.0.0.1', port: 0, modules: true, compatibilityDate: '2026-07-30', cf: false, scriptPath: file,
           handleRuntimeStdio(stdout, stderr) { stdout.resume(); stderr.resume(); },
           durableObjects: { SHARD: { className: 'Shard', useSQLite: true } }, bindings: { ORIGIN_URL: origin.url },
         });
-        const url = (await mf.ready).toString().replace(/\/$/, '');
-        const pid = childPids('workerd').find((p) => !known.has(p));
         try {
           for (let i = 0; i < 50; i++) await (await fetch(`${url}/free`)).arrayBuffer();
           log(`round ${round + 1}: ${name}`);

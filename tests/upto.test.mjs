@@ -12,14 +12,7 @@ import { x402ResourceServer, HTTPFacilitatorClient } from '@x402/core/server';
 import { UptoEvmScheme as ServerUptoEvm } from '@x402/evm/upto/server';
 import { decodePaymentRequiredHeader, decodePaymentResponseHeader } from '@x402/core/http';
 
-import { createPublicClient, http as viemHttp } from 'viem';
-import { privateKeyToAccount } from 'viem/accounts';
-import { x402Client } from '@x402/core/client';
-import { encodePaymentSignatureHeader } from '@x402/core/http';
-import { UptoEvmScheme as ClientUptoEvm } from '@x402/evm/upto/client';
-import { toClientEvmSigner } from '@x402/evm';
-
-import { KEYS, NETWORK, address, balanceOf, chainFor, permit2Allowance, permit2NonceUsed, serveApp, startStack, startWorker, uptoPayment } from './support/stack.mjs';
+import { KEYS, NETWORK, address, balanceOf, permit2Allowance, permit2NonceUsed, serveApp, startStack, startWorker, uptoPayment } from './support/stack.mjs';
 import { payingFetch } from './support/client.mjs';
 
 const MAX = 50_000n; // $0.05 of the 6-decimal test USDC
@@ -246,14 +239,12 @@ test('eip2612GasSponsoring: a payer without a Permit2 allowance pays with an EIP
   const required = decodePaymentRequiredHeader(challenge.headers.get('payment-required'));
   assert.equal(required.extensions.eip2612GasSponsoring.info.version, '1', 'the route announces the extension');
   // The official upto client, with a chain connection to read the allowance and the token's permit nonce.
-  const publicClient = createPublicClient({ chain: chainFor(stack.rpcUrl), transport: viemHttp(stack.rpcUrl) });
-  const client = new x402Client().register(NETWORK, new ClientUptoEvm(toClientEvmSigner(privateKeyToAccount(KEYS.payer2), publicClient)));
-  const payload = await client.createPaymentPayload(required);
+  const { payload, header } = await uptoPayment(KEYS.payer2, required.accepts[0], { resource: required.resource, extensions: required.extensions, rpcUrl: stack.rpcUrl });
   const info = payload.extensions?.eip2612GasSponsoring?.info;
   assert.equal(info?.from, payer2, 'the client signed a permit');
   const before = { payer: await balanceOf(stack.rpcUrl, payer2), payTo: await balanceOf(stack.rpcUrl, stack.payTo) };
   const settles = stack.facilitator.calls.settle;
-  const res = await fetch(`${worker.url}/sponsored`, { headers: { 'payment-signature': encodePaymentSignatureHeader(payload) } });
+  const res = await fetch(`${worker.url}/sponsored`, { headers: { 'payment-signature': header } });
   assert.equal(res.status, 200, await res.clone().text());
   assert.deepEqual(await res.json(), { used: '1234' });
   assert.equal(decodePaymentResponseHeader(res.headers.get('payment-response')).amount, '1234');
@@ -264,7 +255,7 @@ test('eip2612GasSponsoring: a payer without a Permit2 allowance pays with an EIP
   assert.equal(await balanceOf(stack.rpcUrl, payer2), before.payer - 1234n);
   assert.equal(await balanceOf(stack.rpcUrl, stack.payTo), before.payTo + 1234n);
   assert.equal(await permit2Allowance(stack.rpcUrl, payer2), BigInt(info.amount) - 1234n, 'the permit set the allowance, the settlement spent 1,234 of it');
-  const replay = await fetch(`${worker.url}/sponsored`, { headers: { 'payment-signature': encodePaymentSignatureHeader(payload) } });
+  const replay = await fetch(`${worker.url}/sponsored`, { headers: { 'payment-signature': header } });
   assert.notEqual(replay.status, 200);
   await replay.arrayBuffer();
   assert.equal(runs.sponsored, 1, 'the replay ran nothing');

@@ -20,6 +20,7 @@ use serde_json::{json, Map, Value};
 
 use crate::evm::{decode_hex_0x, parse_uint256, Address};
 use crate::refusal::Invalid;
+use crate::x402::exact::MAX_SIGNATURE_BYTES;
 use crate::x402::permit2::PERMIT2_ADDRESS;
 
 /// The extension's key in `PaymentRequired.extensions` and `PaymentPayload.extensions`.
@@ -83,10 +84,11 @@ pub fn check(payload: &Value, owner: Address, token: Address, now: u64) -> Resul
     }
     let [from, asset, spender, amount, nonce, deadline, signature, version] = values;
     let format = || Invalid { reason: "invalid_eip2612_extension_format", message: "extensions.eip2612GasSponsoring.info does not match its schema".into() };
-    let hex_address = |s: &str| if s.len() == 42 && s.starts_with("0x") { Address::parse(s) } else { None };
+    // The schema's `^0x[a-fA-F0-9]{40}$`: `Address::parse` also takes `0X`.
+    let hex_address = |s: &str| s.starts_with("0x").then(|| Address::parse(s)).flatten();
     let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
     let version_ok = version.split('.').all(digits);
-    let signature_ok = signature.len() > 2 && decode_hex_0x(signature, 4096).is_some();
+    let signature_ok = signature.len() > 2 && decode_hex_0x(signature, MAX_SIGNATURE_BYTES).is_some();
     let (Some(from), Some(asset), Some(spender)) = (hex_address(from), hex_address(asset), hex_address(spender)) else { return Err(format()) };
     if !(digits(amount) && digits(nonce) && digits(deadline) && signature_ok && version_ok) {
         return Err(format());

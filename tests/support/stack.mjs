@@ -264,11 +264,15 @@ export async function permit2NonceUsed(rpcUrl, owner, nonce) {
  * The payment payload the official upto client (@x402/evm/upto/client `UptoEvmScheme` in a
  * @x402/core `x402Client`) makes with `key` for `requirements` (v2 PaymentRequirements with
  * scheme "upto"; `extra.facilitatorAddress` is required), as {payload, header}: the
- * PaymentPayload object and its PAYMENT-SIGNATURE header value. `resource`: the 402's resource.
+ * PaymentPayload object and its PAYMENT-SIGNATURE header value. `resource`: the 402's resource;
+ * `extensions`: the 402's extensions (an announced `eip2612GasSponsoring` makes the client sign a
+ * permit when the payer's allowance is short); `rpcUrl`: a chain connection for the client to
+ * read the allowance and the token's permit nonce with.
  */
-export async function uptoPayment(key, requirements, { resource = { url: 'http://127.0.0.1/metered' } } = {}) {
-  const client = new x402Client().register(NETWORK, new ClientUptoEvm(toClientEvmSigner(privateKeyToAccount(key))));
-  const payload = await client.createPaymentPayload({ x402Version: 2, resource, accepts: [requirements] });
+export async function uptoPayment(key, requirements, { resource = { url: 'http://127.0.0.1/metered' }, extensions, rpcUrl } = {}) {
+  const publicClient = rpcUrl ? createPublicClient({ chain: chainFor(rpcUrl), transport: viemHttp(rpcUrl) }) : undefined;
+  const client = new x402Client().register(NETWORK, new ClientUptoEvm(toClientEvmSigner(privateKeyToAccount(key), publicClient)));
+  const payload = await client.createPaymentPayload({ x402Version: 2, resource, accepts: [requirements], ...(extensions ? { extensions } : {}) });
   return { payload, header: encodePaymentSignatureHeader(payload) };
 }
 
