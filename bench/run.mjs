@@ -18,7 +18,8 @@
 // BENCH_ROUNDS interleaved rounds, medians: the report's rows (stderr) and JSON (stdout).
 // BENCH_ONLY=mcp: a paid MCP tool call, ours (in front of an unmodified MCP server) and the same
 // server paid through Cloudflare's agents withX402/paidTool, at 0 and 50 ms; rows and JSON.
-// BENCH_ONLY=dofloor: a JS fetch proxy with 0, 1 and 2 no-op Durable Object RPC calls per request.
+// BENCH_ONLY=dofloor: a JS fetch proxy with 0, 1 and 2 no-op Durable Object RPC calls per request,
+// and with 1, 2 or 3 calls that each upsert one SQLite row.
 import { execFileSync, spawn } from 'node:child_process';
 import { mkdirSync, readFileSync, writeFileSync, statSync } from 'node:fs';
 import { createRequire } from 'node:module';
@@ -718,27 +719,33 @@ async function onlyMcp() {
   console.log(JSON.stringify({ ours: { mcp0: pick(m.ours.mcp0), mcp50: pick(m.ours.mcp50) }, peer: { mcp0: pick(m.peer.mcp0), mcp50: pick(m.peer.mcp50) }, loadavg: os.loadavg() }));
 }
 
-/** BENCH_ONLY=dofloor: what one and two Durable Object RPC calls per request cost in this
- * runtime, apart from any Worker's own work: a plain JS `fetch` proxy to the origin, and the same
- * proxy that first calls a no-op RPC method of a Durable Object (one of 16, picked at random, as
- * the channel rows spread over 16 channels) once or twice. The floor under any design that keeps
- * one writer per channel (issue 22's "channel request within 1.25× of the pass-through").
- * BENCH_ROUNDS interleaved rounds, medians (JSON). */
+/** BENCH_ONLY=dofloor: what Durable Object RPC calls per request cost in this runtime, apart from
+ * any Worker's own work: a plain JS `fetch` proxy to the origin, and the same proxy that first
+ * calls an RPC method of a Durable Object (one of 16, picked at random, as the channel rows spread
+ * over 16 channels): once or twice doing nothing, or one to three times each upserting one
+ * 600-byte row in the object's SQLite, as a channel's reservation and charge (and a paid `exact`
+ * request's reservation, send mark and finish) each persist a record. The floor under any design
+ * that keeps one writer per channel and persists what exactly-once needs (issue 22's "channel
+ * request within 1.25× of the pass-through", docs/channels.md). BENCH_ROUNDS interleaved rounds,
+ * medians (JSON). */
 async function onlyDoFloor() {
-  const script = (calls) => `import { DurableObject } from 'cloudflare:workers';
-export class Shard extends DurableObject { ping() { return 'ok'; } }
+  const script = (calls, write) => `import { DurableObject } from 'cloudflare:workers';
+export class Shard extends DurableObject {
+  constructor(ctx, env) { super(ctx, env); ${write ? "ctx.storage.sql.exec('CREATE TABLE IF NOT EXISTS channel (id INTEGER PRIMARY KEY, record TEXT NOT NULL)');" : ''} }
+  ping(record) { ${write ? "this.ctx.storage.sql.exec('INSERT INTO channel (id, record) VALUES (0, ?) ON CONFLICT(id) DO UPDATE SET record = excluded.record', record);" : ''} return 'ok'; }
+}
 export default { async fetch(request, env) {
-  for (let i = 0; i < ${calls}; i++) await env.SHARD.get(env.SHARD.idFromName(String(Math.floor(Math.random() * 16)))).ping();
+  for (let i = 0; i < ${calls}; i++) await env.SHARD.get(env.SHARD.idFromName(String(Math.floor(Math.random() * 16)))).ping(JSON.stringify({ n: Math.random(), pad: 'x'.repeat(580) }));
   const u = new URL(request.url); return fetch(env.ORIGIN_URL + u.pathname + u.search, request);
 } };
 `;
   const origin = await startBenchOrigin();
-  const rounds = { proxy: [], oneCall: [], twoCalls: [] };
+  const rounds = { proxy: [], oneCall: [], twoCalls: [], oneWrite: [], twoWrites: [], threeWrites: [] };
   try {
     for (let round = 0; round < ROUNDS; round++) {
-      for (const [name, calls] of [['proxy', 0], ['oneCall', 1], ['twoCalls', 2]]) {
-        const file = path.join(BUILD, `dofloor-${calls}.js`);
-        writeFileSync(file, script(calls));
+      for (const [name, calls, write] of [['proxy', 0, false], ['oneCall', 1, false], ['twoCalls', 2, false], ['oneWrite', 1, true], ['twoWrites', 2, true], ['threeWrites', 3, true]]) {
+        const file = path.join(BUILD, `dofloor-${name}.js`);
+        writeFileSync(file, script(calls, write));
         const { mf, url, pid } = await startMiniflare({
           host: '127.0.0.1', port: 0, modules: true, compatibilityDate: '2026-07-30', cf: false, scriptPath: file,
           handleRuntimeStdio(stdout, stderr) { stdout.resume(); stderr.resume(); },
@@ -759,9 +766,12 @@ export default { async fetch(request, env) {
     await origin.stop?.();
   }
   const pick = (rs) => ({ rps: Math.round(median(rs.map((r) => r.rps))), p50: median(rs.map((r) => r.p50)), workerdCpuMs: Number(median(rs.map((r) => r.workerdCpuMs)).toFixed(3)) });
-  const out = { proxy: pick(rounds.proxy), oneCall: pick(rounds.oneCall), twoCalls: pick(rounds.twoCalls) };
+  const out = { proxy: pick(rounds.proxy), oneCall: pick(rounds.oneCall), twoCalls: pick(rounds.twoCalls), oneWrite: pick(rounds.oneWrite), twoWrites: pick(rounds.twoWrites), threeWrites: pick(rounds.threeWrites) };
   out.oneCallVsProxy = Number((out.oneCall.rps / out.proxy.rps).toFixed(2));
   out.twoCallsVsProxy = Number((out.twoCalls.rps / out.proxy.rps).toFixed(2));
+  out.oneWriteVsProxy = Number((out.oneWrite.rps / out.proxy.rps).toFixed(2));
+  out.twoWritesVsProxy = Number((out.twoWrites.rps / out.proxy.rps).toFixed(2));
+  out.threeWritesVsProxy = Number((out.threeWrites.rps / out.proxy.rps).toFixed(2));
   console.log(JSON.stringify(out));
 }
 
