@@ -125,8 +125,22 @@ fn the_all_zero_kv_id_is_a_warning() {
 fn missing_bindings_are_errors() {
     let (code, out) = run(&data("missing_ledger.toml"));
     assert_eq!(code, 1);
-    assert!(out.contains("missing_ledger.toml: error: priced routes need the payment ledger, but the Durable Object binding LEDGER is missing"), "{out}");
+    assert!(out.contains("missing_ledger.toml: error: priced routes and MCP tools need the payment ledger, but the Durable Object binding LEDGER is missing"), "{out}");
     reports("missing_rate_limit.toml", "error", "RATE_LIMITS =", "rate limit binding `CHALLENGES` is missing");
+}
+
+#[test]
+fn an_mcp_only_configuration_needs_the_same_bindings_as_priced_routes() {
+    // No priced route at all: only MCP tools are priced, one sells a pass, one names a limiter.
+    let (code, out) = run(&data("mcp_missing_bindings.toml"));
+    assert_eq!(code, 1, "{out}");
+    for says in [
+        "priced routes and MCP tools need the payment ledger, but the Durable Object binding LEDGER is missing",
+        "a route or MCP tool sells a pass but the KV namespace binding PASSES is missing",
+    ] {
+        assert!(out.contains(&format!("mcp_missing_bindings.toml: error: {says}")), "{says} in:\n{out}");
+    }
+    reports("mcp_missing_bindings.toml", "error", "\"SEARCHES\"", "rate limit binding `SEARCHES` is missing");
 }
 
 #[test]

@@ -232,6 +232,24 @@ describe('rate limits', () => {
       await w.stop();
     }
   });
+
+  test('an MCP tool naming a rate limit binding that is not declared is a configuration error too', async () => {
+    // No priced route: only the MCP tool is priced, and only it names the limiter.
+    const w = await startWorker({
+      originUrl: stack.origin.url, facilitatorUrl: stack.facilitator.url, payTo: stack.payTo,
+      routes: [{ route: 'GET /health', free: true }],
+      extraBindings: { MCP: [{ path: '/mcp', tools: { search: { price: '$0.01', rateLimit: { paid: 'NOPE' } } } }] },
+    });
+    try {
+      const before = counts();
+      const res = await fetch(`${w.url}/health`);
+      assert.equal(res.status, 500);
+      assert.match((await res.json()).message, /rate limit binding `NOPE` is missing/);
+      assert.deepEqual(counts(), before, 'nothing forwarded, nothing sent to the facilitator');
+    } finally {
+      await w.stop();
+    }
+  });
 });
 
 describe('MODE = "shadow"', () => {

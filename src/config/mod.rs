@@ -270,6 +270,14 @@ fn sign_in_key(vars: &Map<String, Value>, sign_in: bool) -> Result<Option<crate:
 }
 
 impl Config {
+    /// Every route this configuration can charge on or proxy: `ROUTES` in order, then each MCP
+    /// server's priced tools (each parsed as a `POST {path}` route, carrying the server's pass
+    /// when it sells one). What needs a binding (a pass → `PASSES`, a rate limit → its
+    /// `[[ratelimits]]` binding, a price → `LEDGER`) is decided over all of them.
+    pub fn all_routes(&self) -> impl Iterator<Item = &Route> {
+        self.routes.iter().chain(self.mcp.iter().flat_map(|s| s.tools.iter().map(|(_, t)| t).chain(std::iter::once(&s.default)).filter_map(ToolPrice::route)))
+    }
+
     /// Builds the configuration from the Worker's variables (name → JSON value).
     ///
     /// Errors name the variable (and route) at fault; nothing here panics on any input. The
@@ -302,7 +310,7 @@ impl Config {
             ));
         }
         let good_standing_seconds = u64_var(vars, "VERIFY_GOOD_STANDING_SECONDS", 86_400)?;
-        let channel_claim = ChannelClaimPolicy { vouchers: u64_var(vars, "CHANNEL_CLAIM_VOUCHERS", 100)?.max(1), seconds: u64_var(vars, "CHANNEL_CLAIM_SECONDS", 3600)? };
+        let channel_claim = ChannelClaimPolicy { vouchers: count_var(vars, "CHANNEL_CLAIM_VOUCHERS", 100)?, seconds: u64_var(vars, "CHANNEL_CLAIM_SECONDS", 3600)? };
         let denylist = denylist(vars)?;
         let admin = admin_endpoint(vars)?;
         let public_url = public_url(vars)?;

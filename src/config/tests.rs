@@ -131,6 +131,20 @@ fn configuration_errors_say_what_is_wrong() {
 }
 
 #[test]
+fn the_channel_claim_count_is_a_whole_number_of_at_least_one() {
+    let with = |n: &str| {
+        let mut v = vars(json!([{ "route": "GET /x", "price": "$1" }]));
+        v.insert("CHANNEL_CLAIM_VOUCHERS".into(), json!(n));
+        Config::from_vars(&v)
+    };
+    assert_eq!(with("3").unwrap().channel_claim.vouchers, 3);
+    assert_eq!(Config::from_vars(&vars(json!([{ "route": "GET /x", "price": "$1" }]))).unwrap().channel_claim.vouchers, 100, "the default");
+    for bad in ["0", "-1", "1.5", "ten"] {
+        assert_eq!(with(bad).unwrap_err().0, format!("CHANNEL_CLAIM_VOUCHERS must be a whole number of at least 1, got `{bad}`"));
+    }
+}
+
+#[test]
 fn plain_http_is_refused_except_to_loopback_hosts() {
     let mut v = vars(json!([]));
     for ok in ["http://127.0.0.1:9000", "http://127.8.9.10", "http://[::1]:8787/api", "http://LOCALHOST:3000", "https://api.example"] {

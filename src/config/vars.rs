@@ -20,6 +20,8 @@ pub enum Kind {
     Network,
     /// Whole seconds.
     Seconds,
+    /// A whole number of at least 1.
+    Count,
     /// One of the listed words.
     Choice(&'static [&'static str]),
     /// A canonical absolute path.
@@ -89,7 +91,7 @@ pub const TABLE: [Var; 32] = [
     row("PAY_TO", Kind::Address, Required::When("unless every offer sets payTo"), false, "default recipient address"),
     row("FACILITATOR_ADDRESS", Kind::Address, Required::When("with scheme upto"), false, "the facilitator's address that metered (upto) options name as extra.facilitatorAddress"),
     row("RECEIVER_AUTHORIZER", Kind::Address, Required::When("with scheme batch-settlement"), false, "the address payment channel (batch-settlement) options name as extra.receiverAuthorizer: the facilitator's, from its /supported"),
-    row("CHANNEL_CLAIM_VOUCHERS", Kind::Seconds, Required::No, false, "a payment channel is claimed once this many vouchers are charged and unclaimed (a count; default 100)"),
+    row("CHANNEL_CLAIM_VOUCHERS", Kind::Count, Required::No, false, "a payment channel is claimed once this many vouchers are charged and unclaimed (a count; default 100)"),
     row("CHANNEL_CLAIM_SECONDS", Kind::Seconds, Required::No, false, "a payment channel is claimed once its oldest unclaimed charge is this old (default 3600)"),
     row("NETWORK", Kind::Network, Required::No, false, "default network (default eip155:84532)"),
     row("MAX_TIMEOUT_SECONDS", Kind::Seconds, Required::No, false, "default maxTimeoutSeconds of each requirement (default 300)"),
@@ -241,6 +243,17 @@ pub(super) fn u64_var(vars: &Map<String, Value>, name: &str, default: u64) -> Re
     match string_var(vars, name)? {
         None => Ok(default),
         Some(s) => s.parse().or_else(|_| err(format!("{name} must be a whole number of seconds, got {}", shown(&s)))),
+    }
+}
+
+/// A count variable: a whole number of at least 1, `default` when unset.
+pub(super) fn count_var(vars: &Map<String, Value>, name: &str, default: u64) -> Result<u64, ConfigError> {
+    match string_var(vars, name)? {
+        None => Ok(default),
+        Some(s) => match s.parse::<u64>() {
+            Ok(n) if n >= 1 => Ok(n),
+            _ => err(format!("{name} must be a whole number of at least 1, got {}", shown(&s))),
+        },
     }
 }
 

@@ -66,17 +66,17 @@ pub(super) fn config(env: &Env) -> Result<Rc<Config>, ConfigError> {
         cell.borrow_mut()
             .get_or_insert_with(|| {
                 let cfg = Config::from_vars(&read_vars(env))?;
-                if cfg.routes.iter().any(|r| r.pass.is_some()) && env.kv(PASSES_BINDING).is_err() {
-                    return Err(ConfigError(format!("a route sells a pass but the KV namespace binding {PASSES_BINDING} is missing")));
+                if cfg.all_routes().any(|r| r.pass.is_some()) && env.kv(PASSES_BINDING).is_err() {
+                    return Err(ConfigError(format!("a route or MCP tool sells a pass but the KV namespace binding {PASSES_BINDING} is missing")));
                 }
-                for binding in cfg.routes.iter().flat_map(|r| r.rate_limits.bindings()) {
+                for binding in cfg.all_routes().flat_map(|r| r.rate_limits.bindings()) {
                     if super::bindings::rate_limiter(env, binding).is_none() {
                         return Err(ConfigError(format!("rate limit binding `{binding}` is missing: declare it under [[ratelimits]] in wrangler.toml")));
                     }
                 }
-                if cfg.routes.iter().any(|r| !r.is_free()) && env.durable_object(LEDGER_BINDING).is_err() {
+                if cfg.all_routes().any(|r| !r.is_free()) && env.durable_object(LEDGER_BINDING).is_err() {
                     return Err(ConfigError(format!(
-                        "priced routes need the payment ledger: the Durable Object binding `{LEDGER_BINDING}` (class PaymentLedger) is missing"
+                        "priced routes and MCP tools need the payment ledger: the Durable Object binding `{LEDGER_BINDING}` (class PaymentLedger) is missing"
                     )));
                 }
                 Ok(Rc::new(cfg))

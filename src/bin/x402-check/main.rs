@@ -389,19 +389,20 @@ fn set_aside(work: &mut Map<String, Value>, message: &str, missing_secret: Optio
     true
 }
 
-/// The bindings the configuration needs: `PASSES` (KV) while a route sells a pass, with a real
-/// namespace id; `LEDGER` (Durable Object, class `PaymentLedger`, SQLite migration) while a route
-/// is priced; every rate limiting binding a route names.
+/// The bindings the configuration needs, over `ROUTES` and the MCP servers' priced tools
+/// ([`Config::all_routes`]): `PASSES` (KV) while one sells a pass, with a real namespace id;
+/// `LEDGER` (Durable Object, class `PaymentLedger`, SQLite migration) while one is priced; every
+/// rate limiting binding one names.
 fn bindings(c: &Config, at: &Lines, kv: &[(&str, &str)], durable: &[(&str, &str)], sqlite: &[&str], ratelimits: &[&str], out: &mut Vec<Problem>) {
     let text = at.text;
     let header_line = |h: &str| at.header_line(h);
     let key_line = |key: &str, value: &str| text.lines().position(|l| assigns(l, key) && l.contains(&format!("\"{value}\""))).map_or(0, |n| n + 1);
-    if c.routes.iter().any(|r| r.pass.is_some()) {
+    if c.all_routes().any(|r| r.pass.is_some()) {
         match kv.iter().find(|(b, _)| *b == "PASSES") {
             None => out.push(Problem {
                 level: Level::Error,
                 line: 0,
-                message: "a route sells a pass but the KV namespace binding PASSES is missing".into(),
+                message: "a route or MCP tool sells a pass but the KV namespace binding PASSES is missing".into(),
                 help: "run `wrangler kv namespace create PASSES` and add [[kv_namespaces]] with binding = \"PASSES\" and its id".into(),
             }),
             Some((_, id)) if id.is_empty() || id.chars().all(|c| c == '0') || !id.chars().all(|c| c.is_ascii_hexdigit()) => out.push(Problem {
@@ -413,12 +414,12 @@ fn bindings(c: &Config, at: &Lines, kv: &[(&str, &str)], durable: &[(&str, &str)
             Some(_) => {}
         }
     }
-    if c.routes.iter().any(|r| !r.is_free()) {
+    if c.all_routes().any(|r| !r.is_free()) {
         match durable.iter().find(|(n, _)| *n == "LEDGER") {
             None => out.push(Problem {
                 level: Level::Error,
                 line: 0,
-                message: "priced routes need the payment ledger, but the Durable Object binding LEDGER is missing".into(),
+                message: "priced routes and MCP tools need the payment ledger, but the Durable Object binding LEDGER is missing".into(),
                 help: "add [[durable_objects.bindings]] with name = \"LEDGER\" and class_name = \"PaymentLedger\" (and a [[migrations]] entry with new_sqlite_classes = [\"PaymentLedger\"])".into(),
             }),
             Some((_, class)) if *class != "PaymentLedger" => out.push(Problem {
@@ -436,7 +437,7 @@ fn bindings(c: &Config, at: &Lines, kv: &[(&str, &str)], durable: &[(&str, &str)
             Some(_) => {}
         }
     }
-    let mut named: Vec<&str> = c.routes.iter().flat_map(|r| r.rate_limits.bindings()).collect();
+    let mut named: Vec<&str> = c.all_routes().flat_map(|r| r.rate_limits.bindings()).collect();
     named.sort_unstable();
     named.dedup();
     for b in named.into_iter().filter(|b| !ratelimits.contains(b)) {
