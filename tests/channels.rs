@@ -12,6 +12,8 @@ use common::channel::*;
 use common::*;
 use serde_json::{json, Value};
 use x402_edge_paywall::config::Config;
+use x402_edge_paywall::gateway::handle;
+use x402_edge_paywall::telemetry::DecisionOutcome;
 use x402_edge_paywall::x402::encode_header;
 
 fn cfg_with(extra: Value) -> Rc<Config> {
@@ -192,9 +194,11 @@ fn an_answer_that_never_reached_the_client_is_redelivered_once_without_a_second_
     let h = voucher_header(&cfg, 1, 2 * PRICE);
     p.gone.set(true);
     run(&cfg, &p, paid(&cfg, h.clone()));
+    assert_eq!(p.decisions.borrow().last().map(|d| d.outcome), Some(DecisionOutcome::Paid), "charged though the client was gone");
     p.gone.set(false);
     let again = run(&cfg, &p, paid(&cfg, h.clone()));
     assert_eq!(again.status(), 200);
+    assert_eq!(p.decisions.borrow().last().and_then(|d| d.reason.clone()).as_deref(), Some("redelivered"), "a redelivery, not a first charge");
     assert_eq!(receipt(&again)["extra"]["channelState"]["chargedCumulativeAmount"], "20000", "charged once");
     assert_eq!(run(&cfg, &p, paid(&cfg, h)).status(), 402, "once only");
     let next = run(&cfg, &p, paid(&cfg, voucher_header(&cfg, 1, 3 * PRICE)));
@@ -242,8 +246,10 @@ fn claims_run_off_the_request_path_once_due_and_a_failed_claim_is_retried() {
     // The claim fails once: nothing is lost, the next due request tries again.
     p.queue_settle(reply(200, r#"{"success":false,"errorReason":"invalid_batch_settlement_evm_claim_simulation_failed","transaction":"","network":"eip155:84532"}"#));
     p.queue_verify(reply(200, r#"{"isValid":true,"extra":{"balance":"100000","totalClaimed":"0"}}"#));
-    let third = run(&cfg, &p, paid(&cfg, voucher_header(&cfg, 1, 3 * PRICE)));
+    let third = pollster::block_on(handle(&cfg, &p, paid(&cfg, voucher_header(&cfg, 1, 3 * PRICE))));
     assert_eq!(third.status(), 200, "the claim is not on the request path");
+    assert_eq!((p.settles(), p.deferred.borrow().len()), (1, 1), "answered before the claim ran: it is deferred work");
+    drain(&p);
     assert_eq!(p.settles(), 2);
     let last = voucher(1, 1, PAY_TO, 4 * PRICE).1;
     run(&cfg, &p, paid(&cfg, voucher_header(&cfg, 1, 4 * PRICE)));
@@ -285,17 +291,21 @@ fn a_ledger_outage_forwards_nothing() {
     assert_eq!(p.origin_hits(), 1);
 }
 
-/// The shard's reply to the charging finish is lost (applied or not): the finish is repeated as
-/// "not delivered", the answer withheld, and a retry of the same voucher is served without a
-/// second charge.
+/// The shard's reply to the charging finish is lost before the shard applied it: the finish is
+/// repeated as "not delivered" (here that fails too: the outcome is unknown), the answer withheld,
+/// and a retry of the same voucher once the hold lapsed is served and charged once. (Applied with
+/// its reply lost: the next test.)
 #[test]
 fn a_lost_finish_reply_withholds_the_answer_and_the_retry_gets_it_without_a_second_charge() {
     let (cfg, p) = (cfg(), start());
     open(&cfg, &p, 1, 100_000);
     let h = voucher_header(&cfg, 1, 2 * PRICE);
-    // Not applied: the first channelFinish fails before the shard.
+    // Not applied: the channelFinish fails before the shard, and so does its repeat.
+    let finishes = || p.ledger_ops.borrow().iter().filter(|k| *k == "channelFinish").count();
+    let before = finishes();
     p.ledger_fail_on.borrow_mut().push("channelFinish");
     let res = run(&cfg, &p, paid(&cfg, h.clone()));
+    assert_eq!(finishes(), before + 2, "the finish is repeated as not delivered");
     assert_eq!(res.status(), 503);
     assert_eq!(body_json(&res)["error"], "settlement_outcome_unknown", "both finishes failed: unknown");
     p.ledger_fail_on.borrow_mut().clear();

@@ -397,10 +397,11 @@ fn a_cheap_increment_does_not_buy_a_dear_route() {
 }
 
 /// A channel id that is another's, a salt that names a fresh channel, a payer that is not the
-/// signer: each refused or learnt through /verify, never charged to another channel.
+/// signer: each refused or learnt through /verify, never charged to another channel; and the
+/// claim that follows the attacks names channel 1's payer and its payer's latest voucher.
 #[test]
 fn another_payers_channel_cannot_be_charged_or_claimed() {
-    let (cfg, p) = (cfg(), start());
+    let (cfg, p) = (cfg_with(json!({ "CHANNEL_CLAIM_VOUCHERS": 2 })), start());
     open(&cfg, &p, 1, 100_000);
     // Payer 2 signs a voucher claiming channel 1's config (payer 1, payerAuthorizer 1).
     let (c, wire) = channel(1, false);
@@ -408,6 +409,17 @@ fn another_payers_channel_cannot_be_charged_or_claimed() {
     let v = json!({ "channelId": hex_0x(&id), "maxClaimableAmount": (2 * PRICE).to_string(), "signature": sign(id, 2 * PRICE, 2) });
     let res = run(&cfg, &p, paid(header(&cfg, json!({ "type": "voucher", "channelConfig": wire, "voucher": v }))));
     assert!(error_of(&res).starts_with("invalid_batch_settlement_evm_voucher_signature"));
+    // Payer 2 takes channel 1's config with another salt (a fresh channel of payer 1's): still
+    // payer 1's authorizer, so refused locally, with no /verify.
+    let mut c3 = c.clone();
+    c3.salt = [7; 32];
+    let mut wire3 = wire.clone();
+    wire3["salt"] = json!(hex_0x(&c3.salt));
+    let id3 = c3.channel_id(84532);
+    let v = json!({ "channelId": hex_0x(&id3), "maxClaimableAmount": PRICE.to_string(), "signature": sign(id3, PRICE, 2) });
+    let res = run(&cfg, &p, paid(header(&cfg, json!({ "type": "voucher", "channelConfig": wire3, "voucher": v }))));
+    assert!(error_of(&res).starts_with("invalid_batch_settlement_evm_voucher_signature"), "{}", error_of(&res));
+    assert_eq!(calls(&p), (1, 1, 1), "both refused before the facilitator and the origin");
     // Payer 2 names itself payerAuthorizer of payer 1's wallet: another channel id; the escrow
     // knows no such channel.
     let mut c2 = c.clone();
@@ -420,15 +432,18 @@ fn another_payers_channel_cannot_be_charged_or_claimed() {
     let v = json!({ "channelId": hex_0x(&id2), "maxClaimableAmount": PRICE.to_string(), "signature": sign(id2, PRICE, 2) });
     let res = run(&cfg, &p, paid(header(&cfg, json!({ "type": "voucher", "channelConfig": wire2, "voucher": v }))));
     assert_eq!(res.status(), 402);
-    // The claim of channel 1 names channel 1's payer and the latest voucher of payer 1.
-    let (cfg, p2) = (cfg_with(json!({ "CHANNEL_CLAIM_VOUCHERS": 2 })), start());
-    open(&cfg, &p2, 1, 100_000);
-    run(&cfg, &p2, paid(voucher_header(&cfg, 1, 2 * PRICE)));
-    let settles: Vec<Value> = p2.facilitator_calls.borrow().iter().filter(|(e, _)| e == "settle").map(|(_, b)| b.clone()).collect();
+    assert_eq!(calls(&p), (2, 1, 1), "learnt through /verify, refused, the origin untouched");
+    // Payer 1's own next voucher makes the claim due: it names channel 1's payer and payer 1's
+    // voucher, for what was charged and no more.
+    assert_eq!(run(&cfg, &p, paid(voucher_header(&cfg, 1, 2 * PRICE))).status(), 200);
+    let settles: Vec<Value> = p.facilitator_calls.borrow().iter().filter(|(e, _)| e == "settle").map(|(_, b)| b.clone()).collect();
+    assert_eq!(settle_kinds(&p), ["deposit", "claim", "settle"]);
     let row = &settles[1]["paymentPayload"]["payload"]["claims"][0];
     assert_eq!(row["voucher"]["channel"]["payer"], payer(1).to_checksum());
+    assert_eq!(row["voucher"]["channel"]["payerAuthorizer"], payer(1).to_checksum());
+    assert_eq!(row["signature"], json!(sign(id, 2 * PRICE, 1)), "payer 1's own voucher");
     assert_eq!((row["totalClaimed"].as_str(), row["voucher"]["maxClaimableAmount"].as_str()), (Some("20000"), Some("20000")), "never more than charged");
-    assert_eq!(calls(&p), (2, 1, 1));
+    assert_eq!(calls(&p), (2, 3, 2));
 }
 
 /// Concurrent vouchers of one channel: 2P and 3P at once; then a refund while a voucher is at the

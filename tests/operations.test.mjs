@@ -123,6 +123,8 @@ describe('decision logs and metrics', () => {
       await bad.arrayBuffer();
       await fetch(`${w.url}/free`).then((r) => r.arrayBuffer());
       await until(() => decisions(w).length >= 5);
+      // A line for the free request would come last: give it time to arrive before counting.
+      await new Promise((r) => setTimeout(r, 200));
       const ds = decisions(w);
       assert.deepEqual(ds.map((d) => [d.route, d.outcome, d.reason ?? null]), [
         ['GET /weather', 'challenge', 'no_payment'],
