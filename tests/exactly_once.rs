@@ -395,6 +395,14 @@ fn every_settle_call_follows_an_acknowledged_send_mark() {
     let ops = p.ledger_ops.borrow();
     let kinds: Vec<&str> = ops.iter().map(String::as_str).collect();
     assert_eq!(kinds, ["reserve", "mark", "finish"], "one mark on the paid path");
+    assert_eq!(p.settles(), 1);
+    drop(ops);
+    // A mark the ledger applied but whose acknowledgement was lost: no /settle follows it.
+    p.ledger_lose_reply_on.borrow_mut().push("mark");
+    let res = paid(&cfg, &p, &payment(&cfg, 0, 61));
+    assert_eq!(res.status(), 503);
+    assert!(body_json(&res)["message"].as_str().unwrap().contains("it was not sent"));
+    assert_eq!(p.settles(), 1, "no /settle without an acknowledged mark");
 }
 
 #[test]

@@ -100,6 +100,13 @@ describe('no "paid" without evidence', () => {
     assert.equal(counts().origin, before.origin + 1);
     assert.equal(counts().verify, before.verify, 'a sent authorization is not verified again');
     assert.equal(await balance(), payerBefore - 10000n, 'charged once');
+    // Served once: the same header again gets no content and runs nothing.
+    const served = counts();
+    const again = await fetch(`${worker.url}/weather`, { headers: { 'payment-signature': h } });
+    await again.arrayBuffer();
+    assert.notEqual(again.status, 200);
+    assert.deepEqual(counts(), served, 'no origin run, no facilitator call');
+    assert.equal(await balance(), payerBefore - 10000n, 'still charged once');
   });
 
   test('rpc: a burned nonce after our own send (outcome unknown) is refused from the chain, not taken as paid', async () => {
@@ -211,9 +218,12 @@ describe('honest at any time', () => {
     await failed.arrayBuffer();
     assert.equal(failed.status, 500);
     await sleep(Math.max(0, (Number(validBefore) - 8) * 1000 - Date.now()));
+    const before = counts();
     const retry = await fetch(`${worker.url}/flaky`, { method: 'POST', headers: { 'payment-signature': h } });
     assert.equal(retry.status, 200, await retry.clone().text());
     assert.equal((await retry.json()).flaky, true);
+    assert.equal(counts().settle, before.settle, 'redelivered: not settled again');
+    assert.equal(counts().origin, before.origin + 1);
     assert.equal(await balance(), payerBefore - 10000n, 'charged once');
   });
 });
@@ -240,7 +250,7 @@ describe('an expired, never executed send', () => {
 });
 
 describe('no work for strangers', () => {
-  test('non-65-byte signatures claiming a victim never change its standing or reach its ledger shard', async () => {
+  test('non-65-byte signatures claiming a victim never change its standing, run the origin or reach /settle', async () => {
     const worker = ctx.plain;
     const r = await requirement(worker, '/weather');
     // The victim pays once: good standing, so its next payment skips /verify (auto policy).

@@ -297,6 +297,11 @@ struct Actor {
     too_late: bool,
     prior_sent: bool,
     prior_transaction: Option<String>,
+    /// The record held a send mark (sent or settled) when this request reserved: what the store
+    /// held, not what the ledger answered, so property (c) checks the ledger's answer.
+    found_mark: bool,
+    /// `/verify`-ed because its reservation lapsed (not because the verify policy asked).
+    via_lapse: bool,
 }
 
 /// The ledger shard's content: records and standing ([`MemoryStore`] minus its derived indexes).
@@ -351,6 +356,10 @@ struct State {
     marked_ever: bool,
     /// The request whose send mark first made the record "sent".
     first_marker: Option<usize>,
+    /// A `/settle` executed (or was submitted) for a request that had crashed by then.
+    executed_after_crash: bool,
+    /// The payer burned the nonce after a send mark was written.
+    burned_after_mark: bool,
     /// `/settle` requests the facilitator has not processed yet, per request.
     settle_requests: Vec<bool>,
     actors: Vec<Actor>,
@@ -386,6 +395,9 @@ enum Broken {
     /// The ledger as it was before the send mark: a lapsed reservation, sent or not, comes back
     /// as `prior_sent` (the model rewrites the real ledger's `Reserved` reply).
     LapsedReadsAsSent,
+    /// A ledger that forgets its send marks: a sent authorization comes back as a lapsed fresh
+    /// reservation (`prior_sent: false`).
+    SentReadsAsFresh,
 }
 
 /// The model's configuration.
@@ -467,6 +479,9 @@ impl LedgerModel {
             Reservation::Reserved { prior_sent: false, lapsed: true, prior_transaction, standing, others_in_flight, prior_amount } if self.broken == Some(Broken::LapsedReadsAsSent) => {
                 Reservation::Reserved { prior_sent: true, lapsed: false, prior_transaction, standing, others_in_flight, prior_amount }
             }
+            Reservation::Reserved { prior_sent: true, prior_transaction, standing, others_in_flight, prior_amount, .. } if self.broken == Some(Broken::SentReadsAsFresh) => {
+                Reservation::Reserved { prior_sent: false, lapsed: true, prior_transaction, standing, others_in_flight, prior_amount }
+            }
             reply => reply,
         }
     }
@@ -503,7 +518,7 @@ impl LedgerModel {
                 }
             }
             End::NothingCharged(_) => {
-                if s.actors[i].prior_sent {
+                if s.actors[i].found_mark {
                     s.bad |= bad::NOTHING_CHARGED_AFTER_MARK;
                 }
                 let may_execute = s.nonce == Nonce::Unused && (s.mempool || s.settle_requests.iter().any(|r| *r));
@@ -636,11 +651,13 @@ impl LedgerModel {
                 };
                 s.actors[i].late = late;
                 s.actors[i].too_late = too_late;
+                s.actors[i].found_mark = Self::record(s).is_some_and(|r| !matches!(r.settlement, Settlement::Pending));
                 match self.reserve(s, op) {
                     Reservation::Reserved { prior_sent, prior_transaction, lapsed, .. } => {
                         let a = &mut s.actors[i];
                         a.prior_sent = prior_sent;
                         a.prior_transaction = prior_transaction;
+                        a.via_lapse = !late && !prior_sent && lapsed && !policy_verify;
                         let a = a.clone();
                         s.actors[i].phase = if late && !prior_sent {
                             Phase::Finish(Fin::Release, Then::Answer(End::NothingCharged(NothingCharged::LateUnsent)))
@@ -730,6 +747,10 @@ impl LedgerModel {
             }
             Action::Facilitator { i, does } => {
                 s.settle_requests[i] = false;
+                let executes = matches!(does, Facilitator::ExecutedSuccess | Facilitator::ExecutedLost | Facilitator::ExecutedAnsweredNonceUsed | Facilitator::Pending);
+                if executes && s.actors[i].phase == Phase::Crashed {
+                    s.executed_after_crash = true;
+                }
                 let reply = match does {
                     Facilitator::ExecutedSuccess => {
                         s.nonce = Nonce::Paid;
@@ -808,7 +829,10 @@ impl LedgerModel {
                     s.nonce = Nonce::Paid;
                 }
             }
-            Action::Burn => s.nonce = Nonce::Burned,
+            Action::Burn => {
+                s.burned_after_mark |= s.marked_ever;
+                s.nonce = Nonce::Burned;
+            }
             Action::Tick => s.now += 1,
         }
     }
@@ -838,7 +862,7 @@ impl Model for LedgerModel {
     type Action = Action;
 
     fn init_states(&self) -> Vec<State> {
-        let idle = Actor { phase: Phase::Idle, late: false, too_late: false, prior_sent: false, prior_transaction: None };
+        let idle = Actor { phase: Phase::Idle, late: false, too_late: false, prior_sent: false, prior_transaction: None, found_mark: false, via_lapse: false };
         vec![State {
             now: 0,
             shard: Shard { records: BTreeMap::new(), standing: Standing::default() },
@@ -846,6 +870,8 @@ impl Model for LedgerModel {
             mempool: false,
             marked_ever: false,
             first_marker: None,
+            executed_after_crash: false,
+            burned_after_mark: false,
             settle_requests: vec![false; self.copies],
             actors: vec![idle; self.copies],
             served: 0,
@@ -976,30 +1002,36 @@ impl Model for LedgerModel {
             }),
             // Not vacuous: the interesting paths are reached.
             Property::sometimes("paid and served", |_: &LedgerModel, s: &State| s.actors.iter().any(|a| matches!(a.phase, Phase::Done(End::Served { via: Via::First, connected: true })))),
-            Property::sometimes("an unknown outcome settled again and served", |_: &LedgerModel, s: &State| s.actors.iter().any(|a| matches!(a.phase, Phase::Done(End::Served { via: Via::Resent, .. })))),
+            Property::sometimes("an unknown outcome settled again and served", |_: &LedgerModel, s: &State| {
+                s.actors.iter().any(|a| a.phase == Phase::Done(End::Unknown)) && s.actors.iter().any(|a| matches!(a.phase, Phase::Done(End::Served { via: Via::Resent, .. })))
+            }),
             Property::sometimes("redelivered", |_: &LedgerModel, s: &State| s.actors.iter().any(|a| matches!(a.phase, Phase::Done(End::Served { via: Via::Redelivered, connected: true })))),
             Property::sometimes("a burned nonce refused after a lapsed hold", |_: &LedgerModel, s: &State| {
-                s.nonce == Nonce::Burned && s.actors.iter().any(|a| a.phase == Phase::Done(End::NothingCharged(NothingCharged::VerifyInvalid)))
+                s.nonce == Nonce::Burned && s.actors.iter().any(|a| a.via_lapse && a.phase == Phase::Done(End::NothingCharged(NothingCharged::VerifyInvalid)))
             }),
             Property::sometimes("a late retry answered unknown from the ledger", |_: &LedgerModel, s: &State| s.actors.iter().any(|a| a.late && a.phase == Phase::Done(End::Unknown))),
             Property::sometimes("a late retry settled again and served", |_: &LedgerModel, s: &State| {
                 s.actors.iter().any(|a| a.late && !a.too_late && matches!(a.phase, Phase::Done(End::Served { via: Via::Resent, .. })))
             }),
-            Property::sometimes("a refused first send kept for a retry to reconcile", |_: &LedgerModel, s: &State| s.actors.iter().any(|a| a.phase == Phase::Done(End::RefusedKept))),
+            Property::sometimes("a refused first send kept for a retry to reconcile", |_: &LedgerModel, s: &State| {
+                s.actors.iter().any(|a| a.phase == Phase::Done(End::RefusedKept)) && LedgerModel::record(s).is_some_and(|r| matches!(r.settlement, Settlement::Sent { .. }))
+            }),
             Property::sometimes("a late retry redelivered", |_: &LedgerModel, s: &State| s.actors.iter().any(|a| a.late && matches!(a.phase, Phase::Done(End::Served { via: Via::Redelivered, .. })))),
             Property::sometimes("a copy refused while another holds it", |_: &LedgerModel, s: &State| s.actors.iter().any(|a| a.phase == Phase::Done(End::InFlight))),
             Property::sometimes("a crashed holder's lease taken over", |_: &LedgerModel, s: &State| {
                 s.actors.iter().any(|a| a.phase == Phase::Crashed) && LedgerModel::record(s).is_some_and(|r| r.lease_until > T0 + s.now && s.actors.iter().enumerate().any(|(i, a)| a.phase != Phase::Crashed && r.holder == holder(i)))
             }),
             Property::sometimes("a sent authorization whose /settle executes after its sender died", |_: &LedgerModel, s: &State| {
-                s.nonce == Nonce::Paid && s.actors.iter().any(|a| a.phase == Phase::Crashed) && s.actors.iter().any(|a| matches!(a.phase, Phase::Done(End::Served { via: Via::Resent | Via::Reconciled, .. })))
+                s.nonce == Nonce::Paid && s.executed_after_crash && s.actors.iter().any(|a| matches!(a.phase, Phase::Done(End::Served { via: Via::Resent | Via::Reconciled, .. })))
             }),
         ];
         if self.rpc && self.broken.is_none() {
             p.push(Property::sometimes("reconciled from the chain before the origin and served", |_: &LedgerModel, s: &State| {
                 s.actors.iter().any(|a| matches!(a.phase, Phase::Done(End::Served { via: Via::Reconciled, connected: true })))
             }));
-            p.push(Property::sometimes("a nonce burned after the send mark refused from the chain", |_: &LedgerModel, s: &State| s.actors.iter().any(|a| a.phase == Phase::Done(End::UsedElsewhere))));
+            p.push(Property::sometimes("a nonce burned after the send mark refused from the chain", |_: &LedgerModel, s: &State| {
+                s.burned_after_mark && s.actors.iter().any(|a| a.prior_sent && a.phase == Phase::Done(End::UsedElsewhere))
+            }));
         }
         p
     }
@@ -1161,6 +1193,18 @@ fn the_checker_catches_the_old_lapsed_reservation_answer() {
     assert!(last.nonce == Nonce::Burned && self_marked, "served for a burned nonce no earlier request had sent: {last:?}");
 }
 
+/// The checker's power over (c): a ledger that forgets its send marks (a sent authorization comes
+/// back as a fresh lapsed reservation) lets a retry say "nothing was charged" for an authorization
+/// it had sent. Property (c) is taken from what the store held, so the ledger's answer is what it
+/// checks.
+#[test]
+fn the_checker_catches_a_ledger_that_forgets_its_send_mark() {
+    let model = LedgerModel { copies: 2, broken: Some(Broken::SentReadsAsFresh), ..LedgerModel::new(true, Order::After) };
+    let path = counterexample(model, C_AFTER_MARK);
+    let last = path.last_state();
+    assert!(last.actors.iter().any(|a| a.found_mark && !a.prior_sent && matches!(a.phase, Phase::Done(End::NothingCharged(_)))), "{last:?}");
+}
+
 /// A facilitator that answers twice: it executes the transfer and the answer the Worker reads is
 /// a duplicate processing's "nonce already used" to a first send. With `RPC_URL` the chain decides
 /// that refusal and every property holds; without it the refusal is taken (it cannot be told from
@@ -1199,19 +1243,23 @@ fn a_holder_slower_than_its_lease_before_its_send_mark_never_sends_twice() {
 /// even the lease its send mark renewed (which covers every bounded call of its settlement, so
 /// this takes a runtime that stalls a request beyond its own time limits). With time passing
 /// regardless of holders, the checker finds two live `/settle`s and paid content handed over
-/// twice; content is still never served without evidence, no request says "nothing was charged"
-/// while another's settlement charges (a request that lost its lease answers 409), and a payment
-/// on chain keeps its record.
+/// twice; content is still never served without evidence and a payment on chain keeps its
+/// record. With `RPC_URL` no request says "nothing was charged" while another's settlement
+/// charges; without it one can: a holder whose lease ran out while its `/settle` was out reads
+/// the "nonce already used" caused by another copy's executed resend as a refusal.
 #[test]
 fn known_gap_a_holder_slower_than_its_lease() {
     for rpc in [true, false] {
         for settle in [Order::After, Order::Before] {
             let model = LedgerModel { copies: 2, clock: Clock::Free, ..LedgerModel::new(rpc, settle) };
-            let strict = if rpc { vec![] } else { vec![A_STRICT] };
-            let lease = [B_ONE_SEND, C_WHILE_CHARGED, D_SERVED_ONCE, D_NO_ORIGIN_AFTER];
-            let failed = assert_properties(model, &[strict.as_slice(), &lease].concat());
+            // Without RPC_URL also (c): a holder whose lease ran out during its send answers the
+            // refusal "nonce used" that another copy's executed resend caused as "refused".
+            let unassisted = if rpc { vec![] } else { vec![A_STRICT, C_WHILE_CHARGED] };
+            let lease = [B_ONE_SEND, D_SERVED_ONCE, D_NO_ORIGIN_AFTER];
+            let failed = assert_properties(model, &[unassisted.as_slice(), &lease].concat());
             println!("{model:?} breaks {failed:?}");
             assert!(failed.contains(&B_ONE_SEND), "{failed:?}");
+            assert_eq!(failed.contains(&C_WHILE_CHARGED), !rpc, "(c) fails exactly without RPC_URL: {failed:?}");
         }
     }
     let model = LedgerModel { copies: 2, clock: Clock::Free, ..LedgerModel::new(true, Order::After) };
