@@ -414,8 +414,7 @@ fn revoking_what_was_never_sold_answers_zero() {
     }
     let shard = format!("pass:{}", id_of(&never));
     assert_eq!(p.ledger.borrow().get(&shard).and_then(|s| s.pass_usage), None, "no ledger state made up for it");
-    // It is tombstoned anyway (it may have been sold a moment ago elsewhere), for as long as the
-    // longest pass a route sells.
+    // It is tombstoned anyway (it may have been sold a moment ago elsewhere).
     assert!(p.kv.borrow().contains_key(&format!("revoked:{}", id_of(&never))));
     // A payer that never bought anything.
     let res = admin_post(&cfg, &p, "/revoke", json!({ "payer": payer(105).to_checksum() }));
@@ -481,6 +480,7 @@ fn denied_payers_are_refused_before_the_origin_and_the_facilitator() {
     let res = buy(&cfg, &p, "/paid", 100, 2);
     assert!(error_of(&res).starts_with("payer_denied"));
     assert_eq!(p.facilitator_calls.borrow().len(), calls);
+    assert_eq!(p.origin_hits(), 1, "only payer 100's purchase before its denial reached the origin");
 }
 
 #[test]
@@ -566,9 +566,12 @@ fn an_unlimited_pass_has_nothing_to_give_back() {
     let t = token(&buy(&cfg, &p, "/paid", 109, 1));
     let shard = format!("pass:{}", id_of(&t));
     let before = p.ledger.borrow()[&shard].pass_usage;
+    let calls_to_pass = || p.ledger_calls.borrow().iter().filter(|(s, _)| *s == shard).count();
+    let calls = calls_to_pass();
     p.origin_status.set(500);
     assert_eq!(run(&cfg, &p, request("/paid", &[("x402-pass", &t)])).status(), 500);
-    assert_eq!(p.ledger.borrow()[&shard].pass_usage, before, "no ledger write for an unlimited pass");
+    assert_eq!(p.ledger.borrow()[&shard].pass_usage, before);
+    assert_eq!(calls_to_pass(), calls, "no ledger call for an unlimited pass: nothing to count, nothing to give back");
     p.origin_status.set(200);
     assert_eq!(run(&cfg, &p, request("/paid", &[("x402-pass", &t)])).status(), 200);
 }
