@@ -181,20 +181,15 @@ async function main() {
       await paid.arrayBuffer();
       headers['x402-pass'] = paid.headers.get('x402-pass');
       target = `${url}/minted`;
-    } else if (SCENARIO === 'paid' || SCENARIO === 'minted') {
+    } else if (SCENARIO === 'paid' || SCENARIO === 'minted' || SCENARIO === 'channel') {
+      // A fresh pre-signed payment per request; `channel`: one channel's vouchers in order, over
+      // one connection (a channel takes one at a time).
       const { execFileSync } = await import('node:child_process');
-      if (SCENARIO === 'minted') target = `${url}/minted`;
+      if (SCENARIO !== 'paid') target = `${url}/${SCENARIO}`;
       const accepted = JSON.parse(Buffer.from((await fetch(target)).headers.get('payment-required'), 'base64')).accepts[0];
-      paymentsFile = path.join(ROOT, 'bench/.build/profile-payments.txt');
+      paymentsFile = path.join(ROOT, `bench/.build/profile-${SCENARIO}-payments.txt`);
       writeFileSync(paymentsFile, execFileSync('cargo', ['run', '--quiet', '--release', '--example', 'presign', '--', JSON.stringify(accepted), String(1500 * SECONDS)], { cwd: ROOT, maxBuffer: 1 << 30 }));
-    } else if (SCENARIO === 'channel') {
-      // One channel's vouchers in order, over one connection (a channel takes one at a time).
-      const { execFileSync } = await import('node:child_process');
-      const accepted = JSON.parse(Buffer.from((await fetch(`${url}/channel`)).headers.get('payment-required'), 'base64')).accepts[0];
-      paymentsFile = path.join(ROOT, 'bench/.build/profile-vouchers.txt');
-      writeFileSync(paymentsFile, execFileSync('cargo', ['run', '--quiet', '--release', '--example', 'presign', '--', JSON.stringify(accepted), String(1500 * SECONDS)], { cwd: ROOT, maxBuffer: 1 << 30 }));
-      target = `${url}/channel`;
-      connections = 1;
+      if (SCENARIO === 'channel') connections = 1;
     } else if (SCENARIO === 'free' || SCENARIO === 'proxy') {
       target = `${url}/free`;
     } else if (SCENARIO !== 'challenge') {

@@ -739,11 +739,13 @@ export default { async fetch(request, env) {
   const u = new URL(request.url); return fetch(env.ORIGIN_URL + u.pathname + u.search, request);
 } };
 `;
+  // [name, calls per request, each call writes a row]
+  const variants = [['proxy', 0, false], ['oneCall', 1, false], ['twoCalls', 2, false], ['oneWrite', 1, true], ['twoWrites', 2, true], ['threeWrites', 3, true]];
   const origin = await startBenchOrigin();
-  const rounds = { proxy: [], oneCall: [], twoCalls: [], oneWrite: [], twoWrites: [], threeWrites: [] };
+  const rounds = Object.fromEntries(variants.map(([name]) => [name, []]));
   try {
     for (let round = 0; round < ROUNDS; round++) {
-      for (const [name, calls, write] of [['proxy', 0, false], ['oneCall', 1, false], ['twoCalls', 2, false], ['oneWrite', 1, true], ['twoWrites', 2, true], ['threeWrites', 3, true]]) {
+      for (const [name, calls, write] of variants) {
         const file = path.join(BUILD, `dofloor-${name}.js`);
         writeFileSync(file, script(calls, write));
         const { mf, url, pid } = await startMiniflare({
@@ -766,12 +768,8 @@ export default { async fetch(request, env) {
     await origin.stop?.();
   }
   const pick = (rs) => ({ rps: Math.round(median(rs.map((r) => r.rps))), p50: median(rs.map((r) => r.p50)), workerdCpuMs: Number(median(rs.map((r) => r.workerdCpuMs)).toFixed(3)) });
-  const out = { proxy: pick(rounds.proxy), oneCall: pick(rounds.oneCall), twoCalls: pick(rounds.twoCalls), oneWrite: pick(rounds.oneWrite), twoWrites: pick(rounds.twoWrites), threeWrites: pick(rounds.threeWrites) };
-  out.oneCallVsProxy = Number((out.oneCall.rps / out.proxy.rps).toFixed(2));
-  out.twoCallsVsProxy = Number((out.twoCalls.rps / out.proxy.rps).toFixed(2));
-  out.oneWriteVsProxy = Number((out.oneWrite.rps / out.proxy.rps).toFixed(2));
-  out.twoWritesVsProxy = Number((out.twoWrites.rps / out.proxy.rps).toFixed(2));
-  out.threeWritesVsProxy = Number((out.threeWrites.rps / out.proxy.rps).toFixed(2));
+  const out = Object.fromEntries(variants.map(([name]) => [name, pick(rounds[name])]));
+  for (const [name] of variants.slice(1)) out[`${name}VsProxy`] = Number((out[name].rps / out.proxy.rps).toFixed(2));
   console.log(JSON.stringify(out));
 }
 

@@ -20,7 +20,7 @@
 //! wire); times are Unix seconds. Nothing here touches HTTP, I/O or per-request state.
 
 use ruint::aliases::U256;
-use crate::evm::{decode_hex_0x, hex_const, keccak256, parse_bytes32, parse_uint256, recover_signer, Address};
+use crate::evm::{decode_hex_0x, hex_const, keccak256, parse_bytes32, parse_uint256, recover_signer, Address, Eip712Domain};
 use crate::refusal::Invalid;
 use crate::x402::exact::MAX_SIGNATURE_BYTES;
 
@@ -54,13 +54,10 @@ pub const MAX_WITHDRAW_DELAY: u64 = 2_592_000;
 pub const CHANNEL_CONFIG_TYPE: &str = "ChannelConfig(address payer,address payerAuthorizer,address receiver,address receiverAuthorizer,address token,uint40 withdrawDelay,bytes32 salt)";
 /// `encodeType` of the payer's cumulative voucher.
 pub const VOUCHER_TYPE: &str = "Voucher(bytes32 channelId,uint128 maxClaimableAmount)";
-/// keccak256 of [`CHANNEL_CONFIG_TYPE`], [`VOUCHER_TYPE`], [`DOMAIN_NAME`] and [`DOMAIN_VERSION`]:
-/// constants, so the request path (a channel id and a voucher digest per request) hashes only
-/// what varies (checked in the tests).
+/// keccak256 of [`CHANNEL_CONFIG_TYPE`] and [`VOUCHER_TYPE`]: constants, so the request path (a
+/// channel id and a voucher digest per request) hashes only what varies (checked in the tests).
 const CHANNEL_CONFIG_TYPEHASH: [u8; 32] = hex_const::<32>("1c9a06ceab9b0ebbd3301dc56c9111bb6d9af421356dc9ccb3b7084c755db308");
 const VOUCHER_TYPEHASH: [u8; 32] = hex_const::<32>("1e1bd6ff84c3e0d9029a292b212e039c0ca97ec497c55191a4a5874294609a69");
-const DOMAIN_NAME_HASH: [u8; 32] = hex_const::<32>("e03c502b9066cc6f23a8f0f48ed32cb7d506f9f0a2d0055449f256846a770e9a");
-const DOMAIN_VERSION_HASH: [u8; 32] = hex_const::<32>("c89efdaa54c0f20c7adf612882df0950f5a951637e0307cdcb4c672f298b8bc6");
 /// `encodeType` of a cooperative refund the receiver authorizer signs.
 pub const REFUND_TYPE: &str = "Refund(bytes32 channelId,uint256 nonce,uint128 amount)";
 /// `encodeType` of a claim batch the receiver authorizer signs (`claimWithSignature`).
@@ -149,13 +146,7 @@ pub fn domain_separator(chain_id: u64) -> [u8; 32] {
     LAST.with(|last| match last.get() {
         Some((id, separator)) if id == chain_id => separator,
         _ => {
-            let mut buf = [0u8; 160];
-            buf[0..32].copy_from_slice(&crate::evm::EIP712_DOMAIN_TYPEHASH);
-            buf[32..64].copy_from_slice(&DOMAIN_NAME_HASH);
-            buf[64..96].copy_from_slice(&DOMAIN_VERSION_HASH);
-            buf[96..128].copy_from_slice(&U256::from(chain_id).to_be_bytes::<32>());
-            buf[128..160].copy_from_slice(&BATCH_SETTLEMENT_ADDRESS.abi_word());
-            let separator = keccak256(&buf);
+            let separator = Eip712Domain { name: DOMAIN_NAME.into(), version: DOMAIN_VERSION.into(), chain_id, verifying_contract: BATCH_SETTLEMENT_ADDRESS }.separator();
             last.set(Some((chain_id, separator)));
             separator
         }
@@ -563,7 +554,6 @@ pub fn check_against_state(terms: &ChannelTerms, v: &VerifiedVoucher, state: &Ch
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::evm::Eip712Domain;
 
     #[test]
     fn the_constant_addresses_are_the_official_ones() {
@@ -576,8 +566,6 @@ mod tests {
     fn the_precomputed_hashes_are_the_keccak_of_their_strings_and_the_separator_the_domain_s() {
         assert_eq!(CHANNEL_CONFIG_TYPEHASH, keccak256(CHANNEL_CONFIG_TYPE.as_bytes()));
         assert_eq!(VOUCHER_TYPEHASH, keccak256(VOUCHER_TYPE.as_bytes()));
-        assert_eq!(DOMAIN_NAME_HASH, keccak256(DOMAIN_NAME.as_bytes()));
-        assert_eq!(DOMAIN_VERSION_HASH, keccak256(DOMAIN_VERSION.as_bytes()));
         let domain = |chain_id| Eip712Domain { name: DOMAIN_NAME.into(), version: DOMAIN_VERSION.into(), chain_id, verifying_contract: BATCH_SETTLEMENT_ADDRESS }.separator();
         // Alternating chains: the kept separator is never another chain's.
         for chain_id in [84532, 8453, 84532, 84532, 1] {
