@@ -116,7 +116,12 @@ pub fn reported_amount(header: Option<&str>, maximum: U256, decimals: Option<u8>
             return malformed("a percentage must be digits with at most 2 decimals");
         }
         let hundredths: u64 = format!("{int}{frac:0<2}").parse().map_err(|_| MeterFault::Malformed("percentage".into()))?;
-        maximum.saturating_mul(U256::from(hundredths)) / U256::from(10_000u64)
+        if hundredths > 10_000 {
+            return Err(MeterFault::AboveMaximum { reported: amount.to_string(), maximum });
+        }
+        // floor(maximum × hundredths / 10 000) without overflow for any maximum below 2^256.
+        let (whole, rest) = (maximum / U256::from(10_000u64), maximum % U256::from(10_000u64));
+        whole * U256::from(hundredths) + rest * U256::from(hundredths) / U256::from(10_000u64)
     } else if let Some(dollars) = amount.strip_prefix('$') {
         let Some(decimals) = decimals else { return malformed("a $ amount needs the asset's decimals, which are not configured") };
         match price_to_atomic(&format!("${dollars}"), decimals) {
@@ -236,6 +241,10 @@ mod tests {
         assert!(matches!(reported(r#"{"amount":"500001"}"#), Err(MeterFault::AboveMaximum { .. })));
         assert!(matches!(reported(r#"{"amount":"$0.51"}"#), Err(MeterFault::AboveMaximum { .. })));
         assert!(matches!(reported(r#"{"amount":"100.01%"}"#), Err(MeterFault::AboveMaximum { .. })));
+        // A percentage of the largest maximum: exact, never saturated into an accepted amount.
+        assert_eq!(reported_amount(Some(r#"{"amount":"100%"}"#), U256::MAX, None), Ok(U256::MAX));
+        assert_eq!(reported_amount(Some(r#"{"amount":"50%"}"#), U256::MAX, None), Ok(U256::MAX / U256::from(2u8)));
+        assert!(matches!(reported_amount(Some(r#"{"amount":"200%"}"#), U256::MAX / U256::from(2u8), None), Err(MeterFault::AboveMaximum { .. })));
         assert!(matches!(reported_amount(Some(r#"{"amount":"$0.01"}"#), U256::from(MAX), None), Err(MeterFault::Malformed(_))), "no decimals known");
     }
 

@@ -33,6 +33,7 @@ pub enum PathError {
     Backslash,
     DoubleEncoding,
     DotSegmentParams,
+    EmptySegmentParams,
     ControlOrNonAscii,
 }
 
@@ -47,6 +48,7 @@ impl std::fmt::Display for PathError {
             PathError::Backslash => "request path contains '\\', which origins interpret differently",
             PathError::DoubleEncoding => "request path is double percent-encoded (%25XX)",
             PathError::DotSegmentParams => "request path has a '.' or '..' segment with ';' parameters, which origins interpret differently",
+            PathError::EmptySegmentParams => "request path has a segment of only ';' parameters (as in /;x/), which some origins count as a segment and others drop",
             PathError::ControlOrNonAscii => "request path contains a control or non-ASCII byte",
         })
     }
@@ -110,8 +112,14 @@ pub fn canonicalize(raw: &str) -> Result<String, PathError> {
     let mut out: Vec<&str> = Vec::new();
     let mut trailing = false;
     for seg in decoded.split('/').skip(1) {
-        if matches!(seg.split(';').next(), Some("." | "..")) && seg.contains(';') {
-            return Err(PathError::DotSegmentParams);
+        if seg.contains(';') {
+            match seg.split(';').next() {
+                Some("." | "..") => return Err(PathError::DotSegmentParams),
+                // The matcher cuts segments at ';' and drops empty ones; an origin routing on raw
+                // segments would see one more (`/users/;x/profile` for `/users/:id/profile`).
+                Some("") => return Err(PathError::EmptySegmentParams),
+                _ => {}
+            }
         }
         trailing = false;
         match seg {
@@ -341,6 +349,10 @@ mod tests {
             ("/%25%41%41", PathError::DoubleEncoding),
             ("/free/..;/premium", PathError::DotSegmentParams),
             ("/.;/premium", PathError::DotSegmentParams),
+            ("/;/premium", PathError::EmptySegmentParams),
+            ("/users/;x/profile", PathError::EmptySegmentParams),
+            ("/premium/;", PathError::EmptySegmentParams),
+            ("/;", PathError::EmptySegmentParams),
             ("/a%2", PathError::BadEscape),
             ("/a%zz", PathError::BadEscape),
             ("/a%00", PathError::ControlOrNonAscii),

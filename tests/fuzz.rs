@@ -205,6 +205,17 @@ proptest! {
         }
     }
 
+    /// An origin that routes on raw segments (Express, Hono: `:id` matches `;x`) sees as many
+    /// segments as the matcher: no accepted path has a segment the matcher skips (`/users/;x/a`
+    /// was matched as `/users/a`, free, while the origin served `/users/:id/a`).
+    #[test]
+    fn the_matcher_sees_every_segment_an_origin_routes_on(raw in raw_path()) {
+        if let Ok(c) = canonicalize(&raw) {
+            let raw_segments = c.split('/').filter(|s| !s.is_empty()).count();
+            prop_assert_eq!(match_segments(&c).len(), raw_segments, "canonical {}", c);
+        }
+    }
+
     /// Guarantee 1 as a property: whatever the method and path spelling, a request without
     /// payment that a priced pattern covers never reaches the origin; only explicitly free routes
     /// and unpriced paths are forwarded.

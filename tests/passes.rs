@@ -500,7 +500,7 @@ fn a_path_in_the_cookie_never_adds_or_replaces_an_attribute() {
     let attacks = [
         "/docs/1;Domain=example.com;Path=/",
         "/docs/1;Domain=example.com",
-        "/docs/1;Path=/;Max-Age=999999999",
+        "/docs/1;Max-Age=999999999;Path=",
         "/docs/1;SameSite=None;Secure",
         "/docs/1,x402_pass=forged",
         "/docs/1=2",
@@ -516,6 +516,12 @@ fn a_path_in_the_cookie_never_adds_or_replaces_an_attribute() {
         assert_eq!(run(&cfg, &p, request(path, &[("x402-pass", &t)])).status(), 200, "{path}");
         assert!(error_of(&run(&cfg, &p, request("/docs/1", &[("x402-pass", &t)]))).starts_with("pass_out_of_scope"), "{path}");
     }
+    // A `Path=/` would end the segment: what follows is a segment of only parameters, refused
+    // before any payment work.
+    let res = run(&cfg, &p, request("/docs/1;Path=/;Max-Age=999999999", &[]));
+    assert_eq!(res.status(), 400);
+    assert_eq!(body_json(&res)["error"], "invalid_path");
+    assert!(res.headers().get("set-cookie").is_none());
     // A path that is safe as it is keeps its exact cookie path.
     let res = buy(&cfg, &p, "/docs/report-7", 107, 100);
     assert_eq!(res.headers()["set-cookie"], format!("x402_pass={}; Path=/docs/report-7; Max-Age=3600; HttpOnly; Secure; SameSite=Lax", token(&res)).as_str());

@@ -11,6 +11,7 @@ use std::rc::Rc;
 use common::*;
 use serde_json::{json, Value};
 use x402_edge_paywall::config::Config;
+use x402_edge_paywall::meter::MAX_METERED_BODY_BYTES;
 use x402_edge_paywall::facilitator::UpstreamError;
 use x402_edge_paywall::x402::{decode_header_json, encode_header};
 
@@ -394,4 +395,88 @@ fn gas_sponsoring_is_configured_or_refused_with_a_clear_error() {
     assert!(err(json!({ "route": "GET /m", "scheme": "upto", "price": "$1", "gasSponsoring": "erc20" })).contains("gasSponsoring `erc20` is not offered here"));
     assert!(err(json!({ "route": "GET /m", "scheme": "upto", "price": "$1", "gasSponsering": "eip2612" })).contains("gasSponsoring"), "a typo names the key");
     assert_eq!(err(json!({ "route": "GET /m", "accepts": [{ "scheme": "upto", "price": "$1", "gasSponsoring": "eip2612" }, { "price": "$0.10" }] })), "");
+}
+
+#[test]
+fn the_byte_meter_counts_the_bytes_that_arrived_not_the_announced_length() {
+    // 1 atomic unit per byte, at most 500000.
+    let cfg = metered(Some(json!({ "bytes": "$0.000001" })));
+    // A body over 4 MiB with an honest Content-Length is still an origin fault: nothing settled,
+    // nothing served, the payment released.
+    let p = Rc::new(fake());
+    let big = MAX_METERED_BODY_BYTES + 1;
+    *p.origin_body.borrow_mut() = Some(vec![b'x'; big]);
+    p.origin_response_headers.borrow_mut().push(("content-length", big.to_string()));
+    let header = upto_payment(&cfg, 7, 1);
+    let res = get(&cfg, &p, &header);
+    assert_eq!(res.status(), 502);
+    assert_eq!(body_json(&res)["error"], "origin_metering_failed");
+    assert!(settled_amounts(&p).is_empty());
+    // A Content-Length that understates the body: the bytes that arrived are charged.
+    let p = Rc::new(fake());
+    *p.origin_body.borrow_mut() = Some(vec![b'x'; 1000]);
+    p.origin_response_headers.borrow_mut().push(("content-length", "10".into()));
+    assert_eq!(get(&cfg, &p, &upto_payment(&cfg, 7, 2)).body().len(), 1000);
+    assert_eq!(settled_amounts(&p), ["1000"]);
+    // HEAD on the GET route: the answer carries no body, whatever length it announces, so
+    // nothing is charged (no /settle) and the permit is spent in the ledger.
+    let p = Rc::new(fake());
+    *p.origin_body.borrow_mut() = Some(Vec::new());
+    p.origin_response_headers.borrow_mut().push(("content-length", "1000".into()));
+    let header = upto_payment(&cfg, 7, 3);
+    let res = run(&cfg, &p, request_with("HEAD", "/metered", &[("payment-signature", &header)]));
+    assert_eq!(res.status(), 200);
+    assert!(settled_amounts(&p).is_empty(), "no /settle for a HEAD answer");
+    assert_eq!(payment_response(&res)["amount"], "0");
+    assert_eq!(p.origin_hits(), 1);
+}
+
+#[test]
+fn settlement_overrides_never_reach_the_client_and_twice_is_no_amount() {
+    // An error answer of a metered route and any answer of an `exact` route keep it too.
+    let cfg = metered(None);
+    let p = Rc::new(fake());
+    p.origin_status.set(404);
+    p.origin_response_headers.borrow_mut().push(("settlement-overrides", r#"{"amount":"1"}"#.into()));
+    let res = get(&cfg, &p, &upto_payment(&cfg, 7, 1));
+    assert_eq!(res.status(), 404);
+    assert!(res.headers().get("settlement-overrides").is_none());
+    assert!(settled_amounts(&p).is_empty());
+    let p = Rc::new(fake());
+    p.origin_response_headers.borrow_mut().push(("settlement-overrides", r#"{"amount":"1"}"#.into()));
+    let res = run(&cfg, &p, request("/paid", &[("payment-signature", &payment(&cfg, 1, 7))]));
+    assert_eq!(res.status(), 200);
+    assert!(res.headers().get("settlement-overrides").is_none());
+    // Two reports are not an amount (the Workers runtime joins them into one value that is not
+    // JSON): withheld, nothing charged, on the host as on the edge.
+    let p = Rc::new(fake());
+    p.origin_response_headers.borrow_mut().push(("settlement-overrides", r#"{"amount":"0"}"#.into()));
+    p.origin_response_headers.borrow_mut().push(("settlement-overrides", r#"{"amount":"500000"}"#.into()));
+    let res = get(&cfg, &p, &upto_payment(&cfg, 7, 2));
+    assert_eq!(res.status(), 502);
+    assert_eq!(body_json(&res)["error"], "origin_metering_failed");
+    assert!(settled_amounts(&p).is_empty());
+}
+
+#[test]
+fn a_facilitator_answer_naming_another_amount_is_not_taken_as_paid() {
+    let cfg = metered(None);
+    let p = Rc::new(fake());
+    p.origin_response_headers.borrow_mut().push(("settlement-overrides", r#"{"amount":"1234"}"#.into()));
+    let lying = json!({ "success": true, "transaction": tx(9), "network": cfg.routes[0].accepts[0].requirements_json["network"], "amount": "9999999" });
+    p.settle.borrow_mut().push(reply(200, &lying.to_string()));
+    let res = get(&cfg, &p, &upto_payment(&cfg, 7, 1));
+    assert_eq!(res.status(), 502, "an answer that contradicts the question is no evidence of payment");
+    assert_eq!(body_json(&res)["error"], "settlement_outcome_unknown");
+    assert!(!String::from_utf8_lossy(res.body()).contains("paid content"));
+    assert!(res.headers().get("payment-response").is_none());
+    assert_eq!(settled_amounts(&p), ["1234"]);
+    // An answer naming the amount asked is believed, and the client is told that amount.
+    let p = Rc::new(fake());
+    p.origin_response_headers.borrow_mut().push(("settlement-overrides", r#"{"amount":"1234"}"#.into()));
+    let honest = json!({ "success": true, "transaction": tx(9), "network": cfg.routes[0].accepts[0].requirements_json["network"], "amount": "1234" });
+    p.settle.borrow_mut().push(reply(200, &honest.to_string()));
+    let res = get(&cfg, &p, &upto_payment(&cfg, 7, 2));
+    assert_eq!(res.status(), 200);
+    assert_eq!(payment_response(&res)["amount"], "1234");
 }

@@ -158,8 +158,16 @@ pub fn is_transaction_hash(s: &str) -> bool {
 
 /// Checks a `success: true` answer before it is believed: a 32-byte transaction hash, one of the
 /// offer's `networks` (CAIP-2, or the v1 name for a v1 payment), and, when the answer names a
-/// payer, the payer the paywall verified (compared case-insensitively). Err says what is wrong.
-pub fn check_settled(s: &SettleResponse, networks: &[&str], payer: &str) -> Result<(), String> {
+/// payer, the payer the paywall verified (compared case-insensitively), and, for a metered
+/// (`upto`) settlement (`asked`: the amount in atomic units its requirement asked for), an
+/// `amount` that is that amount when the answer names one (x402 `SettleResponse.amount`: what was
+/// actually settled). Err says what is wrong.
+pub fn check_settled(s: &SettleResponse, networks: &[&str], payer: &str, asked: Option<&str>) -> Result<(), String> {
+    if let (Some(asked), Some(amount)) = (asked, &s.amount) {
+        if amount != asked {
+            return Err(format!("facilitator reported settling amount {amount:?}, not the {asked} asked for"));
+        }
+    }
     if !is_transaction_hash(&s.transaction) {
         return Err(format!("facilitator reported success with transaction {:?}, not a 32-byte hash", s.transaction));
     }
@@ -260,11 +268,16 @@ mod tests {
         };
         let tx = format!("0x{}", "ab".repeat(32));
         let nets = ["eip155:84532", "base-sepolia"];
-        assert_eq!(check_settled(&ok(&tx, "eip155:84532", Some("0xAbC")), &nets, "0xabc"), Ok(()));
-        assert_eq!(check_settled(&ok(&tx, "base-sepolia", None), &nets, "0xabc"), Ok(()));
-        assert!(check_settled(&ok("0xab", "eip155:84532", None), &nets, "0xabc").unwrap_err().contains("32-byte"));
-        assert!(check_settled(&ok(&tx, "eip155:8453", None), &nets, "0xabc").unwrap_err().contains("network"));
-        assert!(check_settled(&ok(&tx, "eip155:84532", Some("0xdef")), &nets, "0xabc").unwrap_err().contains("payer"));
+        assert_eq!(check_settled(&ok(&tx, "eip155:84532", Some("0xAbC")), &nets, "0xabc", None), Ok(()));
+        assert_eq!(check_settled(&ok(&tx, "base-sepolia", None), &nets, "0xabc", None), Ok(()));
+        assert!(check_settled(&ok("0xab", "eip155:84532", None), &nets, "0xabc", None).unwrap_err().contains("32-byte"));
+        assert!(check_settled(&ok(&tx, "eip155:8453", None), &nets, "0xabc", None).unwrap_err().contains("network"));
+        assert!(check_settled(&ok(&tx, "eip155:84532", Some("0xdef")), &nets, "0xabc", None).unwrap_err().contains("payer"));
+        let metered = |amount: &str| SettleResponse { amount: Some(amount.into()), ..ok(&tx, "eip155:84532", None) };
+        assert_eq!(check_settled(&metered("1234"), &nets, "0xabc", Some("1234")), Ok(()));
+        assert!(check_settled(&metered("9999999"), &nets, "0xabc", Some("1234")).unwrap_err().contains("amount"));
+        assert!(check_settled(&metered("01234"), &nets, "0xabc", Some("1234")).unwrap_err().contains("amount"));
+        assert_eq!(check_settled(&ok(&tx, "eip155:84532", None), &nets, "0xabc", Some("1234")), Ok(()));
         assert!(is_nonce_used(Some("invalid_exact_evm_nonce_already_used")) && !is_nonce_used(Some("insufficient_funds")) && !is_nonce_used(None));
     }
 

@@ -11,6 +11,7 @@ use crate::facilitator::UpstreamError;
 use crate::pass;
 use crate::x402::SettleResponse;
 
+use crate::meter::SETTLEMENT_OVERRIDES;
 use crate::headers::{CLIENT_FORWARDING_HEADERS, HOP_BY_HOP_HEADERS, PATH_OVERRIDE_HEADERS, PAYMENT_CONTEXT_HEADER, PAYWALL_REQUEST_HEADERS};
 use crate::payment_context::PaymentContext;
 use super::context::signed_header;
@@ -41,6 +42,12 @@ pub(super) fn origin_url(config: &Config, public_base: &str, canonical: &str, qu
     url
 }
 
+/// The values of the origin's `Settlement-Overrides` header ([`SETTLEMENT_OVERRIDES`]), taken
+/// out of its answer by [`forward`] and kept in the answer's extensions: one value per header
+/// line, in the order sent.
+#[derive(Debug, Clone)]
+pub(super) struct OverridesReport(pub(super) Vec<HeaderValue>);
+
 /// Why a request could not be forwarded.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) enum ForwardError {
@@ -67,7 +74,8 @@ pub(super) fn public_base(uri: &http::Uri) -> String {
 /// `X-Forwarded-Proto`, and the `ORIGIN_HEADERS`; for a paid request (one carrying a
 /// [`PaymentContext`] in its extensions, [`super::context::attach`]), `X402-Payment-Context`,
 /// signed now. The response's `Location`, `Content-Location` and `Link` URLs that point at the
-/// origin are rewritten to the public URL.
+/// origin are rewritten to the public URL; its `Settlement-Overrides` never reaches the client
+/// (moved into an [`OverridesReport`]).
 pub(super) async fn forward<P: Platform>(config: &Config, p: &P, mut req: Request<P::Body>, canonical: &str) -> Result<Response<P::Body>, ForwardError> {
     let context = req.extensions_mut().remove::<PaymentContext>();
     let (mut req, rewrite) = prepare_forward(config, req, canonical)?;
@@ -77,6 +85,13 @@ pub(super) async fn forward<P: Platform>(config: &Config, p: &P, mut req: Reques
         }
     }
     let mut res = p.origin(req, config.origin_timeout_seconds).await.map_err(ForwardError::Upstream)?;
+    // The origin's `upto` report is for the paywall only: out of the answer, whatever its status
+    // and the route's scheme, kept for the meter (`super::settle::measure`).
+    let report: Vec<HeaderValue> = res.headers().get_all(SETTLEMENT_OVERRIDES).iter().cloned().collect();
+    if !report.is_empty() {
+        res.headers_mut().remove(SETTLEMENT_OVERRIDES);
+        res.extensions_mut().insert(OverridesReport(report));
+    }
     if let Some(r) = &rewrite {
         r.apply(res.headers_mut());
     }

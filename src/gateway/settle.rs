@@ -5,7 +5,7 @@
 
 use std::rc::Rc;
 
-use http::header::{HeaderValue, CACHE_CONTROL, CONTENT_LENGTH, CONTENT_TYPE};
+use http::header::{HeaderValue, CACHE_CONTROL, CONTENT_TYPE};
 use ruint::aliases::U256;
 use http::{Request, Response, StatusCode};
 use serde_json::Value;
@@ -19,11 +19,11 @@ use crate::ledger::{Finished, Mark, Marked, Outcome, Transport, LEASE_MARGIN_SEC
 use crate::telemetry::{DecisionOutcome, Trace};
 use crate::x402::{encode_header, PaymentPayload, SettleResponse, PAYMENT_RESPONSE, X_PAYMENT_RESPONSE};
 
-use super::forward::{ForwardError, forward, origin_failure};
+use super::forward::{ForwardError, OverridesReport, forward, origin_failure};
 use super::passes::{MintedPass, sell_pass};
 use super::pay::{PaymentIdentity, Ticket, Upto, finish, release};
 use super::platform::{Platform, PlatformError};
-use crate::meter::{capped, json_count, reported_amount, Meter, MeterFault, MAX_METERED_BODY_BYTES, SETTLEMENT_OVERRIDES};
+use crate::meter::{capped, json_count, reported_amount, Meter, MeterFault, MAX_METERED_BODY_BYTES};
 use super::refusal::{refuse, Refusal};
 use super::{cold, is_idempotent, set_header};
 
@@ -115,7 +115,7 @@ async fn metered<P: Platform>(p: &Rc<P>, mut pending: Pending, res: Response<P::
 /// without `Settlement-Overrides` (a body meter reads the body, bounded, and puts it back).
 pub(super) async fn measure<P: Platform>(p: &P, upto: &Upto, res: Response<P::Body>) -> (Response<P::Body>, Result<U256, MeterFault>) {
     let (mut parts, body) = res.into_parts();
-    let report = parts.headers.remove(SETTLEMENT_OVERRIDES);
+    let report = parts.extensions.remove::<OverridesReport>().map(|r| r.0);
     let maximum = upto.maximum;
     let read = |body| async move {
         match p.read_body(body, MAX_METERED_BODY_BYTES).await {
@@ -126,26 +126,26 @@ pub(super) async fn measure<P: Platform>(p: &P, upto: &Upto, res: Response<P::Bo
     };
     let (body, measured) = match &upto.meter {
         Meter::Origin => {
-            let amount = match report.map(|v| v.to_str().map(str::to_string)) {
-                Some(Err(_)) => Err(MeterFault::Malformed("not visible ASCII".into())),
-                Some(Ok(h)) => reported_amount(Some(&h), maximum, upto.decimals),
-                None => Ok(maximum),
+            let amount = match report.as_deref() {
+                None | Some([]) => Ok(maximum),
+                Some([one]) => match one.to_str() {
+                    Ok(h) => reported_amount(Some(h), maximum, upto.decimals),
+                    Err(_) => Err(MeterFault::Malformed("not visible ASCII".into())),
+                },
+                // Two reports are no amount (the Workers runtime would join them with ", ").
+                Some(_) => Err(MeterFault::Malformed("sent more than once".into())),
             };
             (body, amount)
         }
-        Meter::Bytes { unit } => {
-            let length = parts.headers.get(CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
-            match length {
-                Some(n) => (body, Ok(capped(U256::from(n), *unit, maximum))),
-                None => match read(body).await {
-                    Ok(b) => {
-                        let n = b.len();
-                        (P::body(b), Ok(capped(U256::from(n), *unit, maximum)))
-                    }
-                    Err(e) => (P::body(Vec::new()), Err(e)),
-                },
+        // The bytes that arrived, not the `Content-Length` announced: a body that breaks off or
+        // is over the limit is charged nothing, and the client gets what was counted.
+        Meter::Bytes { unit } => match read(body).await {
+            Ok(b) => {
+                let n = b.len();
+                (P::body(b), Ok(capped(U256::from(n), *unit, maximum)))
             }
-        }
+            Err(e) => (P::body(Vec::new()), Err(e)),
+        },
         Meter::Json { path, unit } => {
             let stream = parts.headers.get(CONTENT_TYPE).and_then(|v| v.to_str().ok()).is_some_and(|t| t.trim_start().to_ascii_lowercase().starts_with("text/event-stream"));
             match read(body).await {
@@ -195,7 +195,6 @@ pub(super) async fn deliver_settled<P: Platform>(config: &Rc<Config>, p: &Rc<P>,
         }
     };
     trace.origin_status(res.status().as_u16());
-    res.headers_mut().remove(SETTLEMENT_OVERRIDES);
     let ok = res.status().as_u16() < 400;
     // A client gone after the origin answered: retrievable by running the origin again only when
     // that is harmless (an idempotent method); otherwise the origin has run once, as paid.
@@ -361,7 +360,7 @@ pub(super) async fn settle<P: Platform>(p: Rc<P>, s: Pending, mode: SettleMode) 
     };
     let decided = match outcome {
         SettleOutcome::Settled(r) if r.transaction.is_empty() && upto_amount(&s) == Some(U256::ZERO) => Settled::Paid(r),
-        SettleOutcome::Settled(r) => match check_settled(&r, &networks, &id.payer) {
+        SettleOutcome::Settled(r) => match check_settled(&r, &networks, &id.payer, upto_amount(&s).map(|a| a.to_string()).as_deref()) {
             Ok(()) => Settled::Paid(with_amount(with_payer(r, &id.payer), upto_amount(&s))),
             Err(detail) => {
                 named_transaction = is_transaction_hash(&r.transaction).then(|| r.transaction.clone());
