@@ -281,6 +281,16 @@ fn hostile_messages_are_refused_before_the_origin() {
         ("a pass that is not a string", br#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"search","_meta":{"x402/pass":{"token":"t"}}}}"#.to_vec(), 200, -32602),
         ("a sign-in that is not a string", br#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"search","_meta":{"x402/sign-in-with-x":1}}}"#.to_vec(), 200, -32602),
         ("duplicate pass", br#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"search","_meta":{"x402/pass":"a","x402/pass":"b"}}}"#.to_vec(), 400, -32600),
+        // Case variants: one member to a case-insensitive server (Go's encoding/json keeps the
+        // last; ſ and the Kelvin sign fold to s and k), so the paywall would judge another
+        // method or tool than the server runs.
+        ("name and Name", br#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo","Name":"search"}}"#.to_vec(), 400, -32600),
+        ("a lone NAME naming a denied tool", br#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo","NAME":"wipe"}}"#.to_vec(), 400, -32600),
+        ("method and Method", br#"{"jsonrpc":"2.0","id":1,"method":"ping","Method":"tools/call","params":{"name":"search"}}"#.to_vec(), 400, -32600),
+        ("a response with a Method", br#"{"jsonrpc":"2.0","id":1,"result":{},"Method":"tools/call","params":{"name":"search"}}"#.to_vec(), 400, -32600),
+        ("params and paramſ", "{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"tools/call\",\"params\":{\"name\":\"echo\"},\"param\u{17F}\":{\"name\":\"search\"}}".as_bytes().to_vec(), 400, -32600),
+        ("a paid call with a paramſ naming a dearer tool", format!("{{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"tools/call\",\"params\":{{\"name\":\"search\",\"_meta\":{{\"x402/payment\":{pay}}}}},\"param\u{17F}\":{{\"name\":\"summarize\"}}}}").into_bytes(), 400, -32600),
+        ("a Kelvin-sign key", "{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"tools/call\",\"params\":{\"name\":\"echo\",\"arguments\":{\"\u{212A}ey\":1,\"key\":2}}}".as_bytes().to_vec(), 400, -32600),
         ("a task-augmented call", br#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"search","task":{}}}"#.to_vec(), 200, -32602),
         ("a denied tool", call(json!(1), "wipe", None), 200, -32001),
         ("another spelling (the default denies)", call(json!(1), "Search", None), 200, -32001),
@@ -502,6 +512,39 @@ fn a_relayed_answer_whose_settlement_is_refused_ends_with_the_payment_error_only
     assert_eq!((last["id"].as_u64(), last["result"]["isError"].as_bool()), (Some(16), Some(true)));
     assert_eq!(last["result"]["_meta"]["x402/payment-response"]["success"], false);
     assert!(p.relay_closed.get());
+}
+
+/// An SSE event that answers the paid call but does not parse here (JavaScript's JSON.parse
+/// accepts a lone surrogate escape and any depth; serde_json refuses both) is held, not relayed:
+/// relayed, it was the tool's output delivered with nothing charged, again for every copy of the
+/// payment. Held, the call is unanswered: nothing charged, the client gets no output, the payment
+/// stays usable.
+#[test]
+fn a_relayed_response_that_does_not_parse_here_is_held_not_delivered_unpaid() {
+    let deep = format!("{}{}", "[".repeat(130), "]".repeat(130));
+    let answers = [
+        r#"{"jsonrpc":"2.0","id":"$id","result":{"content":[{"type":"text","text":"TOOL OUTPUT \ud83d"}]}}"#.to_string(),
+        format!(r#"{{"jsonrpc":"2.0","id":"$id","result":{{"content":[{{"type":"text","text":"TOOL OUTPUT"}}],"structuredContent":{{"tree":{deep}}}}}}}"#),
+    ];
+    for (n, data) in answers.iter().enumerate() {
+        let (cfg, p) = (cfg(), Rc::new(fake()));
+        p.relay_on.set(true);
+        let progress = json!({ "jsonrpc": "2.0", "method": "notifications/progress", "params": { "progressToken": "tok", "progress": 1 } });
+        *p.origin_body.borrow_mut() = Some(format!("event: message\ndata: {progress}\n\nevent: message\ndata: {data}\n\n").into_bytes());
+        p.origin_response_headers.borrow_mut().push(("content-type", "text/event-stream".into()));
+        let key = 40 + n as u8;
+        let body = call(json!(1), "search", Some(json!({ "x402/payment": payment(&cfg, "search", key, key) })));
+        for attempt in 1..=2 {
+            p.relayed.borrow_mut().clear();
+            p.relay_closed.set(false);
+            let _ = run(&cfg, &p, post(&body));
+            let relayed = String::from_utf8_lossy(&p.relayed.borrow()).to_string();
+            assert!(!relayed.contains("TOOL OUTPUT"), "case {n} attempt {attempt}: {relayed}");
+            assert!(relayed.contains("notifications/progress"), "other events are still relayed: {relayed}");
+            assert!(!relayed.contains("x402-"), "the paywall's id never reaches the client: {relayed}");
+            assert_eq!((p.origin_hits(), p.settles()), (attempt, 0), "case {n}");
+        }
+    }
 }
 
 /// The origin gets a paid call under an id of the paywall's own (fresh, unguessable), so no other

@@ -131,9 +131,15 @@ impl<P: Platform> Origin for ToolOrigin<P> {
             Some(writer) => {
                 let mut splitter = EventSplitter::default();
                 let id = &self.id;
+                // The paywall's own id as it appears in the origin's JSON (a string id unquoted).
+                let id_text = id.as_str().map_or_else(|| id.to_string(), str::to_string);
                 let mut relay_events = |chunk: &[u8]| {
                     for block in splitter.push(chunk) {
-                        if !is_response_event(&block, id) {
+                        // Held: the response, and any event that may be it though it does not
+                        // parse here (a lone surrogate escape, nesting past serde_json's limit,
+                        // which JavaScript's JSON.parse accepts): relayed, it would be the tool's
+                        // answer delivered unpaid.
+                        if !is_response_event(&block, id) && !block.contains(id_text.as_str()) {
                             writer.write(format!("{block}\n\n").as_bytes());
                         }
                     }

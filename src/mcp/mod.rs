@@ -167,8 +167,14 @@ pub fn payment_required_result(id: &Value, payment_required: &Value, settled: Op
     json!({ "jsonrpc": "2.0", "id": id, "result": result })
 }
 
+/// The JSON-RPC 2.0 members of a message, and the MCP members of `tools/call` params, that
+/// [`classify`] reads by their exact names.
+const TOP_KEYS: [&str; 6] = ["jsonrpc", "id", "method", "params", "result", "error"];
+const PARAMS_KEYS: [&str; 4] = ["name", "arguments", "_meta", "task"];
+
 /// Classifies one POSTed body, fail-closed: exactly one JSON-RPC 2.0 object (no batch, no
-/// duplicate key at any depth, `jsonrpc: "2.0"`, an id that is a string or an integer); a
+/// duplicate key at any depth, also none that differs only in letter case, no member that differs
+/// from a JSON-RPC member or a `params` member only in letter case, `jsonrpc: "2.0"`, an id that is a string or an integer); a
 /// `tools/call` must carry an id (a call hidden in a notification is refused), a string
 /// `params.name` and, if any, an object `_meta` whose `x402/payment` is an object or a string.
 /// A method that only differs from `tools/call` in case or spaces, and any other `tools/…`
@@ -186,6 +192,16 @@ pub fn classify(body: &[u8]) -> Result<Message, Refused> {
         }
         _ => return Err(Refused::new(&null, code::INVALID_REQUEST, "a message must be one JSON-RPC object")),
     };
+    // A member a case-insensitive server reads as a JSON-RPC or MCP one (`"Method"`, `"paramſ"`,
+    // `params."Name"`) is refused: this classification reads the exact names only.
+    let params_keys = obj.get("params").and_then(Value::as_object).into_iter().flat_map(|p| p.keys());
+    for key in obj.keys().map(|k| (k, &TOP_KEYS[..])).chain(params_keys.map(|k| (k, &PARAMS_KEYS[..]))) {
+        let (key, names) = key;
+        let folded = json::fold_key(key);
+        if let Some(name) = names.iter().find(|n| **n == folded && **n != key.as_str()) {
+            return Err(Refused::new(&null, code::INVALID_REQUEST, format!("member {key:?} is refused: it differs from {name:?} only in letter case, which some servers read as {name:?}")));
+        }
+    }
     let id = match obj.get("id") {
         None => None,
         Some(v @ Value::String(_)) => Some(v.clone()),
