@@ -103,13 +103,30 @@ fn the_origin_receives_exactly_the_method_sent_on_unpriced_paths() {
 fn method_override_in_the_query_is_refused_on_priced_paths() {
     let cfg = config();
     let p = Rc::new(fake());
-    for q in ["_method=GET", "a=1&_method=PUT", "_METHOD=get", "%5Fmethod=GET", "_method"] {
+    // PHP turns `.`, a space and `[` in a key into `_` (Laravel and Symfony then read `_method`).
+    for q in ["_method=GET", "a=1&_method=PUT", "_METHOD=get", "%5Fmethod=GET", "_method", ".method=GET", "%2Emethod=GET", "[method=GET"] {
         let res = run(&cfg, &p, request_with("POST", &format!("/paid?{q}"), &[]));
         assert_eq!(res.status(), 400, "{q}");
         assert_eq!(body_json(&res)["error"], "method_override_refused");
     }
     assert_eq!(run(&cfg, &p, request("/elsewhere?_method=PUT", &[])).status(), 200, "unpriced paths are the origin's business");
     assert_eq!(p.origin_hits(), 1);
+    assert_eq!(run(&cfg, &p, request("/paid?xmethod=GET&method=GET&_methods=GET", &[])).status(), 402, "other keys are only keys");
+}
+
+#[test]
+fn method_override_headers_are_refused_also_spelt_with_underscores() {
+    let cfg = config();
+    let p = Rc::new(fake());
+    // CGI-style servers (Rack, PHP) read `X_HTTP_Method_Override` as `HTTP_X_HTTP_METHOD_OVERRIDE`.
+    for name in ["x-http-method-override", "x_http_method_override", "X_HTTP_METHOD", "x_method-override"] {
+        for path in ["/paid", "/elsewhere"] {
+            let res = run(&cfg, &p, request_with("POST", path, &[(name, "GET")]));
+            assert_eq!(res.status(), 400, "{name} on {path}");
+            assert_eq!(body_json(&res)["error"], "method_override_refused");
+        }
+    }
+    assert_eq!((p.origin_hits(), p.settles()), (0, 0));
 }
 
 #[test]

@@ -53,6 +53,20 @@ fn forwarding_headers_come_from_the_runtime_and_spoofed_ones_are_replaced() {
     assert_eq!(h.get_all("x-real-ip").iter().collect::<Vec<_>>(), ["203.0.113.7"], "the runtime's, not the client's");
 }
 
+/// `Connection` may name the client's own headers away, not the runtime's client address.
+#[test]
+fn a_connection_header_cannot_hide_the_client_address() {
+    let cfg = config();
+    let p = Rc::new(fake());
+    run(&cfg, &p, request("/free", &[("cf-connecting-ip", "203.0.113.7"), ("connection", "cf-connecting-ip, x-real-ip, keep-alive")]));
+    let calls = p.origin_calls.borrow();
+    let h = calls[0].headers();
+    assert_eq!(h["x-forwarded-for"], "203.0.113.7");
+    assert_eq!(h["x-real-ip"], "203.0.113.7");
+    assert_eq!(h["cf-connecting-ip"], "203.0.113.7");
+    assert!(h.get("connection").is_none());
+}
+
 /// Every header an origin or its framework may read as the client's IP (or host, or scheme).
 const SPOOFED_CLIENT_HEADERS: [&str; 22] = [
     "true-client-ip",

@@ -108,6 +108,8 @@ pub(super) fn prepare_forward<B>(config: &Config, req: Request<B>, canonical: &s
     let public = public_base(&parts.uri);
     let url = origin_url(config, &public, canonical, parts.uri.query());
     let h = &mut parts.headers;
+    // The client's address as Cloudflare set it, read before `Connection` can name it away.
+    let client_ip = h.get("cf-connecting-ip").cloned();
     let named_by_connection: Vec<String> = h
         .get_all(http::header::CONNECTION)
         .iter()
@@ -129,7 +131,8 @@ pub(super) fn prepare_forward<B>(config: &Config, req: Request<B>, canonical: &s
             h.append(http::header::COOKIE, v);
         }
     }
-    if let Some(ip) = h.get("cf-connecting-ip").cloned() {
+    if let Some(ip) = client_ip {
+        h.insert("cf-connecting-ip", ip.clone());
         h.insert("x-forwarded-for", ip.clone());
         // On a same-zone subrequest Cloudflare derives the origin's CF-Connecting-IP from it.
         h.insert("x-real-ip", ip);

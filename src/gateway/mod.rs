@@ -140,9 +140,23 @@ fn set_header(headers: &mut HeaderMap, name: &'static str, value: &str) {
     }
 }
 
-/// Whether a query string carries `_method` (any case, percent-encoded or not) as a key.
+/// Whether a query string carries `_method` (any case, percent-encoded or not) as a key, also in
+/// the spellings PHP turns into `_method` (`.`, a space or `[` for the `_`: `.method=GET`).
 fn has_method_override_param(query: Option<&str>) -> bool {
-    query.is_some_and(|q| form_urlencoded::parse(q.as_bytes()).any(|(k, _)| k.trim().eq_ignore_ascii_case(METHOD_OVERRIDE_PARAM)))
+    query.is_some_and(|q| {
+        form_urlencoded::parse(q.as_bytes()).any(|(k, _)| {
+            let k = k.trim();
+            k.len() == METHOD_OVERRIDE_PARAM.len() && k.bytes().zip(METHOD_OVERRIDE_PARAM.bytes()).all(|(a, b)| a.eq_ignore_ascii_case(&b) || (b == b'_' && matches!(a, b'.' | b' ' | b'[')))
+        })
+    })
+}
+
+/// The method-override header a request carries, also spelled with `_` for `-`
+/// (`X_HTTP_Method_Override`: CGI-style servers read both as `HTTP_X_HTTP_METHOD_OVERRIDE`).
+fn method_override_header(headers: &http::HeaderMap) -> Option<&'static str> {
+    METHOD_OVERRIDE_HEADERS.iter().copied().find(|h| {
+        headers.contains_key(*h) || headers.keys().any(|k| k.as_str().len() == h.len() && k.as_str().bytes().zip(h.bytes()).all(|(a, b)| a == b || (a == b'_' && b == b'-')))
+    })
 }
 
 /// The first value of query parameter `name`.
@@ -152,7 +166,7 @@ fn query_param(query: Option<&str>, name: &str) -> Option<String> {
 
 /// Handles one request.
 pub async fn handle<P: Platform>(config: &Rc<Config>, p: &Rc<P>, req: Request<P::Body>) -> Response<P::Body> {
-    if let Some(h) = METHOD_OVERRIDE_HEADERS.iter().find(|h| req.headers().contains_key(**h)) {
+    if let Some(h) = method_override_header(req.headers()) {
         return Refusal::MethodOverride(format!("the `{h}` header is not accepted: send the real method")).json(P::body);
     }
     let canonical = match canonicalize(req.uri().path()) {
