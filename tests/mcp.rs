@@ -514,6 +514,21 @@ fn a_relayed_answer_whose_settlement_is_refused_ends_with_the_payment_error_only
     assert!(p.relay_closed.get());
 }
 
+/// A paid call's answer is read while its payment is held: the origin's time limit covers the
+/// whole answer, not only its head (a slower tool is unanswered and not charged, instead of
+/// outliving its lease); a free call passes through unbounded.
+#[test]
+fn the_origin_time_limit_covers_a_paid_call_s_whole_answer() {
+    use x402_edge_paywall::gateway::WholeAnswer;
+    let (cfg, p) = (cfg(), Rc::new(fake()));
+    origin_answers(&p, echo_result(false));
+    let res = run(&cfg, &p, post(&call(json!(1), "search", Some(json!({ "x402/payment": payment(&cfg, "search", 50, 50) })))));
+    assert_eq!(body_json(&res)["result"]["_meta"]["x402/payment-response"]["success"], true);
+    assert!(p.origin_calls.borrow()[0].extensions().get::<WholeAnswer>().is_some());
+    run(&cfg, &p, post(&call(json!(2), "echo", None)));
+    assert!(p.origin_calls.borrow()[1].extensions().get::<WholeAnswer>().is_none());
+}
+
 /// An SSE event that answers the paid call but does not parse here (JavaScript's JSON.parse
 /// accepts a lone surrogate escape and any depth; serde_json refuses both) is held, not relayed:
 /// relayed, it was the tool's output delivered with nothing charged, again for every copy of the

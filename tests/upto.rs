@@ -480,3 +480,26 @@ fn a_facilitator_answer_naming_another_amount_is_not_taken_as_paid() {
     assert_eq!(res.status(), 200);
     assert_eq!(payment_response(&res)["amount"], "1234");
 }
+
+#[test]
+fn the_origin_time_limit_covers_a_metered_body_only_where_the_body_is_read_before_settlement() {
+    use x402_edge_paywall::gateway::WholeAnswer;
+    let whole = |p: &Fake| p.origin_calls.borrow().last().map(|r| r.extensions().get::<WholeAnswer>().is_some());
+    // Body meters read the body while the payment is held: the limit covers it (the real path,
+    // a body still arriving at the limit: tests/upto.test.mjs).
+    for meter in [json!({ "bytes": "$0.000001" }), json!({ "json": "usage.total_tokens", "unit": "$0.000002" })] {
+        let cfg = metered(Some(meter.clone()));
+        let p = Rc::new(fake());
+        *p.origin_body.borrow_mut() = Some(br#"{"usage":{"total_tokens":1}}"#.to_vec());
+        assert_eq!(get(&cfg, &p, &upto_payment(&cfg, 7, 1)).status(), 200);
+        assert_eq!(whole(&p), Some(true), "{meter}");
+    }
+    // The origin's own report and an `exact` route: the body streams to the client after
+    // settlement, as long as it takes.
+    let cfg = metered(None);
+    let p = Rc::new(fake());
+    assert_eq!(get(&cfg, &p, &upto_payment(&cfg, 7, 1)).status(), 200);
+    assert_eq!(whole(&p), Some(false));
+    assert_eq!(run(&cfg, &p, request("/paid", &[("payment-signature", &payment(&cfg, 1, 7))])).status(), 200);
+    assert_eq!(whole(&p), Some(false));
+}

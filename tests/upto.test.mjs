@@ -25,7 +25,12 @@ const ROUTES = [
   { route: 'GET /broken', scheme: 'upto', price: '$0.05' },
   { route: 'GET /over', scheme: 'upto', price: '$0.05' },
   { route: 'GET /sponsored', scheme: 'upto', price: '$0.05', gasSponsoring: 'eip2612' },
+  { route: 'GET /slow-bytes', scheme: 'upto', price: '$0.05', meter: { bytes: '$0.000002' } },
+  { route: 'GET /slow-stream', scheme: 'upto', price: '$0.05', meter: METER },
 ];
+// The Worker's origin time limit, in seconds; the slow routes' bodies take longer than that.
+const ORIGIN_TIMEOUT_SECONDS = 3;
+const SLOW_BODY_MS = (ORIGIN_TIMEOUT_SECONDS + 4) * 1000;
 const STREAM = 'data: {"delta":"he"}\n\ndata: {"delta":"llo"}\n\ndata: {"usage":{"total_tokens":9}}\n\ndata: [DONE]\n\n';
 
 /** The seller's API as written for @x402/hono `upto`; `runs` counts each handler's runs. */
@@ -60,6 +65,20 @@ function sellerApp(runs) {
     setSettlementOverrides(c, { amount: '1234' });
     return c.json({ used: '1234' });
   });
+  // The head and a first part at once, the rest after the origin's time limit.
+  const slow = (name, type, first, rest) => () => {
+    count(name);
+    const enc = new TextEncoder();
+    const body = new ReadableStream({
+      start(controller) {
+        controller.enqueue(enc.encode(first));
+        setTimeout(() => { try { controller.enqueue(enc.encode(rest)); controller.close(); } catch {} }, SLOW_BODY_MS);
+      },
+    });
+    return new Response(body, { headers: { 'content-type': type } });
+  };
+  app.get('/slow-bytes', slow('slow-bytes', 'application/octet-stream', 'x'.repeat(100), 'x'.repeat(600)));
+  app.get('/slow-stream', slow('slow-stream', 'text/event-stream', 'data: {"delta":"he"}\n\n', 'data: {"usage":{"total_tokens":9}}\n\n'));
   app.get('/over', (c) => {
     count('over');
     setSettlementOverrides(c, { amount: String(MAX + 1n) });
@@ -74,8 +93,8 @@ let worker;
 const runs = {};
 before(async () => {
   stack = await startStack();
-  origin = await serveApp(sellerApp(runs));
-  worker = await startWorker({ originUrl: origin.url, facilitatorUrl: stack.facilitator.url, payTo: stack.payTo, routes: ROUTES, extraBindings: { FACILITATOR_ADDRESS: stack.facilitator.address } });
+  origin = await serveApp(sellerApp(runs), { stream: true });
+  worker = await startWorker({ originUrl: origin.url, facilitatorUrl: stack.facilitator.url, payTo: stack.payTo, routes: ROUTES, extraBindings: { FACILITATOR_ADDRESS: stack.facilitator.address, ORIGIN_TIMEOUT_SECONDS: String(ORIGIN_TIMEOUT_SECONDS) } });
 });
 after(async () => {
   await worker?.stop();
@@ -198,6 +217,32 @@ test('a malformed or excessive report withholds the answer (502) and charges not
     assert.ok(!JSON.stringify(body).includes('origin-answer-42'), 'the answer is not delivered');
     assert.equal(stack.facilitator.calls.settle, settles, `${path}: no /settle`);
     assert.deepEqual(await balances(), start, path);
+  }
+});
+
+test('a metered body still arriving at the origin time limit is not read past it: 502, nothing charged, the permit released', async () => {
+  for (const path of ['/slow-bytes', '/slow-stream']) {
+    const offer = await offerFor(path);
+    const { header } = await uptoPayment(KEYS.payer, offer);
+    const start = await balances();
+    const settles = stack.facilitator.calls.settle;
+    const ran = runs[path.slice(1)] ?? 0;
+    const began = Date.now();
+    const res = await fetch(`${worker.url}${path}`, { headers: { 'payment-signature': header } });
+    const body = await res.json();
+    const took = Date.now() - began;
+    assert.equal(res.status, 502, `${path}: ${JSON.stringify(body)}`);
+    assert.equal(body.error, 'origin_metering_failed', path);
+    // Ended by the time limit, not by the body's end: the payment was not held past it.
+    assert.ok(took < SLOW_BODY_MS - 1000, `${path}: answered after ${took} ms`);
+    assert.equal(stack.facilitator.calls.settle, settles, `${path}: no /settle`);
+    assert.deepEqual(await balances(), start, path);
+    // Released, not spent: the same permit is taken again (and meets the same slow origin).
+    const again = await fetch(`${worker.url}${path}`, { headers: { 'payment-signature': header } });
+    assert.equal(again.status, 502, path);
+    assert.equal((await again.json()).error, 'origin_metering_failed', path);
+    assert.equal(runs[path.slice(1)], ran + 2, `${path}: the origin ran for each`);
+    assert.equal(stack.facilitator.calls.settle, settles, `${path}: still no /settle`);
   }
 });
 

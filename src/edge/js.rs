@@ -39,14 +39,14 @@ export function x402_pass_through(sent, base, prefix, pub, seconds, rewrite, fai
     (r) => base !== undefined && (r.headers.has('location') || r.headers.has('content-location') || r.headers.has('link')) ? rewrite(r, base, prefix, pub) : r,
     (e) => failed(e, seconds));
 }
-export function x402_origin_fetch(service, url, method, list, body, ms) {
+export function x402_origin_fetch(service, url, method, list, body, ms, whole) {
   const controller = new AbortController();
   const init = { method, headers: x402_headers_from(list), redirect: 'manual', signal: controller.signal };
   if (body !== undefined) init.body = body;
   const sent = service === undefined ? fetch(url, init) : service.fetch(url, init);
   return new Promise((resolve, reject) => {
     const timer = setTimeout(() => { controller.abort(); reject('x402-origin-timeout'); }, ms);
-    sent.then((r) => { clearTimeout(timer); resolve(r); }, (e) => { clearTimeout(timer); reject(e); });
+    sent.then((r) => { if (!whole) clearTimeout(timer); resolve(r); }, (e) => { clearTimeout(timer); reject(e); });
   });
 }")]
 extern "C" {
@@ -73,10 +73,11 @@ extern "C" {
     pub(super) fn x402_pass_through(sent: &js_sys::Promise, base: Option<&str>, prefix: &str, public: &str, seconds: f64, rewrite: &JsValue, failed: &JsValue) -> js_sys::Promise;
     /// `fetch(url, {method, headers, body, redirect: 'manual'})` (through `service` when it is a
     /// service binding), rejected with the string `x402-origin-timeout` (and the request aborted)
-    /// if the response head has not arrived within `ms` milliseconds. One crossing and a JS timer
+    /// if the response head has not arrived within `ms` milliseconds; with `whole`, a body still
+    /// arriving then is aborted too (its reading fails). One crossing and a JS timer
     /// instead of a `Request`, an `AbortController` and a wasm closure built through the glue.
     #[wasm_bindgen(catch)]
-    pub(super) fn x402_origin_fetch(service: Option<&JsValue>, url: &str, method: &str, list: &str, body: Option<JsValue>, ms: f64) -> Result<js_sys::Promise, JsValue>;
+    pub(super) fn x402_origin_fetch(service: Option<&JsValue>, url: &str, method: &str, list: &str, body: Option<JsValue>, ms: f64, whole: bool) -> Result<js_sys::Promise, JsValue>;
 }
 
 /// What [`x402_origin_fetch`] rejects with when the origin's time limit passes.

@@ -120,7 +120,8 @@ impl Edge {
         // setTimeout's longest delay is 2^31 - 1 ms (about 24.8 days); a longer one would fire at once.
         let ms = timeout_seconds.saturating_mul(1000).min(i32::MAX as u64) as f64;
         // The method byte for byte (an extension method stays what it is).
-        x402_origin_fetch(service.as_ref(), &parts.uri.to_string(), parts.method.as_str(), &header_list(&parts.headers), body, ms).map_err(|e| UpstreamError::Network(js_error_text(&e)))
+        let whole = parts.extensions.get::<gateway::WholeAnswer>().is_some();
+        x402_origin_fetch(service.as_ref(), &parts.uri.to_string(), parts.method.as_str(), &header_list(&parts.headers), body, ms, whole).map_err(|e| UpstreamError::Network(js_error_text(&e)))
     }
 
     fn kv(&self) -> Result<&KvStore, PlatformError> {

@@ -26,7 +26,7 @@ use crate::mcp::MAX_ANSWER_BYTES;
 use crate::pass::PassCache;
 use crate::telemetry::Decision;
 
-use super::platform::{FacilitatorTransport, IsolateCaches, IsolateState, Kv, Ledger, Origin, Platform, PlatformError, RateLimits, RelayWriter, Runtime, Signer};
+use super::platform::{FacilitatorTransport, IsolateCaches, IsolateState, Kv, Ledger, Origin, Platform, PlatformError, RateLimits, RelayWriter, Runtime, Signer, WholeAnswer};
 
 /// What the origin answered to a paid tool call, carried in the response's extensions.
 #[derive(Debug, Clone)]
@@ -118,7 +118,11 @@ impl<P: Platform> Origin for ToolOrigin<P> {
     fn body(bytes: Vec<u8>) -> P::Body {
         P::body(bytes)
     }
-    async fn origin(&self, req: Request<P::Body>, timeout_seconds: u64) -> Result<Response<P::Body>, UpstreamError> {
+    async fn origin(&self, mut req: Request<P::Body>, timeout_seconds: u64) -> Result<Response<P::Body>, UpstreamError> {
+        // The answer is read (and the payment held) until the response arrives: the origin's time
+        // limit covers it, so a tool slower than that is unanswered (nothing charged) instead of
+        // outliving its lease.
+        req.extensions_mut().insert(WholeAnswer);
         let res = self.inner.origin(req, timeout_seconds).await?;
         let (mut parts, body) = res.into_parts();
         if parts.status.as_u16() >= 400 {

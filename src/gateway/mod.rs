@@ -87,7 +87,7 @@ mod shadow;
 mod mcp;
 mod mcp_origin;
 
-pub use platform::{FacilitatorTransport, IsolateCaches, IsolateState, Kv, Ledger, Origin, Platform, PlatformError, RateLimits, RelayWriter, Runtime, Signer};
+pub use platform::{FacilitatorTransport, IsolateCaches, IsolateState, Kv, Ledger, Origin, Platform, PlatformError, RateLimits, RelayWriter, Runtime, Signer, WholeAnswer};
 pub use pay::MAX_UNVERIFIED_IN_FLIGHT;
 pub use challenge::prepare;
 pub use channel_claim::{claim as claim_channel, claim_after_seconds as channel_claim_after_seconds, claim_due as channel_claim_due};

@@ -62,6 +62,12 @@ impl From<PlatformError> for String {
     }
 }
 
+/// A request extension: the origin's time limit covers the whole answer, body included
+/// ([`Origin::origin`]); a body still arriving at the limit fails to read
+/// ([`PlatformError::Failed`]).
+#[derive(Debug, Clone, Copy)]
+pub struct WholeAnswer;
+
 /// The origin: requests to it and its bodies.
 #[allow(async_fn_in_trait)]
 pub trait Origin: 'static {
@@ -70,7 +76,10 @@ pub trait Origin: 'static {
     /// A body holding `bytes`.
     fn body(bytes: Vec<u8>) -> Self::Body;
     /// Sends `req` (absolute URI) to the origin with its method byte for byte, without
-    /// following redirects.
+    /// following redirects. `timeout_seconds` bounds the wait for the response head; with a
+    /// [`WholeAnswer`] in the request's extensions, also the reading of its body (an answer
+    /// the paywall reads before it settles: a body meter's, a paid MCP call's), so that no
+    /// payment is held past its lease by a body that never ends.
     async fn origin(&self, req: Request<Self::Body>, timeout_seconds: u64) -> Result<Response<Self::Body>, UpstreamError>;
 
     /// Sends an unpriced request (already prepared: canonical URL, forwarding headers) to the

@@ -22,7 +22,7 @@ use crate::x402::{encode_header, PaymentPayload, SettleResponse, PAYMENT_RESPONS
 use super::forward::{ForwardError, OverridesReport, forward, origin_failure};
 use super::passes::{MintedPass, sell_pass};
 use super::pay::{PaymentIdentity, Ticket, Upto, finish, release};
-use super::platform::{Platform, PlatformError};
+use super::platform::{Platform, PlatformError, WholeAnswer};
 use crate::meter::{capped, json_count, reported_amount, Meter, MeterFault, MAX_METERED_BODY_BYTES};
 use super::refusal::{refuse, Refusal};
 use super::{cold, is_idempotent, set_header};
@@ -48,6 +48,11 @@ pub(super) async fn settle_after<P: Platform>(
     pending: Pending,
 ) -> Response<P::Body> {
     let rerunnable = is_idempotent(req.method());
+    let mut req = req;
+    // A body meter holds the payment while it reads the body: the origin's time limit covers it.
+    if pending.upto.as_ref().is_some_and(|u| !matches!(u.meter, Meter::Origin)) {
+        req.extensions_mut().insert(WholeAnswer);
+    }
     let origin_res = match forward(config, &**p, req, canonical).await {
         Ok(r) => r,
         Err(e) => {

@@ -617,15 +617,26 @@ export async function startOrigin({ requireHeader } = {}) {
 
 /**
  * Serves a fetch-style app (`app.fetch(Request) → Response`, e.g. a Hono app) on 127.0.0.1 over
- * node:http; resolves to {url, stop}. Bodies are read whole (test origins only).
+ * node:http; resolves to {url, stop}. Bodies are read whole (test origins only), unless `stream`:
+ * then the head goes out at once and the body as it comes.
  */
-export async function serveApp(app) {
+export async function serveApp(app, { stream = false } = {}) {
   const server = http.createServer(async (req, res) => {
     const headers = new Headers();
     for (const [k, v] of Object.entries(req.headers)) headers.set(k, String(v));
     const r = await app.fetch(new Request(`http://127.0.0.1${req.url}`, { method: req.method, headers }));
+    if (!stream || !r.body) {
+      res.writeHead(r.status, Object.fromEntries(r.headers));
+      res.end(Buffer.from(await r.arrayBuffer()));
+      return;
+    }
+    // The head at once, each part of the body as it comes (a slow body stays slow).
     res.writeHead(r.status, Object.fromEntries(r.headers));
-    res.end(Buffer.from(await r.arrayBuffer()));
+    res.flushHeaders();
+    try {
+      for await (const chunk of r.body) res.write(chunk);
+    } catch {}
+    res.end();
   });
   const url = await listen(server);
   return { url, stop: () => new Promise((r) => { server.closeAllConnections?.(); server.close(() => r()); }) };
