@@ -503,3 +503,26 @@ fn the_origin_time_limit_covers_a_metered_body_only_where_the_body_is_read_befor
     assert_eq!(run(&cfg, &p, request("/paid", &[("payment-signature", &payment(&cfg, 1, 7))])).status(), 200);
     assert_eq!(whole(&p), Some(false));
 }
+
+#[test]
+fn one_permit2_nonce_signed_for_two_tokens_runs_the_origin_once() {
+    // A Permit2 nonce is the payer's at Permit2, whatever the token: only one of the two permits
+    // can execute, so the second is the same authorization to the ledger, not a new payment.
+    let other = "0x1111111111111111111111111111111111111111";
+    let cfg = config_vars(json!({ "FACILITATOR_ADDRESS": FACILITATOR, "ROUTES": [{ "route": "GET /metered", "verify": "local", "accepts": [
+        { "scheme": "upto", "price": "$0.50" },
+        { "scheme": "upto", "amount": "500000", "asset": other, "name": "Other", "version": "1" },
+    ] }] }));
+    let p = Rc::new(fake());
+    p.origin_response_headers.borrow_mut().push(("settlement-overrides", r#"{"amount":"100"}"#.into()));
+    let first = get(&cfg, &p, &upto_payment_for_offer(&cfg, 0, 0, 7, 42, FACILITATOR));
+    assert_eq!(first.status(), 200);
+    let second = get(&cfg, &p, &upto_payment_for_offer(&cfg, 0, 1, 7, 42, FACILITATOR));
+    assert_eq!(second.status(), 402);
+    let refused = decode_header_json(second.headers()["payment-required"].to_str().unwrap()).unwrap();
+    assert!(refused["error"].as_str().unwrap().contains("already holds this authorization (payer and nonce) with another signature"), "{refused}");
+    assert_eq!((p.origin_hits(), p.settles()), (1, 1));
+    // Another nonce on the other token is a payment of its own.
+    assert_eq!(get(&cfg, &p, &upto_payment_for_offer(&cfg, 0, 1, 7, 43, FACILITATOR)).status(), 200);
+    assert_eq!((p.origin_hits(), p.settles()), (2, 2));
+}

@@ -489,14 +489,16 @@ pub(super) async fn reconcile_before_origin<P: Platform>(p: &Rc<P>, s: &Pending,
     }
 }
 
-/// The ledger key of a payment: [`AuthorizationKey::id`]; a Permit2 (`upto`) nonce lives in
-/// another namespace than the token's EIP-3009 nonces, so its key ends in `/permit2`.
+/// The ledger key of a payment: [`AuthorizationKey::id`]. An EIP-3009 nonce belongs to the
+/// token contract (`asset`); a Permit2 (`upto`) nonce belongs to the payer at the Permit2
+/// contract, whatever the token (one nonce signed for two tokens executes once), so its key names
+/// Permit2 in the asset's place and ends in `/permit2`.
 fn authorization_key(offer: &crate::x402::offer::Offer, verified: &Verified<'_>) -> String {
-    let id = AuthorizationKey { network: offer.requirements.network.clone(), asset: offer.asset, payer: verified.payer, nonce: verified.nonce }.id();
     if offer.meter.is_some() {
+        let id = AuthorizationKey { network: offer.requirements.network.clone(), asset: crate::x402::permit2::PERMIT2_ADDRESS, payer: verified.payer, nonce: verified.nonce }.id();
         format!("{id}/permit2")
     } else {
-        id
+        AuthorizationKey { network: offer.requirements.network.clone(), asset: offer.asset, payer: verified.payer, nonce: verified.nonce }.id()
     }
 }
 

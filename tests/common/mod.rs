@@ -449,9 +449,14 @@ pub fn exact_payload_for(offer: &x402_edge_paywall::x402::offer::Offer, key_byte
 /// `key_byte`, Permit2 nonce `nonce`, naming `facilitator`, valid from `NOW - 600` until
 /// `NOW + 120`.
 pub fn upto_payment_with(cfg: &Config, route: usize, key_byte: u8, nonce: u64, facilitator: &str) -> String {
+    upto_payment_for_offer(cfg, route, 0, key_byte, nonce, facilitator)
+}
+
+/// [`upto_payment_with`] for the route's option `option` (`accepts[option]`).
+pub fn upto_payment_for_offer(cfg: &Config, route: usize, option: usize, key_byte: u8, nonce: u64, facilitator: &str) -> String {
     use ruint::aliases::U256;
     use x402_edge_paywall::x402::permit2::{UptoPermitWitnessTransferFrom, UPTO_PROXY_ADDRESS};
-    let offer = &cfg.routes[route].accepts[0];
+    let offer = &cfg.routes[route].accepts[option];
     let key = SigningKey::from_slice(&[key_byte; 32]).unwrap();
     let from = address_of(key.verifying_key());
     let facilitator = Address::parse(facilitator).unwrap();
