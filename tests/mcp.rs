@@ -669,6 +669,22 @@ mod never_panics {
             let _ = s.push(&bytes[..cut]);
             let _ = s.push(&bytes[cut..]);
         }
+
+        /// Events come out the same however the stream is cut into chunks (one byte at a time,
+        /// two pieces, or whole).
+        #[test]
+        fn events_do_not_depend_on_how_the_stream_is_chunked(pieces in proptest::collection::vec(prop::sample::select(vec!["\n", "\r", "\r\n", "\n\n", "data: x", "data: {}", ": c", "id: 1", "é"]), 0..40), cut in 0usize..200) {
+            let bytes = pieces.concat().into_bytes();
+            let whole = EventSplitter::default().push(&bytes);
+            let mut one = EventSplitter::default();
+            let by_byte: Vec<String> = bytes.iter().flat_map(|b| one.push(std::slice::from_ref(b))).collect();
+            let cut = cut.min(bytes.len());
+            let mut two = EventSplitter::default();
+            let mut halves = two.push(&bytes[..cut]);
+            halves.extend(two.push(&bytes[cut..]));
+            prop_assert_eq!(&by_byte, &whole);
+            prop_assert_eq!(&halves, &whole);
+        }
     }
 }
 

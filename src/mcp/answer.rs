@@ -77,6 +77,9 @@ pub fn events(text: &str) -> Vec<Event> {
 #[derive(Debug, Default)]
 pub struct EventSplitter {
     pending: Vec<u8>,
+    /// How far `pending` has been searched for an event's end (`\n\n`) without finding one:
+    /// a long event arriving in many chunks is searched once, not once per chunk.
+    searched: usize,
     after_cr: bool,
 }
 
@@ -95,14 +98,23 @@ impl EventSplitter {
                 self.pending.push(b);
             }
         }
+        // Linear in the bytes pushed: each byte is searched about once, and the completed events
+        // leave `pending` in one move.
         let mut out = Vec::new();
-        while let Some(i) = self.pending.windows(2).position(|w| w == b"\n\n") {
-            let block: Vec<u8> = self.pending.drain(..i + 2).collect();
-            let text = String::from_utf8_lossy(&block[..i]).trim_start_matches('\n').to_string();
+        let mut start = 0;
+        let mut from = self.searched;
+        while let Some(i) = self.pending[from..].windows(2).position(|w| w == b"\n\n") {
+            let end = from + i;
+            let text = String::from_utf8_lossy(&self.pending[start..end]).trim_start_matches('\n').to_string();
             if !text.is_empty() {
                 out.push(text);
             }
+            start = end + 2;
+            from = start;
         }
+        self.pending.drain(..start);
+        // A `\n` at the very end may begin the next `\n\n`: searched again with the next chunk.
+        self.searched = self.pending.len().saturating_sub(1);
         out
     }
 }
