@@ -526,3 +526,27 @@ fn one_permit2_nonce_signed_for_two_tokens_runs_the_origin_once() {
     assert_eq!(get(&cfg, &p, &upto_payment_for_offer(&cfg, 0, 1, 7, 43, FACILITATOR)).status(), 200);
     assert_eq!((p.origin_hits(), p.settles()), (2, 2));
 }
+
+#[test]
+fn a_redelivered_metered_payment_names_the_amount_it_settled() {
+    let cfg = metered(None);
+    let p = Rc::new(fake());
+    p.origin_response_headers.borrow_mut().push(("settlement-overrides", r#"{"amount":"1234"}"#.into()));
+    p.gone_during_settle.set(true);
+    let header = upto_payment(&cfg, 7, 1);
+    let _ = get(&cfg, &p, &header);
+    assert_eq!(settled_amounts(&p), ["1234"], "settled while the client was gone");
+    p.gone_during_settle.set(false);
+    p.gone.set(false);
+    // The retry is served once without settling again, and told the amount it paid (the origin's
+    // new report does not change it).
+    p.origin_response_headers.borrow_mut().clear();
+    p.origin_response_headers.borrow_mut().push(("settlement-overrides", r#"{"amount":"999"}"#.into()));
+    let res = get(&cfg, &p, &header);
+    assert_eq!(res.status(), 200);
+    assert_eq!(settled_amounts(&p), ["1234"]);
+    let pr = payment_response(&res);
+    assert_eq!((pr["success"].as_bool(), pr["amount"].as_str()), (Some(true), Some("1234")));
+    assert!(res.headers().get("settlement-overrides").is_none());
+    assert_eq!(p.decisions.borrow().last().and_then(|d| d.reason.clone()).as_deref(), Some("redelivered"));
+}

@@ -273,8 +273,10 @@ pub(super) async fn priced<P: Platform>(cx: Paying<'_, P>, req: Request<P::Body>
             let why = Invalid::new("invalid_exact_evm_payload_signature", "this paywall already holds this authorization (payer and nonce) with another signature");
             return refuse(&**p, trace, Refusal::Payment { challenger: &challenger, why });
         }
-        Ok(Reservation::Redeliver { transaction, network }) => {
-            let settled = known_paid(&identity.payer, transaction, network);
+        Ok(Reservation::Redeliver { transaction, network, amount }) => {
+            // A metered payment's redelivery names the amount it settled, as its first answer did.
+            let amount = amount.and_then(|a| a.parse::<ruint::aliases::U256>().ok());
+            let settled = with_amount(known_paid(&identity.payer, transaction, network), amount);
             p.log(&format!("x402: redelivering {} for {} nonce {}", route.key, identity.payer, identity.nonce));
             trace.outcome(DecisionOutcome::Paid, Some("redelivered"));
             trace.transaction(&settled.transaction);

@@ -207,7 +207,7 @@ impl Apply for Reserve {
             if record.route != route || record.resource != resource {
                 return Ok(Reservation::Mismatch { resource: Some(format!("{} {}", record.route, record.resource)) });
             }
-            let reply = Reservation::Redeliver { transaction: transaction.clone(), network: network.clone() };
+            let reply = Reservation::Redeliver { transaction: transaction.clone(), network: network.clone(), amount: record.amount.clone() };
             record.lease_until = now.saturating_add(lease_seconds);
             record.holder = holder;
             store.put(&key, &record)?;

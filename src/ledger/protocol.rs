@@ -355,7 +355,13 @@ pub enum Reservation {
     /// Settled and delivered: a replay (HTTP 402, nothing called).
     Spent { transaction: String },
     /// Settled but not delivered: this request may serve it once, without settling again.
-    Redeliver { transaction: String, network: String },
+    /// `amount`: for an `upto` settlement, the amount (atomic units) it settled.
+    Redeliver {
+        transaction: String,
+        network: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        amount: Option<String>,
+    },
     /// The payer is on the denylist (admin endpoint): refused before any work.
     Denied,
 }

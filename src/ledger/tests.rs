@@ -342,10 +342,11 @@ fn the_typed_protocol_keeps_the_wire_format_of_the_single_op_and_reply_enums() {
     // A mark from before `leaseSeconds` existed.
     assert_eq!(serde_json::from_str::<Op>(r#"{"mark":{"key":"k","holder":"h"}}"#).unwrap(), Mark { key: "k".into(), holder: "h".into(), lease_seconds: 0, amount: None }.into());
     let json = |r: &dyn erased::Json| r.json();
-    let replies: [(&dyn erased::Json, &str); 10] = [
+    let replies: [(&dyn erased::Json, &str); 11] = [
         (&Reservation::Reserved { prior_sent: false, prior_transaction: None, lapsed: true, standing: Standing::default(), others_in_flight: 1, prior_amount: None }, r#"{"reserved":{"priorSent":false,"priorTransaction":null,"lapsed":true,"standing":{"lastSettledAt":0,"lastRefusedAt":0,"denied":false},"othersInFlight":1}}"#),
         (&Reservation::Mismatch { resource: None }, r#"{"mismatch":{"resource":null}}"#),
-        (&Reservation::Redeliver { transaction: "0x1".into(), network: "n".into() }, r#"{"redeliver":{"transaction":"0x1","network":"n"}}"#),
+        (&Reservation::Redeliver { transaction: "0x1".into(), network: "n".into(), amount: None }, r#"{"redeliver":{"transaction":"0x1","network":"n"}}"#),
+        (&Reservation::Redeliver { transaction: "0x1".into(), network: "n".into(), amount: Some("1234".into()) }, r#"{"redeliver":{"transaction":"0x1","network":"n","amount":"1234"}}"#),
         (&Marked::Done, r#""done""#),
         (&Finished::DuplicateTransaction, r#""duplicateTransaction""#),
         (&LivePasses::Passes { passes: vec!["p".into()] }, r#"{"passes":{"passes":["p"]}}"#),
