@@ -276,6 +276,26 @@ fn the_admin_endpoint_needs_its_token() {
     assert_eq!(admin(&cfg, &p, "GET", "/revoke", ADMIN).status(), 405);
     assert_eq!(admin(&cfg, &p, "POST", "/explode", ADMIN).status(), 400);
     assert_eq!(p.origin_hits(), 0, "never forwarded");
+    // The endpoint in another spelling is still the endpoint: a near miss never reaches the origin
+    // carrying the admin token.
+    for path in ["/.Well-Known/x402/admin/revoke", "/.well-known/x402/admin;/revoke", "/.well-known/x402/ADMIN/Revoke/", "/.well-known//x402/admin/revoke"] {
+        let req = request_with("POST", &format!("{path}?payer=0x0000000000000000000000000000000000000001"), &[("authorization", &format!("Bearer {ADMIN}"))]);
+        let res = run(&cfg, &p, req);
+        assert_eq!(res.status(), 200, "{path}: {}", String::from_utf8_lossy(res.body()));
+        assert_eq!(body_json(&res)["revoked"], 0, "{path}");
+    }
+    let req = request_with("POST", "/.WELL-KNOWN/x402/admin/revoke", &[("authorization", "Bearer wrong")]);
+    assert_eq!(run(&cfg, &p, req).status(), 401);
+    // The scheme is case-insensitive (RFC 9110 §11.1); a token of another length is refused too.
+    for auth in [format!("bearer {ADMIN}"), format!("BEARER  {ADMIN}")] {
+        let req = request_with("POST", "/.well-known/x402/admin/revoke?payer=0x0000000000000000000000000000000000000001", &[("authorization", &auth)]);
+        assert_eq!(run(&cfg, &p, req).status(), 200, "{auth}");
+    }
+    for auth in [format!("Bearer {ADMIN}x"), format!("Basic {ADMIN}"), ADMIN.to_string(), String::new()] {
+        let req = request_with("POST", "/.well-known/x402/admin/revoke?payer=0x0000000000000000000000000000000000000001", &[("authorization", &auth)]);
+        assert_eq!(run(&cfg, &p, req).status(), 401, "{auth}");
+    }
+    assert_eq!(p.origin_hits(), 0, "never forwarded");
     // Without ADMIN_TOKEN there is no admin endpoint: the path is the origin's.
     let off = config();
     let q = Rc::new(fake());

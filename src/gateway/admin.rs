@@ -69,7 +69,8 @@ pub(super) struct AdminBody {
 }
 
 /// The admin endpoint ([`AdminEndpoint`]), with `Authorization: Bearer <ADMIN_TOKEN>` compared
-/// in constant time, `POST` only, a JSON body of at most [`MAX_ADMIN_BODY_BYTES`]:
+/// in constant time, `POST` only, a JSON body of at most [`MAX_ADMIN_BODY_BYTES`]; `action` is
+/// the rest of the path after the endpoint's, as matched (`/revoke`, `/deny`):
 /// - `{path}/revoke` with `{"pass": "<token>"}`: revokes that pass;
 /// - `{path}/revoke` with `{"payer": "0x…"}`: revokes the payer's live passes;
 /// - `{path}/deny` with `{"payer": "0x…"}`: denies the payer's later payments and revokes its
@@ -81,16 +82,22 @@ pub(super) struct AdminBody {
 /// the passes this call revoked, `unknown` the tokens nothing knows (never sold, or sold a moment
 /// ago elsewhere: tombstoned anyway). 401 without the token, 405 for other methods, 400 for
 /// anything else, 503 when KV or the ledger fails.
-pub(super) async fn admin_endpoint<P: Platform>(config: &Config, p: &P, admin: &AdminEndpoint, req: Request<P::Body>, canonical: &str) -> Response<P::Body> {
-    let presented = header_str(req.headers(), "authorization").and_then(|v| v.strip_prefix("Bearer ")).unwrap_or("");
-    let authorized: bool = subtle::ConstantTimeEq::ct_eq(presented.as_bytes(), admin.token.as_bytes()).into();
+pub(super) async fn admin_endpoint<P: Platform>(config: &Config, p: &P, admin: &AdminEndpoint, req: Request<P::Body>, action: &str) -> Response<P::Body> {
+    // RFC 9110 §11.1: the scheme is case-insensitive. Compared as SHA-256 digests, so the time
+    // taken says nothing about the token, its length included.
+    let presented = header_str(req.headers(), "authorization")
+        .and_then(|v| v.split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map_or("", |(_, token)| token.trim());
+    let digest = |b: &str| <sha2::Sha256 as sha2::Digest>::digest(b.as_bytes());
+    let authorized: bool = subtle::ConstantTimeEq::ct_eq(digest(presented).as_slice(), digest(&admin.token).as_slice()).into();
     if !authorized {
         return Refusal::Unauthorized.json(P::body);
     }
     if req.method() != Method::POST {
         return Refusal::AdminMethod.json(P::body);
     }
-    let action = canonical[admin.path.len()..].to_string();
+    let action = action.to_string();
     let bad = |m: &str| Refusal::AdminRequest(m.to_string()).json(P::body);
     let usage = "use POST {ADMIN_PATH}/revoke with {\"pass\": \"<token>\"} or {\"payer\": \"0x…\"}, or /deny with {\"payer\": \"0x…\"}";
     let query = req.uri().query().map(str::to_string);

@@ -187,13 +187,16 @@ pub async fn handle<P: Platform>(config: &Rc<Config>, p: &Rc<P>, req: Request<P:
             }
         };
     }
+    let segments = match_segments(&canonical);
+    // The admin endpoint in any spelling a route would match (case, `;`, escapes, trailing `/`):
+    // a near miss would otherwise reach the origin with the admin token.
     if let Some(admin) = &config.admin {
-        let under = canonical.strip_prefix(admin.path.as_str()).is_some_and(|rest| rest.is_empty() || rest.starts_with('/'));
-        if under {
-            return cold(admin_endpoint(config, &**p, admin, req, &canonical)).await;
+        let admin_segments = match_segments(&admin.path);
+        if segments.starts_with(&admin_segments) {
+            let action: String = segments[admin_segments.len()..].iter().map(|s| format!("/{s}")).collect();
+            return cold(admin_endpoint(config, &**p, admin, req, &action)).await;
         }
     }
-    let segments = match_segments(&canonical);
     // An MCP server's path in any spelling a route would match (case, trailing `/`, `;`, escapes).
     if let Some(server) = config.mcp.iter().find(|s| match_segments(&s.path) == segments) {
         return cold(mcp::serve(config, p, server, req, &canonical)).await;
