@@ -422,6 +422,28 @@ fn every_settle_call_follows_an_acknowledged_send_mark() {
     assert_eq!(p.settles(), 1, "no /settle without an acknowledged mark");
 }
 
+/// A review's attack: the ledger applies the send mark but its acknowledgement is lost, so the
+/// request sends nothing; the payer then burns the nonce on chain and retries the same header.
+/// The mark is taken back (`Outcome::Unsent`), so "nonce already used" is not read as this
+/// ledger's own earlier payment: refused, never served, the origin not run again.
+#[test]
+fn a_mark_whose_acknowledgement_was_lost_is_taken_back_so_a_burned_nonce_is_refused() {
+    let cfg = config();
+    let p = Rc::new(fake());
+    let h = payment(&cfg, 0, 62);
+    p.ledger_lose_reply_on.borrow_mut().push("mark");
+    let res = paid(&cfg, &p, &h);
+    assert_eq!(res.status(), 503);
+    assert!(body_json(&res)["message"].as_str().unwrap().contains("nothing was charged"), "{}", body_json(&res));
+    assert_eq!((p.settles(), p.origin_hits()), (0, 1));
+    // Burned on chain: the facilitator answers "nonce already used".
+    p.queue_settle(reply(200, r#"{"success":false,"errorReason":"invalid_exact_evm_nonce_already_used","transaction":"","network":"eip155:84532"}"#));
+    let retry = paid(&cfg, &p, &h);
+    assert_eq!(retry.status(), 402, "{}", String::from_utf8_lossy(retry.body()));
+    assert!(!String::from_utf8_lossy(retry.body()).contains("paid content"));
+    assert_eq!(p.settles(), 1, "the retry's /settle was a first send");
+}
+
 #[test]
 fn a_send_mark_the_ledger_cannot_write_means_no_settlement() {
     let cfg = config();

@@ -253,6 +253,7 @@ enum Then {
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 enum Fin {
     Release,
+    Unsent,
     Refused,
     Unknown { transaction: Option<String>, refused: bool },
     /// `delivered: None`: the client's presence is chosen when the finish is written.
@@ -317,8 +318,8 @@ impl Hash for Shard {
         // patterns stop compiling when a field is added.
         self.records.len().hash(h);
         for (key, r) in &self.records {
-            let Record { route, resource, signature, valid_before, settlement, delivered, lease_until, holder, amount } = r;
-            (key, route, resource, signature, valid_before, delivered, lease_until, holder, amount).hash(h);
+            let Record { route, resource, signature, valid_before, settlement, delivered, lease_until, holder, amount, marked_by } = r;
+            (key, route, resource, signature, valid_before, delivered, lease_until, holder, amount, marked_by).hash(h);
             match settlement {
                 Settlement::Pending => 0u8.hash(h),
                 Settlement::Sent { transaction } => (1u8, transaction).hash(h),
@@ -356,6 +357,15 @@ struct State {
     marked_ever: bool,
     /// The request whose send mark first made the record "sent".
     first_marker: Option<usize>,
+    /// The first marker's mark was applied but its acknowledgement lost: that request knows it
+    /// sent nothing.
+    first_mark_unacknowledged: bool,
+    /// ... and it told the ledger so (its `Finish` was applied): ground truth for the stated
+    /// assumption, under which that mark is no earlier send. (Had it died first, the ledger could
+    /// not tell its mark from one whose holder died after sending: the stated residual risk.)
+    first_mark_disowned: bool,
+    /// A send mark whose acknowledgement was lost was taken back (`Outcome::Unsent`).
+    mark_taken_back: bool,
     /// A `/settle` executed (or was submitted) for a request that had crashed by then.
     executed_after_crash: bool,
     /// The payer burned the nonce after a send mark was written.
@@ -398,6 +408,9 @@ enum Broken {
     /// A ledger that forgets its send marks: a sent authorization comes back as a lapsed fresh
     /// reservation (`prior_sent: false`).
     SentReadsAsFresh,
+    /// The gateway as it was before `Outcome::Unsent`: a request whose send mark was applied but
+    /// not acknowledged releases it, and the mark stays as if it had been sent.
+    KeepsUnacknowledgedMark,
 }
 
 /// The model's configuration.
@@ -430,7 +443,8 @@ enum Action {
     Verify { i: usize, available: bool },
     Evidence { i: usize, available: bool },
     Origin { i: usize, result: OriginResult },
-    Mark { i: usize },
+    /// `lost`: the mark is applied and its acknowledgement lost (the gateway sees an error).
+    Mark { i: usize, lost: bool },
     Send { i: usize },
     /// The facilitator processes request `i`'s `/settle`.
     Facilitator { i: usize, does: Facilitator },
@@ -509,7 +523,9 @@ impl LedgerModel {
                 // The stated assumption without RPC_URL: "nonce used" for an authorization this
                 // ledger marked as sent *before* (another request's send mark) is its own earlier
                 // send. A request that marks and sends for the first time itself earns nothing.
-                let assumed = !self.rpc && s.nonce == Nonce::Burned && s.first_marker.is_some_and(|m| m != i);
+                // A mark whose request knows it sent nothing (its acknowledgement was lost) is no
+                // earlier send.
+                let assumed = !self.rpc && s.nonce == Nonce::Burned && s.first_marker.is_some_and(|m| m != i) && !s.first_mark_disowned;
                 if s.nonce != Nonce::Paid && !assumed {
                     s.bad |= bad::SERVED_WITHOUT_EVIDENCE;
                 }
@@ -728,14 +744,20 @@ impl LedgerModel {
                     _ => unreachable!(),
                 }
             }
-            Action::Mark { i } => {
+            Action::Mark { i, lost } => {
                 let was_sent = Self::record(s).is_some_and(|r| matches!(r.settlement, Settlement::Sent { .. }));
                 let reply = self.ledger(s, Mark { key: KEY.into(), holder: holder(i), lease_seconds: LEASE, amount: None });
                 if reply == Marked::Done && !was_sent && s.first_marker.is_none() {
                     s.first_marker = Some(i);
+                    s.first_mark_unacknowledged = lost;
                 }
                 let prior_sent = s.actors[i].prior_sent;
+                // The gateway on a mark it cannot confirm: "not sent" to the ledger (the old
+                // gateway: a release, which keeps the mark).
+                let fin = if self.broken == Some(Broken::KeepsUnacknowledgedMark) { Fin::Release } else { Fin::Unsent };
                 s.actors[i].phase = match reply {
+                    Marked::Done if lost && prior_sent => Phase::Finish(fin, Then::Answer(End::Unknown)),
+                    Marked::Done if lost => Phase::Finish(fin, Then::Answer(End::NothingCharged(NothingCharged::NotSent))),
                     Marked::Done => Phase::Send,
                     _ if prior_sent => Phase::Finish(Fin::Release, Then::Answer(End::Unknown)),
                     _ => Phase::Finish(Fin::Release, Then::Answer(End::NothingCharged(NothingCharged::NotSent))),
@@ -780,8 +802,10 @@ impl LedgerModel {
             }
             Action::Finish { i, connected } => {
                 let Phase::Finish(fin, then) = s.actors[i].phase.clone() else { unreachable!() };
+                let fin_unsent = fin == Fin::Unsent;
                 let outcome = match fin {
                     Fin::Release => Outcome::Release,
+                    Fin::Unsent => Outcome::Unsent,
                     Fin::Refused => Outcome::Refused,
                     Fin::Unknown { transaction, refused } => Outcome::Unknown { transaction, refused },
                     Fin::Settled { transaction, delivered, hold } => Outcome::Settled {
@@ -793,7 +817,20 @@ impl LedgerModel {
                     },
                     Fin::Delivered { delivered } => Outcome::Delivered { delivered, pass: None },
                 };
+                let was_sent = Self::record(s).is_some_and(|r| matches!(r.settlement, Settlement::Sent { .. }));
                 let reply = self.ledger(s, Finish { key: KEY.into(), holder: holder(i), outcome });
+                if fin_unsent && was_sent && Self::record(s).is_none() {
+                    s.mark_taken_back = true;
+                }
+                if s.first_marker == Some(i) && s.first_mark_unacknowledged && reply == Finished::Done {
+                    s.first_mark_disowned = true;
+                }
+                if Self::record(s).is_none() {
+                    // Forgotten: no send mark of this ledger's stands for the authorization now.
+                    s.first_marker = None;
+                    s.first_mark_unacknowledged = false;
+                    s.first_mark_disowned = false;
+                }
                 let via = if s.actors[i].prior_sent { Via::Resent } else { Via::First };
                 let before = matches!(then, Then::SettleBefore(_));
                 match then {
@@ -870,6 +907,9 @@ impl Model for LedgerModel {
             mempool: false,
             marked_ever: false,
             first_marker: None,
+            first_mark_unacknowledged: false,
+            first_mark_disowned: false,
+            mark_taken_back: false,
             executed_after_crash: false,
             burned_after_mark: false,
             settle_requests: vec![false; self.copies],
@@ -908,7 +948,10 @@ impl Model for LedgerModel {
                         actions.push(Action::Origin { i, result });
                     }
                 }
-                Phase::Mark => actions.push(Action::Mark { i }),
+                Phase::Mark => {
+                    actions.push(Action::Mark { i, lost: false });
+                    actions.push(Action::Mark { i, lost: true });
+                }
                 Phase::Send => actions.push(Action::Send { i }),
                 Phase::Await => {}
                 Phase::Finish(fin, then) => {
@@ -1005,6 +1048,9 @@ impl Model for LedgerModel {
             Property::sometimes("an unknown outcome settled again and served", |_: &LedgerModel, s: &State| {
                 s.actors.iter().any(|a| a.phase == Phase::Done(End::Unknown)) && s.actors.iter().any(|a| matches!(a.phase, Phase::Done(End::Served { via: Via::Resent, .. })))
             }),
+            Property::sometimes("a send mark whose acknowledgement was lost taken back, then paid afresh and served", |_: &LedgerModel, s: &State| {
+                s.mark_taken_back && s.actors.iter().any(|a| matches!(a.phase, Phase::Done(End::Served { via: Via::First, .. })))
+            }),
             Property::sometimes("redelivered", |_: &LedgerModel, s: &State| s.actors.iter().any(|a| matches!(a.phase, Phase::Done(End::Served { via: Via::Redelivered, connected: true })))),
             Property::sometimes("a burned nonce refused after a lapsed hold", |_: &LedgerModel, s: &State| {
                 s.nonce == Nonce::Burned && s.actors.iter().any(|a| a.via_lapse && a.phase == Phase::Done(End::NothingCharged(NothingCharged::VerifyInvalid)))
@@ -1062,7 +1108,7 @@ fn explain(path: stateright::Path<State, Action>) -> String {
             | Action::Verify { i, .. }
             | Action::Evidence { i, .. }
             | Action::Origin { i, .. }
-            | Action::Mark { i }
+            | Action::Mark { i, .. }
             | Action::Send { i }
             | Action::Facilitator { i, .. }
             | Action::Finish { i, .. }
@@ -1180,6 +1226,19 @@ fn the_checker_catches_a_gateway_that_skips_the_send_mark() {
     let path = counterexample(model, E_RECORD_KEPT);
     assert!(path.into_actions().iter().any(|a| matches!(a, Action::Send { .. })));
     counterexample(LedgerModel { copies: 2, broken: Some(Broken::SkipMark), ..LedgerModel::new(false, Order::After) }, C_WHILE_CHARGED);
+}
+
+/// The checker's power: a gateway that keeps a send mark it could not confirm (the mark applied,
+/// its acknowledgement lost, nothing sent) lets a burned nonce read as this ledger's own payment
+/// without `RPC_URL`: content served for nothing. `Outcome::Unsent` takes the mark back.
+#[test]
+fn the_checker_catches_a_gateway_that_keeps_an_unacknowledged_mark() {
+    let model = LedgerModel { copies: 2, broken: Some(Broken::KeepsUnacknowledgedMark), ..LedgerModel::new(false, Order::After) };
+    let path = counterexample(model, A_STATED);
+    let actions = path.clone().into_actions();
+    assert!(actions.iter().any(|a| matches!(a, Action::Mark { lost: true, .. })), "{actions:?}");
+    assert!(actions.contains(&Action::Burn), "{actions:?}");
+    assert!(!actions.iter().any(|a| matches!(a, Action::Send { .. })) || path.last_state().nonce == Nonce::Burned);
 }
 
 /// The checker's power: the ledger's answer before the send mark existed (a lapsed reservation

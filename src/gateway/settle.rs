@@ -321,7 +321,8 @@ pub(super) async fn settle<P: Platform>(p: Rc<P>, s: Pending, mode: SettleMode) 
     };
     if let Some(detail) = refused {
         p.log(&format!("x402: not settling {} nonce {}: {detail}", s.identity.payer, s.identity.nonce));
-        let released = finish(&*p, &s.ticket, Outcome::Release).await;
+        // It sent nothing: a mark that was applied all the same is taken back (`Outcome::Unsent`).
+        let released = finish(&*p, &s.ticket, Outcome::Unsent).await;
         if s.prior_sent || !released {
             s.trace.outcome(DecisionOutcome::UnknownOutcome, Some("ledger_unavailable"));
             let why = if s.prior_sent {

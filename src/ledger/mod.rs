@@ -198,7 +198,7 @@ impl Apply for Reserve {
         let mut record = match existing {
             Some(r) => r,
             None if !create => return Ok(Reservation::NotFound),
-            None => Record { route: route.clone(), resource: resource.clone(), signature, valid_before, settlement: Settlement::Pending, delivered: false, lease_until: 0, holder: String::new(), amount: None },
+            None => Record { route: route.clone(), resource: resource.clone(), signature, valid_before, settlement: Settlement::Pending, delivered: false, lease_until: 0, holder: String::new(), amount: None, marked_by: String::new() },
         };
         if let Settlement::Settled { transaction, network, .. } = &record.settlement {
             if record.delivered {
@@ -244,6 +244,7 @@ impl Apply for Mark {
         let renewed = record.lease_until.max(now.saturating_add(lease_seconds));
         if record.settlement == Settlement::Pending {
             record.settlement = Settlement::Sent { transaction: None };
+            record.marked_by = holder;
             // The first send fixes the amount; a repeated send keeps it.
             record.amount = amount;
         } else if renewed == record.lease_until {
@@ -310,6 +311,16 @@ impl Apply for Finish {
                     store.delete(&key)?;
                 } else {
                     // Marked (by this or an earlier hold): releasing must not forget that.
+                    store.put(&key, &record)?;
+                }
+                Finished::Done
+            }
+            Outcome::Unsent => {
+                // Still only this hold's own mark (no transaction named since): nobody sent it.
+                let own_mark = record.settlement == (Settlement::Sent { transaction: None }) && record.marked_by == holder;
+                if record.settlement == Settlement::Pending || own_mark {
+                    store.delete(&key)?;
+                } else {
                     store.put(&key, &record)?;
                 }
                 Finished::Done

@@ -116,6 +116,12 @@ pub enum Outcome {
     /// the mark was refused): an unmarked record is deleted and the authorization can be retried;
     /// a marked one (this or an earlier hold sent it) stays [`super::Settlement::Sent`].
     Release,
+    /// This hold's send mark was not acknowledged (the reply was lost, or the call failed after it
+    /// may have been applied), so it sent nothing: a mark this hold made first
+    /// ([`super::Record::marked_by`]) is taken back and the record deleted, as an unmarked
+    /// release is; a mark of an earlier hold (which may have sent it) stays. Without this, the
+    /// applied mark would make a later "nonce already used" read as this ledger's own payment.
+    Unsent,
     /// A settled authorization's response was (`true`) or was not (`false`) handed over after a
     /// redelivery or a settle-first origin call. `pass`: a pass sold with this delivery (id,
     /// expiry), indexed for the payer in the same write.

@@ -43,6 +43,10 @@ pub struct Record {
     /// `upto` only: the amount (atomic units) of the first send mark ([`super::Mark::amount`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub amount: Option<String>,
+    /// The holder whose send mark first made the record sent; empty before (and in records
+    /// written before this field existed, which are never taken back).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub marked_by: String,
 }
 
 /// A payer's history, as the `auto` verify policy reads it, and whether the operator denied it.

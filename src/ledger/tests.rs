@@ -408,3 +408,37 @@ fn the_client_reads_each_reply_as_its_operations_type_and_refuses_another() {
     assert_eq!(payer.name(), crate::ledger::shard_name(&crate::evm::Address([7; 20])));
     assert_eq!(pass.name(), "pass:p1");
 }
+
+#[test]
+fn an_unacknowledged_mark_is_taken_back_only_by_the_hold_that_made_it_first() {
+    // Its own first mark: taken back, the record gone, the next copy fresh (not prior_sent).
+    let mut s = MemoryStore::default();
+    assert!(matches!(reserve(&mut s, "a", T), Reservation::Reserved { .. }));
+    assert_eq!(mark(&mut s, "a", T), Marked::Done);
+    assert_eq!(finish(&mut s, "a", Outcome::Unsent, T), Finished::Done);
+    assert!(s.get("k").unwrap().is_none());
+    assert!(matches!(reserve(&mut s, "b", T + 1), Reservation::Reserved { prior_sent: false, .. }));
+    // A release keeps a mark (the old behaviour, and still right for a hold that may have sent).
+    assert_eq!(mark(&mut s, "b", T + 1), Marked::Done);
+    assert_eq!(finish(&mut s, "b", Outcome::Release, T + 1), Finished::Done);
+    // A retry that finds an earlier hold's mark (which may have been sent) cannot take it back.
+    assert!(matches!(reserve(&mut s, "c", T + 2), Reservation::Reserved { prior_sent: true, .. }));
+    assert_eq!(mark(&mut s, "c", T + 2), Marked::Done);
+    assert_eq!(finish(&mut s, "c", Outcome::Unsent, T + 2), Finished::Done);
+    assert!(matches!(reserve(&mut s, "d", T + 3), Reservation::Reserved { prior_sent: true, .. }));
+    // Nor can its first marker once a transaction was named for it (a sent /settle answered).
+    let mut s = MemoryStore::default();
+    reserve(&mut s, "a", T);
+    mark(&mut s, "a", T);
+    assert_eq!(finish(&mut s, "a", Outcome::Unknown { transaction: Some(format!("0x{}", "cd".repeat(32))), refused: false }, T), Finished::Done);
+    assert!(matches!(reserve(&mut s, "a", T + 1), Reservation::Reserved { prior_sent: true, .. }));
+    mark(&mut s, "a", T + 1);
+    assert_eq!(finish(&mut s, "a", Outcome::Unsent, T + 1), Finished::Done);
+    assert!(matches!(reserve(&mut s, "b", T + 2), Reservation::Reserved { prior_sent: true, .. }));
+    // Unmarked: as a release.
+    let mut s = MemoryStore::default();
+    reserve(&mut s, "a", T);
+    assert_eq!(finish(&mut s, "a", Outcome::Unsent, T), Finished::Done);
+    assert!(s.get("k").unwrap().is_none());
+    assert_eq!(serde_json::to_string(&Outcome::Unsent).unwrap(), r#""unsent""#);
+}
