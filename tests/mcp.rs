@@ -290,7 +290,7 @@ fn hostile_messages_are_refused_before_the_origin() {
         ("a response with a Method", br#"{"jsonrpc":"2.0","id":1,"result":{},"Method":"tools/call","params":{"name":"search"}}"#.to_vec(), 400, -32600),
         ("params and paramſ", "{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"tools/call\",\"params\":{\"name\":\"echo\"},\"param\u{17F}\":{\"name\":\"search\"}}".as_bytes().to_vec(), 400, -32600),
         ("a paid call with a paramſ naming a dearer tool", format!("{{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"tools/call\",\"params\":{{\"name\":\"search\",\"_meta\":{{\"x402/payment\":{pay}}}}},\"param\u{17F}\":{{\"name\":\"summarize\"}}}}").into_bytes(), 400, -32600),
-        ("a Kelvin-sign key", "{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"tools/call\",\"params\":{\"name\":\"echo\",\"arguments\":{\"\u{212A}ey\":1,\"key\":2}}}".as_bytes().to_vec(), 400, -32600),
+        ("a Kelvin-sign task", "{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"tools/call\",\"params\":{\"name\":\"search\",\"tas\u{212A}\":{}}}".as_bytes().to_vec(), 400, -32600),
         ("a task-augmented call", br#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"search","task":{}}}"#.to_vec(), 200, -32602),
         ("a denied tool", call(json!(1), "wipe", None), 200, -32001),
         ("another spelling (the default denies)", call(json!(1), "Search", None), 200, -32001),
@@ -317,6 +317,8 @@ fn free_tools_initialize_notifications_and_other_methods_pass_untouched() {
         br#"{"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"t","version":"1"}}}"#.to_vec(),
         br#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#.to_vec(),
         br#"{"jsonrpc":"2.0","id":"p","method":"ping"}"#.to_vec(),
+        // Case variants inside arguments are the tool's business, not a member the paywall reads.
+        br#"{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"echo","arguments":{"a":1,"A":2,"env":{"PATH":"/bin","path":"/usr/bin"}}}}"#.to_vec(),
         br#"{"jsonrpc":"2.0","id":5,"result":{"action":"accept"}}"#.to_vec(),
         br#"{"jsonrpc":"2.0","id":6,"method":"resources/read","params":{"uri":"file:///x"}}"#.to_vec(),
     ];

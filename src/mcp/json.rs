@@ -1,5 +1,5 @@
 //! The strict JSON parse of a message ([`parse_strict`]: a duplicate key at any depth is refused,
-//! also one that differs only in letter case, since parsers disagree about which copy wins), and a `tools/call` as the origin gets it
+//! since parsers disagree about which copy wins), and a `tools/call` as the origin gets it
 //! ([`for_origin`]: the paywall's own id, the payment, pass and sign-in taken out), every other member kept as the
 //! client wrote it (raw JSON: numbers and strings are never re-encoded).
 
@@ -67,19 +67,10 @@ impl<'de> Visitor<'de> for StrictVisitor {
     }
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
         let mut out = Map::new();
-        let mut folded_keys: Vec<String> = Vec::new();
         while let Some(k) = map.next_key::<String>()? {
             if out.contains_key(&k) {
                 return Err(de::Error::custom(format!("duplicate key {k:?}")));
             }
-            // Keys equal under case folding are one key to a case-insensitive parser (Go's
-            // encoding/json, behind mark3labs/mcp-go and go-sdk before 1.3.1; .NET's web
-            // defaults), which keeps the last: refused, as an exact duplicate is.
-            let folded = fold_key(&k);
-            if folded_keys.contains(&folded) {
-                return Err(de::Error::custom(format!("duplicate key {k:?} (keys that differ only in letter case)")));
-            }
-            folded_keys.push(folded);
             let Strict(v) = map.next_value()?;
             out.insert(k, v);
         }

@@ -173,8 +173,10 @@ const TOP_KEYS: [&str; 6] = ["jsonrpc", "id", "method", "params", "result", "err
 const PARAMS_KEYS: [&str; 4] = ["name", "arguments", "_meta", "task"];
 
 /// Classifies one POSTed body, fail-closed: exactly one JSON-RPC 2.0 object (no batch, no
-/// duplicate key at any depth, also none that differs only in letter case, no member that differs
-/// from a JSON-RPC member or a `params` member only in letter case, `jsonrpc: "2.0"`, an id that is a string or an integer); a
+/// duplicate key at any depth, no member of the message or of its `params` that differs from a
+/// JSON-RPC or MCP member only in letter case, which a case-insensitive server (Go's
+/// `encoding/json`: keys equal under [`json::fold_key`], the last one kept) would read as that
+/// member, `jsonrpc: "2.0"`, an id that is a string or an integer); a
 /// `tools/call` must carry an id (a call hidden in a notification is refused), a string
 /// `params.name` and, if any, an object `_meta` whose `x402/payment` is an object or a string.
 /// A method that only differs from `tools/call` in case or spaces, and any other `tools/…`
