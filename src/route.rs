@@ -112,14 +112,8 @@ pub fn canonicalize(raw: &str) -> Result<String, PathError> {
     let mut out: Vec<&str> = Vec::new();
     let mut trailing = false;
     for seg in decoded.split('/').skip(1) {
-        if seg.contains(';') {
-            match seg.split(';').next() {
-                Some("." | "..") => return Err(PathError::DotSegmentParams),
-                // The matcher cuts segments at ';' and drops empty ones; an origin routing on raw
-                // segments would see one more (`/users/;x/profile` for `/users/:id/profile`).
-                Some("") => return Err(PathError::EmptySegmentParams),
-                _ => {}
-            }
+        if matches!(seg.split(';').next(), Some("." | "..")) && seg.contains(';') {
+            return Err(PathError::DotSegmentParams);
         }
         trailing = false;
         match seg {
@@ -150,6 +144,24 @@ pub fn match_segments(canonical: &str) -> Vec<String> {
         .filter(|s| !s.is_empty())
         .map(|s| percent_encoding::percent_decode_str(s).decode_utf8_lossy().to_lowercase())
         .collect()
+}
+
+/// The segments an origin that routes on raw segments sees (Express, Hono: `:id` matches `;x`):
+/// as [`match_segments`], except that a segment of only `;` parameters is kept, as `""`.
+/// Differs from [`match_segments`] only for a path with such a segment
+/// ([`has_params_only_segment`]); a path priced under either reading is refused
+/// ([`PathError::EmptySegmentParams`]), since origins disagree on whether it is a segment.
+pub fn raw_match_segments(canonical: &str) -> Vec<String> {
+    canonical
+        .split('/')
+        .filter(|s| !s.is_empty())
+        .map(|s| percent_encoding::percent_decode_str(s.split(';').next().unwrap_or("")).decode_utf8_lossy().to_lowercase())
+        .collect()
+}
+
+/// Whether a canonical path has a segment of only `;` parameters (`/users/;x/profile`, `/a/;`).
+pub fn has_params_only_segment(canonical: &str) -> bool {
+    canonical.split('/').any(|s| s.starts_with(';'))
 }
 
 /// One segment of a route pattern.
@@ -349,10 +361,6 @@ mod tests {
             ("/%25%41%41", PathError::DoubleEncoding),
             ("/free/..;/premium", PathError::DotSegmentParams),
             ("/.;/premium", PathError::DotSegmentParams),
-            ("/;/premium", PathError::EmptySegmentParams),
-            ("/users/;x/profile", PathError::EmptySegmentParams),
-            ("/premium/;", PathError::EmptySegmentParams),
-            ("/;", PathError::EmptySegmentParams),
             ("/a%2", PathError::BadEscape),
             ("/a%zz", PathError::BadEscape),
             ("/a%00", PathError::ControlOrNonAscii),

@@ -896,3 +896,21 @@ fn a_verify_that_fails_after_the_lease_ran_out_never_says_nothing_was_charged() 
     assert!(!String::from_utf8_lossy(res.body()).contains("nothing was charged"));
     assert_eq!((p.settles(), p.origin_hits()), (0, 0));
 }
+
+#[test]
+fn segments_of_only_parameters_are_refused_only_where_they_could_be_priced() {
+    let cfg = config_vars(json!({ "ROUTES": [{ "route": "GET /users/:id/profile", "price": "$0.01" }, { "route": "GET /premium", "price": "$0.01" }] }));
+    let p = Rc::new(fake());
+    // Priced when the segment counts (Express) or when it does not (Tomcat): refused, untouched.
+    for path in ["/users/;x/profile", "/;/premium", "/premium/;", "/users/;/profile"] {
+        let res = run(&cfg, &p, request(path, &[]));
+        assert_eq!(res.status(), 400, "{path}");
+        assert_eq!(body_json(&res)["error"], "invalid_path", "{path}");
+    }
+    assert_eq!(p.origin_hits(), 0);
+    // Unpriced either way (a Java session id on the application's root): the origin's.
+    for path in ["/;jsessionid=ABC", "/app/;jsessionid=ABC", "/users/;x"] {
+        assert_eq!(run(&cfg, &p, request(path, &[])).status(), 200, "{path}");
+    }
+    assert_eq!(p.origin_hits(), 3);
+}

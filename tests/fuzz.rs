@@ -39,6 +39,8 @@ fn path_piece() -> impl Strategy<Value = &'static str> {
         "free", "sample", "x", "y", "%C3%A9", "é", "~", "%7e", "?", "#", "*",
         // whole segments of the configured routes, in several spellings, so that hits are common
         "/weather", "/WEATHER", "/premium/", "/a@b/", "/a%40b/", "/A%40B/", "/free/sample", "/x/", "/y", "/7",
+        // segments of only `;` parameters
+        "/;", "/;x=1", ";/",
     ])
 }
 
@@ -205,14 +207,24 @@ proptest! {
         }
     }
 
-    /// An origin that routes on raw segments (Express, Hono: `:id` matches `;x`) sees as many
-    /// segments as the matcher: no accepted path has a segment the matcher skips (`/users/;x/a`
-    /// was matched as `/users/a`, free, while the origin served `/users/:id/a`).
+    /// An origin that routes on raw segments (Express, Hono: `:id` matches `;x`) and one that
+    /// drops segments of only `;` parameters (Tomcat) agree with the matcher on whether a path is
+    /// priced, or the paywall refuses it: `/users/;x/a` was matched as `/users/a`, free, while
+    /// the first kind of origin served `/users/:id/a`.
     #[test]
-    fn the_matcher_sees_every_segment_an_origin_routes_on(raw in raw_path()) {
-        if let Ok(c) = canonicalize(&raw) {
-            let raw_segments = c.split('/').filter(|s| !s.is_empty()).count();
-            prop_assert_eq!(match_segments(&c).len(), raw_segments, "canonical {}", c);
+    fn a_path_priced_for_an_origin_routing_on_raw_segments_never_reaches_it_unpaid(m in method(), raw in raw_path()) {
+        let cfg = std::rc::Rc::new(config());
+        let p = std::rc::Rc::new(unpaid::Counting::default());
+        let Ok(req) = http::Request::builder().method(m.as_str()).uri(format!("https://paywall.test{raw}")).body(Vec::new()) else { return Ok(()) };
+        let path = req.uri().path().to_string();
+        let Ok(c) = canonicalize(&path) else { return Ok(()) };
+        // What an Express-like origin routes on: every non-empty raw segment, cut at `;`.
+        let by_raw_origin: Vec<String> = c.split('/').filter(|s| !s.is_empty()).map(|s| percent_encoding::percent_decode_str(s.split(';').next().unwrap_or("")).decode_utf8_lossy().to_lowercase()).collect();
+        let method = http::Method::from_bytes(m.as_bytes()).unwrap();
+        let free_route = cfg.route_for(&method, &by_raw_origin).is_some_and(|r| r.is_free());
+        let res = pollster::block_on(x402_edge_paywall::gateway::handle(&cfg, &p, req));
+        if cfg.is_priced_path(&by_raw_origin) && !free_route {
+            prop_assert_eq!(p.origin.get(), 0, "{} {} answered {} and reached the origin", m, path, res.status());
         }
     }
 

@@ -106,7 +106,7 @@ use serde_json::Value;
 
 use crate::config::{Config, Mode, Route};
 use crate::discovery;
-use crate::route::{canonicalize, match_segments};
+use crate::route::{canonicalize, has_params_only_segment, match_segments, raw_match_segments, PathError};
 use crate::telemetry::Trace;
 
 use self::admin::admin_endpoint;
@@ -203,6 +203,11 @@ pub async fn handle<P: Platform>(config: &Rc<Config>, p: &Rc<P>, req: Request<P:
     }
     let method = req.method().clone();
     let priced_path = config.is_priced_path(&segments);
+    // A segment of only `;` parameters is one to some origins (Express: `/users/;x/profile` is
+    // `/users/:id/profile`) and none to others (Tomcat): refused where either reading is priced.
+    if has_params_only_segment(&canonical) && (priced_path || config.is_priced_path(&raw_match_segments(&canonical))) {
+        return Refusal::InvalidPath(PathError::EmptySegmentParams.to_string()).json(P::body);
+    }
 
     if priced_path {
         if has_method_override_param(req.uri().query()) {
