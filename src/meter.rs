@@ -10,7 +10,8 @@
 //!   origin fault ([`MeterFault`]): the paywall settles nothing and withholds the response (the SDK
 //!   silently ignores an unreadable header and lets the facilitator refuse an excessive amount;
 //!   neither is a charge the payer can check).
-//! - [`Meter::Bytes`]: `unit` atomic units per byte of the response body.
+//! - [`Meter::Bytes`]: `unit` atomic units per byte of the response body as it arrives (decoded:
+//!   the runtime undoes a `Content-Encoding`), whatever `Content-Length` announced.
 //! - [`Meter::Json`]: `unit` atomic units per unit of the non-negative integer at a JSON path of the
 //!   response body (`usage.total_tokens`), or, for a `text/event-stream` body, of the last event
 //!   whose `data:` JSON has that path (OpenAI-compatible APIs send usage in their last event).
@@ -53,8 +54,8 @@ pub enum Meter {
 }
 
 impl Meter {
-    /// `true` when the meter needs the whole response body (the byte meter reads
-    /// `Content-Length` when the origin sends it).
+    /// `true` when the meter needs the whole response body (the byte meter counts the bytes that
+    /// arrive, as the runtime decodes them: a compressed answer counts its decoded bytes).
     pub fn reads_body(&self) -> bool {
         !matches!(self, Meter::Origin)
     }

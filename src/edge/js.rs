@@ -46,7 +46,7 @@ export function x402_origin_fetch(service, url, method, list, body, ms, whole) {
   const sent = service === undefined ? fetch(url, init) : service.fetch(url, init);
   return new Promise((resolve, reject) => {
     const timer = setTimeout(() => { controller.abort(); reject('x402-origin-timeout'); }, ms);
-    sent.then((r) => { if (!whole) clearTimeout(timer); resolve(r); }, (e) => { clearTimeout(timer); reject(e); });
+    sent.then((r) => { if (!whole || r.status >= 400) clearTimeout(timer); resolve(r); }, (e) => { clearTimeout(timer); reject(e); });
   });
 }")]
 extern "C" {
@@ -74,7 +74,8 @@ extern "C" {
     /// `fetch(url, {method, headers, body, redirect: 'manual'})` (through `service` when it is a
     /// service binding), rejected with the string `x402-origin-timeout` (and the request aborted)
     /// if the response head has not arrived within `ms` milliseconds; with `whole`, a body still
-    /// arriving then is aborted too (its reading fails). One crossing and a JS timer
+    /// arriving then is aborted too (its reading fails), unless the status is an error (≥ 400:
+    /// passed through as it is, never read). One crossing and a JS timer
     /// instead of a `Request`, an `AbortController` and a wasm closure built through the glue.
     #[wasm_bindgen(catch)]
     pub(super) fn x402_origin_fetch(service: Option<&JsValue>, url: &str, method: &str, list: &str, body: Option<JsValue>, ms: f64, whole: bool) -> Result<js_sys::Promise, JsValue>;

@@ -77,7 +77,7 @@ pub trait Origin: 'static {
     fn body(bytes: Vec<u8>) -> Self::Body;
     /// Sends `req` (absolute URI) to the origin with its method byte for byte, without
     /// following redirects. `timeout_seconds` bounds the wait for the response head; with a
-    /// [`WholeAnswer`] in the request's extensions, also the reading of its body (an answer
+    /// [`WholeAnswer`] in the request's extensions, also the reading of a successful (< 400) body (an answer
     /// the paywall reads before it settles: a body meter's, a paid MCP call's), so that no
     /// payment is held past its lease by a body that never ends.
     async fn origin(&self, req: Request<Self::Body>, timeout_seconds: u64) -> Result<Response<Self::Body>, UpstreamError>;

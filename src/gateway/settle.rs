@@ -5,7 +5,7 @@
 
 use std::rc::Rc;
 
-use http::header::{HeaderValue, CACHE_CONTROL, CONTENT_TYPE};
+use http::header::{HeaderValue, CACHE_CONTROL, CONTENT_LENGTH, CONTENT_TYPE};
 use ruint::aliases::U256;
 use http::{Request, Response, StatusCode};
 use serde_json::Value;
@@ -94,8 +94,8 @@ pub(super) async fn settle_after<P: Platform>(
     }
 }
 
-/// A metered (`upto`) answer: its amount ([`crate::meter`]) into the settlement's requirement,
-/// and `Settlement-Overrides` out of the response. A fault releases the payment (nothing charged)
+/// A metered (`upto`) answer: its amount ([`crate::meter`]) into the settlement's requirement
+/// (`Settlement-Overrides` was taken out of the response by `forward`). A fault releases the payment (nothing charged)
 /// and withholds the response (502). Not metered: unchanged.
 async fn metered<P: Platform>(p: &Rc<P>, mut pending: Pending, res: Response<P::Body>) -> Result<(Response<P::Body>, Pending), Response<P::Body>> {
     let Some(upto) = pending.upto.as_mut() else { return Ok((res, pending)) };
@@ -147,6 +147,9 @@ pub(super) async fn measure<P: Platform>(p: &P, upto: &Upto, res: Response<P::Bo
         Meter::Bytes { unit } => match read(body).await {
             Ok(b) => {
                 let n = b.len();
+                // The body goes back as the bytes read: the runtime states their length (the
+                // origin's may be of its compressed form).
+                parts.headers.remove(CONTENT_LENGTH);
                 (P::body(b), Ok(capped(U256::from(n), *unit, maximum)))
             }
             Err(e) => (P::body(Vec::new()), Err(e)),
@@ -156,6 +159,7 @@ pub(super) async fn measure<P: Platform>(p: &P, upto: &Upto, res: Response<P::Bo
             match read(body).await {
                 Ok(b) => {
                     let amount = json_count(&b, path, stream).map(|n| capped(n, *unit, maximum));
+                    parts.headers.remove(CONTENT_LENGTH);
                     (P::body(b), amount)
                 }
                 Err(e) => (P::body(Vec::new()), Err(e)),

@@ -66,6 +66,12 @@ pub(super) async fn shadow<P: Platform>(config: &Config, p: &P, route: &Route, r
                 p.log("x402: shadow: the answer's length is not announced (or over 4 MiB): not metered");
                 return res;
             }
+            // The byte meter's figure is the announced length: reading the body would put the
+            // answer at risk for it.
+            if let (crate::meter::Meter::Bytes { unit }, Some(n)) = (&upto.meter, length) {
+                trace.settled_amount(&crate::meter::capped(ruint::aliases::U256::from(n), *unit, upto.maximum).to_string());
+                return res;
+            }
             let (res, measured) = measure(p, &upto, res).await;
             match measured {
                 Ok(amount) => trace.settled_amount(&amount.to_string()),
