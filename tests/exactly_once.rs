@@ -103,8 +103,9 @@ fn the_origin_receives_exactly_the_method_sent_on_unpriced_paths() {
 fn method_override_in_the_query_is_refused_on_priced_paths() {
     let cfg = config();
     let p = Rc::new(fake());
-    // PHP turns `.`, a space and `[` in a key into `_` (Laravel and Symfony then read `_method`).
-    for q in ["_method=GET", "a=1&_method=PUT", "_METHOD=get", "%5Fmethod=GET", "_method", ".method=GET", "%2Emethod=GET", "[method=GET"] {
+    // PHP turns a leading `.` in a key into `_` and ends a key at a NUL (Laravel and Symfony then
+    // read `_method`).
+    for q in ["_method=GET", "a=1&_method=PUT", "_METHOD=get", "%5Fmethod=GET", "_method", ".method=GET", "%2Emethod=GET", "[method=GET", "_method%00=GET", "_method%00x=GET", ".method%00=GET"] {
         let res = run(&cfg, &p, request_with("POST", &format!("/paid?{q}"), &[]));
         assert_eq!(res.status(), 400, "{q}");
         assert_eq!(body_json(&res)["error"], "method_override_refused");

@@ -482,8 +482,10 @@ fn a_relayed_sse_answer_sends_progress_first_and_the_settled_response_last() {
     let sse = format!("event: message\ndata: {progress}\n\nevent: message\nid: e2\ndata: {}\n\n", String::from_utf8(echo_result(false)).unwrap());
     *p.origin_body.borrow_mut() = Some(sse.into_bytes());
     p.origin_response_headers.borrow_mut().push(("content-type", "text/event-stream".into()));
+    p.origin_response_headers.borrow_mut().push(("settlement-overrides", r#"{"amount":"1"}"#.into()));
     let res = run(&cfg, &p, post(&call(json!(15), "search", Some(json!({ "x402/payment": payment(&cfg, "search", 15, 15) })))));
     assert_eq!(res.headers()["content-type"], "text/event-stream");
+    assert!(res.headers().get("settlement-overrides").is_none(), "the relayed head carries no upto report");
     assert!(res.body().is_empty(), "the body is the relay");
     let text = String::from_utf8(p.relayed.borrow().clone()).unwrap();
     let events = x402_edge_paywall::mcp::answer::events(&text);

@@ -123,6 +123,20 @@ pub(super) fn prepare_forward<B>(config: &Config, req: Request<B>, canonical: &s
     for name in PAYWALL_REQUEST_HEADERS.iter().chain(&PATH_OVERRIDE_HEADERS).chain(&HOP_BY_HOP_HEADERS).chain(&CLIENT_FORWARDING_HEADERS) {
         h.remove(*name);
     }
+    // The same names spelt with `_` for `-` (`X_Original_URL`): CGI-style servers (Rack, PHP)
+    // read both as one variable (`HTTP_X_ORIGINAL_URL`).
+    let underscored: Vec<http::HeaderName> = h
+        .keys()
+        .filter(|k| k.as_str().contains('_'))
+        .filter(|k| {
+            let dashed = k.as_str().replace('_', "-");
+            PAYWALL_REQUEST_HEADERS.iter().chain(&PATH_OVERRIDE_HEADERS).chain(&CLIENT_FORWARDING_HEADERS).any(|n| *n == dashed)
+        })
+        .cloned()
+        .collect();
+    for name in underscored {
+        h.remove(name);
+    }
     h.remove(http::header::HOST);
     let cookies: Vec<String> = h.get_all(http::header::COOKIE).iter().filter_map(|v| v.to_str().ok()).filter_map(pass::strip_cookie).collect();
     h.remove(http::header::COOKIE);

@@ -106,6 +106,8 @@ impl<P: Platform> ToolOrigin<P> {
         *head.status_mut() = parts.status;
         *head.headers_mut() = parts.headers.clone();
         head.headers_mut().remove(CONTENT_LENGTH);
+        // Sent before `forward` takes it out of the answer: an `upto` report is the paywall's.
+        head.headers_mut().remove(crate::meter::SETTLEMENT_OVERRIDES);
         head.headers_mut().insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
         *self.relay.borrow_mut() = Some(Rc::clone(&writer));
         self.head.put(head);

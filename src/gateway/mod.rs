@@ -140,12 +140,12 @@ fn set_header(headers: &mut HeaderMap, name: &'static str, value: &str) {
     }
 }
 
-/// Whether a query string carries `_method` (any case, percent-encoded or not) as a key, also in
-/// the spellings PHP turns into `_method` (`.`, a space or `[` for the `_`: `.method=GET`).
+/// Whether a query string carries `_method` (any case, percent-encoded or not) as a key, also as
+/// PHP reads a key: up to a NUL (`_method%00x`), with `.` for the `_` (`.method`).
 fn has_method_override_param(query: Option<&str>) -> bool {
     query.is_some_and(|q| {
         form_urlencoded::parse(q.as_bytes()).any(|(k, _)| {
-            let k = k.trim();
+            let k = k.split('\0').next().unwrap_or("").trim();
             k.len() == METHOD_OVERRIDE_PARAM.len() && k.bytes().zip(METHOD_OVERRIDE_PARAM.bytes()).all(|(a, b)| a.eq_ignore_ascii_case(&b) || (b == b'_' && matches!(a, b'.' | b' ' | b'[')))
         })
     })
