@@ -915,3 +915,23 @@ fn segments_of_only_parameters_are_refused_only_where_they_could_be_priced() {
     }
     assert_eq!(p.origin_hits(), 3);
 }
+
+/// A paid answer is for its payer: `no-store`, and the origin's CDN cache directives (which a
+/// CDN in front of the Worker would obey over `Cache-Control`, RFC 9213) are removed.
+#[test]
+fn a_paid_answer_carries_no_cache_directive_a_cdn_would_obey() {
+    let cfg = config();
+    let p = Rc::new(fake());
+    for (name, value) in [("cdn-cache-control", "max-age=3600"), ("cloudflare-cdn-cache-control", "max-age=3600"), ("surrogate-control", "max-age=3600")] {
+        p.origin_response_headers.borrow_mut().push((name, value.into()));
+    }
+    let res = paid(&cfg, &p, &payment(&cfg, 0, 63));
+    assert_eq!(res.status(), 200);
+    assert_eq!(res.headers()["cache-control"], "no-store");
+    for name in ["cdn-cache-control", "cloudflare-cdn-cache-control", "surrogate-control"] {
+        assert!(res.headers().get(name).is_none(), "{name}");
+    }
+    // A free answer keeps the origin's caching.
+    let res = run(&cfg, &p, request("/elsewhere", &[]));
+    assert_eq!(res.headers()["cdn-cache-control"], "max-age=3600");
+}

@@ -35,7 +35,7 @@ use std::rc::Rc;
 use std::task::Poll;
 
 use base64::Engine;
-use http::header::{HeaderValue, CACHE_CONTROL, CONTENT_LENGTH, CONTENT_TYPE, SET_COOKIE};
+use http::header::{HeaderValue, CONTENT_LENGTH, CONTENT_TYPE, SET_COOKIE};
 use http::request::Parts;
 use http::{Method, Request, Response, StatusCode};
 use serde_json::{json, Map, Value};
@@ -291,7 +291,7 @@ async fn translate<P: Platform>(p: &Rc<P>, route: &Route, call: &ToolCall, res: 
             // The client's id in place of the paywall's.
             message["id"] = call.id.clone();
             parts.status = status;
-            parts.headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+            super::not_stored(&mut parts.headers);
             let out = match answer.format {
                 Format::Sse(index) if relayed => {
                     let event = events(&String::from_utf8_lossy(&bytes)).into_iter().nth(index).map(|e| e.lines.join("\n") + "\n\n").unwrap_or_default();

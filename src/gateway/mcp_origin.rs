@@ -14,7 +14,7 @@ use std::future::Future;
 use std::rc::Rc;
 use std::task::{Context, Poll, Waker};
 
-use http::header::{HeaderValue, CACHE_CONTROL, CONTENT_LENGTH, CONTENT_TYPE};
+use http::header::{CONTENT_LENGTH, CONTENT_TYPE};
 use http::{Request, Response, StatusCode};
 use serde_json::Value;
 
@@ -108,7 +108,7 @@ impl<P: Platform> ToolOrigin<P> {
         head.headers_mut().remove(CONTENT_LENGTH);
         // Sent before `forward` takes it out of the answer: an `upto` report is the paywall's.
         head.headers_mut().remove(crate::meter::SETTLEMENT_OVERRIDES);
-        head.headers_mut().insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        super::not_stored(head.headers_mut());
         *self.relay.borrow_mut() = Some(Rc::clone(&writer));
         self.head.put(head);
         Some(writer)

@@ -130,6 +130,19 @@ fn json_response<B>(status: StatusCode, value: &Value, body: impl FnOnce(Vec<u8>
     res
 }
 
+/// Cache directives an origin may send that CDNs obey over `Cache-Control` (RFC 9213
+/// `CDN-Cache-Control`, Cloudflare's own, Fastly's and Akamai's `Surrogate-Control`).
+const CDN_CACHE_HEADERS: [&str; 3] = ["cdn-cache-control", "cloudflare-cdn-cache-control", "surrogate-control"];
+
+/// A paid answer is for its payer only: `Cache-Control: no-store`, and none of the origin's CDN
+/// cache directives that a cache in front of the Worker would obey instead.
+pub(super) fn not_stored(headers: &mut HeaderMap) {
+    headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    for name in CDN_CACHE_HEADERS {
+        headers.remove(name);
+    }
+}
+
 fn header_str<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
     headers.get(name).and_then(|v| v.to_str().ok())
 }

@@ -5,7 +5,7 @@
 
 use std::rc::Rc;
 
-use http::header::{HeaderValue, CACHE_CONTROL};
+use http::header::HeaderValue;
 use http::{HeaderMap, Request, Response};
 use serde_json::{json, Value};
 
@@ -222,7 +222,7 @@ pub(super) async fn serve_on_pass<P: Platform>(config: &Config, p: &P, req: Requ
                 refund_pass_use(p, pass).await;
             }
             set_header(res.headers_mut(), PASS_EXPIRES_HEADER, &pass.expires_at.to_string());
-            res.headers_mut().insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+            super::not_stored(res.headers_mut());
             res
         }
         Err(e) => {

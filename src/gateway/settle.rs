@@ -5,7 +5,7 @@
 
 use std::rc::Rc;
 
-use http::header::{HeaderValue, CACHE_CONTROL, CONTENT_LENGTH, CONTENT_TYPE};
+use http::header::{CONTENT_LENGTH, CONTENT_TYPE};
 use ruint::aliases::U256;
 use http::{Request, Response, StatusCode};
 use serde_json::Value;
@@ -87,7 +87,7 @@ pub(super) async fn settle_after<P: Platform>(
             }
             let h = res.headers_mut();
             set_header(h, response_header(version), &encode_header(&settled));
-            h.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+            super::not_stored(h);
             res
         }
         other => unsettled_response::<P>(other, &identity, version),
@@ -216,7 +216,7 @@ pub(super) async fn deliver_settled<P: Platform>(config: &Rc<Config>, p: &Rc<P>,
     }
     let h = res.headers_mut();
     set_header(h, response_header(version), &encode_header(&settled));
-    h.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    super::not_stored(h);
     res
 }
 

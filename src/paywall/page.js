@@ -371,7 +371,10 @@
       const blob = await res.blob();
       const a = el('a', 'download', `Download the content (${type}, ${blob.size} bytes)`);
       a.href = URL.createObjectURL(blob);
-      a.download = decodeURIComponent(new URL(url).pathname.split('/').filter(Boolean).pop() || 'content');
+      const last = new URL(url).pathname.split('/').filter(Boolean).pop() || 'content';
+      // A path escape that is not UTF-8 (/files/r%E9sum%E9.pdf) makes decodeURIComponent throw:
+      // the paid content is still offered, under its raw name.
+      try { a.download = decodeURIComponent(last); } catch { a.download = last; }
       result.append(a);
     }
     result.hidden = false;
