@@ -935,3 +935,22 @@ fn a_paid_answer_carries_no_cache_directive_a_cdn_would_obey() {
     let res = run(&cfg, &p, request("/elsewhere", &[]));
     assert_eq!(res.headers()["cdn-cache-control"], "max-age=3600");
 }
+
+/// With a list of browser origins (or `none`), a priced answer carries the paywall's CORS only:
+/// an origin that reflects any `Origin` with credentials cannot widen the list.
+#[test]
+fn the_origin_list_is_the_paywall_s_on_priced_answers() {
+    for (policy, listed_gets) in [("https://app.example", Some("https://app.example")), ("none", None)] {
+        let cfg = config_vars(json!({ "CORS_ALLOWED_ORIGINS": policy, "ROUTES": [{ "route": "GET /paid", "price": "$0.01" }] }));
+        for (n, origin) in [(64u8, "https://evil.example"), (65, "https://app.example")] {
+            let p = Rc::new(fake());
+            p.origin_response_headers.borrow_mut().push(("access-control-allow-origin", origin.into()));
+            p.origin_response_headers.borrow_mut().push(("access-control-allow-credentials", "true".into()));
+            let res = run(&cfg, &p, request("/paid", &[("origin", origin), ("payment-signature", &payment(&cfg, 0, n))]));
+            assert_eq!(res.status(), 200);
+            let expected = if origin == "https://app.example" { listed_gets } else { None };
+            assert_eq!(res.headers().get("access-control-allow-origin").map(|v| v.to_str().unwrap()), expected, "{policy} {origin}");
+            assert!(res.headers().get("access-control-allow-credentials").is_none(), "{policy} {origin}");
+        }
+    }
+}

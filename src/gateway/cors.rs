@@ -28,9 +28,21 @@ pub(super) fn append_vary(headers: &mut HeaderMap, value: &'static str) {
     headers.append(http::header::VARY, HeaderValue::from_static(value));
 }
 
-/// Adds CORS and `Vary` to every answer of a priced route.
+/// The origin's own CORS answer headers: on a priced route the paywall's policy replaces them
+/// (unless it is `*`), so an origin that reflects any `Origin` cannot widen a list.
+const ORIGIN_CORS_HEADERS: [http::header::HeaderName; 3] =
+    [http::header::ACCESS_CONTROL_ALLOW_ORIGIN, http::header::ACCESS_CONTROL_ALLOW_CREDENTIALS, http::header::ACCESS_CONTROL_EXPOSE_HEADERS];
+
+/// Adds CORS and `Vary` to every answer of a priced route; with a list of origins or `none`,
+/// the origin's own `Access-Control-Allow-Origin`, `-Allow-Credentials` and `-Expose-Headers`
+/// are removed first.
 pub(super) fn decorate<B>(mut res: Response<B>, config: &Config, allow_origin: Option<HeaderValue>) -> Response<B> {
     let h = res.headers_mut();
+    if config.cors != CorsPolicy::Any {
+        for name in ORIGIN_CORS_HEADERS {
+            h.remove(name);
+        }
+    }
     if let Some(o) = allow_origin {
         h.insert(http::header::ACCESS_CONTROL_ALLOW_ORIGIN, o);
         h.insert(http::header::ACCESS_CONTROL_EXPOSE_HEADERS, HeaderValue::from_static(EXPOSED_HEADERS));
