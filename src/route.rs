@@ -292,6 +292,12 @@ impl RoutePattern {
         }
     }
 
+    /// Whether the pattern's first segment is a literal (`/api/*`), not a parameter or `*`
+    /// (`/*`, `/:lang/docs`): a pattern that names where it lives.
+    pub fn starts_with_literal(&self) -> bool {
+        matches!(self.segs.first(), Some(Seg::Lit(_)))
+    }
+
     /// Whether matching-form `segments` fall under this pattern's path, whatever the method.
     pub fn matches_path(&self, segments: &[String]) -> bool {
         let mut i = 0;

@@ -313,6 +313,20 @@ impl Config {
         let channel_claim = ChannelClaimPolicy { vouchers: count_var(vars, "CHANNEL_CLAIM_VOUCHERS", 100)?, seconds: u64_var(vars, "CHANNEL_CLAIM_SECONDS", 3600)? };
         let denylist = denylist(vars)?;
         let admin = admin_endpoint(vars)?;
+        if let Some(admin) = &admin {
+            // The admin endpoint answers its whole path (in any spelling) before any route: a
+            // route that names that place (a literal first segment: not a catch-all such as
+            // `/*`) or an MCP server there would silently stop being served.
+            let base = crate::route::match_segments(&admin.path);
+            let under = |extra: &str| base.iter().cloned().chain((!extra.is_empty()).then(|| extra.to_string())).collect::<Vec<String>>();
+            let covered = |matches: &dyn Fn(&[String]) -> bool| ["", "revoke", "deny"].iter().any(|a| matches(&under(a)));
+            if let Some(r) = routes.iter().find(|r| r.pattern.starts_with_literal() && covered(&|seg| r.pattern.matches_path(seg))) {
+                return err(format!("ADMIN_PATH {} lies under the route {}, which it would take over: choose another ADMIN_PATH", shown(&admin.path), shown(&r.key)));
+            }
+            if let Some(m) = mcp.iter().find(|m| crate::route::match_segments(&m.path).starts_with(&base)) {
+                return err(format!("ADMIN_PATH {} holds the MCP server path {}, which it would take over: choose another ADMIN_PATH", shown(&admin.path), shown(&m.path)));
+            }
+        }
         let public_url = public_url(vars)?;
         let rpc_url = rpc_url(vars)?;
         let sign_in_key = sign_in_key(vars, public_url.is_some() && routes.iter().any(|r| r.pass.is_some()))?;

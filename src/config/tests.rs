@@ -425,3 +425,26 @@ fn origin_headers_refuse_every_header_forwarding_owns_and_only_those() {
     v.insert("ORIGIN_HEADERS".into(), json!(r#"{"X402-Session":"x"}"#));
     assert_eq!(Config::from_vars(&v).unwrap().origin_headers.len(), 1);
 }
+
+#[test]
+fn an_admin_path_that_would_take_over_a_route_is_refused() {
+    let with_admin = |path: &str, routes: Value| {
+        let mut v = vars(routes);
+        v.insert("ADMIN_TOKEN".into(), json!("t".repeat(MIN_ADMIN_TOKEN_LEN)));
+        v.insert("ADMIN_PATH".into(), json!(path));
+        Config::from_vars(&v)
+    };
+    let e = with_admin("/api", json!([{ "route": "GET /api/*", "price": "$0.01" }])).unwrap_err().0;
+    assert!(e.contains("ADMIN_PATH") && e.contains("GET /api/*"), "{e}");
+    let e = with_admin("/api", json!([{ "route": "POST /API/:action", "free": true }])).unwrap_err().0;
+    assert!(e.contains("POST /API/:action"), "{e}");
+    // A catch-all names no place: the admin path under it is the paywall's, as before.
+    assert!(with_admin("/.well-known/x402/admin", json!([{ "route": "GET /*", "price": "$0.01" }])).is_ok());
+    assert!(with_admin("/admin", json!([{ "route": "GET /api/*", "price": "$0.01" }])).is_ok());
+    let mut v = vars(json!([]));
+    v.insert("ADMIN_TOKEN".into(), json!("t".repeat(MIN_ADMIN_TOKEN_LEN)));
+    v.insert("ADMIN_PATH".into(), json!("/tools"));
+    v.insert("MCP".into(), json!([{ "path": "/tools/mcp", "tools": { "search": "$0.01" } }]));
+    let e = Config::from_vars(&v).unwrap_err().0;
+    assert!(e.contains("MCP server path `/tools/mcp`"), "{e}");
+}
