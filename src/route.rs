@@ -292,10 +292,23 @@ impl RoutePattern {
         }
     }
 
-    /// Whether the pattern's first segment is a literal (`/api/*`), not a parameter or `*`
-    /// (`/*`, `/:lang/docs`): a pattern that names where it lives.
-    pub fn starts_with_literal(&self) -> bool {
-        matches!(self.segs.first(), Some(Seg::Lit(_)))
+    /// Whether the pattern has no literal segment (`/*`, `/:lang/*`): it names no place, every
+    /// path of some length matches it.
+    pub fn names_no_place(&self) -> bool {
+        !self.segs.iter().any(|s| matches!(s, Seg::Lit(_)))
+    }
+
+    /// Whether some path at or under the matching-form `prefix` matches this pattern.
+    pub fn can_match_under(&self, prefix: &[String]) -> bool {
+        for (i, want) in prefix.iter().enumerate() {
+            match self.segs.get(i) {
+                Some(Seg::Rest) => return true,
+                Some(Seg::One) => {}
+                Some(Seg::Lit(l)) if l == want => {}
+                _ => return false,
+            }
+        }
+        true
     }
 
     /// Whether matching-form `segments` fall under this pattern's path, whatever the method.

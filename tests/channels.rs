@@ -411,3 +411,16 @@ fn a_charge_is_claimed_before_a_withdrawal_started_after_it_could_complete() {
     let kinds: Vec<String> = p.facilitator_calls.borrow().iter().filter(|(e, _)| e == "settle").map(|(_, b)| b["paymentPayload"]["payload"]["type"].as_str().unwrap_or("").to_string()).collect();
     assert_eq!(kinds, ["deposit", "claim", "settle"], "600 s = withdrawDelay 900 − 300: claimed");
 }
+
+/// A voucher-paid answer is for its payer: `no-store`, and no CDN cache directive of the origin's.
+#[test]
+fn a_voucher_paid_answer_carries_no_cache_directive_a_cdn_would_obey() {
+    let (cfg, p) = (cfg(), start());
+    open(&cfg, &p, 1, 100_000);
+    p.origin_response_headers.borrow_mut().push(("cdn-cache-control", "max-age=3600".into()));
+    p.origin_response_headers.borrow_mut().push(("surrogate-control", "max-age=3600".into()));
+    let res = run(&cfg, &p, paid(&cfg, voucher_header(&cfg, 1, 2 * PRICE)));
+    assert_eq!(res.status(), 200);
+    assert_eq!(res.headers()["cache-control"], "no-store");
+    assert!(res.headers().get("cdn-cache-control").is_none() && res.headers().get("surrogate-control").is_none());
+}

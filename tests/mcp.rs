@@ -533,6 +533,36 @@ fn the_origin_time_limit_covers_a_paid_call_s_whole_answer() {
     assert!(p.origin_calls.borrow()[1].extensions().get::<WholeAnswer>().is_none());
 }
 
+/// A priced MCP server is a priced route: a segment of only `;` parameters in front of its path
+/// (`/;x/mcp`, which an Express origin could route as `/:tenant/mcp`) is refused, and its answers
+/// carry the paywall's CORS policy, not the origin's.
+#[test]
+fn a_priced_server_s_path_and_answers_follow_the_priced_route_rules() {
+    let cfg = config_vars(json!({
+        "CORS_ALLOWED_ORIGINS": "https://app.example",
+        "ROUTES": [{ "route": "GET /:tenant/mcp", "price": "$0.01" }],
+        "MCP": [{ "path": "/mcp", "tools": { "search": "$0.01", "echo": "free" } }],
+    }));
+    let p = Rc::new(fake());
+    for method in ["GET", "DELETE", "POST"] {
+        let res = run(&cfg, &p, request_with(method, "/;x/mcp", &[]));
+        assert_eq!(res.status(), 400, "{method}");
+        assert_eq!(body_json(&res)["error"], "invalid_path");
+    }
+    assert_eq!(p.origin_hits(), 0);
+    origin_answers(&p, echo_result(false));
+    p.origin_response_headers.borrow_mut().push(("access-control-allow-origin", "https://evil.example".into()));
+    p.origin_response_headers.borrow_mut().push(("access-control-allow-credentials", "true".into()));
+    let offer = match cfg.mcp[0].tool("search") { ToolPrice::Priced(r) => r.accepts[0].clone(), _ => unreachable!() };
+    let pay = json!({ "x402Version": 2, "accepted": offer.requirements_json, "payload": exact_payload_for(&offer, 51, 51, 120) });
+    let mut req = post(&call(json!(1), "search", Some(json!({ "x402/payment": pay }))));
+    req.headers_mut().insert("origin", "https://evil.example".parse().unwrap());
+    let res = run(&cfg, &p, req);
+    assert_eq!(body_json(&res)["result"]["_meta"]["x402/payment-response"]["success"], true);
+    assert!(res.headers().get("access-control-allow-origin").is_none());
+    assert!(res.headers().get("access-control-allow-credentials").is_none());
+}
+
 /// An SSE event that answers the paid call but does not parse here (JavaScript's JSON.parse
 /// accepts a lone surrogate escape and any depth; serde_json refuses both) is held, not relayed:
 /// relayed, it was the tool's output delivered with nothing charged, again for every copy of the

@@ -221,14 +221,15 @@ fn url_headers_that_do_not_point_at_the_origin_are_left_in_place_and_order() {
 /// every header the paywall removes are removed too.
 #[test]
 fn underscore_spellings_of_removed_headers_never_reach_the_origin() {
-    let cfg = config();
+    let cfg = secret_config();
     let p = Rc::new(fake());
-    let sent = [("x_original_url", "/paid"), ("x_forwarded_prefix", "/other"), ("x_forwarded_for", "10.0.0.1"), ("x_real_ip", "10.0.0.1"), ("x402_payment_context", "forged"), ("x_my_own_header", "kept")];
+    let sent = [("x_original_url", "/paid"), ("x_forwarded_prefix", "/other"), ("x_forwarded_for", "10.0.0.1"), ("x_real_ip", "10.0.0.1"), ("x402_payment_context", "forged"), ("cf_connecting_ip", "10.9.9.9"), ("x_paywall_secret", "forged"), ("x_my_own_header", "kept")];
     run(&cfg, &p, request("/free", &sent));
     let calls = p.origin_calls.borrow();
     let h = calls[0].headers();
-    for (name, _) in &sent[..5] {
+    for (name, _) in &sent[..7] {
         assert!(h.get(*name).is_none(), "{name} reached the origin");
     }
+    assert_eq!(h["x-paywall-secret"], "s3cret", "the ORIGIN_HEADERS value is the paywall's own");
     assert_eq!(h["x_my_own_header"], "kept", "other underscored headers are the origin's business");
 }

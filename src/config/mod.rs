@@ -314,13 +314,12 @@ impl Config {
         let denylist = denylist(vars)?;
         let admin = admin_endpoint(vars)?;
         if let Some(admin) = &admin {
-            // The admin endpoint answers its whole path (in any spelling) before any route: a
-            // route that names that place (a literal first segment: not a catch-all such as
-            // `/*`) or an MCP server there would silently stop being served.
+            // The admin endpoint answers every path at or under its own (in any spelling) before
+            // any route: a route that can match there (but one without a literal segment, such as
+            // `/*` or `/:lang/*`, which names no place and could not avoid it) or an MCP server
+            // there would silently stop being served.
             let base = crate::route::match_segments(&admin.path);
-            let under = |extra: &str| base.iter().cloned().chain((!extra.is_empty()).then(|| extra.to_string())).collect::<Vec<String>>();
-            let covered = |matches: &dyn Fn(&[String]) -> bool| ["", "revoke", "deny"].iter().any(|a| matches(&under(a)));
-            if let Some(r) = routes.iter().find(|r| r.pattern.starts_with_literal() && covered(&|seg| r.pattern.matches_path(seg))) {
+            if let Some(r) = routes.iter().find(|r| !r.pattern.names_no_place() && r.pattern.can_match_under(&base)) {
                 return err(format!("ADMIN_PATH {} lies under the route {}, which it would take over: choose another ADMIN_PATH", shown(&admin.path), shown(&r.key)));
             }
             if let Some(m) = mcp.iter().find(|m| crate::route::match_segments(&m.path).starts_with(&base)) {

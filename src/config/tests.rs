@@ -441,6 +441,14 @@ fn an_admin_path_that_would_take_over_a_route_is_refused() {
     // A catch-all names no place: the admin path under it is the paywall's, as before.
     assert!(with_admin("/.well-known/x402/admin", json!([{ "route": "GET /*", "price": "$0.01" }])).is_ok());
     assert!(with_admin("/admin", json!([{ "route": "GET /api/*", "price": "$0.01" }])).is_ok());
+    // Deeper routes and parameters that can fall under it too.
+    for route in ["GET /api/v1/weather", "GET /api/:a/:b", "GET /api/revoke/x", "GET /:v/weather"] {
+        let e = with_admin("/api", json!([{ "route": route, "price": "$0.01" }])).unwrap_err().0;
+        assert!(e.contains(route), "{route}: {e}");
+    }
+    assert!(with_admin("/en/docs", json!([{ "route": "GET /:lang/docs", "price": "$0.01" }])).is_err());
+    assert!(with_admin("/en/docs", json!([{ "route": "GET /:lang/guide", "price": "$0.01" }])).is_ok());
+    assert!(with_admin("/.well-known/x402/admin", json!([{ "route": "GET /:lang/*", "price": "$0.01" }])).is_ok(), "names no place");
     let mut v = vars(json!([]));
     v.insert("ADMIN_TOKEN".into(), json!("t".repeat(MIN_ADMIN_TOKEN_LEN)));
     v.insert("ADMIN_PATH".into(), json!("/tools"));

@@ -306,7 +306,7 @@ pub(super) async fn pay<P: Platform>(cx: Paying<'_, P>, req: Request<P::Body>, p
     trace.outcome(DecisionOutcome::Paid, Some(if redelivery { "redelivered" } else { v.kind }));
     let (mut parts, body) = res.into_parts();
     set_header(&mut parts.headers, PAYMENT_RESPONSE, &payment_response(&after, &payer, terms.price, deposited.as_ref()));
-    parts.headers.insert(http::header::CACHE_CONTROL, http::HeaderValue::from_static("private"));
+    super::not_stored(&mut parts.headers);
     Response::from_parts(parts, body)
 }
 

@@ -130,7 +130,8 @@ pub(super) fn prepare_forward<B>(config: &Config, req: Request<B>, canonical: &s
         .filter(|k| k.as_str().contains('_'))
         .filter(|k| {
             let dashed = k.as_str().replace('_', "-");
-            PAYWALL_REQUEST_HEADERS.iter().chain(&PATH_OVERRIDE_HEADERS).chain(&CLIENT_FORWARDING_HEADERS).any(|n| *n == dashed)
+            PAYWALL_REQUEST_HEADERS.iter().chain(&PATH_OVERRIDE_HEADERS).chain(&CLIENT_FORWARDING_HEADERS).chain(&["cf-connecting-ip"]).any(|n| *n == dashed)
+                || config.origin_headers.iter().any(|(name, _)| name.as_str() == dashed)
         })
         .cloned()
         .collect();

@@ -130,9 +130,18 @@ fn json_response<B>(status: StatusCode, value: &Value, body: impl FnOnce(Vec<u8>
     res
 }
 
-/// Cache directives an origin may send that CDNs obey over `Cache-Control` (RFC 9213
-/// `CDN-Cache-Control`, Cloudflare's own, Fastly's and Akamai's `Surrogate-Control`).
-const CDN_CACHE_HEADERS: [&str; 3] = ["cdn-cache-control", "cloudflare-cdn-cache-control", "surrogate-control"];
+/// Cache directives an origin may send that CDNs and proxies obey over `Cache-Control` (RFC 9213
+/// `CDN-Cache-Control` and the vendors' own, `Surrogate-Control`, Akamai's `Edge-Control`,
+/// nginx's `X-Accel-Expires`).
+const CDN_CACHE_HEADERS: [&str; 7] = [
+    "cdn-cache-control",
+    "cloudflare-cdn-cache-control",
+    "vercel-cdn-cache-control",
+    "netlify-cdn-cache-control",
+    "surrogate-control",
+    "edge-control",
+    "x-accel-expires",
+];
 
 /// A paid answer is for its payer only: `Cache-Control: no-store`, and none of the origin's CDN
 /// cache directives that a cache in front of the Worker would obey instead.
@@ -210,17 +219,28 @@ pub async fn handle<P: Platform>(config: &Rc<Config>, p: &Rc<P>, req: Request<P:
             return cold(admin_endpoint(config, &**p, admin, req, &action)).await;
         }
     }
-    // An MCP server's path in any spelling a route would match (case, trailing `/`, `;`, escapes).
-    if let Some(server) = config.mcp.iter().find(|s| match_segments(&s.path) == segments) {
-        return cold(mcp::serve(config, p, server, req, &canonical)).await;
-    }
-    let method = req.method().clone();
     let priced_path = config.is_priced_path(&segments);
     // A segment of only `;` parameters is one to some origins (Express: `/users/;x/profile` is
-    // `/users/:id/profile`) and none to others (Tomcat): refused where either reading is priced.
-    if has_params_only_segment(&canonical) && (priced_path || config.is_priced_path(&raw_match_segments(&canonical))) {
-        return Refusal::InvalidPath(PathError::EmptySegmentParams.to_string()).json(P::body);
+    // `/users/:id/profile`) and none to others (Tomcat): refused where either reading is priced
+    // or is an MCP server.
+    if has_params_only_segment(&canonical) {
+        let raw = raw_match_segments(&canonical);
+        let mcp_either = config.mcp.iter().any(|s| {
+            let path = match_segments(&s.path);
+            path == segments || path == raw
+        });
+        if priced_path || mcp_either || config.is_priced_path(&raw) {
+            return Refusal::InvalidPath(PathError::EmptySegmentParams.to_string()).json(P::body);
+        }
     }
+    // An MCP server's path in any spelling a route would match (case, trailing `/`, `;`, escapes).
+    if let Some(server) = config.mcp.iter().find(|s| match_segments(&s.path) == segments) {
+        // A server with something priced is a priced route: the paywall's CORS policy, as below.
+        let allow_origin = server.is_priced().then(|| allowed_origin(config, req.headers())).flatten();
+        let res = cold(mcp::serve(config, p, server, req, &canonical)).await;
+        return if server.is_priced() { decorate(res, config, allow_origin) } else { res };
+    }
+    let method = req.method().clone();
 
     if priced_path {
         if has_method_override_param(req.uri().query()) {

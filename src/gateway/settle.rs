@@ -327,6 +327,14 @@ pub(super) async fn settle<P: Platform>(p: Rc<P>, s: Pending, mode: SettleMode) 
         p.log(&format!("x402: not settling {} nonce {}: {detail}", s.identity.payer, s.identity.nonce));
         // It sent nothing: a mark that was applied all the same is taken back (`Outcome::Unsent`).
         let released = finish(&*p, &s.ticket, Outcome::Unsent).await;
+        if !released && !s.prior_sent {
+            // Once more after the answer: the ledger may be back, and while the mark stands a
+            // retry would take it for a send.
+            let (p2, ticket) = (Rc::clone(&p), s.ticket.clone());
+            p.defer(async move {
+                finish(&*p2, &ticket, Outcome::Unsent).await;
+            });
+        }
         if s.prior_sent || !released {
             s.trace.outcome(DecisionOutcome::UnknownOutcome, Some("ledger_unavailable"));
             let why = if s.prior_sent {
