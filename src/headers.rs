@@ -87,6 +87,13 @@ pub fn is_owned_request_header(name: &str) -> bool {
         .any(|list| list.contains(&name))
 }
 
+/// Whether a received header name (lower-case) is `name`, also spelt with `_` for `-`
+/// (`x_original_url`): CGI-style servers (Rack, PHP) read both as one variable
+/// (`HTTP_X_ORIGINAL_URL`).
+pub(crate) fn is_spelling_of(received: &str, name: &str) -> bool {
+    received.len() == name.len() && received.bytes().zip(name.bytes()).all(|(a, b)| a == b || (a == b'_' && b == b'-'))
+}
+
 /// Response headers whose URLs are rewritten when they point at the origin.
 pub(crate) const URL_RESPONSE_HEADERS: [&str; 3] = ["location", "content-location", "link"];
 

@@ -176,6 +176,9 @@ pub struct Config {
 pub struct AdminEndpoint {
     /// Canonical path prefix, without trailing `/` (default `/.well-known/x402/admin`).
     pub path: String,
+    /// `path` in matching form ([`crate::route::match_segments`]), kept so that no request
+    /// computes it again.
+    pub segments: Vec<String>,
     /// `ADMIN_TOKEN` (secret), at least [`MIN_ADMIN_TOKEN_LEN`] characters.
     pub token: String,
 }
@@ -251,7 +254,8 @@ fn admin_endpoint(vars: &Map<String, Value>) -> Result<Option<AdminEndpoint>, Co
             let Some(path) = path.map(|p| p.trim_end_matches('/').to_string()).filter(|p| !p.is_empty()) else {
                 return err(format!("ADMIN_PATH {} must be a canonical absolute path other than /", shown(&raw)));
             };
-            Ok(Some(AdminEndpoint { path, token }))
+            let segments = crate::route::match_segments(&path);
+            Ok(Some(AdminEndpoint { path, segments, token }))
         }
     }
 }
@@ -318,11 +322,11 @@ impl Config {
             // any route: a route that can match there (but one without a literal segment, such as
             // `/*` or `/:lang/*`, which names no place and could not avoid it) or an MCP server
             // there would silently stop being served.
-            let base = crate::route::match_segments(&admin.path);
-            if let Some(r) = routes.iter().find(|r| !r.pattern.names_no_place() && r.pattern.can_match_under(&base)) {
+            let base = &admin.segments;
+            if let Some(r) = routes.iter().find(|r| !r.pattern.names_no_place() && r.pattern.can_match_under(base)) {
                 return err(format!("ADMIN_PATH {} lies under the route {}, which it would take over: choose another ADMIN_PATH", shown(&admin.path), shown(&r.key)));
             }
-            if let Some(m) = mcp.iter().find(|m| crate::route::match_segments(&m.path).starts_with(&base)) {
+            if let Some(m) = mcp.iter().find(|m| crate::route::match_segments(&m.path).starts_with(base)) {
                 return err(format!("ADMIN_PATH {} holds the MCP server path {}, which it would take over: choose another ADMIN_PATH", shown(&admin.path), shown(&m.path)));
             }
         }

@@ -97,7 +97,6 @@ pub(super) async fn admin_endpoint<P: Platform>(config: &Config, p: &P, admin: &
     if req.method() != Method::POST {
         return Refusal::AdminMethod.json(P::body);
     }
-    let action = action.to_string();
     let bad = |m: &str| Refusal::AdminRequest(m.to_string()).json(P::body);
     let usage = "use POST {ADMIN_PATH}/revoke with {\"pass\": \"<token>\"} or {\"payer\": \"0x…\"}, or /deny with {\"payer\": \"0x…\"}";
     let query = req.uri().query().map(str::to_string);
@@ -127,7 +126,7 @@ pub(super) async fn admin_endpoint<P: Platform>(config: &Config, p: &P, admin: &
         },
         None => None,
     };
-    let (passes, known) = match (action.as_str(), body.pass, payer) {
+    let (passes, known) = match (action, body.pass, payer) {
         ("/revoke", Some(token), None) => match pass::pass_id(&token) {
             Some(id) => (vec![id], false),
             None => return bad("pass must be a pass token (43 characters)"),

@@ -12,7 +12,7 @@ use crate::pass;
 use crate::x402::SettleResponse;
 
 use crate::meter::SETTLEMENT_OVERRIDES;
-use crate::headers::{CLIENT_FORWARDING_HEADERS, HOP_BY_HOP_HEADERS, PATH_OVERRIDE_HEADERS, PAYMENT_CONTEXT_HEADER, PAYWALL_REQUEST_HEADERS};
+use crate::headers::{is_spelling_of, CLIENT_FORWARDING_HEADERS, HOP_BY_HOP_HEADERS, PATH_OVERRIDE_HEADERS, PAYMENT_CONTEXT_HEADER, PAYWALL_REQUEST_HEADERS};
 use crate::payment_context::PaymentContext;
 use super::context::signed_header;
 use super::platform::Platform;
@@ -123,15 +123,15 @@ pub(super) fn prepare_forward<B>(config: &Config, req: Request<B>, canonical: &s
     for name in PAYWALL_REQUEST_HEADERS.iter().chain(&PATH_OVERRIDE_HEADERS).chain(&HOP_BY_HOP_HEADERS).chain(&CLIENT_FORWARDING_HEADERS) {
         h.remove(*name);
     }
-    // The same names spelt with `_` for `-` (`X_Original_URL`): CGI-style servers (Rack, PHP)
-    // read both as one variable (`HTTP_X_ORIGINAL_URL`).
+    // The same names spelt with `_` for `-` ([`is_spelling_of`]: `X_Original_URL`), and those of
+    // the headers the paywall writes below.
     let underscored: Vec<http::HeaderName> = h
         .keys()
         .filter(|k| k.as_str().contains('_'))
         .filter(|k| {
-            let dashed = k.as_str().replace('_', "-");
-            PAYWALL_REQUEST_HEADERS.iter().chain(&PATH_OVERRIDE_HEADERS).chain(&CLIENT_FORWARDING_HEADERS).chain(&["cf-connecting-ip"]).any(|n| *n == dashed)
-                || config.origin_headers.iter().any(|(name, _)| name.as_str() == dashed)
+            let k = k.as_str();
+            PAYWALL_REQUEST_HEADERS.iter().chain(&PATH_OVERRIDE_HEADERS).chain(&CLIENT_FORWARDING_HEADERS).chain(&["cf-connecting-ip"]).any(|n| is_spelling_of(k, n))
+                || config.origin_headers.iter().any(|(name, _)| is_spelling_of(k, name.as_str()))
         })
         .cloned()
         .collect();

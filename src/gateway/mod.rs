@@ -174,11 +174,9 @@ fn has_method_override_param(query: Option<&str>) -> bool {
 }
 
 /// The method-override header a request carries, also spelled with `_` for `-`
-/// (`X_HTTP_Method_Override`: CGI-style servers read both as `HTTP_X_HTTP_METHOD_OVERRIDE`).
+/// ([`crate::headers::is_spelling_of`]), in one pass over its header names.
 fn method_override_header(headers: &http::HeaderMap) -> Option<&'static str> {
-    METHOD_OVERRIDE_HEADERS.iter().copied().find(|h| {
-        headers.contains_key(*h) || headers.keys().any(|k| k.as_str().len() == h.len() && k.as_str().bytes().zip(h.bytes()).all(|(a, b)| a == b || (a == b'_' && b == b'-')))
-    })
+    headers.keys().find_map(|k| METHOD_OVERRIDE_HEADERS.iter().copied().find(|h| crate::headers::is_spelling_of(k.as_str(), h)))
 }
 
 /// The first value of query parameter `name`.
@@ -213,9 +211,8 @@ pub async fn handle<P: Platform>(config: &Rc<Config>, p: &Rc<P>, req: Request<P:
     // The admin endpoint in any spelling a route would match (case, `;`, escapes, trailing `/`):
     // a near miss would otherwise reach the origin with the admin token.
     if let Some(admin) = &config.admin {
-        let admin_segments = match_segments(&admin.path);
-        if segments.starts_with(&admin_segments) {
-            let action: String = segments[admin_segments.len()..].iter().map(|s| format!("/{s}")).collect();
+        if segments.starts_with(&admin.segments) {
+            let action: String = segments[admin.segments.len()..].iter().map(|s| format!("/{s}")).collect();
             return cold(admin_endpoint(config, &**p, admin, req, &action)).await;
         }
     }
@@ -236,9 +233,11 @@ pub async fn handle<P: Platform>(config: &Rc<Config>, p: &Rc<P>, req: Request<P:
     // An MCP server's path in any spelling a route would match (case, trailing `/`, `;`, escapes).
     if let Some(server) = config.mcp.iter().find(|s| match_segments(&s.path) == segments) {
         // A server with something priced is a priced route: the paywall's CORS policy, as below.
-        let allow_origin = server.is_priced().then(|| allowed_origin(config, req.headers())).flatten();
-        let res = cold(mcp::serve(config, p, server, req, &canonical)).await;
-        return if server.is_priced() { decorate(res, config, allow_origin) } else { res };
+        if !server.is_priced() {
+            return cold(mcp::serve(config, p, server, req, &canonical)).await;
+        }
+        let allow_origin = allowed_origin(config, req.headers());
+        return decorate(cold(mcp::serve(config, p, server, req, &canonical)).await, config, allow_origin);
     }
     let method = req.method().clone();
 

@@ -496,11 +496,13 @@ pub(super) async fn reconcile_before_origin<P: Platform>(p: &Rc<P>, s: &Pending,
 /// contract, whatever the token (one nonce signed for two tokens executes once), so its key names
 /// Permit2 in the asset's place and ends in `/permit2`.
 fn authorization_key(offer: &crate::x402::offer::Offer, verified: &Verified<'_>) -> String {
-    if offer.meter.is_some() {
-        let id = AuthorizationKey { network: offer.requirements.network.clone(), asset: crate::x402::permit2::PERMIT2_ADDRESS, payer: verified.payer, nonce: verified.nonce }.id();
+    let permit2 = offer.meter.is_some();
+    let asset = if permit2 { crate::x402::permit2::PERMIT2_ADDRESS } else { offer.asset };
+    let id = AuthorizationKey { network: offer.requirements.network.clone(), asset, payer: verified.payer, nonce: verified.nonce }.id();
+    if permit2 {
         format!("{id}/permit2")
     } else {
-        AuthorizationKey { network: offer.requirements.network.clone(), asset: offer.asset, payer: verified.payer, nonce: verified.nonce }.id()
+        id
     }
 }
 

@@ -43,14 +43,13 @@ pub(super) async fn settle_after<P: Platform>(
     config: &Rc<Config>,
     p: &Rc<P>,
     route: &Route,
-    req: Request<P::Body>,
+    mut req: Request<P::Body>,
     canonical: &str,
     pending: Pending,
 ) -> Response<P::Body> {
     let rerunnable = is_idempotent(req.method());
-    let mut req = req;
     // A body meter holds the payment while it reads the body: the origin's time limit covers it.
-    if pending.upto.as_ref().is_some_and(|u| !matches!(u.meter, Meter::Origin)) {
+    if pending.upto.as_ref().is_some_and(|u| u.meter.reads_body()) {
         req.extensions_mut().insert(WholeAnswer);
     }
     let origin_res = match forward(config, &**p, req, canonical).await {
@@ -376,9 +375,11 @@ pub(super) async fn settle<P: Platform>(p: Rc<P>, s: Pending, mode: SettleMode) 
             }
         }
     };
+    // A metered settlement's amount, as its requirement asked for it (atomic units).
+    let asked = upto_amount(&s).map(|a| a.to_string());
     let decided = match outcome {
         SettleOutcome::Settled(r) if r.transaction.is_empty() && upto_amount(&s) == Some(U256::ZERO) => Settled::Paid(r),
-        SettleOutcome::Settled(r) => match check_settled(&r, &networks, &id.payer, upto_amount(&s).map(|a| a.to_string()).as_deref()) {
+        SettleOutcome::Settled(r) => match check_settled(&r, &networks, &id.payer, asked.as_deref()) {
             Ok(()) => Settled::Paid(with_amount(with_payer(r, &id.payer), upto_amount(&s))),
             Err(detail) => {
                 named_transaction = is_transaction_hash(&r.transaction).then(|| r.transaction.clone());

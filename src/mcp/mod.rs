@@ -197,8 +197,7 @@ pub fn classify(body: &[u8]) -> Result<Message, Refused> {
     // A member a case-insensitive server reads as a JSON-RPC or MCP one (`"Method"`, `"paramſ"`,
     // `params."Name"`) is refused: this classification reads the exact names only.
     let params_keys = obj.get("params").and_then(Value::as_object).into_iter().flat_map(|p| p.keys());
-    for key in obj.keys().map(|k| (k, &TOP_KEYS[..])).chain(params_keys.map(|k| (k, &PARAMS_KEYS[..]))) {
-        let (key, names) = key;
+    for (key, names) in obj.keys().map(|k| (k, &TOP_KEYS[..])).chain(params_keys.map(|k| (k, &PARAMS_KEYS[..]))) {
         let folded = json::fold_key(key);
         if let Some(name) = names.iter().find(|n| **n == folded && **n != key.as_str()) {
             return Err(Refused::new(&null, code::INVALID_REQUEST, format!("member {key:?} is refused: it differs from {name:?} only in letter case, which some servers read as {name:?}")));
